@@ -1,0 +1,90 @@
+//! The command line: `run`, `crd` and `exchange`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod exchange;
+
+/// Exit code for unusable input (bad file, bad spec, missing credentials).
+pub const EXIT_INPUT: u8 = 2;
+/// Exit code for a failed exchange.
+pub const EXIT_EXCHANGE: u8 = 3;
+
+/// Keeps OAuth2 client-credentials tokens fresh in Kubernetes Secrets.
+#[derive(Debug, Parser)]
+#[command(name = "oauth-token-operator", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the OAuthClient CustomResourceDefinition as YAML.
+    Crd,
+    /// Perform one token exchange locally, without a cluster, and print what the operator would
+    /// store.
+    Exchange(ExchangeArgs),
+}
+
+/// Arguments of `exchange`.
+#[derive(Debug, clap::Args)]
+pub struct ExchangeArgs {
+    /// OAuthClient YAML file ("-" for standard input). It may also hold the credentials Secret.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// client_id (overrides spec.clientId and the Secret in the file).
+    #[arg(long, env = "OAUTH_CLIENT_ID", value_name = "ID")]
+    pub client_id: Option<String>,
+
+    /// File holding the client secret, used byte for byte (a trailing newline is part of the
+    /// secret). Without it, OAUTH_CLIENT_SECRET or the Secret in the file is used.
+    #[arg(long, value_name = "FILE")]
+    pub client_secret_file: Option<PathBuf>,
+
+    /// Allow http:// token URLs (testing only: credentials travel in clear text).
+    #[arg(long, env = "OAUTH_ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
+
+    /// Print the access token instead of [redacted].
+    #[arg(long)]
+    pub show_token: bool,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// Request timeout (e.g. 10s, 1m).
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    pub request_timeout: Duration,
+}
+
+/// How `exchange` prints its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object, for scripts.
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::duration::parse(s).map_err(|e| e.to_string())
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crate::crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Exchange(args) => exchange::run(args),
+    }
+}

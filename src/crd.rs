@@ -1,0 +1,609 @@
+//! The `OAuthClient` custom resource (`oauth.token-operator.dev/v1alpha1`).
+//!
+//! Field names, defaults and enum values follow the API contract. The CRD YAML in
+//! `crds/oauthclient.yaml` is generated from these types by `oauth-token-operator crd`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use kube::CustomResourceExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of the CRD.
+pub const GROUP: &str = "oauth.token-operator.dev";
+/// API version of the CRD.
+pub const VERSION: &str = "v1alpha1";
+
+/// Most entries allowed in `extraParams`, `extraHeaders`, `target.template`, `target.labels`
+/// and `target.annotations`.
+pub const MAX_MAP_ENTRIES: usize = 32;
+/// Longest value allowed in those maps.
+pub const MAX_VALUE_LEN: usize = 4096;
+
+/// Providers whose preset carries a fixed token URL; for the others `tokenUrl` is required.
+/// The CEL rule on `spec` is generated from this list (and a test checks it against the
+/// preset table).
+pub const PROVIDERS_WITH_TOKEN_URL: [&str; 4] =
+    ["microboxlabs", "microbilt", "microbilt-sandbox", "iotspot"];
+
+/// Desired state of an OAuthClient: how to obtain a client-credentials token and where to store it.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "oauth.token-operator.dev",
+    version = "v1alpha1",
+    kind = "OAuthClient",
+    plural = "oauthclients",
+    singular = "oauthclient",
+    shortname = "oac",
+    category = "oauth",
+    namespaced,
+    status = "OAuthClientStatus",
+    doc = "An OAuth2 client-credentials client whose access token is kept fresh in a managed Secret.",
+    printcolumn = r#"{"name":"Ready","type":"string","description":"Whether the managed Secret holds a valid token","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","description":"Reason of the Ready condition","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","description":"When the current token expires (RFC 3339)","jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.tokenUrl) || (has(self.provider) && self.provider in ['microboxlabs', 'microbilt', 'microbilt-sandbox', 'iotspot'])",
+    "message": "spec.tokenUrl is required unless provider is one of microboxlabs, microbilt, microbilt-sandbox, iotspot (whose presets have a fixed token URL)"
+}]))]
+pub struct OAuthClientSpec {
+    /// Vendor preset supplying defaults for the token URL, client authentication, request
+    /// encoding and scopes. Any field set explicitly in this spec wins over the preset.
+    #[serde(default)]
+    pub provider: Provider,
+
+    /// Token endpoint URL. Required unless the preset has a fixed URL (microboxlabs, microbilt,
+    /// microbilt-sandbox, iotspot). Must be https:// unless the operator runs with
+    /// --allow-insecure-http.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub token_url: Option<String>,
+
+    /// client_id given inline (it is not a secret). When absent it is read from the credentials
+    /// Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub client_id: Option<String>,
+
+    /// Secret in the same namespace holding the client credentials.
+    pub credentials_secret_ref: CredentialsSecretRef,
+
+    /// How the client authenticates (RFC 6749 section 2.3.1): ClientSecretBasic sends an HTTP
+    /// Basic header, ClientSecretPost sends client_id and client_secret in the request body.
+    /// Credentials are never sent both ways. Defaults to the preset's method (generic:
+    /// ClientSecretBasic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth_method: Option<ClientAuthMethod>,
+
+    /// How client_id and client_secret enter the Basic header: UrlEncoded form-urlencodes them
+    /// before base64 as RFC 6749 requires; Raw sends base64(id:secret) for servers that do not
+    /// decode. Defaults to the preset's encoding (generic: UrlEncoded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth_encoding: Option<BasicAuthEncoding>,
+
+    /// Body encoding of the token request. Defaults to the preset's encoding (generic: Form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_encoding: Option<RequestEncoding>,
+
+    /// Sent as the audience parameter (required by microboxlabs and usually by auth0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub audience: Option<String>,
+
+    /// Scopes to request, sent space-joined as the scope parameter. Defaults to the preset's
+    /// scopes (iotspot: iotspot/openapi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 512)))]
+    pub scopes: Option<Vec<String>>,
+
+    /// Extra, non-secret body parameters (for example resource for Entra ID v1). The names
+    /// grant_type, client_id, client_secret, scope and audience are refused: use the dedicated
+    /// fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = MAX_MAP_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": MAX_VALUE_LEN}))]
+    pub extra_params: Option<BTreeMap<String, String>>,
+
+    /// Extra, non-secret request headers. Authorization and Content-Type are refused, as are
+    /// headers that frame the request (Host, Content-Length, Transfer-Encoding, Connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = MAX_MAP_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": MAX_VALUE_LEN}))]
+    pub extra_headers: Option<BTreeMap<String, String>>,
+
+    /// Where to read each value in a non-standard JSON response: a top-level name or a dotted
+    /// path such as data.token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_fields: Option<ResponseFields>,
+
+    /// The managed Secret that receives the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+
+    /// When to refresh the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<Refresh>,
+}
+
+// A vendor preset.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Provider {
+    /// Plain RFC 6749 section 4.4.
+    #[default]
+    #[serde(rename = "generic")]
+    Generic,
+    /// MicroboxLabs / ModularIoT login API.
+    #[serde(rename = "microboxlabs")]
+    Microboxlabs,
+    /// Microbilt production.
+    #[serde(rename = "microbilt")]
+    Microbilt,
+    /// Microbilt sandbox.
+    #[serde(rename = "microbilt-sandbox")]
+    MicrobiltSandbox,
+    /// iotspot (AWS Cognito).
+    #[serde(rename = "iotspot")]
+    Iotspot,
+    /// AWS Cognito user pools.
+    #[serde(rename = "aws-cognito")]
+    AwsCognito,
+    /// Auth0.
+    #[serde(rename = "auth0")]
+    Auth0,
+    /// Okta.
+    #[serde(rename = "okta")]
+    Okta,
+    /// Microsoft Entra ID.
+    #[serde(rename = "entra-id")]
+    EntraId,
+    /// Keycloak.
+    #[serde(rename = "keycloak")]
+    Keycloak,
+}
+
+impl Provider {
+    /// The name used in the spec and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Generic => "generic",
+            Provider::Microboxlabs => "microboxlabs",
+            Provider::Microbilt => "microbilt",
+            Provider::MicrobiltSandbox => "microbilt-sandbox",
+            Provider::Iotspot => "iotspot",
+            Provider::AwsCognito => "aws-cognito",
+            Provider::Auth0 => "auth0",
+            Provider::Okta => "okta",
+            Provider::EntraId => "entra-id",
+            Provider::Keycloak => "keycloak",
+        }
+    }
+}
+
+// Client authentication method (RFC 6749 section 2.3.1).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum ClientAuthMethod {
+    /// HTTP Basic header.
+    ClientSecretBasic,
+    /// client_id and client_secret in the request body.
+    ClientSecretPost,
+}
+
+// How id and secret enter the Basic header.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum BasicAuthEncoding {
+    /// Form-urlencode id and secret before base64 (RFC 6749 section 2.3.1).
+    UrlEncoded,
+    /// base64(id:secret) without encoding, for servers that do not decode.
+    Raw,
+}
+
+// Body encoding of the token request.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum RequestEncoding {
+    /// application/x-www-form-urlencoded.
+    Form,
+    /// application/json.
+    #[serde(rename = "JSON")]
+    Json,
+}
+
+/// Reference to the Secret holding the client credentials, in the OAuthClient's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecretRef {
+    /// Name of the Secret, in the same namespace as the OAuthClient.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// Key holding client_id (ignored when spec.clientId is set).
+    #[serde(default = "default_client_id_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub client_id_key: String,
+
+    /// Key holding client_secret.
+    #[serde(default = "default_client_secret_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub client_secret_key: String,
+}
+
+fn default_client_id_key() -> String {
+    "client_id".into()
+}
+
+fn default_client_secret_key() -> String {
+    "client_secret".into()
+}
+
+impl CredentialsSecretRef {
+    /// A reference with the default keys.
+    pub fn named(name: impl Into<String>) -> Self {
+        CredentialsSecretRef {
+            name: name.into(),
+            client_id_key: default_client_id_key(),
+            client_secret_key: default_client_secret_key(),
+        }
+    }
+}
+
+/// Where to read values in a non-standard JSON response.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseFields {
+    /// Name or dotted path of the access token.
+    #[serde(default = "default_access_token_field")]
+    #[schemars(length(min = 1, max = 256))]
+    pub access_token: String,
+    /// Name or dotted path of the lifetime in seconds.
+    #[serde(default = "default_expires_in_field")]
+    #[schemars(length(min = 1, max = 256))]
+    pub expires_in: String,
+    /// Name or dotted path of the token type.
+    #[serde(default = "default_token_type_field")]
+    #[schemars(length(min = 1, max = 256))]
+    pub token_type: String,
+    /// Name or dotted path of the granted scope.
+    #[serde(default = "default_scope_field")]
+    #[schemars(length(min = 1, max = 256))]
+    pub scope: String,
+}
+
+fn default_access_token_field() -> String {
+    "access_token".into()
+}
+fn default_expires_in_field() -> String {
+    "expires_in".into()
+}
+fn default_token_type_field() -> String {
+    "token_type".into()
+}
+fn default_scope_field() -> String {
+    "scope".into()
+}
+
+impl Default for ResponseFields {
+    fn default() -> Self {
+        ResponseFields {
+            access_token: default_access_token_field(),
+            expires_in: default_expires_in_field(),
+            token_type: default_token_type_field(),
+            scope: default_scope_field(),
+        }
+    }
+}
+
+/// The managed Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    /// Name of the managed Secret, in the same namespace. Defaults to <metadata.name>-token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: Option<String>,
+
+    /// Type of the managed Secret.
+    #[serde(default = "default_secret_type", rename = "type")]
+    #[schemars(length(min = 1, max = 253))]
+    pub type_: String,
+
+    /// Labels added to the managed Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = MAX_MAP_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    pub labels: Option<BTreeMap<String, String>>,
+
+    /// Annotations added to the managed Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = MAX_MAP_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": MAX_VALUE_LEN}))]
+    pub annotations: Option<BTreeMap<String, String>>,
+
+    /// Extra Secret keys rendered from the placeholders {{ access_token }}, {{ token_type }},
+    /// {{ expires_at }} and {{ scope }}, for example Authorization: "Bearer {{ access_token }}".
+    /// An unknown placeholder makes the spec invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = MAX_MAP_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": MAX_VALUE_LEN}))]
+    pub template: Option<BTreeMap<String, String>>,
+}
+
+fn default_secret_type() -> String {
+    "Opaque".into()
+}
+
+/// When to refresh the token.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Refresh {
+    /// Refresh this long before expiry (for example 90s, 5m, 1h30m). When unset,
+    /// renewBeforePercentage applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|h|m|s))+$"), length(max = 64))]
+    pub renew_before: Option<String>,
+
+    /// When renewBefore is unset: refresh when this share of the lifetime remains (33 refreshes
+    /// at two thirds of the lifetime).
+    #[serde(default = "default_renew_before_percentage")]
+    #[schemars(range(min = 1, max = 90))]
+    pub renew_before_percentage: i32,
+
+    /// Lifetime assumed when the response has no usable expires_in and the token is not a JWT
+    /// with exp.
+    #[serde(default = "default_lifetime")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|h|m|s))+$"), length(max = 64))]
+    pub default_lifetime: String,
+}
+
+/// Default of `refresh.renewBeforePercentage`.
+pub const DEFAULT_RENEW_BEFORE_PERCENTAGE: i32 = 33;
+/// Default of `refresh.defaultLifetime`.
+pub const DEFAULT_LIFETIME: &str = "1h";
+
+fn default_renew_before_percentage() -> i32 {
+    DEFAULT_RENEW_BEFORE_PERCENTAGE
+}
+
+fn default_lifetime() -> String {
+    DEFAULT_LIFETIME.into()
+}
+
+impl Default for Refresh {
+    fn default() -> Self {
+        Refresh {
+            renew_before: None,
+            renew_before_percentage: DEFAULT_RENEW_BEFORE_PERCENTAGE,
+            default_lifetime: default_lifetime(),
+        }
+    }
+}
+
+/// Observed state of an OAuthClient.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuthClientStatus {
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready: the managed Secret holds an unexpired token obtained for the current spec and
+    /// credentials. Degraded: the latest exchange attempt failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// Name of the managed Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+
+    /// Token type of the last successful exchange (normalised; Bearer for bearer tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+
+    /// Scope granted by the last successful exchange, when the endpoint said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+
+    /// When the current token was issued (RFC 3339 UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<String>,
+
+    /// When the current token expires (RFC 3339 UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+
+    /// When the next exchange is planned: a refresh, or a retry after a failure (RFC 3339 UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_refresh_at: Option<String>,
+
+    /// Failed exchange attempts since the last success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<i64>,
+}
+
+/// The CRD as YAML, exactly as `oauth-token-operator crd` prints it.
+pub fn crd_yaml() -> String {
+    let crd = OAuthClient::crd();
+    let yaml = serde_yaml::to_string(&crd).expect("a CRD always serialises to YAML");
+    format!("---\n{yaml}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crd_json() -> serde_json::Value {
+        serde_json::to_value(OAuthClient::crd()).unwrap()
+    }
+
+    #[test]
+    fn names_scope_and_subresources() {
+        let crd = crd_json();
+        assert_eq!(
+            crd["metadata"]["name"],
+            "oauthclients.oauth.token-operator.dev"
+        );
+        let spec = &crd["spec"];
+        assert_eq!(spec["group"], GROUP);
+        assert_eq!(spec["scope"], "Namespaced");
+        assert_eq!(spec["names"]["kind"], "OAuthClient");
+        assert_eq!(spec["names"]["plural"], "oauthclients");
+        assert_eq!(spec["names"]["shortNames"], serde_json::json!(["oac"]));
+        assert_eq!(spec["names"]["categories"], serde_json::json!(["oauth"]));
+        let version = &spec["versions"][0];
+        assert_eq!(version["name"], VERSION);
+        assert!(version["subresources"]["status"].is_object());
+        let columns: Vec<_> = version["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_uppercase())
+            .collect();
+        assert_eq!(columns, ["READY", "REASON", "EXPIRES", "AGE"]);
+    }
+
+    /// Walks a schema and returns the paths of properties without a description.
+    fn undescribed(schema: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        if let Some(props) = schema["properties"].as_object() {
+            for (name, sub) in props {
+                let p = format!("{path}.{name}");
+                if sub["description"].as_str().is_none_or(str::is_empty) {
+                    out.push(p.clone());
+                }
+                undescribed(sub, &p, out);
+                if sub["items"].is_object() {
+                    undescribed(&sub["items"], &format!("{p}[]"), out);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_spec_and_status_field_has_a_description() {
+        let crd = crd_json();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut missing = Vec::new();
+        undescribed(&schema["properties"]["spec"], "spec", &mut missing);
+        undescribed(&schema["properties"]["status"], "status", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "fields without a description: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn defaults_enums_and_the_token_url_rule_are_in_the_schema() {
+        let crd = crd_json();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let props = &spec["properties"];
+        assert_eq!(props["provider"]["default"], "generic");
+        assert_eq!(
+            props["provider"]["enum"],
+            serde_json::json!([
+                "generic",
+                "microboxlabs",
+                "microbilt",
+                "microbilt-sandbox",
+                "iotspot",
+                "aws-cognito",
+                "auth0",
+                "okta",
+                "entra-id",
+                "keycloak"
+            ])
+        );
+        assert_eq!(
+            props["clientAuthMethod"]["enum"],
+            serde_json::json!(["ClientSecretBasic", "ClientSecretPost"])
+        );
+        assert_eq!(
+            props["basicAuthEncoding"]["enum"],
+            serde_json::json!(["UrlEncoded", "Raw"])
+        );
+        assert_eq!(
+            props["requestEncoding"]["enum"],
+            serde_json::json!(["Form", "JSON"])
+        );
+        let creds = &props["credentialsSecretRef"]["properties"];
+        assert_eq!(creds["clientIdKey"]["default"], "client_id");
+        assert_eq!(creds["clientSecretKey"]["default"], "client_secret");
+        assert_eq!(
+            spec["required"],
+            serde_json::json!(["credentialsSecretRef"])
+        );
+        let refresh = &props["refresh"]["properties"];
+        assert_eq!(refresh["renewBeforePercentage"]["default"], 33);
+        assert_eq!(
+            refresh["renewBeforePercentage"]["minimum"].as_f64(),
+            Some(1.0)
+        );
+        assert_eq!(
+            refresh["renewBeforePercentage"]["maximum"].as_f64(),
+            Some(90.0)
+        );
+        assert_eq!(props["extraParams"]["maxProperties"], MAX_MAP_ENTRIES);
+        assert_eq!(
+            props["extraParams"]["additionalProperties"]["maxLength"],
+            MAX_VALUE_LEN
+        );
+        assert_eq!(refresh["defaultLifetime"]["default"], "1h");
+        assert_eq!(props["target"]["properties"]["type"]["default"], "Opaque");
+        let rule = spec["x-kubernetes-validations"][0]["rule"]
+            .as_str()
+            .unwrap();
+        for provider in PROVIDERS_WITH_TOKEN_URL {
+            assert!(rule.contains(&format!("'{provider}'")), "{rule}");
+        }
+        assert!(rule.starts_with("has(self.tokenUrl)"));
+    }
+
+    #[test]
+    fn conditions_are_a_list_map_keyed_by_type() {
+        let crd = crd_json();
+        let status =
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
+        let conditions = &status["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map");
+        assert_eq!(
+            conditions["x-kubernetes-list-map-keys"],
+            serde_json::json!(["type"])
+        );
+    }
+
+    #[test]
+    fn the_contract_example_deserialises_with_defaults() {
+        let yaml = r#"
+apiVersion: oauth.token-operator.dev/v1alpha1
+kind: OAuthClient
+metadata:
+  name: streamhub
+  namespace: telemetry
+spec:
+  provider: microboxlabs
+  credentialsSecretRef:
+    name: streamhub-credentials
+  audience: https://iot.streamhub.cl/v1/asset/track
+"#;
+        let oac: OAuthClient = serde_yaml::from_str(yaml).unwrap();
+        assert_eq!(oac.spec.provider, Provider::Microboxlabs);
+        assert_eq!(oac.spec.credentials_secret_ref.client_id_key, "client_id");
+        assert_eq!(
+            oac.spec.credentials_secret_ref.client_secret_key,
+            "client_secret"
+        );
+        assert_eq!(
+            oac.spec.audience.as_deref(),
+            Some("https://iot.streamhub.cl/v1/asset/track")
+        );
+        let empty: OAuthClientSpec =
+            serde_json::from_value(serde_json::json!({"credentialsSecretRef": {"name": "x"}}))
+                .unwrap();
+        assert_eq!(empty.provider, Provider::Generic);
+    }
+
+    #[test]
+    fn crd_yaml_is_one_yaml_document() {
+        let yaml = crd_yaml();
+        assert!(yaml.starts_with("---\napiVersion: apiextensions.k8s.io/v1\n"));
+        let back: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(back["kind"], "CustomResourceDefinition");
+    }
+}

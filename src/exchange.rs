@@ -1,0 +1,84 @@
+//! One client-credentials exchange, end to end: build the request (pure), send it (HTTP), read
+//! the response (pure).
+
+use std::time::Instant;
+
+use crate::clock::Clock;
+use crate::reason::Failure;
+use crate::request::{self, Credentials};
+use crate::response::{self, ReadContext, Token};
+use crate::settings::ExchangeSettings;
+use crate::transport::Transport;
+
+/// Performs exchanges with one transport.
+#[derive(Clone, Debug)]
+pub struct Exchanger {
+    transport: Transport,
+}
+
+impl Exchanger {
+    /// An exchanger sending through `transport`.
+    pub fn new(transport: Transport) -> Self {
+        Exchanger { transport }
+    }
+
+    /// Exchanges the credentials for a token as `settings` describe.
+    pub async fn exchange(
+        &self,
+        settings: &ExchangeSettings,
+        credentials: &Credentials,
+        clock: &dyn Clock,
+    ) -> Result<Token, Failure> {
+        let request = request::build(settings, credentials)?;
+        let host = settings.token_url.host_str().unwrap_or("?");
+        let sent_at = clock.now();
+        let started = Instant::now();
+        tracing::debug!(
+            provider = settings.provider.as_str(),
+            host,
+            "requesting a token"
+        );
+        let reply = self.transport.send(&request).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(failure) => {
+                tracing::debug!(host, elapsed_ms, reason = %failure.reason, "token request failed");
+                return Err(failure);
+            }
+        };
+        let redact = [credentials.client_secret.expose().as_str()];
+        let ctx = ReadContext {
+            fields: &settings.response_fields,
+            default_lifetime: settings.default_lifetime,
+            now: sent_at,
+            request_url: &settings.token_url,
+            redact: &redact,
+        };
+        let result = response::read(
+            &response::Response {
+                status: reply.status,
+                headers: &reply.headers,
+                body: &reply.body,
+            },
+            &ctx,
+        );
+        match &result {
+            Ok(token) => tracing::debug!(
+                host,
+                status = reply.status,
+                elapsed_ms,
+                expires_at = %token.expires_at,
+                "token received"
+            ),
+            Err(failure) => tracing::debug!(
+                host,
+                status = reply.status,
+                elapsed_ms,
+                reason = %failure.reason,
+                "token request refused"
+            ),
+        }
+        result
+    }
+}

@@ -1,0 +1,199 @@
+//! Vendor presets, as data.
+//!
+//! A preset is one row of defaults. [`crate::settings`] merges the user's spec over the row; the
+//! exchange code only ever reads the merged settings and never asks which vendor it talks to.
+//!
+//! To add a vendor: add a variant to [`Provider`](crate::crd::Provider), a row to [`PRESETS`],
+//! regenerate the CRD (`cargo run -- crd > crds/oauthclient.yaml`), and add an emulator test if
+//! the vendor has quirks. If the preset has a fixed token URL, add it to
+//! [`PROVIDERS_WITH_TOKEN_URL`](crate::crd::PROVIDERS_WITH_TOKEN_URL) as well.
+
+use crate::crd::{BasicAuthEncoding, ClientAuthMethod, Provider, RequestEncoding};
+
+/// The defaults a vendor preset supplies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preset {
+    /// The provider this row describes.
+    pub provider: Provider,
+    /// Fixed token endpoint, if the vendor has one.
+    pub token_url: Option<&'static str>,
+    /// Default client authentication.
+    pub client_auth_method: ClientAuthMethod,
+    /// Default Basic header encoding.
+    pub basic_auth_encoding: BasicAuthEncoding,
+    /// Default request body encoding.
+    pub request_encoding: RequestEncoding,
+    /// Default scopes.
+    pub scopes: &'static [&'static str],
+    /// With ClientSecretBasic, also send `client_id` (never the secret) in the body.
+    pub client_id_in_body: bool,
+    /// One line for the README's presets table.
+    pub notes: &'static str,
+}
+
+const fn row(provider: Provider) -> Preset {
+    Preset {
+        provider,
+        token_url: None,
+        client_auth_method: ClientAuthMethod::ClientSecretBasic,
+        basic_auth_encoding: BasicAuthEncoding::UrlEncoded,
+        request_encoding: RequestEncoding::Form,
+        scopes: &[],
+        client_id_in_body: false,
+        notes: "",
+    }
+}
+
+const MICROBILT: Preset = Preset {
+    token_url: Some("https://api.microbilt.com/OAuth/GetAccessToken"),
+    client_auth_method: ClientAuthMethod::ClientSecretPost,
+    request_encoding: RequestEncoding::Json,
+    notes: "expires_in and issued_at (ms) arrive as strings; token_type BearerToken means Bearer",
+    ..row(Provider::Microbilt)
+};
+
+/// Every preset, in the order of the contract.
+pub const PRESETS: [Preset; 10] = [
+    Preset {
+        notes: "plain RFC 6749 section 4.4",
+        ..row(Provider::Generic)
+    },
+    Preset {
+        token_url: Some("https://api.microboxlabs.com/api/v1/login"),
+        client_auth_method: ClientAuthMethod::ClientSecretPost,
+        request_encoding: RequestEncoding::Json,
+        notes: "audience expected",
+        ..row(Provider::Microboxlabs)
+    },
+    MICROBILT,
+    Preset {
+        provider: Provider::MicrobiltSandbox,
+        token_url: Some("https://apitest.microbilt.com/OAuth/GetAccessToken"),
+        notes: "as microbilt",
+        ..MICROBILT
+    },
+    Preset {
+        token_url: Some(
+            "https://iotspot-m2mauth-prod.auth.eu-central-1.amazoncognito.com/oauth2/token",
+        ),
+        basic_auth_encoding: BasicAuthEncoding::Raw,
+        scopes: &["iotspot/openapi"],
+        client_id_in_body: true,
+        notes: "scope iotspot/openapi; client_id also in the body; Basic is raw base64(id:secret)",
+        ..row(Provider::Iotspot)
+    },
+    Preset {
+        basic_auth_encoding: BasicAuthEncoding::Raw,
+        notes: "Basic is raw base64(id:secret)",
+        ..row(Provider::AwsCognito)
+    },
+    Preset {
+        client_auth_method: ClientAuthMethod::ClientSecretPost,
+        request_encoding: RequestEncoding::Json,
+        notes: "audience expected",
+        ..row(Provider::Auth0)
+    },
+    row(Provider::Okta),
+    Preset {
+        client_auth_method: ClientAuthMethod::ClientSecretPost,
+        notes: "scope usually <resource>/.default",
+        ..row(Provider::EntraId)
+    },
+    row(Provider::Keycloak),
+];
+
+/// The preset row for a provider.
+pub fn preset(provider: Provider) -> &'static Preset {
+    PRESETS
+        .iter()
+        .find(|p| p.provider == provider)
+        .expect("every provider has a preset row (checked by a test)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::PROVIDERS_WITH_TOKEN_URL;
+
+    #[test]
+    fn every_provider_has_exactly_one_row_in_contract_order() {
+        let names: Vec<_> = PRESETS.iter().map(|p| p.provider.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "generic",
+                "microboxlabs",
+                "microbilt",
+                "microbilt-sandbox",
+                "iotspot",
+                "aws-cognito",
+                "auth0",
+                "okta",
+                "entra-id",
+                "keycloak"
+            ]
+        );
+        // The CRD's provider enum lists exactly these names.
+        let crd = serde_json::to_value(<crate::crd::OAuthClient as kube::CustomResourceExt>::crd())
+            .unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let allowed = &schema["properties"]["spec"]["properties"]["provider"]["enum"];
+        assert_eq!(*allowed, serde_json::json!(names));
+    }
+
+    #[test]
+    fn the_cel_rule_list_matches_the_presets_with_a_url() {
+        let with_url: Vec<_> = PRESETS
+            .iter()
+            .filter(|p| p.token_url.is_some())
+            .map(|p| p.provider.as_str())
+            .collect();
+        assert_eq!(with_url, PROVIDERS_WITH_TOKEN_URL);
+    }
+
+    #[test]
+    fn rows_match_the_contract_table() {
+        use BasicAuthEncoding::*;
+        use ClientAuthMethod::*;
+        use RequestEncoding::*;
+        let expect = [
+            (Provider::Generic, ClientSecretBasic, UrlEncoded, Form),
+            (Provider::Microboxlabs, ClientSecretPost, UrlEncoded, Json),
+            (Provider::Microbilt, ClientSecretPost, UrlEncoded, Json),
+            (
+                Provider::MicrobiltSandbox,
+                ClientSecretPost,
+                UrlEncoded,
+                Json,
+            ),
+            (Provider::Iotspot, ClientSecretBasic, Raw, Form),
+            (Provider::AwsCognito, ClientSecretBasic, Raw, Form),
+            (Provider::Auth0, ClientSecretPost, UrlEncoded, Json),
+            (Provider::Okta, ClientSecretBasic, UrlEncoded, Form),
+            (Provider::EntraId, ClientSecretPost, UrlEncoded, Form),
+            (Provider::Keycloak, ClientSecretBasic, UrlEncoded, Form),
+        ];
+        for (provider, auth, enc, body) in expect {
+            let p = preset(provider);
+            assert_eq!(
+                (
+                    p.client_auth_method,
+                    p.basic_auth_encoding,
+                    p.request_encoding
+                ),
+                (auth, enc, body),
+                "{provider:?}"
+            );
+        }
+        assert_eq!(preset(Provider::Iotspot).scopes, ["iotspot/openapi"]);
+        assert!(preset(Provider::Iotspot).client_id_in_body);
+        assert_eq!(
+            preset(Provider::MicrobiltSandbox).token_url,
+            Some("https://apitest.microbilt.com/OAuth/GetAccessToken")
+        );
+        assert_eq!(
+            preset(Provider::Microbilt).token_url,
+            Some("https://api.microbilt.com/OAuth/GetAccessToken")
+        );
+    }
+}

@@ -1,0 +1,449 @@
+//! Building the token request (RFC 6749 section 4.4.2), as pure code.
+//!
+//! The credentials travel exactly once: in the Basic header (ClientSecretBasic) or in the body
+//! (ClientSecretPost), never both. With ClientSecretBasic a preset may also put `client_id`
+//! alone in the body (iotspot's documented request does).
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderName, HeaderValue};
+use url::Url;
+
+use crate::crd::{BasicAuthEncoding, ClientAuthMethod, RequestEncoding};
+use crate::reason::Failure;
+use crate::redact::Sensitive;
+use crate::settings::ExchangeSettings;
+
+/// Client credentials. `client_id` is not a secret; `client_secret` is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// The client identifier.
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: Sensitive<String>,
+}
+
+/// A ready-to-send token request. Its `Debug` hides the Authorization header and the body.
+#[derive(Clone)]
+pub struct TokenRequest {
+    /// Where to POST.
+    pub url: Url,
+    /// Headers, Authorization marked sensitive.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The encoded body (it may hold the client secret).
+    pub body: Sensitive<Vec<u8>>,
+}
+
+impl fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<_> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("TokenRequest")
+            .field("url", &self.url.as_str())
+            .field("header_names", &headers)
+            .field("body", &self.body)
+            .finish()
+    }
+}
+
+impl TokenRequest {
+    /// The value of a header, if present (for tests and diagnostics).
+    pub fn header(&self, name: &str) -> Option<&HeaderValue> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+}
+
+/// The `Authorization: Basic ...` value for the credentials.
+///
+/// `UrlEncoded` applies `application/x-www-form-urlencoded` to id and secret before base64, as
+/// RFC 6749 section 2.3.1 requires, so `/ + = : %`, spaces and non-ASCII survive. `Raw` is
+/// `base64(id:secret)` for servers that do not decode.
+pub fn basic_authorization(credentials: &Credentials, encoding: BasicAuthEncoding) -> Sensitive {
+    let secret = credentials.client_secret.expose();
+    let pair = match encoding {
+        BasicAuthEncoding::UrlEncoded => format!(
+            "{}:{}",
+            form_urlencoded::byte_serialize(credentials.client_id.as_bytes()).collect::<String>(),
+            form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>()
+        ),
+        BasicAuthEncoding::Raw => format!("{}:{}", credentials.client_id, secret),
+    };
+    Sensitive::new(format!("Basic {}", BASE64.encode(pair)))
+}
+
+/// Builds the request for the merged settings and the credentials.
+pub fn build(
+    settings: &ExchangeSettings,
+    credentials: &Credentials,
+) -> Result<TokenRequest, Failure> {
+    if credentials.client_id.is_empty() {
+        return Err(Failure::new(
+            crate::reason::Reason::CredentialsNotFound,
+            "client_id is empty",
+        ));
+    }
+    let basic = settings.client_auth_method == ClientAuthMethod::ClientSecretBasic;
+    if basic
+        && settings.basic_auth_encoding == BasicAuthEncoding::Raw
+        && credentials.client_id.contains(':')
+    {
+        return Err(Failure::invalid_spec(
+            "client_id contains ':', which basicAuthEncoding Raw cannot carry; use UrlEncoded",
+        ));
+    }
+
+    let mut params: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
+    if !basic || settings.client_id_in_body {
+        params.push(("client_id", &credentials.client_id));
+    }
+    if !basic {
+        params.push(("client_secret", credentials.client_secret.expose()));
+    }
+    if let Some(audience) = &settings.audience {
+        params.push(("audience", audience));
+    }
+    let scope = settings.scopes.join(" ");
+    if !scope.is_empty() {
+        params.push(("scope", &scope));
+    }
+    for (name, value) in &settings.extra_params {
+        params.push((name, value));
+    }
+
+    let (content_type, body) = match settings.request_encoding {
+        RequestEncoding::Form => {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            for (name, value) in &params {
+                form.append_pair(name, value);
+            }
+            (
+                "application/x-www-form-urlencoded",
+                form.finish().into_bytes(),
+            )
+        }
+        RequestEncoding::Json => {
+            let object: serde_json::Map<String, serde_json::Value> = params
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), serde_json::Value::from(*value)))
+                .collect();
+            let body = serde_json::to_vec(&object).expect("a string map always serialises");
+            ("application/json", body)
+        }
+    };
+
+    let mut headers = vec![
+        (CONTENT_TYPE, HeaderValue::from_static(content_type)),
+        (ACCEPT, HeaderValue::from_static("application/json")),
+    ];
+    if basic {
+        let auth = basic_authorization(credentials, settings.basic_auth_encoding);
+        let mut value = HeaderValue::from_str(auth.expose())
+            .expect("Basic followed by base64 is a valid header value");
+        value.set_sensitive(true);
+        headers.push((AUTHORIZATION, value));
+    }
+    for (name, value) in &settings.extra_headers {
+        // An extra header replaces a default of the same name (Accept, say).
+        headers.retain(|(existing, _)| existing != name);
+        headers.push((name.clone(), value.clone()));
+    }
+
+    Ok(TokenRequest {
+        url: settings.token_url.clone(),
+        headers,
+        body: Sensitive::new(body),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::OAuthClientSpec;
+    use crate::settings::{ClientSettings, Policy};
+
+    const AWKWARD_ID: &str = "1PpG/Q 1";
+    const AWKWARD_SECRET: &str = "z/tZ9VwFZqApmIQ+ZH1I5pLk/uB4ud:X2/8bL+wfFTt1rFw=";
+
+    fn creds(id: &str, secret: &str) -> Credentials {
+        Credentials {
+            client_id: id.into(),
+            client_secret: Sensitive::from(secret),
+        }
+    }
+
+    fn settings(json: serde_json::Value) -> ExchangeSettings {
+        let mut spec = serde_json::json!({"credentialsSecretRef": {"name": "c"}});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(json.as_object().unwrap().clone());
+        let spec: OAuthClientSpec = serde_json::from_value(spec).unwrap();
+        ClientSettings::resolve(&spec, &Policy::default())
+            .unwrap()
+            .exchange
+    }
+
+    fn body_text(req: &TokenRequest) -> String {
+        String::from_utf8(req.body.expose().clone()).unwrap()
+    }
+
+    fn form(req: &TokenRequest) -> Vec<(String, String)> {
+        form_urlencoded::parse(req.body.expose())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn basic_encoding_known_vector_both_modes() {
+        let c = creds(AWKWARD_ID, AWKWARD_SECRET);
+        assert_eq!(
+            basic_authorization(&c, BasicAuthEncoding::UrlEncoded).expose(),
+            "Basic MVBwRyUyRlErMTp6JTJGdFo5VndGWnFBcG1JUSUyQlpIMUk1cExrJTJGdUI0dWQlM0FYMiUyRjhiTCUyQndmRlR0MXJGdyUzRA=="
+        );
+        assert_eq!(
+            basic_authorization(&c, BasicAuthEncoding::Raw).expose(),
+            "Basic MVBwRy9RIDE6ei90WjlWd0ZacUFwbUlRK1pIMUk1cExrL3VCNHVkOlgyLzhiTCt3ZkZUdDFyRnc9"
+        );
+    }
+
+    #[test]
+    fn basic_encoding_round_trips_awkward_characters() {
+        for (id, secret) in [
+            ("plain", "plain"),
+            ("a:b", "c:d"),
+            ("100%", "%41%"),
+            ("sp ace", "+plus+"),
+            ("ünïcødé", "秘密/=&"),
+            ("a&b=c", "x\ty"),
+        ] {
+            let header = basic_authorization(&creds(id, secret), BasicAuthEncoding::UrlEncoded);
+            let decoded = BASE64
+                .decode(header.expose().strip_prefix("Basic ").unwrap())
+                .unwrap();
+            let decoded = String::from_utf8(decoded).unwrap();
+            // The form-encoded id cannot contain ':', so the first ':' splits.
+            let (enc_id, enc_secret) = decoded.split_once(':').unwrap();
+            let unescape = |s: &str| {
+                form_urlencoded::parse(format!("v={s}").as_bytes())
+                    .next()
+                    .unwrap()
+                    .1
+                    .into_owned()
+            };
+            assert_eq!(
+                (unescape(enc_id).as_str(), unescape(enc_secret).as_str()),
+                (id, secret)
+            );
+        }
+        // Only the awkward characters differ between the modes.
+        let plain = creds("abc123", "def456");
+        assert_eq!(
+            basic_authorization(&plain, BasicAuthEncoding::UrlEncoded),
+            basic_authorization(&plain, BasicAuthEncoding::Raw)
+        );
+    }
+
+    #[test]
+    fn generic_is_basic_form_with_no_credentials_in_the_body() {
+        let s = settings(serde_json::json!({
+            "tokenUrl": "https://idp.example/token",
+            "scopes": ["read", "write"],
+            "audience": "api://x",
+            "extraParams": {"resource": "https://graph"},
+            "extraHeaders": {"X-Tenant": "t1", "Accept": "application/json;v=2"},
+        }));
+        let req = build(&s, &creds("my id", "s3cr3t/+")).unwrap();
+        assert_eq!(req.url.as_str(), "https://idp.example/token");
+        assert_eq!(
+            req.header("content-type").unwrap(),
+            "application/x-www-form-urlencoded"
+        );
+        assert_eq!(req.header("accept").unwrap(), "application/json;v=2");
+        assert_eq!(req.header("x-tenant").unwrap(), "t1");
+        let auth = req.header("authorization").unwrap();
+        assert!(auth.is_sensitive());
+        assert_eq!(
+            auth.to_str().unwrap(),
+            basic_authorization(&creds("my id", "s3cr3t/+"), BasicAuthEncoding::UrlEncoded)
+                .expose()
+        );
+        assert_eq!(
+            form(&req),
+            [
+                ("grant_type".into(), "client_credentials".into()),
+                ("audience".into(), "api://x".into()),
+                ("scope".into(), "read write".into()),
+                ("resource".into(), "https://graph".into()),
+            ]
+        );
+        assert!(!body_text(&req).contains("s3cr3t"));
+    }
+
+    #[test]
+    fn client_secret_post_puts_credentials_in_the_body_only() {
+        let s = settings(serde_json::json!({
+            "tokenUrl": "https://idp.example/token",
+            "clientAuthMethod": "ClientSecretPost",
+        }));
+        let req = build(&s, &creds("id1", "sec1")).unwrap();
+        assert!(req.header("authorization").is_none());
+        assert_eq!(
+            form(&req),
+            [
+                ("grant_type".into(), "client_credentials".into()),
+                ("client_id".into(), "id1".into()),
+                ("client_secret".into(), "sec1".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn microboxlabs_preset_request() {
+        let s = settings(serde_json::json!({
+            "provider": "microboxlabs",
+            "audience": "https://iot.streamhub.cl/v1/asset/track",
+        }));
+        let req = build(&s, &creds("YOUR_CLIENT_ID", "YOUR_CLIENT_SECRET")).unwrap();
+        assert_eq!(
+            req.url.as_str(),
+            "https://api.microboxlabs.com/api/v1/login"
+        );
+        assert_eq!(req.header("content-type").unwrap(), "application/json");
+        assert!(req.header("authorization").is_none());
+        let body: serde_json::Value = serde_json::from_slice(req.body.expose()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "client_id": "YOUR_CLIENT_ID",
+                "client_secret": "YOUR_CLIENT_SECRET",
+                "audience": "https://iot.streamhub.cl/v1/asset/track",
+                "grant_type": "client_credentials"
+            })
+        );
+    }
+
+    #[test]
+    fn microbilt_presets_request() {
+        for (provider, url) in [
+            (
+                "microbilt",
+                "https://api.microbilt.com/OAuth/GetAccessToken",
+            ),
+            (
+                "microbilt-sandbox",
+                "https://apitest.microbilt.com/OAuth/GetAccessToken",
+            ),
+        ] {
+            let s = settings(serde_json::json!({"provider": provider}));
+            let req = build(&s, &creds("<CLIENT_ID>", "<CLIENT_SECRET>")).unwrap();
+            assert_eq!(req.url.as_str(), url);
+            assert_eq!(req.header("content-type").unwrap(), "application/json");
+            assert!(req.header("authorization").is_none());
+            let body: serde_json::Value = serde_json::from_slice(req.body.expose()).unwrap();
+            assert_eq!(
+                body,
+                serde_json::json!({"client_id": "<CLIENT_ID>", "client_secret": "<CLIENT_SECRET>", "grant_type": "client_credentials"})
+            );
+        }
+    }
+
+    #[test]
+    fn iotspot_preset_request() {
+        let s = settings(serde_json::json!({"provider": "iotspot"}));
+        let req = build(&s, &creds("6u13qvmiisk8of304cfdfubq3s", "sec/ret+=")).unwrap();
+        assert_eq!(
+            req.url.as_str(),
+            "https://iotspot-m2mauth-prod.auth.eu-central-1.amazoncognito.com/oauth2/token"
+        );
+        assert_eq!(
+            req.header("content-type").unwrap(),
+            "application/x-www-form-urlencoded"
+        );
+        assert_eq!(
+            req.header("authorization").unwrap().to_str().unwrap(),
+            format!(
+                "Basic {}",
+                BASE64.encode("6u13qvmiisk8of304cfdfubq3s:sec/ret+=")
+            )
+        );
+        assert_eq!(
+            form(&req),
+            [
+                ("grant_type".into(), "client_credentials".into()),
+                ("client_id".into(), "6u13qvmiisk8of304cfdfubq3s".into()),
+                ("scope".into(), "iotspot/openapi".into()),
+            ]
+        );
+        assert!(!body_text(&req).contains("sec"));
+    }
+
+    #[test]
+    fn every_other_preset_builds_its_documented_shape() {
+        // (provider, expects Basic header, raw Basic, JSON body)
+        let cases = [
+            ("generic", true, false, false),
+            ("aws-cognito", true, true, false),
+            ("auth0", false, false, true),
+            ("okta", true, false, false),
+            ("entra-id", false, false, false),
+            ("keycloak", true, false, false),
+        ];
+        let c = creds("id/1", "se:cret");
+        for (provider, basic, raw, json) in cases {
+            let s =
+                settings(serde_json::json!({"provider": provider, "tokenUrl": "https://idp/t"}));
+            let req = build(&s, &c).unwrap();
+            let auth = req
+                .header("authorization")
+                .map(|v| v.to_str().unwrap().to_owned());
+            assert_eq!(auth.is_some(), basic, "{provider}");
+            if basic {
+                let mode = if raw {
+                    BasicAuthEncoding::Raw
+                } else {
+                    BasicAuthEncoding::UrlEncoded
+                };
+                assert_eq!(
+                    auth.unwrap(),
+                    basic_authorization(&c, mode).expose().as_str(),
+                    "{provider}"
+                );
+            }
+            let ct = req.header("content-type").unwrap().to_str().unwrap();
+            assert_eq!(ct == "application/json", json, "{provider}");
+            let text = body_text(&req);
+            assert_eq!(
+                text.contains("se%3Acret") || text.contains("se:cret"),
+                !basic,
+                "{provider}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn raw_basic_refuses_a_colon_in_the_id() {
+        let s =
+            settings(serde_json::json!({"provider": "aws-cognito", "tokenUrl": "https://idp/t"}));
+        let err = build(&s, &creds("a:b", "x")).unwrap_err();
+        assert!(err.message.contains("UrlEncoded"));
+    }
+
+    #[test]
+    fn debug_hides_the_secret_and_header() {
+        let s = settings(
+            serde_json::json!({"tokenUrl": "https://idp/t", "clientAuthMethod": "ClientSecretPost"}),
+        );
+        let req = build(&s, &creds("id", "very-secret-value")).unwrap();
+        let dbg = format!("{req:?}");
+        assert!(!dbg.contains("very-secret-value"), "{dbg}");
+        assert!(dbg.contains("[redacted]"));
+        let s = settings(serde_json::json!({"tokenUrl": "https://idp/t"}));
+        let req = build(&s, &creds("id", "very-secret-value")).unwrap();
+        let b64 = BASE64.encode("id:very-secret-value");
+        assert!(!format!("{req:?}").contains(&b64));
+    }
+}

@@ -1,0 +1,438 @@
+//! A spec merged over its preset and validated: everything the exchange and the refresh timing
+//! read. Resolving is pure; every problem is an `InvalidSpec` failure with a message that names
+//! the field.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use url::Url;
+
+use crate::crd::{
+    BasicAuthEncoding, ClientAuthMethod, OAuthClientSpec, Provider, RequestEncoding, ResponseFields,
+};
+use crate::duration;
+use crate::presets::preset;
+use crate::reason::Failure;
+use crate::template::{self, Template};
+
+/// Operator-wide rules that a spec must satisfy.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    /// Allow `http://` token URLs (tests and development only).
+    pub allow_insecure_http: bool,
+}
+
+/// Body parameters that only the dedicated fields may set.
+pub const RESERVED_PARAMS: [&str; 5] = [
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "scope",
+    "audience",
+];
+
+/// Headers that `extraHeaders` may not set: credentials, body type and request framing.
+pub const FORBIDDEN_HEADERS: [&str; 6] = [
+    "authorization",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+];
+
+/// Keys the managed Secret always has; `target.template` may not reuse them.
+pub const STANDARD_KEYS: [&str; 4] = ["access_token", "token_type", "expires_at", "scope"];
+
+/// How the token request is made.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExchangeSettings {
+    /// The preset the settings came from (a metric label; never used for branching).
+    pub provider: Provider,
+    /// The token endpoint.
+    pub token_url: Url,
+    /// Client authentication.
+    pub client_auth_method: ClientAuthMethod,
+    /// Basic header encoding.
+    pub basic_auth_encoding: BasicAuthEncoding,
+    /// Body encoding.
+    pub request_encoding: RequestEncoding,
+    /// With ClientSecretBasic, also send client_id in the body.
+    pub client_id_in_body: bool,
+    /// `audience` parameter.
+    pub audience: Option<String>,
+    /// Scopes, sent space-joined.
+    pub scopes: Vec<String>,
+    /// Extra body parameters.
+    pub extra_params: BTreeMap<String, String>,
+    /// Extra headers, validated.
+    pub extra_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Where to read values in the response.
+    pub response_fields: ResponseFields,
+    /// Lifetime assumed when the response does not tell.
+    pub default_lifetime: Duration,
+}
+
+/// When to refresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefreshSettings {
+    /// Refresh this long before expiry, when set.
+    pub renew_before: Option<Duration>,
+    /// Otherwise refresh when this percentage of the lifetime remains.
+    pub renew_before_percentage: u8,
+}
+
+/// Everything resolved from a spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientSettings {
+    /// The request side.
+    pub exchange: ExchangeSettings,
+    /// Refresh timing.
+    pub refresh: RefreshSettings,
+    /// Parsed `target.template`, by Secret key.
+    pub templates: BTreeMap<String, Template>,
+}
+
+impl ClientSettings {
+    /// Merges `spec` over its preset and validates the result.
+    pub fn resolve(spec: &OAuthClientSpec, policy: &Policy) -> Result<Self, Failure> {
+        let preset = preset(spec.provider);
+
+        let url_text = spec
+            .token_url
+            .as_deref()
+            .or(preset.token_url)
+            .ok_or_else(|| {
+                Failure::invalid_spec(format!(
+                    "spec.tokenUrl is required for provider {}",
+                    spec.provider.as_str()
+                ))
+            })?;
+        let token_url = check_token_url(url_text, policy)?;
+
+        let scopes = spec
+            .scopes
+            .clone()
+            .unwrap_or_else(|| preset.scopes.iter().map(|s| (*s).to_owned()).collect());
+        for scope in &scopes {
+            if scope.is_empty() || scope.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(Failure::invalid_spec(format!(
+                    "spec.scopes: {scope:?} is not a single scope (no spaces; list each scope separately)"
+                )));
+            }
+        }
+
+        let extra_params = spec.extra_params.clone().unwrap_or_default();
+        for name in extra_params.keys() {
+            if RESERVED_PARAMS.contains(&name.as_str()) {
+                return Err(Failure::invalid_spec(format!(
+                    "spec.extraParams may not set {name:?}: use the dedicated field (or the credentials Secret)"
+                )));
+            }
+            if name.is_empty() {
+                return Err(Failure::invalid_spec("spec.extraParams has an empty name"));
+            }
+        }
+
+        let mut extra_headers = Vec::new();
+        for (name, value) in spec.extra_headers.iter().flatten() {
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                Failure::invalid_spec(format!(
+                    "spec.extraHeaders: {name:?} is not a valid header name"
+                ))
+            })?;
+            if FORBIDDEN_HEADERS.contains(&header.as_str()) {
+                return Err(Failure::invalid_spec(format!(
+                    "spec.extraHeaders may not set {name}: the operator sets it"
+                )));
+            }
+            let value = HeaderValue::from_str(value).map_err(|_| {
+                Failure::invalid_spec(format!(
+                    "spec.extraHeaders: the value of {name} is not a valid header value (printable ASCII only)"
+                ))
+            })?;
+            extra_headers.push((header, value));
+        }
+
+        let refresh_spec = spec.refresh.clone().unwrap_or_default();
+        let default_lifetime = duration::parse(&refresh_spec.default_lifetime)
+            .map_err(|e| Failure::invalid_spec(format!("spec.refresh.defaultLifetime: {e}")))?;
+        if default_lifetime < Duration::from_secs(1) {
+            return Err(Failure::invalid_spec(
+                "spec.refresh.defaultLifetime must be at least 1s",
+            ));
+        }
+        let renew_before = refresh_spec
+            .renew_before
+            .as_deref()
+            .map(duration::parse)
+            .transpose()
+            .map_err(|e| Failure::invalid_spec(format!("spec.refresh.renewBefore: {e}")))?;
+        let percentage = refresh_spec.renew_before_percentage;
+        if !(1..=90).contains(&percentage) {
+            return Err(Failure::invalid_spec(format!(
+                "spec.refresh.renewBeforePercentage must be between 1 and 90, not {percentage}"
+            )));
+        }
+
+        let target = spec.target.clone().unwrap_or_default();
+        let templates_spec = target.template.unwrap_or_default();
+        for key in templates_spec.keys() {
+            check_secret_key(key)?;
+        }
+        let templates = template::parse_all(&templates_spec).map_err(|(key, e)| {
+            Failure::invalid_spec(format!("spec.target.template.{key}: {e}"))
+        })?;
+
+        Ok(ClientSettings {
+            exchange: ExchangeSettings {
+                provider: spec.provider,
+                token_url,
+                client_auth_method: spec.client_auth_method.unwrap_or(preset.client_auth_method),
+                basic_auth_encoding: spec
+                    .basic_auth_encoding
+                    .unwrap_or(preset.basic_auth_encoding),
+                request_encoding: spec.request_encoding.unwrap_or(preset.request_encoding),
+                client_id_in_body: preset.client_id_in_body,
+                audience: spec.audience.clone(),
+                scopes,
+                extra_params,
+                extra_headers,
+                response_fields: spec.response_fields.clone().unwrap_or_default(),
+                default_lifetime,
+            },
+            refresh: RefreshSettings {
+                renew_before,
+                renew_before_percentage: percentage as u8,
+            },
+            templates,
+        })
+    }
+}
+
+/// Checks a token URL against the policy: an absolute https URL (http only when allowed),
+/// with a host and without credentials in it.
+pub fn check_token_url(text: &str, policy: &Policy) -> Result<Url, Failure> {
+    let url = Url::parse(text)
+        .map_err(|e| Failure::invalid_spec(format!("spec.tokenUrl is not a valid URL: {e}")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if policy.allow_insecure_http => {}
+        "http" => {
+            return Err(Failure::invalid_spec(
+                "spec.tokenUrl uses http://, which sends credentials in clear text; use https:// (or run the operator with --allow-insecure-http for testing)",
+            ));
+        }
+        other => {
+            return Err(Failure::invalid_spec(format!(
+                "spec.tokenUrl must be an https:// URL, not {other}:"
+            )));
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(Failure::invalid_spec("spec.tokenUrl has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Failure::invalid_spec(
+            "spec.tokenUrl may not carry user:password; put credentials in the credentials Secret",
+        ));
+    }
+    Ok(url)
+}
+
+fn check_secret_key(key: &str) -> Result<(), Failure> {
+    let valid = !key.is_empty()
+        && key.len() <= 253
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !valid {
+        return Err(Failure::invalid_spec(format!(
+            "spec.target.template: {key:?} is not a valid Secret key (letters, digits, '-', '_', '.')"
+        )));
+    }
+    if STANDARD_KEYS.contains(&key) {
+        return Err(Failure::invalid_spec(format!(
+            "spec.target.template may not redefine the standard key {key}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{CredentialsSecretRef, Refresh, Target};
+    use crate::reason::Reason;
+
+    fn spec(provider: Provider) -> OAuthClientSpec {
+        serde_json::from_value(serde_json::json!({
+            "provider": provider,
+            "credentialsSecretRef": {"name": "creds"},
+        }))
+        .unwrap()
+    }
+
+    fn generic(url: &str) -> OAuthClientSpec {
+        OAuthClientSpec {
+            token_url: Some(url.into()),
+            ..spec(Provider::Generic)
+        }
+    }
+
+    fn resolve(spec: &OAuthClientSpec) -> Result<ClientSettings, Failure> {
+        ClientSettings::resolve(spec, &Policy::default())
+    }
+
+    fn invalid(spec: &OAuthClientSpec) -> String {
+        let err = resolve(spec).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidSpec, "{err}");
+        err.message
+    }
+
+    #[test]
+    fn preset_supplies_defaults() {
+        let s = resolve(&spec(Provider::Iotspot)).unwrap();
+        assert_eq!(
+            s.exchange.token_url.as_str(),
+            "https://iotspot-m2mauth-prod.auth.eu-central-1.amazoncognito.com/oauth2/token"
+        );
+        assert_eq!(
+            s.exchange.client_auth_method,
+            ClientAuthMethod::ClientSecretBasic
+        );
+        assert_eq!(s.exchange.basic_auth_encoding, BasicAuthEncoding::Raw);
+        assert_eq!(s.exchange.request_encoding, RequestEncoding::Form);
+        assert_eq!(s.exchange.scopes, ["iotspot/openapi"]);
+        assert!(s.exchange.client_id_in_body);
+        assert_eq!(s.exchange.default_lifetime, Duration::from_secs(3600));
+        assert_eq!(s.refresh.renew_before, None);
+        assert_eq!(s.refresh.renew_before_percentage, 33);
+    }
+
+    #[test]
+    fn explicit_fields_win_over_the_preset() {
+        let s = resolve(&OAuthClientSpec {
+            token_url: Some("https://emulator.example/token".into()),
+            client_auth_method: Some(ClientAuthMethod::ClientSecretPost),
+            basic_auth_encoding: Some(BasicAuthEncoding::UrlEncoded),
+            request_encoding: Some(RequestEncoding::Json),
+            scopes: Some(vec!["a".into(), "b".into()]),
+            ..spec(Provider::Iotspot)
+        })
+        .unwrap();
+        assert_eq!(
+            s.exchange.token_url.as_str(),
+            "https://emulator.example/token"
+        );
+        assert_eq!(
+            s.exchange.client_auth_method,
+            ClientAuthMethod::ClientSecretPost
+        );
+        assert_eq!(
+            s.exchange.basic_auth_encoding,
+            BasicAuthEncoding::UrlEncoded
+        );
+        assert_eq!(s.exchange.request_encoding, RequestEncoding::Json);
+        assert_eq!(s.exchange.scopes, ["a", "b"]);
+        // An explicit empty list also wins: no scope is sent.
+        let s = resolve(&OAuthClientSpec {
+            scopes: Some(vec![]),
+            ..spec(Provider::Iotspot)
+        })
+        .unwrap();
+        assert!(s.exchange.scopes.is_empty());
+    }
+
+    #[test]
+    fn token_url_rules() {
+        assert!(invalid(&spec(Provider::Generic)).contains("spec.tokenUrl is required"));
+        assert!(invalid(&generic("not a url")).contains("not a valid URL"));
+        assert!(invalid(&generic("http://127.0.0.1/token")).contains("--allow-insecure-http"));
+        assert!(invalid(&generic("ftp://x/token")).contains("https://"));
+        assert!(invalid(&generic("https://user:pw@x/token")).contains("user:password"));
+        assert!(invalid(&generic("file:///etc/passwd")).contains("https://"));
+        let allowed = ClientSettings::resolve(
+            &generic("http://127.0.0.1:8080/token"),
+            &Policy {
+                allow_insecure_http: true,
+            },
+        );
+        assert!(allowed.is_ok());
+    }
+
+    #[test]
+    fn forbidden_headers_and_bad_header_values() {
+        for name in ["Authorization", "content-type", "Host", "Content-Length"] {
+            let mut s = generic("https://x/t");
+            s.extra_headers = Some([(name.to_owned(), "v".to_owned())].into());
+            assert!(invalid(&s).contains("may not set"), "{name}");
+        }
+        let mut s = generic("https://x/t");
+        s.extra_headers = Some([("bad name".to_owned(), "v".to_owned())].into());
+        assert!(invalid(&s).contains("not a valid header name"));
+        s.extra_headers = Some([("X-Ok".to_owned(), "line\nbreak".to_owned())].into());
+        assert!(invalid(&s).contains("not a valid header value"));
+        s.extra_headers = Some([("X-Api-Version".to_owned(), "2".to_owned())].into());
+        assert_eq!(resolve(&s).unwrap().exchange.extra_headers.len(), 1);
+    }
+
+    #[test]
+    fn reserved_params_and_bad_scopes() {
+        for name in RESERVED_PARAMS {
+            let mut s = generic("https://x/t");
+            s.extra_params = Some([(name.to_owned(), "v".to_owned())].into());
+            assert!(invalid(&s).contains(name), "{name}");
+        }
+        let mut s = generic("https://x/t");
+        s.scopes = Some(vec!["a b".into()]);
+        assert!(invalid(&s).contains("not a single scope"));
+    }
+
+    #[test]
+    fn refresh_and_template_errors_name_the_field() {
+        let mut s = generic("https://x/t");
+        s.refresh = Some(Refresh {
+            renew_before: Some("5 minutes".into()),
+            ..Refresh::default()
+        });
+        assert!(invalid(&s).contains("spec.refresh.renewBefore"));
+        s.refresh = Some(Refresh {
+            default_lifetime: "0s".into(),
+            ..Refresh::default()
+        });
+        assert!(invalid(&s).contains("spec.refresh.defaultLifetime"));
+        s.refresh = Some(Refresh {
+            renew_before_percentage: 95,
+            ..Refresh::default()
+        });
+        assert!(invalid(&s).contains("between 1 and 90"));
+        s.refresh = None;
+        s.target = Some(Target {
+            template: Some([("auth".to_owned(), "Bearer {{ token }}".to_owned())].into()),
+            ..Target::default()
+        });
+        let msg = invalid(&s);
+        assert!(msg.contains("spec.target.template.auth") && msg.contains("unknown placeholder"));
+        s.target = Some(Target {
+            template: Some([("access_token".to_owned(), "x".to_owned())].into()),
+            ..Target::default()
+        });
+        assert!(invalid(&s).contains("standard key"));
+        s.target = Some(Target {
+            template: Some([("a/b".to_owned(), "x".to_owned())].into()),
+            ..Target::default()
+        });
+        assert!(invalid(&s).contains("not a valid Secret key"));
+    }
+
+    #[test]
+    fn credentials_ref_defaults() {
+        let r = CredentialsSecretRef::named("c");
+        assert_eq!(
+            (r.client_id_key.as_str(), r.client_secret_key.as_str()),
+            ("client_id", "client_secret")
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! The one HTTP transport for token requests: reqwest with rustls.
+//!
+//! * TLS is always verified (the platform's trust store; no option turns verification off).
+//! * Redirects are never followed: credentials must not be re-sent to another URL. A 3xx is
+//!   handed back to [`crate::response`], which reports it as `InvalidResponse`.
+//! * Every request has a timeout.
+//! * The response body is read with a cap ([`MAX_BODY`]); reading stops as soon as it is
+//!   exceeded.
+//! * The User-Agent is `oauth-token-operator/<version>`.
+
+use std::time::Duration;
+
+use http::HeaderMap;
+
+use crate::reason::{Failure, Reason};
+use crate::request::TokenRequest;
+use crate::response::sanitise;
+
+/// Largest response body read (1 MiB).
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Default request timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A received response, body capped.
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body (at most [`MAX_BODY`] bytes).
+    pub body: Vec<u8>,
+}
+
+/// The HTTP client for token endpoints.
+#[derive(Clone, Debug)]
+pub struct Transport {
+    client: reqwest::Client,
+    timeout: Duration,
+}
+
+/// The HTTP client could not be built (no usable TLS trust store, for instance).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct TransportError(#[source] reqwest::Error);
+
+impl Transport {
+    /// A transport with the given request timeout.
+    pub fn new(timeout: Duration) -> Result<Self, TransportError> {
+        // Both kube and reqwest use rustls with ring; install it as the process default once.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .user_agent(crate::user_agent())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(TransportError)?;
+        Ok(Transport { client, timeout })
+    }
+
+    /// Sends a token request and reads the reply with the body cap.
+    pub async fn send(&self, request: &TokenRequest) -> Result<Reply, Failure> {
+        let host = request.url.host_str().unwrap_or("?").to_owned();
+        let mut builder = self
+            .client
+            .post(request.url.clone())
+            .body(request.body.expose().clone());
+        for (name, value) in &request.headers {
+            builder = builder.header(name, value);
+        }
+        let mut response = builder
+            .send()
+            .await
+            .map_err(|e| self.transport_failure(&host, &e))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_BODY as u64)
+        {
+            return Err(too_large(status));
+        }
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_BODY {
+                        return Err(too_large(status));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(self.transport_failure(&host, &e)),
+            }
+        }
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    fn transport_failure(&self, host: &str, error: &reqwest::Error) -> Failure {
+        let what = if error.is_timeout() {
+            format!("timed out after {}s", self.timeout.as_secs_f32())
+        } else if error.is_connect() {
+            format!("could not connect: {}", root_cause(error))
+        } else if error.is_body() || error.is_decode() {
+            format!("failed while reading the response: {}", root_cause(error))
+        } else {
+            root_cause(error)
+        };
+        Failure::new(
+            Reason::EndpointUnavailable,
+            sanitise(&format!("token endpoint {host} {what}"), &[]),
+        )
+    }
+}
+
+fn too_large(status: u16) -> Failure {
+    Failure::new(
+        Reason::InvalidResponse,
+        format!(
+            "HTTP {status} response body is larger than {} KiB; stopped reading",
+            MAX_BODY / 1024
+        ),
+    )
+}
+
+/// The innermost error message (reqwest's top level only says "error sending request").
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
+}
