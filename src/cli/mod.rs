@@ -78,6 +78,30 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::duration::parse(s).map_err(|e| e.to_string())
 }
 
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Sends `tracing` output to standard error, filtered by `RUST_LOG` (default: `default_level`).
+pub fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests calling in twice) is harmless.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
@@ -85,6 +109,9 @@ pub fn run(cli: Cli) -> ExitCode {
             print!("{}", crate::crd::crd_yaml());
             ExitCode::SUCCESS
         }
-        Command::Exchange(args) => exchange::run(args),
+        Command::Exchange(args) => {
+            init_logging(LogFormat::Text, "warn");
+            exchange::run(args)
+        }
     }
 }

@@ -1,0 +1,547 @@
+//! HTTP tests of the exchange engine against the vendor emulators on 127.0.0.1.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use oauth_token_operator::clock::SystemClock;
+use oauth_token_operator::crd::OAuthClientSpec;
+use oauth_token_operator::exchange::Exchanger;
+use oauth_token_operator::reason::{Failure, Reason};
+use oauth_token_operator::redact::Sensitive;
+use oauth_token_operator::request::Credentials;
+use oauth_token_operator::response::Token;
+use oauth_token_operator::settings::{ClientSettings, Policy};
+use oauth_token_operator::transport::{MAX_BODY, Transport};
+use serde_json::{Value, json};
+use support::vendors::*;
+
+const ID: &str = "1PpG/Q 1";
+const SECRET: &str = "z/tZ9VwFZqApmIQ+ZH1I5pLk/uB4ud:X2/8bL+wfFTt1rFw=";
+
+fn spec(fields: Value) -> OAuthClientSpec {
+    let mut spec = json!({"credentialsSecretRef": {"name": "creds"}});
+    spec.as_object_mut()
+        .unwrap()
+        .extend(fields.as_object().unwrap().clone());
+    serde_json::from_value(spec).unwrap()
+}
+
+fn creds(id: &str, secret: &str) -> Credentials {
+    Credentials {
+        client_id: id.into(),
+        client_secret: Sensitive::from(secret),
+    }
+}
+
+async fn exchange_with(
+    fields: Value,
+    credentials: &Credentials,
+    timeout: Duration,
+    policy: Policy,
+) -> Result<Token, Failure> {
+    let settings = ClientSettings::resolve(&spec(fields), &policy)?;
+    let exchanger = Exchanger::new(Transport::new(timeout).unwrap());
+    exchanger
+        .exchange(&settings.exchange, credentials, &SystemClock)
+        .await
+}
+
+async fn exchange(fields: Value, credentials: &Credentials) -> Result<Token, Failure> {
+    let policy = Policy {
+        allow_insecure_http: true,
+    };
+    exchange_with(fields, credentials, Duration::from_secs(5), policy).await
+}
+
+fn assert_safe(failure: &Failure) {
+    for value in [SECRET, "wrong-secret-value"] {
+        assert!(!failure.message.contains(value), "{}", failure.message);
+    }
+}
+
+async fn fail(fields: Value, credentials: &Credentials) -> Failure {
+    let failure = exchange(fields, credentials)
+        .await
+        .expect_err("expected a failure");
+    assert_safe(&failure);
+    failure
+}
+
+// === each seed preset with nothing but the preset and credentials ===
+
+#[tokio::test]
+async fn microboxlabs_preset_reaches_a_token() {
+    let server = TokenServer::start(Vendor::Microboxlabs, ID, SECRET, Tokens::Documented).await;
+    let token = exchange(
+        json!({"provider": "microboxlabs", "tokenUrl": server.url(), "audience": STREAMHUB_AUDIENCE}),
+        &creds(ID, SECRET),
+    )
+    .await
+    .unwrap();
+    assert_eq!(token.access_token.expose(), MICROBOXLABS_TOKEN);
+    assert_eq!(token.scope.as_deref(), Some("asset:track:write"));
+    let lifetime = token.expires_at.duration_since(token.issued_at).as_secs();
+    assert_eq!(lifetime, 86400);
+    let request = &server.requests()[0];
+    assert_eq!(request.header("content-type").unwrap(), "application/json");
+    assert!(request.header("authorization").is_none());
+    assert_eq!(
+        request.header("user-agent").unwrap(),
+        format!("oauth-token-operator/{}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn microbilt_presets_reach_a_token() {
+    for provider in ["microbilt", "microbilt-sandbox"] {
+        let server = TokenServer::start(Vendor::Microbilt, ID, SECRET, Tokens::Documented).await;
+        let token = exchange(
+            json!({"provider": provider, "tokenUrl": server.url()}),
+            &creds(ID, SECRET),
+        )
+        .await
+        .unwrap();
+        assert_eq!(token.access_token.expose(), MICROBILT_TOKEN);
+        assert_eq!(token.token_type, "Bearer");
+        assert_eq!(
+            token.expires_at.duration_since(token.issued_at).as_secs(),
+            3599
+        );
+        let body = server.requests()[0].json().unwrap();
+        assert_eq!(body["grant_type"], "client_credentials");
+    }
+}
+
+#[tokio::test]
+async fn microbilt_form_variant_is_also_accepted() {
+    let server = TokenServer::start(Vendor::Microbilt, ID, SECRET, Tokens::Documented).await;
+    let token = exchange(
+        json!({"provider": "microbilt", "tokenUrl": server.url(), "requestEncoding": "Form"}),
+        &creds(ID, SECRET),
+    )
+    .await
+    .unwrap();
+    assert_eq!(token.access_token.expose(), MICROBILT_TOKEN);
+}
+
+#[tokio::test]
+async fn iotspot_preset_reaches_a_token() {
+    let server = TokenServer::start(Vendor::Iotspot, ID, SECRET, Tokens::Documented).await;
+    let token = exchange(
+        json!({"provider": "iotspot", "tokenUrl": server.url()}),
+        &creds(ID, SECRET),
+    )
+    .await
+    .unwrap();
+    assert_eq!(token.access_token.expose(), IOTSPOT_TOKEN);
+    assert_eq!(
+        token.expires_at.duration_since(token.issued_at).as_secs(),
+        3600
+    );
+    let request = &server.requests()[0];
+    let form = request.form();
+    assert!(form.contains(&("client_id".into(), ID.into())));
+    assert!(form.contains(&("scope".into(), "iotspot/openapi".into())));
+    assert!(
+        !form.iter().any(|(k, _)| k == "client_secret"),
+        "secret sent twice"
+    );
+}
+
+#[tokio::test]
+async fn generic_preset_with_both_client_auth_methods() {
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    for method in ["ClientSecretBasic", "ClientSecretPost"] {
+        let token = exchange(
+            json!({"tokenUrl": server.url(), "clientAuthMethod": method, "scopes": ["read", "write"]}),
+            &creds(ID, SECRET),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{method}: {e}"));
+        assert_eq!(token.scope.as_deref(), Some("read write"));
+        assert_eq!(token.token_type, "Bearer");
+    }
+}
+
+// === wrong credentials: InvalidClient with the vendor's description ===
+
+#[tokio::test]
+async fn wrong_credentials_are_invalid_client_for_every_vendor() {
+    let cases = [
+        (
+            Vendor::Microboxlabs,
+            json!({"provider": "microboxlabs", "audience": STREAMHUB_AUDIENCE}),
+            "access_denied: Unauthorized",
+        ),
+        (
+            Vendor::Microbilt,
+            json!({"provider": "microbilt"}),
+            "invalid_client: Client credentials are invalid",
+        ),
+        (
+            Vendor::Iotspot,
+            json!({"provider": "iotspot"}),
+            "invalid_client",
+        ),
+        (
+            Vendor::Generic,
+            json!({}),
+            "invalid_client: Client authentication failed",
+        ),
+    ];
+    for (vendor, mut fields, description) in cases {
+        let server = TokenServer::start(vendor, ID, SECRET, Tokens::Documented).await;
+        fields["tokenUrl"] = json!(server.url());
+        let failure = fail(fields, &creds(ID, "wrong-secret-value")).await;
+        assert_eq!(
+            failure.reason,
+            Reason::InvalidClient,
+            "{vendor:?}: {failure}"
+        );
+        assert!(
+            failure.message.contains(description),
+            "{vendor:?}: {}",
+            failure.message
+        );
+    }
+}
+
+// === the emulators are as strict as the documents ===
+
+#[tokio::test]
+async fn microboxlabs_rejects_form_bodies_missing_audience_and_wrong_audience() {
+    let server = TokenServer::start(Vendor::Microboxlabs, ID, SECRET, Tokens::Documented).await;
+    let url = server.url();
+    let f = fail(
+        json!({"provider": "microboxlabs", "tokenUrl": url, "audience": STREAMHUB_AUDIENCE, "requestEncoding": "Form"}),
+        &creds(ID, SECRET),
+    )
+    .await;
+    assert_eq!(f.reason, Reason::InvalidRequest);
+    assert!(f.message.contains("application/json"), "{}", f.message);
+    let f = fail(
+        json!({"provider": "microboxlabs", "tokenUrl": url}),
+        &creds(ID, SECRET),
+    )
+    .await;
+    assert_eq!(f.reason, Reason::InvalidRequest);
+    assert!(f.message.contains("audience"), "{}", f.message);
+    let f = fail(
+        json!({"provider": "microboxlabs", "tokenUrl": url, "audience": "https://other/api"}),
+        &creds(ID, SECRET),
+    )
+    .await;
+    assert_eq!(f.reason, Reason::AccessDenied);
+    assert!(
+        f.message
+            .contains("Client is not authorized to access the audience")
+    );
+    // Basic auth instead of credentials in the JSON body: the secret is missing from the body.
+    let f = fail(
+        json!({"provider": "microboxlabs", "tokenUrl": url, "audience": STREAMHUB_AUDIENCE, "clientAuthMethod": "ClientSecretBasic"}),
+        &creds(ID, SECRET),
+    )
+    .await;
+    assert_eq!(f.reason, Reason::InvalidRequest);
+}
+
+#[tokio::test]
+async fn iotspot_requires_raw_basic_and_its_scope() {
+    let server = TokenServer::start(Vendor::Iotspot, ID, SECRET, Tokens::Documented).await;
+    let url = server.url();
+    // Credentials in the body instead of the Basic header.
+    let f = fail(
+        json!({"provider": "iotspot", "tokenUrl": url, "clientAuthMethod": "ClientSecretPost"}),
+        &creds(ID, SECRET),
+    )
+    .await;
+    assert_eq!(f.reason, Reason::InvalidClient);
+    // RFC-style encoded Basic differs from raw for these awkward characters.
+    let f = fail(
+        json!({"provider": "iotspot", "tokenUrl": url, "basicAuthEncoding": "UrlEncoded"}),
+        &creds(ID, SECRET),
+    )
+    .await;
+    assert_eq!(f.reason, Reason::InvalidClient);
+    let f = fail(
+        json!({"provider": "iotspot", "tokenUrl": url, "scopes": ["iotspot/admin"]}),
+        &creds(ID, SECRET),
+    )
+    .await;
+    assert_eq!(f.reason, Reason::InvalidScope);
+    assert!(f.message.contains("invalid_scope"));
+    let f = fail(
+        json!({"provider": "iotspot", "tokenUrl": url, "requestEncoding": "JSON"}),
+        &creds(ID, SECRET),
+    )
+    .await;
+    assert_eq!(f.reason, Reason::InvalidRequest);
+}
+
+#[tokio::test]
+async fn generic_requires_rfc_encoding_of_basic_credentials() {
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let f = fail(
+        json!({"tokenUrl": server.url(), "basicAuthEncoding": "Raw"}),
+        &creds(ID, SECRET),
+    )
+    .await;
+    assert_eq!(f.reason, Reason::InvalidClient);
+    let f = fail(
+        json!({"tokenUrl": server.url(), "scopes": ["forbidden"]}),
+        &creds(ID, SECRET),
+    )
+    .await;
+    assert_eq!(f.reason, Reason::InvalidScope);
+    let f = fail(
+        json!({"tokenUrl": server.url(), "requestEncoding": "JSON"}),
+        &creds(ID, SECRET),
+    )
+    .await;
+    assert_eq!(f.reason, Reason::InvalidRequest);
+}
+
+// === every other failure reason ===
+
+#[tokio::test]
+async fn rate_limited_carries_retry_after() {
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    server.push(Canned::new(429, r#"{"error":"slow_down"}"#).header("retry-after", "17"));
+    let f = fail(json!({"tokenUrl": server.url()}), &creds(ID, SECRET)).await;
+    assert_eq!(f.reason, Reason::RateLimited);
+    assert_eq!(f.retry_after, Some(Duration::from_secs(17)));
+}
+
+#[tokio::test]
+async fn endpoint_unavailable_for_5xx_html_refused_connections_and_timeouts() {
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    server.push(
+        Canned::new(
+            503,
+            "<html><head><title>503 Service Unavailable</title></head><body>down</body></html>",
+        )
+        .header("content-type", "text/html"),
+    );
+    let f = fail(json!({"tokenUrl": server.url()}), &creds(ID, SECRET)).await;
+    assert_eq!(f.reason, Reason::EndpointUnavailable);
+    assert_eq!(
+        f.message,
+        "HTTP 503 Service Unavailable: 503 Service Unavailable"
+    );
+
+    // Nothing listens on a port we bound and released.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let f = fail(
+        json!({"tokenUrl": format!("http://127.0.0.1:{port}/token")}),
+        &creds(ID, SECRET),
+    )
+    .await;
+    assert_eq!(f.reason, Reason::EndpointUnavailable);
+    assert!(f.message.contains("could not connect"), "{}", f.message);
+
+    server.push(Canned::new(200, "{}").delay(Duration::from_secs(3)));
+    let started = Instant::now();
+    let f = exchange_with(
+        json!({"tokenUrl": server.url()}),
+        &creds(ID, SECRET),
+        Duration::from_millis(500),
+        Policy {
+            allow_insecure_http: true,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(f.reason, Reason::EndpointUnavailable);
+    assert!(f.message.contains("timed out"), "{}", f.message);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn invalid_response_for_html_200_and_200_with_error() {
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    server.push(
+        Canned::new(200, "<html><title>Login</title></html>")
+            .header("content-type", "application/json"),
+    );
+    let f = fail(json!({"tokenUrl": server.url()}), &creds(ID, SECRET)).await;
+    assert_eq!(f.reason, Reason::InvalidResponse);
+    assert!(f.message.contains("Login"), "{}", f.message);
+    server.push(Canned::new(
+        200,
+        r#"{"error":"invalid_client","error_description":"nope"}"#,
+    ));
+    let f = fail(json!({"tokenUrl": server.url()}), &creds(ID, SECRET)).await;
+    assert_eq!(f.reason, Reason::InvalidResponse);
+    assert!(f.message.contains("invalid_client: nope"));
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_and_credentials_go_to_one_url_only() {
+    let elsewhere = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    for status in [301, 302, 303, 307, 308] {
+        server.push(Canned::new(status, "").header("location", &elsewhere.url()));
+        let f = fail(
+            json!({"tokenUrl": server.url(), "clientAuthMethod": "ClientSecretPost"}),
+            &creds(ID, SECRET),
+        )
+        .await;
+        assert_eq!(f.reason, Reason::InvalidResponse, "{status}");
+        assert!(
+            f.message.contains("redirect to host 127.0.0.1"),
+            "{}",
+            f.message
+        );
+    }
+    assert_eq!(
+        elsewhere.count(),
+        0,
+        "the redirect target must never be contacted"
+    );
+    assert_eq!(server.count(), 5);
+}
+
+#[tokio::test]
+async fn oversize_bodies_are_cut_off() {
+    // With a Content-Length over the cap.
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let big = format!(r#"{{"access_token":"{}"}}"#, "a".repeat(MAX_BODY + 10));
+    server.push(Canned::new(200, big));
+    let f = fail(json!({"tokenUrl": server.url()}), &creds(ID, SECRET)).await;
+    assert_eq!(f.reason, Reason::InvalidResponse);
+    assert!(f.message.contains("larger than 1024 KiB"), "{}", f.message);
+
+    // A chunked body that never ends: reading must stop at the cap.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sent_by_server = sent.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 8192];
+        let _ = socket.read(&mut buf).await;
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+        if socket.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+        // At most 64 MiB, and it stops as soon as the client hangs up.
+        for _ in 0..1024 {
+            if socket.write_all(chunk.as_bytes()).await.is_err() {
+                break;
+            }
+            sent_by_server.fetch_add(64 * 1024, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let f = fail(
+        json!({"tokenUrl": format!("http://{addr}/token")}),
+        &creds(ID, SECRET),
+    )
+    .await;
+    assert_eq!(f.reason, Reason::InvalidResponse);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        sent < 16 * MAX_BODY,
+        "the client kept reading: {sent} bytes"
+    );
+}
+
+#[tokio::test]
+async fn invalid_spec_sends_nothing() {
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let strict = Policy::default();
+    let f = exchange_with(
+        json!({"tokenUrl": server.url()}),
+        &creds(ID, SECRET),
+        Duration::from_secs(5),
+        strict,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(f.reason, Reason::InvalidSpec);
+    assert!(f.message.contains("--allow-insecure-http"));
+    let f = fail(
+        json!({"tokenUrl": server.url(), "extraHeaders": {"Authorization": "Bearer x"}}),
+        &creds(ID, SECRET),
+    )
+    .await;
+    assert_eq!(f.reason, Reason::InvalidSpec);
+    let f = fail(
+        json!({"tokenUrl": server.url(), "target": {"template": {"auth": "{{ password }}"}}}),
+        &creds(ID, SECRET),
+    )
+    .await;
+    assert_eq!(f.reason, Reason::InvalidSpec);
+    assert_eq!(server.count(), 0);
+}
+
+#[tokio::test]
+async fn extra_params_and_headers_reach_the_endpoint() {
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    exchange(
+        json!({"tokenUrl": server.url(), "audience": "api://aud", "extraParams": {"resource": "https://graph"}, "extraHeaders": {"X-Tenant": "acme"}}),
+        &creds(ID, SECRET),
+    )
+    .await
+    .unwrap();
+    let request = &server.requests()[0];
+    assert_eq!(request.header("x-tenant").unwrap(), "acme");
+    let form = request.form();
+    assert!(form.contains(&("resource".into(), "https://graph".into())));
+    assert!(form.contains(&("audience".into(), "api://aud".into())));
+}
+
+// === TLS is always verified ===
+
+#[tokio::test]
+async fn self_signed_tls_is_refused() {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(
+        cert.signing_key.serialize_der().into(),
+    );
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handshakes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let completed = handshakes.clone();
+    tokio::spawn(async move {
+        for _ in 0..4 {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            if acceptor.accept(socket).await.is_ok() {
+                completed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let f = exchange_with(
+        json!({"tokenUrl": format!("https://localhost:{}/token", addr.port())}),
+        &creds(ID, SECRET),
+        Duration::from_secs(5),
+        Policy::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(f.reason, Reason::EndpointUnavailable);
+    assert!(
+        f.message.to_lowercase().contains("certificate"),
+        "{}",
+        f.message
+    );
+    assert_eq!(handshakes.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

@@ -1,0 +1,99 @@
+//! No client secret or token value reaches a log line or an error message, with logging at
+//! TRACE for every crate (reqwest, hyper and rustls included). This file holds one test so that
+//! its global subscriber sees every callsite.
+
+mod support;
+
+use std::time::Duration;
+
+use oauth_token_operator::clock::SystemClock;
+use oauth_token_operator::crd::OAuthClientSpec;
+use oauth_token_operator::exchange::Exchanger;
+use oauth_token_operator::reason::Failure;
+use oauth_token_operator::redact::Sensitive;
+use oauth_token_operator::request::Credentials;
+use oauth_token_operator::response::Token;
+use oauth_token_operator::settings::{ClientSettings, Policy};
+use oauth_token_operator::transport::Transport;
+use serde_json::{Value, json};
+use support::vendors::*;
+
+const ID: &str = "1PpG/Q 1";
+const SECRET: &str = "z/tZ9VwFZqApmIQ+ZH1I5pLk/uB4ud:X2/8bL+wfFTt1rFw=";
+
+fn creds(id: &str, secret: &str) -> Credentials {
+    Credentials {
+        client_id: id.into(),
+        client_secret: Sensitive::from(secret),
+    }
+}
+
+async fn exchange_with(fields: Value, credentials: &Credentials) -> Result<Token, Failure> {
+    let mut spec = json!({"credentialsSecretRef": {"name": "creds"}});
+    spec.as_object_mut()
+        .unwrap()
+        .extend(fields.as_object().unwrap().clone());
+    let spec: OAuthClientSpec = serde_json::from_value(spec).unwrap();
+    let policy = Policy {
+        allow_insecure_http: true,
+    };
+    let settings = ClientSettings::resolve(&spec, &policy)?;
+    let exchanger = Exchanger::new(Transport::new(Duration::from_secs(5)).unwrap());
+    exchanger
+        .exchange(&settings.exchange, credentials, &SystemClock)
+        .await
+}
+
+#[test]
+fn no_secret_or_token_in_trace_logs() {
+    let logs = support::logs::capture_global();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut issued = Vec::new();
+    runtime.block_on(async {
+        for vendor in [Vendor::Microboxlabs, Vendor::Microbilt, Vendor::Iotspot, Vendor::Generic] {
+            let server = TokenServer::start(vendor, ID, SECRET, Tokens::Unique).await;
+            let provider = match vendor {
+                Vendor::Microboxlabs => "microboxlabs",
+                Vendor::Microbilt => "microbilt",
+                Vendor::Iotspot => "iotspot",
+                Vendor::Generic => "generic",
+            };
+            let fields = json!({"provider": provider, "tokenUrl": server.url(), "audience": STREAMHUB_AUDIENCE});
+            let fields = if vendor == Vendor::Microboxlabs {
+                fields
+            } else {
+                let mut f = fields;
+                f.as_object_mut().unwrap().remove("audience");
+                f
+            };
+            let token = exchange_with(fields.clone(), &creds(ID, SECRET))
+                .await
+                .unwrap();
+            tracing::info!(?token, "the test logs the token's Debug form on purpose");
+            let failure = exchange_with(fields.clone(), &creds(ID, "wrong-secret-value"))
+                .await
+                .unwrap_err();
+            tracing::info!(%failure, "failure");
+            server.push(Canned::new(500, format!("internal error for {SECRET}")));
+            let failure = exchange_with(fields, &creds(ID, SECRET))
+                .await
+                .unwrap_err();
+            assert!(!failure.message.contains(SECRET));
+            issued.extend(server.issued());
+        }
+    });
+    let text = logs.text();
+    assert!(
+        text.contains("requesting a token"),
+        "logging is captured: {text}"
+    );
+    assert!(text.contains("TRACE"), "dependencies log at TRACE too");
+    assert!(text.contains("[redacted]"));
+    let mut values: Vec<&str> = vec![SECRET, "wrong-secret-value"];
+    values.extend(issued.iter().map(String::as_str));
+    assert!(issued.len() >= 4);
+    support::logs::assert_absent(&text, &values, "trace logs");
+}

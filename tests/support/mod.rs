@@ -1,0 +1,6 @@
+//! Test support shared by the integration tests: token-endpoint emulators (and, for the
+//! controller tests, the API-server double). Everything listens on 127.0.0.1 only.
+#![allow(dead_code)]
+
+pub mod logs;
+pub mod vendors;
