@@ -183,11 +183,34 @@ mod tests {
     fn the_crd_pattern_agrees_with_the_parser() {
         let pattern = regex::Regex::new(PATTERN).unwrap();
         let samples = [
-            "90s", "5m", "1h30m", "1.5h", "500ms", "0s", "1m30s", "2h45m10s250ms", "", "5",
-            "s", "-5s", "5 s", "1d", "1.s", ".5s", "5us", "1e3s", "ms", "1hm", "1h1",
+            "90s",
+            "5m",
+            "1h30m",
+            "1.5h",
+            "500ms",
+            "0s",
+            "1m30s",
+            "2h45m10s250ms",
+            "",
+            "5",
+            "s",
+            "-5s",
+            "5 s",
+            "1d",
+            "1.s",
+            ".5s",
+            "5us",
+            "1e3s",
+            "ms",
+            "1hm",
+            "1h1",
         ];
         for sample in samples {
-            assert_eq!(pattern.is_match(sample), parse(sample).is_ok(), "{sample:?}");
+            assert_eq!(
+                pattern.is_match(sample),
+                parse(sample).is_ok(),
+                "{sample:?}"
+            );
         }
     }
 

@@ -17,6 +17,9 @@
 //! | [`refresh`] | refresh timing and failure backoff | none |
 //! | [`secret`] | the managed Secret's content | none |
 //! | [`clock`] | the injected clock | none |
+//! | [`plan`] | what a reconcile does: exchange or wait, status, events | none |
+//! | [`conditions`] | Ready / Degraded conditions | none |
+//! | [`fingerprint`] | salted fingerprint of spec and credentials | none |
 //! | [`transport`] | the HTTP client (reqwest + rustls) | HTTP |
 //! | [`exchange`] | one client-credentials exchange, end to end | HTTP |
 //! | [`cli`] | the command line and its commands | files, HTTP |
@@ -24,9 +27,12 @@
 
 pub mod cli;
 pub mod clock;
+pub mod conditions;
 pub mod crd;
 pub mod duration;
 pub mod exchange;
+pub mod fingerprint;
+pub mod plan;
 pub mod presets;
 pub mod reason;
 pub mod redact;

@@ -2,5 +2,6 @@
 //! controller tests, the API-server double). Everything listens on 127.0.0.1 only.
 #![allow(dead_code)]
 
+pub mod apiserver;
 pub mod logs;
 pub mod vendors;

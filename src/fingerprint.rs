@@ -1,0 +1,143 @@
+//! The fingerprint that tells, after a restart, whether a stored token was issued for the
+//! current spec and credentials.
+//!
+//! It is an HMAC-SHA256, keyed with a random per-token salt, over the exchange settings, the
+//! client_id and the client_secret. It is stored as `v1:<salt>:<mac>` in an annotation of the
+//! managed Secret. It reveals nothing usable about the secret: it is not a plain or unsalted
+//! hash, and it changes with every token.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::request::Credentials;
+use crate::settings::ExchangeSettings;
+
+type HmacSha256 = Hmac<Sha256>;
+
+const VERSION: &str = "v1";
+
+/// Salt length in bytes.
+pub const SALT_LEN: usize = 16;
+
+/// A fresh random salt.
+pub fn new_salt() -> [u8; SALT_LEN] {
+    rand::random()
+}
+
+/// Computes the fingerprint for `settings` and `credentials` with `salt`.
+pub fn compute(salt: &[u8], settings: &ExchangeSettings, credentials: &Credentials) -> String {
+    let mac = mac(salt, settings, credentials).finalize().into_bytes();
+    format!("{VERSION}:{}:{}", B64.encode(salt), B64.encode(mac))
+}
+
+/// Whether `stored` is the fingerprint of `settings` and `credentials` (constant-time compare).
+pub fn matches(stored: &str, settings: &ExchangeSettings, credentials: &Credentials) -> bool {
+    let mut parts = stored.split(':');
+    let (Some(VERSION), Some(salt), Some(tag), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let (Ok(salt), Ok(tag)) = (B64.decode(salt), B64.decode(tag)) else {
+        return false;
+    };
+    mac(&salt, settings, credentials).verify_slice(&tag).is_ok()
+}
+
+fn mac(salt: &[u8], settings: &ExchangeSettings, credentials: &Credentials) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(salt).expect("HMAC takes keys of any length");
+    // Every input is JSON-encoded, so field boundaries are unambiguous.
+    let headers: Vec<(&str, &[u8])> = settings
+        .extra_headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    let canonical = serde_json::json!({
+        "tokenUrl": settings.token_url.as_str(),
+        "clientAuthMethod": settings.client_auth_method,
+        "basicAuthEncoding": settings.basic_auth_encoding,
+        "requestEncoding": settings.request_encoding,
+        "clientIdInBody": settings.client_id_in_body,
+        "audience": settings.audience,
+        "scopes": settings.scopes,
+        "extraParams": settings.extra_params,
+        "extraHeaders": headers,
+        "responseFields": settings.response_fields,
+        "clientId": credentials.client_id,
+    });
+    mac.update(canonical.to_string().as_bytes());
+    mac.update(b"\0");
+    mac.update(
+        serde_json::Value::from(credentials.client_secret.expose().as_str())
+            .to_string()
+            .as_bytes(),
+    );
+    mac
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::OAuthClientSpec;
+    use crate::redact::Sensitive;
+    use crate::settings::{ClientSettings, Policy};
+
+    fn settings(audience: &str) -> ExchangeSettings {
+        let spec: OAuthClientSpec = serde_json::from_value(serde_json::json!({
+            "tokenUrl": "https://idp/t", "audience": audience, "credentialsSecretRef": {"name": "c"}
+        }))
+        .unwrap();
+        ClientSettings::resolve(&spec, &Policy::default())
+            .unwrap()
+            .exchange
+    }
+
+    fn creds(id: &str, secret: &str) -> Credentials {
+        Credentials {
+            client_id: id.into(),
+            client_secret: Sensitive::from(secret),
+        }
+    }
+
+    #[test]
+    fn matches_only_the_same_settings_and_credentials() {
+        let salt = new_salt();
+        let fp = compute(&salt, &settings("a"), &creds("id", "secret-1"));
+        assert!(matches(&fp, &settings("a"), &creds("id", "secret-1")));
+        assert!(!matches(&fp, &settings("a"), &creds("id", "secret-2")));
+        assert!(!matches(&fp, &settings("a"), &creds("id2", "secret-1")));
+        assert!(!matches(&fp, &settings("b"), &creds("id", "secret-1")));
+        assert!(!matches(&fp, &settings("a"), &creds("id", "secret-1\n")));
+        for bad in [
+            "",
+            "v1",
+            "v1:x",
+            "v2:AAAA:AAAA",
+            "v1:!!:!!",
+            "v1:AAAA:AAAA:AAAA",
+        ] {
+            assert!(
+                !matches(bad, &settings("a"), &creds("id", "secret-1")),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn is_salted_and_reveals_nothing() {
+        let a = compute(&new_salt(), &settings("a"), &creds("id", "secret-1"));
+        let b = compute(&new_salt(), &settings("a"), &creds("id", "secret-1"));
+        assert_ne!(a, b, "a fresh salt gives a different fingerprint");
+        assert!(!a.contains("secret-1"));
+        use sha2::Digest;
+        let plain = hex(&Sha256::digest(b"secret-1"));
+        let plain_b64 = B64.encode(Sha256::digest(b"secret-1"));
+        assert!(!a.contains(&plain) && !a.contains(&plain_b64));
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}

@@ -1,0 +1,478 @@
+//! Planning a reconcile, as pure functions of what was observed and the current time.
+//!
+//! [`plan`] decides whether a token exchange is due; [`settle`] decides, once the attempt (if
+//! any) is over, what the status should say, which event to emit and when to look again. The
+//! controller does the I/O around them.
+//!
+//! The rules:
+//!
+//! * A token is *valid* when the managed Secret (controlled by this OAuthClient) holds one that
+//!   was issued for the current spec and credentials and has not expired.
+//! * With a valid token and no failure, the next exchange is at the refresh time
+//!   ([`crate::refresh::refresh_at`], with a jitter fixed per token so that the plan is stable).
+//! * Without a valid token, an exchange is due at once.
+//! * After a failure, the next attempt is at `status.nextRefreshAt` (the backoff), unless the
+//!   spec or the credentials changed since, which retries at once.
+//! * `oauth.token-operator.dev/refresh-requested-at` later than `status.issuedAt` makes an
+//!   exchange due at that time (at once when it is in the past); after a successful exchange
+//!   `issuedAt` is later, so it forces exactly one.
+//! * A failed attempt never touches the Secret; `Ready` stays `True` while its token is valid,
+//!   turns `False` with reason `TokenExpired` when it expires, and `Degraded` says why.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use sha2::{Digest, Sha256};
+
+use crate::conditions::{self, DEGRADED, READY, REFRESH_SUCCEEDED, TOKEN_ISSUED};
+use crate::crd::OAuthClientStatus;
+use crate::reason::{Failure, Reason};
+use crate::refresh;
+use crate::secret::rfc3339;
+use crate::settings::RefreshSettings;
+
+/// Nothing is planned sooner than this after now (no tight loops).
+pub const MIN_WAIT: Duration = Duration::from_secs(1);
+
+/// The token the managed Secret holds, as its annotations describe it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredToken {
+    /// When it was issued.
+    pub issued_at: Timestamp,
+    /// When it expires.
+    pub expires_at: Timestamp,
+    /// Whether it was issued for the current spec and credentials.
+    pub current: bool,
+    /// Whether the Secret's type, labels, annotations and template keys match the spec.
+    pub target_current: bool,
+}
+
+/// The managed Secret as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretState {
+    /// No Secret of that name.
+    Absent,
+    /// A Secret of that name that this OAuthClient does not control.
+    Conflict(String),
+    /// Our Secret, with the token it holds (None when it holds no readable token).
+    Owned(Option<StoredToken>),
+}
+
+/// Everything [`plan`] looks at.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// Current status (default when none).
+    pub status: &'a OAuthClientStatus,
+    /// Refresh timing of the current spec, or the reason the spec is unusable.
+    pub refresh: Result<RefreshSettings, &'a Failure>,
+    /// Why credentials cannot be used, if known.
+    pub credentials_problem: Option<&'a Failure>,
+    /// The managed Secret.
+    pub secret: &'a SecretState,
+    /// `oauth.token-operator.dev/refresh-requested-at`, when set and readable.
+    pub refresh_requested_at: Option<Timestamp>,
+    /// The credentials Secret changed since the last failure.
+    pub credentials_changed: bool,
+    /// Identifies the object for the fixed per-token jitter (its uid).
+    pub uid: &'a str,
+    /// The managed Secret's name.
+    pub secret_name: &'a str,
+}
+
+/// What to do now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Exchange credentials for a token now.
+    Exchange,
+    /// An attempt is due but cannot be made: record this failure.
+    Fail(Failure),
+    /// The token is valid but the Secret's rendering changed: re-apply it from the stored token.
+    Rerender,
+    /// Nothing to do.
+    Idle,
+}
+
+/// The plan for this reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// What to do now.
+    pub next: Next,
+    /// When the next attempt is due, if nothing else happens.
+    pub due_at: Timestamp,
+}
+
+/// The stored token, if it is valid now.
+fn valid_token(observed: &Observed<'_>, now: Timestamp) -> Option<StoredToken> {
+    match observed.secret {
+        SecretState::Owned(Some(token)) if token.current && token.expires_at > now => Some(*token),
+        _ => None,
+    }
+}
+
+fn parse_time(text: Option<&String>) -> Option<Timestamp> {
+    text.and_then(|t| t.parse().ok())
+}
+
+/// A number in [0, 1) fixed for one token of one object.
+pub fn token_jitter(uid: &str, issued_at: Timestamp) -> f64 {
+    let digest = Sha256::digest(format!("{uid}/{}", issued_at.as_second()));
+    let n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+    (n >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// When a stored token should be refreshed (whole seconds, as the status shows it).
+pub fn refresh_time(token: &StoredToken, settings: &RefreshSettings, uid: &str) -> Timestamp {
+    ceil_second(refresh::refresh_at(
+        token.issued_at,
+        token.expires_at,
+        settings,
+        token_jitter(uid, token.issued_at),
+    ))
+}
+
+/// Rounds up to a whole second, so that a time written to the status (RFC 3339, seconds) is
+/// exactly the time acted on.
+pub fn ceil_second(t: Timestamp) -> Timestamp {
+    let floor = Timestamp::from_second(t.as_second()).unwrap_or(t);
+    if floor == t {
+        t
+    } else {
+        floor
+            .checked_add(jiff::SignedDuration::from_secs(1))
+            .unwrap_or(t)
+    }
+}
+
+/// Decides what to do now.
+pub fn plan(observed: &Observed<'_>, now: Timestamp) -> Plan {
+    let status = observed.status;
+    let failing = status.consecutive_failures.unwrap_or(0) > 0;
+    let spec_changed = status.observed_generation != observed.generation;
+    let changed = spec_changed || observed.credentials_changed;
+    let valid = valid_token(observed, now);
+    // After a failure, the retry schedule rules until the spec or the credentials change.
+    let backing_off = failing && !changed;
+
+    let mut due_at = if backing_off {
+        parse_time(status.next_refresh_at.as_ref()).unwrap_or(now)
+    } else {
+        match (valid, &observed.refresh) {
+            (Some(token), Ok(settings)) => refresh_time(&token, settings, observed.uid),
+            _ => now,
+        }
+    };
+    if let Some(requested) = observed.refresh_requested_at {
+        let issued = parse_time(status.issued_at.as_ref());
+        // A request made while failing is served by the retry schedule, never in a loop.
+        if !backing_off && issued.is_none_or(|i| requested > i) {
+            due_at = due_at.min(requested);
+        }
+    }
+
+    let next = if now >= due_at {
+        if let Err(failure) = &observed.refresh {
+            Next::Fail((*failure).clone())
+        } else if let SecretState::Conflict(message) = observed.secret {
+            Next::Fail(Failure::new(Reason::SecretConflict, message.clone()))
+        } else if let Some(problem) = observed.credentials_problem {
+            Next::Fail(problem.clone())
+        } else {
+            Next::Exchange
+        }
+    } else if valid.is_some_and(|t| !t.target_current) {
+        Next::Rerender
+    } else {
+        Next::Idle
+    };
+    Plan { next, due_at }
+}
+
+/// The result of the attempt, if one was made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// No exchange was attempted.
+    None,
+    /// A new token was stored.
+    Issued {
+        /// When it was issued.
+        issued_at: Timestamp,
+        /// When it expires.
+        expires_at: Timestamp,
+        /// Normalised token type.
+        token_type: String,
+        /// Granted scope, when known.
+        scope: Option<String>,
+    },
+    /// The attempt failed.
+    Failed(Failure),
+}
+
+/// An event to emit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventNote {
+    /// `Normal` (true) or `Warning` (false).
+    pub normal: bool,
+    /// `TokenIssued` or `ExchangeFailed`.
+    pub reason: &'static str,
+    /// The note (never a secret).
+    pub note: String,
+}
+
+/// What the reconcile ends with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settled {
+    /// The status to write (when it differs from the current one).
+    pub status: OAuthClientStatus,
+    /// An event to emit, if any.
+    pub event: Option<EventNote>,
+    /// When to reconcile again.
+    pub requeue_at: Timestamp,
+}
+
+/// Computes the status, event and requeue time after the attempt.
+///
+/// `backoff_jitter` (in [0, 1)) spreads retries after a failure.
+pub fn settle(
+    observed: &Observed<'_>,
+    plan: &Plan,
+    attempt: &Attempt,
+    now: Timestamp,
+    backoff_jitter: f64,
+) -> Settled {
+    let previous = observed.status;
+    let mut status = previous.clone();
+    status.observed_generation = observed.generation;
+    status.secret_name = Some(observed.secret_name.to_owned());
+    let generation = observed.generation;
+
+    // Times of the token the Secret holds (a failure keeps the Secret as it is).
+    let stored = match observed.secret {
+        SecretState::Owned(Some(token)) => Some(*token),
+        _ => None,
+    };
+    if let Some(token) = stored {
+        status.issued_at = Some(rfc3339(token.issued_at));
+        status.expires_at = Some(rfc3339(token.expires_at));
+    }
+
+    let mut event = None;
+    let requeue_at;
+    match attempt {
+        Attempt::Issued {
+            issued_at,
+            expires_at,
+            token_type,
+            scope,
+        } => {
+            let token = StoredToken {
+                issued_at: *issued_at,
+                expires_at: *expires_at,
+                current: true,
+                target_current: true,
+            };
+            let next = match &observed.refresh {
+                Ok(settings) => refresh_time(&token, settings, observed.uid),
+                Err(_) => *expires_at,
+            };
+            status.issued_at = Some(rfc3339(*issued_at));
+            status.expires_at = Some(rfc3339(*expires_at));
+            status.next_refresh_at = Some(rfc3339(next));
+            status.token_type = Some(token_type.clone());
+            status.scope = scope.clone();
+            status.consecutive_failures = Some(0);
+            let lifetime = expires_at.duration_since(*issued_at).as_secs();
+            conditions::set(
+                &mut status.conditions,
+                READY,
+                true,
+                TOKEN_ISSUED,
+                &ready_message(observed.secret_name, *expires_at),
+                generation,
+                now,
+            );
+            conditions::set(
+                &mut status.conditions,
+                DEGRADED,
+                false,
+                REFRESH_SUCCEEDED,
+                &format!("Latest exchange succeeded at {}", rfc3339(*issued_at)),
+                generation,
+                now,
+            );
+            event = Some(EventNote {
+                normal: true,
+                reason: "TokenIssued",
+                note: format!(
+                    "Issued a token valid until {} ({lifetime}s) into Secret {}",
+                    rfc3339(*expires_at),
+                    observed.secret_name
+                ),
+            });
+            requeue_at = next;
+        }
+        Attempt::Failed(failure) => {
+            let failures = previous.consecutive_failures.unwrap_or(0).max(0) + 1;
+            let delay = refresh::retry_delay(
+                failure.reason,
+                u32::try_from(failures).unwrap_or(u32::MAX),
+                failure.retry_after,
+                backoff_jitter,
+            );
+            let retry_at = ceil_second(add(now, delay.max(MIN_WAIT)));
+            status.consecutive_failures = Some(failures);
+            status.next_refresh_at = Some(rfc3339(retry_at));
+            let message = failure.message.as_str();
+            let repeated = conditions::find(&previous.conditions, DEGRADED).is_some_and(|c| {
+                c.status == "True" && c.reason == failure.reason.as_str() && c.message == message
+            });
+            set_failure_conditions(&mut status, observed, Some(failure), now);
+            if !repeated {
+                event = Some(EventNote {
+                    normal: false,
+                    reason: "ExchangeFailed",
+                    note: format!("{}: {message}", failure.reason),
+                });
+            }
+            requeue_at = wake_for(observed, retry_at, now);
+        }
+        Attempt::None => {
+            let failing = previous.consecutive_failures.unwrap_or(0) > 0;
+            let valid = valid_token(observed, now);
+            match (failing, valid) {
+                (false, Some(token)) => {
+                    status.next_refresh_at = Some(rfc3339(plan.due_at));
+                    conditions::set(
+                        &mut status.conditions,
+                        READY,
+                        true,
+                        TOKEN_ISSUED,
+                        &ready_message(observed.secret_name, token.expires_at),
+                        generation,
+                        now,
+                    );
+                    if conditions::find(&status.conditions, DEGRADED).is_none() {
+                        conditions::set(
+                            &mut status.conditions,
+                            DEGRADED,
+                            false,
+                            REFRESH_SUCCEEDED,
+                            "The stored token was issued for the current spec and credentials",
+                            generation,
+                            now,
+                        );
+                    }
+                    if status.consecutive_failures.is_none() {
+                        status.consecutive_failures = Some(0);
+                    }
+                }
+                _ => set_failure_conditions(&mut status, observed, None, now),
+            }
+            requeue_at = wake_for(observed, plan.due_at, now);
+        }
+    }
+    // Keep conditions in a stable order: Ready, then Degraded.
+    status.conditions.sort_by_key(|c| c.type_ != READY);
+    Settled {
+        status,
+        event,
+        requeue_at: requeue_at.max(add(now, MIN_WAIT)),
+    }
+}
+
+fn ready_message(secret_name: &str, expires_at: Timestamp) -> String {
+    format!(
+        "Secret {secret_name} holds a token valid until {}",
+        rfc3339(expires_at)
+    )
+}
+
+/// Conditions after a failure (`failure`), or while waiting to retry after one (`None`: the
+/// failure is the one already in the Degraded condition).
+fn set_failure_conditions(
+    status: &mut OAuthClientStatus,
+    observed: &Observed<'_>,
+    failure: Option<&Failure>,
+    now: Timestamp,
+) {
+    let generation = observed.generation;
+    let degraded = conditions::find(&status.conditions, DEGRADED).cloned();
+    let (reason, message) = match (failure, &degraded) {
+        (Some(f), _) => (f.reason.as_str().to_owned(), f.message.clone()),
+        (None, Some(c)) if c.status == "True" => (c.reason.clone(), c.message.clone()),
+        // No failure recorded (status lost): say what is known.
+        _ => match conditions::find(&status.conditions, READY) {
+            Some(c) if c.status == "False" => (c.reason.clone(), c.message.clone()),
+            _ => (
+                Reason::TokenExpired.as_str().to_owned(),
+                "No valid token is stored".to_owned(),
+            ),
+        },
+    };
+    let stored = match observed.secret {
+        SecretState::Owned(Some(token)) if token.current => Some(*token),
+        _ => None,
+    };
+    match stored {
+        Some(token) if token.expires_at > now => conditions::set(
+            &mut status.conditions,
+            READY,
+            true,
+            TOKEN_ISSUED,
+            &ready_message(observed.secret_name, token.expires_at),
+            generation,
+            now,
+        ),
+        Some(token) => conditions::set(
+            &mut status.conditions,
+            READY,
+            false,
+            Reason::TokenExpired.as_str(),
+            &format!(
+                "The token in Secret {} expired at {} and no new one could be obtained: {reason}: {message}",
+                observed.secret_name,
+                rfc3339(token.expires_at)
+            ),
+            generation,
+            now,
+        ),
+        None => conditions::set(
+            &mut status.conditions,
+            READY,
+            false,
+            &reason,
+            &message,
+            generation,
+            now,
+        ),
+    }
+    if failure.is_some() || degraded.is_some_and(|c| c.status == "True") {
+        conditions::set(
+            &mut status.conditions,
+            DEGRADED,
+            true,
+            &reason,
+            &message,
+            generation,
+            now,
+        );
+    }
+}
+
+/// The next wake-up: the planned time, or earlier when a still-valid token expires first (so that
+/// Ready turns False in time).
+fn wake_for(observed: &Observed<'_>, planned: Timestamp, now: Timestamp) -> Timestamp {
+    match valid_token(observed, now) {
+        Some(token) => planned.min(token.expires_at),
+        None => planned,
+    }
+}
+
+fn add(t: Timestamp, d: Duration) -> Timestamp {
+    t.checked_add(jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX))
+        .unwrap_or(Timestamp::MAX)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,416 @@
+//! Pure tests of planning and settling, with an injected clock.
+
+use super::*;
+use crate::conditions::find;
+
+const UID: &str = "0f0e0d0c-uid";
+const SECRET: &str = "demo-token";
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::from_second(1_700_000_000 + s).unwrap()
+}
+
+fn pct33() -> RefreshSettings {
+    RefreshSettings {
+        renew_before: None,
+        renew_before_percentage: 33,
+    }
+}
+
+fn token(issued: i64, expires: i64) -> StoredToken {
+    StoredToken {
+        issued_at: t(issued),
+        expires_at: t(expires),
+        current: true,
+        target_current: true,
+    }
+}
+
+struct Case {
+    status: OAuthClientStatus,
+    refresh: Result<RefreshSettings, Failure>,
+    credentials_problem: Option<Failure>,
+    secret: SecretState,
+    requested: Option<Timestamp>,
+    credentials_changed: bool,
+    generation: i64,
+}
+
+impl Case {
+    fn new(secret: SecretState) -> Self {
+        Case {
+            status: OAuthClientStatus::default(),
+            refresh: Ok(pct33()),
+            credentials_problem: None,
+            secret,
+            requested: None,
+            credentials_changed: false,
+            generation: 1,
+        }
+    }
+    fn observed(&self) -> Observed<'_> {
+        Observed {
+            generation: Some(self.generation),
+            status: &self.status,
+            refresh: self.refresh.as_ref().map(|r| *r),
+            credentials_problem: self.credentials_problem.as_ref(),
+            secret: &self.secret,
+            refresh_requested_at: self.requested,
+            credentials_changed: self.credentials_changed,
+            uid: UID,
+            secret_name: SECRET,
+        }
+    }
+    fn plan(&self, now: Timestamp) -> Plan {
+        plan(&self.observed(), now)
+    }
+    /// Runs plan and settle with `attempt`, then adopts the resulting status.
+    fn step(&mut self, now: Timestamp, attempt: Attempt) -> Settled {
+        let p = self.plan(now);
+        let settled = settle(&self.observed(), &p, &attempt, now, 0.0);
+        self.status = settled.status.clone();
+        settled
+    }
+}
+
+fn issued(issued: i64, expires: i64) -> Attempt {
+    Attempt::Issued {
+        issued_at: t(issued),
+        expires_at: t(expires),
+        token_type: "Bearer".into(),
+        scope: Some("read".into()),
+    }
+}
+
+fn failed(reason: Reason, message: &str) -> Attempt {
+    Attempt::Failed(Failure::new(reason, message))
+}
+
+fn cond(status: &OAuthClientStatus, type_: &str) -> (String, String) {
+    let c = find(&status.conditions, type_).expect(type_);
+    (c.status.clone(), c.reason.clone())
+}
+
+#[test]
+fn new_client_exchanges_at_once() {
+    for secret in [SecretState::Absent, SecretState::Owned(None)] {
+        let case = Case::new(secret);
+        assert_eq!(case.plan(t(0)).next, Next::Exchange);
+    }
+}
+
+#[test]
+fn valid_token_waits_for_its_refresh_time() {
+    let case = Case::new(SecretState::Owned(Some(token(0, 3600))));
+    let p = case.plan(t(100));
+    assert_eq!(p.next, Next::Idle);
+    // 33% of 3600 s before expiry, minus at most 10% of that margin.
+    assert!(
+        p.due_at <= t(2412) && p.due_at >= t(2412 - 119),
+        "{}",
+        p.due_at
+    );
+    assert_eq!(p.due_at, case.plan(t(200)).due_at, "the plan is stable");
+    assert_eq!(case.plan(p.due_at).next, Next::Exchange);
+}
+
+#[test]
+fn token_for_other_spec_or_credentials_or_expired_is_replaced_at_once() {
+    let stale = StoredToken {
+        current: false,
+        ..token(0, 3600)
+    };
+    assert_eq!(
+        Case::new(SecretState::Owned(Some(stale))).plan(t(10)).next,
+        Next::Exchange
+    );
+    let expired = token(0, 60);
+    assert_eq!(
+        Case::new(SecretState::Owned(Some(expired)))
+            .plan(t(61))
+            .next,
+        Next::Exchange
+    );
+}
+
+#[test]
+fn target_change_rerenders_without_exchanging() {
+    let tok = StoredToken {
+        target_current: false,
+        ..token(0, 3600)
+    };
+    assert_eq!(
+        Case::new(SecretState::Owned(Some(tok))).plan(t(10)).next,
+        Next::Rerender
+    );
+}
+
+#[test]
+fn pre_exchange_failures_in_priority_order() {
+    let mut case = Case::new(SecretState::Conflict("taken".into()));
+    case.credentials_problem = Some(Failure::new(Reason::CredentialsNotFound, "no secret"));
+    assert_eq!(
+        case.plan(t(0)).next,
+        Next::Fail(Failure::new(Reason::SecretConflict, "taken"))
+    );
+    case.secret = SecretState::Absent;
+    assert!(
+        matches!(case.plan(t(0)).next, Next::Fail(f) if f.reason == Reason::CredentialsNotFound)
+    );
+    case.refresh = Err(Failure::invalid_spec("bad"));
+    assert!(matches!(case.plan(t(0)).next, Next::Fail(f) if f.reason == Reason::InvalidSpec));
+}
+
+#[test]
+fn success_sets_ready_status_and_event() {
+    let mut case = Case::new(SecretState::Absent);
+    let settled = case.step(t(0), issued(0, 3600));
+    let s = &settled.status;
+    assert_eq!(cond(s, READY), ("True".into(), TOKEN_ISSUED.into()));
+    assert_eq!(
+        cond(s, DEGRADED),
+        ("False".into(), REFRESH_SUCCEEDED.into())
+    );
+    assert_eq!(s.issued_at.as_deref(), Some("2023-11-14T22:13:20Z"));
+    assert_eq!(s.expires_at.as_deref(), Some("2023-11-14T23:13:20Z"));
+    assert_eq!(s.consecutive_failures, Some(0));
+    assert_eq!(s.observed_generation, Some(1));
+    assert_eq!(s.secret_name.as_deref(), Some(SECRET));
+    assert_eq!(s.scope.as_deref(), Some("read"));
+    assert_eq!(settled.event.as_ref().unwrap().reason, "TokenIssued");
+    assert_eq!(
+        s.next_refresh_at.as_deref().unwrap(),
+        rfc3339(settled.requeue_at)
+    );
+    for c in &s.conditions {
+        assert_eq!(c.observed_generation, Some(1));
+    }
+}
+
+#[test]
+fn steady_state_settles_to_the_same_status() {
+    let mut case = Case::new(SecretState::Absent);
+    case.step(t(0), issued(0, 3600));
+    case.secret = SecretState::Owned(Some(token(0, 3600)));
+    let before = case.status.clone();
+    for now in [10, 100, 1000, 2000] {
+        let settled = case.step(t(now), Attempt::None);
+        assert_eq!(settled.status, before, "no change at t+{now}");
+        assert!(settled.event.is_none());
+    }
+}
+
+#[test]
+fn restart_with_lost_status_reuses_the_token() {
+    let case = Case::new(SecretState::Owned(Some(token(0, 3600))));
+    let p = case.plan(t(30));
+    assert_eq!(p.next, Next::Idle);
+    let settled = settle(&case.observed(), &p, &Attempt::None, t(30), 0.0);
+    assert_eq!(
+        cond(&settled.status, READY),
+        ("True".into(), TOKEN_ISSUED.into())
+    );
+    assert_eq!(
+        cond(&settled.status, DEGRADED),
+        ("False".into(), REFRESH_SUCCEEDED.into())
+    );
+    assert_eq!(
+        settled.status.issued_at.as_deref(),
+        Some("2023-11-14T22:13:20Z")
+    );
+}
+
+#[test]
+fn failed_refresh_keeps_ready_while_the_token_is_valid_then_token_expired() {
+    let mut case = Case::new(SecretState::Absent);
+    case.step(t(0), issued(0, 600));
+    case.secret = SecretState::Owned(Some(token(0, 600)));
+    let due = case.plan(t(1)).due_at;
+    assert_eq!(case.plan(due).next, Next::Exchange);
+    let settled = case.step(due, failed(Reason::EndpointUnavailable, "HTTP 503"));
+    assert_eq!(
+        cond(&settled.status, READY),
+        ("True".into(), TOKEN_ISSUED.into())
+    );
+    assert_eq!(
+        cond(&settled.status, DEGRADED),
+        ("True".into(), "EndpointUnavailable".into())
+    );
+    assert_eq!(settled.status.consecutive_failures, Some(1));
+    assert_eq!(settled.event.as_ref().unwrap().reason, "ExchangeFailed");
+    // Retry about 5 s later (transient), not before.
+    let retry_at: Timestamp = settled
+        .status
+        .next_refresh_at
+        .as_ref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(retry_at.duration_since(due).as_secs(), 5);
+    assert_eq!(case.plan(due).next, Next::Idle);
+    // While waiting past expiry, Ready turns False with TokenExpired.
+    case.status.next_refresh_at = Some(rfc3339(t(10_000)));
+    let settled = case.step(t(700), Attempt::None);
+    assert_eq!(
+        cond(&settled.status, READY),
+        ("False".into(), "TokenExpired".into())
+    );
+    assert_eq!(
+        cond(&settled.status, DEGRADED),
+        ("True".into(), "EndpointUnavailable".into())
+    );
+    // The issuedAt/expiresAt of the stored token stay.
+    assert_eq!(
+        settled.status.expires_at.as_deref(),
+        Some("2023-11-14T22:23:20Z")
+    );
+}
+
+#[test]
+fn failure_without_token_is_ready_false_with_the_reason() {
+    let mut case = Case::new(SecretState::Absent);
+    let settled = case.step(
+        t(0),
+        failed(Reason::InvalidClient, "HTTP 401: invalid_client"),
+    );
+    assert_eq!(
+        cond(&settled.status, READY),
+        ("False".into(), "InvalidClient".into())
+    );
+    assert_eq!(
+        cond(&settled.status, DEGRADED),
+        ("True".into(), "InvalidClient".into())
+    );
+    let retry_at: Timestamp = settled
+        .status
+        .next_refresh_at
+        .as_ref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(retry_at, t(60), "auth failures back off from 1 min");
+    assert_eq!(settled.requeue_at, t(60));
+}
+
+#[test]
+fn repeated_identical_failures_emit_one_event_and_back_off() {
+    let mut case = Case::new(SecretState::Absent);
+    let mut now = t(0);
+    let mut events = 0;
+    let mut delays = Vec::new();
+    for _ in 0..8 {
+        assert_eq!(case.plan(now).next, Next::Exchange);
+        let settled = case.step(now, failed(Reason::InvalidClient, "HTTP 401"));
+        events += usize::from(settled.event.is_some());
+        let next: Timestamp = settled
+            .status
+            .next_refresh_at
+            .as_ref()
+            .unwrap()
+            .parse()
+            .unwrap();
+        delays.push(next.duration_since(now).as_secs());
+        now = next;
+    }
+    assert_eq!(events, 1);
+    assert_eq!(delays, [60, 120, 240, 480, 960, 1800, 1800, 1800]);
+    assert_eq!(case.status.consecutive_failures, Some(8));
+    // A different failure is a new event.
+    let settled = case.step(now, failed(Reason::EndpointUnavailable, "HTTP 503"));
+    assert!(settled.event.is_some());
+}
+
+#[test]
+fn transient_failures_honour_retry_after_within_the_cap() {
+    let mut case = Case::new(SecretState::Absent);
+    let mut f = Failure::new(Reason::RateLimited, "HTTP 429");
+    f.retry_after = Some(Duration::from_secs(42));
+    let settled = case.step(t(0), Attempt::Failed(f));
+    assert_eq!(
+        settled.status.next_refresh_at.as_deref(),
+        Some(rfc3339(t(42)).as_str())
+    );
+}
+
+#[test]
+fn spec_or_credentials_change_retries_at_once() {
+    let mut case = Case::new(SecretState::Absent);
+    case.step(t(0), failed(Reason::InvalidClient, "HTTP 401"));
+    assert_eq!(case.plan(t(5)).next, Next::Idle);
+    case.credentials_changed = true;
+    assert_eq!(case.plan(t(5)).next, Next::Exchange);
+    case.credentials_changed = false;
+    case.generation = 2;
+    assert_eq!(case.plan(t(5)).next, Next::Exchange);
+}
+
+#[test]
+fn force_refresh_exchanges_exactly_once() {
+    let mut case = Case::new(SecretState::Absent);
+    case.step(t(0), issued(0, 3600));
+    case.secret = SecretState::Owned(Some(token(0, 3600)));
+    case.requested = Some(t(50));
+    assert_eq!(
+        case.plan(t(40)).next,
+        Next::Idle,
+        "a request in the future waits"
+    );
+    assert_eq!(case.plan(t(40)).due_at, t(50));
+    assert_eq!(case.plan(t(60)).next, Next::Exchange);
+    case.step(t(60), issued(60, 3660));
+    case.secret = SecretState::Owned(Some(token(60, 3660)));
+    assert_eq!(
+        case.plan(t(61)).next,
+        Next::Idle,
+        "served: issuedAt is now later"
+    );
+    // A request older than the last issue is ignored.
+    case.requested = Some(t(10));
+    assert_eq!(case.plan(t(62)).next, Next::Idle);
+}
+
+#[test]
+fn force_refresh_while_failing_follows_the_backoff() {
+    let mut case = Case::new(SecretState::Owned(Some(token(0, 3600))));
+    case.step(t(0), failed(Reason::EndpointUnavailable, "HTTP 503"));
+    case.requested = Some(t(1));
+    assert_eq!(case.plan(t(2)).next, Next::Idle);
+    assert_eq!(case.plan(t(5)).next, Next::Exchange);
+}
+
+#[test]
+fn invalid_spec_is_reported_once_then_waits() {
+    let mut case = Case::new(SecretState::Absent);
+    case.refresh = Err(Failure::invalid_spec("spec.tokenUrl is not a valid URL"));
+    let Next::Fail(f) = case.plan(t(0)).next else {
+        panic!()
+    };
+    let settled = case.step(t(0), Attempt::Failed(f));
+    assert_eq!(
+        cond(&settled.status, READY),
+        ("False".into(), "InvalidSpec".into())
+    );
+    // The status write triggers another reconcile: nothing more happens.
+    let again = case.step(t(1), Attempt::None);
+    assert_eq!(again.status, settled.status);
+    assert!(again.event.is_none());
+}
+
+#[test]
+fn never_a_tight_loop() {
+    let case = Case::new(SecretState::Owned(Some(token(0, 3600))));
+    let p = case.plan(t(5000));
+    let settled = settle(&case.observed(), &p, &Attempt::None, t(5000), 0.0);
+    assert!(settled.requeue_at >= t(5001));
+}
+
+#[test]
+fn token_jitter_is_fixed_per_token_and_in_range() {
+    let a = token_jitter(UID, t(0));
+    assert_eq!(a, token_jitter(UID, t(0)));
+    assert_ne!(a, token_jitter(UID, t(1)));
+    for i in 0..1000 {
+        let j = token_jitter(&format!("uid-{i}"), t(i));
+        assert!((0.0..1.0).contains(&j));
+    }
+}
