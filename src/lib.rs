@@ -22,16 +22,20 @@
 //! | [`fingerprint`] | salted fingerprint of spec and credentials | none |
 //! | [`transport`] | the HTTP client (reqwest + rustls) | HTTP |
 //! | [`exchange`] | one client-credentials exchange, end to end | HTTP |
+//! | [`controller`] | watches and the reconcile pipeline | API, HTTP |
+//! | [`health`] | `/healthz`, `/readyz`, `/metrics` | HTTP |
 //! | [`cli`] | the command line and its commands | files, HTTP |
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod clock;
 pub mod conditions;
+pub mod controller;
 pub mod crd;
 pub mod duration;
 pub mod exchange;
 pub mod fingerprint;
+pub mod health;
 pub mod plan;
 pub mod presets;
 pub mod reason;

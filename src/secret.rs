@@ -1,10 +1,139 @@
-//! The managed Secret's content, built from a token (pure).
+//! The managed Secret: its name, labels, annotations, owner and content, built from a token
+//! (pure).
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::crd::{OAuthClient, Target};
 use crate::redact::Sensitive;
 use crate::response::Token;
 use crate::template::{Template, Values};
+
+/// Label on every managed Secret.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Its value.
+pub const MANAGED_BY_VALUE: &str = "oauth-token-operator";
+/// The label selector of managed Secrets.
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=oauth-token-operator";
+/// Label naming the OAuthClient.
+pub const CLIENT_LABEL: &str = "oauth.token-operator.dev/client";
+/// When the token was issued (RFC 3339).
+pub const ISSUED_AT_ANNOTATION: &str = "oauth.token-operator.dev/issued-at";
+/// When the token expires (RFC 3339).
+pub const EXPIRES_AT_ANNOTATION: &str = "oauth.token-operator.dev/expires-at";
+/// Salted fingerprint of the spec and credentials the token was issued for.
+pub const FINGERPRINT_ANNOTATION: &str = "oauth.token-operator.dev/fingerprint";
+/// Hash of the target settings (type, labels, annotations, template) the Secret was rendered
+/// with; it holds nothing secret.
+pub const TARGET_HASH_ANNOTATION: &str = "oauth.token-operator.dev/target-hash";
+/// Annotation on an OAuthClient that forces one exchange.
+pub const REFRESH_REQUESTED_ANNOTATION: &str = "oauth.token-operator.dev/refresh-requested-at";
+
+/// The managed Secret's name: `spec.target.name`, else `<name>-token`.
+pub fn target_name(client: &OAuthClient) -> String {
+    client
+        .spec
+        .target
+        .as_ref()
+        .and_then(|t| t.name.clone())
+        .unwrap_or_else(|| format!("{}-token", client.name_any()))
+}
+
+/// A hash of the target settings, to notice when the Secret must be re-rendered.
+pub fn target_hash(target: &Target) -> String {
+    let canonical = json!({
+        "type": target.type_,
+        "labels": target.labels,
+        "annotations": target.annotations,
+        "template": target.template,
+    });
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The controller ownerReference to `client`.
+pub fn owner_reference(client: &OAuthClient) -> OwnerReference {
+    OwnerReference {
+        api_version: format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
+        kind: "OAuthClient".into(),
+        name: client.name_any(),
+        uid: client.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Whether `secret_owner_refs` name `client` as controller.
+pub fn controlled_by(owner_refs: &[OwnerReference], client: &OAuthClient) -> bool {
+    let uid = client.uid();
+    owner_refs
+        .iter()
+        .any(|r| r.controller == Some(true) && Some(&r.uid) == uid.as_ref())
+}
+
+/// The Secret to apply for `token`: only the fields this operator owns.
+pub fn managed_secret(
+    client: &OAuthClient,
+    token: &Token,
+    templates: &BTreeMap<String, Template>,
+    fingerprint: &str,
+) -> Value {
+    let target = client.spec.target.clone().unwrap_or_default();
+    let mut labels: BTreeMap<String, String> = target.labels.clone().unwrap_or_default();
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
+    labels.insert(CLIENT_LABEL.into(), client.name_any());
+    let mut annotations: BTreeMap<String, String> = target.annotations.clone().unwrap_or_default();
+    annotations.insert(ISSUED_AT_ANNOTATION.into(), rfc3339(token.issued_at));
+    annotations.insert(EXPIRES_AT_ANNOTATION.into(), rfc3339(token.expires_at));
+    annotations.insert(FINGERPRINT_ANNOTATION.into(), fingerprint.into());
+    annotations.insert(TARGET_HASH_ANNOTATION.into(), target_hash(&target));
+    let data: BTreeMap<String, String> = token_entries(token, templates)
+        .into_iter()
+        .map(|e| {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(e.value.expose());
+            (e.key, encoded)
+        })
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": target_name(client),
+            "namespace": client.namespace(),
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(client)],
+        },
+        "type": target.type_,
+        "data": data,
+    })
+}
+
+/// Reads the token back from a managed Secret's data and annotations (for re-rendering).
+pub fn stored_token(secret: &Secret) -> Option<Token> {
+    let data = secret.data.as_ref()?;
+    let text = |key: &str| {
+        data.get(key)
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    let annotations = secret.metadata.annotations.as_ref()?;
+    let time = |key: &str| annotations.get(key).and_then(|t| t.parse().ok());
+    Some(Token {
+        access_token: Sensitive::new(text("access_token")?),
+        token_type: text("token_type").unwrap_or_else(|| "Bearer".into()),
+        scope: text("scope"),
+        issued_at: time(ISSUED_AT_ANNOTATION)?,
+        expires_at: time(EXPIRES_AT_ANNOTATION)?,
+        lifetime_source: crate::response::LifetimeSource::ExpiresIn,
+        vendor_issued_at: None,
+    })
+}
 
 /// One key of the managed Secret.
 #[derive(Clone, Debug, PartialEq, Eq)]

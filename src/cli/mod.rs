@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod exchange;
+mod run;
 
 /// Exit code for unusable input (bad file, bad spec, missing credentials).
 pub const EXIT_INPUT: u8 = 2;
@@ -25,6 +26,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the controller.
+    Run(RunArgs),
     /// Print the OAuthClient CustomResourceDefinition as YAML.
     Crd,
     /// Perform one token exchange locally, without a cluster, and print what the operator would
@@ -49,7 +52,7 @@ pub struct ExchangeArgs {
     pub client_secret_file: Option<PathBuf>,
 
     /// Allow http:// token URLs (testing only: credentials travel in clear text).
-    #[arg(long, env = "OAUTH_ALLOW_INSECURE_HTTP")]
+    #[arg(long, env = "OAUTH_TOKEN_OPERATOR_ALLOW_INSECURE_HTTP")]
     pub allow_insecure_http: bool,
 
     /// Print the access token instead of [redacted].
@@ -63,6 +66,40 @@ pub struct ExchangeArgs {
     /// Request timeout (e.g. 10s, 1m).
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
     pub request_timeout: Duration,
+}
+
+/// Arguments of `run`. Every flag can also be set from the environment variable named after it.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Namespaces to watch, comma-separated (default: all).
+    #[arg(long, env = "OAUTH_TOKEN_OPERATOR_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// Allow http:// token URLs (testing only: credentials travel in clear text).
+    #[arg(long, env = "OAUTH_TOKEN_OPERATOR_ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
+
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "OAUTH_TOKEN_OPERATOR_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub metrics_addr: std::net::SocketAddr,
+
+    /// Most token exchanges in flight at once.
+    #[arg(long, env = "OAUTH_TOKEN_OPERATOR_MAX_CONCURRENT_EXCHANGES", default_value_t = 32,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_exchanges: u16,
+
+    /// Token request timeout (e.g. 10s, 1m).
+    #[arg(long, env = "OAUTH_TOKEN_OPERATOR_REQUEST_TIMEOUT", value_parser = parse_duration,
+          default_value = "10s", value_name = "DURATION")]
+    pub request_timeout: Duration,
+
+    /// Log line format.
+    #[arg(long, env = "OAUTH_TOKEN_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// How `exchange` prints its result.
@@ -108,6 +145,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Crd => {
             print!("{}", crate::crd::crd_yaml());
             ExitCode::SUCCESS
+        }
+        Command::Run(args) => {
+            init_logging(args.log_format, "info");
+            run::run(args)
         }
         Command::Exchange(args) => {
             init_logging(LogFormat::Text, "warn");

@@ -3,5 +3,6 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod harness;
 pub mod logs;
 pub mod vendors;

@@ -1,0 +1,113 @@
+//! `oauth-token-operator run`: the controller process.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::clock::SystemClock;
+use crate::controller::{self, Settings};
+use crate::health::{self, Health};
+use crate::settings::Policy;
+
+use super::RunArgs;
+
+/// Runs the controller until SIGTERM or SIGINT; any start-up problem is one clear message and
+/// exit code 1.
+pub fn run(args: RunArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_async(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_async(args: RunArgs) -> Result<(), String> {
+    let config = kube::Config::infer().await.map_err(|e| {
+        format!("no Kubernetes configuration found (KUBECONFIG, ~/.kube/config or in-cluster): {e}")
+    })?;
+    let url = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config)
+        .map_err(|e| format!("cannot create a Kubernetes client for {url}: {e}"))?;
+    let namespaces: Vec<String> = args
+        .namespaces
+        .iter()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect();
+    controller::preflight(&client, &namespaces, &url)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+
+    let health = Arc::new(Health::default());
+    let server = health::serve(args.metrics_addr, health.clone(), stopped())
+        .await
+        .map_err(|e| format!("cannot listen on --metrics-addr {}: {e}", args.metrics_addr))?;
+    let server = tokio::spawn(server);
+    tracing::info!(
+        version = crate::VERSION,
+        namespaces = ?namespaces,
+        metrics_addr = %args.metrics_addr,
+        "starting"
+    );
+    let settings = Settings {
+        namespaces,
+        policy: Policy {
+            allow_insecure_http: args.allow_insecure_http,
+        },
+        max_concurrent_exchanges: usize::from(args.max_concurrent_exchanges),
+        request_timeout: args.request_timeout,
+    };
+    controller::run(client, settings, Arc::new(SystemClock), health, stopped())
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

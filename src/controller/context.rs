@@ -1,0 +1,136 @@
+//! What every reconcile shares: clients, caches, the exchange semaphore, the event recorder.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::sync::Semaphore;
+
+use crate::clock::Clock;
+use crate::crd::{OAuthClient, OAuthClientStatus};
+use crate::exchange::Exchanger;
+use crate::settings::Policy;
+
+/// How long what this process wrote is trusted over a watch cache that has not caught up.
+pub const WRITE_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Shared by every scope (namespace) of the controller.
+pub struct Shared {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Token exchanges.
+    pub exchanger: Exchanger,
+    /// Rules a spec must satisfy.
+    pub policy: Policy,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Bounds concurrent exchanges (`--max-concurrent-exchanges`).
+    pub permits: Semaphore,
+    /// Publishes events.
+    pub recorder: Recorder,
+}
+
+/// The context of one controller scope (all namespaces, or one).
+pub struct Context {
+    /// What all scopes share.
+    pub shared: Arc<Shared>,
+    /// Metadata of managed Secrets (label-selected).
+    pub managed: Store<PartialObjectMeta<Secret>>,
+    /// Names and resourceVersions of all Secrets in scope (credentials).
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// Per-OAuthClient memory.
+    pub memo: Mutex<HashMap<ObjectRef<OAuthClient>, Memo>>,
+    /// Which OAuthClients reference which credentials Secrets.
+    pub references: Mutex<References>,
+}
+
+/// Credentials Secret (namespace, name) ↔ the OAuthClients that reference it.
+#[derive(Debug, Default)]
+pub struct References {
+    by_secret: HashMap<(String, String), HashSet<ObjectRef<OAuthClient>>>,
+    by_client: HashMap<ObjectRef<OAuthClient>, (String, String)>,
+}
+
+impl References {
+    fn unlink(&mut self, client: &ObjectRef<OAuthClient>) {
+        if let Some(key) = self.by_client.remove(client) {
+            if let Some(set) = self.by_secret.get_mut(&key) {
+                set.remove(client);
+                if set.is_empty() {
+                    self.by_secret.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// A credentials check that need not be repeated while its inputs stay the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// resourceVersion of the credentials Secret.
+    pub credentials_rv: Option<String>,
+    /// The fingerprint annotation checked.
+    pub fingerprint: String,
+    /// The OAuthClient generation.
+    pub generation: Option<i64>,
+    /// Whether it matched.
+    pub matched: bool,
+}
+
+/// What the controller remembers about one OAuthClient between reconciles.
+#[derive(Clone, Debug, Default)]
+pub struct Memo {
+    /// Last fingerprint verification.
+    pub verified: Option<Verified>,
+    /// resourceVersion of the credentials Secret at the last failure.
+    pub failed_with_credentials: Option<Option<String>>,
+    /// Annotations of the managed Secret as last written, and when.
+    pub written_secret: Option<(Instant, std::collections::BTreeMap<String, String>)>,
+    /// The status as last written.
+    pub written_status: Option<OAuthClientStatus>,
+    /// Consecutive reconcile errors (API failures), for the error backoff.
+    pub errors: u32,
+}
+
+impl Context {
+    /// Runs `f` on the memo of `key`.
+    pub fn with_memo<R>(&self, key: &ObjectRef<OAuthClient>, f: impl FnOnce(&mut Memo) -> R) -> R {
+        let mut memo = self.memo.lock().expect("memo lock");
+        f(memo.entry(key.clone()).or_default())
+    }
+
+    /// Records that `client` references the credentials Secret `name` in `namespace`.
+    pub fn reference(&self, namespace: &str, name: &str, client: &ObjectRef<OAuthClient>) {
+        let key = (namespace.to_owned(), name.to_owned());
+        let mut refs = self.references.lock().expect("references lock");
+        if refs.by_client.get(client) == Some(&key) {
+            return;
+        }
+        refs.unlink(client);
+        refs.by_secret
+            .entry(key.clone())
+            .or_default()
+            .insert(client.clone());
+        refs.by_client.insert(client.clone(), key);
+    }
+
+    /// The OAuthClients that reference the credentials Secret `name` in `namespace`.
+    pub fn referencing(&self, namespace: &str, name: &str) -> Vec<ObjectRef<OAuthClient>> {
+        let refs = self.references.lock().expect("references lock");
+        refs.by_secret
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forgets an OAuthClient that no longer exists.
+    pub fn forget(&self, key: &ObjectRef<OAuthClient>) {
+        self.memo.lock().expect("memo lock").remove(key);
+        self.references.lock().expect("references lock").unlink(key);
+    }
+}

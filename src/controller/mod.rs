@@ -1,0 +1,286 @@
+//! The controller: watches OAuthClients, their managed Secrets and their credentials Secrets,
+//! and reconciles each OAuthClient ([`reconcile`]).
+//!
+//! Watches, per scope (all namespaces, or each namespace of `--namespaces`):
+//!
+//! * OAuthClients (full objects: the controller needs their spec);
+//! * managed Secrets, metadata only, selected by the `app.kubernetes.io/managed-by` label and
+//!   mapped back to their owner;
+//! * all Secrets, metadata only and reduced to name and resourceVersion, mapped back to the
+//!   OAuthClients that reference them as credentials. Secret data is never cached.
+
+pub mod context;
+pub mod reconcile;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher as watch};
+use kube::{Client, ResourceExt};
+
+use crate::clock::Clock;
+use crate::crd::OAuthClient;
+use crate::exchange::Exchanger;
+use crate::health::Health;
+use crate::secret::MANAGED_SELECTOR;
+use crate::settings::Policy;
+use crate::transport::Transport;
+use context::{Context, Shared};
+
+/// Settings of the controller (from the `run` command line).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    /// Spec rules.
+    pub policy: Policy,
+    /// Concurrent exchanges at most.
+    pub max_concurrent_exchanges: usize,
+    /// Token request timeout.
+    pub request_timeout: Duration,
+}
+
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The OAuthClient CRD is missing.
+    #[error(
+        "the OAuthClient CRD (oauthclients.oauth.token-operator.dev) is not installed in this cluster; install it with `kubectl apply -f crds/oauthclient.yaml` (or the Helm chart)"
+    )]
+    CrdMissing,
+    /// RBAC forbids listing OAuthClients.
+    #[error("not allowed to list OAuthClients{scope}: {message} (check the operator's RBAC)")]
+    Forbidden {
+        /// Where.
+        scope: String,
+        /// The API server's message.
+        message: String,
+    },
+    /// The API server cannot be reached or answered with an error.
+    #[error("cannot reach the Kubernetes API server at {url}: {source}")]
+    Unreachable {
+        /// The cluster URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// The HTTP client for token endpoints could not be built.
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+}
+
+/// Checks that the cluster is reachable and serves OAuthClients in every scope.
+pub async fn preflight(
+    client: &Client,
+    namespaces: &[String],
+    url: &str,
+) -> Result<(), StartError> {
+    let scopes: Vec<Option<&String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().map(Some).collect()
+    };
+    for scope in scopes {
+        let api: Api<OAuthClient> = match scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => return Err(StartError::CrdMissing),
+            Err(kube::Error::Api(e)) if e.code == 403 => {
+                return Err(StartError::Forbidden {
+                    scope: scope
+                        .map(|ns| format!(" in namespace {ns}"))
+                        .unwrap_or_default(),
+                    message: e.message,
+                });
+            }
+            Err(source) => {
+                return Err(StartError::Unreachable {
+                    url: url.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the controller until `shutdown` resolves. `health` is marked ready once every watch
+/// cache has synced.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    health: Arc<Health>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let transport = Transport::new(settings.request_timeout)?;
+    let reporter = Reporter {
+        controller: crate::NAME.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        exchanger: Exchanger::new(transport),
+        policy: settings.policy.clone(),
+        clock,
+        permits: tokio::sync::Semaphore::new(settings.max_concurrent_exchanges.max(1)),
+        recorder: Recorder::new(client.clone(), reporter),
+    });
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    let shutdown = shutdown.shared();
+    let concurrency = u16::try_from(settings.max_concurrent_exchanges.saturating_mul(2).max(16))
+        .unwrap_or(u16::MAX);
+    let mut readiness = Vec::new();
+    let mut controllers = Vec::new();
+    for scope in scopes {
+        let (controller, ready) =
+            scope_controller(shared.clone(), scope, concurrency, shutdown.clone());
+        readiness.push(ready);
+        controllers.push(controller);
+    }
+    let health_ready = health.clone();
+    tokio::spawn(async move {
+        futures::future::join_all(readiness).await;
+        health_ready.set_ready();
+        tracing::info!("watch caches synced; ready");
+    });
+    futures::future::join_all(controllers).await;
+    Ok(())
+}
+
+type BoxFuture = futures::future::BoxFuture<'static, ()>;
+
+/// Builds the controller of one scope: its future, and a future that resolves once its caches
+/// are synced.
+fn scope_controller(
+    shared: Arc<Shared>,
+    namespace: Option<String>,
+    concurrency: u16,
+    shutdown: futures::future::Shared<impl Future<Output = ()> + Send + 'static>,
+) -> (BoxFuture, BoxFuture) {
+    let client = shared.client.clone();
+    // `Api<PartialObjectMeta<_>>` makes metadata-only list and watch requests.
+    let (clients_api, secrets_api): (Api<OAuthClient>, Api<PartialObjectMeta<Secret>>) =
+        match &namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+
+    // Managed Secrets: metadata only, by label.
+    let (managed, managed_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let managed_stream = watch(
+        secrets_api.clone(),
+        watcher::Config::default().labels(MANAGED_SELECTOR),
+    )
+    .default_backoff()
+    .modify(|meta| meta.managed_fields_mut().clear())
+    .reflect(managed_writer)
+    .touched_objects();
+
+    // All Secrets, reduced to name and resourceVersion (credentials and conflicts).
+    let (secrets, secrets_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let secrets_stream = watch(secrets_api, watcher::Config::default())
+        .default_backoff()
+        .modify(|meta| {
+            let m = &mut meta.metadata;
+            m.labels = None;
+            m.annotations = None;
+            m.managed_fields = None;
+            m.owner_references = None;
+            m.finalizers = None;
+        })
+        .reflect(secrets_writer)
+        .touched_objects();
+
+    let controller = Controller::new(clients_api, watcher::Config::default())
+        .with_config(ControllerConfig::default().concurrency(concurrency));
+    let store: Store<OAuthClient> = controller.store();
+    let ctx = Arc::new(Context {
+        shared,
+        managed: managed.clone(),
+        secrets: secrets.clone(),
+        memo: Mutex::new(HashMap::new()),
+        references: Mutex::new(Default::default()),
+    });
+    let mapper_ctx = ctx.clone();
+    let mapper_store = store.clone();
+
+    let ready = {
+        let (store, managed, secrets) = (store.clone(), managed.clone(), secrets.clone());
+        async move {
+            let _ = futures::join!(
+                store.wait_until_ready(),
+                managed.wait_until_ready(),
+                secrets.wait_until_ready()
+            );
+        }
+        .boxed()
+    };
+
+    let gc_ctx = ctx.clone();
+    let gc_store = store.clone();
+    let running = controller
+        .owns_stream(managed_stream)
+        .watches_stream(secrets_stream, move |secret: PartialObjectMeta<Secret>| {
+            let ns = secret.namespace().unwrap_or_default();
+            let referencing = mapper_ctx.referencing(&ns, &secret.name_any());
+            referencing
+                .into_iter()
+                .filter(|r| mapper_store.get(r).is_some())
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(move |result| {
+            if let Err(error) = result {
+                tracing::debug!(%error, "controller event");
+            }
+            forget_deleted(&gc_ctx, &gc_store);
+            futures::future::ready(())
+        })
+        .boxed();
+    (running, ready)
+}
+
+/// Drops memory of OAuthClients that left the store (now and then, cheaply).
+fn forget_deleted(ctx: &Context, store: &Store<OAuthClient>) {
+    let stale: Vec<ObjectRef<OAuthClient>> = {
+        let memo = ctx.memo.lock().expect("memo lock");
+        if memo.len() <= store.len() {
+            return;
+        }
+        let live: HashSet<ObjectRef<OAuthClient>> = store
+            .state()
+            .iter()
+            .map(|o| ObjectRef::from_obj(o.as_ref()))
+            .collect();
+        memo.keys()
+            .filter(|k| !live.contains(*k))
+            .cloned()
+            .collect()
+    };
+    for key in stale {
+        ctx.forget(&key);
+    }
+}

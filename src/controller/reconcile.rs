@@ -1,0 +1,603 @@
+//! One reconcile, as a visible pipeline:
+//!
+//! 1. **load** (API, mostly from watch caches): the OAuthClient, its credentials, the managed
+//!    Secret;
+//! 2. **plan** (pure, [`crate::plan::plan`]): is the stored token valid, is an exchange due;
+//! 3. **exchange** (HTTP) if due, bounded by the exchange semaphore;
+//! 4. **apply the Secret** (server-side apply) when there is a new token or new rendering;
+//! 5. **apply the status** (server-side apply) only when it changed;
+//! 6. **requeue** at the next refresh or retry time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::context::{Context, Verified, WRITE_CACHE_TTL};
+use crate::crd::{OAuthClient, OAuthClientStatus};
+use crate::fingerprint;
+use crate::plan::{self, Attempt, Next, Observed, SecretState, StoredToken};
+use crate::reason::{Failure, Reason};
+use crate::redact::Sensitive;
+use crate::request::Credentials;
+use crate::secret::{
+    self, EXPIRES_AT_ANNOTATION, FINGERPRINT_ANNOTATION, ISSUED_AT_ANNOTATION,
+    REFRESH_REQUESTED_ANNOTATION, TARGET_HASH_ANNOTATION,
+};
+use crate::settings::ClientSettings;
+
+/// Errors that end a reconcile early (the API failed); exchange failures are not errors, they
+/// are recorded in the status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was being done.
+        action: &'static str,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Kube { action, .. } => action,
+        }
+    }
+}
+
+fn kube_error(action: &'static str) -> impl FnOnce(kube::Error) -> Error {
+    move |source| Error::Kube { action, source }
+}
+
+/// The field manager of every write.
+pub const FIELD_MANAGER: &str = crate::NAME;
+
+/// Writes are retried this many times in place before the reconcile gives up, so that a
+/// transient API error right after an exchange does not cost the new token.
+const WRITE_ATTEMPTS: u32 = 3;
+
+/// Runs one reconcile of `client`.
+#[tracing::instrument(skip_all, fields(namespace = client.namespace().unwrap_or_default(), name = client.name_any()))]
+pub async fn reconcile(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // The Secret caches must be complete before anything is concluded from them (after a restart,
+    // a missing entry would otherwise look like a missing token).
+    let _ = futures::join!(
+        ctx.managed.wait_until_ready(),
+        ctx.secrets.wait_until_ready()
+    );
+    let now = ctx.shared.clock.now();
+    let key = ObjectRef::from_obj(client.as_ref());
+    let namespace = client.namespace().unwrap_or_default();
+    let status = client.status.clone().unwrap_or_default();
+    let generation = client.metadata.generation;
+
+    // --- 1. load ---
+    let settings = ClientSettings::resolve(&client.spec, &ctx.shared.policy);
+    let reference = &client.spec.credentials_secret_ref;
+    ctx.reference(&namespace, &reference.name, &key);
+    let credentials_rv = ctx
+        .secrets
+        .get(&ObjectRef::new(&reference.name).within(&namespace))
+        .and_then(|m| m.resource_version());
+    let secret_name = secret::target_name(&client);
+    let observed_secret = observe_secret(&client, &ctx, &key, &namespace, &secret_name).await?;
+
+    let mut credentials: Option<Result<Credentials, Failure>> = None;
+    let mut current = false;
+    if let (Ok(settings), Some(stored_fingerprint)) = (&settings, &observed_secret.fingerprint) {
+        let cached = ctx.with_memo(&key, |m| m.verified.clone());
+        let fresh = |v: &Verified| {
+            v.credentials_rv == credentials_rv
+                && &v.fingerprint == stored_fingerprint
+                && v.generation == generation
+        };
+        current = match cached {
+            Some(v) if fresh(&v) => v.matched,
+            _ => {
+                let loaded = load_credentials(&client, &ctx, &namespace).await?;
+                let matched = loaded
+                    .as_ref()
+                    .is_ok_and(|c| fingerprint::matches(stored_fingerprint, &settings.exchange, c));
+                credentials = Some(loaded);
+                ctx.with_memo(&key, |m| {
+                    m.verified = Some(Verified {
+                        credentials_rv: credentials_rv.clone(),
+                        fingerprint: stored_fingerprint.clone(),
+                        generation,
+                        matched,
+                    })
+                });
+                matched
+            }
+        };
+    }
+    let secret_state = match &observed_secret.state {
+        SecretState::Owned(Some(token)) => SecretState::Owned(Some(StoredToken {
+            current,
+            target_current: token.target_current,
+            ..*token
+        })),
+        other => other.clone(),
+    };
+    let credentials_changed = ctx.with_memo(&key, |m| {
+        m.failed_with_credentials
+            .as_ref()
+            .is_some_and(|rv| *rv != credentials_rv)
+    });
+    let refresh_requested_at = client
+        .annotations()
+        .get(REFRESH_REQUESTED_ANNOTATION)
+        .and_then(|t| t.parse::<Timestamp>().ok());
+    let uid = client.uid().unwrap_or_default();
+    let loaded_problem = match &credentials {
+        Some(Err(f)) => Some(f.clone()),
+        _ => None,
+    };
+    let invalid;
+    let observed = Observed {
+        generation,
+        status: &status,
+        refresh: match &settings {
+            Ok(s) => Ok(s.refresh),
+            Err(f) => {
+                invalid = f.clone();
+                Err(&invalid)
+            }
+        },
+        credentials_problem: loaded_problem.as_ref(),
+        secret: &secret_state,
+        refresh_requested_at,
+        credentials_changed,
+        uid: &uid,
+        secret_name: &secret_name,
+    };
+
+    // --- 2. plan ---
+    let plan = plan::plan(&observed, now);
+    tracing::debug!(next = ?plan.next, due_at = %plan.due_at, "planned");
+
+    // --- 3. exchange, 4. apply the Secret ---
+    let attempt = match &plan.next {
+        Next::Idle => Attempt::None,
+        Next::Fail(failure) => Attempt::Failed(failure.clone()),
+        Next::Rerender => {
+            let settings = settings
+                .as_ref()
+                .expect("rerender is planned for a valid spec");
+            rerender(&client, &ctx, &key, &namespace, &secret_name, settings).await?;
+            Attempt::None
+        }
+        Next::Exchange => {
+            let settings = settings
+                .as_ref()
+                .expect("an exchange is planned for a valid spec");
+            let credentials = match credentials {
+                Some(c) => c,
+                None => load_credentials(&client, &ctx, &namespace).await?,
+            };
+            match credentials {
+                Err(failure) => Attempt::Failed(failure),
+                Ok(credentials) => {
+                    exchange_and_store(&client, &ctx, &key, &namespace, settings, &credentials)
+                        .await?
+                }
+            }
+        }
+    };
+
+    // --- 5. apply the status ---
+    let settled = plan::settle(&observed, &plan, &attempt, now, rand::random::<f64>());
+    match &attempt {
+        Attempt::Failed(failure) => {
+            tracing::info!(reason = %failure.reason, message = %failure.message, "exchange failed");
+            ctx.with_memo(&key, |m| {
+                m.failed_with_credentials = Some(credentials_rv.clone())
+            });
+        }
+        Attempt::Issued { expires_at, .. } => {
+            tracing::info!(expires_at = %expires_at, "token issued");
+            ctx.with_memo(&key, |m| m.failed_with_credentials = None);
+        }
+        Attempt::None => {}
+    }
+    write_status(&client, &ctx, &key, &namespace, &status, &settled.status).await?;
+    if let Some(note) = &settled.event {
+        publish(&client, &ctx, note).await;
+    }
+
+    // --- 6. requeue ---
+    ctx.with_memo(&key, |m| m.errors = 0);
+    let wait = settled.requeue_at.duration_since(ctx.shared.clock.now());
+    let wait = Duration::try_from(wait)
+        .unwrap_or(plan::MIN_WAIT)
+        .max(plan::MIN_WAIT);
+    Ok(Action::requeue(wait))
+}
+
+/// After an error: retry with exponential backoff from 5 s up to 5 min.
+pub fn error_policy(client: Arc<OAuthClient>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(client.as_ref());
+    let errors = ctx.with_memo(&key, |m| {
+        m.errors = m.errors.saturating_add(1);
+        m.errors
+    });
+    let delay = crate::refresh::retry_delay(
+        Reason::EndpointUnavailable,
+        errors,
+        None,
+        rand::random::<f64>(),
+    );
+    tracing::warn!(
+        namespace = client.namespace().unwrap_or_default(),
+        name = client.name_any(),
+        error = %error,
+        retry_in_s = delay.as_secs(),
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+// === load ===
+
+/// The managed Secret as the caches (or this process's own recent write) show it.
+struct ObservedSecret {
+    state: SecretState,
+    fingerprint: Option<String>,
+}
+
+async fn observe_secret(
+    client: &OAuthClient,
+    ctx: &Context,
+    key: &ObjectRef<OAuthClient>,
+    namespace: &str,
+    name: &str,
+) -> Result<ObservedSecret, Error> {
+    let secret_ref = ObjectRef::new(name).within(namespace);
+    let recent = ctx.with_memo(key, |m| {
+        m.written_secret
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < WRITE_CACHE_TTL)
+            .map(|(_, annotations)| annotations.clone())
+    });
+    let cached = ctx.managed.get(&secret_ref);
+    let annotations = match (&cached, recent) {
+        (Some(meta), recent) => {
+            let refs = meta.metadata.owner_references.clone().unwrap_or_default();
+            if !secret::controlled_by(&refs, client) {
+                return Ok(conflict(name, "is controlled by another owner"));
+            }
+            let cached_annotations = meta.annotations().clone();
+            // Our own write wins until the cache shows a token at least as new.
+            match recent {
+                Some(recent) if newer(&recent, &cached_annotations) => recent,
+                _ => cached_annotations,
+            }
+        }
+        (None, Some(recent)) => recent,
+        (None, None) => {
+            if ctx.secrets.get(&secret_ref).is_none() {
+                return Ok(ObservedSecret {
+                    state: SecretState::Absent,
+                    fingerprint: None,
+                });
+            }
+            // A Secret of that name without our label: look at its owners.
+            let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), namespace);
+            match api
+                .get_metadata_opt(name)
+                .await
+                .map_err(kube_error("reading the target Secret"))?
+            {
+                None => {
+                    return Ok(ObservedSecret {
+                        state: SecretState::Absent,
+                        fingerprint: None,
+                    });
+                }
+                Some(meta) => {
+                    let refs = meta.metadata.owner_references.clone().unwrap_or_default();
+                    if !secret::controlled_by(&refs, client) {
+                        return Ok(conflict(
+                            name,
+                            "exists and is not managed by this OAuthClient",
+                        ));
+                    }
+                    meta.annotations().clone()
+                }
+            }
+        }
+    };
+    Ok(observed_from_annotations(client, &annotations))
+}
+
+fn conflict(name: &str, what: &str) -> ObservedSecret {
+    ObservedSecret {
+        state: SecretState::Conflict(format!(
+            "Secret {name} {what}; it is left untouched (choose another spec.target.name or delete it)"
+        )),
+        fingerprint: None,
+    }
+}
+
+/// Whether the annotations this process wrote describe a newer Secret than the cached ones:
+/// a later token, or the same token rendered differently.
+fn newer(written: &BTreeMap<String, String>, cached: &BTreeMap<String, String>) -> bool {
+    let time = |m: &BTreeMap<String, String>| {
+        m.get(ISSUED_AT_ANNOTATION)
+            .and_then(|t| t.parse::<Timestamp>().ok())
+    };
+    match (time(written), time(cached)) {
+        (Some(w), Some(c)) => {
+            w > c
+                || (w == c
+                    && written.get(TARGET_HASH_ANNOTATION) != cached.get(TARGET_HASH_ANNOTATION))
+        }
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+fn observed_from_annotations(
+    client: &OAuthClient,
+    annotations: &BTreeMap<String, String>,
+) -> ObservedSecret {
+    let time = |key: &str| {
+        annotations
+            .get(key)
+            .and_then(|t| t.parse::<Timestamp>().ok())
+    };
+    let target = client.spec.target.clone().unwrap_or_default();
+    let token = match (time(ISSUED_AT_ANNOTATION), time(EXPIRES_AT_ANNOTATION)) {
+        (Some(issued_at), Some(expires_at)) => Some(StoredToken {
+            issued_at,
+            expires_at,
+            current: false,
+            target_current: annotations.get(TARGET_HASH_ANNOTATION)
+                == Some(&secret::target_hash(&target)),
+        }),
+        _ => None,
+    };
+    ObservedSecret {
+        fingerprint: token.and(annotations.get(FINGERPRINT_ANNOTATION).cloned()),
+        state: SecretState::Owned(token),
+    }
+}
+
+/// Reads the credentials Secret. A missing Secret or key is `CredentialsNotFound`; a value that
+/// is not UTF-8 is `InvalidSpec` naming the key. Values are used byte for byte.
+async fn load_credentials(
+    client: &OAuthClient,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Result<Credentials, Failure>, Error> {
+    let reference = &client.spec.credentials_secret_ref;
+    let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), namespace);
+    let Some(secret) = api
+        .get_opt(&reference.name)
+        .await
+        .map_err(kube_error("reading the credentials Secret"))?
+    else {
+        return Ok(Err(Failure::new(
+            Reason::CredentialsNotFound,
+            format!(
+                "Secret {} not found in namespace {namespace}",
+                reference.name
+            ),
+        )));
+    };
+    let data = secret.data.unwrap_or_default();
+    let value = |key: &str| -> Result<String, Failure> {
+        let bytes = data.get(key).map(|b| b.0.clone()).ok_or_else(|| {
+            Failure::new(
+                Reason::CredentialsNotFound,
+                format!("Secret {} has no key {key}", reference.name),
+            )
+        })?;
+        if bytes.is_empty() {
+            return Err(Failure::new(
+                Reason::CredentialsNotFound,
+                format!("key {key} of Secret {} is empty", reference.name),
+            ));
+        }
+        String::from_utf8(bytes).map_err(|_| {
+            Failure::invalid_spec(format!(
+                "key {key} of Secret {} is not valid UTF-8",
+                reference.name
+            ))
+        })
+    };
+    let client_id = match &client.spec.client_id {
+        Some(id) => Ok(id.clone()),
+        None => value(&reference.client_id_key),
+    };
+    Ok(client_id.and_then(|client_id| {
+        Ok(Credentials {
+            client_id,
+            client_secret: Sensitive::new(value(&reference.client_secret_key)?),
+        })
+    }))
+}
+
+// === exchange and write ===
+
+async fn exchange_and_store(
+    client: &OAuthClient,
+    ctx: &Context,
+    key: &ObjectRef<OAuthClient>,
+    namespace: &str,
+    settings: &ClientSettings,
+    credentials: &Credentials,
+) -> Result<Attempt, Error> {
+    let token = {
+        let _permit = ctx
+            .shared
+            .permits
+            .acquire()
+            .await
+            .expect("the exchange semaphore is never closed");
+        ctx.shared
+            .exchanger
+            .exchange(&settings.exchange, credentials, ctx.shared.clock.as_ref())
+            .await
+    };
+    let token = match token {
+        Ok(token) => token,
+        Err(failure) => return Ok(Attempt::Failed(failure)),
+    };
+    let salt = fingerprint::new_salt();
+    let fp = fingerprint::compute(&salt, &settings.exchange, credentials);
+    let body = secret::managed_secret(client, &token, &settings.templates, &fp);
+    apply_secret(ctx, key, namespace, &body).await?;
+    ctx.with_memo(key, |m| {
+        m.verified = Some(Verified {
+            credentials_rv: ctx
+                .secrets
+                .get(&ObjectRef::new(&client.spec.credentials_secret_ref.name).within(namespace))
+                .and_then(|s| s.resource_version()),
+            fingerprint: fp.clone(),
+            generation: client.metadata.generation,
+            matched: true,
+        })
+    });
+    Ok(Attempt::Issued {
+        issued_at: token.issued_at,
+        expires_at: token.expires_at,
+        token_type: token.token_type.clone(),
+        scope: token.scope.clone(),
+    })
+}
+
+async fn rerender(
+    client: &OAuthClient,
+    ctx: &Context,
+    key: &ObjectRef<OAuthClient>,
+    namespace: &str,
+    name: &str,
+    settings: &ClientSettings,
+) -> Result<(), Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), namespace);
+    let Some(current) = api
+        .get_opt(name)
+        .await
+        .map_err(kube_error("reading the managed Secret"))?
+    else {
+        return Ok(());
+    };
+    let (Some(token), Some(fp)) = (
+        secret::stored_token(&current),
+        current.annotations().get(FINGERPRINT_ANNOTATION).cloned(),
+    ) else {
+        return Ok(());
+    };
+    let body = secret::managed_secret(client, &token, &settings.templates, &fp);
+    apply_secret(ctx, key, namespace, &body).await
+}
+
+async fn apply_secret(
+    ctx: &Context,
+    key: &ObjectRef<OAuthClient>,
+    namespace: &str,
+    body: &serde_json::Value,
+) -> Result<(), Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), namespace);
+    let name = body["metadata"]["name"].as_str().unwrap_or_default();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match api.patch(name, &params, &Patch::Apply(body)).await {
+            Ok(written) => {
+                ctx.with_memo(key, |m| {
+                    m.written_secret = Some((Instant::now(), written.annotations().clone()))
+                });
+                return Ok(());
+            }
+            Err(e) if attempt < WRITE_ATTEMPTS && retriable(&e) => {
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+            Err(e) => return Err(kube_error("writing the managed Secret")(e)),
+        }
+    }
+}
+
+async fn write_status(
+    client: &OAuthClient,
+    ctx: &Context,
+    key: &ObjectRef<OAuthClient>,
+    namespace: &str,
+    current: &OAuthClientStatus,
+    desired: &OAuthClientStatus,
+) -> Result<(), Error> {
+    let already_written = ctx.with_memo(key, |m| m.written_status.as_ref() == Some(desired));
+    if desired == current || already_written {
+        return Ok(());
+    }
+    let api: Api<OAuthClient> = Api::namespaced(ctx.shared.client.clone(), namespace);
+    let body = json!({
+        "apiVersion": OAuthClient::api_version(&()),
+        "kind": OAuthClient::kind(&()),
+        "status": desired,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match api
+            .patch_status(&client.name_any(), &params, &Patch::Apply(&body))
+            .await
+        {
+            Ok(_) => {
+                ctx.with_memo(key, |m| m.written_status = Some(desired.clone()));
+                return Ok(());
+            }
+            // Deleted meanwhile: nothing to report on.
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+            Err(e) if attempt < WRITE_ATTEMPTS && retriable(&e) => {
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+            Err(e) => return Err(kube_error("writing the OAuthClient status")(e)),
+        }
+    }
+}
+
+fn retriable(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(e) => e.code >= 500 || e.code == 429 || e.code == 409,
+        _ => true,
+    }
+}
+
+async fn publish(client: &OAuthClient, ctx: &Context, note: &plan::EventNote) {
+    let event = Event {
+        type_: if note.normal {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        reason: note.reason.into(),
+        note: Some(note.note.clone()),
+        action: "Exchange".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx
+        .shared
+        .recorder
+        .publish(&event, &client.object_ref(&()))
+        .await
+    {
+        tracing::warn!(error = %e, reason = note.reason, "could not publish an event");
+    }
+}

@@ -1,0 +1,153 @@
+//! Runs the real controller in-process against the API-server double and a vendor emulator.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use oauth_token_operator::clock::SystemClock;
+use oauth_token_operator::controller::{self, Settings};
+use oauth_token_operator::health::Health;
+use oauth_token_operator::settings::Policy;
+use serde_json::{Value, json};
+
+use super::apiserver::{ApiServer, OAUTHCLIENTS, SECRETS};
+
+/// A running controller.
+pub struct Operator {
+    pub health: Arc<Health>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Operator {
+    /// Starts the controller against `api`.
+    pub fn start(api: &ApiServer, namespaces: &[&str], max_concurrent_exchanges: usize) -> Self {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let health = Arc::new(Health::default());
+        let settings = Settings {
+            namespaces: namespaces.iter().map(|s| (*s).to_owned()).collect(),
+            policy: Policy {
+                allow_insecure_http: true,
+            },
+            max_concurrent_exchanges,
+            request_timeout: Duration::from_secs(2),
+        };
+        let client = api.client();
+        let h = health.clone();
+        let task = tokio::spawn(async move {
+            let mut rx = stop_rx;
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            controller::run(client, settings, Arc::new(SystemClock), h, shutdown)
+                .await
+                .expect("controller runs");
+        });
+        Operator { health, stop, task }
+    }
+
+    /// Stops the controller and waits for it to finish.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("graceful shutdown within 10 s")
+            .expect("controller task");
+    }
+
+    /// Waits until the watch caches have synced.
+    pub async fn ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.health.is_ready() {
+            assert!(Instant::now() < deadline, "not ready within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Creates a credentials Secret.
+pub fn credentials(api: &ApiServer, ns: &str, name: &str, id: &str, secret: &str) -> Value {
+    api.create(
+        SECRETS,
+        json!({
+            "metadata": {"name": name, "namespace": ns},
+            "stringData": {"client_id": id, "client_secret": secret},
+        }),
+    )
+}
+
+/// Creates an OAuthClient with `spec`.
+pub fn oauth_client(api: &ApiServer, ns: &str, name: &str, spec: Value) -> Value {
+    api.create(
+        OAUTHCLIENTS,
+        json!({
+            "apiVersion": "oauth.token-operator.dev/v1alpha1",
+            "kind": "OAuthClient",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": spec,
+        }),
+    )
+}
+
+/// The condition `type_` of an OAuthClient as (status, reason, message).
+pub fn condition(
+    api: &ApiServer,
+    ns: &str,
+    name: &str,
+    type_: &str,
+) -> Option<(String, String, String)> {
+    let object = api.get(OAUTHCLIENTS, ns, name)?;
+    let conditions = object["status"]["conditions"].as_array()?.clone();
+    conditions.iter().find(|c| c["type"] == type_).map(|c| {
+        (
+            c["status"].as_str().unwrap_or("").to_owned(),
+            c["reason"].as_str().unwrap_or("").to_owned(),
+            c["message"].as_str().unwrap_or("").to_owned(),
+        )
+    })
+}
+
+/// Polls `check` every 25 ms until it returns Some, or panics after `timeout`.
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits until Ready has `status` and `reason`.
+pub async fn wait_ready(
+    api: &ApiServer,
+    ns: &str,
+    name: &str,
+    status: &str,
+    reason: &str,
+) -> (String, String, String) {
+    eventually(
+        &format!("{ns}/{name} Ready={status} {reason}"),
+        Duration::from_secs(15),
+        || condition(api, ns, name, "Ready").filter(|c| c.0 == status && c.1 == reason),
+    )
+    .await
+}
+
+/// The decoded value of `key` in a Secret.
+pub fn secret_value(api: &ApiServer, ns: &str, name: &str, key: &str) -> Option<String> {
+    use base64::Engine as _;
+    let secret = api.get(SECRETS, ns, name)?;
+    let encoded = secret["data"][key].as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
