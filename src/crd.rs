@@ -295,7 +295,7 @@ impl Default for ResponseFields {
 }
 
 /// The managed Secret.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
     /// Name of the managed Secret, in the same namespace. Defaults to <metadata.name>-token.
@@ -328,6 +328,18 @@ pub struct Target {
 
 fn default_secret_type() -> String {
     "Opaque".into()
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target {
+            name: None,
+            type_: default_secret_type(),
+            labels: None,
+            annotations: None,
+            template: None,
+        }
+    }
 }
 
 /// When to refresh the token.

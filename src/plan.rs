@@ -216,6 +216,8 @@ pub struct EventNote {
     pub normal: bool,
     /// `TokenIssued` or `ExchangeFailed`.
     pub reason: &'static str,
+    /// `Exchange` on success; the failure reason on failure.
+    pub action: String,
     /// The note (never a secret).
     pub note: String,
 }
@@ -304,6 +306,7 @@ pub fn settle(
             event = Some(EventNote {
                 normal: true,
                 reason: "TokenIssued",
+                action: "Exchange".into(),
                 note: format!(
                     "Issued a token valid until {} ({lifetime}s) into Secret {}",
                     rfc3339(*expires_at),
@@ -332,6 +335,7 @@ pub fn settle(
                 event = Some(EventNote {
                     normal: false,
                     reason: "ExchangeFailed",
+                    action: failure.reason.as_str().into(),
                     note: format!("{}: {message}", failure.reason),
                 });
             }

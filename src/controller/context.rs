@@ -82,6 +82,28 @@ pub struct Verified {
     pub matched: bool,
 }
 
+/// Something this process wrote, remembered until the watch cache shows it.
+///
+/// While the cache still shows the object at the resourceVersion the write was based on, the
+/// cache is stale and the written value is the truth (for at most [`WRITE_CACHE_TTL`]).
+#[derive(Clone, Debug)]
+pub struct Written<T> {
+    /// resourceVersion of the object the write replaced (None: it did not exist).
+    pub based_on: Option<String>,
+    /// When it was written.
+    pub at: Instant,
+    /// What was written.
+    pub value: T,
+}
+
+impl<T: Clone> Written<T> {
+    /// The written value, if the cache still shows the object as it was before the write.
+    pub fn if_cache_is_behind(&self, cached_rv: Option<&String>) -> Option<T> {
+        (self.based_on.as_ref() == cached_rv && self.at.elapsed() < WRITE_CACHE_TTL)
+            .then(|| self.value.clone())
+    }
+}
+
 /// What the controller remembers about one OAuthClient between reconciles.
 #[derive(Clone, Debug, Default)]
 pub struct Memo {
@@ -89,10 +111,10 @@ pub struct Memo {
     pub verified: Option<Verified>,
     /// resourceVersion of the credentials Secret at the last failure.
     pub failed_with_credentials: Option<Option<String>>,
-    /// Annotations of the managed Secret as last written, and when.
-    pub written_secret: Option<(Instant, std::collections::BTreeMap<String, String>)>,
-    /// The status as last written.
-    pub written_status: Option<OAuthClientStatus>,
+    /// The managed Secret's annotations as last written by this process.
+    pub written_secret: Option<Written<std::collections::BTreeMap<String, String>>>,
+    /// The status as last written by this process.
+    pub written_status: Option<Written<OAuthClientStatus>>,
     /// Consecutive reconcile errors (API failures), for the error backoff.
     pub errors: u32,
 }

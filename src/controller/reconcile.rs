@@ -21,7 +21,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::context::{Context, Verified, WRITE_CACHE_TTL};
+use super::context::{Context, Verified, Written};
 use crate::crd::{OAuthClient, OAuthClientStatus};
 use crate::fingerprint;
 use crate::plan::{self, Attempt, Next, Observed, SecretState, StoredToken};
@@ -81,7 +81,16 @@ pub async fn reconcile(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Ac
     let now = ctx.shared.clock.now();
     let key = ObjectRef::from_obj(client.as_ref());
     let namespace = client.namespace().unwrap_or_default();
-    let status = client.status.clone().unwrap_or_default();
+    // Our last status write wins over a watch cache that has not caught up with it.
+    let client_rv = client.resource_version();
+    let status = ctx
+        .with_memo(&key, |m| {
+            m.written_status
+                .as_ref()
+                .and_then(|w| w.if_cache_is_behind(client_rv.as_ref()))
+        })
+        .or_else(|| client.status.clone())
+        .unwrap_or_default();
     let generation = client.metadata.generation;
 
     // --- 1. load ---
@@ -95,7 +104,7 @@ pub async fn reconcile(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Ac
     let secret_name = secret::target_name(&client);
     let observed_secret = observe_secret(&client, &ctx, &key, &namespace, &secret_name).await?;
 
-    let mut credentials: Option<Result<Credentials, Failure>> = None;
+    let mut credentials: Option<Loaded> = None;
     let mut current = false;
     if let (Ok(settings), Some(stored_fingerprint)) = (&settings, &observed_secret.fingerprint) {
         let cached = ctx.with_memo(&key, |m| m.verified.clone());
@@ -109,6 +118,7 @@ pub async fn reconcile(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Ac
             _ => {
                 let loaded = load_credentials(&client, &ctx, &namespace).await?;
                 let matched = loaded
+                    .credentials
                     .as_ref()
                     .is_ok_and(|c| fingerprint::matches(stored_fingerprint, &settings.exchange, c));
                 credentials = Some(loaded);
@@ -132,10 +142,13 @@ pub async fn reconcile(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Ac
         })),
         other => other.clone(),
     };
+    // Changed since the last failure: the cache shows a version other than the one that failed
+    // (a cache that has not caught up, or a deletion, changes nothing).
     let credentials_changed = ctx.with_memo(&key, |m| {
-        m.failed_with_credentials
-            .as_ref()
-            .is_some_and(|rv| *rv != credentials_rv)
+        match (&m.failed_with_credentials, &credentials_rv) {
+            (Some(failed), Some(now)) => failed.as_ref() != Some(now),
+            _ => false,
+        }
     });
     let refresh_requested_at = client
         .annotations()
@@ -143,7 +156,10 @@ pub async fn reconcile(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Ac
         .and_then(|t| t.parse::<Timestamp>().ok());
     let uid = client.uid().unwrap_or_default();
     let loaded_problem = match &credentials {
-        Some(Err(f)) => Some(f.clone()),
+        Some(Loaded {
+            credentials: Err(f),
+            ..
+        }) => Some(f.clone()),
         _ => None,
     };
     let invalid;
@@ -184,11 +200,15 @@ pub async fn reconcile(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Ac
             let settings = settings
                 .as_ref()
                 .expect("an exchange is planned for a valid spec");
-            let credentials = match credentials {
-                Some(c) => c,
-                None => load_credentials(&client, &ctx, &namespace).await?,
-            };
-            match credentials {
+            if credentials.is_none() {
+                credentials = Some(load_credentials(&client, &ctx, &namespace).await?);
+            }
+            match credentials
+                .as_ref()
+                .map(|l| &l.credentials)
+                .expect("loaded above")
+                .clone()
+            {
                 Err(failure) => Attempt::Failed(failure),
                 Ok(credentials) => {
                     exchange_and_store(&client, &ctx, &key, &namespace, settings, &credentials)
@@ -203,9 +223,12 @@ pub async fn reconcile(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Ac
     match &attempt {
         Attempt::Failed(failure) => {
             tracing::info!(reason = %failure.reason, message = %failure.message, "exchange failed");
-            ctx.with_memo(&key, |m| {
-                m.failed_with_credentials = Some(credentials_rv.clone())
-            });
+            // The version that failed: as read, else as the cache shows it.
+            let failed_rv = match &credentials {
+                Some(loaded) => loaded.resource_version.clone(),
+                None => credentials_rv.clone(),
+            };
+            ctx.with_memo(&key, |m| m.failed_with_credentials = Some(failed_rv));
         }
         Attempt::Issued { expires_at, .. } => {
             tracing::info!(expires_at = %expires_at, "token issued");
@@ -266,27 +289,23 @@ async fn observe_secret(
     name: &str,
 ) -> Result<ObservedSecret, Error> {
     let secret_ref = ObjectRef::new(name).within(namespace);
+    let cached = ctx.managed.get(&secret_ref);
+    let cached_rv = cached.as_ref().and_then(|m| m.resource_version());
+    // Our own last write wins while the cache still shows the Secret as it was before it.
     let recent = ctx.with_memo(key, |m| {
         m.written_secret
             .as_ref()
-            .filter(|(at, _)| at.elapsed() < WRITE_CACHE_TTL)
-            .map(|(_, annotations)| annotations.clone())
+            .and_then(|w| w.if_cache_is_behind(cached_rv.as_ref()))
     });
-    let cached = ctx.managed.get(&secret_ref);
-    let annotations = match (&cached, recent) {
-        (Some(meta), recent) => {
+    let annotations = match (cached, recent) {
+        (_, Some(recent)) => recent,
+        (Some(meta), None) => {
             let refs = meta.metadata.owner_references.clone().unwrap_or_default();
             if !secret::controlled_by(&refs, client) {
                 return Ok(conflict(name, "is controlled by another owner"));
             }
-            let cached_annotations = meta.annotations().clone();
-            // Our own write wins until the cache shows a token at least as new.
-            match recent {
-                Some(recent) if newer(&recent, &cached_annotations) => recent,
-                _ => cached_annotations,
-            }
+            meta.annotations().clone()
         }
-        (None, Some(recent)) => recent,
         (None, None) => {
             if ctx.secrets.get(&secret_ref).is_none() {
                 return Ok(ObservedSecret {
@@ -332,24 +351,6 @@ fn conflict(name: &str, what: &str) -> ObservedSecret {
     }
 }
 
-/// Whether the annotations this process wrote describe a newer Secret than the cached ones:
-/// a later token, or the same token rendered differently.
-fn newer(written: &BTreeMap<String, String>, cached: &BTreeMap<String, String>) -> bool {
-    let time = |m: &BTreeMap<String, String>| {
-        m.get(ISSUED_AT_ANNOTATION)
-            .and_then(|t| t.parse::<Timestamp>().ok())
-    };
-    match (time(written), time(cached)) {
-        (Some(w), Some(c)) => {
-            w > c
-                || (w == c
-                    && written.get(TARGET_HASH_ANNOTATION) != cached.get(TARGET_HASH_ANNOTATION))
-        }
-        (Some(_), None) => true,
-        _ => false,
-    }
-}
-
 fn observed_from_annotations(
     client: &OAuthClient,
     annotations: &BTreeMap<String, String>,
@@ -382,7 +383,7 @@ async fn load_credentials(
     client: &OAuthClient,
     ctx: &Context,
     namespace: &str,
-) -> Result<Result<Credentials, Failure>, Error> {
+) -> Result<Loaded, Error> {
     let reference = &client.spec.credentials_secret_ref;
     let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), namespace);
     let Some(secret) = api
@@ -390,14 +391,18 @@ async fn load_credentials(
         .await
         .map_err(kube_error("reading the credentials Secret"))?
     else {
-        return Ok(Err(Failure::new(
-            Reason::CredentialsNotFound,
-            format!(
-                "Secret {} not found in namespace {namespace}",
-                reference.name
-            ),
-        )));
+        return Ok(Loaded {
+            resource_version: None,
+            credentials: Err(Failure::new(
+                Reason::CredentialsNotFound,
+                format!(
+                    "Secret {} not found in namespace {namespace}",
+                    reference.name
+                ),
+            )),
+        });
     };
+    let resource_version = secret.resource_version();
     let data = secret.data.unwrap_or_default();
     let value = |key: &str| -> Result<String, Failure> {
         let bytes = data.get(key).map(|b| b.0.clone()).ok_or_else(|| {
@@ -423,12 +428,22 @@ async fn load_credentials(
         Some(id) => Ok(id.clone()),
         None => value(&reference.client_id_key),
     };
-    Ok(client_id.and_then(|client_id| {
+    let credentials = client_id.and_then(|client_id| {
         Ok(Credentials {
             client_id,
             client_secret: Sensitive::new(value(&reference.client_secret_key)?),
         })
-    }))
+    });
+    Ok(Loaded {
+        resource_version,
+        credentials,
+    })
+}
+
+/// The credentials as read, and the resourceVersion of the Secret they were read from.
+struct Loaded {
+    resource_version: Option<String>,
+    credentials: Result<Credentials, Failure>,
 }
 
 // === exchange and write ===
@@ -472,9 +487,10 @@ async fn exchange_and_store(
             matched: true,
         })
     });
+    // The Secret's annotations keep whole seconds; plan with exactly what a restart will read.
     Ok(Attempt::Issued {
-        issued_at: token.issued_at,
-        expires_at: token.expires_at,
+        issued_at: crate::conditions::truncate_to_seconds(token.issued_at),
+        expires_at: crate::conditions::truncate_to_seconds(token.expires_at),
         token_type: token.token_type.clone(),
         scope: token.scope.clone(),
     })
@@ -514,6 +530,10 @@ async fn apply_secret(
 ) -> Result<(), Error> {
     let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), namespace);
     let name = body["metadata"]["name"].as_str().unwrap_or_default();
+    let based_on = ctx
+        .managed
+        .get(&ObjectRef::new(name).within(namespace))
+        .and_then(|m| m.resource_version());
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut attempt = 0;
     loop {
@@ -521,7 +541,11 @@ async fn apply_secret(
         match api.patch(name, &params, &Patch::Apply(body)).await {
             Ok(written) => {
                 ctx.with_memo(key, |m| {
-                    m.written_secret = Some((Instant::now(), written.annotations().clone()))
+                    m.written_secret = Some(Written {
+                        based_on,
+                        at: Instant::now(),
+                        value: written.annotations().clone(),
+                    })
                 });
                 return Ok(());
             }
@@ -541,8 +565,7 @@ async fn write_status(
     current: &OAuthClientStatus,
     desired: &OAuthClientStatus,
 ) -> Result<(), Error> {
-    let already_written = ctx.with_memo(key, |m| m.written_status.as_ref() == Some(desired));
-    if desired == current || already_written {
+    if desired == current {
         return Ok(());
     }
     let api: Api<OAuthClient> = Api::namespaced(ctx.shared.client.clone(), namespace);
@@ -560,7 +583,13 @@ async fn write_status(
             .await
         {
             Ok(_) => {
-                ctx.with_memo(key, |m| m.written_status = Some(desired.clone()));
+                ctx.with_memo(key, |m| {
+                    m.written_status = Some(Written {
+                        based_on: client.resource_version(),
+                        at: Instant::now(),
+                        value: desired.clone(),
+                    })
+                });
                 return Ok(());
             }
             // Deleted meanwhile: nothing to report on.
@@ -589,7 +618,9 @@ async fn publish(client: &OAuthClient, ctx: &Context, note: &plan::EventNote) {
         },
         reason: note.reason.into(),
         note: Some(note.note.clone()),
-        action: "Exchange".into(),
+        // Events with the same action and reason form one series (kube's recorder keeps the
+        // first note); naming the failure reason in the action keeps different failures apart.
+        action: note.action.clone(),
         secondary: None,
     };
     if let Err(e) = ctx

@@ -19,8 +19,14 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts the controller against `api`.
+    /// Starts the controller against `api`. With `TEST_LOG` set, logs go to standard error.
     pub fn start(api: &ApiServer, namespaces: &[&str], max_concurrent_exchanges: usize) -> Self {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let health = Arc::new(Health::default());
         let settings = Settings {
@@ -125,7 +131,7 @@ pub async fn eventually<T>(
     }
 }
 
-/// Waits until Ready has `status` and `reason`.
+/// Waits until Ready has `status` and `reason`; on timeout, panics showing the object's status.
 pub async fn wait_ready(
     api: &ApiServer,
     ns: &str,
@@ -133,12 +139,23 @@ pub async fn wait_ready(
     status: &str,
     reason: &str,
 ) -> (String, String, String) {
-    eventually(
-        &format!("{ns}/{name} Ready={status} {reason}"),
-        Duration::from_secs(15),
-        || condition(api, ns, name, "Ready").filter(|c| c.0 == status && c.1 == reason),
-    )
-    .await
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(c) =
+            condition(api, ns, name, "Ready").filter(|c| c.0 == status && c.1 == reason)
+        {
+            return c;
+        }
+        if Instant::now() > deadline {
+            let object = api.get(OAUTHCLIENTS, ns, name);
+            panic!(
+                "timed out waiting for {ns}/{name} Ready={status} {reason}; status: {:#}; calls: {:?}",
+                object.map(|o| o["status"].clone()).unwrap_or_default(),
+                api.counts()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 /// The decoded value of `key` in a Secret.
