@@ -77,7 +77,7 @@ async fn each_seed_vendor_reaches_ready_with_the_contract_secret_layout() {
         let (_, _, message) = wait_ready(&api, NS, "demo", "True", "TokenIssued").await;
         assert!(message.contains("demo-token"), "{message}");
         let token = secret_value(&api, NS, "demo-token", "access_token").unwrap();
-        assert_eq!(vendor.issued(), [token.clone()], "{provider}");
+        assert_eq!(vendor.issued(), std::slice::from_ref(&token), "{provider}");
         assert_eq!(
             secret_value(&api, NS, "demo-token", "token_type").unwrap(),
             "Bearer"
