@@ -84,6 +84,47 @@ fn no_secret_or_token_in_trace_logs() {
             assert!(!failure.message.contains(SECRET));
             issued.extend(server.issued());
         }
+
+        // The controller: a success, a wrong secret, a rotation, with everything it writes
+        // to the API checked too.
+        let api = support::apiserver::ApiServer::start().await;
+        let vendor = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+        let operator = support::harness::Operator::start(&api, &[], 2);
+        support::harness::credentials(&api, "ns", "good", ID, SECRET);
+        support::harness::credentials(&api, "ns", "bad", ID, "wrong-secret-value");
+        for (name, creds) in [("ok", "good"), ("denied", "bad")] {
+            support::harness::oauth_client(
+                &api,
+                "ns",
+                name,
+                json!({"tokenUrl": vendor.url(), "credentialsSecretRef": {"name": creds},
+                       "target": {"template": {"Authorization": "Bearer {{ access_token }}"}}}),
+            );
+        }
+        support::harness::wait_ready(&api, "ns", "ok", "True", "TokenIssued").await;
+        support::harness::wait_ready(&api, "ns", "denied", "False", "InvalidClient").await;
+        vendor.set_credentials(ID, "rotated-secret-value");
+        api.modify(support::apiserver::SECRETS, "ns", "good", |s| {
+            use base64::Engine as _;
+            s["data"]["client_secret"] =
+                json!(base64::engine::general_purpose::STANDARD.encode("rotated-secret-value"));
+        });
+        support::harness::eventually("rotated token", Duration::from_secs(10), || {
+            (vendor.count() >= 3).then_some(())
+        })
+        .await;
+        support::harness::wait_ready(&api, "ns", "ok", "True", "TokenIssued").await;
+        operator.stop().await;
+        issued.extend(vendor.issued());
+        let mut written = String::new();
+        for kind in [support::apiserver::OAUTHCLIENTS, support::apiserver::EVENTS] {
+            for object in api.list(kind, Some("ns")) {
+                written.push_str(&object.to_string());
+            }
+        }
+        let mut values: Vec<&str> = vec![SECRET, "wrong-secret-value", "rotated-secret-value"];
+        values.extend(issued.iter().map(String::as_str));
+        support::logs::assert_absent(&written, &values, "status and events");
     });
     let text = logs.text();
     assert!(
@@ -92,7 +133,11 @@ fn no_secret_or_token_in_trace_logs() {
     );
     assert!(text.contains("TRACE"), "dependencies log at TRACE too");
     assert!(text.contains("[redacted]"));
-    let mut values: Vec<&str> = vec![SECRET, "wrong-secret-value"];
+    assert!(
+        text.contains("token issued"),
+        "controller logs are captured"
+    );
+    let mut values: Vec<&str> = vec![SECRET, "wrong-secret-value", "rotated-secret-value"];
     values.extend(issued.iter().map(String::as_str));
     assert!(issued.len() >= 4);
     support::logs::assert_absent(&text, &values, "trace logs");
