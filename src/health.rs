@@ -10,6 +10,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
+use crate::metrics::Metrics;
+
 /// Liveness and readiness, shared with the controller.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -43,16 +45,33 @@ async fn readyz(State(health): State<Arc<Health>>) -> (StatusCode, &'static str)
     }
 }
 
+async fn metrics(
+    State(metrics): State<Arc<Metrics>>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+}
+
 /// Binds `addr`; the returned future serves until `shutdown` resolves.
 pub async fn serve(
     addr: SocketAddr,
     health: Arc<Health>,
+    metrics_registry: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<impl std::future::Future<Output = std::io::Result<()>>> {
-    let app = Router::new()
+    let probes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(health);
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(metrics_registry)
+        .merge(probes);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     Ok(async move {
         axum::serve(listener, app)

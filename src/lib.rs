@@ -24,6 +24,8 @@
 //! | [`exchange`] | one client-credentials exchange, end to end | HTTP |
 //! | [`controller`] | watches and the reconcile pipeline | API, HTTP |
 //! | [`health`] | `/healthz`, `/readyz`, `/metrics` | HTTP |
+//! | [`metrics`] | Prometheus metrics | none |
+//! | [`leader`] | leader election over a Lease | API |
 //! | [`cli`] | the command line and its commands | files, HTTP |
 #![forbid(unsafe_code)]
 
@@ -36,6 +38,8 @@ pub mod duration;
 pub mod exchange;
 pub mod fingerprint;
 pub mod health;
+pub mod leader;
+pub mod metrics;
 pub mod plan;
 pub mod presets;
 pub mod reason;

@@ -84,6 +84,7 @@ async fn real_cluster_end_to_end() {
                 settings,
                 Arc::new(SystemClock),
                 Arc::new(Health::default()),
+                Arc::new(Default::default()),
                 shutdown,
             )
             .await

@@ -24,9 +24,15 @@ fn free_port() -> u16 {
 }
 
 fn spawn(kubeconfig: &std::path::Path, metrics_port: u16, extra: &[&str]) -> Child {
+    spawn_as(kubeconfig, metrics_port, extra, "op-0")
+}
+
+fn spawn_as(kubeconfig: &std::path::Path, metrics_port: u16, extra: &[&str], pod: &str) -> Child {
     Command::new(BIN)
         .arg("run")
         .args(extra)
+        .env("POD_NAME", pod)
+        .env("POD_NAMESPACE", "oauth-token-operator-system")
         .env("KUBECONFIG", kubeconfig)
         .env(
             "OAUTH_TOKEN_OPERATOR_METRICS_ADDR",
@@ -41,18 +47,25 @@ fn spawn(kubeconfig: &std::path::Path, metrics_port: u16, extra: &[&str]) -> Chi
 }
 
 async fn http_get(port: u16, path: &str) -> Option<u16> {
+    fetch(port, path).await.map(|(status, _)| status)
+}
+
+async fn fetch(port: u16, path: &str) -> Option<(u16, String)> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let url = format!("http://127.0.0.1:{port}{path}");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    client
-        .get(url)
-        .send()
-        .await
-        .ok()
-        .map(|r| r.status().as_u16())
+    let response = client.get(url).send().await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+/// The value of the sample `series` (name and labels) in a Prometheus text exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 /// Waits for the process to exit, at most `timeout`; returns its exit code and output.
@@ -95,7 +108,58 @@ async fn the_binary_issues_tokens_serves_probes_and_stops_on_sigterm() {
     wait_ready(&api, "facilities", "iotspot", "True", "TokenIssued").await;
     assert_eq!(vendor.count(), 1);
     assert_eq!(http_get(port, "/healthz").await, Some(200));
-    assert_eq!(http_get(port, "/readyz").await, Some(200));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while http_get(port, "/readyz").await != Some(200) {
+        assert!(Instant::now() < deadline, "/readyz never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Metrics hold the real exchange count and the expiry the status reports.
+    let (status, text) = fetch(port, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    let exchanges = sample(
+        &text,
+        "oauth_token_operator_exchanges_total{provider=\"iotspot\",result=\"success\"}",
+    );
+    assert_eq!(exchanges, Some(1.0), "{text}");
+    let expires_at: jiff::Timestamp = api
+        .get(support::apiserver::OAUTHCLIENTS, "facilities", "iotspot")
+        .unwrap()["status"]["expiresAt"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let gauge = sample(
+        &text,
+        "oauth_token_operator_token_expiration_timestamp_seconds{namespace=\"facilities\",name=\"iotspot\"}",
+    );
+    assert_eq!(gauge, Some(expires_at.as_second() as f64), "{text}");
+    let ready = sample(
+        &text,
+        "oauth_token_operator_client_ready_status{namespace=\"facilities\",name=\"iotspot\",condition=\"True\"}",
+    );
+    assert_eq!(ready, Some(1.0));
+    assert!(
+        sample(
+            &text,
+            "oauth_token_operator_exchange_duration_seconds_count{provider=\"iotspot\"}"
+        ) == Some(1.0)
+    );
+    assert!(sample(&text, "oauth_token_operator_reconcile_total").is_some_and(|n| n >= 1.0));
+    // Deleting the OAuthClient removes its gauges.
+    api.delete(support::apiserver::OAUTHCLIENTS, "facilities", "iotspot");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = fetch(port, "/metrics").await.unwrap().1;
+        if !text.contains("name=\"iotspot\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gauges of a deleted OAuthClient remain:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let pid = child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
@@ -175,4 +239,99 @@ async fn flags_are_validated_with_clear_errors() {
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_election_keeps_one_active_instance_and_fails_over_without_refetching() {
+    use support::apiserver::{LEASES, OAUTHCLIENTS};
+    let api = ApiServer::start().await;
+    let vendor = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let flags = ["--leader-elect", "--lease-duration", "3s"];
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = Some(spawn_as(&kubeconfig, port_a, &flags, "op-a"));
+    let mut b = Some(spawn_as(&kubeconfig, port_b, &flags, "op-b"));
+
+    credentials(&api, "ns", "creds", ID, SECRET);
+    for i in 0..3 {
+        oauth_client(
+            &api,
+            "ns",
+            &format!("c{i}"),
+            json!({"tokenUrl": vendor.url(), "credentialsSecretRef": {"name": "creds"}}),
+        );
+    }
+    for i in 0..3 {
+        wait_ready(&api, "ns", &format!("c{i}"), "True", "TokenIssued").await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        vendor.count(),
+        3,
+        "only the leader exchanges, once per client"
+    );
+    // Both are ready: the standby too.
+    assert_eq!(http_get(port_a, "/readyz").await, Some(200));
+    assert_eq!(http_get(port_b, "/readyz").await, Some(200));
+    let holder = |api: &ApiServer| {
+        api.get(
+            LEASES,
+            "oauth-token-operator-system",
+            "oauth-token-operator",
+        )
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+    };
+    let leader = holder(&api).expect("a lease holder");
+    let standby = if leader == "op-a" { "op-b" } else { "op-a" };
+
+    // Kill the leader without a chance to release the lease.
+    let killed = if leader == "op-a" { a.take() } else { b.take() };
+    let mut killed = killed.unwrap();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let started = Instant::now();
+    eventually(
+        "the standby to take the lease",
+        Duration::from_secs(10),
+        || (holder(&api).as_deref() == Some(standby)).then_some(()),
+    )
+    .await;
+    let failover = started.elapsed();
+    assert!(
+        failover < Duration::from_secs(5),
+        "failover took {failover:?} (lease 3 s)"
+    );
+
+    // The new leader reconciles: a forced refresh is served, and no valid token was re-fetched.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        vendor.count(),
+        3,
+        "valid tokens are not re-fetched during the failover"
+    );
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    api.modify(OAUTHCLIENTS, "ns", "c0", |o| {
+        o["metadata"]["annotations"] =
+            json!({"oauth.token-operator.dev/refresh-requested-at": now});
+    });
+    eventually(
+        "the new leader serves the forced refresh",
+        Duration::from_secs(10),
+        || (vendor.count() == 4).then_some(()),
+    )
+    .await;
+
+    let survivor = a.or(b).unwrap();
+    Command::new("kill")
+        .args(["-TERM", &survivor.id().to_string()])
+        .status()
+        .unwrap();
+    let (code, output) = wait_exit(survivor, Duration::from_secs(10)).await;
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("became the leader"), "{output}");
+    // A graceful stop releases the lease.
+    assert_eq!(holder(&api), None);
 }

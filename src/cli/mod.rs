@@ -100,6 +100,16 @@ pub struct RunArgs {
     /// Log line format.
     #[arg(long, env = "OAUTH_TOKEN_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Run only while holding the Lease `oauth-token-operator` in the pod's namespace
+    /// (POD_NAMESPACE), so that several replicas can run with one active.
+    #[arg(long, env = "OAUTH_TOKEN_OPERATOR_LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// How long the lease lasts without renewal: the longest a failover takes.
+    #[arg(long, env = "OAUTH_TOKEN_OPERATOR_LEASE_DURATION", value_parser = parse_duration,
+          default_value = "15s", value_name = "DURATION")]
+    pub lease_duration: Duration,
 }
 
 /// How `exchange` prints its result.

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use crate::clock::SystemClock;
 use crate::controller::{self, Settings};
 use crate::health::{self, Health};
+use crate::leader::{LeaderConfig, Leadership};
+use crate::metrics::Metrics;
 use crate::settings::Policy;
 
 use super::RunArgs;
@@ -38,6 +40,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         format!("no Kubernetes configuration found (KUBECONFIG, ~/.kube/config or in-cluster): {e}")
     })?;
     let url = config.cluster_url.to_string();
+    let default_namespace = config.default_namespace.clone();
     let client = kube::Client::try_from(config)
         .map_err(|e| format!("cannot create a Kubernetes client for {url}: {e}"))?;
     let namespaces: Vec<String> = args
@@ -64,14 +67,21 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
     });
 
     let health = Arc::new(Health::default());
-    let server = health::serve(args.metrics_addr, health.clone(), stopped())
-        .await
-        .map_err(|e| format!("cannot listen on --metrics-addr {}: {e}", args.metrics_addr))?;
+    let metrics = Arc::new(Metrics::default());
+    let server = health::serve(
+        args.metrics_addr,
+        health.clone(),
+        metrics.clone(),
+        stopped(),
+    )
+    .await
+    .map_err(|e| format!("cannot listen on --metrics-addr {}: {e}", args.metrics_addr))?;
     let server = tokio::spawn(server);
     tracing::info!(
         version = crate::VERSION,
         namespaces = ?namespaces,
         metrics_addr = %args.metrics_addr,
+        leader_elect = args.leader_elect,
         "starting"
     );
     let settings = Settings {
@@ -82,9 +92,47 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         max_concurrent_exchanges: usize::from(args.max_concurrent_exchanges),
         request_timeout: args.request_timeout,
     };
-    controller::run(client, settings, Arc::new(SystemClock), health, stopped())
+    let clock = Arc::new(SystemClock);
+
+    if !args.leader_elect {
+        controller::run(client, settings, clock, health, metrics, stopped())
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = server.await;
+        tracing::info!("stopped");
+        return Ok(());
+    }
+
+    let leader = LeaderConfig::from_env(&default_namespace, args.lease_duration);
+    let mut leadership = Leadership::join(client.clone(), &leader)
         .await
         .map_err(|e| e.to_string())?;
+    // A standby is ready: it serves its purpose by waiting.
+    health.set_ready();
+    tracing::info!(identity = %leader.identity, namespace = %leader.namespace, "waiting for the lease");
+    tokio::select! {
+        acquired = leadership.acquired() => {
+            if !acquired {
+                return Err("leader election stopped unexpectedly".into());
+            }
+        }
+        _ = stopped() => {
+            leadership.release().await;
+            let _ = server.await;
+            tracing::info!("stopped");
+            return Ok(());
+        }
+    }
+    tracing::info!(identity = %leader.identity, "became the leader; starting the controller");
+    let outcome = tokio::select! {
+        result = controller::run(client, settings, clock, health, metrics, stopped()) => {
+            result.map_err(|e| e.to_string())
+        }
+        // Dropping the controller future stops reconciling at once.
+        _ = leadership.lost() => Err("lost the lease to another instance; exiting so that this one restarts as a standby".into()),
+    };
+    leadership.release().await;
+    outcome?;
     let _ = server.await;
     tracing::info!("stopped");
     Ok(())

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use crate::clock::Clock;
 use crate::crd::{OAuthClient, OAuthClientStatus};
 use crate::exchange::Exchanger;
+use crate::metrics::Metrics;
 use crate::settings::Policy;
 
 /// How long what this process wrote is trusted over a watch cache that has not caught up.
@@ -33,6 +34,8 @@ pub struct Shared {
     pub permits: Semaphore,
     /// Publishes events.
     pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The context of one controller scope (all namespaces, or one).
@@ -150,8 +153,11 @@ impl Context {
             .unwrap_or_default()
     }
 
-    /// Forgets an OAuthClient that no longer exists.
+    /// Forgets an OAuthClient that no longer exists (memory and metrics).
     pub fn forget(&self, key: &ObjectRef<OAuthClient>) {
+        self.shared
+            .metrics
+            .forget_client(key.namespace.as_deref().unwrap_or_default(), &key.name);
         self.memo.lock().expect("memo lock").remove(key);
         self.references.lock().expect("references lock").unlink(key);
     }

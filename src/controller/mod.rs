@@ -32,6 +32,7 @@ use crate::clock::Clock;
 use crate::crd::OAuthClient;
 use crate::exchange::Exchanger;
 use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::secret::MANAGED_SELECTOR;
 use crate::settings::Policy;
 use crate::transport::Transport;
@@ -125,6 +126,7 @@ pub async fn run(
     settings: Settings,
     clock: Arc<dyn Clock>,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let transport = Transport::new(settings.request_timeout)?;
@@ -139,6 +141,7 @@ pub async fn run(
         clock,
         permits: tokio::sync::Semaphore::new(settings.max_concurrent_exchanges.max(1)),
         recorder: Recorder::new(client.clone(), reporter),
+        metrics,
     });
     let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
         vec![None]
@@ -213,9 +216,25 @@ fn scope_controller(
         .reflect(secrets_writer)
         .touched_objects();
 
-    let controller = Controller::new(clients_api, watcher::Config::default())
+    // OAuthClients, through our own reflector so that deletions are seen (to drop their
+    // metrics and memory).
+    let (store, clients_writer) = reflector::store::<OAuthClient>();
+    let deleted = Arc::new(Mutex::new(Vec::<ObjectRef<OAuthClient>>::new()));
+    let deleted_sink = deleted.clone();
+    let clients_stream = watch(clients_api, watcher::Config::default())
+        .default_backoff()
+        .reflect(clients_writer)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(client)) = event {
+                deleted_sink
+                    .lock()
+                    .expect("deleted lock")
+                    .push(ObjectRef::from_obj(client));
+            }
+        })
+        .applied_objects();
+    let controller = Controller::for_stream(clients_stream, store.clone())
         .with_config(ControllerConfig::default().concurrency(concurrency));
-    let store: Store<OAuthClient> = controller.store();
     let ctx = Arc::new(Context {
         shared,
         managed: managed.clone(),
@@ -255,6 +274,10 @@ fn scope_controller(
         .for_each(move |result| {
             if let Err(error) = result {
                 tracing::debug!(%error, "controller event");
+            }
+            let gone: Vec<_> = std::mem::take(&mut *deleted.lock().expect("deleted lock"));
+            for key in gone {
+                gc_ctx.forget(&key);
             }
             forget_deleted(&gc_ctx, &gc_store);
             futures::future::ready(())

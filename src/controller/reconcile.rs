@@ -69,9 +69,19 @@ pub const FIELD_MANAGER: &str = crate::NAME;
 /// transient API error right after an exchange does not cost the new token.
 const WRITE_ATTEMPTS: u32 = 3;
 
-/// Runs one reconcile of `client`.
-#[tracing::instrument(skip_all, fields(namespace = client.namespace().unwrap_or_default(), name = client.name_any()))]
+/// Runs one reconcile of `client`, counted in the metrics.
 pub async fn reconcile(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(client, ctx.clone()).await;
+    let error = result.as_ref().err().map(Error::label);
+    ctx.shared
+        .metrics
+        .reconcile(started.elapsed().as_secs_f64(), error);
+    result
+}
+
+#[tracing::instrument(skip_all, fields(namespace = client.namespace().unwrap_or_default(), name = client.name_any()))]
+async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Action, Error> {
     // The Secret caches must be complete before anything is concluded from them (after a restart,
     // a missing entry would otherwise look like a missing token).
     let _ = futures::join!(
@@ -220,6 +230,16 @@ pub async fn reconcile(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Ac
 
     // --- 5. apply the status ---
     let settled = plan::settle(&observed, &plan, &attempt, now, rand::random::<f64>());
+    // Attempts that failed before any request (spec, credentials, conflict) count too.
+    if let Attempt::Failed(failure) = &attempt {
+        if !matches!(plan.next, Next::Exchange) || failure.reason == Reason::CredentialsNotFound {
+            let provider = client.spec.provider.as_str();
+            ctx.shared
+                .metrics
+                .exchange(provider, failure.reason.as_str(), None);
+        }
+    }
+    record_state(&ctx, &namespace, &client.name_any(), &settled.status);
     match &attempt {
         Attempt::Failed(failure) => {
             tracing::info!(reason = %failure.reason, message = %failure.message, "exchange failed");
@@ -463,10 +483,24 @@ async fn exchange_and_store(
             .acquire()
             .await
             .expect("the exchange semaphore is never closed");
-        ctx.shared
+        let started = Instant::now();
+        let result = ctx
+            .shared
             .exchanger
             .exchange(&settings.exchange, credentials, ctx.shared.clock.as_ref())
-            .await
+            .await;
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(f) => f.reason.as_str(),
+        };
+        // Failures found before any request (bad spec) have no duration.
+        let sent = !matches!(&result, Err(f) if f.reason == Reason::InvalidSpec || f.reason == Reason::CredentialsNotFound);
+        ctx.shared.metrics.exchange(
+            settings.exchange.provider.as_str(),
+            outcome,
+            sent.then(|| started.elapsed().as_secs_f64()),
+        );
+        result
     };
     let token = match token {
         Ok(token) => token,
@@ -600,6 +634,21 @@ async fn write_status(
             Err(e) => return Err(kube_error("writing the OAuthClient status")(e)),
         }
     }
+}
+
+/// Publishes an OAuthClient's token expiry and Ready condition as metrics.
+fn record_state(ctx: &Context, namespace: &str, name: &str, status: &OAuthClientStatus) {
+    let expires = status
+        .expires_at
+        .as_ref()
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .map(|t| t.as_second() as f64);
+    let ready = crate::conditions::find(&status.conditions, crate::conditions::READY)
+        .map(|c| c.status.as_str())
+        .unwrap_or("Unknown");
+    ctx.shared
+        .metrics
+        .client_state(namespace, name, expires, ready);
 }
 
 fn retriable(error: &kube::Error) -> bool {

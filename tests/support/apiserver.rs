@@ -1231,8 +1231,9 @@ fn write(
                     .get("fieldManager")
                     .cloned()
                     .ok_or((422, "fieldManager is required for apply".to_owned()))?;
-                let applied_key = (key.clone(), manager, status_only);
+                let applied_key = (key.clone(), manager.clone(), status_only);
                 let previous = store.applied.get(&applied_key).cloned();
+                let force = query.get("force").is_some_and(|f| f == "true");
                 let config = if status_only {
                     json!({ "status": patch.get("status").cloned().unwrap_or(Value::Null) })
                 } else {
@@ -1250,6 +1251,16 @@ fn write(
                             .map(|v| (201, v))
                     }
                     Some(mut object) => {
+                        if !force {
+                            check_apply_conflicts(
+                                store,
+                                &key,
+                                &manager,
+                                status_only,
+                                &config,
+                                &object,
+                            )?;
+                        }
                         if let Some(prev) = &previous {
                             remove_unapplied(&mut object, prev, &config);
                         }
@@ -1284,6 +1295,53 @@ fn write(
             }
         }
         _ => Err((405, format!("{verb} is not supported by the double"))),
+    }
+}
+
+/// Server-side apply without `force`: a field that another manager applied, and that still has
+/// that manager's value, may not be set to a different value (409 Conflict).
+fn check_apply_conflicts(
+    store: &Store,
+    key: &Key,
+    manager: &str,
+    status_only: bool,
+    config: &Value,
+    object: &Value,
+) -> Result<(), Failure> {
+    for ((other_key, other_manager, other_status), other_config) in &store.applied {
+        if other_key != key || other_manager == manager || *other_status != status_only {
+            continue;
+        }
+        let mut conflicts = Vec::new();
+        find_conflicts(config, other_config, object, "", &mut conflicts);
+        if let Some(path) = conflicts.first() {
+            return Err((
+                409,
+                format!("Apply failed with 1 conflict: conflict with \"{other_manager}\": {path}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn find_conflicts(mine: &Value, theirs: &Value, live: &Value, path: &str, out: &mut Vec<String>) {
+    let Some(mine) = mine.as_object() else { return };
+    for (name, value) in mine {
+        if path.is_empty() && (name == "apiVersion" || name == "kind") {
+            continue;
+        }
+        if path == ".metadata" && (name == "name" || name == "namespace") {
+            continue;
+        }
+        let (Some(their), Some(current)) = (theirs.get(name), live.get(name)) else {
+            continue;
+        };
+        let child = format!("{path}.{name}");
+        if value.is_object() && their.is_object() {
+            find_conflicts(value, their, current, &child, out);
+        } else if their == current && value != current {
+            out.push(child);
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use oauth_token_operator::clock::SystemClock;
 use oauth_token_operator::controller::{self, Settings};
 use oauth_token_operator::health::Health;
+use oauth_token_operator::metrics::Metrics;
 use oauth_token_operator::settings::Policy;
 use serde_json::{Value, json};
 
@@ -14,6 +15,7 @@ use super::apiserver::{ApiServer, OAUTHCLIENTS, SECRETS};
 /// A running controller.
 pub struct Operator {
     pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -39,16 +41,23 @@ impl Operator {
         };
         let client = api.client();
         let h = health.clone();
+        let metrics = Arc::new(Metrics::default());
+        let m = metrics.clone();
         let task = tokio::spawn(async move {
             let mut rx = stop_rx;
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            controller::run(client, settings, Arc::new(SystemClock), h, shutdown)
+            controller::run(client, settings, Arc::new(SystemClock), h, m, shutdown)
                 .await
                 .expect("controller runs");
         });
-        Operator { health, stop, task }
+        Operator {
+            health,
+            metrics,
+            stop,
+            task,
+        }
     }
 
     /// Stops the controller and waits for it to finish.
