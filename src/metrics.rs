@@ -5,6 +5,7 @@
 //! | `exchanges_total` | counter | `provider`, `result` (`success` or the failure reason) |
 //! | `exchange_duration_seconds` | histogram | `provider` |
 //! | `token_expiration_timestamp_seconds` | gauge | `namespace`, `name` |
+//! | `token_issued_timestamp_seconds` | gauge | `namespace`, `name` |
 //! | `client_ready_status` | gauge (1 for the current value) | `namespace`, `name`, `condition` (`True`, `False`, `Unknown`) |
 //! | `reconcile_total` | counter | |
 //! | `reconcile_errors_total` | counter | `error` |
@@ -73,6 +74,7 @@ pub struct Metrics {
     exchanges: Family<ExchangeLabels, Counter>,
     exchange_duration: Family<ProviderLabels, Histogram, fn() -> Histogram>,
     token_expiration: Family<ClientLabels, Gauge<f64, AtomicU64>>,
+    token_issued: Family<ClientLabels, Gauge<f64, AtomicU64>>,
     ready_status: Family<ReadyLabels, Gauge>,
     reconciles: Counter,
     reconcile_errors: Family<ErrorLabels, Counter>,
@@ -114,6 +116,12 @@ impl Default for Metrics {
             "Expiry of the token in the managed Secret, as a Unix timestamp",
             token_expiration.clone(),
         );
+        let token_issued = Family::<ClientLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "token_issued_timestamp_seconds",
+            "Issue time of the token in the managed Secret, as a Unix timestamp",
+            token_issued.clone(),
+        );
         let ready_status = Family::<ReadyLabels, Gauge>::default();
         registry.register(
             "client_ready_status",
@@ -139,6 +147,7 @@ impl Default for Metrics {
             exchanges,
             exchange_duration,
             token_expiration,
+            token_issued,
             ready_status,
             reconciles,
             reconcile_errors,
@@ -165,17 +174,26 @@ impl Metrics {
         }
     }
 
-    /// Records an OAuthClient's state: its token expiry (if any) and Ready condition value.
-    pub fn client_state(&self, namespace: &str, name: &str, expires_at: Option<f64>, ready: &str) {
+    /// Records an OAuthClient's state: its token's issue and expiry times (when it has one) and
+    /// its Ready condition value.
+    pub fn client_state(
+        &self,
+        namespace: &str,
+        name: &str,
+        token: Option<(f64, f64)>,
+        ready: &str,
+    ) {
         let client = ClientLabels {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         };
-        match expires_at {
-            Some(t) => {
-                self.token_expiration.get_or_create(&client).set(t);
+        match token {
+            Some((issued, expires)) => {
+                self.token_issued.get_or_create(&client).set(issued);
+                self.token_expiration.get_or_create(&client).set(expires);
             }
             None => {
+                self.token_issued.remove(&client);
                 self.token_expiration.remove(&client);
             }
         }
@@ -193,10 +211,12 @@ impl Metrics {
 
     /// Removes the gauges of a deleted OAuthClient.
     pub fn forget_client(&self, namespace: &str, name: &str) {
-        self.token_expiration.remove(&ClientLabels {
+        let client = ClientLabels {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
-        });
+        };
+        self.token_expiration.remove(&client);
+        self.token_issued.remove(&client);
         for value in CONDITION_VALUES {
             self.ready_status.remove(&ReadyLabels {
                 namespace: namespace.to_owned(),
@@ -238,7 +258,7 @@ mod tests {
         m.exchange("microbilt", "success", Some(0.02));
         m.exchange("microbilt", "InvalidClient", Some(0.01));
         m.exchange("generic", "InvalidSpec", None);
-        m.client_state("ns", "a", Some(1_700_000_000.0), "True");
+        m.client_state("ns", "a", Some((1_699_996_400.0, 1_700_000_000.0)), "True");
         m.reconcile(0.003, None);
         m.reconcile(0.004, Some("writing the OAuthClient status"));
         let text = m.encode();
@@ -247,6 +267,7 @@ mod tests {
             "oauth_token_operator_exchanges_total{provider=\"microbilt\",result=\"InvalidClient\"} 1",
             "oauth_token_operator_exchange_duration_seconds_count{provider=\"microbilt\"} 2",
             "oauth_token_operator_token_expiration_timestamp_seconds{namespace=\"ns\",name=\"a\"} 1700000000.0",
+            "oauth_token_operator_token_issued_timestamp_seconds{namespace=\"ns\",name=\"a\"} 1699996400.0",
             "oauth_token_operator_client_ready_status{namespace=\"ns\",name=\"a\",condition=\"True\"} 1",
             "oauth_token_operator_client_ready_status{namespace=\"ns\",name=\"a\",condition=\"False\"} 0",
             "oauth_token_operator_reconcile_total 2",

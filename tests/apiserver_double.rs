@@ -21,7 +21,7 @@ fn secret(name: &str, labels: serde_json::Value) -> Secret {
 
 #[tokio::test]
 async fn list_pages_selectors_and_metadata_only() {
-    let api = ApiServer::start().await;
+    let api = ApiServer::start_unlogged().await;
     let secrets: Api<Secret> = Api::namespaced(api.client(), "ns");
     for i in 0..7 {
         let labels = if i % 2 == 0 {
@@ -55,7 +55,7 @@ async fn list_pages_selectors_and_metadata_only() {
 
 #[tokio::test]
 async fn stale_updates_conflict_and_apply_owns_fields() {
-    let api = ApiServer::start().await;
+    let api = ApiServer::start_unlogged().await;
     let secrets: Api<Secret> = Api::namespaced(api.client(), "ns");
     let created = secrets
         .create(&PostParams::default(), &secret("a", json!({})))
@@ -93,7 +93,7 @@ async fn stale_updates_conflict_and_apply_owns_fields() {
 
 #[tokio::test]
 async fn watches_resume_bookmark_and_expire() {
-    let api = ApiServer::start().await;
+    let api = ApiServer::start_unlogged().await;
     api.set_bookmark_interval(std::time::Duration::from_millis(50));
     let secrets: Api<Secret> = Api::namespaced(api.client(), "ns");
     let list = secrets.list(&ListParams::default()).await.unwrap();
@@ -137,7 +137,7 @@ async fn watches_resume_bookmark_and_expire() {
 
 #[tokio::test]
 async fn finalizers_status_generation_and_schema() {
-    let api = ApiServer::start().await;
+    let api = ApiServer::start_unlogged().await;
     let clients: Api<OAuthClient> = Api::namespaced(api.client(), "ns");
     let client: OAuthClient = serde_json::from_value(json!({
         "apiVersion": "oauth.token-operator.dev/v1alpha1", "kind": "OAuthClient",

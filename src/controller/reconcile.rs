@@ -636,19 +636,20 @@ async fn write_status(
     }
 }
 
-/// Publishes an OAuthClient's token expiry and Ready condition as metrics.
+/// Publishes an OAuthClient's token times and Ready condition as metrics.
 fn record_state(ctx: &Context, namespace: &str, name: &str, status: &OAuthClientStatus) {
-    let expires = status
-        .expires_at
-        .as_ref()
-        .and_then(|t| t.parse::<Timestamp>().ok())
-        .map(|t| t.as_second() as f64);
+    let time = |t: &Option<String>| {
+        t.as_ref()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .map(|t| t.as_second() as f64)
+    };
+    let token = time(&status.issued_at).zip(time(&status.expires_at));
     let ready = crate::conditions::find(&status.conditions, crate::conditions::READY)
         .map(|c| c.status.as_str())
         .unwrap_or("Unknown");
     ctx.shared
         .metrics
-        .client_state(namespace, name, expires, ready);
+        .client_state(namespace, name, token, ready);
 }
 
 fn retriable(error: &kube::Error) -> bool {

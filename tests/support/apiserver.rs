@@ -203,6 +203,9 @@ struct Shared {
     drop_watches: watch::Sender<u64>,
     latency_ms: AtomicU64,
     bookmark_ms: AtomicU64,
+    /// Whether calls go to the shared log that the RBAC test reads (off for tests of the double
+    /// itself, whose calls are not the controller's).
+    log_calls: bool,
 }
 
 /// A running API-server double.
@@ -230,6 +233,15 @@ impl ApiServer {
 
     /// Starts the double, with or without the OAuthClient CRD.
     pub async fn start_with(crd_installed: bool) -> Self {
+        Self::start_full(crd_installed, true).await
+    }
+
+    /// Starts a double whose calls are not the controller's (kept out of the RBAC log).
+    pub async fn start_unlogged() -> Self {
+        Self::start_full(true, false).await
+    }
+
+    async fn start_full(crd_installed: bool, log_calls: bool) -> Self {
         let (events, _) = broadcast::channel(1 << 16);
         let (drop_watches, _) = watch::channel(0);
         let shared = Arc::new(Shared {
@@ -251,6 +263,7 @@ impl ApiServer {
             drop_watches,
             latency_ms: AtomicU64::new(0),
             bookmark_ms: AtomicU64::new(1000),
+            log_calls,
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -453,7 +466,53 @@ fn now_rfc3339() -> String {
         .to_string()
 }
 
+/// Every distinct call any double has served, appended to a file that the RBAC test reads.
+pub fn calls_log_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("api-calls.txt")
+}
+
+fn log_call(call: &Call) {
+    use std::io::Write;
+    static SEEN: std::sync::OnceLock<Mutex<std::collections::HashSet<Call>>> =
+        std::sync::OnceLock::new();
+    let mut signature = call.clone();
+    signature.namespace = None;
+    let fresh = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .insert(signature);
+    if fresh {
+        let line = format!(
+            "{} {} {} {}\n",
+            call.verb,
+            if call.group.is_empty() {
+                "core"
+            } else {
+                &call.group
+            },
+            call.resource,
+            call.subresource.as_deref().unwrap_or("-")
+        );
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(calls_log_path())
+        {
+            let _ = file.write_all(line.as_bytes());
+        }
+    }
+}
+
 impl Store {
+    fn record(&mut self, call: Call, log: bool) {
+        if log {
+            log_call(&call);
+        }
+        *self.counts.entry(call.label()).or_default() += 1;
+        self.calls.push(call);
+    }
+
     fn next_rv(&mut self) -> u64 {
         self.rv += 1;
         self.rv
@@ -1103,8 +1162,7 @@ async fn handle(
     };
     {
         let mut store = shared.store.lock().unwrap();
-        *store.counts.entry(call.label()).or_default() += 1;
-        store.calls.push(call.clone());
+        store.record(call.clone(), shared.log_calls);
         if target.kind == OAUTHCLIENTS && !store.crd_installed {
             return status_body(404, "the server could not find the requested resource");
         }
@@ -1244,6 +1302,17 @@ fn write(
                         return Err((404, format!("{} \"{name}\" not found", kind.plural)));
                     }
                     None => {
+                        // The real API server also authorizes an apply that creates as `create`.
+                        store.record(
+                            Call {
+                                verb: "create".into(),
+                                group: kind.group.into(),
+                                resource: kind.plural.into(),
+                                subresource: None,
+                                namespace: Some(namespace.clone()),
+                            },
+                            shared.log_calls,
+                        );
                         let mut object = config.clone();
                         object["metadata"]["name"] = json!(name);
                         store

@@ -1,0 +1,65 @@
+{{/* Chart name. */}}
+{{- define "oauth-token-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name, used as the prefix of every resource. */}}
+{{- define "oauth-token-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains (include "oauth-token-operator.name" .) .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "oauth-token-operator.name" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* Common labels. */}}
+{{- define "oauth-token-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "oauth-token-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Selector labels. */}}
+{{- define "oauth-token-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "oauth-token-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The ServiceAccount name. */}}
+{{- define "oauth-token-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "oauth-token-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The controller's RBAC rules: exactly what it uses, nothing more. A test
+(tests/rbac.rs) checks these against every API call the controller makes in the
+tests, in both directions. Keep this block plain YAML.
+*/}}
+{{- define "oauth-token-operator.rules" -}}
+- apiGroups: ["oauth.token-operator.dev"]
+  resources: ["oauthclients"]
+  verbs: ["list", "watch"]
+- apiGroups: ["oauth.token-operator.dev"]
+  resources: ["oauthclients/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/* Leader election: the Lease in the release namespace. Keep this block plain YAML. */}}
+{{- define "oauth-token-operator.leaderElectionRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "patch"]
+{{- end }}

@@ -1,0 +1,175 @@
+//! Packaging invariants: the Dockerfile, the chart's metadata and CRD copy, the values file.
+
+use std::collections::BTreeSet;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(format!("{ROOT}/{path}")).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Dockerfile instructions as (keyword, rest), line continuations joined.
+fn instructions(text: &str) -> Vec<(String, String)> {
+    let mut joined = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        joined.push_str(line.trim_end_matches('\\'));
+        joined.push(if line.ends_with('\\') { ' ' } else { '\n' });
+    }
+    joined
+        .lines()
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(k, r)| (k.to_uppercase(), r.trim().to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn dockerfile_is_multi_stage_static_and_non_root() {
+    let steps = instructions(&read("Dockerfile"));
+    let froms: Vec<&String> = steps
+        .iter()
+        .filter(|(k, _)| k == "FROM")
+        .map(|(_, r)| r)
+        .collect();
+    assert!(froms.len() >= 2, "multi-stage build");
+    assert!(
+        froms[0].contains("library/rust:") && froms[0].ends_with("AS build"),
+        "{}",
+        froms[0]
+    );
+    let last = froms.last().unwrap();
+    assert!(
+        last.starts_with("gcr.io/distroless/static") || last.starts_with("scratch"),
+        "final base must be distroless/static or scratch: {last}"
+    );
+    let final_stage: Vec<&(String, String)> = steps
+        .iter()
+        .skip_while(|(k, r)| !(k == "FROM" && r == *last))
+        .collect();
+    let get = |key: &str| {
+        final_stage
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, r)| r.as_str())
+    };
+    assert_eq!(get("USER"), Some("65532:65532"));
+    assert_eq!(get("ENTRYPOINT"), Some(r#"["/oauth-token-operator"]"#));
+    assert_eq!(get("CMD"), Some(r#"["run"]"#));
+    let labels = final_stage
+        .iter()
+        .filter(|(k, _)| k == "LABEL")
+        .map(|(_, r)| r.as_str())
+        .collect::<String>();
+    for label in [
+        "org.opencontainers.image.title",
+        "org.opencontainers.image.source",
+        "org.opencontainers.image.version",
+        "org.opencontainers.image.licenses",
+    ] {
+        assert!(labels.contains(label), "missing OCI label {label}");
+    }
+    assert!(
+        steps
+            .iter()
+            .any(|(k, r)| k == "RUN" && r.contains("--locked") && r.contains("musl"))
+    );
+    let ignore = read(".dockerignore");
+    assert!(ignore.lines().any(|l| l.trim() == "target/"));
+}
+
+#[test]
+fn chart_crd_and_versions_match_the_crate() {
+    assert_eq!(
+        read("charts/oauth-token-operator/crds/oauthclient.yaml"),
+        read("crds/oauthclient.yaml"),
+        "the chart's CRD must be identical to crds/oauthclient.yaml"
+    );
+    let chart: serde_yaml::Value =
+        serde_yaml::from_str(&read("charts/oauth-token-operator/Chart.yaml")).unwrap();
+    assert_eq!(
+        chart["appVersion"].as_str(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(chart["name"].as_str(), Some("oauth-token-operator"));
+    let manifest = read("deploy/oauth-token-operator.yaml");
+    assert!(manifest.contains(&format!(
+        "oauth-token-operator:{}",
+        env!("CARGO_PKG_VERSION")
+    )));
+}
+
+/// Every value in values.yaml has a comment line right above it.
+#[test]
+fn every_value_is_commented_and_in_the_schema() {
+    let text = read("charts/oauth-token-operator/values.yaml");
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with('-') {
+            continue;
+        }
+        let Some((key, value)) = trimmed.split_once(':') else {
+            continue;
+        };
+        // Parent keys (maps) need no comment of their own when each child has one; leaves do.
+        let is_leaf = !value.trim().is_empty();
+        let nested_in_documented_block = lines[..i]
+            .iter()
+            .rev()
+            .take_while(|l| l.starts_with("  ") || l.trim().is_empty())
+            .any(|l| {
+                l.trim_start().starts_with("requests:") || l.trim_start().starts_with("limits:")
+            });
+        if is_leaf && !nested_in_documented_block {
+            let above = lines[..i]
+                .iter()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or(&"");
+            assert!(
+                above.trim_start().starts_with('#'),
+                "value {key} has no comment"
+            );
+        }
+    }
+    // Top-level keys all appear in the schema, which refuses unknown ones.
+    let values: serde_yaml::Mapping = serde_yaml::from_str(&text).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(&read("charts/oauth-token-operator/values.schema.json")).unwrap();
+    assert_eq!(schema["additionalProperties"], false);
+    let in_schema: BTreeSet<&str> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let in_values: BTreeSet<&str> = values.keys().map(|k| k.as_str().unwrap()).collect();
+    assert_eq!(in_values, in_schema);
+}
+
+#[test]
+fn the_deployment_meets_the_restricted_pod_security_standard() {
+    for path in [
+        "charts/oauth-token-operator/templates/deployment.yaml",
+        "deploy/oauth-token-operator.yaml",
+    ] {
+        let text = read(path);
+        for needle in [
+            "runAsNonRoot: true",
+            "readOnlyRootFilesystem: true",
+            "allowPrivilegeEscalation: false",
+            "drop: [\"ALL\"]",
+            "type: RuntimeDefault",
+            "path: /healthz",
+            "path: /readyz",
+        ] {
+            assert!(text.contains(needle), "{path} lacks {needle}");
+        }
+    }
+}
