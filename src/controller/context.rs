@@ -50,6 +50,8 @@ pub struct Context {
     pub memo: Mutex<HashMap<ObjectRef<OAuthClient>, Memo>>,
     /// Which OAuthClients reference which credentials Secrets.
     pub references: Mutex<References>,
+    /// True once both Secret caches hold a complete first list.
+    pub secrets_synced: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Credentials Secret (namespace, name) ↔ the OAuthClients that reference it.

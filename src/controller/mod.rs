@@ -190,6 +190,11 @@ fn scope_controller(
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
 
+    // Readiness from each watch's first complete list (InitDone). kube's
+    // `Store::wait_until_ready` wakes only one of several concurrent waiters, and the
+    // controller itself waits on the OAuthClient store, so it is not used here.
+    let synced = Arc::new(Synced::new());
+
     // Managed Secrets: metadata only, by label.
     let (managed, managed_writer) = reflector::store::<PartialObjectMeta<Secret>>();
     let managed_stream = watch(
@@ -199,6 +204,7 @@ fn scope_controller(
     .default_backoff()
     .modify(|meta| meta.managed_fields_mut().clear())
     .reflect(managed_writer)
+    .inspect(synced.on_event(Synced::MANAGED))
     .touched_objects();
 
     // All Secrets, reduced to name and resourceVersion (credentials and conflicts).
@@ -214,6 +220,7 @@ fn scope_controller(
             m.finalizers = None;
         })
         .reflect(secrets_writer)
+        .inspect(synced.on_event(Synced::SECRETS))
         .touched_objects();
 
     // OAuthClients, through our own reflector so that deletions are seen (to drop their
@@ -221,10 +228,12 @@ fn scope_controller(
     let (store, clients_writer) = reflector::store::<OAuthClient>();
     let deleted = Arc::new(Mutex::new(Vec::<ObjectRef<OAuthClient>>::new()));
     let deleted_sink = deleted.clone();
+    let clients_synced = synced.on_event(Synced::CLIENTS);
     let clients_stream = watch(clients_api, watcher::Config::default())
         .default_backoff()
         .reflect(clients_writer)
         .inspect(move |event| {
+            clients_synced(event);
             if let Ok(watcher::Event::Delete(client)) = event {
                 deleted_sink
                     .lock()
@@ -241,18 +250,15 @@ fn scope_controller(
         secrets: secrets.clone(),
         memo: Mutex::new(HashMap::new()),
         references: Mutex::new(Default::default()),
+        secrets_synced: synced.secrets_ready(),
     });
     let mapper_ctx = ctx.clone();
     let mapper_store = store.clone();
 
     let ready = {
-        let (store, managed, secrets) = (store.clone(), managed.clone(), secrets.clone());
+        let mut all = synced.all_ready();
         async move {
-            let _ = futures::join!(
-                store.wait_until_ready(),
-                managed.wait_until_ready(),
-                secrets.wait_until_ready()
-            );
+            let _ = all.wait_for(|ready| *ready).await;
         }
         .boxed()
     };
@@ -284,6 +290,61 @@ fn scope_controller(
         })
         .boxed();
     (running, ready)
+}
+
+/// Which watch caches of a scope have completed their first list.
+struct Synced {
+    bits: tokio::sync::watch::Sender<u8>,
+}
+
+impl Synced {
+    const CLIENTS: u8 = 1;
+    const MANAGED: u8 = 2;
+    const SECRETS: u8 = 4;
+    const ALL: u8 = 7;
+
+    fn new() -> Self {
+        Synced {
+            bits: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// An `inspect` callback that marks `bit` on the stream's first InitDone.
+    fn on_event<K>(&self, bit: u8) -> impl Fn(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
+        let bits = self.bits.clone();
+        move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                bits.send_if_modified(|b| {
+                    let before = *b;
+                    *b |= bit;
+                    *b != before
+                });
+            }
+        }
+    }
+
+    /// Resolves (through `wait_for`) once both Secret caches are complete.
+    fn secrets_ready(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.mapped(Self::MANAGED | Self::SECRETS)
+    }
+
+    /// Resolves once every cache of the scope is complete.
+    fn all_ready(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.mapped(Self::ALL)
+    }
+
+    fn mapped(&self, mask: u8) -> tokio::sync::watch::Receiver<bool> {
+        let mut source = self.bits.subscribe();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            if source.wait_for(|b| b & mask == mask).await.is_ok() {
+                let _ = tx.send(true);
+                // Keep the value readable after this task ends.
+                tx.closed().await;
+            }
+        });
+        rx
+    }
 }
 
 /// Drops memory of OAuthClients that left the store (now and then, cheaply).

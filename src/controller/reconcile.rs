@@ -84,10 +84,7 @@ pub async fn reconcile(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Ac
 async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Action, Error> {
     // The Secret caches must be complete before anything is concluded from them (after a restart,
     // a missing entry would otherwise look like a missing token).
-    let _ = futures::join!(
-        ctx.managed.wait_until_ready(),
-        ctx.secrets.wait_until_ready()
-    );
+    let _ = ctx.secrets_synced.clone().wait_for(|synced| *synced).await;
     let now = ctx.shared.clock.now();
     let key = ObjectRef::from_obj(client.as_ref());
     let namespace = client.namespace().unwrap_or_default();

@@ -213,6 +213,8 @@ struct Shared {
 pub struct ApiServer {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
+    /// Notes (panics) of the operators started against this double, shown when a test times out.
+    pub operator_logs: Arc<Mutex<Vec<super::logs::Captured>>>,
 }
 
 fn crd_schema() -> Value {
@@ -273,7 +275,11 @@ impl ApiServer {
         tokio::spawn(async move {
             axum::serve(listener, app).await.ok();
         });
-        ApiServer { addr, shared }
+        ApiServer {
+            addr,
+            shared,
+            operator_logs: Arc::default(),
+        }
     }
 
     pub fn url(&self) -> String {

@@ -40,17 +40,33 @@ impl Operator {
             request_timeout: Duration::from_secs(2),
         };
         let client = api.client();
+        // A controller panic is written to a buffer that a timed-out wait prints.
+        let logs = super::logs::Captured::default();
+        api.operator_logs.lock().unwrap().push(logs.clone());
         let h = health.clone();
         let metrics = Arc::new(Metrics::default());
         let m = metrics.clone();
+        let panic_log = logs.clone();
         let task = tokio::spawn(async move {
+            use futures::FutureExt;
             let mut rx = stop_rx;
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            controller::run(client, settings, Arc::new(SystemClock), h, m, shutdown)
-                .await
-                .expect("controller runs");
+            let run = controller::run(client, settings, Arc::new(SystemClock), h, m, shutdown);
+            match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+                Ok(result) => result.expect("controller runs"),
+                Err(panic) => {
+                    use std::io::Write;
+                    let message = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                        .unwrap_or_default();
+                    let _ = writeln!(panic_log.clone(), "CONTROLLER PANICKED: {message}");
+                    std::panic::resume_unwind(panic);
+                }
+            }
         });
         Operator {
             health,
@@ -157,8 +173,15 @@ pub async fn wait_ready(
         }
         if Instant::now() > deadline {
             let object = api.get(OAUTHCLIENTS, ns, name);
+            let logs: String = api
+                .operator_logs
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|l| l.text())
+                .collect();
             panic!(
-                "timed out waiting for {ns}/{name} Ready={status} {reason}; status: {:#}; calls: {:?}",
+                "timed out waiting for {ns}/{name} Ready={status} {reason}; status: {:#}; calls: {:?}\n{logs}",
                 object.map(|o| o["status"].clone()).unwrap_or_default(),
                 api.counts()
             );
