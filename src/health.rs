@@ -73,6 +73,9 @@ pub async fn serve(
         .with_state(metrics_registry)
         .merge(probes);
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    if let Ok(bound) = listener.local_addr() {
+        tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+    }
     Ok(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

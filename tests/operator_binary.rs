@@ -3,7 +3,9 @@
 
 mod support;
 
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -23,27 +25,111 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(kubeconfig: &std::path::Path, metrics_port: u16, extra: &[&str]) -> Child {
-    spawn_as(kubeconfig, metrics_port, extra, "op-0")
+/// The operator binary running as a separate process, its output collected as it comes.
+struct Process {
+    child: Child,
+    output: Arc<Mutex<String>>,
 }
 
-fn spawn_as(kubeconfig: &std::path::Path, metrics_port: u16, extra: &[&str], pod: &str) -> Child {
-    Command::new(BIN)
+fn spawn(kubeconfig: &std::path::Path, extra: &[&str]) -> Process {
+    spawn_as(kubeconfig, extra, "op-0")
+}
+
+/// Starts `run` with the metrics server on an ephemeral port (read back from the log).
+fn spawn_as(kubeconfig: &std::path::Path, extra: &[&str], pod: &str) -> Process {
+    let mut child = Command::new(BIN)
         .arg("run")
         .args(extra)
         .env("POD_NAME", pod)
         .env("POD_NAMESPACE", "oauth-token-operator-system")
         .env("KUBECONFIG", kubeconfig)
-        .env(
-            "OAUTH_TOKEN_OPERATOR_METRICS_ADDR",
-            format!("127.0.0.1:{metrics_port}"),
-        )
+        .env("OAUTH_TOKEN_OPERATOR_METRICS_ADDR", "127.0.0.1:0")
         .env("OAUTH_TOKEN_OPERATOR_ALLOW_INSECURE_HTTP", "true")
         .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    let output = Arc::new(Mutex::new(String::new()));
+    let readers: [Box<dyn Read + Send>; 2] = [
+        Box::new(child.stdout.take().unwrap()),
+        Box::new(child.stderr.take().unwrap()),
+    ];
+    for reader in readers {
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines().map_while(Result::ok) {
+                let mut out = sink.lock().unwrap();
+                out.push_str(&line);
+                out.push('\n');
+            }
+        });
+    }
+    Process { child, output }
+}
+
+impl Process {
+    fn text(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// The metrics port, from the operator's "serving /metrics" log line.
+    async fn metrics_port(&self) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.text();
+            let port = text
+                .lines()
+                .filter(|l| l.contains("serving /metrics"))
+                .find_map(|l| {
+                    l.split("addr=")
+                        .nth(1)?
+                        .split_whitespace()
+                        .next()?
+                        .rsplit(':')
+                        .next()?
+                        .parse()
+                        .ok()
+                });
+            if let Some(port) = port {
+                return port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no metrics address logged:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `timeout`; returns its exit code and output.
+    async fn wait_exit(mut self, timeout: Duration) -> (i32, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader threads drain the pipes.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return (status.code().unwrap_or(-1), self.text());
+            }
+            if Instant::now() > deadline {
+                self.child.kill().unwrap();
+                panic!(
+                    "the process did not exit within {timeout:?}:\n{}",
+                    self.text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 async fn http_get(port: u16, path: &str) -> Option<u16> {
@@ -68,35 +154,14 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
-/// Waits for the process to exit, at most `timeout`; returns its exit code and output.
-async fn wait_exit(mut child: Child, timeout: Duration) -> (i32, String) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let output = child.wait_with_output().unwrap();
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-            return (status.code().unwrap_or(-1), text);
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("the process did not exit within {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_issues_tokens_serves_probes_and_stops_on_sigterm() {
     let api = ApiServer::start().await;
     let vendor = TokenServer::start(Vendor::Iotspot, ID, SECRET, Tokens::Unique).await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = api.write_kubeconfig(dir.path());
-    let port = free_port();
-    let child = spawn(&kubeconfig, port, &["--max-concurrent-exchanges", "2"]);
+    let child = spawn(&kubeconfig, &["--max-concurrent-exchanges", "2"]);
+    let port = child.metrics_port().await;
 
     credentials(&api, "facilities", "iotspot-credentials", ID, SECRET);
     oauth_client(
@@ -161,10 +226,8 @@ async fn the_binary_issues_tokens_serves_probes_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let pid = child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    let (code, output) = wait_exit(child, Duration::from_secs(10)).await;
+    child.signal("TERM");
+    let (code, output) = child.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("shutting down"), "{output}");
     support::logs::assert_absent(&output, &[SECRET, &vendor.issued()[0]], "operator logs");
@@ -175,8 +238,8 @@ async fn a_missing_crd_is_one_clear_error() {
     let api = ApiServer::start_with(false).await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = api.write_kubeconfig(dir.path());
-    let child = spawn(&kubeconfig, free_port(), &[]);
-    let (code, output) = wait_exit(child, Duration::from_secs(10)).await;
+    let child = spawn(&kubeconfig, &[]);
+    let (code, output) = child.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(code, 1, "{output}");
     assert!(
         output.contains(
@@ -201,8 +264,8 @@ async fn an_unreachable_cluster_is_one_clear_error() {
         format!("apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: gone\n  context:\n    cluster: gone\ncurrent-context: gone\nusers: []\n"),
     )
     .unwrap();
-    let child = spawn(&path, free_port(), &[]);
-    let (code, output) = wait_exit(child, Duration::from_secs(20)).await;
+    let child = spawn(&path, &[]);
+    let (code, output) = child.wait_exit(Duration::from_secs(20)).await;
     assert_eq!(code, 1, "{output}");
     assert!(
         output.contains(&format!(
@@ -249,9 +312,10 @@ async fn leader_election_keeps_one_active_instance_and_fails_over_without_refetc
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = api.write_kubeconfig(dir.path());
     let flags = ["--leader-elect", "--lease-duration", "3s"];
-    let (port_a, port_b) = (free_port(), free_port());
-    let mut a = Some(spawn_as(&kubeconfig, port_a, &flags, "op-a"));
-    let mut b = Some(spawn_as(&kubeconfig, port_b, &flags, "op-b"));
+    let mut a = Some(spawn_as(&kubeconfig, &flags, "op-a"));
+    let mut b = Some(spawn_as(&kubeconfig, &flags, "op-b"));
+    let port_a = a.as_ref().unwrap().metrics_port().await;
+    let port_b = b.as_ref().unwrap().metrics_port().await;
 
     credentials(&api, "ns", "creds", ID, SECRET);
     for i in 0..3 {
@@ -288,8 +352,8 @@ async fn leader_election_keeps_one_active_instance_and_fails_over_without_refetc
     // Kill the leader without a chance to release the lease.
     let killed = if leader == "op-a" { a.take() } else { b.take() };
     let mut killed = killed.unwrap();
-    killed.kill().unwrap();
-    killed.wait().unwrap();
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
     let started = Instant::now();
     eventually(
         "the standby to take the lease",
@@ -325,11 +389,8 @@ async fn leader_election_keeps_one_active_instance_and_fails_over_without_refetc
     .await;
 
     let survivor = a.or(b).unwrap();
-    Command::new("kill")
-        .args(["-TERM", &survivor.id().to_string()])
-        .status()
-        .unwrap();
-    let (code, output) = wait_exit(survivor, Duration::from_secs(10)).await;
+    survivor.signal("TERM");
+    let (code, output) = survivor.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("became the leader"), "{output}");
     // A graceful stop releases the lease.

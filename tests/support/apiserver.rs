@@ -1086,6 +1086,7 @@ fn parse_path(path: &str) -> Option<Target> {
 fn status_body(code: u16, message: &str) -> Response {
     let reason = match code {
         404 => "NotFound",
+        409 if message.contains("already exists") => "AlreadyExists",
         409 => "Conflict",
         410 => "Expired",
         422 => "Invalid",
