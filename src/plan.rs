@@ -122,18 +122,19 @@ pub fn token_jitter(uid: &str, issued_at: Timestamp) -> f64 {
     (n >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// When a stored token should be refreshed (whole seconds, as the status shows it).
+/// When a stored token should be refreshed. The time keeps its sub-second part so that refreshes
+/// spread evenly instead of bunching at second boundaries; the status shows it rounded up.
 pub fn refresh_time(token: &StoredToken, settings: &RefreshSettings, uid: &str) -> Timestamp {
-    ceil_second(refresh::refresh_at(
+    refresh::refresh_at(
         token.issued_at,
         token.expires_at,
         settings,
         token_jitter(uid, token.issued_at),
-    ))
+    )
 }
 
-/// Rounds up to a whole second, so that a time written to the status (RFC 3339, seconds) is
-/// exactly the time acted on.
+/// Rounds up to a whole second: the status (RFC 3339, seconds) never shows a time earlier than
+/// the one acted on.
 pub fn ceil_second(t: Timestamp) -> Timestamp {
     let floor = Timestamp::from_second(t.as_second()).unwrap_or(t);
     if floor == t {
@@ -280,7 +281,7 @@ pub fn settle(
             };
             status.issued_at = Some(rfc3339(*issued_at));
             status.expires_at = Some(rfc3339(*expires_at));
-            status.next_refresh_at = Some(rfc3339(next));
+            status.next_refresh_at = Some(rfc3339(ceil_second(next)));
             status.token_type = Some(token_type.clone());
             status.scope = scope.clone();
             status.consecutive_failures = Some(0);
@@ -346,7 +347,7 @@ pub fn settle(
             let valid = valid_token(observed, now);
             match (failing, valid) {
                 (false, Some(token)) => {
-                    status.next_refresh_at = Some(rfc3339(plan.due_at));
+                    status.next_refresh_at = Some(rfc3339(ceil_second(plan.due_at)));
                     conditions::set(
                         &mut status.conditions,
                         READY,

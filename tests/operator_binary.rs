@@ -3,17 +3,16 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::apiserver::ApiServer;
 use support::harness::*;
+use support::process::{spawn, spawn_as};
 use support::vendors::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_oauth-token-operator");
+use support::process::BIN;
 const ID: &str = "binary-client";
 const SECRET: &str = "binary-secret-value";
 
@@ -23,113 +22,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// The operator binary running as a separate process, its output collected as it comes.
-struct Process {
-    child: Child,
-    output: Arc<Mutex<String>>,
-}
-
-fn spawn(kubeconfig: &std::path::Path, extra: &[&str]) -> Process {
-    spawn_as(kubeconfig, extra, "op-0")
-}
-
-/// Starts `run` with the metrics server on an ephemeral port (read back from the log).
-fn spawn_as(kubeconfig: &std::path::Path, extra: &[&str], pod: &str) -> Process {
-    let mut child = Command::new(BIN)
-        .arg("run")
-        .args(extra)
-        .env("POD_NAME", pod)
-        .env("POD_NAMESPACE", "oauth-token-operator-system")
-        .env("KUBECONFIG", kubeconfig)
-        .env("OAUTH_TOKEN_OPERATOR_METRICS_ADDR", "127.0.0.1:0")
-        .env("OAUTH_TOKEN_OPERATOR_ALLOW_INSECURE_HTTP", "true")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let output = Arc::new(Mutex::new(String::new()));
-    let readers: [Box<dyn Read + Send>; 2] = [
-        Box::new(child.stdout.take().unwrap()),
-        Box::new(child.stderr.take().unwrap()),
-    ];
-    for reader in readers {
-        let sink = output.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(reader).lines().map_while(Result::ok) {
-                let mut out = sink.lock().unwrap();
-                out.push_str(&line);
-                out.push('\n');
-            }
-        });
-    }
-    Process { child, output }
-}
-
-impl Process {
-    fn text(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    /// The metrics port, from the operator's "serving /metrics" log line.
-    async fn metrics_port(&self) -> u16 {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = self.text();
-            let port = text
-                .lines()
-                .filter(|l| l.contains("serving /metrics"))
-                .find_map(|l| {
-                    l.split("addr=")
-                        .nth(1)?
-                        .split_whitespace()
-                        .next()?
-                        .rsplit(':')
-                        .next()?
-                        .parse()
-                        .ok()
-                });
-            if let Some(port) = port {
-                return port;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no metrics address logged:\n{text}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit, at most `timeout`; returns its exit code and output.
-    async fn wait_exit(mut self, timeout: Duration) -> (i32, String) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the reader threads drain the pipes.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                return (status.code().unwrap_or(-1), self.text());
-            }
-            if Instant::now() > deadline {
-                self.child.kill().unwrap();
-                panic!(
-                    "the process did not exit within {timeout:?}:\n{}",
-                    self.text()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 }
 
 async fn http_get(port: u16, path: &str) -> Option<u16> {

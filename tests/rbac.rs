@@ -84,7 +84,7 @@ async fn scenarios() -> Vec<Call> {
     let operator = Operator::start(&api, &[], 2);
     credentials(&api, "ns", "creds", "id", "secret-value");
     let spec = |target: &str| json!({"tokenUrl": vendor.url(), "credentialsSecretRef": {"name": "creds"}, "target": {"name": target}});
-    // Issue, refresh (repeated TokenIssued events form a series: patch), re-render.
+    // Issue, refresh, re-render.
     oauth_client(&api, "ns", "short", spec("short-token"));
     wait_ready(&api, "ns", "short", "True", "TokenIssued").await;
     eventually("refreshes", Duration::from_secs(10), || {

@@ -1,4 +1,4 @@
-//! What every reconcile shares: clients, caches, the exchange semaphore, the event recorder.
+//! What every reconcile shares: clients, caches, the exchange semaphore, the event publisher.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::Semaphore;
 
@@ -33,7 +32,7 @@ pub struct Shared {
     /// Bounds concurrent exchanges (`--max-concurrent-exchanges`).
     pub permits: Semaphore,
     /// Publishes events.
-    pub recorder: Recorder,
+    pub events: super::events::EventPublisher,
     /// Metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -45,7 +44,7 @@ pub struct Context {
     /// Metadata of managed Secrets (label-selected).
     pub managed: Store<PartialObjectMeta<Secret>>,
     /// Names and resourceVersions of all Secrets in scope (credentials).
-    pub secrets: Store<PartialObjectMeta<Secret>>,
+    pub secrets: Arc<super::secret_index::SecretIndex>,
     /// Per-OAuthClient memory.
     pub memo: Mutex<HashMap<ObjectRef<OAuthClient>, Memo>>,
     /// Which OAuthClients reference which credentials Secrets.

@@ -10,7 +10,9 @@
 //!   OAuthClients that reference them as credentials. Secret data is never cached.
 
 pub mod context;
+pub mod events;
 pub mod reconcile;
+pub mod secret_index;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -22,7 +24,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, watcher as watch};
@@ -130,17 +131,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let transport = Transport::new(settings.request_timeout)?;
-    let reporter = Reporter {
-        controller: crate::NAME.into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
+    let instance = std::env::var("POD_NAME").unwrap_or_else(|_| crate::NAME.to_owned());
     let shared = Arc::new(Shared {
         client: client.clone(),
         exchanger: Exchanger::new(transport),
         policy: settings.policy.clone(),
         clock,
         permits: tokio::sync::Semaphore::new(settings.max_concurrent_exchanges.max(1)),
-        recorder: Recorder::new(client.clone(), reporter),
+        events: events::EventPublisher::new(client.clone(), instance),
         metrics,
     });
     let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
@@ -202,25 +200,32 @@ fn scope_controller(
         watcher::Config::default().labels(MANAGED_SELECTOR),
     )
     .default_backoff()
-    .modify(|meta| meta.managed_fields_mut().clear())
+    .modify(|meta| {
+        // Keep only what reconciles read: owners and this operator's annotations.
+        let m = &mut meta.metadata;
+        m.managed_fields = None;
+        m.labels = None;
+        m.finalizers = None;
+        if let Some(annotations) = m.annotations.as_mut() {
+            annotations.retain(|k, _| k.starts_with("oauth.token-operator.dev/"));
+        }
+    })
     .reflect(managed_writer)
     .inspect(synced.on_event(Synced::MANAGED))
     .touched_objects();
 
     // All Secrets, reduced to name and resourceVersion (credentials and conflicts).
-    let (secrets, secrets_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let secrets = Arc::new(secret_index::SecretIndex::default());
+    let index = secrets.clone();
+    let secrets_synced = synced.on_event(Synced::SECRETS);
     let secrets_stream = watch(secrets_api, watcher::Config::default())
         .default_backoff()
-        .modify(|meta| {
-            let m = &mut meta.metadata;
-            m.labels = None;
-            m.annotations = None;
-            m.managed_fields = None;
-            m.owner_references = None;
-            m.finalizers = None;
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                index.apply(event);
+            }
+            secrets_synced(event);
         })
-        .reflect(secrets_writer)
-        .inspect(synced.on_event(Synced::SECRETS))
         .touched_objects();
 
     // OAuthClients, through our own reflector so that deletions are seen (to drop their
@@ -231,6 +236,12 @@ fn scope_controller(
     let clients_synced = synced.on_event(Synced::CLIENTS);
     let clients_stream = watch(clients_api, watcher::Config::default())
         .default_backoff()
+        .modify(|client| {
+            client.metadata.managed_fields = None;
+            if let Some(a) = client.metadata.annotations.as_mut() {
+                a.remove("kubectl.kubernetes.io/last-applied-configuration");
+            }
+        })
         .reflect(clients_writer)
         .inspect(move |event| {
             clients_synced(event);

@@ -16,7 +16,6 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -92,9 +91,15 @@ async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<
     let client_rv = client.resource_version();
     let status = ctx
         .with_memo(&key, |m| {
-            m.written_status
+            let behind = m
+                .written_status
                 .as_ref()
-                .and_then(|w| w.if_cache_is_behind(client_rv.as_ref()))
+                .and_then(|w| w.if_cache_is_behind(client_rv.as_ref()));
+            // Once the cache shows the write, the copy is no longer needed.
+            if behind.is_none() {
+                m.written_status = None;
+            }
+            behind
         })
         .or_else(|| client.status.clone())
         .unwrap_or_default();
@@ -104,10 +109,7 @@ async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<
     let settings = ClientSettings::resolve(&client.spec, &ctx.shared.policy);
     let reference = &client.spec.credentials_secret_ref;
     ctx.reference(&namespace, &reference.name, &key);
-    let credentials_rv = ctx
-        .secrets
-        .get(&ObjectRef::new(&reference.name).within(&namespace))
-        .and_then(|m| m.resource_version());
+    let credentials_rv = ctx.secrets.resource_version(&namespace, &reference.name);
     let secret_name = secret::target_name(&client);
     let observed_secret = observe_secret(&client, &ctx, &key, &namespace, &secret_name).await?;
 
@@ -255,7 +257,7 @@ async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<
     }
     write_status(&client, &ctx, &key, &namespace, &status, &settled.status).await?;
     if let Some(note) = &settled.event {
-        publish(&client, &ctx, note).await;
+        ctx.shared.events.publish(&client, note).await;
     }
 
     // --- 6. requeue ---
@@ -310,9 +312,14 @@ async fn observe_secret(
     let cached_rv = cached.as_ref().and_then(|m| m.resource_version());
     // Our own last write wins while the cache still shows the Secret as it was before it.
     let recent = ctx.with_memo(key, |m| {
-        m.written_secret
+        let behind = m
+            .written_secret
             .as_ref()
-            .and_then(|w| w.if_cache_is_behind(cached_rv.as_ref()))
+            .and_then(|w| w.if_cache_is_behind(cached_rv.as_ref()));
+        if behind.is_none() {
+            m.written_secret = None;
+        }
+        behind
     });
     let annotations = match (cached, recent) {
         (_, Some(recent)) => recent,
@@ -324,7 +331,7 @@ async fn observe_secret(
             meta.annotations().clone()
         }
         (None, None) => {
-            if ctx.secrets.get(&secret_ref).is_none() {
+            if ctx.secrets.resource_version(namespace, name).is_none() {
                 return Ok(ObservedSecret {
                     state: SecretState::Absent,
                     fingerprint: None,
@@ -511,8 +518,7 @@ async fn exchange_and_store(
         m.verified = Some(Verified {
             credentials_rv: ctx
                 .secrets
-                .get(&ObjectRef::new(&client.spec.credentials_secret_ref.name).within(namespace))
-                .and_then(|s| s.resource_version()),
+                .resource_version(namespace, &client.spec.credentials_secret_ref.name),
             fingerprint: fp.clone(),
             generation: client.metadata.generation,
             matched: true,
@@ -653,29 +659,5 @@ fn retriable(error: &kube::Error) -> bool {
     match error {
         kube::Error::Api(e) => e.code >= 500 || e.code == 429 || e.code == 409,
         _ => true,
-    }
-}
-
-async fn publish(client: &OAuthClient, ctx: &Context, note: &plan::EventNote) {
-    let event = Event {
-        type_: if note.normal {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        },
-        reason: note.reason.into(),
-        note: Some(note.note.clone()),
-        // Events with the same action and reason form one series (kube's recorder keeps the
-        // first note); naming the failure reason in the action keeps different failures apart.
-        action: note.action.clone(),
-        secondary: None,
-    };
-    if let Err(e) = ctx
-        .shared
-        .recorder
-        .publish(&event, &client.object_ref(&()))
-        .await
-    {
-        tracing::warn!(error = %e, reason = note.reason, "could not publish an event");
     }
 }

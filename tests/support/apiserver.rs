@@ -195,6 +195,8 @@ struct Store {
     violations: Vec<String>,
     crd_installed: bool,
     schema: Value,
+    first_ready: HashMap<(String, String), std::time::Instant>,
+    refresh_lateness: Vec<f64>,
 }
 
 struct Shared {
@@ -260,6 +262,8 @@ impl ApiServer {
                 violations: Vec::new(),
                 crd_installed,
                 schema: crd_schema(),
+                first_ready: HashMap::new(),
+                refresh_lateness: Vec::new(),
             }),
             events,
             drop_watches,
@@ -340,6 +344,22 @@ impl ApiServer {
         self.store().violations.clone()
     }
 
+    /// When each OAuthClient (namespace, name) first turned Ready.
+    pub fn first_ready(&self) -> HashMap<(String, String), std::time::Instant> {
+        self.store().first_ready.clone()
+    }
+
+    /// How many OAuthClients have turned Ready so far.
+    pub fn ready_count(&self) -> usize {
+        self.store().first_ready.len()
+    }
+
+    /// Seconds between each planned refresh (nextRefreshAt) and the status write of its new
+    /// token; drained.
+    pub fn take_refresh_lateness(&self) -> Vec<f64> {
+        std::mem::take(&mut self.store().refresh_lateness)
+    }
+
     /// The current resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.store().rv
@@ -414,6 +434,15 @@ impl ApiServer {
             .collect()
     }
 
+    /// Counts the objects of a kind for which `f` holds (without copying them).
+    pub fn count_matching(&self, kind: Kind, f: impl Fn(&Value) -> bool) -> usize {
+        self.store()
+            .objects
+            .iter()
+            .filter(|((g, p, _, _), v)| *g == kind.group && *p == kind.plural && f(v))
+            .count()
+    }
+
     /// Creates an object as a user would (validated), or panics with the error.
     pub fn create(&self, kind: Kind, object: Value) -> Value {
         let namespace = object["metadata"]["namespace"]
@@ -472,9 +501,11 @@ fn now_rfc3339() -> String {
         .to_string()
 }
 
-/// Every distinct call any double has served, appended to a file that the RBAC test reads.
+/// Every distinct call any double has served in this `cargo test` run, appended to a file that
+/// the RBAC test reads. Test binaries of one run share their parent (cargo), hence the name.
 pub fn calls_log_path() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("api-calls.txt")
+    let run = std::os::unix::process::parent_id();
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("api-calls-{run}.txt"))
 }
 
 fn log_call(call: &Call) {
@@ -719,9 +750,47 @@ impl Store {
             self.collect_garbage(shared, &object);
             return Ok(object);
         }
+        if kind == OAUTHCLIENTS && status_only {
+            self.observe_status(&key, &old, &object);
+        }
         self.objects.insert(key, object.clone());
         self.publish(shared, kind, "MODIFIED", &object, Some(&old));
         Ok(object)
+    }
+
+    /// Records, for benchmarks, when each OAuthClient first turned Ready and how late each
+    /// planned refresh came (a new issuedAt compared with the previous nextRefreshAt).
+    fn observe_status(&mut self, key: &Key, old: &Value, new: &Value) {
+        let ready = |v: &Value| {
+            v["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        };
+        let id = (key.2.clone(), key.3.clone());
+        if ready(new) && !self.first_ready.contains_key(&id) {
+            self.first_ready.insert(id, std::time::Instant::now());
+        }
+        let issued = |v: &Value| v["status"]["issuedAt"].as_str().map(str::to_owned);
+        let planned = old["status"]["nextRefreshAt"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        let forced = new["metadata"]["annotations"]
+            .get("oauth.token-operator.dev/refresh-requested-at")
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .zip(issued(old).and_then(|t| t.parse::<jiff::Timestamp>().ok()))
+            .is_some_and(|(requested, issued)| requested > issued);
+        let was_healthy = old["status"]["consecutiveFailures"].as_i64() == Some(0);
+        if let (Some(planned), true, false, true) = (
+            planned,
+            issued(old) != issued(new) && issued(old).is_some(),
+            forced,
+            was_healthy,
+        ) {
+            let late = jiff::Timestamp::now().duration_since(planned).as_secs_f64();
+            self.refresh_lateness.push(late);
+        }
     }
 
     fn delete(&mut self, shared: &Shared, key: Key) -> Result<Value, Failure> {

@@ -5,4 +5,5 @@
 pub mod apiserver;
 pub mod harness;
 pub mod logs;
+pub mod process;
 pub mod vendors;

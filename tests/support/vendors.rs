@@ -137,6 +137,8 @@ struct Inner {
     requests: Mutex<Vec<Recorded>>,
     issued: Mutex<Vec<String>>,
     serial: AtomicUsize,
+    delay_ms: std::sync::atomic::AtomicU64,
+    keep_records: std::sync::atomic::AtomicBool,
 }
 
 /// A running emulator.
@@ -165,6 +167,8 @@ impl TokenServer {
             requests: Mutex::new(Vec::new()),
             issued: Mutex::new(Vec::new()),
             serial: AtomicUsize::new(0),
+            delay_ms: std::sync::atomic::AtomicU64::new(0),
+            keep_records: std::sync::atomic::AtomicBool::new(true),
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -208,6 +212,18 @@ impl TokenServer {
         *self.inner.client_secret.lock().unwrap() = client_secret.into();
     }
 
+    /// Answers every request after `delay` (a realistic endpoint takes a few milliseconds).
+    pub fn set_delay(&self, delay: Duration) {
+        self.inner
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Keeps only the count of requests, not their copies (for benchmarks).
+    pub fn count_only(&self) {
+        self.inner.keep_records.store(false, Ordering::SeqCst);
+    }
+
     /// Overrides `expires_in` in success bodies (Generic and MicroboxLabs).
     pub fn set_expires_in(&self, value: Value) {
         *self.inner.expires_in.lock().unwrap() = Some(value);
@@ -221,13 +237,22 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let keep = inner.keep_records.load(Ordering::SeqCst);
     inner.requests.lock().unwrap().push(Recorded {
         method: method.to_string(),
         path: uri.path().to_owned(),
         query: uri.query().map(str::to_owned),
-        headers: headers.clone(),
-        body: body.to_vec(),
+        headers: if keep {
+            headers.clone()
+        } else {
+            HeaderMap::new()
+        },
+        body: if keep { body.to_vec() } else { Vec::new() },
     });
+    let delay = inner.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let canned = inner.canned.lock().unwrap().pop_front();
     if let Some(canned) = canned {
         tokio::time::sleep(canned.delay).await;
@@ -314,6 +339,7 @@ fn err(status: u16, body: &str) -> Answer {
 }
 
 fn fresh_token(inner: &Inner, documented: &str) -> String {
+    let keep = inner.keep_records.load(Ordering::SeqCst);
     let token = match inner.tokens {
         Tokens::Documented => documented.to_owned(),
         Tokens::Unique => {
@@ -321,7 +347,9 @@ fn fresh_token(inner: &Inner, documented: &str) -> String {
             format!("emulated-token-{n}-{:016x}", rand::random::<u64>())
         }
     };
-    inner.issued.lock().unwrap().push(token.clone());
+    if keep {
+        inner.issued.lock().unwrap().push(token.clone());
+    }
     token
 }
 

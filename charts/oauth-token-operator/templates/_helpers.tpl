@@ -54,7 +54,7 @@ tests, in both directions. Keep this block plain YAML.
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
 {{/* Leader election: the Lease in the release namespace. Keep this block plain YAML. */}}

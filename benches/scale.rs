@@ -1,0 +1,425 @@
+//! Scale benchmark: N OAuthClients on the API-server double, with the compiled operator binary
+//! as a separate process (so that its memory and CPU are measured alone).
+//!
+//! ```sh
+//! cargo bench --bench scale                       # N = 100, 1000, 10000
+//! cargo bench --bench scale -- 100 --quick        # the CI smoke run
+//! ```
+//!
+//! For each N it: fills the double with 10,000 unrelated Secrets (a few of 1 MiB), starts the
+//! operator, creates N credentials Secrets and N OAuthClients at once against a loopback token
+//! endpoint answering in about 5 ms, and measures the time until all are Ready, apply→Ready
+//! latency, token requests and API writes per OAuthClient, the operator's RSS and CPU; then
+//! switches to 60 s tokens and measures refresh lateness; then restarts the operator with every
+//! token valid and counts token requests and writes.
+
+#[path = "../tests/support/mod.rs"]
+#[allow(unused_imports)]
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::json;
+use support::apiserver::{ApiServer, OAUTHCLIENTS, SECRETS};
+use support::process::{Process, spawn_with};
+use support::vendors::{TokenServer, Tokens, Vendor};
+
+const UNRELATED_SECRETS: usize = 10_000;
+const LARGE_SECRETS: usize = 5;
+const TOKEN_DELAY: Duration = Duration::from_millis(5);
+
+struct Options {
+    sizes: Vec<usize>,
+    quick: bool,
+}
+
+fn options() -> Options {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    Options {
+        sizes: if sizes.is_empty() {
+            vec![100, 1_000, 10_000]
+        } else {
+            sizes
+        },
+        quick,
+    }
+}
+
+/// Operator process figures from /proc.
+struct ProcStats {
+    rss_kib: u64,
+    peak_kib: u64,
+    cpu_seconds: f64,
+}
+
+fn proc_stats(pid: u32) -> ProcStats {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of /proc/pid/stat: 12 and 13 after the name.
+    let clock_ticks = 100.0;
+    ProcStats {
+        rss_kib: field("VmRSS:"),
+        peak_kib: field("VmHWM:"),
+        cpu_seconds: (ticks(11) + ticks(12)) as f64 / clock_ticks,
+    }
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let rank = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
+    samples[rank]
+}
+
+fn writes(api: &ApiServer) -> (u64, u64, u64) {
+    let c = |l: &str| api.count(l);
+    (
+        c("patch secrets"),
+        c("patch oauthclients/status"),
+        c("create events") + c("patch events"),
+    )
+}
+
+async fn wait_ready(process: &Process, port: u16) -> Duration {
+    let started = Instant::now();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    loop {
+        let url = format!("http://127.0.0.1:{port}/readyz");
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().as_u16() == 200 {
+                return started.elapsed();
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "operator not ready:\n{}",
+            process.text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn start_operator(api: &ApiServer, dir: &std::path::Path) -> (Process, u16, Duration) {
+    let kubeconfig = api.write_kubeconfig(dir);
+    let started = Instant::now();
+    let process = spawn_with(
+        support::process::BIN,
+        &kubeconfig,
+        &["--max-concurrent-exchanges", "32"],
+        "bench",
+        &[("RUST_LOG", "warn,oauth_token_operator::health=info")],
+    );
+    let port = process.metrics_port().await;
+    wait_ready(&process, port).await;
+    (process, port, started.elapsed())
+}
+
+fn fill_unrelated_secrets(api: &ApiServer) {
+    let mut rng_data = vec![0u8; 1536];
+    for i in 0..UNRELATED_SECRETS {
+        let size = if i < LARGE_SECRETS {
+            1024 * 1024 - 64
+        } else {
+            1536
+        };
+        if rng_data.len() != size {
+            rng_data = vec![0u8; size];
+        }
+        for (j, b) in rng_data.iter_mut().enumerate() {
+            *b = (i * 31 + j * 7) as u8;
+        }
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&rng_data);
+        api.create(
+            SECRETS,
+            json!({
+                "metadata": {
+                    "name": format!("unrelated-{i}"),
+                    "namespace": format!("apps-{}", i % 20),
+                    "labels": {"app": "something-else"},
+                    "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"apiVersion\":\"v1\",\"kind\":\"Secret\"}"},
+                },
+                "type": "Opaque",
+                "data": {"payload": encoded},
+            }),
+        );
+    }
+}
+
+struct Report {
+    n: usize,
+    all_ready: Duration,
+    latency_p50: f64,
+    latency_p99: f64,
+    requests_per_client: f64,
+    secret_writes: f64,
+    status_writes: f64,
+    event_writes: f64,
+    writes_between_refreshes: u64,
+    peak_rss_mib: f64,
+    steady_rss_mib: f64,
+    cpu_seconds: f64,
+    lateness_p50: f64,
+    lateness_p99: f64,
+    lateness_samples: usize,
+    requests_per_token: f64,
+    restart_requests: usize,
+    restart_writes: u64,
+    restart_ready: Duration,
+}
+
+async fn run(n: usize, quick: bool) -> Report {
+    let dir = tempfile::tempdir().unwrap();
+    let api = ApiServer::start().await;
+    api.set_history_limit(50_000);
+    let vendor =
+        TokenServer::start(Vendor::Generic, "bench-id", "bench-secret", Tokens::Unique).await;
+    vendor.set_delay(TOKEN_DELAY);
+    vendor.count_only();
+    fill_unrelated_secrets(&api);
+    let (operator, _, _) = start_operator(&api, dir.path()).await;
+    let pid = operator.child.id();
+
+    // --- N OAuthClients created at once ---
+    api.reset_counts();
+    let mut created: HashMap<(String, String), Instant> = HashMap::new();
+    for i in 0..n {
+        let ns = format!("team-{}", i % 50);
+        let name = format!("client-{i}");
+        api.create(
+            SECRETS,
+            json!({"metadata": {"name": format!("{name}-credentials"), "namespace": ns},
+                   "stringData": {"client_id": "bench-id", "client_secret": "bench-secret"}}),
+        );
+        api.create(
+            OAUTHCLIENTS,
+            json!({"apiVersion": "oauth.token-operator.dev/v1alpha1", "kind": "OAuthClient",
+                   "metadata": {"name": name, "namespace": ns},
+                   "spec": {"tokenUrl": vendor.url(), "credentialsSecretRef": {"name": format!("{name}-credentials")}}}),
+        );
+        created.insert((ns, name), Instant::now());
+    }
+    let t0 = Instant::now();
+    while api.ready_count() < n {
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "only {} of {n} Ready after 10 min",
+            api.ready_count()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all_ready = t0.elapsed();
+    let ready_at = api.first_ready();
+    let mut latencies: Vec<f64> = created
+        .iter()
+        .filter_map(|(k, at)| ready_at.get(k).map(|r| r.duration_since(*at).as_secs_f64()))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (secret_writes, status_writes, event_writes) = writes(&api);
+    let requests = vendor.count();
+    let busy = proc_stats(pid);
+
+    // --- steady state: nothing to do, nothing written ---
+    let before = writes(&api);
+    tokio::time::sleep(Duration::from_secs(if quick { 3 } else { 10 })).await;
+    let after = writes(&api);
+    let writes_between = (after.0 - before.0) + (after.1 - before.1) + (after.2 - before.2);
+    let steady = proc_stats(pid);
+
+    // --- 60 s tokens: refresh lateness ---
+    vendor.set_expires_in(json!(60));
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for key in created.keys() {
+        api.modify(OAUTHCLIENTS, &key.0, &key.1, |o| {
+            o["metadata"]["annotations"] =
+                json!({"oauth.token-operator.dev/refresh-requested-at": now});
+        });
+    }
+    // Every client re-issued with a 60 s token.
+    let forced_start = Instant::now();
+    loop {
+        let done = api.count_matching(OAUTHCLIENTS, |o| {
+            o["status"]["issuedAt"]
+                .as_str()
+                .is_some_and(|t| t >= now.as_str())
+        });
+        if done >= n {
+            break;
+        }
+        assert!(
+            forced_start.elapsed() < Duration::from_secs(300),
+            "forced refresh stuck at {done}/{n}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    api.take_refresh_lateness();
+    let phase_requests = vendor.count();
+    let phase_secret_writes = api.count("patch secrets");
+    let observe = Duration::from_secs(if quick { 45 } else { 90 });
+    tokio::time::sleep(observe).await;
+    let mut lateness = api.take_refresh_lateness();
+    let tokens_stored = (api.count("patch secrets") - phase_secret_writes) as f64;
+    let phase_tokens = (vendor.count() - phase_requests) as f64;
+    let requests_per_token = if tokens_stored > 0.0 {
+        phase_tokens / tokens_stored
+    } else {
+        f64::NAN
+    };
+    let peak = proc_stats(pid);
+
+    // --- restart with every token valid ---
+    vendor.set_expires_in(json!(3600));
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for key in created.keys() {
+        api.modify(OAUTHCLIENTS, &key.0, &key.1, |o| {
+            o["metadata"]["annotations"] =
+                json!({"oauth.token-operator.dev/refresh-requested-at": now});
+        });
+    }
+    loop {
+        let done = api.count_matching(OAUTHCLIENTS, |o| {
+            o["status"]["issuedAt"]
+                .as_str()
+                .is_some_and(|t| t >= now.as_str())
+        });
+        if done >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let final_peak = proc_stats(pid).peak_kib.max(peak.peak_kib);
+    operator.signal("TERM");
+    let (code, output) = operator.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(code, 0, "{output}");
+    let requests_before = vendor.count();
+    api.reset_counts();
+    let (operator, _, restart_ready) = start_operator(&api, dir.path()).await;
+    tokio::time::sleep(Duration::from_secs(if quick { 3 } else { 10 })).await;
+    let restart_requests = vendor.count() - requests_before;
+    let (a, b, c) = writes(&api);
+    operator.signal("TERM");
+    let _ = operator.wait_exit(Duration::from_secs(30)).await;
+
+    Report {
+        n,
+        all_ready,
+        latency_p50: percentile(&mut latencies, 50.0),
+        latency_p99: percentile(&mut latencies, 99.0),
+        requests_per_client: requests as f64 / n as f64,
+        secret_writes: secret_writes as f64 / n as f64,
+        status_writes: status_writes as f64 / n as f64,
+        event_writes: event_writes as f64 / n as f64,
+        writes_between_refreshes: writes_between,
+        peak_rss_mib: final_peak.max(busy.peak_kib) as f64 / 1024.0,
+        steady_rss_mib: steady.rss_kib as f64 / 1024.0,
+        cpu_seconds: peak.cpu_seconds,
+        lateness_p50: percentile(&mut lateness, 50.0),
+        lateness_p99: percentile(&mut lateness, 99.0),
+        lateness_samples: lateness.len(),
+        requests_per_token,
+        restart_requests,
+        restart_writes: a + b + c,
+        restart_ready,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let options = options();
+    println!(
+        "scale benchmark: N = {:?}, {} unrelated Secrets ({} of 1 MiB), token endpoint delay {:?}{}",
+        options.sizes,
+        UNRELATED_SECRETS,
+        LARGE_SECRETS,
+        TOKEN_DELAY,
+        if options.quick { ", quick" } else { "" }
+    );
+    let mut reports = Vec::new();
+    for &n in &options.sizes {
+        let report = run(n, options.quick).await;
+        println!(
+            "N={:>6}: all Ready {:.1}s; apply→Ready p50 {:.3}s p99 {:.3}s; token requests/client {:.2}; \
+             writes/client: Secret {:.2}, status {:.2}, events {:.2}; writes between refreshes {}; \
+             RSS peak {:.1} MiB steady {:.1} MiB; CPU {:.1}s; 60 s tokens: lateness p50 {:.3}s p99 {:.3}s ({} refreshes), \
+             requests per token {:.2}; restart: {} token requests, {} writes, /readyz in {:.2}s",
+            report.n,
+            report.all_ready.as_secs_f64(),
+            report.latency_p50,
+            report.latency_p99,
+            report.requests_per_client,
+            report.secret_writes,
+            report.status_writes,
+            report.event_writes,
+            report.writes_between_refreshes,
+            report.peak_rss_mib,
+            report.steady_rss_mib,
+            report.cpu_seconds,
+            report.lateness_p50,
+            report.lateness_p99,
+            report.lateness_samples,
+            report.requests_per_token,
+            report.restart_requests,
+            report.restart_writes,
+            report.restart_ready.as_secs_f64(),
+        );
+        reports.push(report);
+    }
+    println!();
+    println!(
+        "| N | all Ready | p50 / p99 apply→Ready | token req./client | Secret / status / event writes per client | writes between refreshes | peak / steady RSS | CPU | refresh lateness p50 / p99 | req./token | restart: requests, writes, /readyz |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for r in &reports {
+        println!(
+            "| {} | {:.1} s | {:.3} / {:.3} s | {:.2} | {:.2} / {:.2} / {:.2} | {} | {:.1} / {:.1} MiB | {:.1} s | {:.3} / {:.3} s | {:.2} | {}, {}, {:.2} s |",
+            r.n,
+            r.all_ready.as_secs_f64(),
+            r.latency_p50,
+            r.latency_p99,
+            r.requests_per_client,
+            r.secret_writes,
+            r.status_writes,
+            r.event_writes,
+            r.writes_between_refreshes,
+            r.peak_rss_mib,
+            r.steady_rss_mib,
+            r.cpu_seconds,
+            r.lateness_p50,
+            r.lateness_p99,
+            r.requests_per_token,
+            r.restart_requests,
+            r.restart_writes,
+            r.restart_ready.as_secs_f64()
+        );
+    }
+}

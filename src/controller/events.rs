@@ -1,0 +1,61 @@
+//! Publishes `events.k8s.io/v1` Events about OAuthClients.
+//!
+//! kube's `Recorder` keeps every event it sent for six minutes to build event series; with
+//! thousands of OAuthClients that cache costs more memory than everything else the controller
+//! holds. Repeated identical failures are already suppressed by [`crate::plan`] (it compares with
+//! the Degraded condition), so each event here is created once and nothing is cached.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, PostParams};
+use kube::{Client, Resource, ResourceExt};
+
+use crate::crd::OAuthClient;
+use crate::plan::EventNote;
+
+/// Creates events for the controller.
+#[derive(Clone)]
+pub struct EventPublisher {
+    client: Client,
+    instance: String,
+}
+
+impl EventPublisher {
+    /// A publisher reporting as `oauth-token-operator` / `instance` (the pod name).
+    pub fn new(client: Client, instance: String) -> Self {
+        EventPublisher { client, instance }
+    }
+
+    /// Creates one event about `object`. Failures are logged, never fatal.
+    pub async fn publish(&self, object: &OAuthClient, note: &EventNote) {
+        let namespace = object.namespace().unwrap_or_default();
+        let regarding: ObjectReference = object.object_ref(&());
+        let now = jiff::Timestamp::now();
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(format!(
+                    "{}.{:x}{:04x}",
+                    object.name_any(),
+                    now.as_nanosecond(),
+                    rand::random::<u16>()
+                )),
+                namespace: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(now)),
+            action: Some(note.action.clone()),
+            reason: Some(note.reason.into()),
+            note: Some(note.note.chars().take(1000).collect()),
+            type_: Some(if note.normal { "Normal" } else { "Warning" }.into()),
+            regarding: Some(regarding),
+            reporting_controller: Some(format!("{}/controller", crate::crd::GROUP)),
+            reporting_instance: Some(self.instance.clone()),
+            ..Event::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        if let Err(error) = api.create(&PostParams::default(), &event).await {
+            tracing::warn!(%error, reason = note.reason, "could not publish an event");
+        }
+    }
+}
