@@ -205,6 +205,7 @@ async fn run(n: usize, quick: bool) -> Report {
     // --- N OAuthClients created at once ---
     api.reset_counts();
     let mut created: HashMap<(String, String), Instant> = HashMap::new();
+    let t0 = Instant::now();
     for i in 0..n {
         let ns = format!("team-{}", i % 50);
         let name = format!("client-{i}");
@@ -221,7 +222,6 @@ async fn run(n: usize, quick: bool) -> Report {
         );
         created.insert((ns, name), Instant::now());
     }
-    let t0 = Instant::now();
     while api.ready_count() < n {
         assert!(
             t0.elapsed() < Duration::from_secs(600),
