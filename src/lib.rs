@@ -21,6 +21,7 @@
 //! | [`conditions`] | Ready / Degraded conditions | none |
 //! | [`fingerprint`] | salted fingerprint of spec and credentials | none |
 //! | [`transport`] | the HTTP client (reqwest + rustls) | HTTP |
+//! | [`url_policy`] | where credentials may be sent (deny CIDRs, allowed hosts) | DNS |
 //! | [`exchange`] | one client-credentials exchange, end to end | HTTP |
 //! | [`controller`] | watches and the reconcile pipeline | API, HTTP |
 //! | [`health`] | `/healthz`, `/readyz`, `/metrics` | HTTP |
@@ -51,6 +52,7 @@ pub mod secret;
 pub mod settings;
 pub mod template;
 pub mod transport;
+pub mod url_policy;
 
 /// The name used for the binary, the field manager, the Lease and the chart.
 pub const NAME: &str = "oauth-token-operator";

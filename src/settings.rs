@@ -3,6 +3,7 @@
 //! the field.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -15,12 +16,15 @@ use crate::duration;
 use crate::presets::preset;
 use crate::reason::Failure;
 use crate::template::{self, Template};
+use crate::url_policy::TokenUrlPolicy;
 
 /// Operator-wide rules that a spec must satisfy.
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
     /// Allow `http://` token URLs (tests and development only).
     pub allow_insecure_http: bool,
+    /// Where credentials may be sent (`--token-url-deny-cidrs`, `--token-url-allow-hosts`).
+    pub token_urls: Arc<TokenUrlPolicy>,
 }
 
 /// Body parameters that only the dedicated fields may set.
@@ -212,7 +216,7 @@ impl ClientSettings {
 }
 
 /// Checks a token URL against the policy: an absolute https URL (http only when allowed),
-/// with a host and without credentials in it.
+/// with a host and without credentials in it, that the token URL policy allows.
 pub fn check_token_url(text: &str, policy: &Policy) -> Result<Url, Failure> {
     let url = Url::parse(text)
         .map_err(|e| Failure::invalid_spec(format!("spec.tokenUrl is not a valid URL: {e}")))?;
@@ -238,6 +242,7 @@ pub fn check_token_url(text: &str, policy: &Policy) -> Result<Url, Failure> {
             "spec.tokenUrl may not carry user:password; put credentials in the credentials Secret",
         ));
     }
+    policy.token_urls.check_url(&url)?;
     Ok(url)
 }
 
@@ -357,9 +362,14 @@ mod tests {
             &generic("http://127.0.0.1:8080/token"),
             &Policy {
                 allow_insecure_http: true,
+                ..Default::default()
             },
         );
         assert!(allowed.is_ok());
+        // The token URL policy applies (its rules are tested in url_policy).
+        assert!(
+            invalid(&generic("https://169.254.169.254/token")).contains("--token-url-deny-cidrs")
+        );
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! * The response body is read with a cap ([`MAX_BODY`]); reading stops as soon as it is
 //!   exceeded.
 //! * The User-Agent is `oauth-token-operator/<version>`.
+//! * The token URL policy ([`crate::url_policy`]) is enforced on the URL and, through the DNS
+//!   resolver, on every address connected to.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -15,6 +18,7 @@ use http::HeaderMap;
 use crate::reason::{Failure, Reason};
 use crate::request::TokenRequest;
 use crate::response::sanitise;
+use crate::url_policy::{DeniedAddress, PolicyResolver, TokenUrlPolicy};
 
 /// Largest response body read (1 MiB).
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -38,6 +42,7 @@ pub struct Reply {
 pub struct Transport {
     client: reqwest::Client,
     timeout: Duration,
+    policy: Arc<TokenUrlPolicy>,
 }
 
 /// The HTTP client could not be built (no usable TLS trust store, for instance).
@@ -46,8 +51,16 @@ pub struct Transport {
 pub struct TransportError(#[source] reqwest::Error);
 
 impl Transport {
-    /// A transport with the given request timeout.
+    /// A transport with the given request timeout and the default token URL policy.
     pub fn new(timeout: Duration) -> Result<Self, TransportError> {
+        Transport::with_policy(timeout, Arc::default())
+    }
+
+    /// A transport with the given request timeout and token URL policy.
+    pub fn with_policy(
+        timeout: Duration,
+        policy: Arc<TokenUrlPolicy>,
+    ) -> Result<Self, TransportError> {
         // Both kube and reqwest use rustls with ring; install it as the process default once.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
@@ -56,14 +69,20 @@ impl Transport {
             .connect_timeout(timeout)
             .user_agent(crate::user_agent())
             .pool_idle_timeout(Duration::from_secs(60))
+            .dns_resolver(Arc::new(PolicyResolver::new(Arc::clone(&policy))))
             .build()
             .map_err(TransportError)?;
-        Ok(Transport { client, timeout })
+        Ok(Transport {
+            client,
+            timeout,
+            policy,
+        })
     }
 
     /// Sends a token request and reads the reply with the body cap.
     pub async fn send(&self, request: &TokenRequest) -> Result<Reply, Failure> {
         let host = request.url.host_str().unwrap_or("?").to_owned();
+        self.policy.check_url(&request.url)?;
         let mut builder = self
             .client
             .post(request.url.clone())
@@ -104,6 +123,9 @@ impl Transport {
     }
 
     fn transport_failure(&self, host: &str, error: &reqwest::Error) -> Failure {
+        if let Some(denied) = find_source::<DeniedAddress>(error) {
+            return denied.failure();
+        }
         let what = if error.is_timeout() {
             format!("timed out after {}s", self.timeout.as_secs_f32())
         } else if error.is_connect() {
@@ -137,4 +159,18 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
         current = source;
     }
     current.to_string()
+}
+
+/// The first error of type `E` in `error`'s source chain.
+fn find_source<'e, E: std::error::Error + 'static>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e E> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
 }

@@ -357,6 +357,14 @@ async fn each_vendor_refusal_maps_to_its_reason() {
             "InvalidSpec",
             "unknown placeholder",
         ),
+        (
+            // The default --token-url-deny-cidrs keeps credentials away from the metadata service.
+            Vendor::Generic,
+            "generic",
+            json!({"tokenUrl": "https://169.254.169.254/latest/meta-data/"}),
+            "InvalidSpec",
+            "--token-url-deny-cidrs",
+        ),
     ];
     let api = ApiServer::start().await;
     let operator = Operator::start(&api, &[], 4);

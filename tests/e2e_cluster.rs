@@ -65,6 +65,7 @@ async fn real_cluster_end_to_end() {
         namespaces: vec![ns.clone()],
         policy: Policy {
             allow_insecure_http: true,
+            ..Default::default()
         },
         max_concurrent_exchanges: 4,
         request_timeout: Duration::from_secs(5),

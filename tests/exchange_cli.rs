@@ -363,3 +363,76 @@ async fn crd_command_matches_the_committed_file() {
         "crds/oauthclient.yaml is stale: run `cargo run -- crd > crds/oauthclient.yaml`"
     );
 }
+
+#[tokio::test]
+async fn token_url_policy_flags_refuse_before_sending() {
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = write(dir.path(), "secret", SECRET);
+    let by_name = server.url().replace("127.0.0.1", "localhost");
+    let file = write(dir.path(), "c.yaml", &client_yaml("generic", &by_name, ""));
+    let base = [
+        "exchange",
+        "-f",
+        &file,
+        "--client-id",
+        ID,
+        "--client-secret-file",
+        &secret_file,
+        "--allow-insecure-http",
+    ];
+    let with = |more: &[&str]| {
+        let mut all = args(&base);
+        all.extend(args(more));
+        all
+    };
+    // Default policy: loopback is allowed.
+    let ok = run(with(&[]), vec![]).await;
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    // Denied by resolved address (the URL holds a name), through the flag and its variable.
+    // InvalidSpec is unusable input: exit 2.
+    let denied = run(with(&["--token-url-deny-cidrs", "127.0.0.0/8,::1"]), vec![]).await;
+    assert_eq!(denied.code, 2, "{}", denied.stderr);
+    assert!(denied.stderr.contains("InvalidSpec"), "{}", denied.stderr);
+    assert!(
+        denied.stderr.contains("--token-url-deny-cidrs"),
+        "{}",
+        denied.stderr
+    );
+    let denied = run(
+        with(&[]),
+        vec![(
+            "OAUTH_TOKEN_OPERATOR_TOKEN_URL_DENY_CIDRS",
+            "127.0.0.0/8,::1".into(),
+        )],
+    )
+    .await;
+    assert_eq!(denied.code, 2, "{}", denied.stderr);
+    // Allow-list.
+    let refused = run(
+        with(&["--token-url-allow-hosts", "idp.example.com"]),
+        vec![],
+    )
+    .await;
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("--token-url-allow-hosts"),
+        "{}",
+        refused.stderr
+    );
+    let allowed = run(
+        with(&["--token-url-allow-hosts", "idp.example.com,localhost"]),
+        vec![],
+    )
+    .await;
+    assert_eq!(allowed.code, 0, "{}", allowed.stderr);
+    // A malformed flag is a usage error naming the value.
+    let bad = run(with(&["--token-url-deny-cidrs", "metadata"]), vec![]).await;
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("not a CIDR"), "{}", bad.stderr);
+    assert_eq!(
+        server.count(),
+        2,
+        "only the two allowed runs reached the endpoint"
+    );
+}

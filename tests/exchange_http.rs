@@ -13,6 +13,7 @@ use oauth_token_operator::request::Credentials;
 use oauth_token_operator::response::Token;
 use oauth_token_operator::settings::{ClientSettings, Policy};
 use oauth_token_operator::transport::{MAX_BODY, Transport};
+use oauth_token_operator::url_policy::{CidrList, HostPattern, TokenUrlPolicy};
 use serde_json::{Value, json};
 use support::vendors::*;
 
@@ -41,7 +42,8 @@ async fn exchange_with(
     policy: Policy,
 ) -> Result<Token, Failure> {
     let settings = ClientSettings::resolve(&spec(fields), &policy)?;
-    let exchanger = Exchanger::new(Transport::new(timeout).unwrap());
+    let exchanger =
+        Exchanger::new(Transport::with_policy(timeout, policy.token_urls.clone()).unwrap());
     exchanger
         .exchange(&settings.exchange, credentials, &SystemClock)
         .await
@@ -50,6 +52,7 @@ async fn exchange_with(
 async fn exchange(fields: Value, credentials: &Credentials) -> Result<Token, Failure> {
     let policy = Policy {
         allow_insecure_http: true,
+        ..Default::default()
     };
     exchange_with(fields, credentials, Duration::from_secs(5), policy).await
 }
@@ -351,6 +354,7 @@ async fn endpoint_unavailable_for_5xx_html_refused_connections_and_timeouts() {
         Duration::from_millis(500),
         Policy {
             allow_insecure_http: true,
+            ..Default::default()
         },
     )
     .await
@@ -544,4 +548,141 @@ async fn self_signed_tls_is_refused() {
         f.message
     );
     assert_eq!(handshakes.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+// === token URL policy (--token-url-deny-cidrs, --token-url-allow-hosts) ===
+
+fn policy(deny: &str, allow: &[&str]) -> Policy {
+    Policy {
+        allow_insecure_http: true,
+        token_urls: std::sync::Arc::new(TokenUrlPolicy::new(
+            deny.parse::<CidrList>().unwrap(),
+            allow
+                .iter()
+                .map(|h| h.parse::<HostPattern>().unwrap())
+                .collect(),
+        )),
+    }
+}
+
+async fn with_policy(url: &str, policy: Policy) -> Result<Token, Failure> {
+    exchange_with(
+        json!({"tokenUrl": url}),
+        &creds(ID, SECRET),
+        Duration::from_secs(5),
+        policy,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn denied_networks_are_checked_on_resolved_addresses() {
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let by_name = server.url().replace("127.0.0.1", "localhost");
+    // Allowed: the name resolves to loopback, which this policy does not deny.
+    with_policy(&by_name, policy("169.254.0.0/16", &[]))
+        .await
+        .expect("localhost is allowed when loopback is not denied");
+    assert_eq!(server.count(), 1);
+
+    // The URL names no address, so only the resolver can refuse it.
+    let failure = with_policy(&by_name, policy("127.0.0.0/8,::1", &[]))
+        .await
+        .expect_err("every address of localhost is denied");
+    assert_eq!(failure.reason, Reason::InvalidSpec, "{}", failure.message);
+    assert!(
+        failure.message.contains("--token-url-deny-cidrs"),
+        "{}",
+        failure.message
+    );
+    assert!(failure.message.contains("localhost"), "{}", failure.message);
+    assert_safe(&failure);
+
+    // An IP literal is refused before any connection.
+    let failure = with_policy(&server.url(), policy("127.0.0.1", &[]))
+        .await
+        .expect_err("a denied literal address");
+    assert_eq!(failure.reason, Reason::InvalidSpec);
+    assert_eq!(server.count(), 1, "no request reached a denied address");
+}
+
+#[tokio::test]
+async fn the_transport_enforces_the_policy_on_its_own() {
+    // Settings resolved without the policy (e.g. by an older operator) still cannot reach a
+    // denied address: the transport checks the URL and the resolved addresses itself.
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let settings =
+        ClientSettings::resolve(&spec(json!({"tokenUrl": server.url()})), &policy("", &[]))
+            .unwrap();
+    let strict = policy("127.0.0.0/8", &[]).token_urls;
+    let exchanger =
+        Exchanger::new(Transport::with_policy(Duration::from_secs(5), strict.clone()).unwrap());
+    let failure = exchanger
+        .exchange(&settings.exchange, &creds(ID, SECRET), &SystemClock)
+        .await
+        .expect_err("literal address denied by the transport");
+    assert_eq!(failure.reason, Reason::InvalidSpec);
+
+    let by_name = ClientSettings::resolve(
+        &spec(json!({"tokenUrl": server.url().replace("127.0.0.1", "localhost")})),
+        &policy("", &[]),
+    )
+    .unwrap();
+    let strict = policy("127.0.0.0/8,::1", &[]).token_urls;
+    let exchanger = Exchanger::new(Transport::with_policy(Duration::from_secs(5), strict).unwrap());
+    let failure = exchanger
+        .exchange(&by_name.exchange, &creds(ID, SECRET), &SystemClock)
+        .await
+        .expect_err("resolved address denied by the transport");
+    assert_eq!(failure.reason, Reason::InvalidSpec, "{}", failure.message);
+    assert_eq!(server.count(), 0);
+}
+
+#[tokio::test]
+async fn default_policy_refuses_the_metadata_address_without_connecting() {
+    let started = Instant::now();
+    let failure = with_policy(
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        Policy {
+            allow_insecure_http: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect_err("metadata address");
+    assert_eq!(failure.reason, Reason::InvalidSpec);
+    assert!(
+        failure.message.contains("169.254.0.0/16"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "no connection attempt"
+    );
+}
+
+#[tokio::test]
+async fn allow_hosts_admits_only_the_listed_hosts() {
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let by_name = server.url().replace("127.0.0.1", "localhost");
+    with_policy(&by_name, policy("", &["localhost"]))
+        .await
+        .expect("listed host");
+    for allow in [&["idp.example.com"][..], &["*.localhost"][..]] {
+        let failure = with_policy(&by_name, policy("", allow))
+            .await
+            .expect_err("host not listed");
+        assert_eq!(failure.reason, Reason::InvalidSpec);
+        assert!(
+            failure.message.contains("--token-url-allow-hosts"),
+            "{}",
+            failure.message
+        );
+    }
+    let failure = with_policy(&server.url(), policy("", &["localhost"]))
+        .await
+        .expect_err("an address is not a listed host");
+    assert_eq!(failure.reason, Reason::InvalidSpec);
+    assert_eq!(server.count(), 1);
 }

@@ -36,6 +36,7 @@ async fn exchange_with(fields: Value, credentials: &Credentials) -> Result<Token
     let spec: OAuthClientSpec = serde_json::from_value(spec).unwrap();
     let policy = Policy {
         allow_insecure_http: true,
+        ..Default::default()
     };
     let settings = ClientSettings::resolve(&spec, &policy)?;
     let exchanger = Exchanger::new(Transport::new(Duration::from_secs(5)).unwrap());

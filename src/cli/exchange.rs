@@ -87,6 +87,7 @@ fn run_inner(args: ExchangeArgs) -> Result<(), Outcome> {
 
     let policy = Policy {
         allow_insecure_http: args.allow_insecure_http,
+        token_urls: std::sync::Arc::new(args.token_urls.policy()),
     };
     let settings = ClientSettings::resolve(&client.spec, &policy)?;
     let credentials = credentials(&args, &client, &file.secrets)?;
@@ -95,8 +96,8 @@ fn run_inner(args: ExchangeArgs) -> Result<(), Outcome> {
         .enable_all()
         .build()
         .map_err(|e| Outcome::Input(format!("cannot start the async runtime: {e}")))?;
-    let transport =
-        Transport::new(args.request_timeout).map_err(|e| Outcome::Input(e.to_string()))?;
+    let transport = Transport::with_policy(args.request_timeout, policy.token_urls.clone())
+        .map_err(|e| Outcome::Input(e.to_string()))?;
     let exchanger = Exchanger::new(transport);
     let clock = SystemClock;
     let token = runtime.block_on(exchanger.exchange(&settings.exchange, &credentials, &clock))?;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::url_policy::{CidrList, DEFAULT_DENY_CIDRS, HostPattern, TokenUrlPolicy};
+
 mod exchange;
 mod run;
 
@@ -55,6 +57,10 @@ pub struct ExchangeArgs {
     #[arg(long, env = "OAUTH_TOKEN_OPERATOR_ALLOW_INSECURE_HTTP")]
     pub allow_insecure_http: bool,
 
+    /// Where credentials may be sent.
+    #[command(flatten)]
+    pub token_urls: TokenUrlArgs,
+
     /// Print the access token instead of [redacted].
     #[arg(long)]
     pub show_token: bool,
@@ -78,6 +84,10 @@ pub struct RunArgs {
     /// Allow http:// token URLs (testing only: credentials travel in clear text).
     #[arg(long, env = "OAUTH_TOKEN_OPERATOR_ALLOW_INSECURE_HTTP")]
     pub allow_insecure_http: bool,
+
+    /// Where credentials may be sent.
+    #[command(flatten)]
+    pub token_urls: TokenUrlArgs,
 
     /// Address of /metrics, /healthz and /readyz.
     #[arg(
@@ -119,6 +129,38 @@ pub enum OutputFormat {
     Text,
     /// One JSON object, for scripts.
     Json,
+}
+
+/// The token URL policy flags, shared by `run` and `exchange`.
+#[derive(Debug, clap::Args)]
+pub struct TokenUrlArgs {
+    /// Networks that token endpoints may not resolve to, comma-separated CIDRs or addresses
+    /// (checked on every resolved address, so DNS rebinding cannot bypass it). The default
+    /// keeps credentials away from link-local addresses and the cloud metadata services. An
+    /// empty value denies nothing.
+    #[arg(long, env = "OAUTH_TOKEN_OPERATOR_TOKEN_URL_DENY_CIDRS", value_name = "CIDRS",
+          default_value = DEFAULT_DENY_CIDRS)]
+    pub token_url_deny_cidrs: CidrList,
+
+    /// When set, the only token endpoint hosts allowed, comma-separated: exact names or
+    /// *.domain for any subdomain (default: any host).
+    #[arg(
+        long,
+        env = "OAUTH_TOKEN_OPERATOR_TOKEN_URL_ALLOW_HOSTS",
+        value_name = "HOSTS",
+        value_delimiter = ','
+    )]
+    pub token_url_allow_hosts: Vec<HostPattern>,
+}
+
+impl TokenUrlArgs {
+    /// The policy these flags describe.
+    pub fn policy(&self) -> TokenUrlPolicy {
+        TokenUrlPolicy::new(
+            self.token_url_deny_cidrs.clone(),
+            self.token_url_allow_hosts.clone(),
+        )
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

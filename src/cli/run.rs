@@ -88,6 +88,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         namespaces,
         policy: Policy {
             allow_insecure_http: args.allow_insecure_http,
+            token_urls: Arc::new(args.token_urls.policy()),
         },
         max_concurrent_exchanges: usize::from(args.max_concurrent_exchanges),
         request_timeout: args.request_timeout,

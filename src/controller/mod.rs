@@ -130,7 +130,8 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let transport = Transport::new(settings.request_timeout)?;
+    let transport =
+        Transport::with_policy(settings.request_timeout, settings.policy.token_urls.clone())?;
     let instance = std::env::var("POD_NAME").unwrap_or_else(|_| crate::NAME.to_owned());
     let shared = Arc::new(Shared {
         client: client.clone(),

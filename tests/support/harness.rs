@@ -35,6 +35,7 @@ impl Operator {
             namespaces: namespaces.iter().map(|s| (*s).to_owned()).collect(),
             policy: Policy {
                 allow_insecure_http: true,
+                ..Default::default()
             },
             max_concurrent_exchanges,
             request_timeout: Duration::from_secs(2),
