@@ -21,6 +21,8 @@ pub const VERSION: &str = "v1alpha1";
 pub const MAX_MAP_ENTRIES: usize = 32;
 /// Longest value allowed in those maps.
 pub const MAX_VALUE_LEN: usize = 4096;
+/// Longest name (key) allowed in `extraParams`, `extraHeaders` and `target.template`.
+pub const MAX_NAME_LEN: usize = 256;
 
 /// Providers whose preset carries a fixed token URL; for the others `tokenUrl` is required.
 /// The CEL rule on `spec` is generated from this list (and a test checks it against the
@@ -105,13 +107,21 @@ pub struct OAuthClientSpec {
     /// grant_type, client_id, client_secret, scope and audience are refused: use the dedicated
     /// fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxProperties" = MAX_MAP_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": MAX_VALUE_LEN}))]
+    #[schemars(extend(
+        "maxProperties" = MAX_MAP_ENTRIES,
+        "additionalProperties" = {"type": "string", "maxLength": MAX_VALUE_LEN},
+        "x-kubernetes-validations" = [{"rule": "self.all(k, size(k) >= 1 && size(k) <= 256)", "message": "spec.extraParams names must be 1 to 256 characters"}]
+    ))]
     pub extra_params: Option<BTreeMap<String, String>>,
 
     /// Extra, non-secret request headers. Authorization and Content-Type are refused, as are
     /// headers that frame the request (Host, Content-Length, Transfer-Encoding, Connection).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxProperties" = MAX_MAP_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": MAX_VALUE_LEN}))]
+    #[schemars(extend(
+        "maxProperties" = MAX_MAP_ENTRIES,
+        "additionalProperties" = {"type": "string", "maxLength": MAX_VALUE_LEN},
+        "x-kubernetes-validations" = [{"rule": "self.all(k, size(k) >= 1 && size(k) <= 256)", "message": "spec.extraHeaders names must be 1 to 256 characters"}]
+    ))]
     pub extra_headers: Option<BTreeMap<String, String>>,
 
     /// Where to read each value in a non-standard JSON response: a top-level name or a dotted
@@ -213,6 +223,10 @@ pub enum RequestEncoding {
 /// Reference to the Secret holding the client credentials, in the OAuthClient's namespace.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.__namespace__)",
+    "message": "credentialsSecretRef.namespace is not allowed: credentials are read only from the OAuthClient's own namespace"
+}]))]
 pub struct CredentialsSecretRef {
     /// Name of the Secret, in the same namespace as the OAuthClient.
     #[schemars(length(min = 1, max = 253))]
@@ -227,6 +241,12 @@ pub struct CredentialsSecretRef {
     #[serde(default = "default_client_secret_key")]
     #[schemars(length(min = 1, max = 253))]
     pub client_secret_key: String,
+
+    /// Not allowed. Declared only so that the API server refuses it instead of silently
+    /// dropping it: credentials are read only from the OAuthClient's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 0))]
+    pub namespace: Option<String>,
 }
 
 fn default_client_id_key() -> String {
@@ -244,6 +264,7 @@ impl CredentialsSecretRef {
             name: name.into(),
             client_id_key: default_client_id_key(),
             client_secret_key: default_client_secret_key(),
+            namespace: None,
         }
     }
 }
@@ -322,7 +343,11 @@ pub struct Target {
     /// {{ expires_at }} and {{ scope }}, for example Authorization: "Bearer {{ access_token }}".
     /// An unknown placeholder makes the spec invalid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxProperties" = MAX_MAP_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": MAX_VALUE_LEN}))]
+    #[schemars(extend(
+        "maxProperties" = MAX_MAP_ENTRIES,
+        "additionalProperties" = {"type": "string", "maxLength": MAX_VALUE_LEN},
+        "x-kubernetes-validations" = [{"rule": "self.all(k, size(k) >= 1 && size(k) <= 253)", "message": "spec.target.template keys must be 1 to 253 characters"}]
+    ))]
     pub template: Option<BTreeMap<String, String>>,
 }
 

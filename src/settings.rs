@@ -10,7 +10,8 @@ use http::{HeaderName, HeaderValue};
 use url::Url;
 
 use crate::crd::{
-    BasicAuthEncoding, ClientAuthMethod, OAuthClientSpec, Provider, RequestEncoding, ResponseFields,
+    BasicAuthEncoding, ClientAuthMethod, MAX_MAP_ENTRIES, MAX_NAME_LEN, MAX_VALUE_LEN,
+    OAuthClientSpec, Provider, RequestEncoding, ResponseFields,
 };
 use crate::duration;
 use crate::presets::preset;
@@ -127,6 +128,18 @@ impl ClientSettings {
             }
         }
 
+        if spec.credentials_secret_ref.namespace.is_some() {
+            return Err(Failure::invalid_spec(
+                "spec.credentialsSecretRef.namespace is not allowed: credentials are read only from the OAuthClient's own namespace",
+            ));
+        }
+        check_map("spec.extraParams", spec.extra_params.as_ref(), MAX_NAME_LEN)?;
+        check_map(
+            "spec.extraHeaders",
+            spec.extra_headers.as_ref(),
+            MAX_NAME_LEN,
+        )?;
+
         let extra_params = spec.extra_params.clone().unwrap_or_default();
         for name in extra_params.keys() {
             if RESERVED_PARAMS.contains(&name.as_str()) {
@@ -181,6 +194,7 @@ impl ClientSettings {
         }
 
         let target = spec.target.clone().unwrap_or_default();
+        check_map("spec.target.template", target.template.as_ref(), 253)?;
         let templates_spec = target.template.unwrap_or_default();
         for key in templates_spec.keys() {
             check_secret_key(key)?;
@@ -244,6 +258,42 @@ pub fn check_token_url(text: &str, policy: &Policy) -> Result<Url, Failure> {
     }
     policy.token_urls.check_url(&url)?;
     Ok(url)
+}
+
+/// The bounds the CRD schema also states, for specs that did not pass through it (the
+/// `exchange` command, or an API server without CEL): at most [`MAX_MAP_ENTRIES`] entries,
+/// names of 1 to `max_name` bytes, values of at most [`MAX_VALUE_LEN`] bytes.
+fn check_map(
+    field: &str,
+    map: Option<&BTreeMap<String, String>>,
+    max_name: usize,
+) -> Result<(), Failure> {
+    let Some(map) = map else { return Ok(()) };
+    if map.len() > MAX_MAP_ENTRIES {
+        return Err(Failure::invalid_spec(format!(
+            "{field} has {} entries; at most {MAX_MAP_ENTRIES} are allowed",
+            map.len()
+        )));
+    }
+    for (name, value) in map {
+        if name.is_empty() || name.len() > max_name {
+            let mut shown: String = name.chars().take(40).collect();
+            if shown.len() < name.len() {
+                shown.push_str("...");
+            }
+            return Err(Failure::invalid_spec(format!(
+                "{field}: the name {shown:?} is {} bytes; names must be 1 to {max_name}",
+                name.len()
+            )));
+        }
+        if value.len() > MAX_VALUE_LEN {
+            return Err(Failure::invalid_spec(format!(
+                "{field}.{name} is {} bytes; at most {MAX_VALUE_LEN} are allowed",
+                value.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_secret_key(key: &str) -> Result<(), Failure> {
@@ -370,6 +420,41 @@ mod tests {
         assert!(
             invalid(&generic("https://169.254.169.254/token")).contains("--token-url-deny-cidrs")
         );
+    }
+
+    #[test]
+    fn size_bounds_and_namespaced_references_are_invalid_spec() {
+        let many: BTreeMap<String, String> = (0..=MAX_MAP_ENTRIES)
+            .map(|i| (format!("p{i}"), "v".to_owned()))
+            .collect();
+        let long_name = [("n".repeat(MAX_NAME_LEN + 1), "v".to_owned())].into();
+        let long_value = [("n".to_owned(), "v".repeat(MAX_VALUE_LEN + 1))].into();
+        let at_limit: BTreeMap<String, String> = (0..MAX_MAP_ENTRIES)
+            .map(|i| (format!("{i:0>256}"), "v".repeat(MAX_VALUE_LEN)))
+            .collect();
+        let params = |map: &BTreeMap<String, String>| OAuthClientSpec {
+            extra_params: Some(map.clone()),
+            ..generic("https://x/t")
+        };
+        assert!(invalid(&params(&many)).contains("at most 32"));
+        assert!(invalid(&params(&long_name)).contains("names must be 1 to 256"));
+        assert!(invalid(&params(&long_value)).contains("at most 4096"));
+        assert!(resolve(&params(&at_limit)).is_ok());
+        let headers = OAuthClientSpec {
+            extra_headers: Some(many.clone()),
+            ..generic("https://x/t")
+        };
+        assert!(invalid(&headers).contains("spec.extraHeaders has 33 entries"));
+        let mut s = generic("https://x/t");
+        s.target = Some(Target {
+            template: Some(long_value),
+            ..Target::default()
+        });
+        assert!(invalid(&s).contains("spec.target.template.n is 4097 bytes"));
+
+        let mut s = generic("https://x/t");
+        s.credentials_secret_ref.namespace = Some("other-team".into());
+        assert!(invalid(&s).contains("own namespace"));
     }
 
     #[test]

@@ -767,3 +767,48 @@ async fn deleting_the_client_deletes_its_secret_and_namespaces_limit_the_scope()
     );
     operator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_bytes_a_trailing_newline_is_kept_and_non_utf8_is_named() {
+    let api = ApiServer::start().await;
+    let operator = Operator::start(&api, &[], 4);
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let with_newline = format!("{SECRET}\n");
+    // The classic `echo` mistake: the endpoint knows the secret without the newline, so the
+    // secret with it must fail, not be silently "fixed".
+    let strict = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    api.create(
+        SECRETS,
+        json!({"metadata": {"name": "echoed", "namespace": NS},
+               "data": {"client_id": b64(ID.as_bytes()), "client_secret": b64(with_newline.as_bytes())}}),
+    );
+    let mut spec = spec_for(&strict, "generic");
+    spec["credentialsSecretRef"]["name"] = json!("echoed");
+    oauth_client(&api, NS, "echoed", spec);
+    wait_ready(&api, NS, "echoed", "False", "InvalidClient").await;
+
+    // An endpoint whose secret really ends in a newline gets it byte for byte.
+    let exact = TokenServer::start(Vendor::Generic, ID, &with_newline, Tokens::Unique).await;
+    let mut spec = spec_for(&exact, "generic");
+    spec["credentialsSecretRef"]["name"] = json!("echoed");
+    oauth_client(&api, NS, "exact", spec);
+    wait_ready(&api, NS, "exact", "True", "TokenIssued").await;
+
+    // Not UTF-8: InvalidSpec naming the key, and nothing is sent.
+    let never = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    api.create(
+        SECRETS,
+        json!({"metadata": {"name": "binary", "namespace": NS},
+               "data": {"client_id": b64(ID.as_bytes()), "client_secret": b64(&[0xff, 0xfe, 0x00, 0x41])}}),
+    );
+    let mut spec = spec_for(&never, "generic");
+    spec["credentialsSecretRef"]["name"] = json!("binary");
+    oauth_client(&api, NS, "binary", spec);
+    let (_, _, message) = wait_ready(&api, NS, "binary", "False", "InvalidSpec").await;
+    assert!(
+        message.contains("key client_secret of Secret binary is not valid UTF-8"),
+        "{message}"
+    );
+    assert_eq!(never.count(), 0);
+    operator.stop().await;
+}

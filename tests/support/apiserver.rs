@@ -1011,29 +1011,82 @@ fn validate_object(schema: &Value, map: &Map<String, Value>, path: &str, errors:
         .into_iter()
         .flatten()
     {
-        if !cel_rule_holds(rule["rule"].as_str().unwrap_or(""), map) {
-            errors.push(format!("{path}: Invalid value: {}", rule["message"]));
+        let text = rule["rule"].as_str().unwrap_or("");
+        match cel_rule_holds(text, schema, map) {
+            Ok(true) => {}
+            Ok(false) => errors.push(format!("{path}: Invalid value: {}", rule["message"])),
+            Err(e) => errors.push(format!("{path}: rule {text:?} could not be evaluated: {e}")),
         }
     }
 }
 
-/// The CRD's one CEL rule: `has(self.tokenUrl) || (has(self.provider) && self.provider in [...])`.
-fn cel_rule_holds(rule: &str, map: &Map<String, Value>) -> bool {
-    let expected = "has(self.tokenUrl) || (has(self.provider) && self.provider in [";
-    assert!(
-        rule.starts_with(expected),
-        "the double does not know this CEL rule: {rule}"
-    );
-    let providers: Vec<&str> = rule[expected.len()..]
-        .trim_end_matches("])")
-        .split(',')
-        .map(|p| p.trim().trim_matches('\''))
-        .collect();
-    map.get("tokenUrl").is_some_and(|v| !v.is_null())
-        || map
-            .get("provider")
-            .and_then(Value::as_str)
-            .is_some_and(|p| providers.contains(&p))
+/// Evaluates an `x-kubernetes-validations` rule with `self` bound to `map`, as the API server
+/// does: declared property names that are CEL keywords (or hold `_ . - /`) are escaped
+/// (`namespace` → `__namespace__`); map keys of `additionalProperties` maps are not.
+fn cel_rule_holds(rule: &str, schema: &Value, map: &Map<String, Value>) -> Result<bool, String> {
+    let program = cel::Program::compile(rule).map_err(|e| e.to_string())?;
+    let mut context = cel::Context::default();
+    context
+        .add_variable("self", cel_view(schema, &Value::Object(map.clone())))
+        .map_err(|e| e.to_string())?;
+    match program.execute(&context).map_err(|e| e.to_string())? {
+        cel::Value::Bool(b) => Ok(b),
+        other => Err(format!("not a boolean: {other:?}")),
+    }
+}
+
+fn cel_view(schema: &Value, value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let props = schema["properties"].as_object();
+            map.iter()
+                .map(|(k, v)| match props.and_then(|p| p.get(k)) {
+                    Some(sub) => (cel_escape(k), cel_view(sub, v)),
+                    None => (k.clone(), cel_view(&schema["additionalProperties"], v)),
+                })
+                .collect::<Map<_, _>>()
+                .into()
+        }
+        Value::Array(items) => items
+            .iter()
+            .map(|v| cel_view(&schema["items"], v))
+            .collect(),
+        other => other.clone(),
+    }
+}
+
+/// Kubernetes' escaping of property names in CEL.
+fn cel_escape(name: &str) -> String {
+    const RESERVED: [&str; 21] = [
+        "true",
+        "false",
+        "null",
+        "in",
+        "as",
+        "break",
+        "const",
+        "continue",
+        "else",
+        "for",
+        "function",
+        "if",
+        "import",
+        "let",
+        "loop",
+        "package",
+        "namespace",
+        "return",
+        "var",
+        "void",
+        "while",
+    ];
+    if RESERVED.contains(&name) {
+        return format!("__{name}__");
+    }
+    name.replace("__", "__underscores__")
+        .replace('.', "__dot__")
+        .replace('-', "__dash__")
+        .replace('/', "__slash__")
 }
 
 // === selectors ===

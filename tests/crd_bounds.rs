@@ -1,0 +1,123 @@
+//! The CRD schema refuses what no OAuthClient may hold: a namespace in the credentials
+//! reference, and oversize user-controlled maps and strings. Checked through the API-server
+//! double, which applies the generated CRD's OpenAPI schema and evaluates its CEL rules.
+
+mod support;
+
+use kube::api::{Api, PostParams};
+use oauth_token_operator::crd::{MAX_MAP_ENTRIES, MAX_NAME_LEN, MAX_VALUE_LEN, OAuthClient};
+use serde_json::{Map, Value, json};
+use support::apiserver::ApiServer;
+
+fn client(name: &str, spec_fields: Value) -> OAuthClient {
+    let mut spec =
+        json!({"tokenUrl": "https://idp.example/token", "credentialsSecretRef": {"name": "creds"}});
+    for (k, v) in spec_fields.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "oauth.token-operator.dev/v1alpha1", "kind": "OAuthClient",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn map(entries: usize, name_len: usize, value_len: usize) -> Value {
+    let mut m = Map::new();
+    for i in 0..entries {
+        let name = format!("{i:0>width$}", width = name_len.max(3));
+        m.insert(name, json!("v".repeat(value_len)));
+    }
+    Value::Object(m)
+}
+
+#[tokio::test]
+async fn the_schema_refuses_namespaced_references_and_oversize_specs() {
+    let api = ApiServer::start_unlogged().await;
+    let clients: Api<OAuthClient> = Api::namespaced(api.client(), "team-a");
+    let refused = [
+        (
+            json!({"credentialsSecretRef": {"name": "creds", "namespace": "team-b"}}),
+            "own namespace",
+        ),
+        (
+            json!({"credentialsSecretRef": {"name": "creds", "namespace": "team-a"}}),
+            "own namespace",
+        ),
+        (
+            json!({"extraParams": map(MAX_MAP_ENTRIES + 1, 3, 1)}),
+            "Too many properties",
+        ),
+        (
+            json!({"extraHeaders": map(MAX_MAP_ENTRIES + 1, 3, 1)}),
+            "Too many properties",
+        ),
+        (
+            json!({"extraParams": map(1, 3, MAX_VALUE_LEN + 1)}),
+            "Too long",
+        ),
+        (
+            json!({"extraHeaders": map(1, 3, MAX_VALUE_LEN + 1)}),
+            "Too long",
+        ),
+        (
+            json!({"extraParams": map(1, MAX_NAME_LEN + 1, 1)}),
+            "extraParams names must be 1 to 256",
+        ),
+        (
+            json!({"extraHeaders": map(1, MAX_NAME_LEN + 1, 1)}),
+            "extraHeaders names must be 1 to 256",
+        ),
+        (
+            json!({"extraHeaders": {"": "v"}}),
+            "extraHeaders names must be 1 to 256",
+        ),
+        (
+            json!({"target": {"template": map(MAX_MAP_ENTRIES + 1, 3, 1)}}),
+            "Too many properties",
+        ),
+        (
+            json!({"target": {"template": map(1, 3, MAX_VALUE_LEN + 1)}}),
+            "Too long",
+        ),
+        (
+            json!({"target": {"template": map(1, 254, 1)}}),
+            "template keys must be 1 to 253",
+        ),
+        (
+            json!({"tokenUrl": format!("https://x/{}", "a".repeat(2048))}),
+            "Too long",
+        ),
+        (json!({"scopes": vec!["s"; 65]}), "Too many items"),
+        (json!({"audience": "a".repeat(2049)}), "Too long"),
+    ];
+    for (i, (fields, expected)) in refused.iter().enumerate() {
+        let err = clients
+            .create(
+                &PostParams::default(),
+                &client(&format!("bad-{i}"), fields.clone()),
+            )
+            .await
+            .expect_err(&format!("case {i} should be refused: {expected}"));
+        let kube::Error::Api(status) = err else {
+            panic!("case {i}: {err}")
+        };
+        assert_eq!(status.code, 422, "case {i}");
+        assert!(
+            status.message.contains(expected),
+            "case {i}: {}",
+            status.message
+        );
+    }
+    // Exactly at every limit is accepted.
+    let at_limit = json!({
+        "extraParams": map(MAX_MAP_ENTRIES, MAX_NAME_LEN, MAX_VALUE_LEN),
+        "extraHeaders": map(MAX_MAP_ENTRIES, MAX_NAME_LEN, MAX_VALUE_LEN),
+        "target": {"template": map(MAX_MAP_ENTRIES, 253, MAX_VALUE_LEN)},
+        "scopes": vec!["s"; 64],
+    });
+    clients
+        .create(&PostParams::default(), &client("at-limit", at_limit))
+        .await
+        .expect("a spec at every limit is accepted");
+}
