@@ -79,6 +79,19 @@ pub struct Observed<'a> {
     pub uid: &'a str,
     /// The managed Secret's name.
     pub secret_name: &'a str,
+    /// The current run of consecutive failures of one kind, as this process saw it:
+    /// (transient?, how many). `None` after a restart or a success.
+    pub failure_streak: Option<FailureStreak>,
+}
+
+/// Consecutive failures of one kind (transient, or fixed by a person), which set the backoff
+/// step: a 401 after two 429s waits about 1 min, the next 401 about 2 min.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailureStreak {
+    /// Whether the failures are transient.
+    pub transient: bool,
+    /// How many in a row.
+    pub count: u32,
 }
 
 /// What to do now.
@@ -232,6 +245,8 @@ pub struct Settled {
     pub event: Option<EventNote>,
     /// When to reconcile again.
     pub requeue_at: Timestamp,
+    /// The failure streak after this attempt (`None` after a success).
+    pub failure_streak: Option<FailureStreak>,
 }
 
 /// Computes the status, event and requeue time after the attempt.
@@ -262,6 +277,7 @@ pub fn settle(
 
     let mut event = None;
     let requeue_at;
+    let mut failure_streak = observed.failure_streak;
     match attempt {
         Attempt::Issued {
             issued_at,
@@ -279,6 +295,7 @@ pub fn settle(
                 Ok(settings) => refresh_time(&token, settings, observed.uid),
                 Err(_) => *expires_at,
             };
+            failure_streak = None;
             status.issued_at = Some(rfc3339(*issued_at));
             status.expires_at = Some(rfc3339(*expires_at));
             status.next_refresh_at = Some(rfc3339(ceil_second(next)));
@@ -318,12 +335,27 @@ pub fn settle(
         }
         Attempt::Failed(failure) => {
             let failures = previous.consecutive_failures.unwrap_or(0).max(0) + 1;
-            let delay = refresh::retry_delay(
-                failure.reason,
-                u32::try_from(failures).unwrap_or(u32::MAX),
-                failure.retry_after,
-                backoff_jitter,
-            );
+            let transient = failure.reason.is_transient();
+            // The backoff step counts consecutive failures of this kind. This process knows the
+            // streak; after a restart, the status tells the count and the last failure's kind.
+            let count = match observed.failure_streak {
+                Some(streak) if streak.transient == transient => streak.count.saturating_add(1),
+                Some(_) => 1,
+                None => {
+                    let previous_kind = conditions::find(&previous.conditions, DEGRADED)
+                        .filter(|c| c.status == "True")
+                        .and_then(|c| Reason::ALL.iter().find(|r| r.as_str() == c.reason))
+                        .map(|r| r.is_transient());
+                    if previous_kind == Some(transient) {
+                        u32::try_from(failures).unwrap_or(u32::MAX)
+                    } else {
+                        1
+                    }
+                }
+            };
+            failure_streak = Some(FailureStreak { transient, count });
+            let delay =
+                refresh::retry_delay(failure.reason, count, failure.retry_after, backoff_jitter);
             let retry_at = ceil_second(add(now, delay.max(MIN_WAIT)));
             status.consecutive_failures = Some(failures);
             status.next_refresh_at = Some(rfc3339(retry_at));
@@ -383,6 +415,7 @@ pub fn settle(
         status,
         event,
         requeue_at: requeue_at.max(add(now, MIN_WAIT)),
+        failure_streak,
     }
 }
 

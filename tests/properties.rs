@@ -79,6 +79,7 @@ proptest! {
         let mut status = OAuthClientStatus::default();
         let mut secret = SecretState::Absent;
         let mut now = ts(0);
+        let mut streak = None;
         for outcome in failures {
             let observed = Observed {
                 generation: Some(1),
@@ -90,6 +91,7 @@ proptest! {
                 credentials_changed: false,
                 uid,
                 secret_name: "t",
+                failure_streak: streak,
             };
             let p = plan::plan(&observed, now);
             let attempt = match (&p.next, outcome) {
@@ -119,6 +121,7 @@ proptest! {
             let valid = matches!(&secret, SecretState::Owned(Some(t)) if t.expires_at > now);
             prop_assert_eq!(ready.as_deref() == Some("True"), valid);
             status = settled.status;
+            streak = settled.failure_streak;
             now = Timestamp::from_second(now.as_second() + step).unwrap();
         }
     }

@@ -121,6 +121,8 @@ pub struct Memo {
     pub written_status: Option<Written<OAuthClientStatus>>,
     /// Consecutive reconcile errors (API failures), for the error backoff.
     pub errors: u32,
+    /// Consecutive exchange failures of one kind, for the backoff step.
+    pub failure_streak: Option<crate::plan::FailureStreak>,
 }
 
 impl Context {

@@ -188,6 +188,7 @@ async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<
         credentials_changed,
         uid: &uid,
         secret_name: &secret_name,
+        failure_streak: ctx.with_memo(&key, |m| m.failure_streak),
     };
 
     // --- 2. plan ---
@@ -239,6 +240,7 @@ async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<
         }
     }
     record_state(&ctx, &namespace, &client.name_any(), &settled.status);
+    ctx.with_memo(&key, |m| m.failure_streak = settled.failure_streak);
     match &attempt {
         Attempt::Failed(failure) => {
             tracing::info!(reason = %failure.reason, message = %failure.message, "exchange failed");

@@ -34,6 +34,7 @@ struct Case {
     requested: Option<Timestamp>,
     credentials_changed: bool,
     generation: i64,
+    streak: Option<FailureStreak>,
 }
 
 impl Case {
@@ -46,6 +47,7 @@ impl Case {
             requested: None,
             credentials_changed: false,
             generation: 1,
+            streak: None,
         }
     }
     fn observed(&self) -> Observed<'_> {
@@ -59,6 +61,7 @@ impl Case {
             credentials_changed: self.credentials_changed,
             uid: UID,
             secret_name: SECRET,
+            failure_streak: self.streak,
         }
     }
     fn plan(&self, now: Timestamp) -> Plan {
@@ -69,6 +72,7 @@ impl Case {
         let p = self.plan(now);
         let settled = settle(&self.observed(), &p, &attempt, now, 0.0);
         self.status = settled.status.clone();
+        self.streak = settled.failure_streak;
         settled
     }
 }
@@ -322,6 +326,54 @@ fn repeated_identical_failures_emit_one_event_and_back_off() {
     // A different failure is a new event.
     let settled = case.step(now, failed(Reason::EndpointUnavailable, "HTTP 503"));
     assert!(settled.event.is_some());
+}
+
+#[test]
+fn a_failure_of_the_other_kind_starts_its_schedule_from_the_first_step() {
+    let mut case = Case::new(SecretState::Absent);
+    let mut now = t(0);
+    let mut delays = Vec::new();
+    for attempt in [
+        failed(Reason::RateLimited, "HTTP 429"),
+        failed(Reason::EndpointUnavailable, "HTTP 503"),
+        failed(Reason::InvalidClient, "HTTP 401"),
+        failed(Reason::InvalidClient, "HTTP 401"),
+        failed(Reason::EndpointUnavailable, "HTTP 503"),
+    ] {
+        let settled = case.step(now, attempt);
+        let next: Timestamp = settled
+            .status
+            .next_refresh_at
+            .clone()
+            .unwrap()
+            .parse()
+            .unwrap();
+        delays.push(next.duration_since(now).as_secs());
+        now = next;
+    }
+    // 5 s, 10 s; then about 1 min (not 4) for the first 401, 2 min for the second; a
+    // transient failure after them starts again at 5 s.
+    assert_eq!(delays, [5, 10, 60, 120, 5]);
+    assert_eq!(case.status.consecutive_failures, Some(5));
+
+    // After a restart this process has no streak: the status's count and the kind of the last
+    // failure (in Degraded) decide.
+    case.streak = None;
+    let settled = case.step(now, failed(Reason::EndpointUnavailable, "HTTP 503"));
+    let next: Timestamp = settled.status.next_refresh_at.unwrap().parse().unwrap();
+    assert_eq!(
+        next.duration_since(now).as_secs(),
+        160,
+        "6th failure: 5 s x 2^5"
+    );
+    case.streak = None;
+    let settled = case.step(next, failed(Reason::InvalidClient, "HTTP 401"));
+    let after: Timestamp = settled.status.next_refresh_at.unwrap().parse().unwrap();
+    assert_eq!(
+        after.duration_since(next).as_secs(),
+        60,
+        "other kind: first step"
+    );
 }
 
 #[test]
