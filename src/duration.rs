@@ -134,6 +134,20 @@ impl fmt::Display for Formatted {
 mod tests {
     use super::*;
 
+    /// Fuzzing reproducer (fuzz/artifacts/duration/crash-a59b432c...): control characters are
+    /// Debug-escaped in the message, so it is longer than the input; it stays bounded.
+    #[test]
+    fn control_characters_give_a_bounded_readable_message() {
+        let mut input = String::from("5");
+        input.push_str(&"\u{1f}".repeat(67));
+        input.push('2');
+        let message = parse(&input).unwrap_err().to_string();
+        assert!(message.len() <= 64 * 10 + 200, "{}", message.len());
+        assert!(message.contains("\\u{1f}"), "{message}");
+        let worst = "\u{10ffff}".repeat(1000);
+        assert!(parse(&worst).unwrap_err().to_string().len() <= 64 * 10 + 200);
+    }
+
     #[test]
     fn reads_the_contract_examples_and_go_forms() {
         let cases = [
