@@ -29,10 +29,11 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use futures::SinkExt;
+use rand::Rng as _;
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, watch};
 
@@ -113,6 +114,13 @@ type Key = (&'static str, &'static str, String, String);
 
 // === calls, faults ===
 
+/// Random faults and latency (the chaos soak).
+#[derive(Clone, Copy, Debug)]
+struct Chaos {
+    rate: f64,
+    max_latency: Duration,
+}
+
 /// One API call, as RBAC sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Call {
@@ -192,6 +200,8 @@ struct Store {
     calls: Vec<Call>,
     counts: HashMap<String, u64>,
     faults: Vec<Fault>,
+    chaos: Option<Chaos>,
+    chaos_faults: u64,
     violations: Vec<String>,
     crd_installed: bool,
     schema: Value,
@@ -259,6 +269,8 @@ impl ApiServer {
                 calls: Vec::new(),
                 counts: HashMap::new(),
                 faults: Vec::new(),
+                chaos: None,
+                chaos_faults: 0,
                 violations: Vec::new(),
                 crd_installed,
                 schema: crd_schema(),
@@ -374,6 +386,18 @@ impl ApiServer {
             remaining: n,
             status,
         });
+    }
+
+    /// From now on, fails each request with probability `rate` (500 or 429 for any verb, also
+    /// 409 for writes) and delays each by up to `max_latency`; `rate` 0 and zero latency end it.
+    pub fn set_chaos(&self, rate: f64, max_latency: Duration) {
+        self.store().chaos =
+            (rate > 0.0 || !max_latency.is_zero()).then_some(Chaos { rate, max_latency });
+    }
+
+    /// How many requests the chaos mode failed.
+    pub fn chaos_faults(&self) -> u64 {
+        self.store().chaos_faults
     }
 
     /// Ends every open watch stream.
@@ -1289,7 +1313,7 @@ async fn handle(
         subresource: target.subresource.clone(),
         namespace: target.namespace.clone(),
     };
-    {
+    let chaos = {
         let mut store = shared.store.lock().unwrap();
         store.record(call.clone(), shared.log_calls);
         if target.kind == OAUTHCLIENTS && !store.crd_installed {
@@ -1304,6 +1328,30 @@ async fn handle(
             let status = fault.status;
             store.faults.retain(|f| f.remaining > 0);
             return status_body(status, "injected fault");
+        }
+        store.chaos
+    };
+    if let Some(chaos) = chaos {
+        let (fail, delay, status) = {
+            let mut rng = rand::rng();
+            let write = !matches!(verb, "get" | "list" | "watch");
+            let statuses: &[u16] = if write { &[500, 409, 429] } else { &[500, 429] };
+            (
+                rng.random_bool(chaos.rate.clamp(0.0, 1.0)),
+                rng.random_range(0..=chaos.max_latency.as_millis() as u64),
+                statuses[rng.random_range(0..statuses.len())],
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        if fail {
+            shared.store.lock().unwrap().chaos_faults += 1;
+            let mut response = status_body(status, "injected chaos fault");
+            if status == 429 {
+                response
+                    .headers_mut()
+                    .insert("retry-after", HeaderValue::from_static("1"));
+            }
+            return response;
         }
     }
     let accept = headers

@@ -10,10 +10,11 @@ use oauth_token_operator::metrics::Metrics;
 use oauth_token_operator::settings::Policy;
 use serde_json::{Value, json};
 
-use super::apiserver::{ApiServer, OAUTHCLIENTS, SECRETS};
+use super::apiserver::{ApiServer, EVENTS, OAUTHCLIENTS, SECRETS};
 
 /// A running controller.
 pub struct Operator {
+    api: ApiServer,
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
     stop: tokio::sync::watch::Sender<bool>,
@@ -21,14 +22,10 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts the controller against `api`. With `TEST_LOG` set, logs go to standard error.
+    /// Starts the controller against `api`. Its logs are captured at TRACE and scanned for
+    /// secrets and tokens when it stops; with `TEST_LOG` set, they go to standard error instead.
     pub fn start(api: &ApiServer, namespaces: &[&str], max_concurrent_exchanges: usize) -> Self {
-        if let Ok(filter) = std::env::var("TEST_LOG") {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_test_writer()
-                .try_init();
-        }
+        let _ = trace_logs();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let health = Arc::new(Health::default());
         let settings = Settings {
@@ -70,6 +67,7 @@ impl Operator {
             }
         });
         Operator {
+            api: api.clone(),
             health,
             metrics,
             stop,
@@ -77,13 +75,27 @@ impl Operator {
         }
     }
 
-    /// Stops the controller and waits for it to finish.
+    /// Stops the controller, waits for it to finish, and checks that no client secret or token
+    /// reached the logs, a status or an event.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("graceful shutdown within 10 s")
             .expect("controller task");
+        let forbidden = secret_values(&self.api);
+        let refs: Vec<&str> = forbidden.iter().map(String::as_str).collect();
+        if let Some(logs) = trace_logs() {
+            let text = logs.text();
+            assert!(text.contains("TRACE"), "TRACE logs are captured");
+            super::logs::assert_absent(&text, &refs, "controller TRACE logs");
+        }
+        let written: String = [OAUTHCLIENTS, EVENTS]
+            .into_iter()
+            .flat_map(|kind| self.api.list(kind, None))
+            .map(|o| format!("{}{}", o["status"], o["note"]))
+            .collect();
+        super::logs::assert_absent(&written, &refs, "statuses and events");
     }
 
     /// Waits until the watch caches have synced.
@@ -200,4 +212,54 @@ pub fn secret_value(api: &ApiServer, ns: &str, name: &str, key: &str) -> Option<
         .decode(encoded)
         .ok()?;
     String::from_utf8(bytes).ok()
+}
+
+/// The TRACE log of every in-process controller of this test binary (`None` with `TEST_LOG`,
+/// whose logs go to standard error).
+fn trace_logs() -> Option<&'static super::logs::Captured> {
+    static LOGS: std::sync::OnceLock<Option<super::logs::Captured>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+            return None;
+        }
+        let captured = super::logs::Captured::default();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(captured.clone())
+            .with_ansi(false)
+            .try_init()
+            .is_ok()
+            .then_some(captured)
+    })
+    .as_ref()
+}
+
+/// Values that must never be logged: every client secret in the double's Secrets, every token
+/// the managed Secrets hold, and the prefix of every token the emulators issue.
+fn secret_values(api: &ApiServer) -> Vec<String> {
+    use base64::Engine as _;
+    let mut values = vec![
+        "emulated-token-".to_owned(),
+        super::vendors::MICROBILT_TOKEN.to_owned(),
+    ];
+    for secret in api.list(SECRETS, None) {
+        for (key, value) in secret["data"].as_object().into_iter().flatten() {
+            let Some(decoded) = value
+                .as_str()
+                .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+                .and_then(|b| String::from_utf8(b).ok())
+            else {
+                continue;
+            };
+            let sensitive = key.contains("secret") || key == "access_token";
+            if sensitive && decoded.trim().len() >= 8 {
+                values.push(decoded);
+            }
+        }
+    }
+    values
 }

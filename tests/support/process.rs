@@ -23,7 +23,7 @@ pub fn spawn_as(kubeconfig: &std::path::Path, extra: &[&str], pod: &str) -> Proc
     spawn_with(BIN, kubeconfig, extra, pod, &[])
 }
 
-/// Starts `binary run` with extra environment variables.
+/// Starts `binary run` with extra environment variables (which win over the defaults above).
 pub fn spawn_with(
     binary: &str,
     kubeconfig: &std::path::Path,
@@ -34,7 +34,6 @@ pub fn spawn_with(
     let mut child = Command::new(binary)
         .arg("run")
         .args(extra)
-        .envs(env.iter().copied())
         .env("POD_NAME", pod)
         .env("POD_NAMESPACE", "oauth-token-operator-system")
         .env("KUBECONFIG", kubeconfig)
@@ -42,6 +41,7 @@ pub fn spawn_with(
         .env("OAUTH_TOKEN_OPERATOR_ALLOW_INSECURE_HTTP", "true")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -139,6 +139,18 @@ struct Inner {
     serial: AtomicUsize,
     delay_ms: std::sync::atomic::AtomicU64,
     keep_records: std::sync::atomic::AtomicBool,
+    chaos: Mutex<Option<Chaos>>,
+    chaos_faults: AtomicUsize,
+}
+
+/// Random misbehaviour of a token endpoint (the chaos soak): the share of requests answered
+/// 429 with `Retry-After`, 503 with an HTML page, or slower than `slow`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Chaos {
+    pub rate_429: f64,
+    pub rate_503: f64,
+    pub rate_slow: f64,
+    pub slow: Duration,
 }
 
 /// A running emulator.
@@ -169,6 +181,8 @@ impl TokenServer {
             serial: AtomicUsize::new(0),
             delay_ms: std::sync::atomic::AtomicU64::new(0),
             keep_records: std::sync::atomic::AtomicBool::new(true),
+            chaos: Mutex::new(None),
+            chaos_faults: AtomicUsize::new(0),
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -219,6 +233,16 @@ impl TokenServer {
             .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
+    /// Misbehaves at random as `chaos` says (`None` ends it).
+    pub fn set_chaos(&self, chaos: Option<Chaos>) {
+        *self.inner.chaos.lock().unwrap() = chaos;
+    }
+
+    /// How many requests the chaos mode answered with a fault (429, 503 or a slow answer).
+    pub fn chaos_faults(&self) -> usize {
+        self.inner.chaos_faults.load(Ordering::SeqCst)
+    }
+
     /// Keeps only the count of requests, not their copies (for benchmarks).
     pub fn count_only(&self) {
         self.inner.keep_records.store(false, Ordering::SeqCst);
@@ -252,6 +276,33 @@ async fn handle(
     let delay = inner.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let chaos = *inner.chaos.lock().unwrap();
+    if let Some(chaos) = chaos {
+        let roll: f64 = rand::random();
+        if roll < chaos.rate_429 {
+            inner.chaos_faults.fetch_add(1, Ordering::SeqCst);
+            let wait = 1 + rand::random::<u8>() % 3;
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", wait.to_string())],
+                r#"{"error":"rate_limited","error_description":"Too many requests"}"#,
+            )
+                .into_response();
+        }
+        if roll < chaos.rate_429 + chaos.rate_503 {
+            inner.chaos_faults.fetch_add(1, Ordering::SeqCst);
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [("content-type", "text/html")],
+                "<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>",
+            )
+                .into_response();
+        }
+        if roll < chaos.rate_429 + chaos.rate_503 + chaos.rate_slow {
+            inner.chaos_faults.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(chaos.slow).await;
+        }
     }
     let canned = inner.canned.lock().unwrap().pop_front();
     if let Some(canned) = canned {
