@@ -125,8 +125,12 @@ async fn wait_ready(process: &Process, port: u16) -> Duration {
 async fn start_operator(api: &ApiServer, dir: &std::path::Path) -> (Process, u16, Duration) {
     let kubeconfig = api.write_kubeconfig(dir);
     let started = Instant::now();
+    // SCALE_OPERATOR_BIN runs another binary or a wrapper (e.g. a script that execs heaptrack
+    // on the operator) in its place.
+    let binary =
+        std::env::var("SCALE_OPERATOR_BIN").unwrap_or_else(|_| support::process::BIN.to_owned());
     let process = spawn_with(
-        support::process::BIN,
+        &binary,
         &kubeconfig,
         &["--max-concurrent-exchanges", "32"],
         "bench",
