@@ -812,3 +812,30 @@ async fn credentials_are_bytes_a_trailing_newline_is_kept_and_non_utf8_is_named(
     assert_eq!(never.count(), 0);
     operator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_come_only_from_the_clients_own_namespace() {
+    let Setup {
+        api,
+        vendor,
+        operator,
+    } = setup(Vendor::Generic).await;
+    // The Secret exists, but in another namespace.
+    credentials(&api, "other-team", "creds", ID, SECRET);
+    oauth_client(&api, NS, "demo", spec_for(&vendor, "generic"));
+    let (_, _, message) = wait_ready(&api, NS, "demo", "False", "CredentialsNotFound").await;
+    assert!(
+        message.contains(&format!("not found in namespace {NS}")),
+        "{message}"
+    );
+    sleep(500).await;
+    assert_eq!(vendor.count(), 0);
+    assert!(
+        api.calls()
+            .iter()
+            .filter(|c| c.resource == "secrets" && c.verb == "get")
+            .all(|c| c.namespace.as_deref() == Some(NS)),
+        "no Secret is read outside the client's namespace"
+    );
+    operator.stop().await;
+}
