@@ -123,8 +123,13 @@ async fn each_seed_vendor_reaches_ready_with_the_contract_secret_layout() {
             condition(&api, NS, "demo", "Degraded").unwrap().1,
             "RefreshSucceeded"
         );
-        assert_eq!(events(&api, "TokenIssued").len(), 1);
+        // The event follows the status write.
+        eventually("the TokenIssued event", Duration::from_secs(5), || {
+            (!events(&api, "TokenIssued").is_empty()).then_some(())
+        })
+        .await;
         sleep(500).await;
+        assert_eq!(events(&api, "TokenIssued").len(), 1);
         assert_eq!(vendor.count(), 1);
         assert_eq!(
             api.count("patch oauthclients/status"),

@@ -180,14 +180,20 @@ fn scope_controller(
 ) -> (BoxFuture, BoxFuture) {
     let client = shared.client.clone();
     // `Api<PartialObjectMeta<_>>` makes metadata-only list and watch requests.
-    let (clients_api, secrets_api): (Api<OAuthClient>, Api<PartialObjectMeta<Secret>>) =
-        match &namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
-        };
+    // OAuthClients are watched metadata-only too: the cache holds names, generations and
+    // resourceVersions, and each reconcile reads the whole object (spec and status) with one GET.
+    // At 10,000 clients this keeps tens of megabytes of specs and statuses out of memory, and
+    // the status read is never stale.
+    let (clients_api, secrets_api): (
+        Api<PartialObjectMeta<OAuthClient>>,
+        Api<PartialObjectMeta<Secret>>,
+    ) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
 
     // Readiness from each watch's first complete list (InitDone). kube's
     // `Store::wait_until_ready` wakes only one of several concurrent waiters, and the
@@ -231,17 +237,19 @@ fn scope_controller(
 
     // OAuthClients, through our own reflector so that deletions are seen (to drop their
     // metrics and memory).
-    let (store, clients_writer) = reflector::store::<OAuthClient>();
+    let (store, clients_writer) = reflector::store::<PartialObjectMeta<OAuthClient>>();
     let deleted = Arc::new(Mutex::new(Vec::<ObjectRef<OAuthClient>>::new()));
     let deleted_sink = deleted.clone();
     let clients_synced = synced.on_event(Synced::CLIENTS);
     let clients_stream = watch(clients_api, watcher::Config::default())
         .default_backoff()
         .modify(|client| {
-            client.metadata.managed_fields = None;
-            if let Some(a) = client.metadata.annotations.as_mut() {
-                a.remove("kubectl.kubernetes.io/last-applied-configuration");
-            }
+            let m = &mut client.metadata;
+            m.managed_fields = None;
+            m.labels = None;
+            m.owner_references = None;
+            m.finalizers = None;
+            m.annotations = None;
         })
         .reflect(clients_writer)
         .inspect(move |event| {
@@ -250,7 +258,7 @@ fn scope_controller(
                 deleted_sink
                     .lock()
                     .expect("deleted lock")
-                    .push(ObjectRef::from_obj(client));
+                    .push(context::client_key(&client.metadata));
             }
         })
         .applied_objects();
@@ -283,7 +291,8 @@ fn scope_controller(
             let ns = secret.namespace().unwrap_or_default();
             let referencing = mapper_ctx.referencing(&ns, &secret.name_any());
             referencing
-                .into_iter()
+                .iter()
+                .map(context::meta_ref)
                 .filter(|r| mapper_store.get(r).is_some())
                 .collect::<Vec<_>>()
         })
@@ -360,7 +369,7 @@ impl Synced {
 }
 
 /// Drops memory of OAuthClients that left the store (now and then, cheaply).
-fn forget_deleted(ctx: &Context, store: &Store<OAuthClient>) {
+fn forget_deleted(ctx: &Context, store: &Store<PartialObjectMeta<OAuthClient>>) {
     let stale: Vec<ObjectRef<OAuthClient>> = {
         let memo = ctx.memo.lock().expect("memo lock");
         if memo.len() <= store.len() {
@@ -369,7 +378,7 @@ fn forget_deleted(ctx: &Context, store: &Store<OAuthClient>) {
         let live: HashSet<ObjectRef<OAuthClient>> = store
             .state()
             .iter()
-            .map(|o| ObjectRef::from_obj(o.as_ref()))
+            .map(|o| context::client_key(&o.metadata))
             .collect();
         memo.keys()
             .filter(|k| !live.contains(*k))

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -68,10 +69,23 @@ pub const FIELD_MANAGER: &str = crate::NAME;
 /// transient API error right after an exchange does not cost the new token.
 const WRITE_ATTEMPTS: u32 = 3;
 
-/// Runs one reconcile of `client`, counted in the metrics.
-pub async fn reconcile(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// Runs one reconcile of the OAuthClient the watch cache shows (metadata only), counted in the
+/// metrics. The object itself is read first: one GET, so spec and status are never stale.
+pub async fn reconcile(
+    meta: Arc<PartialObjectMeta<OAuthClient>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_inner(client, ctx.clone()).await;
+    let api: Api<OAuthClient> = Api::namespaced(
+        ctx.shared.client.clone(),
+        meta.metadata.namespace.as_deref().unwrap_or_default(),
+    );
+    let result = match api.get_opt(&meta.name_any()).await {
+        // Deleted meanwhile: the watch will tell.
+        Ok(None) => Ok(Action::await_change()),
+        Ok(Some(client)) => reconcile_inner(Arc::new(client), ctx.clone()).await,
+        Err(e) => Err(kube_error("reading the OAuthClient")(e)),
+    };
     let error = result.as_ref().err().map(Error::label);
     ctx.shared
         .metrics
@@ -85,24 +99,10 @@ async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<
     // a missing entry would otherwise look like a missing token).
     let _ = ctx.secrets_synced.clone().wait_for(|synced| *synced).await;
     let now = ctx.shared.clock.now();
-    let key = ObjectRef::from_obj(client.as_ref());
+    let key = super::context::client_key(&client.metadata);
     let namespace = client.namespace().unwrap_or_default();
-    // Our last status write wins over a watch cache that has not caught up with it.
-    let client_rv = client.resource_version();
-    let status = ctx
-        .with_memo(&key, |m| {
-            let behind = m
-                .written_status
-                .as_ref()
-                .and_then(|w| w.if_cache_is_behind(client_rv.as_ref()));
-            // Once the cache shows the write, the copy is no longer needed.
-            if behind.is_none() {
-                m.written_status = None;
-            }
-            behind
-        })
-        .or_else(|| client.status.clone())
-        .unwrap_or_default();
+    // The object was just read from the API server, so its status is current.
+    let status = client.status.clone().unwrap_or_default();
     let generation = client.metadata.generation;
 
     // --- 1. load ---
@@ -257,7 +257,7 @@ async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<
         }
         Attempt::None => {}
     }
-    write_status(&client, &ctx, &key, &namespace, &status, &settled.status).await?;
+    write_status(&client, &ctx, &namespace, &status, &settled.status).await?;
     if let Some(note) = &settled.event {
         ctx.shared.events.publish(&client, note).await;
     }
@@ -272,8 +272,12 @@ async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<
 }
 
 /// After an error: retry with exponential backoff from 5 s up to 5 min.
-pub fn error_policy(client: Arc<OAuthClient>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = ObjectRef::from_obj(client.as_ref());
+pub fn error_policy(
+    client: Arc<PartialObjectMeta<OAuthClient>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = super::context::client_key(&client.metadata);
     let errors = ctx.with_memo(&key, |m| {
         m.errors = m.errors.saturating_add(1);
         m.errors
@@ -599,7 +603,6 @@ async fn apply_secret(
 async fn write_status(
     client: &OAuthClient,
     ctx: &Context,
-    key: &ObjectRef<OAuthClient>,
     namespace: &str,
     current: &OAuthClientStatus,
     desired: &OAuthClientStatus,
@@ -621,16 +624,7 @@ async fn write_status(
             .patch_status(&client.name_any(), &params, &Patch::Apply(&body))
             .await
         {
-            Ok(_) => {
-                ctx.with_memo(key, |m| {
-                    m.written_status = Some(Written {
-                        based_on: client.resource_version(),
-                        at: Instant::now(),
-                        value: desired.clone(),
-                    })
-                });
-                return Ok(());
-            }
+            Ok(_) => return Ok(()),
             // Deleted meanwhile: nothing to report on.
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
             Err(e) if attempt < WRITE_ATTEMPTS && retriable(&e) => {

@@ -45,7 +45,7 @@ tests, in both directions. Keep this block plain YAML.
 {{- define "oauth-token-operator.rules" -}}
 - apiGroups: ["oauth.token-operator.dev"]
   resources: ["oauthclients"]
-  verbs: ["list", "watch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["oauth.token-operator.dev"]
   resources: ["oauthclients/status"]
   verbs: ["patch"]
