@@ -171,7 +171,7 @@ impl Context {
         let refs = self.references.lock().expect("references lock");
         refs.by_secret
             .get(&(namespace.to_owned(), name.to_owned()))
-            .map(|set| set.iter().cloned().collect())
+            .map(|list| list.to_vec())
             .unwrap_or_default()
     }
 
