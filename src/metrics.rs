@@ -14,12 +14,15 @@
 //! The per-OAuthClient gauges follow cert-manager's certificate gauges and are removed when the
 //! OAuthClient is deleted.
 
-use std::sync::atomic::AtomicU64;
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -39,24 +42,84 @@ pub struct ProviderLabels {
     pub provider: String,
 }
 
-/// `namespace`, `name`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ClientLabels {
-    /// The OAuthClient's namespace.
-    pub namespace: String,
-    /// The OAuthClient's name.
-    pub name: String,
+/// What the per-OAuthClient gauges show, kept compactly (one map entry per OAuthClient instead
+/// of five label sets of owned strings) and turned into series on each scrape.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct ClientState {
+    /// Issue and expiry times (Unix seconds) of the token in the managed Secret.
+    token: Option<(f64, f64)>,
+    /// Index of the Ready value in [`CONDITION_VALUES`].
+    ready: u8,
 }
 
-/// `namespace`, `name`, `condition`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReadyLabels {
-    /// The OAuthClient's namespace.
-    pub namespace: String,
-    /// The OAuthClient's name.
-    pub name: String,
-    /// `True`, `False` or `Unknown`.
-    pub condition: String,
+/// (namespace, name) of an OAuthClient.
+type ClientKey = (Box<str>, Box<str>);
+
+/// The per-OAuthClient gauges: `token_issued_timestamp_seconds`,
+/// `token_expiration_timestamp_seconds` and `client_ready_status`.
+#[derive(Debug, Default)]
+struct ClientGauges {
+    clients: std::sync::Mutex<HashMap<ClientKey, ClientState>>,
+}
+
+impl ClientGauges {
+    fn set(&self, namespace: &str, name: &str, state: ClientState) {
+        let mut clients = self.clients.lock().expect("metrics lock");
+        match clients.get_mut(&(Box::from(namespace), Box::from(name))) {
+            Some(current) => *current = state,
+            None => {
+                clients.insert((namespace.into(), name.into()), state);
+            }
+        }
+    }
+
+    fn remove(&self, namespace: &str, name: &str) {
+        let mut clients = self.clients.lock().expect("metrics lock");
+        clients.remove(&(Box::from(namespace), Box::from(name)));
+    }
+}
+
+impl Collector for ClientGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let clients = self.clients.lock().expect("metrics lock");
+        let mut sorted: Vec<_> = clients.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, help, pick) in [
+            (
+                "token_expiration_timestamp_seconds",
+                "Expiry of the token in the managed Secret, as a Unix timestamp",
+                1usize,
+            ),
+            (
+                "token_issued_timestamp_seconds",
+                "Issue time of the token in the managed Secret, as a Unix timestamp",
+                0,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for ((ns, client), state) in &sorted {
+                if let Some((issued, expires)) = state.token {
+                    let value = if pick == 0 { issued } else { expires };
+                    let labels = [("namespace", &**ns), ("name", &**client)];
+                    ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "client_ready_status",
+            "The Ready condition of each OAuthClient (1 for the current condition value)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for ((ns, client), state) in &sorted {
+            for (i, value) in CONDITION_VALUES.iter().enumerate() {
+                let labels = [("namespace", &**ns), ("name", &**client), ("condition", value)];
+                ConstGauge::new(i64::from(usize::from(state.ready) == i))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `error`.
@@ -73,9 +136,7 @@ pub struct Metrics {
     registry: Registry,
     exchanges: Family<ExchangeLabels, Counter>,
     exchange_duration: Family<ProviderLabels, Histogram, fn() -> Histogram>,
-    token_expiration: Family<ClientLabels, Gauge<f64, AtomicU64>>,
-    token_issued: Family<ClientLabels, Gauge<f64, AtomicU64>>,
-    ready_status: Family<ReadyLabels, Gauge>,
+    clients: Arc<ClientGauges>,
     reconciles: Counter,
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: Histogram,
@@ -110,24 +171,8 @@ impl Default for Metrics {
             "Duration of token requests, by provider",
             exchange_duration.clone(),
         );
-        let token_expiration = Family::<ClientLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
-            "token_expiration_timestamp_seconds",
-            "Expiry of the token in the managed Secret, as a Unix timestamp",
-            token_expiration.clone(),
-        );
-        let token_issued = Family::<ClientLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
-            "token_issued_timestamp_seconds",
-            "Issue time of the token in the managed Secret, as a Unix timestamp",
-            token_issued.clone(),
-        );
-        let ready_status = Family::<ReadyLabels, Gauge>::default();
-        registry.register(
-            "client_ready_status",
-            "The Ready condition of each OAuthClient (1 for the current condition value)",
-            ready_status.clone(),
-        );
+        let clients = Arc::new(ClientGauges::default());
+        registry.register_collector(Box::new(clients.clone()));
         let reconciles = Counter::default();
         registry.register("reconcile", "Reconciles run", reconciles.clone());
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
@@ -146,9 +191,7 @@ impl Default for Metrics {
             registry,
             exchanges,
             exchange_duration,
-            token_expiration,
-            token_issued,
-            ready_status,
+            clients,
             reconciles,
             reconcile_errors,
             reconcile_duration,
@@ -183,47 +226,23 @@ impl Metrics {
         token: Option<(f64, f64)>,
         ready: &str,
     ) {
-        let client = ClientLabels {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        };
-        match token {
-            Some((issued, expires)) => {
-                self.token_issued.get_or_create(&client).set(issued);
-                self.token_expiration.get_or_create(&client).set(expires);
-            }
-            None => {
-                self.token_issued.remove(&client);
-                self.token_expiration.remove(&client);
-            }
-        }
-        for value in CONDITION_VALUES {
-            let labels = ReadyLabels {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-                condition: value.to_owned(),
-            };
-            self.ready_status
-                .get_or_create(&labels)
-                .set(i64::from(value == ready));
-        }
+        let ready = CONDITION_VALUES
+            .iter()
+            .position(|v| *v == ready)
+            .unwrap_or(CONDITION_VALUES.len() - 1);
+        self.clients.set(
+            namespace,
+            name,
+            ClientState {
+                token,
+                ready: u8::try_from(ready).unwrap_or(2),
+            },
+        );
     }
 
     /// Removes the gauges of a deleted OAuthClient.
     pub fn forget_client(&self, namespace: &str, name: &str) {
-        let client = ClientLabels {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        };
-        self.token_expiration.remove(&client);
-        self.token_issued.remove(&client);
-        for value in CONDITION_VALUES {
-            self.ready_status.remove(&ReadyLabels {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-                condition: value.to_owned(),
-            });
-        }
+        self.clients.remove(namespace, name);
     }
 
     /// Counts a reconcile, its duration and, if it failed, what failed.
