@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -113,7 +113,11 @@ impl Collector for ClientGauges {
         )?;
         for ((ns, client), state) in &sorted {
             for (i, value) in CONDITION_VALUES.iter().enumerate() {
-                let labels = [("namespace", &**ns), ("name", &**client), ("condition", value)];
+                let labels = [
+                    ("namespace", &**ns),
+                    ("name", &**client),
+                    ("condition", value),
+                ];
                 ConstGauge::new(i64::from(usize::from(state.ready) == i))
                     .encode(family.encode_family(&labels)?)?;
             }

@@ -4,11 +4,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Semaphore;
 
 use crate::clock::Clock;
@@ -42,8 +41,8 @@ pub struct Shared {
 pub struct Context {
     /// What all scopes share.
     pub shared: Arc<Shared>,
-    /// Metadata of managed Secrets (label-selected).
-    pub managed: Store<PartialObjectMeta<Secret>>,
+    /// Managed Secrets (label-selected): controllers, our annotations, resourceVersion.
+    pub managed: Arc<super::secret_index::ManagedIndex>,
     /// Names and resourceVersions of all Secrets in scope (credentials).
     pub secrets: Arc<super::secret_index::SecretIndex>,
     /// Per-OAuthClient memory.

@@ -200,29 +200,26 @@ fn scope_controller(
     // controller itself waits on the OAuthClient store, so it is not used here.
     let synced = Arc::new(Synced::new());
 
-    // Managed Secrets: metadata only, by label.
-    let (managed, managed_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    // Managed Secrets: metadata only, by label, kept as a compact index of what reconciles
+    // read (controllers and this operator's annotations).
+    let managed = Arc::new(secret_index::ManagedIndex::of_managed());
+    let managed_index = managed.clone();
+    let managed_synced = synced.on_event(Synced::MANAGED);
     let managed_stream = watch(
         secrets_api.clone(),
         watcher::Config::default().labels(MANAGED_SELECTOR),
     )
     .default_backoff()
-    .modify(|meta| {
-        // Keep only what reconciles read: owners and this operator's annotations.
-        let m = &mut meta.metadata;
-        m.managed_fields = None;
-        m.labels = None;
-        m.finalizers = None;
-        if let Some(annotations) = m.annotations.as_mut() {
-            annotations.retain(|k, _| k.starts_with("oauth.token-operator.dev/"));
+    .inspect(move |event| {
+        if let Ok(event) = event {
+            managed_index.apply(event);
         }
+        managed_synced(event);
     })
-    .reflect(managed_writer)
-    .inspect(synced.on_event(Synced::MANAGED))
     .touched_objects();
 
     // All Secrets, reduced to name and resourceVersion (credentials and conflicts).
-    let secrets = Arc::new(secret_index::SecretIndex::default());
+    let secrets = Arc::new(secret_index::SecretIndex::of_versions());
     let index = secrets.clone();
     let secrets_synced = synced.on_event(Synced::SECRETS);
     let secrets_stream = watch(secrets_api, watcher::Config::default())
@@ -266,7 +263,7 @@ fn scope_controller(
         .with_config(ControllerConfig::default().concurrency(concurrency));
     let ctx = Arc::new(Context {
         shared,
-        managed: managed.clone(),
+        managed,
         secrets: secrets.clone(),
         memo: Mutex::new(HashMap::new()),
         references: Mutex::new(Default::default()),

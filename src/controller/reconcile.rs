@@ -313,9 +313,8 @@ async fn observe_secret(
     namespace: &str,
     name: &str,
 ) -> Result<ObservedSecret, Error> {
-    let secret_ref = ObjectRef::new(name).within(namespace);
-    let cached = ctx.managed.get(&secret_ref);
-    let cached_rv = cached.as_ref().and_then(|m| m.resource_version());
+    let cached = ctx.managed.get(namespace, name);
+    let cached_rv = cached.as_ref().map(|m| m.resource_version.clone());
     // Our own last write wins while the cache still shows the Secret as it was before it.
     let recent = ctx.with_memo(key, |m| {
         let behind = m
@@ -329,12 +328,14 @@ async fn observe_secret(
     });
     let annotations = match (cached, recent) {
         (_, Some(recent)) => recent,
-        (Some(meta), None) => {
-            let refs = meta.metadata.owner_references.clone().unwrap_or_default();
-            if !secret::controlled_by(&refs, client) {
+        (Some(managed), None) => {
+            if !client
+                .uid()
+                .is_some_and(|uid| managed.controllers.contains(&uid))
+            {
                 return Ok(conflict(name, "is controlled by another owner"));
             }
-            meta.annotations().clone()
+            managed.annotations
         }
         (None, None) => {
             if ctx.secrets.resource_version(namespace, name).is_none() {
@@ -573,10 +574,7 @@ async fn apply_secret(
 ) -> Result<(), Error> {
     let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), namespace);
     let name = body["metadata"]["name"].as_str().unwrap_or_default();
-    let based_on = ctx
-        .managed
-        .get(&ObjectRef::new(name).within(namespace))
-        .and_then(|m| m.resource_version());
+    let based_on = ctx.managed.get(namespace, name).map(|m| m.resource_version);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut attempt = 0;
     loop {

@@ -1,10 +1,12 @@
-//! The names and resourceVersions of all Secrets in scope, and nothing else.
+//! Compact indexes of Secrets, fed by metadata-only watches.
 //!
-//! A full reflector store keeps an `ObjectMeta` (hundreds of bytes even when nearly empty) per
-//! Secret; clusters hold tens of thousands of Secrets, and the controller only asks "does this
-//! Secret exist, and at which version?". The index is fed by the metadata-only watch.
+//! A reflector store keeps an `ObjectMeta` (hundreds of bytes even when nearly empty) behind
+//! an `Arc` per Secret, keyed by an `ObjectRef` that also copies the uid and resourceVersion.
+//! Clusters hold tens of thousands of Secrets, and the controller only asks "does this Secret
+//! exist, and at which version?" of all of them ([`SecretIndex`]), and "who controls it and
+//! what did we annotate?" of the managed ones ([`ManagedIndex`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -12,27 +14,45 @@ use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 
-type Key = (String, String);
-
-/// (namespace, name) → resourceVersion.
-#[derive(Debug, Default)]
-pub struct SecretIndex {
-    live: RwLock<HashMap<Key, String>>,
-    /// A re-list in progress (between Init and InitDone) builds a fresh map here.
-    relist: RwLock<Option<HashMap<Key, String>>>,
-}
+type Key = (Box<str>, Box<str>);
 
 fn key(meta: &PartialObjectMeta<Secret>) -> Key {
-    (meta.namespace().unwrap_or_default(), meta.name_any())
+    (
+        meta.metadata
+            .namespace
+            .as_deref()
+            .unwrap_or_default()
+            .into(),
+        meta.metadata.name.as_deref().unwrap_or_default().into(),
+    )
 }
 
-impl SecretIndex {
-    /// The resourceVersion of a Secret, if it exists.
-    pub fn resource_version(&self, namespace: &str, name: &str) -> Option<String> {
+/// (namespace, name) → what `extract` keeps of each Secret, following a watch (re-lists
+/// included: a re-list replaces the whole map at InitDone).
+#[derive(Debug)]
+pub struct Index<V> {
+    live: RwLock<HashMap<Key, V>>,
+    /// A re-list in progress (between Init and InitDone) builds a fresh map here.
+    relist: RwLock<Option<HashMap<Key, V>>>,
+    extract: fn(&PartialObjectMeta<Secret>) -> V,
+}
+
+impl<V: Clone> Index<V> {
+    /// An empty index keeping `extract` of each Secret.
+    pub fn new(extract: fn(&PartialObjectMeta<Secret>) -> V) -> Self {
+        Index {
+            live: RwLock::default(),
+            relist: RwLock::default(),
+            extract,
+        }
+    }
+
+    /// What is kept of a Secret, if it exists.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<V> {
         self.live
             .read()
             .expect("index lock")
-            .get(&(namespace.to_owned(), name.to_owned()))
+            .get(&(Box::from(namespace), Box::from(name)))
             .cloned()
     }
 
@@ -43,9 +63,8 @@ impl SecretIndex {
                 *self.relist.write().expect("index lock") = Some(HashMap::new());
             }
             watcher::Event::InitApply(meta) => {
-                let rv = meta.resource_version().unwrap_or_default();
                 if let Some(map) = self.relist.write().expect("index lock").as_mut() {
-                    map.insert(key(meta), rv);
+                    map.insert(key(meta), (self.extract)(meta));
                 }
             }
             watcher::Event::InitDone => {
@@ -55,8 +74,11 @@ impl SecretIndex {
                 }
             }
             watcher::Event::Apply(meta) => {
-                let rv = meta.resource_version().unwrap_or_default();
-                self.live.write().expect("index lock").insert(key(meta), rv);
+                let value = (self.extract)(meta);
+                self.live
+                    .write()
+                    .expect("index lock")
+                    .insert(key(meta), value);
             }
             watcher::Event::Delete(meta) => {
                 self.live.write().expect("index lock").remove(&key(meta));
@@ -75,6 +97,58 @@ impl SecretIndex {
     }
 }
 
+/// All Secrets in scope: (namespace, name) → resourceVersion.
+pub type SecretIndex = Index<Box<str>>;
+
+impl SecretIndex {
+    /// An index of resourceVersions.
+    pub fn of_versions() -> Self {
+        Index::new(|meta| meta.resource_version().unwrap_or_default().into())
+    }
+
+    /// The resourceVersion of a Secret, if it exists.
+    pub fn resource_version(&self, namespace: &str, name: &str) -> Option<String> {
+        self.get(namespace, name).map(String::from)
+    }
+}
+
+/// What reconciles read of a managed Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Managed {
+    /// resourceVersion.
+    pub resource_version: String,
+    /// uids of its controller ownerReferences.
+    pub controllers: Vec<String>,
+    /// This operator's annotations (`oauth.token-operator.dev/...`).
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The managed Secrets (label-selected): (namespace, name) → [`Managed`].
+pub type ManagedIndex = Index<Managed>;
+
+impl ManagedIndex {
+    /// An index of managed Secrets.
+    pub fn of_managed() -> Self {
+        Index::new(|meta| Managed {
+            resource_version: meta.resource_version().unwrap_or_default(),
+            controllers: meta
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .filter(|r| r.controller == Some(true))
+                .map(|r| r.uid.clone())
+                .collect(),
+            annotations: meta
+                .annotations()
+                .iter()
+                .filter(|(k, _)| k.starts_with("oauth.token-operator.dev/"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,7 +163,7 @@ mod tests {
 
     #[test]
     fn follows_lists_updates_and_deletes() {
-        let index = SecretIndex::default();
+        let index = SecretIndex::of_versions();
         index.apply(&watcher::Event::Init);
         index.apply(&watcher::Event::InitApply(meta("a", "x", "1")));
         assert_eq!(
@@ -111,5 +185,41 @@ mod tests {
         assert_eq!(index.resource_version("b", "y"), None);
         assert_eq!(index.resource_version("c", "z").as_deref(), Some("5"));
         assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn managed_entries_keep_controllers_and_our_annotations_only() {
+        let index = ManagedIndex::of_managed();
+        let mut m = meta("a", "t", "7");
+        m.metadata.annotations = Some(
+            [
+                (
+                    "oauth.token-operator.dev/expires-at".to_owned(),
+                    "x".to_owned(),
+                ),
+                (
+                    "kubectl.kubernetes.io/last-applied-configuration".to_owned(),
+                    "big".to_owned(),
+                ),
+            ]
+            .into(),
+        );
+        m.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                controller: Some(true),
+                uid: "u1".into(),
+                ..Default::default()
+            },
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                controller: None,
+                uid: "u2".into(),
+                ..Default::default()
+            },
+        ]);
+        index.apply(&watcher::Event::Apply(m));
+        let entry = index.get("a", "t").unwrap();
+        assert_eq!(entry.resource_version, "7");
+        assert_eq!(entry.controllers, vec!["u1".to_owned()]);
+        assert_eq!(entry.annotations.len(), 1);
     }
 }
