@@ -241,12 +241,14 @@ fn scope_controller(
     let clients_stream = watch(clients_api, watcher::Config::default())
         .default_backoff()
         .modify(|client| {
-            let m = &mut client.metadata;
-            m.managed_fields = None;
-            m.labels = None;
-            m.owner_references = None;
-            m.finalizers = None;
-            m.annotations = None;
+            // Only the name and namespace are read from the cache (each reconcile GETs the
+            // object); everything else would be copied into the store and into every
+            // reference to it.
+            client.metadata = kube::api::ObjectMeta {
+                name: client.metadata.name.take(),
+                namespace: client.metadata.namespace.take(),
+                ..Default::default()
+            };
         })
         .reflect(clients_writer)
         .inspect(move |event| {

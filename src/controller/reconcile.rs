@@ -314,7 +314,7 @@ async fn observe_secret(
     name: &str,
 ) -> Result<ObservedSecret, Error> {
     let cached = ctx.managed.get(namespace, name);
-    let cached_rv = cached.as_ref().map(|m| m.resource_version.clone());
+    let cached_rv = cached.as_ref().map(|m| m.resource_version.to_string());
     // Our own last write wins while the cache still shows the Secret as it was before it.
     let recent = ctx.with_memo(key, |m| {
         let behind = m
@@ -329,13 +329,10 @@ async fn observe_secret(
     let annotations = match (cached, recent) {
         (_, Some(recent)) => recent,
         (Some(managed), None) => {
-            if !client
-                .uid()
-                .is_some_and(|uid| managed.controllers.contains(&uid))
-            {
+            if !client.uid().is_some_and(|uid| managed.controlled_by(&uid)) {
                 return Ok(conflict(name, "is controlled by another owner"));
             }
-            managed.annotations
+            managed.annotation_map()
         }
         (None, None) => {
             if ctx.secrets.resource_version(namespace, name).is_none() {
@@ -574,7 +571,10 @@ async fn apply_secret(
 ) -> Result<(), Error> {
     let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), namespace);
     let name = body["metadata"]["name"].as_str().unwrap_or_default();
-    let based_on = ctx.managed.get(namespace, name).map(|m| m.resource_version);
+    let based_on = ctx
+        .managed
+        .get(namespace, name)
+        .map(|m| m.resource_version.to_string());
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut attempt = 0;
     loop {
