@@ -73,21 +73,61 @@ pub fn meta_ref(key: &ObjectRef<OAuthClient>) -> ObjectRef<PartialObjectMeta<OAu
     }
 }
 
-/// Credentials Secret (namespace, name) ↔ the OAuthClients that reference it. Most Secrets are
-/// referenced by one client, so each holds a small vector rather than a set.
+/// Credentials Secret ↔ the OAuthClients that reference it. Both live in one namespace, so
+/// entries are (namespace, name) pairs of boxed strings; most Secrets are referenced by one
+/// client, so each holds a boxed slice rather than a set.
 #[derive(Debug, Default)]
 pub struct References {
-    by_secret: HashMap<(String, String), Vec<ObjectRef<OAuthClient>>>,
-    by_client: HashMap<ObjectRef<OAuthClient>, (String, String)>,
+    /// (namespace, Secret name) → OAuthClient names.
+    by_secret: HashMap<Pair, Box<[Box<str>]>>,
+    /// (namespace, OAuthClient name) → Secret name.
+    by_client: HashMap<Pair, Box<str>>,
+}
+
+/// (namespace, name).
+type Pair = (Box<str>, Box<str>);
+
+fn pair(namespace: &str, name: &str) -> Pair {
+    (namespace.into(), name.into())
+}
+
+fn ref_key(client: &ObjectRef<OAuthClient>) -> Pair {
+    pair(
+        client.namespace.as_deref().unwrap_or_default(),
+        &client.name,
+    )
 }
 
 impl References {
+    /// Records that `client` references the Secret `secret` of its namespace (replacing what
+    /// it referenced before).
+    fn link(&mut self, secret: &str, client: &ObjectRef<OAuthClient>) {
+        if self.by_client.get(&ref_key(client)).map(|s| &**s) == Some(secret) {
+            return;
+        }
+        self.unlink(client);
+        let namespace = client.namespace.as_deref().unwrap_or_default();
+        let clients = self.by_secret.entry(pair(namespace, secret)).or_default();
+        let mut list = std::mem::take(clients).into_vec();
+        list.push(client.name.as_str().into());
+        *clients = list.into_boxed_slice();
+        self.by_client.insert(ref_key(client), secret.into());
+    }
+
     fn unlink(&mut self, client: &ObjectRef<OAuthClient>) {
-        if let Some(key) = self.by_client.remove(client) {
-            if let Some(list) = self.by_secret.get_mut(&key) {
-                list.retain(|c| c != client);
-                if list.is_empty() {
-                    self.by_secret.remove(&key);
+        let key = ref_key(client);
+        if let Some(secret) = self.by_client.remove(&key) {
+            let secret_key = (key.0, secret);
+            if let Some(clients) = self.by_secret.get_mut(&secret_key) {
+                let rest: Box<[Box<str>]> = clients
+                    .iter()
+                    .filter(|c| ***c != *client.name)
+                    .cloned()
+                    .collect();
+                if rest.is_empty() {
+                    self.by_secret.remove(&secret_key);
+                } else {
+                    *clients = rest;
                 }
             }
         }
@@ -151,26 +191,26 @@ impl Context {
         f(memo.entry(key.clone()).or_default())
     }
 
-    /// Records that `client` references the credentials Secret `name` in `namespace`.
-    pub fn reference(&self, namespace: &str, name: &str, client: &ObjectRef<OAuthClient>) {
-        let key = (namespace.to_owned(), name.to_owned());
-        let mut refs = self.references.lock().expect("references lock");
-        if refs.by_client.get(client) == Some(&key) {
-            return;
-        }
-        refs.unlink(client);
-        let list = refs.by_secret.entry(key.clone()).or_default();
-        list.push(client.clone());
-        list.shrink_to_fit();
-        refs.by_client.insert(client.clone(), key);
+    /// Records that `client` references the credentials Secret `name` of its namespace.
+    /// (The Secret is in the OAuthClient's namespace, which `client` carries.)
+    pub fn reference(&self, name: &str, client: &ObjectRef<OAuthClient>) {
+        self.references
+            .lock()
+            .expect("references lock")
+            .link(name, client);
     }
 
     /// The OAuthClients that reference the credentials Secret `name` in `namespace`.
     pub fn referencing(&self, namespace: &str, name: &str) -> Vec<ObjectRef<OAuthClient>> {
         let refs = self.references.lock().expect("references lock");
         refs.by_secret
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .map(|list| list.to_vec())
+            .get(&pair(namespace, name))
+            .map(|clients| {
+                clients
+                    .iter()
+                    .map(|c| ObjectRef::new(c).within(namespace))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -181,5 +221,39 @@ impl Context {
             .forget_client(key.namespace.as_deref().unwrap_or_default(), &key.name);
         self.memo.lock().expect("memo lock").remove(key);
         self.references.lock().expect("references lock").unlink(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(name: &str) -> ObjectRef<OAuthClient> {
+        ObjectRef::new(name).within("ns")
+    }
+
+    fn names(refs: &References, secret: &str) -> Vec<String> {
+        let mut v: Vec<String> = refs
+            .by_secret
+            .get(&pair("ns", secret))
+            .map(|c| c.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn references_follow_links_and_unlinks() {
+        let mut refs = References::default();
+        let link = |refs: &mut References, c: &str, s: &str| refs.link(s, &client(c));
+        link(&mut refs, "a", "creds");
+        link(&mut refs, "b", "creds");
+        assert_eq!(names(&refs, "creds"), ["a", "b"]);
+        link(&mut refs, "a", "other");
+        assert_eq!(names(&refs, "creds"), ["b"]);
+        assert_eq!(names(&refs, "other"), ["a"]);
+        refs.unlink(&client("b"));
+        assert!(!refs.by_secret.contains_key(&pair("ns", "creds")));
+        assert_eq!(refs.by_client.len(), 1);
     }
 }

@@ -108,7 +108,7 @@ async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<
     // --- 1. load ---
     let settings = ClientSettings::resolve(&client.spec, &ctx.shared.policy);
     let reference = &client.spec.credentials_secret_ref;
-    ctx.reference(&namespace, &reference.name, &key);
+    ctx.reference(&reference.name, &key);
     let credentials_rv = ctx.secrets.resource_version(&namespace, &reference.name);
     let secret_name = secret::target_name(&client);
     let observed_secret = observe_secret(&client, &ctx, &key, &namespace, &secret_name).await?;
