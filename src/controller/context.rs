@@ -45,8 +45,9 @@ pub struct Context {
     pub managed: Arc<super::secret_index::ManagedIndex>,
     /// Names and resourceVersions of all Secrets in scope (credentials).
     pub secrets: Arc<super::secret_index::SecretIndex>,
-    /// Per-OAuthClient memory.
-    pub memo: Mutex<HashMap<ObjectRef<OAuthClient>, Memo>>,
+    /// Per-OAuthClient memory, keyed by (namespace, name); boxed so that the table's spare
+    /// capacity costs a pointer per slot, not a whole `Memo`.
+    pub memo: Mutex<HashMap<Pair, Box<Memo>>>,
     /// Which OAuthClients reference which credentials Secrets.
     pub references: Mutex<References>,
     /// True once both Secret caches hold a complete first list.
@@ -85,13 +86,14 @@ pub struct References {
 }
 
 /// (namespace, name).
-type Pair = (Box<str>, Box<str>);
+pub type Pair = (Box<str>, Box<str>);
 
 fn pair(namespace: &str, name: &str) -> Pair {
     (namespace.into(), name.into())
 }
 
-fn ref_key(client: &ObjectRef<OAuthClient>) -> Pair {
+/// The (namespace, name) of the OAuthClient of `client`.
+pub fn ref_key(client: &ObjectRef<OAuthClient>) -> Pair {
     pair(
         client.namespace.as_deref().unwrap_or_default(),
         &client.name,
@@ -188,7 +190,7 @@ impl Context {
     /// Runs `f` on the memo of `key`.
     pub fn with_memo<R>(&self, key: &ObjectRef<OAuthClient>, f: impl FnOnce(&mut Memo) -> R) -> R {
         let mut memo = self.memo.lock().expect("memo lock");
-        f(memo.entry(key.clone()).or_default())
+        f(memo.entry(ref_key(key)).or_default())
     }
 
     /// Records that `client` references the credentials Secret `name` of its namespace.
@@ -219,7 +221,7 @@ impl Context {
         self.shared
             .metrics
             .forget_client(key.namespace.as_deref().unwrap_or_default(), &key.name);
-        self.memo.lock().expect("memo lock").remove(key);
+        self.memo.lock().expect("memo lock").remove(&ref_key(key));
         self.references.lock().expect("references lock").unlink(key);
     }
 }

@@ -374,14 +374,14 @@ fn forget_deleted(ctx: &Context, store: &Store<PartialObjectMeta<OAuthClient>>) 
         if memo.len() <= store.len() {
             return;
         }
-        let live: HashSet<ObjectRef<OAuthClient>> = store
+        let live: HashSet<context::Pair> = store
             .state()
             .iter()
-            .map(|o| context::client_key(&o.metadata))
+            .map(|o| context::ref_key(&context::client_key(&o.metadata)))
             .collect();
         memo.keys()
             .filter(|k| !live.contains(*k))
-            .cloned()
+            .map(|(ns, name)| ObjectRef::new(name).within(ns))
             .collect()
     };
     for key in stale {
