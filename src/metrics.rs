@@ -65,12 +65,7 @@ struct ClientGauges {
 impl ClientGauges {
     fn set(&self, namespace: &str, name: &str, state: ClientState) {
         let mut clients = self.clients.lock().expect("metrics lock");
-        match clients.get_mut(&(Box::from(namespace), Box::from(name))) {
-            Some(current) => *current = state,
-            None => {
-                clients.insert((namespace.into(), name.into()), state);
-            }
-        }
+        clients.insert((namespace.into(), name.into()), state);
     }
 
     fn remove(&self, namespace: &str, name: &str) {
@@ -79,29 +74,33 @@ impl ClientGauges {
     }
 }
 
+/// A per-OAuthClient time gauge: name, help, and which of (issued, expires) it shows.
+type TimeGauge = (&'static str, &'static str, fn((f64, f64)) -> f64);
+
+const TIME_GAUGES: [TimeGauge; 2] = [
+    (
+        "token_expiration_timestamp_seconds",
+        "Expiry of the token in the managed Secret, as a Unix timestamp",
+        |(_, expires)| expires,
+    ),
+    (
+        "token_issued_timestamp_seconds",
+        "Issue time of the token in the managed Secret, as a Unix timestamp",
+        |(issued, _)| issued,
+    ),
+];
+
 impl Collector for ClientGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let clients = self.clients.lock().expect("metrics lock");
         let mut sorted: Vec<_> = clients.iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(b.0));
-        for (name, help, pick) in [
-            (
-                "token_expiration_timestamp_seconds",
-                "Expiry of the token in the managed Secret, as a Unix timestamp",
-                1usize,
-            ),
-            (
-                "token_issued_timestamp_seconds",
-                "Issue time of the token in the managed Secret, as a Unix timestamp",
-                0,
-            ),
-        ] {
+        for (name, help, pick) in TIME_GAUGES {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for ((ns, client), state) in &sorted {
-                if let Some((issued, expires)) = state.token {
-                    let value = if pick == 0 { issued } else { expires };
+                if let Some(token) = state.token {
                     let labels = [("namespace", &**ns), ("name", &**client)];
-                    ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+                    ConstGauge::new(pick(token)).encode(family.encode_family(&labels)?)?;
                 }
             }
         }

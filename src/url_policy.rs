@@ -188,7 +188,7 @@ impl TokenUrlPolicy {
         if let Some(ip) = literal
             && let Some(net) = self.denying_network(ip)
         {
-            return Err(denied(&host, ip, net));
+            return Err(DeniedAddress { host, ip, net }.failure());
         }
         Ok(())
     }
@@ -219,17 +219,6 @@ impl TokenUrlPolicy {
             _ => Ok(allowed),
         }
     }
-}
-
-fn denied(host: &str, ip: IpAddr, net: IpNet) -> Failure {
-    Failure::invalid_spec(
-        DeniedAddress {
-            host: host.to_owned(),
-            ip,
-            net,
-        }
-        .to_string(),
-    )
 }
 
 /// Every address of a token endpoint is in a denied network.

@@ -54,24 +54,32 @@ pub struct Context {
     pub secrets_synced: tokio::sync::watch::Receiver<bool>,
 }
 
+/// A reference by namespace and name only.
+fn object_ref<K>(namespace: Option<&str>, name: &str) -> ObjectRef<K>
+where
+    K: kube::Resource,
+    K::DynamicType: Default,
+{
+    let r = ObjectRef::new(name);
+    match namespace {
+        Some(ns) => r.within(ns),
+        None => r,
+    }
+}
+
 /// The key of an OAuthClient in the per-client maps: namespace and name only. (An `ObjectRef`
 /// made from the object also carries its uid and resourceVersion, which equality ignores but
 /// memory does not: at 10,000 clients these copies cost megabytes.)
 pub fn client_key(meta: &ObjectMeta) -> ObjectRef<OAuthClient> {
-    let key = ObjectRef::new(meta.name.as_deref().unwrap_or_default());
-    match meta.namespace.as_deref() {
-        Some(ns) => key.within(ns),
-        None => key,
-    }
+    object_ref(
+        meta.namespace.as_deref(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
 }
 
 /// The reference the controller's queue uses for the OAuthClient of `key`.
 pub fn meta_ref(key: &ObjectRef<OAuthClient>) -> ObjectRef<PartialObjectMeta<OAuthClient>> {
-    let r = ObjectRef::new(&key.name);
-    match key.namespace.as_deref() {
-        Some(ns) => r.within(ns),
-        None => r,
-    }
+    object_ref(key.namespace.as_deref(), &key.name)
 }
 
 /// Credentials Secret ↔ the OAuthClients that reference it. Both live in one namespace, so
@@ -88,12 +96,13 @@ pub struct References {
 /// (namespace, name).
 pub type Pair = (Box<str>, Box<str>);
 
-fn pair(namespace: &str, name: &str) -> Pair {
+/// The (namespace, name) pair of the per-client maps.
+pub fn pair(namespace: &str, name: &str) -> Pair {
     (namespace.into(), name.into())
 }
 
 /// The (namespace, name) of the OAuthClient of `client`.
-pub fn ref_key(client: &ObjectRef<OAuthClient>) -> Pair {
+fn ref_key(client: &ObjectRef<OAuthClient>) -> Pair {
     pair(
         client.namespace.as_deref().unwrap_or_default(),
         &client.name,

@@ -377,7 +377,13 @@ fn forget_deleted(ctx: &Context, store: &Store<PartialObjectMeta<OAuthClient>>) 
         let live: HashSet<context::Pair> = store
             .state()
             .iter()
-            .map(|o| context::ref_key(&context::client_key(&o.metadata)))
+            .map(|o| {
+                let m = &o.metadata;
+                context::pair(
+                    m.namespace.as_deref().unwrap_or_default(),
+                    m.name.as_deref().unwrap_or_default(),
+                )
+            })
             .collect();
         memo.keys()
             .filter(|k| !live.contains(*k))
