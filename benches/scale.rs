@@ -194,6 +194,41 @@ struct Report {
     restart_ready: Duration,
 }
 
+/// Forces one refresh of every created client (the refresh-requested-at annotation) and waits,
+/// at most 5 minutes, until all `n` hold a token issued after the request.
+async fn force_refresh_all<'k>(
+    api: &ApiServer,
+    created: impl Iterator<Item = &'k (String, String)>,
+    n: usize,
+) {
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for key in created {
+        api.modify(OAUTHCLIENTS, &key.0, &key.1, |o| {
+            o["metadata"]["annotations"] =
+                json!({"oauth.token-operator.dev/refresh-requested-at": now});
+        });
+    }
+    let started = Instant::now();
+    loop {
+        let done = api.count_matching(OAUTHCLIENTS, |o| {
+            o["status"]["issuedAt"]
+                .as_str()
+                .is_some_and(|t| t >= now.as_str())
+        });
+        if done >= n {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "forced refresh stuck at {done}/{n}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn run(n: usize, quick: bool) -> Report {
     let dir = tempfile::tempdir().unwrap();
     let api = ApiServer::start().await;
@@ -254,33 +289,7 @@ async fn run(n: usize, quick: bool) -> Report {
 
     // --- 60 s tokens: refresh lateness ---
     vendor.set_expires_in(json!(60));
-    let now = jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    for key in created.keys() {
-        api.modify(OAUTHCLIENTS, &key.0, &key.1, |o| {
-            o["metadata"]["annotations"] =
-                json!({"oauth.token-operator.dev/refresh-requested-at": now});
-        });
-    }
-    // Every client re-issued with a 60 s token.
-    let forced_start = Instant::now();
-    loop {
-        let done = api.count_matching(OAUTHCLIENTS, |o| {
-            o["status"]["issuedAt"]
-                .as_str()
-                .is_some_and(|t| t >= now.as_str())
-        });
-        if done >= n {
-            break;
-        }
-        assert!(
-            forced_start.elapsed() < Duration::from_secs(300),
-            "forced refresh stuck at {done}/{n}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    force_refresh_all(&api, created.keys(), n).await;
     api.take_refresh_lateness();
     let phase_requests = vendor.count();
     let phase_secret_writes = api.count("patch secrets");
@@ -298,27 +307,7 @@ async fn run(n: usize, quick: bool) -> Report {
 
     // --- restart with every token valid ---
     vendor.set_expires_in(json!(3600));
-    let now = jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    for key in created.keys() {
-        api.modify(OAUTHCLIENTS, &key.0, &key.1, |o| {
-            o["metadata"]["annotations"] =
-                json!({"oauth.token-operator.dev/refresh-requested-at": now});
-        });
-    }
-    loop {
-        let done = api.count_matching(OAUTHCLIENTS, |o| {
-            o["status"]["issuedAt"]
-                .as_str()
-                .is_some_and(|t| t >= now.as_str())
-        });
-        if done >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    force_refresh_all(&api, created.keys(), n).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let final_peak = proc_stats(pid).peak_kib.max(peak.peak_kib);
     operator.signal("TERM");

@@ -23,7 +23,6 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde_json::json;
 use support::apiserver::{ApiServer, EVENTS, OAUTHCLIENTS};
 use support::harness::{condition, credentials, oauth_client, secret_value};
@@ -38,8 +37,6 @@ const TRANSIENT_CAP: Duration = Duration::from_secs(300);
 /// Endpoints 0 and 1 answer 401 for this long, starting this far into the chaos phase.
 const AUTH_OUTAGE: Duration = Duration::from_secs(12);
 const AUTH_OUTAGE_AT: Duration = Duration::from_secs(10);
-/// Auth failures back off from about 1 min; the first retry comes within this.
-const AUTH_FIRST_BACKOFF: Duration = Duration::from_secs(70);
 
 struct Endpoint {
     server: TokenServer,
@@ -330,11 +327,8 @@ async fn chaos_soak() {
         let basic_raw = format!("{}:{}", e.id, e.secret);
         let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
         let basic_rfc = format!("{}:{}", encode(&e.id), encode(&e.secret));
-        forbidden.push(e.secret.clone());
-        forbidden.push(encode(&e.secret));
-        for basic in [basic_raw, basic_rfc] {
-            forbidden.push(base64::engine::general_purpose::STANDARD.encode(basic));
-        }
+        // assert_absent also looks for the base64 of each (the Basic header's encodings).
+        forbidden.extend([e.secret.clone(), encode(&e.secret), basic_raw, basic_rfc]);
     }
     // Every token the emulators issue starts with this.
     forbidden.push("emulated-token-".into());
@@ -353,17 +347,13 @@ async fn chaos_soak() {
         "TRACE logs were captured ({} lines)",
         logs.lines().count()
     );
+    let forbidden: Vec<&str> = forbidden.iter().map(String::as_str).collect();
     for (what, text) in [
         ("logs", &logs),
         ("statuses", &statuses),
         ("events", &events),
     ] {
-        for value in &forbidden {
-            assert!(
-                !text.contains(value.as_str()),
-                "a secret or token in the {what}"
-            );
-        }
+        support::logs::assert_absent(text, &forbidden, what);
     }
     println!("{} log lines scanned", logs.lines().count());
     let needle = name(worst);
@@ -425,15 +415,16 @@ fn check_secrets(
             let expired = since.elapsed();
             state.longest_expired = state.longest_expired.max(expired);
             // The endpoint's outage (the 401 window, for endpoints 0 and 1) plus the retry cap.
-            let (outage, cap) = match auth_outage {
-                Some((from, until)) if i % ENDPOINTS < 2 => (
-                    until.unwrap_or_else(Instant::now).duration_since(from),
-                    AUTH_FIRST_BACKOFF.max(TRANSIENT_CAP),
-                ),
-                _ => (Duration::ZERO, TRANSIENT_CAP),
+            // The retry cap is the transient one; an auth outage's first retry (about 1 min)
+            // comes well within it.
+            let outage = match auth_outage {
+                Some((from, until)) if i % ENDPOINTS < 2 => {
+                    until.unwrap_or_else(Instant::now).duration_since(from)
+                }
+                _ => Duration::ZERO,
             };
             assert!(
-                expired <= outage + cap,
+                expired <= outage + TRANSIENT_CAP,
                 "{secret} has held an expired token for {expired:?}"
             );
         } else {

@@ -606,32 +606,29 @@ async fn denied_networks_are_checked_on_resolved_addresses() {
     assert_eq!(server.count(), 1, "no request reached a denied address");
 }
 
+/// Exchanges with settings resolved under no policy, through a transport that denies `deny`.
+async fn through_strict_transport(url: &str, deny: &str) -> Result<Token, Failure> {
+    let settings = ClientSettings::resolve(&spec(json!({"tokenUrl": url})), &policy("", &[]))
+        .expect("no policy at resolve time");
+    let strict = policy(deny, &[]).token_urls;
+    let exchanger = Exchanger::new(Transport::with_policy(Duration::from_secs(5), strict).unwrap());
+    exchanger
+        .exchange(&settings.exchange, &creds(ID, SECRET), &SystemClock)
+        .await
+}
+
 #[tokio::test]
 async fn the_transport_enforces_the_policy_on_its_own() {
     // Settings resolved without the policy (e.g. by an older operator) still cannot reach a
     // denied address: the transport checks the URL and the resolved addresses itself.
     let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
-    let settings =
-        ClientSettings::resolve(&spec(json!({"tokenUrl": server.url()})), &policy("", &[]))
-            .unwrap();
-    let strict = policy("127.0.0.0/8", &[]).token_urls;
-    let exchanger =
-        Exchanger::new(Transport::with_policy(Duration::from_secs(5), strict.clone()).unwrap());
-    let failure = exchanger
-        .exchange(&settings.exchange, &creds(ID, SECRET), &SystemClock)
+    let failure = through_strict_transport(&server.url(), "127.0.0.0/8")
         .await
         .expect_err("literal address denied by the transport");
     assert_eq!(failure.reason, Reason::InvalidSpec);
 
-    let by_name = ClientSettings::resolve(
-        &spec(json!({"tokenUrl": server.url().replace("127.0.0.1", "localhost")})),
-        &policy("", &[]),
-    )
-    .unwrap();
-    let strict = policy("127.0.0.0/8,::1", &[]).token_urls;
-    let exchanger = Exchanger::new(Transport::with_policy(Duration::from_secs(5), strict).unwrap());
-    let failure = exchanger
-        .exchange(&by_name.exchange, &creds(ID, SECRET), &SystemClock)
+    let by_name = server.url().replace("127.0.0.1", "localhost");
+    let failure = through_strict_transport(&by_name, "127.0.0.0/8,::1")
         .await
         .expect_err("resolved address denied by the transport");
     assert_eq!(failure.reason, Reason::InvalidSpec, "{}", failure.message);

@@ -90,6 +90,17 @@ fn failed(reason: Reason, message: &str) -> Attempt {
     Attempt::Failed(Failure::new(reason, message))
 }
 
+/// The next attempt the settled status announces.
+fn next_at(settled: &Settled) -> Timestamp {
+    settled
+        .status
+        .next_refresh_at
+        .as_deref()
+        .expect("nextRefreshAt")
+        .parse()
+        .unwrap()
+}
+
 fn cond(status: &OAuthClientStatus, type_: &str) -> (String, String) {
     let c = find(&status.conditions, type_).expect(type_);
     (c.status.clone(), c.reason.clone())
@@ -243,13 +254,7 @@ fn failed_refresh_keeps_ready_while_the_token_is_valid_then_token_expired() {
     assert_eq!(settled.status.consecutive_failures, Some(1));
     assert_eq!(settled.event.as_ref().unwrap().reason, "ExchangeFailed");
     // Retry about 5 s later (transient), not before.
-    let retry_at: Timestamp = settled
-        .status
-        .next_refresh_at
-        .as_ref()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry_at: Timestamp = next_at(&settled);
     let wait = retry_at.duration_since(due).as_secs_f64();
     assert!(
         (5.0..6.0).contains(&wait),
@@ -289,13 +294,7 @@ fn failure_without_token_is_ready_false_with_the_reason() {
         cond(&settled.status, DEGRADED),
         ("True".into(), "InvalidClient".into())
     );
-    let retry_at: Timestamp = settled
-        .status
-        .next_refresh_at
-        .as_ref()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry_at: Timestamp = next_at(&settled);
     assert_eq!(retry_at, t(60), "auth failures back off from 1 min");
     assert_eq!(settled.requeue_at, t(60));
 }
@@ -310,13 +309,7 @@ fn repeated_identical_failures_emit_one_event_and_back_off() {
         assert_eq!(case.plan(now).next, Next::Exchange);
         let settled = case.step(now, failed(Reason::InvalidClient, "HTTP 401"));
         events += usize::from(settled.event.is_some());
-        let next: Timestamp = settled
-            .status
-            .next_refresh_at
-            .as_ref()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let next: Timestamp = next_at(&settled);
         delays.push(next.duration_since(now).as_secs());
         now = next;
     }
@@ -341,13 +334,7 @@ fn a_failure_of_the_other_kind_starts_its_schedule_from_the_first_step() {
         failed(Reason::EndpointUnavailable, "HTTP 503"),
     ] {
         let settled = case.step(now, attempt);
-        let next: Timestamp = settled
-            .status
-            .next_refresh_at
-            .clone()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let next: Timestamp = next_at(&settled);
         delays.push(next.duration_since(now).as_secs());
         now = next;
     }
@@ -360,7 +347,7 @@ fn a_failure_of_the_other_kind_starts_its_schedule_from_the_first_step() {
     // failure (in Degraded) decide.
     case.streak = None;
     let settled = case.step(now, failed(Reason::EndpointUnavailable, "HTTP 503"));
-    let next: Timestamp = settled.status.next_refresh_at.unwrap().parse().unwrap();
+    let next: Timestamp = next_at(&settled);
     assert_eq!(
         next.duration_since(now).as_secs(),
         160,
@@ -368,7 +355,7 @@ fn a_failure_of_the_other_kind_starts_its_schedule_from_the_first_step() {
     );
     case.streak = None;
     let settled = case.step(next, failed(Reason::InvalidClient, "HTTP 401"));
-    let after: Timestamp = settled.status.next_refresh_at.unwrap().parse().unwrap();
+    let after: Timestamp = next_at(&settled);
     assert_eq!(
         after.duration_since(next).as_secs(),
         60,

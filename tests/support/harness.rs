@@ -226,14 +226,7 @@ fn trace_logs() -> Option<&'static super::logs::Captured> {
                 .try_init();
             return None;
         }
-        let captured = super::logs::Captured::default();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(captured.clone())
-            .with_ansi(false)
-            .try_init()
-            .is_ok()
-            .then_some(captured)
+        super::logs::try_capture_global()
     })
     .as_ref()
 }

@@ -51,15 +51,18 @@ fn trace_subscriber(captured: &Captured) -> impl tracing::Subscriber + Send + Sy
 
 /// Installs a TRACE-level subscriber for the whole process (for test binaries with one test).
 pub fn capture_global() -> Captured {
+    try_capture_global().expect("one global subscriber per test binary")
+}
+
+/// Installs a TRACE-level subscriber for the whole process (records of the `log` crate, which
+/// rustls uses, included), unless one is installed already.
+pub fn try_capture_global() -> Option<Captured> {
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::set_global_default(subscriber)
-        .expect("one global subscriber per test binary");
-    captured
+    trace_subscriber(&captured)
+        .try_init()
+        .ok()
+        .map(|()| captured)
 }
 
 /// Panics if any of the values appears in the text (checking the value and its base64 forms).
