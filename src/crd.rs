@@ -324,19 +324,32 @@ pub struct Target {
     #[schemars(length(min = 1, max = 253))]
     pub name: Option<String>,
 
-    /// Type of the managed Secret.
+    /// Type of the managed Secret. Only Opaque is allowed: a managed Secret must never become
+    /// a credential of the cluster (kubernetes.io/service-account-token,
+    /// bootstrap.kubernetes.io/token) or of its nodes.
     #[serde(default = "default_secret_type", rename = "type")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), extend("enum" = ["Opaque"]))]
     pub type_: String,
 
-    /// Labels added to the managed Secret.
+    /// Labels added to the managed Secret. Keys under kubernetes.io/, k8s.io/ (and their
+    /// subdomains) or oauth.token-operator.dev/ are refused, except the recommended
+    /// app.kubernetes.io/ labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxProperties" = MAX_MAP_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[schemars(extend(
+        "maxProperties" = MAX_MAP_ENTRIES,
+        "additionalProperties" = {"type": "string", "maxLength": 63},
+        "x-kubernetes-validations" = [{"rule": "self.all(k, k.startsWith('app.kubernetes.io/') || !k.matches('^([^/]*[.])?(kubernetes[.]io|k8s[.]io|oauth[.]token-operator[.]dev)/'))", "message": "spec.target.labels may not use keys reserved for Kubernetes (kubernetes.io/, k8s.io/ and their subdomains, except app.kubernetes.io/) or for the operator (oauth.token-operator.dev/)"}]
+    ))]
     pub labels: Option<BTreeMap<String, String>>,
 
-    /// Annotations added to the managed Secret.
+    /// Annotations added to the managed Secret. Keys under kubernetes.io/, k8s.io/ (and their
+    /// subdomains) or oauth.token-operator.dev/ are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxProperties" = MAX_MAP_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": MAX_VALUE_LEN}))]
+    #[schemars(extend(
+        "maxProperties" = MAX_MAP_ENTRIES,
+        "additionalProperties" = {"type": "string", "maxLength": MAX_VALUE_LEN},
+        "x-kubernetes-validations" = [{"rule": "self.all(k, !k.matches('^([^/]*[.])?(kubernetes[.]io|k8s[.]io|oauth[.]token-operator[.]dev)/'))", "message": "spec.target.annotations may not use keys reserved for Kubernetes (kubernetes.io/, k8s.io/ and their subdomains) or for the operator (oauth.token-operator.dev/)"}]
+    ))]
     pub annotations: Option<BTreeMap<String, String>>,
 
     /// Extra Secret keys rendered from the placeholders {{ access_token }}, {{ token_type }},

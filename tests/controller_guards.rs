@@ -1,0 +1,333 @@
+//! The controller's guards against hostile specs, refused writes, racing writers and slow
+//! endpoints, against the API-server double and the vendor emulators.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::apiserver::{ApiServer, EVENTS, Matcher, OAUTHCLIENTS, SECRETS};
+use support::harness::*;
+use support::vendors::*;
+
+const NS: &str = "telemetry";
+const ID: &str = "guards-client";
+const SECRET: &str = "guard-s3cr3t-value";
+
+fn spec(vendor: &TokenServer) -> Value {
+    json!({
+        "provider": "generic",
+        "tokenUrl": vendor.url(),
+        "credentialsSecretRef": {"name": "creds"},
+    })
+}
+
+fn client_object(name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "oauth.token-operator.dev/v1alpha1",
+        "kind": "OAuthClient",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    })
+}
+
+fn events(api: &ApiServer, reason: &str) -> Vec<Value> {
+    api.list(EVENTS, Some(NS))
+        .into_iter()
+        .filter(|e| e["reason"] == reason)
+        .collect()
+}
+
+async fn sleep(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+// === the managed Secret can never become a cluster credential ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_refuses_credential_secret_types_and_reserved_keys() {
+    let api = ApiServer::start().await;
+    let vendor = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let with_target = |target: Value| {
+        let mut s = spec(&vendor);
+        s["target"] = target;
+        client_object("escalate", s)
+    };
+    let refused = [
+        json!({"type": "kubernetes.io/service-account-token",
+               "annotations": {"kubernetes.io/service-account.name": "default"}}),
+        json!({"type": "kubernetes.io/service-account-token"}),
+        json!({"type": "bootstrap.kubernetes.io/token"}),
+        json!({"type": "kubernetes.io/dockerconfigjson"}),
+        json!({"annotations": {"kubernetes.io/service-account.name": "default"}}),
+        json!({"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}}),
+        json!({"annotations": {"app.kubernetes.io/name": "x"}}),
+        json!({"annotations": {"oauth.token-operator.dev/expires-at": "9999-01-01T00:00:00Z"}}),
+        json!({"annotations": {"oauth.token-operator.dev/fingerprint": "v1:AAAA:AAAA"}}),
+        json!({"labels": {"node.kubernetes.io/role": "x"}}),
+        json!({"labels": {"k8s.io/x": "y"}}),
+        json!({"labels": {"sub.k8s.io/x": "y"}}),
+        json!({"labels": {"oauth.token-operator.dev/client": "other"}}),
+    ];
+    for target in refused {
+        let result = api.try_create(OAUTHCLIENTS, with_target(target.clone()));
+        let (code, message) = result.expect_err(&format!("accepted {target}"));
+        assert_eq!(code, 422, "{target}: {message}");
+    }
+    for target in [
+        json!({"type": "Opaque"}),
+        json!({"labels": {"app.kubernetes.io/name": "streamhub", "team": "a"}}),
+        json!({"annotations": {"example.com/owner": "team-a", "notkubernetes.io/x": "y"}}),
+    ] {
+        let name = format!("ok-{}", api.list(OAUTHCLIENTS, Some(NS)).len());
+        let mut object = with_target(target.clone());
+        object["metadata"]["name"] = json!(name);
+        api.try_create(OAUTHCLIENTS, object)
+            .unwrap_or_else(|e| panic!("{target} refused: {e:?}"));
+    }
+}
+
+// === refused and failed Secret writes ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_secret_write_is_visible_with_backoff_and_the_token_is_kept() {
+    let api = ApiServer::start().await;
+    let vendor = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let operator = Operator::start(&api, &[], 4);
+    credentials(&api, NS, "creds", ID, SECRET);
+    // The API server refuses the Secret (422) on every write for now.
+    api.fail_next(Matcher::new("patch", "secrets"), 1000, 422);
+    oauth_client(&api, NS, "demo", spec(&vendor));
+    let (_, _, message) = wait_ready(&api, NS, "demo", "False", "InvalidSpec").await;
+    assert!(
+        message.contains("the API server refused the managed Secret demo-token")
+            && message.contains("injected fault"),
+        "{message}"
+    );
+    let degraded = condition(&api, NS, "demo", "Degraded").unwrap();
+    assert_eq!(
+        (degraded.0.as_str(), degraded.1.as_str()),
+        ("True", "InvalidSpec")
+    );
+    eventually("the ExchangeFailed event", Duration::from_secs(5), || {
+        (events(&api, "ExchangeFailed").len() == 1).then_some(())
+    })
+    .await;
+    // Backoff (about a minute), not a re-exchange loop.
+    sleep(3000).await;
+    assert_eq!(vendor.count(), 1, "one token request, no loop");
+    let object = api.get(OAUTHCLIENTS, NS, "demo").unwrap();
+    assert_eq!(object["status"]["consecutiveFailures"], 1);
+    let next: jiff::Timestamp = object["status"]["nextRefreshAt"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(next.duration_since(jiff::Timestamp::now()).as_secs() >= 40);
+
+    // The cause goes away and the spec changes: the token obtained is written, not re-fetched.
+    api.reset_faults();
+    api.modify(OAUTHCLIENTS, NS, "demo", |o| {
+        o["spec"]["target"] = json!({"labels": {"team": "a"}});
+    });
+    wait_ready(&api, NS, "demo", "True", "TokenIssued").await;
+    assert_eq!(vendor.count(), 1, "the token obtained before was written");
+    assert_eq!(
+        secret_value(&api, NS, "demo-token", "access_token").unwrap(),
+        vendor.issued()[0]
+    );
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_write_failure_retries_the_write_not_the_exchange() {
+    let api = ApiServer::start().await;
+    let vendor = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let operator = Operator::start(&api, &[], 4);
+    credentials(&api, NS, "creds", ID, SECRET);
+    // More 500s than the in-place retries absorb: the reconcile fails and is retried.
+    api.fail_next(Matcher::new("patch", "secrets"), 4, 500);
+    oauth_client(&api, NS, "demo", spec(&vendor));
+    let started = Instant::now();
+    wait_ready(&api, NS, "demo", "True", "TokenIssued").await;
+    assert!(started.elapsed() < Duration::from_secs(12));
+    assert_eq!(
+        vendor.count(),
+        1,
+        "the write was retried with the same token"
+    );
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_names_are_hashed_where_kubernetes_limits_them() {
+    let api = ApiServer::start().await;
+    let vendor = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let operator = Operator::start(&api, &[], 4);
+    credentials(&api, NS, "creds", ID, SECRET);
+    // 70 characters: too long for a label value, fine for a Secret and an event.
+    let name = format!("streamhub.{}", "x".repeat(60));
+    oauth_client(&api, NS, &name, spec(&vendor));
+    wait_ready(&api, NS, &name, "True", "TokenIssued").await;
+    let secret = api.get(SECRETS, NS, &format!("{name}-token")).unwrap();
+    let label = secret["metadata"]["labels"]["oauth.token-operator.dev/client"]
+        .as_str()
+        .unwrap();
+    assert!(label.len() <= 63, "{label}");
+    assert!(label.starts_with("streamhub.xxx"), "{label}");
+    assert_eq!(
+        label,
+        oauth_token_operator::secret::client_label_value(&name),
+        "the documented rule"
+    );
+    eventually("the TokenIssued event", Duration::from_secs(5), || {
+        events(&api, "TokenIssued").first().cloned()
+    })
+    .await;
+
+    // 250 characters: `<name>-token` would exceed 253, so nothing is requested, and the
+    // message says what to set.
+    let long = format!(
+        "{}.{}.{}.{}",
+        "a".repeat(62),
+        "b".repeat(62),
+        "c".repeat(62),
+        "d".repeat(61)
+    );
+    assert_eq!(long.len(), 250);
+    oauth_client(&api, NS, &long, spec(&vendor));
+    let (_, _, message) = wait_ready(&api, NS, &long, "False", "InvalidSpec").await;
+    assert!(message.contains("spec.target.name"), "{message}");
+    let event_names: Vec<String> = api
+        .list(EVENTS, Some(NS))
+        .iter()
+        .map(|e| e["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        event_names.iter().all(|n| n.len() <= 253),
+        "{event_names:?}"
+    );
+    assert!(
+        events(&api, "ExchangeFailed")
+            .iter()
+            .any(|e| e["regarding"]["name"] == long.as_str()),
+        "the failure of the long-named client has an event"
+    );
+    assert_eq!(vendor.count(), 1, "no request for the unusable spec");
+    api.modify(OAUTHCLIENTS, NS, &long, |o| {
+        o["spec"]["target"] = json!({"name": "long-token"});
+    });
+    wait_ready(&api, NS, &long, "True", "TokenIssued").await;
+    assert!(api.get(SECRETS, NS, "long-token").is_some());
+    operator.stop().await;
+}
+
+// === no adoption race ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_created_between_the_read_and_the_write_is_never_taken_over() {
+    let api = ApiServer::start().await;
+    let vendor = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let operator = Operator::start(&api, &[], 4);
+    credentials(&api, NS, "creds", ID, SECRET);
+    let foreign = json!({
+        "metadata": {"name": "demo-token", "namespace": NS, "labels": {"owner": "someone"}},
+        "stringData": {"password": "not-yours"},
+    });
+    // The cache says "absent"; another client creates the Secret just before the operator
+    // writes it.
+    api.create_before_next(Matcher::new("create", "secrets"), SECRETS, foreign);
+    oauth_client(&api, NS, "demo", spec(&vendor));
+    let (_, _, message) = wait_ready(&api, NS, "demo", "False", "SecretConflict").await;
+    assert!(message.contains("demo-token"), "{message}");
+    let secret = api.get(SECRETS, NS, "demo-token").unwrap();
+    assert!(
+        secret["metadata"]["ownerReferences"].is_null(),
+        "no ownerReference added: {secret:#}"
+    );
+    assert_eq!(
+        secret_value(&api, NS, "demo-token", "password").as_deref(),
+        Some("not-yours")
+    );
+    assert!(secret["data"]["access_token"].is_null(), "nothing merged");
+    assert_eq!(api.count("patch secrets"), 0, "never applied to it");
+    operator.stop().await;
+}
+
+// === fairness ===
+
+/// Accepts connections and never answers (until the test ends).
+async fn tarpit() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    format!("http://{addr}/token")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_endpoint_delays_only_the_clients_that_use_it() {
+    let api = ApiServer::start().await;
+    let vendor = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let tarpit = tarpit().await;
+    let operator = Operator::start_with_timeout(&api, &[], 32, Duration::from_secs(10));
+    operator.ready().await;
+    credentials(&api, NS, "creds", ID, SECRET);
+    for i in 0..200 {
+        let mut s = spec(&vendor);
+        s["tokenUrl"] = json!(tarpit);
+        oauth_client(&api, NS, &format!("stuck-{i}"), s);
+    }
+    // Let the stuck clients take what they can.
+    sleep(1500).await;
+    let mut created = Vec::new();
+    for i in 0..20 {
+        oauth_client(&api, NS, &format!("healthy-{i}"), spec(&vendor));
+        created.push((format!("healthy-{i}"), Instant::now()));
+    }
+    for (name, at) in &created {
+        wait_ready(&api, NS, name, "True", "TokenIssued").await;
+        let took = at.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "{name} Ready {took:?} after creation"
+        );
+    }
+    assert_eq!(vendor.count(), 20);
+    operator.stop().await;
+}
+
+// === a metadata-only edit keeps the backoff ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_only_edit_of_the_credentials_does_not_skip_the_backoff() {
+    let api = ApiServer::start().await;
+    let vendor = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let operator = Operator::start(&api, &[], 4);
+    credentials(&api, NS, "creds", ID, "wrong-secret-value");
+    oauth_client(&api, NS, "demo", spec(&vendor));
+    wait_ready(&api, NS, "demo", "False", "InvalidClient").await;
+    assert_eq!(vendor.count(), 1);
+    for i in 0..3 {
+        api.modify(SECRETS, NS, "creds", |s| {
+            s["metadata"]["labels"] = json!({"touched": i.to_string()});
+            s["metadata"]["annotations"] = json!({"note": format!("edit {i}")});
+        });
+        sleep(700).await;
+    }
+    sleep(1500).await;
+    assert_eq!(vendor.count(), 1, "the backoff holds");
+    // A real change of the values retries at once.
+    api.modify(SECRETS, NS, "creds", |s| {
+        use base64::Engine as _;
+        s["data"]["client_secret"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(SECRET));
+    });
+    wait_ready(&api, NS, "demo", "True", "TokenIssued").await;
+    assert_eq!(vendor.count(), 2);
+    operator.stop().await;
+}
