@@ -82,7 +82,25 @@ pub struct Observed<'a> {
     /// The current run of consecutive failures of one kind, as this process saw it:
     /// (transient?, how many). `None` after a restart or a success.
     pub failure_streak: Option<FailureStreak>,
+    /// The last `TokenIssued` event of this client, as this process saw it.
+    pub issued_events: Option<IssuedEvents>,
+    /// When this process last sent a token request for this client (to the nanosecond; the
+    /// Secret keeps whole seconds).
+    pub last_exchange_at: Option<Timestamp>,
 }
+
+/// `TokenIssued` events are emitted at most once per [`ISSUED_EVENT_INTERVAL`] per client; the
+/// tokens issued in between are counted and reported in the next event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IssuedEvents {
+    /// When the last event was emitted.
+    pub last_at: Timestamp,
+    /// Tokens issued since then without an event.
+    pub suppressed: u32,
+}
+
+/// At most one `TokenIssued` event per client in this time.
+pub const ISSUED_EVENT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Consecutive failures of one kind (transient, or fixed by a person), which set the backoff
 /// step: a 401 after two 429s waits about 1 min, the next 401 about 2 min.
@@ -116,12 +134,17 @@ pub struct Plan {
     pub due_at: Timestamp,
 }
 
-/// The stored token, if it is valid now.
-fn valid_token(observed: &Observed<'_>, now: Timestamp) -> Option<StoredToken> {
+/// The stored token, if it was issued for the current spec and credentials (expired or not).
+fn current_token(observed: &Observed<'_>) -> Option<StoredToken> {
     match observed.secret {
-        SecretState::Owned(Some(token)) if token.current && token.expires_at > now => Some(*token),
+        SecretState::Owned(Some(token)) if token.current => Some(*token),
         _ => None,
     }
+}
+
+/// The stored token, if it is valid now.
+fn valid_token(observed: &Observed<'_>, now: Timestamp) -> Option<StoredToken> {
+    current_token(observed).filter(|token| token.expires_at > now)
 }
 
 fn parse_time(text: Option<&String>) -> Option<Timestamp> {
@@ -137,13 +160,24 @@ pub fn token_jitter(uid: &str, issued_at: Timestamp) -> f64 {
 
 /// When a stored token should be refreshed. The time keeps its sub-second part so that refreshes
 /// spread evenly instead of bunching at second boundaries; the status shows it rounded up.
-pub fn refresh_time(token: &StoredToken, settings: &RefreshSettings, uid: &str) -> Timestamp {
-    refresh::refresh_at(
+///
+/// It is never sooner than [`refresh::MIN_EXCHANGE_INTERVAL`] after the exchange
+/// (`last_exchange`, when this process knows it to the nanosecond, else the token's issue time):
+/// a token that lives shorter expires before its refresh.
+pub fn refresh_time(
+    token: &StoredToken,
+    settings: &RefreshSettings,
+    uid: &str,
+    last_exchange: Option<Timestamp>,
+) -> Timestamp {
+    let planned = refresh::refresh_at(
         token.issued_at,
         token.expires_at,
         settings,
         token_jitter(uid, token.issued_at),
-    )
+    );
+    let exchanged = last_exchange.map_or(token.issued_at, |t| t.max(token.issued_at));
+    planned.max(add(exchanged, refresh::MIN_EXCHANGE_INTERVAL))
 }
 
 /// Rounds up to a whole second: the status (RFC 3339, seconds) never shows a time earlier than
@@ -169,11 +203,15 @@ pub fn plan(observed: &Observed<'_>, now: Timestamp) -> Plan {
     // After a failure, the retry schedule rules until the spec or the credentials change.
     let backing_off = failing && !changed;
 
+    // A current token is refreshed on its schedule even when it has expired already (a lifetime
+    // shorter than the least exchange interval): never in a loop.
     let mut due_at = if backing_off {
         parse_time(status.next_refresh_at.as_ref()).unwrap_or(now)
     } else {
-        match (valid, &observed.refresh) {
-            (Some(token), Ok(settings)) => refresh_time(&token, settings, observed.uid),
+        match (current_token(observed), &observed.refresh) {
+            (Some(token), Ok(settings)) => {
+                refresh_time(&token, settings, observed.uid, observed.last_exchange_at)
+            }
             _ => now,
         }
     };
@@ -210,7 +248,9 @@ pub enum Attempt {
     None,
     /// A new token was stored.
     Issued {
-        /// When it was issued.
+        /// When the request was sent (to the nanosecond).
+        exchanged_at: Timestamp,
+        /// When it was issued (whole seconds, as the Secret keeps it).
         issued_at: Timestamp,
         /// When it expires.
         expires_at: Timestamp,
@@ -247,6 +287,8 @@ pub struct Settled {
     pub requeue_at: Timestamp,
     /// The failure streak after this attempt (`None` after a success).
     pub failure_streak: Option<FailureStreak>,
+    /// The `TokenIssued` event bookkeeping after this attempt.
+    pub issued_events: Option<IssuedEvents>,
 }
 
 /// Computes the status, event and requeue time after the attempt.
@@ -278,8 +320,10 @@ pub fn settle(
     let mut event = None;
     let requeue_at;
     let mut failure_streak = observed.failure_streak;
+    let mut issued_events = observed.issued_events;
     match attempt {
         Attempt::Issued {
+            exchanged_at,
             issued_at,
             expires_at,
             token_type,
@@ -292,7 +336,7 @@ pub fn settle(
                 target_current: true,
             };
             let next = match &observed.refresh {
-                Ok(settings) => refresh_time(&token, settings, observed.uid),
+                Ok(settings) => refresh_time(&token, settings, observed.uid, Some(*exchanged_at)),
                 Err(_) => *expires_at,
             };
             failure_streak = None;
@@ -321,16 +365,12 @@ pub fn settle(
                 generation,
                 now,
             );
-            event = Some(EventNote {
-                normal: true,
-                reason: "TokenIssued",
-                action: "Exchange".into(),
-                note: format!(
-                    "Issued a token valid until {} ({lifetime}s) into Secret {}",
-                    rfc3339(*expires_at),
-                    observed.secret_name
-                ),
-            });
+            let note = format!(
+                "Issued a token valid until {} ({lifetime}s) into Secret {}",
+                rfc3339(*expires_at),
+                observed.secret_name
+            );
+            (event, issued_events) = issued_event(observed.issued_events, note, now);
             requeue_at = next;
         }
         Attempt::Failed(failure) => {
@@ -404,6 +444,21 @@ pub fn settle(
                         status.consecutive_failures = Some(0);
                     }
                 }
+                (false, None)
+                    if current_token(observed).is_some_and(|t| plan.due_at > t.expires_at) =>
+                {
+                    let token = current_token(observed).expect("checked above");
+                    status.next_refresh_at = Some(rfc3339(ceil_second(plan.due_at)));
+                    conditions::set(
+                        &mut status.conditions,
+                        READY,
+                        false,
+                        Reason::TokenExpired.as_str(),
+                        &short_lifetime_message(observed.secret_name, &token, plan.due_at),
+                        generation,
+                        now,
+                    );
+                }
                 _ => set_failure_conditions(&mut status, observed, None, now),
             }
             requeue_at = wake_for(observed, plan.due_at, now);
@@ -416,7 +471,58 @@ pub fn settle(
         event,
         requeue_at: requeue_at.max(add(now, MIN_WAIT)),
         failure_streak,
+        issued_events,
     }
+}
+
+/// The `TokenIssued` event for a new token, unless one was emitted less than
+/// [`ISSUED_EVENT_INTERVAL`] ago (then the token is counted for the next event).
+fn issued_event(
+    previous: Option<IssuedEvents>,
+    note: String,
+    now: Timestamp,
+) -> (Option<EventNote>, Option<IssuedEvents>) {
+    match previous {
+        Some(p) if now < add(p.last_at, ISSUED_EVENT_INTERVAL) => (
+            None,
+            Some(IssuedEvents {
+                suppressed: p.suppressed.saturating_add(1),
+                ..p
+            }),
+        ),
+        _ => {
+            let note = match previous {
+                Some(p) if p.suppressed > 0 => format!(
+                    "{note}; {} more token(s) issued since {} without an event",
+                    p.suppressed,
+                    rfc3339(p.last_at)
+                ),
+                _ => note,
+            };
+            let event = EventNote {
+                normal: true,
+                reason: "TokenIssued",
+                action: "Exchange".into(),
+                note,
+            };
+            let state = IssuedEvents {
+                last_at: now,
+                suppressed: 0,
+            };
+            (Some(event), Some(state))
+        }
+    }
+}
+
+/// Ready's message while a token that lives shorter than the least exchange interval is expired.
+fn short_lifetime_message(secret_name: &str, token: &StoredToken, next: Timestamp) -> String {
+    let lifetime = token.expires_at.duration_since(token.issued_at).as_secs();
+    format!(
+        "The token in Secret {secret_name} expired at {}: its lifetime of {lifetime}s is too short for mounted Secrets, which the kubelet refreshes only about once a minute, and the operator waits at least {}s between exchanges; the next token is requested at {}",
+        rfc3339(token.expires_at),
+        refresh::MIN_EXCHANGE_INTERVAL.as_secs(),
+        rfc3339(ceil_second(next))
+    )
 }
 
 fn ready_message(secret_name: &str, expires_at: Timestamp) -> String {

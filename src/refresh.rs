@@ -23,6 +23,11 @@ pub const JITTER_SHARE: f64 = 0.10;
 /// Share of the lifetime before which no refresh is planned (10%).
 pub const FLOOR_SHARE: f64 = 0.10;
 
+/// The least time between a client's exchange and its next scheduled refresh. A token that
+/// lives shorter is expired in between (and such lifetimes are too short for mounted Secrets
+/// anyway: the kubelet refreshes those only about once a minute).
+pub const MIN_EXCHANGE_INTERVAL: Duration = Duration::from_secs(5);
+
 /// First retry delay after a transient failure.
 pub const TRANSIENT_BASE: Duration = Duration::from_secs(5);
 /// Longest retry delay after transient failures.

@@ -228,12 +228,16 @@ async fn short_lived_tokens_are_refreshed_before_expiry_with_bounded_requests() 
         }
         sleep(100).await;
     }
-    // 6 s tokens refreshed at two thirds of their life: about one request per 4 s.
+    // 6 s tokens would be refreshed at two thirds of their life (4 s), but a scheduled refresh
+    // is never sooner than 5 s after the previous exchange (the contract): one request per 5 s,
+    // still before expiry.
     let requests = vendor.count();
     assert!(
-        (4..=6).contains(&requests),
+        (3..=4).contains(&requests),
         "{requests} token requests in 14 s"
     );
+    let gap = vendor.shortest_gap().unwrap();
+    assert!(gap >= Duration::from_millis(4900), "requests {gap:?} apart");
     assert_eq!(
         seen,
         vendor.issued(),
@@ -242,6 +246,38 @@ async fn short_lived_tokens_are_refreshed_before_expiry_with_bounded_requests() 
     // Each exchange writes the Secret and the status once.
     assert_eq!(api.count("patch secrets") as usize, requests);
     assert_eq!(api.count("patch oauthclients/status") as usize, requests);
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_lifetimes_cause_no_storm_and_say_why_the_token_is_expired() {
+    let Setup {
+        api,
+        vendor,
+        operator,
+    } = setup(Vendor::Generic).await;
+    vendor.set_expires_in(json!(1));
+    credentials(&api, NS, "creds", ID, SECRET);
+    oauth_client(&api, NS, "tiny", spec_for(&vendor, "generic"));
+    wait_ready(&api, NS, "tiny", "True", "TokenIssued").await;
+    // Expired a second later, and so until the next exchange at least 5 s after the first.
+    let (_, _, message) = wait_ready(&api, NS, "tiny", "False", "TokenExpired").await;
+    assert!(
+        message.contains("too short for mounted Secrets"),
+        "{message}"
+    );
+    sleep(11_000).await;
+    let requests = vendor.count();
+    assert!(
+        (2..=3).contains(&requests),
+        "{requests} token requests in about 12 s"
+    );
+    let gap = vendor.shortest_gap().unwrap();
+    assert!(gap >= Duration::from_millis(4900), "requests {gap:?} apart");
+    // Each exchange writes the Secret once (no loop on the operator's own writes), and one
+    // TokenIssued event stands for all of them (at most one a minute).
+    assert_eq!(api.count("patch secrets") as usize, requests);
+    assert_eq!(events(&api, "TokenIssued").len(), 1);
     operator.stop().await;
 }
 

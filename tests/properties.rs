@@ -80,6 +80,7 @@ proptest! {
         let mut secret = SecretState::Absent;
         let mut now = ts(0);
         let mut streak = None;
+        let mut issued_events = None;
         for outcome in failures {
             let observed = Observed {
                 generation: Some(1),
@@ -92,10 +93,13 @@ proptest! {
                 uid,
                 secret_name: "t",
                 failure_streak: streak,
+                issued_events,
+                last_exchange_at: None,
             };
             let p = plan::plan(&observed, now);
             let attempt = match (&p.next, outcome) {
                 (Next::Exchange, None) => Attempt::Issued {
+                    exchanged_at: now,
                     issued_at: now,
                     expires_at: Timestamp::from_second(now.as_second() + lifetime).unwrap(),
                     token_type: "Bearer".into(),
@@ -110,6 +114,9 @@ proptest! {
                 prop_assert_eq!(settled.status.expires_at.clone(), Some(plan_rfc3339(token.expires_at)));
             }
             if let Attempt::Issued { issued_at, expires_at, .. } = &attempt {
+                // The next scheduled exchange is at least 5 s away, however short the lifetime.
+                let next: Timestamp = settled.status.next_refresh_at.as_deref().unwrap().parse().unwrap();
+                prop_assert!(next.duration_since(*issued_at).as_secs() >= 5);
                 secret = SecretState::Owned(Some(StoredToken {
                     issued_at: *issued_at,
                     expires_at: *expires_at,
@@ -122,6 +129,7 @@ proptest! {
             prop_assert_eq!(ready.as_deref() == Some("True"), valid);
             status = settled.status;
             streak = settled.failure_streak;
+            issued_events = settled.issued_events;
             now = Timestamp::from_second(now.as_second() + step).unwrap();
         }
     }

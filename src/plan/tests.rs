@@ -35,6 +35,7 @@ struct Case {
     credentials_changed: bool,
     generation: i64,
     streak: Option<FailureStreak>,
+    issued_events: Option<IssuedEvents>,
 }
 
 impl Case {
@@ -48,6 +49,7 @@ impl Case {
             credentials_changed: false,
             generation: 1,
             streak: None,
+            issued_events: None,
         }
     }
     fn observed(&self) -> Observed<'_> {
@@ -62,6 +64,8 @@ impl Case {
             uid: UID,
             secret_name: SECRET,
             failure_streak: self.streak,
+            issued_events: self.issued_events,
+            last_exchange_at: None,
         }
     }
     fn plan(&self, now: Timestamp) -> Plan {
@@ -73,12 +77,14 @@ impl Case {
         let settled = settle(&self.observed(), &p, &attempt, now, 0.0);
         self.status = settled.status.clone();
         self.streak = settled.failure_streak;
+        self.issued_events = settled.issued_events;
         settled
     }
 }
 
 fn issued(issued: i64, expires: i64) -> Attempt {
     Attempt::Issued {
+        exchanged_at: t(issued),
         issued_at: t(issued),
         expires_at: t(expires),
         token_type: "Bearer".into(),

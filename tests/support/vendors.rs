@@ -107,6 +107,8 @@ pub struct Recorded {
     pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -205,6 +207,15 @@ impl TokenServer {
         self.inner.requests.lock().unwrap().clone()
     }
 
+    /// The shortest time between two consecutive requests (None with fewer than two).
+    pub fn shortest_gap(&self) -> Option<Duration> {
+        let requests = self.inner.requests.lock().unwrap();
+        requests
+            .windows(2)
+            .map(|pair| pair[1].at.duration_since(pair[0].at))
+            .min()
+    }
+
     /// Number of requests received so far.
     pub fn count(&self) -> usize {
         self.inner.requests.lock().unwrap().len()
@@ -272,6 +283,7 @@ async fn handle(
             HeaderMap::new()
         },
         body: if keep { body.to_vec() } else { Vec::new() },
+        at: std::time::Instant::now(),
     });
     let delay = inner.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
