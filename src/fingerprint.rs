@@ -46,6 +46,20 @@ pub fn matches(stored: &str, settings: &ExchangeSettings, credentials: &Credenti
     mac(&salt, settings, credentials).verify_slice(&tag).is_ok()
 }
 
+/// A keyed digest of the credential values (HMAC-SHA256 under `key`), to tell whether they
+/// changed without keeping them: a metadata-only edit of the credentials Secret leaves it equal.
+pub fn credentials_digest(key: &[u8], credentials: &Credentials) -> [u8; 32] {
+    let canonical = serde_json::json!([credentials.client_id, credentials.client_secret.expose()]);
+    keyed_digest(key, canonical.to_string().as_bytes())
+}
+
+/// HMAC-SHA256 of `bytes` under `key`.
+pub fn keyed_digest(key: &[u8], bytes: &[u8]) -> [u8; 32] {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(bytes);
+    mac.finalize().into_bytes().into()
+}
+
 fn mac(salt: &[u8], settings: &ExchangeSettings, credentials: &Credentials) -> HmacSha256 {
     let mut mac = HmacSha256::new_from_slice(salt).expect("HMAC takes keys of any length");
     // Every input is JSON-encoded, so field boundaries are unambiguous.
@@ -135,6 +149,16 @@ mod tests {
         let plain = hex(&Sha256::digest(b"secret-1"));
         let plain_b64 = B64.encode(Sha256::digest(b"secret-1"));
         assert!(!a.contains(&plain) && !a.contains(&plain_b64));
+    }
+
+    #[test]
+    fn credentials_digest_follows_the_values_only() {
+        let key = [7u8; 32];
+        let a = credentials_digest(&key, &creds("id", "secret-1"));
+        assert_eq!(a, credentials_digest(&key, &creds("id", "secret-1")));
+        assert_ne!(a, credentials_digest(&key, &creds("id", "secret-2")));
+        assert_ne!(a, credentials_digest(&key, &creds("id2", "secret-1")));
+        assert_ne!(a, credentials_digest(&[8u8; 32], &creds("id", "secret-1")));
     }
 
     fn hex(bytes: &[u8]) -> String {

@@ -45,6 +45,86 @@ pub fn target_name(client: &OAuthClient) -> String {
         .unwrap_or_else(|| format!("{}-token", client.name_any()))
 }
 
+/// Longest label value Kubernetes accepts.
+pub const MAX_LABEL_VALUE: usize = 63;
+
+/// The value of [`CLIENT_LABEL`] for an OAuthClient name: the name itself when it fits a label
+/// value (63 characters), else its first 52 characters (without a trailing '-' or '.'), '-' and
+/// the first 10 hex digits of the name's SHA-256. Either way
+/// `kubectl get secret -l oauth.token-operator.dev/client=<value>` selects the Secret.
+pub fn client_label_value(name: &str) -> String {
+    shorten(name, MAX_LABEL_VALUE)
+}
+
+/// `text` when it is at most `max` bytes, else a prefix of it, '-' and 10 hex digits of its
+/// SHA-256, `max` bytes in all, ending in a letter or digit. The prefix keeps it readable; the hash
+/// keeps distinct names distinct.
+pub fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let digest = Sha256::digest(text.as_bytes());
+    let hash: String = digest[..5].iter().map(|b| format!("{b:02x}")).collect();
+    let keep = max.saturating_sub(hash.len() + 1);
+    let mut prefix: String = text.chars().take_while(char::is_ascii).take(keep).collect();
+    while prefix.ends_with(|c: char| !c.is_ascii_alphanumeric()) {
+        prefix.pop();
+    }
+    if prefix.is_empty() {
+        hash
+    } else {
+        format!("{prefix}-{hash}")
+    }
+}
+
+/// Largest rendered managed Secret (all keys and values, templates included): 256 KiB.
+pub const MAX_SECRET_SIZE: usize = 256 * 1024;
+
+/// Checks, without rendering, that the Secret for `token` stays within [`MAX_SECRET_SIZE`]:
+/// a template repeating `{{ access_token }}` could otherwise make it hundreds of megabytes.
+pub fn check_size(
+    token: &Token,
+    templates: &BTreeMap<String, Template>,
+) -> Result<(), crate::reason::Failure> {
+    let expires_at = rfc3339(token.expires_at);
+    let scope = token.scope.clone().unwrap_or_default();
+    let values = Values {
+        access_token: token.access_token.expose(),
+        token_type: &token.token_type,
+        expires_at: &expires_at,
+        scope: &scope,
+    };
+    let standard = "access_token".len()
+        + values.access_token.len()
+        + "token_type".len()
+        + values.token_type.len()
+        + "expires_at".len()
+        + expires_at.len()
+        + token.scope.as_ref().map_or(0, |s| "scope".len() + s.len());
+    let mut total = standard;
+    let mut largest: Vec<(usize, &str)> = Vec::new();
+    for (key, template) in templates {
+        let size = key.len().saturating_add(template.rendered_len(&values));
+        total = total.saturating_add(size);
+        largest.push((size, key));
+    }
+    if total <= MAX_SECRET_SIZE {
+        return Ok(());
+    }
+    largest.sort_unstable_by(|a, b| b.cmp(a));
+    let named: Vec<String> = largest
+        .iter()
+        .take(3)
+        .map(|(size, key)| format!("{key} ({size} bytes)"))
+        .collect();
+    Err(crate::reason::Failure::invalid_spec(format!(
+        "spec.target.template: the managed Secret would be {total} bytes with this token ({}-byte access token), more than the {} KiB allowed; largest keys: {}",
+        values.access_token.len(),
+        MAX_SECRET_SIZE / 1024,
+        named.join(", ")
+    )))
+}
+
 /// A hash of the target settings, to notice when the Secret must be re-rendered.
 pub fn target_hash(target: &Target) -> String {
     let canonical = json!({
@@ -87,7 +167,7 @@ pub fn managed_secret(
     let target = client.spec.target.clone().unwrap_or_default();
     let mut labels: BTreeMap<String, String> = target.labels.clone().unwrap_or_default();
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
-    labels.insert(CLIENT_LABEL.into(), client.name_any());
+    labels.insert(CLIENT_LABEL.into(), client_label_value(&client.name_any()));
     let mut annotations: BTreeMap<String, String> = target.annotations.clone().unwrap_or_default();
     annotations.insert(ISSUED_AT_ANNOTATION.into(), rfc3339(token.issued_at));
     annotations.insert(EXPIRES_AT_ANNOTATION.into(), rfc3339(token.expires_at));

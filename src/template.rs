@@ -110,6 +110,20 @@ impl Template {
         out
     }
 
+    /// The length in bytes of [`Template::render`]'s result, computed without rendering.
+    pub fn rendered_len(&self, values: &Values<'_>) -> usize {
+        self.segments
+            .iter()
+            .map(|segment| match segment {
+                Segment::Text(text) => text.len(),
+                Segment::Value(Placeholder::AccessToken) => values.access_token.len(),
+                Segment::Value(Placeholder::TokenType) => values.token_type.len(),
+                Segment::Value(Placeholder::ExpiresAt) => values.expires_at.len(),
+                Segment::Value(Placeholder::Scope) => values.scope.len(),
+            })
+            .fold(0usize, usize::saturating_add)
+    }
+
     /// Whether the rendered value contains the access token (and must be redacted in output).
     pub fn uses_access_token(&self) -> bool {
         self.segments
@@ -189,6 +203,19 @@ mod tests {
             msg,
             "unknown placeholder {{ x }} (known: access_token, token_type, expires_at, scope)"
         );
+    }
+
+    #[test]
+    fn rendered_len_is_the_length_of_the_rendering() {
+        for input in [
+            "Bearer {{ access_token }}",
+            "{{access_token}}{{ access_token }}{{scope}}",
+            "until {{ expires_at }} ({{ token_type }})",
+            "",
+        ] {
+            let t = Template::parse(input).unwrap();
+            assert_eq!(t.rendered_len(&VALUES), t.render(&VALUES).len(), "{input}");
+        }
     }
 
     #[test]

@@ -8,7 +8,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
-use tokio::sync::Semaphore;
 
 use crate::clock::Clock;
 use crate::crd::OAuthClient;
@@ -29,8 +28,13 @@ pub struct Shared {
     pub policy: Policy,
     /// The clock.
     pub clock: Arc<dyn Clock>,
-    /// Bounds concurrent exchanges (`--max-concurrent-exchanges`).
-    pub permits: Semaphore,
+    /// Bounds token requests in flight, in all and per endpoint (`--max-concurrent-exchanges`).
+    pub gate: super::gate::ExchangeGate,
+    /// Token request timeout: a client waiting at the gate looks again after twice this.
+    pub request_timeout: Duration,
+    /// Key of the credential digests remembered after a failure (random per process; never
+    /// stored or shown).
+    pub credentials_key: [u8; 32],
     /// Publishes events.
     pub events: super::events::EventPublisher,
     /// Metrics.
@@ -52,6 +56,8 @@ pub struct Context {
     pub references: Mutex<References>,
     /// True once both Secret caches hold a complete first list.
     pub secrets_synced: tokio::sync::watch::Receiver<bool>,
+    /// This scope's index at the exchange gate.
+    pub scope: usize,
 }
 
 /// A reference by namespace and name only.
@@ -180,13 +186,44 @@ impl<T: Clone> Written<T> {
     }
 }
 
+/// The credentials an exchange failed with: the Secret's resourceVersion and a keyed digest of
+/// the values (so that a metadata-only edit of the Secret does not count as a change).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedWith {
+    /// resourceVersion of the credentials Secret (None: it did not exist).
+    pub resource_version: Option<String>,
+    /// HMAC of the credential values (None: they could not be read).
+    pub digest: Option<[u8; 32]>,
+}
+
+/// A token that was obtained but could not be written yet (the API refused or failed the
+/// write). It is written by a later reconcile instead of exchanging again, while it is valid and
+/// the request settings and credentials are the ones it was issued for.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    /// The token (its `Debug` is redacted).
+    pub token: crate::response::Token,
+    /// The fingerprint to store with it.
+    pub fingerprint: String,
+    /// The request settings it was issued for.
+    pub settings: crate::settings::ExchangeSettings,
+    /// resourceVersion of the credentials Secret it was issued with.
+    pub credentials_rv: Option<String>,
+}
+
 /// What the controller remembers about one OAuthClient between reconciles.
 #[derive(Clone, Debug, Default)]
 pub struct Memo {
     /// Last fingerprint verification.
     pub verified: Option<Verified>,
-    /// resourceVersion of the credentials Secret at the last failure.
-    pub failed_with_credentials: Option<Option<String>>,
+    /// The credentials of the last failure.
+    pub failed_with: Option<FailedWith>,
+    /// A token waiting to be written.
+    pub pending: Option<Box<Pending>>,
+    /// The last `TokenIssued` event.
+    pub issued_events: Option<crate::plan::IssuedEvents>,
+    /// When the last token request that gave a token was sent.
+    pub last_exchange_at: Option<jiff::Timestamp>,
     /// The managed Secret's annotations as last written by this process.
     pub written_secret: Option<Written<std::collections::BTreeMap<String, String>>>,
     /// Consecutive reconcile errors (API failures), for the error backoff.
@@ -230,6 +267,7 @@ impl Context {
         self.shared
             .metrics
             .forget_client(key.namespace.as_deref().unwrap_or_default(), &key.name);
+        self.shared.gate.forget(self.scope, &meta_ref(key));
         self.memo.lock().expect("memo lock").remove(&ref_key(key));
         self.references.lock().expect("references lock").unlink(key);
     }

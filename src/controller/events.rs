@@ -14,6 +14,9 @@ use kube::{Client, Resource, ResourceExt};
 use crate::crd::OAuthClient;
 use crate::plan::EventNote;
 
+/// Longest event name.
+const MAX_NAME: usize = 253;
+
 /// Creates events for the controller.
 #[derive(Clone)]
 pub struct EventPublisher {
@@ -34,9 +37,11 @@ impl EventPublisher {
         let now = jiff::Timestamp::now();
         let event = Event {
             metadata: ObjectMeta {
+                // The suffix takes at most 21 characters; long client names are shortened (with
+                // a hash) so that the name stays within the 253 Kubernetes allows.
                 name: Some(format!(
                     "{}.{:x}{:04x}",
-                    object.name_any(),
+                    crate::secret::shorten(&object.name_any(), MAX_NAME - 21),
                     now.as_nanosecond(),
                     rand::random::<u16>()
                 )),

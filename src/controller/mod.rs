@@ -11,6 +11,7 @@
 
 pub mod context;
 pub mod events;
+pub mod gate;
 pub mod reconcile;
 pub mod secret_index;
 
@@ -138,7 +139,9 @@ pub async fn run(
         exchanger: Exchanger::new(transport),
         policy: settings.policy.clone(),
         clock,
-        permits: tokio::sync::Semaphore::new(settings.max_concurrent_exchanges.max(1)),
+        gate: gate::ExchangeGate::new(settings.max_concurrent_exchanges),
+        request_timeout: settings.request_timeout,
+        credentials_key: rand::random(),
         events: events::EventPublisher::new(client.clone(), instance),
         metrics,
     });
@@ -261,8 +264,15 @@ fn scope_controller(
             }
         })
         .applied_objects();
+    // Clients the exchange gate wakes (see gate.rs) are reconciled through this channel.
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
+    let scope_index = shared.gate.add_scope(wake);
+    let woken = futures::stream::unfold(woken, |mut rx| async move {
+        rx.recv().await.map(|client| (client, rx))
+    });
     let controller = Controller::for_stream(clients_stream, store.clone())
-        .with_config(ControllerConfig::default().concurrency(concurrency));
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .reconcile_on(woken);
     let ctx = Arc::new(Context {
         shared,
         managed,
@@ -270,6 +280,7 @@ fn scope_controller(
         memo: Mutex::new(HashMap::new()),
         references: Mutex::new(Default::default()),
         secrets_synced: synced.secrets_ready(),
+        scope: scope_index,
     });
     let mapper_ctx = ctx.clone();
     let mapper_store = store.clone();

@@ -21,7 +21,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::context::{Context, Verified, Written};
+use super::context::{Context, FailedWith, Pending, Verified, Written};
 use crate::crd::{OAuthClient, OAuthClientStatus};
 use crate::fingerprint;
 use crate::plan::{self, Attempt, Next, Observed, SecretState, StoredToken};
@@ -106,11 +106,23 @@ async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<
     let generation = client.metadata.generation;
 
     // --- 1. load ---
-    let settings = ClientSettings::resolve(&client.spec, &ctx.shared.policy);
+    let secret_name = secret::target_name(&client);
+    let settings = ClientSettings::resolve(&client.spec, &ctx.shared.policy).and_then(|s| {
+        let field = if client
+            .spec
+            .target
+            .as_ref()
+            .is_some_and(|t| t.name.is_some())
+        {
+            "spec.target.name"
+        } else {
+            "the default managed Secret name (<metadata.name>-token; set spec.target.name)"
+        };
+        crate::settings::check_object_name(field, &secret_name).map(|()| s)
+    });
     let reference = &client.spec.credentials_secret_ref;
     ctx.reference(&reference.name, &key);
     let credentials_rv = ctx.secrets.resource_version(&namespace, &reference.name);
-    let secret_name = secret::target_name(&client);
     let observed_secret = observe_secret(&client, &ctx, &key, &namespace, &secret_name).await?;
 
     let mut credentials: Option<Loaded> = None;
@@ -152,13 +164,30 @@ async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<
         other => other.clone(),
     };
     // Changed since the last failure: the cache shows a version other than the one that failed
-    // (a cache that has not caught up, or a deletion, changes nothing).
-    let credentials_changed = ctx.with_memo(&key, |m| {
-        match (&m.failed_with_credentials, &credentials_rv) {
-            (Some(failed), Some(now)) => failed.as_ref() != Some(now),
-            _ => false,
+    // (a cache that has not caught up, or a deletion, changes nothing), and the values differ
+    // from the ones that failed (a metadata-only edit keeps the backoff).
+    let failed_with = ctx.with_memo(&key, |m| m.failed_with.clone());
+    let mut credentials_changed = false;
+    if let (Some(failed), Some(now_rv)) = (&failed_with, &credentials_rv)
+        && failed.resource_version.as_ref() != Some(now_rv)
+    {
+        if credentials.is_none() {
+            credentials = Some(load_credentials(&client, &ctx, &namespace).await?);
         }
-    });
+        let loaded = credentials.as_ref().expect("loaded above");
+        let digest = digest_of(&ctx, loaded);
+        credentials_changed = digest != failed.digest;
+        if !credentials_changed {
+            // The same values under a new version: remember the version, so that it is not
+            // read again.
+            ctx.with_memo(&key, |m| {
+                m.failed_with = Some(FailedWith {
+                    resource_version: loaded.resource_version.clone(),
+                    digest,
+                })
+            });
+        }
+    }
     let refresh_requested_at = client
         .annotations()
         .get(REFRESH_REQUESTED_ANNOTATION)
@@ -189,6 +218,8 @@ async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<
         uid: &uid,
         secret_name: &secret_name,
         failure_streak: ctx.with_memo(&key, |m| m.failure_streak),
+        issued_events: ctx.with_memo(&key, |m| m.issued_events),
+        last_exchange_at: ctx.with_memo(&key, |m| m.last_exchange_at),
     };
 
     // --- 2. plan ---
@@ -203,26 +234,68 @@ async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<
             let settings = settings
                 .as_ref()
                 .expect("rerender is planned for a valid spec");
-            rerender(&client, &ctx, &key, &namespace, &secret_name, settings).await?;
-            Attempt::None
+            match rerender(&client, &ctx, &key, &namespace, &secret_name, settings).await? {
+                Some(failure) => Attempt::Failed(failure),
+                None => Attempt::None,
+            }
         }
         Next::Exchange => {
             let settings = settings
                 .as_ref()
                 .expect("an exchange is planned for a valid spec");
-            if credentials.is_none() {
-                credentials = Some(load_credentials(&client, &ctx, &namespace).await?);
-            }
-            match credentials
-                .as_ref()
-                .map(|l| &l.credentials)
-                .expect("loaded above")
-                .clone()
-            {
-                Err(failure) => Attempt::Failed(failure),
-                Ok(credentials) => {
-                    exchange_and_store(&client, &ctx, &key, &namespace, settings, &credentials)
-                        .await?
+            let target = Target {
+                client: &client,
+                key: &key,
+                namespace: &namespace,
+                settings,
+                absent: observed_secret.state == SecretState::Absent,
+            };
+            match usable_pending(&ctx, &key, settings, &credentials_rv, now) {
+                // A token obtained earlier whose write failed: write it, do not exchange again.
+                Some(pending) => store(&ctx, &target, pending).await?,
+                None => {
+                    let endpoint = endpoint_of(settings);
+                    let Some(pass) = ctx.shared.gate.enter(
+                        &endpoint,
+                        ctx.scope,
+                        &super::context::meta_ref(&key),
+                    ) else {
+                        // The endpoint (or the operator) has as many requests in flight as it may:
+                        // the gate wakes this client when there is room. Nothing is written.
+                        tracing::debug!(endpoint, "waiting for room at the exchange gate");
+                        return Ok(Action::requeue(deferred_wait(&ctx)));
+                    };
+                    if credentials.is_none() {
+                        credentials = Some(load_credentials(&client, &ctx, &namespace).await?);
+                    }
+                    match credentials
+                        .as_ref()
+                        .map(|l| &l.credentials)
+                        .expect("loaded above")
+                        .clone()
+                    {
+                        Err(failure) => Attempt::Failed(failure),
+                        Ok(credentials) => {
+                            let obtained = exchange(&ctx, settings, &credentials, pass).await;
+                            match obtained {
+                                Err(failure) => Attempt::Failed(failure),
+                                Ok(token) => {
+                                    let salt = fingerprint::new_salt();
+                                    let pending = Pending {
+                                        fingerprint: fingerprint::compute(
+                                            &salt,
+                                            &settings.exchange,
+                                            &credentials,
+                                        ),
+                                        token,
+                                        settings: settings.exchange.clone(),
+                                        credentials_rv: credentials_rv.clone(),
+                                    };
+                                    store(&ctx, &target, pending).await?
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -240,20 +313,36 @@ async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<
         }
     }
     record_state(&ctx, &namespace, &client.name_any(), &settled.status);
-    ctx.with_memo(&key, |m| m.failure_streak = settled.failure_streak);
+    ctx.with_memo(&key, |m| {
+        m.failure_streak = settled.failure_streak;
+        m.issued_events = settled.issued_events;
+    });
     match &attempt {
         Attempt::Failed(failure) => {
             tracing::info!(reason = %failure.reason, message = %failure.message, "exchange failed");
-            // The version that failed: as read, else as the cache shows it.
-            let failed_rv = match &credentials {
-                Some(loaded) => loaded.resource_version.clone(),
-                None => credentials_rv.clone(),
+            // The credentials that failed: as read, else as the cache shows them.
+            let failed = match &credentials {
+                Some(loaded) => FailedWith {
+                    resource_version: loaded.resource_version.clone(),
+                    digest: digest_of(&ctx, loaded),
+                },
+                None => failed_with.clone().unwrap_or(FailedWith {
+                    resource_version: credentials_rv.clone(),
+                    digest: None,
+                }),
             };
-            ctx.with_memo(&key, |m| m.failed_with_credentials = Some(failed_rv));
+            ctx.with_memo(&key, |m| m.failed_with = Some(failed));
         }
-        Attempt::Issued { expires_at, .. } => {
+        Attempt::Issued {
+            expires_at,
+            exchanged_at,
+            ..
+        } => {
             tracing::info!(expires_at = %expires_at, "token issued");
-            ctx.with_memo(&key, |m| m.failed_with_credentials = None);
+            ctx.with_memo(&key, |m| {
+                m.failed_with = None;
+                m.last_exchange_at = Some(*exchanged_at);
+            });
         }
         Attempt::None => {}
     }
@@ -476,65 +565,234 @@ struct Loaded {
 
 // === exchange and write ===
 
-async fn exchange_and_store(
-    client: &OAuthClient,
+/// Where a token request goes (host and port): the unit of the gate's per-endpoint bound.
+fn endpoint_of(settings: &ClientSettings) -> String {
+    let url = &settings.exchange.token_url;
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or_default()
+    )
+}
+
+/// How long a client waiting at the gate waits at most before it looks again by itself (the
+/// gate normally wakes it sooner): twice the longest a request can take.
+fn deferred_wait(ctx: &Context) -> Duration {
+    (ctx.shared.request_timeout * 2).max(Duration::from_secs(5))
+}
+
+/// The keyed digest of loaded credentials, or of why they could not be used (a Secret that
+/// appears, or gains its missing key, is a change).
+fn digest_of(ctx: &Context, loaded: &Loaded) -> Option<[u8; 32]> {
+    let key = &ctx.shared.credentials_key;
+    Some(match &loaded.credentials {
+        Ok(credentials) => fingerprint::credentials_digest(key, credentials),
+        Err(failure) => fingerprint::keyed_digest(key, failure.message.as_bytes()),
+    })
+}
+
+/// The token waiting to be written, if it can still be used: valid until after its refresh
+/// would be due, and issued for the current request settings and credentials. A token that can
+/// no longer be used is dropped.
+fn usable_pending(
     ctx: &Context,
     key: &ObjectRef<OAuthClient>,
-    namespace: &str,
+    settings: &ClientSettings,
+    credentials_rv: &Option<String>,
+    now: Timestamp,
+) -> Option<Pending> {
+    let pending = ctx.with_memo(key, |m| m.pending.take())?;
+    let token = StoredToken {
+        issued_at: pending.token.issued_at,
+        expires_at: pending.token.expires_at,
+        current: true,
+        target_current: true,
+    };
+    let fresh = pending.settings == settings.exchange
+        && &pending.credentials_rv == credentials_rv
+        && plan::refresh_time(&token, &settings.refresh, "", None) > now;
+    fresh.then_some(*pending)
+}
+
+/// Sends one token request, holding the gate's pass, and counts it.
+async fn exchange(
+    ctx: &Context,
     settings: &ClientSettings,
     credentials: &Credentials,
-) -> Result<Attempt, Error> {
-    let token = {
-        let _permit = ctx
-            .shared
-            .permits
-            .acquire()
-            .await
-            .expect("the exchange semaphore is never closed");
-        let started = Instant::now();
-        let result = ctx
-            .shared
-            .exchanger
-            .exchange(&settings.exchange, credentials, ctx.shared.clock.as_ref())
-            .await;
-        let outcome = match &result {
-            Ok(_) => "success",
-            Err(f) => f.reason.as_str(),
-        };
-        // Failures found before any request (bad spec) have no duration.
-        let sent = !matches!(&result, Err(f) if f.reason == Reason::InvalidSpec || f.reason == Reason::CredentialsNotFound);
-        ctx.shared.metrics.exchange(
-            settings.exchange.provider.as_str(),
-            outcome,
-            sent.then(|| started.elapsed().as_secs_f64()),
-        );
-        result
+    pass: super::gate::Pass,
+) -> Result<crate::response::Token, Failure> {
+    let started = Instant::now();
+    let result = ctx
+        .shared
+        .exchanger
+        .exchange(&settings.exchange, credentials, ctx.shared.clock.as_ref())
+        .await;
+    drop(pass);
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(f) => f.reason.as_str(),
     };
-    let token = match token {
-        Ok(token) => token,
-        Err(failure) => return Ok(Attempt::Failed(failure)),
-    };
-    let salt = fingerprint::new_salt();
-    let fp = fingerprint::compute(&salt, &settings.exchange, credentials);
-    let body = secret::managed_secret(client, &token, &settings.templates, &fp);
-    apply_secret(ctx, key, namespace, &body).await?;
-    ctx.with_memo(key, |m| {
-        m.verified = Some(Verified {
-            credentials_rv: ctx
-                .secrets
-                .resource_version(namespace, &client.spec.credentials_secret_ref.name),
-            fingerprint: fp.clone(),
-            generation: client.metadata.generation,
-            matched: true,
-        })
-    });
-    // The Secret's annotations keep whole seconds; plan with exactly what a restart will read.
-    Ok(Attempt::Issued {
+    // Failures found before any request (bad spec) have no duration.
+    let sent = !matches!(&result, Err(f) if f.reason == Reason::InvalidSpec || f.reason == Reason::CredentialsNotFound);
+    ctx.shared.metrics.exchange(
+        settings.exchange.provider.as_str(),
+        outcome,
+        sent.then(|| started.elapsed().as_secs_f64()),
+    );
+    result
+}
+
+/// Where the managed Secret goes.
+struct Target<'a> {
+    client: &'a OAuthClient,
+    key: &'a ObjectRef<OAuthClient>,
+    namespace: &'a str,
+    settings: &'a ClientSettings,
+    /// The caches show no Secret of that name.
+    absent: bool,
+}
+
+/// Writes a new token into the managed Secret. A write the API server refuses because of the
+/// spec is a failure (`InvalidSpec`, with the server's message); a transient one is an error
+/// (retried with backoff). Either way the token is kept for the next attempt while it is valid.
+async fn store(ctx: &Context, target: &Target<'_>, pending: Pending) -> Result<Attempt, Error> {
+    let token = &pending.token;
+    if let Err(failure) = secret::check_size(token, &target.settings.templates) {
+        return Ok(Attempt::Failed(failure));
+    }
+    let body = secret::managed_secret(
+        target.client,
+        token,
+        &target.settings.templates,
+        &pending.fingerprint,
+    );
+    let name = body["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let attempt = Attempt::Issued {
+        exchanged_at: token.issued_at,
+        // The Secret's annotations keep whole seconds; plan with exactly what a restart reads.
         issued_at: crate::conditions::truncate_to_seconds(token.issued_at),
         expires_at: crate::conditions::truncate_to_seconds(token.expires_at),
         token_type: token.token_type.clone(),
         scope: token.scope.clone(),
-    })
+    };
+    let redact = [token.access_token.expose().as_str()];
+    let written = async {
+        if target.absent && !create_if_absent(ctx, target, &name).await? {
+            return Ok(Some(Failure::new(
+                Reason::SecretConflict,
+                format!(
+                    "Secret {name} was created by someone else meanwhile and is not managed by this OAuthClient; it is left untouched (choose another spec.target.name or delete it)"
+                ),
+            )));
+        }
+        apply_secret(ctx, target.key, target.namespace, &body).await?;
+        Ok::<_, WriteError>(None)
+    }
+    .await;
+    let failure = match written {
+        Ok(None) => {
+            let credentials_rv = pending.credentials_rv.clone();
+            ctx.with_memo(target.key, |m| {
+                m.verified = Some(Verified {
+                    credentials_rv,
+                    fingerprint: pending.fingerprint.clone(),
+                    generation: target.client.metadata.generation,
+                    matched: true,
+                })
+            });
+            return Ok(attempt);
+        }
+        Ok(Some(conflict)) => conflict,
+        Err(WriteError::Refused(message)) => Failure::invalid_spec(format!(
+            "the API server refused the managed Secret {name}: {}",
+            crate::response::sanitise(&message, &redact)
+        )),
+        Err(WriteError::Failed(error)) => {
+            ctx.with_memo(target.key, |m| m.pending = Some(Box::new(pending)));
+            return Err(error);
+        }
+    };
+    ctx.with_memo(target.key, |m| m.pending = Some(Box::new(pending)));
+    Ok(Attempt::Failed(failure))
+}
+
+/// Creates the managed Secret when the caches show none, so that a Secret someone created
+/// meanwhile is never taken over (a server-side apply would merge into it). Only what identifies
+/// it is created (name, type, the operator's labels, the ownerReference): the apply that follows
+/// writes everything else and owns it alone. `false` when a Secret of that name exists and is
+/// not controlled by this OAuthClient.
+async fn create_if_absent(
+    ctx: &Context,
+    target: &Target<'_>,
+    name: &str,
+) -> Result<bool, WriteError> {
+    let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), target.namespace);
+    let mut labels = BTreeMap::new();
+    labels.insert(
+        secret::MANAGED_BY_LABEL.to_owned(),
+        secret::MANAGED_BY_VALUE.to_owned(),
+    );
+    labels.insert(
+        secret::CLIENT_LABEL.to_owned(),
+        secret::client_label_value(&target.client.name_any()),
+    );
+    let object = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(target.namespace.to_owned()),
+            labels: Some(labels),
+            owner_references: Some(vec![secret::owner_reference(target.client)]),
+            ..Default::default()
+        },
+        type_: target.client.spec.target.as_ref().map(|t| t.type_.clone()),
+        ..Default::default()
+    };
+    let params = kube::api::PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    };
+    let created = with_retries(|| api.create(&params, &object)).await;
+    match created {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let existing = api
+                .get_metadata_opt(name)
+                .await
+                .map_err(|e| WriteError::Failed(kube_error("reading the target Secret")(e)))?;
+            Ok(existing.is_some_and(|meta| {
+                secret::controlled_by(
+                    meta.metadata
+                        .owner_references
+                        .as_deref()
+                        .unwrap_or_default(),
+                    target.client,
+                )
+            }))
+        }
+        Err(e) => Err(WriteError::classify("creating the managed Secret", e)),
+    }
+}
+
+/// Why a write of the managed Secret did not happen.
+enum WriteError {
+    /// The API server refused it because of what it holds (400, 413, 422): the spec must change.
+    Refused(String),
+    /// Anything else, after the in-place retries.
+    Failed(Error),
+}
+
+impl WriteError {
+    fn classify(action: &'static str, error: kube::Error) -> Self {
+        match error {
+            kube::Error::Api(e) if matches!(e.code, 400 | 413 | 422) => {
+                WriteError::Refused(e.message)
+            }
+            other => WriteError::Failed(kube_error(action)(other)),
+        }
+    }
 }
 
 async fn rerender(
@@ -544,23 +802,33 @@ async fn rerender(
     namespace: &str,
     name: &str,
     settings: &ClientSettings,
-) -> Result<(), Error> {
+) -> Result<Option<Failure>, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), namespace);
     let Some(current) = api
         .get_opt(name)
         .await
         .map_err(kube_error("reading the managed Secret"))?
     else {
-        return Ok(());
+        return Ok(None);
     };
     let (Some(token), Some(fp)) = (
         secret::stored_token(&current),
         current.annotations().get(FINGERPRINT_ANNOTATION).cloned(),
     ) else {
-        return Ok(());
+        return Ok(None);
     };
+    if let Err(failure) = secret::check_size(&token, &settings.templates) {
+        return Ok(Some(failure));
+    }
     let body = secret::managed_secret(client, &token, &settings.templates, &fp);
-    apply_secret(ctx, key, namespace, &body).await
+    match apply_secret(ctx, key, namespace, &body).await {
+        Ok(()) => Ok(None),
+        Err(WriteError::Failed(error)) => Err(error),
+        Err(WriteError::Refused(message)) => Ok(Some(Failure::invalid_spec(format!(
+            "the API server refused the managed Secret {name}: {}",
+            crate::response::sanitise(&message, &[token.access_token.expose()])
+        )))),
+    }
 }
 
 async fn apply_secret(
@@ -568,7 +836,7 @@ async fn apply_secret(
     key: &ObjectRef<OAuthClient>,
     namespace: &str,
     body: &serde_json::Value,
-) -> Result<(), Error> {
+) -> Result<(), WriteError> {
     let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), namespace);
     let name = body["metadata"]["name"].as_str().unwrap_or_default();
     let based_on = ctx
@@ -576,26 +844,18 @@ async fn apply_secret(
         .get(namespace, name)
         .map(|m| m.resource_version.to_string());
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match api.patch(name, &params, &Patch::Apply(body)).await {
-            Ok(written) => {
-                ctx.with_memo(key, |m| {
-                    m.written_secret = Some(Written {
-                        based_on,
-                        at: Instant::now(),
-                        value: written.annotations().clone(),
-                    })
-                });
-                return Ok(());
-            }
-            Err(e) if attempt < WRITE_ATTEMPTS && retriable(&e) => {
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-            }
-            Err(e) => return Err(kube_error("writing the managed Secret")(e)),
-        }
-    }
+    let patch = Patch::Apply(body);
+    let written = with_retries(|| api.patch(name, &params, &patch))
+        .await
+        .map_err(|e| WriteError::classify("writing the managed Secret", e))?;
+    ctx.with_memo(key, |m| {
+        m.written_secret = Some(Written {
+            based_on,
+            at: Instant::now(),
+            value: written.annotations().clone(),
+        })
+    });
+    Ok(())
 }
 
 async fn write_status(
@@ -615,20 +875,32 @@ async fn write_status(
         "status": desired,
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    let patch = Patch::Apply(&body);
+    let name = client.name_any();
+    match with_retries(|| api.patch_status(&name, &params, &patch)).await {
+        Ok(_) => Ok(()),
+        // Deleted meanwhile: nothing to report on.
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(kube_error("writing the OAuthClient status")(e)),
+    }
+}
+
+/// Runs a write up to [`WRITE_ATTEMPTS`] times while it fails transiently (5xx, 429, 409
+/// conflicts, connection errors), so that a passing API error right after an exchange does not
+/// cost the new token.
+async fn with_retries<T, F, Fut>(mut write: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match api
-            .patch_status(&client.name_any(), &params, &Patch::Apply(&body))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            // Deleted meanwhile: nothing to report on.
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        match write().await {
             Err(e) if attempt < WRITE_ATTEMPTS && retriable(&e) => {
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
             }
-            Err(e) => return Err(kube_error("writing the OAuthClient status")(e)),
+            result => return result,
         }
     }
 }
@@ -651,7 +923,10 @@ fn record_state(ctx: &Context, namespace: &str, name: &str, status: &OAuthClient
 
 fn retriable(error: &kube::Error) -> bool {
     match error {
-        kube::Error::Api(e) => e.code >= 500 || e.code == 429 || e.code == 409,
+        // 409 is a conflict of versions (worth retrying), or AlreadyExists (not).
+        kube::Error::Api(e) => {
+            e.code >= 500 || e.code == 429 || (e.code == 409 && e.reason != "AlreadyExists")
+        }
         _ => true,
     }
 }

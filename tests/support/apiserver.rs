@@ -178,6 +178,14 @@ struct Fault {
     status: u16,
 }
 
+/// An object created by someone else just before the next matching request is served (to race
+/// the controller between its read of a cache and its write).
+struct Injection {
+    matcher: Matcher,
+    kind: Kind,
+    object: Value,
+}
+
 // === state ===
 
 struct LogEntry {
@@ -200,6 +208,7 @@ struct Store {
     calls: Vec<Call>,
     counts: HashMap<String, u64>,
     faults: Vec<Fault>,
+    injections: Vec<Injection>,
     chaos: Option<Chaos>,
     chaos_faults: u64,
     violations: Vec<String>,
@@ -269,6 +278,7 @@ impl ApiServer {
                 calls: Vec::new(),
                 counts: HashMap::new(),
                 faults: Vec::new(),
+                injections: Vec::new(),
                 chaos: None,
                 chaos_faults: 0,
                 violations: Vec::new(),
@@ -388,6 +398,11 @@ impl ApiServer {
         });
     }
 
+    /// Drops every fault still queued by [`ApiServer::fail_next`].
+    pub fn reset_faults(&self) {
+        self.store().faults.clear();
+    }
+
     /// From now on, fails each request with probability `rate` (500 or 429 for any verb, also
     /// 409 for writes) and delays each by up to `max_latency`; `rate` 0 and zero latency end it.
     pub fn set_chaos(&self, rate: f64, max_latency: Duration) {
@@ -446,6 +461,16 @@ impl ApiServer {
             .cloned()
     }
 
+    /// Creates `object` (of `kind`) just before the next request matching `matcher` is served,
+    /// as another client racing the controller would.
+    pub fn create_before_next(&self, matcher: Matcher, kind: Kind, object: Value) {
+        self.store().injections.push(Injection {
+            matcher,
+            kind,
+            object,
+        });
+    }
+
     /// Lists objects of a kind in a namespace (all namespaces with `None`).
     pub fn list(&self, kind: Kind, namespace: Option<&str>) -> Vec<Value> {
         self.store()
@@ -479,6 +504,16 @@ impl ApiServer {
             Ok(v) => v,
             Err(e) => panic!("create {}: {} {}", kind.plural, e.0, e.1),
         }
+    }
+
+    /// Creates an object as a user would, returning the API server's refusal (code, message).
+    pub fn try_create(&self, kind: Kind, object: Value) -> Result<Value, (u16, String)> {
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_owned();
+        let mut store = self.store();
+        store.create(&self.shared, kind, &namespace, object)
     }
 
     /// Changes an object with `f`, as a user's update would (validated), or panics.
@@ -655,6 +690,7 @@ impl Store {
         }
         normalise(kind, &mut object);
         self.check_schema(kind, &mut object, "spec")?;
+        validate_metadata(kind, &name, &object, None)?;
         let rv = self.next_rv();
         let meta = object["metadata"].as_object_mut().unwrap();
         meta.insert("name".into(), json!(name));
@@ -748,6 +784,7 @@ impl Store {
         if let Some(m) = object["metadata"].as_object_mut() {
             m.remove("managedFields");
         }
+        validate_metadata(kind, &key.3, &object, Some(&old))?;
         if kind.tracks_generation {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
             let bumped = if old.get("spec") != object.get("spec") {
@@ -871,6 +908,92 @@ impl Store {
             let _ = self.delete(shared, key);
         }
     }
+}
+
+/// What the real API server checks of every object's metadata, and of Secrets: a DNS-subdomain
+/// name, qualified label and annotation keys, label values, the annotations' total size; a
+/// Secret's type is immutable and its data at most 1 MiB.
+fn validate_metadata(
+    kind: Kind,
+    name: &str,
+    object: &Value,
+    old: Option<&Value>,
+) -> Result<(), Failure> {
+    let invalid = |what: String| Err((422, format!("{} \"{name}\" is invalid: {what}", kind.kind)));
+    let subdomain = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.split('.').all(|l| {
+                let b = l.as_bytes();
+                !b.is_empty()
+                    && b[0].is_ascii_alphanumeric()
+                    && b[b.len() - 1].is_ascii_alphanumeric()
+                    && b.iter()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            })
+    };
+    let label_like = |s: &str| {
+        let b = s.as_bytes();
+        !b.is_empty()
+            && b.len() <= 63
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+    };
+    let qualified = |key: &str| match key.split_once('/') {
+        Some((prefix, rest)) => subdomain(prefix) && label_like(rest),
+        None => label_like(key),
+    };
+    if !subdomain(name) {
+        return invalid(format!(
+            "metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (at most 253 characters)"
+        ));
+    }
+    let meta = &object["metadata"];
+    for (key, value) in meta["labels"].as_object().into_iter().flatten() {
+        if !qualified(key) {
+            return invalid(format!(
+                "metadata.labels: Invalid value: \"{key}\": name part must consist of alphanumeric characters, '-', '_' or '.' (at most 63)"
+            ));
+        }
+        let value = value.as_str().unwrap_or_default();
+        if !value.is_empty() && !label_like(value) {
+            return invalid(format!(
+                "metadata.labels: Invalid value: \"{value}\": must be no more than 63 characters"
+            ));
+        }
+    }
+    let mut annotations_size = 0;
+    for (key, value) in meta["annotations"].as_object().into_iter().flatten() {
+        if !qualified(key) {
+            return invalid(format!(
+                "metadata.annotations: Invalid value: \"{key}\": name part must consist of alphanumeric characters, '-', '_' or '.'"
+            ));
+        }
+        annotations_size += key.len() + value.as_str().map_or(0, str::len);
+    }
+    if annotations_size > 256 * 1024 {
+        return invalid("metadata.annotations: Too long: must have at most 262144 bytes".into());
+    }
+    if kind == SECRETS {
+        let type_of = |o: &Value| o["type"].as_str().unwrap_or("Opaque").to_owned();
+        if let Some(old) = old
+            && type_of(old) != type_of(object)
+        {
+            return invalid("type: Invalid value: field is immutable".into());
+        }
+        let size: usize = object["data"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| k.len() + v.as_str().map_or(0, |v| v.len() * 3 / 4))
+            .sum();
+        if size > 1024 * 1024 {
+            return invalid("data: Too long: must have at most 1048576 bytes".into());
+        }
+    }
+    Ok(())
 }
 
 /// Secrets keep only `data` (base64): `stringData` is folded in, as the real server does.
@@ -1318,6 +1441,19 @@ async fn handle(
         store.record(call.clone(), shared.log_calls);
         if target.kind == OAUTHCLIENTS && !store.crd_installed {
             return status_body(404, "the server could not find the requested resource");
+        }
+        if let Some(i) = store
+            .injections
+            .iter()
+            .position(|injection| injection.matcher.matches(&call))
+        {
+            let injection = store.injections.remove(i);
+            let namespace = injection.object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned();
+            let created = store.create(&shared, injection.kind, &namespace, injection.object);
+            assert!(created.is_ok(), "injected object: {created:?}");
         }
         if let Some(fault) = store
             .faults

@@ -25,6 +25,21 @@ impl Operator {
     /// Starts the controller against `api`. Its logs are captured at TRACE and scanned for
     /// secrets and tokens when it stops; with `TEST_LOG` set, they go to standard error instead.
     pub fn start(api: &ApiServer, namespaces: &[&str], max_concurrent_exchanges: usize) -> Self {
+        Operator::start_with_timeout(
+            api,
+            namespaces,
+            max_concurrent_exchanges,
+            Duration::from_secs(2),
+        )
+    }
+
+    /// As [`Operator::start`], with a token request timeout of `request_timeout`.
+    pub fn start_with_timeout(
+        api: &ApiServer,
+        namespaces: &[&str],
+        max_concurrent_exchanges: usize,
+        request_timeout: Duration,
+    ) -> Self {
         let _ = trace_logs();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let health = Arc::new(Health::default());
@@ -35,7 +50,7 @@ impl Operator {
                 ..Default::default()
             },
             max_concurrent_exchanges,
-            request_timeout: Duration::from_secs(2),
+            request_timeout,
         };
         let client = api.client();
         // A controller panic is written to a buffer that a timed-out wait prints.
