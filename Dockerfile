@@ -4,9 +4,11 @@
 #
 #   docker build -t oauth-token-operator:0.1.0 .
 
-ARG RUST_VERSION=1.95
-
-FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build
+# Base images are pinned by digest where the published digest of the tag can be cited:
+# rust:1.97-bookworm (Rust 1.97.1) is the image index digest that docker-library/repo-info
+# publishes for that tag (repos/rust/remote/1.97-bookworm.md, commit 0afc2e650567). To update,
+# take the new digest from that file (or `docker buildx imagetools inspect rust:1.97-bookworm`).
+FROM docker.io/library/rust:1.97-bookworm@sha256:593db038d36ea0d2e5b22a2e095eb95dbec607d88d658c2f35f65ee880b4f93a AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools \
  && rm -rf /var/lib/apt/lists/* \
@@ -17,6 +19,8 @@ COPY src ./src
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin oauth-token-operator \
  && cp target/x86_64-unknown-linux-musl/release/oauth-token-operator /oauth-token-operator
 
+# gcr.io/distroless publishes no digest list that could be cited here, so this stays a tag; pin it
+# with `crane digest gcr.io/distroless/static-debian12:nonroot` when building releases.
 FROM gcr.io/distroless/static-debian12:nonroot
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="oauth-token-operator" \

@@ -42,6 +42,15 @@ fn dockerfile_is_multi_stage_static_and_non_root() {
         "{}",
         froms[0]
     );
+    // The build image is pinned by digest (the tag stays for readers).
+    let pinned = froms[0]
+        .split_once("@sha256:")
+        .map(|(_, rest)| rest.split_whitespace().next().unwrap_or_default());
+    assert!(
+        pinned.is_some_and(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())),
+        "the build image is pinned by digest: {}",
+        froms[0]
+    );
     let last = froms.last().unwrap();
     assert!(
         last.starts_with("gcr.io/distroless/static") || last.starts_with("scratch"),
