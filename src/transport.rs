@@ -10,6 +10,7 @@
 //! * The token URL policy ([`crate::url_policy`]) is enforced on the URL and, through the DNS
 //!   resolver, on every address connected to.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,8 +27,8 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// Default request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A received response, body capped.
-#[derive(Debug)]
+/// A received response, body capped. Its `Debug` shows the status, the header names and the
+/// body's length, never the body (it holds the access token).
 pub struct Reply {
     /// HTTP status.
     pub status: u16,
@@ -35,6 +36,17 @@ pub struct Reply {
     pub headers: HeaderMap,
     /// Body (at most [`MAX_BODY`] bytes).
     pub body: Vec<u8>,
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.headers.keys().map(|name| name.as_str()).collect();
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("header_names", &names)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 /// The HTTP client for token endpoints.
@@ -173,4 +185,40 @@ fn find_source<'e, E: std::error::Error + 'static>(
         current = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_debug_shows_status_header_names_and_length_only() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", "application/json".parse().unwrap());
+        headers.insert("x-request-id", "req-secret-value".parse().unwrap());
+        let body = br#"{"access_token":"eyJ-the-token","token_type":"Bearer"}"#.to_vec();
+        let len = body.len();
+        let reply = Reply {
+            status: 200,
+            headers,
+            body,
+        };
+        let shown = format!("{reply:?}");
+        assert!(shown.contains("200"), "{shown}");
+        assert!(
+            shown.contains("content-type") && shown.contains("x-request-id"),
+            "{shown}"
+        );
+        assert!(shown.contains(&format!("body_len: {len}")), "{shown}");
+        for hidden in [
+            "eyJ-the-token",
+            "access_token",
+            "application/json",
+            "req-secret-value",
+        ] {
+            assert!(!shown.contains(hidden), "{hidden} in {shown}");
+        }
+        let pretty = format!("{reply:#?}");
+        assert!(!pretty.contains("eyJ-the-token"));
+    }
 }
