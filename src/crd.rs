@@ -104,8 +104,9 @@ pub struct OAuthClientSpec {
     pub scopes: Option<Vec<String>>,
 
     /// Extra, non-secret body parameters (for example resource for Entra ID v1). The names
-    /// grant_type, client_id, client_secret, scope and audience are refused: use the dedicated
-    /// fields.
+    /// grant_type, client_id, client_secret, scope, audience, client_assertion and
+    /// client_assertion_type are refused in any letter case and with surrounding spaces: use
+    /// the dedicated fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend(
         "maxProperties" = MAX_MAP_ENTRIES,
@@ -114,8 +115,10 @@ pub struct OAuthClientSpec {
     ))]
     pub extra_params: Option<BTreeMap<String, String>>,
 
-    /// Extra, non-secret request headers. Authorization and Content-Type are refused, as are
-    /// headers that frame the request (Host, Content-Length, Transfer-Encoding, Connection).
+    /// Extra, non-secret request headers. Authorization, Proxy-Authorization, Cookie and
+    /// Content-Type are refused, as are headers that frame the request or control the
+    /// connection (Host, Content-Length, Transfer-Encoding, Connection, Proxy-Connection,
+    /// Keep-Alive, TE, Trailer, Upgrade, Expect). Values are printable ASCII (and tab) only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend(
         "maxProperties" = MAX_MAP_ENTRIES,

@@ -22,6 +22,7 @@
 //! | [`fingerprint`] | salted fingerprint of spec and credentials | none |
 //! | [`transport`] | the HTTP client (reqwest + rustls) | HTTP |
 //! | [`url_policy`] | where credentials may be sent (deny CIDRs, allowed hosts) | DNS |
+//! | [`proxy`] | proxies for token requests (`HTTPS_PROXY`, `NO_PROXY`, ...) | none |
 //! | [`exchange`] | one client-credentials exchange, end to end | HTTP |
 //! | [`controller`] | watches and the reconcile pipeline | API, HTTP |
 //! | [`health`] | `/healthz`, `/readyz`, `/metrics` | HTTP |
@@ -43,6 +44,7 @@ pub mod leader;
 pub mod metrics;
 pub mod plan;
 pub mod presets;
+pub mod proxy;
 pub mod reason;
 pub mod redact;
 pub mod refresh;

@@ -28,23 +28,35 @@ pub struct Policy {
     pub token_urls: Arc<TokenUrlPolicy>,
 }
 
-/// Body parameters that only the dedicated fields may set.
-pub const RESERVED_PARAMS: [&str; 5] = [
+/// Body parameters that only the dedicated fields may set (compared after trimming and ASCII
+/// case-folding, since servers differ in how they read names).
+pub const RESERVED_PARAMS: [&str; 7] = [
     "grant_type",
     "client_id",
     "client_secret",
     "scope",
     "audience",
+    "client_assertion",
+    "client_assertion_type",
 ];
 
-/// Headers that `extraHeaders` may not set: credentials, body type and request framing.
-pub const FORBIDDEN_HEADERS: [&str; 6] = [
+/// Headers that `extraHeaders` may not set: credentials (also the proxy's and cookies), body
+/// type, request framing and the hop-by-hop headers that control the connection.
+pub const FORBIDDEN_HEADERS: [&str; 14] = [
     "authorization",
+    "proxy-authorization",
+    "cookie",
     "content-type",
     "content-length",
     "transfer-encoding",
     "host",
     "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
 ];
 
 /// Keys the managed Secret always has; `target.template` may not reuse them.
@@ -153,9 +165,9 @@ impl ClientSettings {
 
         let extra_params = spec.extra_params.clone().unwrap_or_default();
         for name in extra_params.keys() {
-            if RESERVED_PARAMS.contains(&name.as_str()) {
+            if RESERVED_PARAMS.contains(&name.trim().to_ascii_lowercase().as_str()) {
                 return Err(Failure::invalid_spec(format!(
-                    "spec.extraParams may not set {name:?}: use the dedicated field (or the credentials Secret)"
+                    "spec.extraParams may not set {name:?}: the operator sets it from the dedicated field, clientAuthMethod or the credentials Secret"
                 )));
             }
             if name.is_empty() {
@@ -172,10 +184,15 @@ impl ClientSettings {
             })?;
             if FORBIDDEN_HEADERS.contains(&header.as_str()) {
                 return Err(Failure::invalid_spec(format!(
-                    "spec.extraHeaders may not set {name}: the operator sets it"
+                    "spec.extraHeaders may not set {name}: credentials, cookies, the body type and connection headers are the operator's"
                 )));
             }
-            let value = HeaderValue::from_str(value).map_err(|_| {
+            // HeaderValue accepts bytes >= 0x80 (obs-text); only visible ASCII, space and tab
+            // are allowed here.
+            let printable = value
+                .bytes()
+                .all(|b| b == b'\t' || (0x20..=0x7e).contains(&b));
+            let value = HeaderValue::from_str(value).ok().filter(|_| printable).ok_or_else(|| {
                 Failure::invalid_spec(format!(
                     "spec.extraHeaders: the value of {name} is not a valid header value (printable ASCII only)"
                 ))
@@ -613,6 +630,93 @@ mod tests {
         assert!(invalid(&s).contains("not a valid header value"));
         s.extra_headers = Some([("X-Api-Version".to_owned(), "2".to_owned())].into());
         assert_eq!(resolve(&s).unwrap().exchange.extra_headers.len(), 1);
+    }
+
+    #[test]
+    fn every_forbidden_header_is_refused_in_any_case() {
+        for name in FORBIDDEN_HEADERS {
+            let upper = name.to_ascii_uppercase();
+            let title: String = name
+                .split('-')
+                .map(|part| {
+                    let mut chars = part.chars();
+                    chars.next().map_or(String::new(), |first| {
+                        first.to_ascii_uppercase().to_string() + chars.as_str()
+                    })
+                })
+                .collect::<Vec<_>>()
+                .join("-");
+            for variant in [name.to_owned(), upper, title] {
+                let mut s = generic("https://x/t");
+                s.extra_headers = Some([(variant.clone(), "v".to_owned())].into());
+                let msg = invalid(&s);
+                assert!(
+                    msg.contains("spec.extraHeaders may not set") && msg.contains(&variant),
+                    "{variant}: {msg}"
+                );
+            }
+        }
+        for name in [
+            "Proxy-Authorization",
+            "Proxy-Connection",
+            "Cookie",
+            "Connection",
+            "TE",
+            "Upgrade",
+            "Expect",
+            "Transfer-Encoding",
+            "Keep-Alive",
+        ] {
+            assert!(
+                FORBIDDEN_HEADERS.contains(&name.to_ascii_lowercase().as_str()),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_values_must_be_printable_ascii() {
+        let with_value = |value: &str| {
+            let mut s = generic("https://x/t");
+            s.extra_headers = Some([("X-Tenant".to_owned(), value.to_owned())].into());
+            s
+        };
+        for hostile in ["café", "é", "\u{80}", "a\u{7f}b", "a\rb", "a\0b", "日本"] {
+            let msg = invalid(&with_value(hostile));
+            assert!(
+                msg.contains("spec.extraHeaders") && msg.contains("X-Tenant"),
+                "{hostile:?}: {msg}"
+            );
+            assert!(msg.contains("printable ASCII"), "{msg}");
+        }
+        for fine in ["v1", "a b\tc", "~!@#$%^&*()_+{}|:<>?", ""] {
+            let s = resolve(&with_value(fine)).unwrap();
+            assert_eq!(s.exchange.extra_headers[0].1.as_bytes(), fine.as_bytes());
+        }
+    }
+
+    #[test]
+    fn reserved_params_are_compared_trimmed_and_case_folded() {
+        for name in [
+            " Client_Secret ",
+            "CLIENT_ID",
+            "SCOPE",
+            "Grant_Type",
+            "\taudience",
+            "client_assertion",
+            "Client_Assertion_Type",
+        ] {
+            let mut s = generic("https://x/t");
+            s.extra_params = Some([(name.to_owned(), "v".to_owned())].into());
+            let msg = invalid(&s);
+            assert!(
+                msg.contains("spec.extraParams may not set") && msg.contains(name.trim()),
+                "{name:?}: {msg}"
+            );
+        }
+        let mut s = generic("https://x/t");
+        s.extra_params = Some([("resource".to_owned(), "https://api".to_owned())].into());
+        assert_eq!(resolve(&s).unwrap().exchange.extra_params.len(), 1);
     }
 
     #[test]

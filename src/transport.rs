@@ -9,12 +9,27 @@
 //! * The User-Agent is `oauth-token-operator/<version>`.
 //! * The token URL policy ([`crate::url_policy`]) is enforced on the URL and, through the DNS
 //!   resolver, on every address connected to.
+//! * Proxies come from a [`ProxyConfig`] only (reqwest's own reading of the environment is off).
+//!   Before anything is sent to a proxy, the transport resolves the token URL's host itself and
+//!   applies the policy to **every** address (a proxy cannot be kept to the allowed ones). A
+//!   host that cannot be resolved locally goes through the proxy only when
+//!   `--token-url-allow-hosts` names it; otherwise the request is refused. The proxy resolves
+//!   the name again: DNS rebinding between the two lookups is for the proxy's egress policy to
+//!   stop.
+//! * A proxy that refuses the CONNECT is `EndpointUnavailable` with the proxy's status.
 
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use http::HeaderMap;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use url::{Host, Url};
 
+use crate::proxy::{ProxyConfig, ProxyServer, Route};
 use crate::reason::{Failure, Reason};
 use crate::request::TokenRequest;
 use crate::response::sanitise;
@@ -26,8 +41,8 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// Default request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A received response, body capped.
-#[derive(Debug)]
+/// A received response, body capped. Its `Debug` shows the status, the header names and the
+/// body's length, never the body (it holds the access token).
 pub struct Reply {
     /// HTTP status.
     pub status: u16,
@@ -37,12 +52,26 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.headers.keys().map(|name| name.as_str()).collect();
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("header_names", &names)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
 /// The HTTP client for token endpoints.
 #[derive(Clone, Debug)]
 pub struct Transport {
     client: reqwest::Client,
     timeout: Duration,
     policy: Arc<TokenUrlPolicy>,
+    proxy: Arc<ProxyConfig>,
+    /// The proxies' host names, which the resolver does not check.
+    proxy_hosts: Arc<HashSet<String>>,
 }
 
 /// The HTTP client could not be built (no usable TLS trust store, for instance).
@@ -56,45 +85,89 @@ impl Transport {
         Transport::with_policy(timeout, Arc::default())
     }
 
-    /// A transport with the given request timeout and token URL policy.
+    /// A transport with the given request timeout and token URL policy, connecting directly
+    /// (no proxy, whatever the environment says).
     pub fn with_policy(
         timeout: Duration,
         policy: Arc<TokenUrlPolicy>,
     ) -> Result<Self, TransportError> {
+        Transport::with_proxy(timeout, policy, ProxyConfig::none())
+    }
+
+    /// A transport with the given request timeout, token URL policy and proxies (`run` and
+    /// `exchange` pass [`ProxyConfig::from_env`]).
+    pub fn with_proxy(
+        timeout: Duration,
+        policy: Arc<TokenUrlPolicy>,
+        proxy: ProxyConfig,
+    ) -> Result<Self, TransportError> {
         // Both kube and reqwest use rustls with ring; install it as the process default once.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
+        let proxy_hosts = proxy.proxy_host_names();
+        let resolver = PolicyResolver::with_exempt(Arc::clone(&policy), proxy_hosts.clone());
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout)
             .user_agent(crate::user_agent())
             .pool_idle_timeout(Duration::from_secs(60))
-            .dns_resolver(Arc::new(PolicyResolver::new(Arc::clone(&policy))))
-            .build()
-            .map_err(TransportError)?;
+            .dns_resolver(Arc::new(resolver))
+            .no_proxy();
+        for proxy in proxy.reqwest_proxies() {
+            builder = builder.proxy(proxy);
+        }
+        let client = builder.build().map_err(TransportError)?;
         Ok(Transport {
             client,
             timeout,
             policy,
+            proxy: Arc::new(proxy),
+            proxy_hosts: Arc::new(proxy_hosts),
         })
     }
 
     /// Sends a token request and reads the reply with the body cap.
     pub async fn send(&self, request: &TokenRequest) -> Result<Reply, Failure> {
-        let host = request.url.host_str().unwrap_or("?").to_owned();
-        self.policy.check_url(&request.url)?;
+        let url = &request.url;
+        let host = url.host_str().unwrap_or("?").to_owned();
+        self.policy.check_url(url)?;
+        let route = self.proxy.route(url);
+        match route {
+            Route::Direct => self.check_direct_to_a_proxy_host(url).await?,
+            Route::Proxy(proxy) => self.check_before_proxy(url, proxy).await?,
+            Route::Unusable(unusable) => {
+                return Err(Failure::new(
+                    Reason::EndpointUnavailable,
+                    format!(
+                        "token endpoint {host}: {unusable}; the request is not sent (fix the variable or add the host to no_proxy)"
+                    ),
+                ));
+            }
+        }
         let mut builder = self
             .client
-            .post(request.url.clone())
+            .post(url.clone())
             .body(request.body.expose().clone());
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }
-        let mut response = builder
-            .send()
-            .await
-            .map_err(|e| self.transport_failure(&host, &e))?;
+        let mut response = match builder.send().await {
+            Ok(response) => response,
+            Err(e) => return Err(self.transport_failure(url, route, &e).await),
+        };
         let status = response.status().as_u16();
+        if let Route::Proxy(proxy) = route
+            && status == 407
+            && url.scheme() == "http"
+        {
+            // Forwarded http:// requests: the answer is the proxy's, not the endpoint's.
+            return Err(Failure::new(
+                Reason::EndpointUnavailable,
+                format!(
+                    "token endpoint {host}: the proxy {proxy} refused the request: HTTP 407 Proxy Authentication Required"
+                ),
+            ));
+        }
         let headers = response.headers().clone();
         if response
             .content_length()
@@ -112,7 +185,7 @@ impl Transport {
                     body.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
-                Err(e) => return Err(self.transport_failure(&host, &e)),
+                Err(e) => return Err(self.transport_failure(url, route, &e).await),
             }
         }
         Ok(Reply {
@@ -122,9 +195,85 @@ impl Transport {
         })
     }
 
-    fn transport_failure(&self, host: &str, error: &reqwest::Error) -> Failure {
+    /// The policy on the operator's own resolution of the token host, before the request goes
+    /// to `proxy` (which resolves the name itself, out of the resolver's sight).
+    async fn check_before_proxy(&self, url: &Url, proxy: &ProxyServer) -> Result<(), Failure> {
+        // IP literals were checked with the URL.
+        let Some(Host::Domain(name)) = url.host() else {
+            return Ok(());
+        };
+        let problem = match self.lookup(url, name).await {
+            Ok(addrs) => return self.policy.check_all(name, &addrs).map_err(|d| d.failure()),
+            Err(problem) => problem,
+        };
+        if self.policy.names_host(name) {
+            tracing::debug!(
+                host = name,
+                %proxy,
+                "host not resolvable locally; sent to the proxy because --token-url-allow-hosts names it"
+            );
+            return Ok(());
+        }
+        Err(Failure::new(
+            Reason::EndpointUnavailable,
+            format!(
+                "token endpoint host {name} could not be resolved locally ({problem}), so the operator cannot check it against --token-url-deny-cidrs before sending the request to the proxy {proxy}; add the host to the operator's --token-url-allow-hosts to send it through the proxy unresolved (an allow list admits only the hosts it names)"
+            ),
+        ))
+    }
+
+    /// A direct request to a host that is also a configured proxy's name: the resolver does not
+    /// check proxy names, so the check happens here.
+    async fn check_direct_to_a_proxy_host(&self, url: &Url) -> Result<(), Failure> {
+        let Some(Host::Domain(name)) = url.host() else {
+            return Ok(());
+        };
+        let lowercase = name.trim_end_matches('.').to_ascii_lowercase();
+        if !self.proxy_hosts.contains(&lowercase) {
+            return Ok(());
+        }
+        match self.lookup(url, name).await {
+            Ok(addrs) => self.policy.check_all(name, &addrs).map_err(|d| d.failure()),
+            // The connection will fail the same way.
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Resolves the URL's host, bounded by the request timeout; the reason when no address
+    /// comes back.
+    async fn lookup(&self, url: &Url, name: &str) -> Result<Vec<SocketAddr>, String> {
+        let port = url.port_or_known_default().unwrap_or(443);
+        match tokio::time::timeout(self.timeout, tokio::net::lookup_host((name, port))).await {
+            Ok(Ok(addrs)) => {
+                let addrs: Vec<SocketAddr> = addrs.collect();
+                if addrs.is_empty() {
+                    Err("no address".into())
+                } else {
+                    Ok(addrs)
+                }
+            }
+            Ok(Err(e)) => Err(sanitise(&e.to_string(), &[])),
+            Err(_) => Err(format!("no answer within {}s", self.timeout.as_secs_f32())),
+        }
+    }
+
+    async fn transport_failure(
+        &self,
+        url: &Url,
+        route: Route<'_>,
+        error: &reqwest::Error,
+    ) -> Failure {
+        let host = url.host_str().unwrap_or("?");
         if let Some(denied) = find_source::<DeniedAddress>(error) {
             return denied.failure();
+        }
+        if let Route::Proxy(proxy) = route
+            && let Some(message) = self.proxy_failure(url, proxy, error).await
+        {
+            return Failure::new(
+                Reason::EndpointUnavailable,
+                sanitise(&format!("token endpoint {host}: {message}"), &[]),
+            );
         }
         let what = if error.is_timeout() {
             format!("timed out after {}s", self.timeout.as_secs_f32())
@@ -135,11 +284,131 @@ impl Transport {
         } else {
             root_cause(error)
         };
+        let via = match route {
+            Route::Proxy(proxy) => format!(" (through the proxy {proxy})"),
+            _ => String::new(),
+        };
         Failure::new(
             Reason::EndpointUnavailable,
-            sanitise(&format!("token endpoint {host} {what}"), &[]),
+            sanitise(&format!("token endpoint {host} {what}{via}"), &[]),
         )
     }
+
+    /// What went wrong with the proxy itself, if it was the proxy: it could not be reached, or
+    /// it refused the CONNECT.
+    async fn proxy_failure(
+        &self,
+        url: &Url,
+        proxy: &ProxyServer,
+        error: &reqwest::Error,
+    ) -> Option<String> {
+        let chain = error_chain(error);
+        let tunnel = chain
+            .iter()
+            .find(|text| text.starts_with("tunnel error: "))?;
+        let target = format!(
+            "{}:{}",
+            url.host_str().unwrap_or("?"),
+            url.port_or_known_default().unwrap_or(443)
+        );
+        let refused =
+            |status: String| format!("the proxy {proxy} refused the CONNECT to {target}: {status}");
+        Some(match tunnel.trim_start_matches("tunnel error: ") {
+            "proxy authorization required" => {
+                refused("HTTP 407 Proxy Authentication Required".into())
+            }
+            "failed to create underlying connection" | "io error establishing tunnel" => format!(
+                "could not connect to the proxy {proxy}: {}",
+                root_cause(error)
+            ),
+            "unexpected end of file" => format!(
+                "the proxy {proxy} closed the connection before answering the CONNECT to {target}"
+            ),
+            // hyper-util reports any other answer without its status: ask once more to learn it
+            // (a bare CONNECT: no token request, nothing of the client's).
+            _ => match connect_status(proxy, &target, self.timeout).await {
+                Ok(status) => refused(status_text(status)),
+                Err(why) => refused(format!("its answer could not be read ({why})")),
+            },
+        })
+    }
+}
+
+/// Sends `CONNECT target` to an `http://` proxy and returns the status of its answer.
+async fn connect_status(
+    proxy: &ProxyServer,
+    target: &str,
+    timeout: Duration,
+) -> Result<u16, String> {
+    if proxy.url().scheme() != "http" {
+        return Err("the proxy is not http://".into());
+    }
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(proxy.authority())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+        if let Some(credentials) = proxy.credentials() {
+            let (user, password) = credentials.expose();
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            head.push_str(&format!("Proxy-Authorization: Basic {encoded}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 512];
+        while !answer.windows(2).any(|w| w == b"\r\n") && answer.len() < 8192 {
+            let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        parse_status_line(&answer).ok_or_else(|| "not an HTTP status line".to_owned())
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer within {}s", timeout.as_secs_f32()))?
+}
+
+/// The status code of `HTTP/1.x NNN ...`.
+fn parse_status_line(answer: &[u8]) -> Option<u16> {
+    let line = answer.split(|&b| b == b'\r').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.splitn(3, ' ');
+    if !parts.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    let code = parts.next()?;
+    (code.len() == 3)
+        .then(|| code.parse::<u16>().ok())
+        .flatten()
+        .filter(|c| (100..=599).contains(c))
+}
+
+fn status_text(status: u16) -> String {
+    match http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+    {
+        Some(reason) => format!("HTTP {status} {reason}"),
+        None => format!("HTTP {status}"),
+    }
+}
+
+/// Every message of the error's source chain, outermost first.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut chain = Vec::new();
+    let mut current = Some(error);
+    while let Some(e) = current {
+        chain.push(e.to_string());
+        current = e.source();
+    }
+    chain
 }
 
 fn too_large(status: u16) -> Failure {
@@ -173,4 +442,54 @@ fn find_source<'e, E: std::error::Error + 'static>(
         current = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_debug_shows_status_header_names_and_length_only() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", "application/json".parse().unwrap());
+        headers.insert("x-request-id", "req-secret-value".parse().unwrap());
+        let body = br#"{"access_token":"eyJ-the-token","token_type":"Bearer"}"#.to_vec();
+        let len = body.len();
+        let reply = Reply {
+            status: 200,
+            headers,
+            body,
+        };
+        let shown = format!("{reply:?}");
+        assert!(shown.contains("200"), "{shown}");
+        assert!(
+            shown.contains("content-type") && shown.contains("x-request-id"),
+            "{shown}"
+        );
+        assert!(shown.contains(&format!("body_len: {len}")), "{shown}");
+        for hidden in [
+            "eyJ-the-token",
+            "access_token",
+            "application/json",
+            "req-secret-value",
+        ] {
+            assert!(!shown.contains(hidden), "{hidden} in {shown}");
+        }
+        let pretty = format!("{reply:#?}");
+        assert!(!pretty.contains("eyJ-the-token"));
+    }
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(
+            parse_status_line(b"HTTP/1.1 502 Bad Gateway\r\n\r\n"),
+            Some(502)
+        );
+        assert_eq!(parse_status_line(b"HTTP/1.0 403 Forbidden\r\n"), Some(403));
+        assert_eq!(parse_status_line(b"HTTP/1.1 200\r\n"), Some(200));
+        assert_eq!(parse_status_line(b"HTTP/1.1 2000 OK\r\n"), None);
+        assert_eq!(parse_status_line(b"SSH-2.0-OpenSSH\r\n"), None);
+        assert_eq!(parse_status_line(b""), None);
+        assert_eq!(status_text(502), "HTTP 502 Bad Gateway");
+    }
 }

@@ -5,17 +5,25 @@
 //! `http://169.254.169.254/...` would make the operator talk to the node's cloud metadata
 //! service. Two operator flags bound it:
 //!
-//! * `--token-url-deny-cidrs` (default [`DEFAULT_DENY_CIDRS`]: IPv4 and IPv6 link-local and the
-//!   AWS IPv6 metadata address) refuses every address in those networks. The check applies to
-//!   the **resolved** addresses of each connection (a DNS resolver that drops denied addresses,
-//!   so DNS rebinding cannot slip past it) and to IP literals in the URL.
+//! * `--token-url-deny-cidrs` (default [`DEFAULT_DENY_CIDRS`]: IPv4 and IPv6 link-local, the
+//!   AWS IPv6 metadata address, Alibaba Cloud's metadata address and Azure's WireServer)
+//!   refuses every address in those networks. The check applies to the **resolved** addresses
+//!   of each connection (a DNS resolver that drops denied addresses, so DNS rebinding cannot
+//!   slip past it), to IP literals in the URL and, when a proxy is used, to the operator's own
+//!   resolution of the host before anything is sent to the proxy (see [`crate::transport`]).
+//! * [`ALWAYS_DENIED`] (`0.0.0.0/8`, `::/128`: "this host", which connects to loopback) is
+//!   refused whatever the flag says, even when it is empty.
+//! * IPv6 addresses that carry an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible
+//!   `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`) are checked as that IPv4 address too, so
+//!   `::ffff:127.0.0.1` is refused wherever `127.0.0.0/8` is.
 //! * `--token-url-allow-hosts` (default: any host), when set, allows only the listed host
 //!   names (`idp.example.com`, or `*.example.com` for any subdomain).
 //!
 //! A refused URL is an `InvalidSpec` failure naming the rule; no request is sent.
 
+use std::collections::HashSet;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -25,8 +33,36 @@ use url::{Host, Url};
 use crate::reason::Failure;
 
 /// The default of `--token-url-deny-cidrs`: link-local (which holds the cloud metadata
-/// services' 169.254.169.254) and the AWS IPv6 metadata address.
-pub const DEFAULT_DENY_CIDRS: &str = "169.254.0.0/16,fe80::/10,fd00:ec2::254/128";
+/// services' 169.254.169.254), the AWS IPv6 metadata address, Alibaba Cloud's metadata address
+/// (100.100.100.200) and Azure's WireServer (168.63.129.16).
+///
+/// Loopback and the private ranges (RFC 1918, unique-local IPv6) are not in it: identity
+/// providers often run in the cluster (Keycloak at `keycloak.auth.svc`). Operators whose tenants
+/// must not reach in-cluster services add those ranges to the flag (see SECURITY.md).
+pub const DEFAULT_DENY_CIDRS: &str =
+    "169.254.0.0/16,fe80::/10,fd00:ec2::254/128,100.100.100.200/32,168.63.129.16/32";
+
+/// Networks refused whatever `--token-url-deny-cidrs` says: `0.0.0.0/8` and `::` mean "this
+/// host" and a connection to them reaches loopback.
+pub const ALWAYS_DENIED: &str = "0.0.0.0/8,::/128";
+
+/// The NAT64 well-known prefix (RFC 6052): `64:ff9b::a.b.c.d` is the IPv4 address `a.b.c.d`.
+const NAT64_PREFIX: [u16; 6] = [0x64, 0xff9b, 0, 0, 0, 0];
+
+/// The IPv4 address an IPv6 address carries, if any: IPv4-mapped (`::ffff:a.b.c.d`),
+/// IPv4-compatible (`::a.b.c.d`, except `::` and `::1`, which are IPv6's own unspecified and
+/// loopback addresses) and NAT64 (`64:ff9b::a.b.c.d`).
+pub fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let segments = v6.segments();
+    let low = Ipv4Addr::from(u128::from(v6) as u32);
+    if segments[..6] == [0; 6] {
+        return (u32::from(low) > 1).then_some(low);
+    }
+    (segments[..6] == NAT64_PREFIX).then_some(low)
+}
 
 /// A list of networks, parsed from `a.b.c.d/n,x::/m,...` (a bare address is one host; an
 /// empty string is the empty list).
@@ -125,6 +161,7 @@ impl fmt::Display for HostPattern {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenUrlPolicy {
     deny: Vec<IpNet>,
+    always: Vec<IpNet>,
     allow_hosts: Vec<HostPattern>,
 }
 
@@ -144,23 +181,57 @@ impl TokenUrlPolicy {
     pub fn new(deny: CidrList, allow_hosts: Vec<HostPattern>) -> Self {
         TokenUrlPolicy {
             deny: deny.0,
+            always: ALWAYS_DENIED.parse::<CidrList>().expect("valid constant").0,
             allow_hosts,
         }
     }
 
-    /// A policy that allows everything (tests of other concerns).
+    /// A policy with no `--token-url-deny-cidrs` and no allow list (tests of other concerns).
+    /// [`ALWAYS_DENIED`] still applies.
     pub fn permissive() -> Self {
         TokenUrlPolicy::new(CidrList::default(), Vec::new())
     }
 
-    /// The network of `--token-url-deny-cidrs` that holds `ip`, if any. IPv4-mapped IPv6
-    /// addresses (`::ffff:169.254.169.254`) are checked as the IPv4 address they carry.
+    /// The network that refuses `ip`, if any: [`ALWAYS_DENIED`] or `--token-url-deny-cidrs`.
+    /// An IPv6 address that carries an IPv4 address ([`embedded_ipv4`]) is refused when either
+    /// form is.
     pub fn denying_network(&self, ip: IpAddr) -> Option<IpNet> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
+        self.denial(ip).map(|(net, _)| net)
+    }
+
+    /// The refusing network and whether it is one of [`ALWAYS_DENIED`].
+    fn denial(&self, ip: IpAddr) -> Option<(IpNet, bool)> {
+        let embedded = match ip {
+            IpAddr::V6(v6) => embedded_ipv4(v6).map(IpAddr::V4),
+            IpAddr::V4(_) => None,
         };
-        self.deny.iter().copied().find(|net| net.contains(&ip))
+        let forms: Vec<IpAddr> = std::iter::once(ip).chain(embedded).collect();
+        let find = |nets: &[IpNet]| {
+            nets.iter()
+                .copied()
+                .find(|net| forms.iter().any(|form| net.contains(form)))
+        };
+        find(&self.always)
+            .map(|net| (net, true))
+            .or_else(|| find(&self.deny).map(|net| (net, false)))
+    }
+
+    /// Whether `--token-url-allow-hosts` is set and names `host` (exactly or by a `*.domain`
+    /// pattern). Such an explicit allow list is what lets a host that cannot be resolved
+    /// locally go through a proxy.
+    pub fn names_host(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.allow_hosts.iter().any(|p| p.matches(&host))
+    }
+
+    /// The refusal of `ip` for `host`, if the policy refuses it.
+    pub fn refusal(&self, host: &str, ip: IpAddr) -> Option<DeniedAddress> {
+        self.denial(ip).map(|(net, always)| DeniedAddress {
+            host: host.to_owned(),
+            ip,
+            net,
+            always,
+        })
     }
 
     /// Checks what the URL itself shows: its host against `--token-url-allow-hosts`, and an IP
@@ -186,9 +257,9 @@ impl TokenUrlPolicy {
             _ => None,
         };
         if let Some(ip) = literal
-            && let Some(net) = self.denying_network(ip)
+            && let Some(denied) = self.refusal(&host, ip)
         {
-            return Err(DeniedAddress { host, ip, net }.failure());
+            return Err(denied.failure());
         }
         Ok(())
     }
@@ -202,30 +273,32 @@ impl TokenUrlPolicy {
         let mut refused = None;
         let allowed: Vec<SocketAddr> = addrs
             .into_iter()
-            .filter(|addr| match self.denying_network(addr.ip()) {
-                Some(net) => {
-                    refused.get_or_insert((addr.ip(), net));
+            .filter(|addr| match self.refusal(host, addr.ip()) {
+                Some(denied) => {
+                    refused.get_or_insert(denied);
                     false
                 }
                 None => true,
             })
             .collect();
         match (allowed.is_empty(), refused) {
-            (true, Some((ip, net))) => Err(DeniedAddress {
-                host: host.to_owned(),
-                ip,
-                net,
-            }),
+            (true, Some(denied)) => Err(denied),
             _ => Ok(allowed),
+        }
+    }
+
+    /// Checks every address, refusing when **any** is denied: for a connection the operator
+    /// does not make itself (a proxy's), which cannot be kept to the allowed addresses.
+    pub fn check_all(&self, host: &str, addrs: &[SocketAddr]) -> Result<(), DeniedAddress> {
+        match addrs.iter().find_map(|addr| self.refusal(host, addr.ip())) {
+            Some(denied) => Err(denied),
+            None => Ok(()),
         }
     }
 }
 
-/// Every address of a token endpoint is in a denied network.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "spec.tokenUrl host {host} resolves to {ip}, which the operator's --token-url-deny-cidrs refuses ({net}); credentials are not sent there"
-)]
+/// Every address of a token endpoint is in a denied network (through a proxy: any address).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeniedAddress {
     /// The host name of the URL.
     pub host: String,
@@ -233,7 +306,28 @@ pub struct DeniedAddress {
     pub ip: IpAddr,
     /// The network that refused it.
     pub net: IpNet,
+    /// Whether the network is one of [`ALWAYS_DENIED`] rather than from the flag.
+    pub always: bool,
 }
+
+impl fmt::Display for DeniedAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let DeniedAddress { host, ip, net, .. } = self;
+        if self.always {
+            write!(
+                f,
+                "spec.tokenUrl host {host} resolves to {ip}, which the operator always refuses ({net} means this host, which reaches loopback, whatever --token-url-deny-cidrs says); credentials are not sent there"
+            )
+        } else {
+            write!(
+                f,
+                "spec.tokenUrl host {host} resolves to {ip}, which the operator's --token-url-deny-cidrs refuses ({net}); credentials are not sent there"
+            )
+        }
+    }
+}
+
+impl std::error::Error for DeniedAddress {}
 
 impl DeniedAddress {
     /// The failure reported for it.
@@ -245,15 +339,30 @@ impl DeniedAddress {
 /// The DNS resolver of the token transport: the system resolver, with the addresses the policy
 /// denies removed. Because the check runs on the addresses the connection will use, a name
 /// that resolves (or re-resolves, DNS rebinding) to a denied address is refused.
+///
+/// The configured proxies' own host names are resolved without the check: the operator's
+/// administrator chose them (an in-cluster proxy in `10.0.0.0/8` must stay reachable when that
+/// range is denied to tenants). The transport checks a token URL whose host is a proxy's name
+/// itself before it connects.
 #[derive(Clone, Debug)]
 pub struct PolicyResolver {
     policy: Arc<TokenUrlPolicy>,
+    exempt: Arc<HashSet<String>>,
 }
 
 impl PolicyResolver {
     /// A resolver enforcing `policy`.
     pub fn new(policy: Arc<TokenUrlPolicy>) -> Self {
-        PolicyResolver { policy }
+        PolicyResolver::with_exempt(policy, HashSet::new())
+    }
+
+    /// A resolver enforcing `policy` on every name except `exempt` (lowercase host names: the
+    /// configured proxies).
+    pub fn with_exempt(policy: Arc<TokenUrlPolicy>, exempt: HashSet<String>) -> Self {
+        PolicyResolver {
+            policy,
+            exempt: Arc::new(exempt),
+        }
     }
 }
 
@@ -261,10 +370,17 @@ impl reqwest::dns::Resolve for PolicyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let policy = Arc::clone(&self.policy);
         let host = name.as_str().to_owned();
+        let exempt = self
+            .exempt
+            .contains(&host.trim_end_matches('.').to_ascii_lowercase());
         Box::pin(async move {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed = policy.filter(&host, addrs)?;
+            let allowed = if exempt {
+                addrs
+            } else {
+                policy.filter(&host, addrs)?
+            };
             let addrs: reqwest::dns::Addrs = Box::new(allowed.into_iter());
             Ok(addrs)
         })
@@ -383,6 +499,182 @@ mod tests {
                 f.message
             );
         }
+    }
+
+    fn empty() -> TokenUrlPolicy {
+        TokenUrlPolicy::new("".parse().unwrap(), Vec::new())
+    }
+
+    fn denying(cidrs: &str) -> TokenUrlPolicy {
+        TokenUrlPolicy::new(cidrs.parse().unwrap(), Vec::new())
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn this_host_is_always_denied_even_with_an_empty_list() {
+        for policy in [
+            empty(),
+            TokenUrlPolicy::permissive(),
+            TokenUrlPolicy::default(),
+        ] {
+            for addr in [
+                "0.0.0.0",
+                "0.1.2.3",
+                "0.255.255.255",
+                "::",
+                "::ffff:0.0.0.0",
+                "64:ff9b::",
+            ] {
+                let denied = policy.refusal("h", ip(addr)).expect(addr);
+                assert!(denied.always, "{addr}");
+                assert!(denied.to_string().contains("always refuses"), "{denied}");
+            }
+            // The literal forms in a URL, including the shorthand `http://0/`.
+            for text in [
+                "http://0.0.0.0:8080/token",
+                "http://0/token",
+                "http://[::]:8080/token",
+                "http://[::ffff:0.0.0.0]/token",
+            ] {
+                let f = policy.check_url(&url(text)).unwrap_err();
+                assert_eq!(f.reason, Reason::InvalidSpec, "{text}");
+            }
+            assert_eq!(policy.denying_network(ip("1.0.0.0")), None);
+        }
+        let err = empty()
+            .filter("zero.example", vec![sock("0.0.0.0")])
+            .unwrap_err();
+        assert_eq!(err.net, "0.0.0.0/8".parse::<IpNet>().unwrap());
+    }
+
+    #[test]
+    fn ipv6_forms_of_ipv4_addresses_are_checked_as_ipv4() {
+        let policy = denying("127.0.0.0/8");
+        for addr in [
+            "127.0.0.1",
+            "::ffff:127.0.0.1",
+            "::ffff:7f00:1",
+            "::127.0.0.1",
+            "::7f00:1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::127.0.0.1",
+        ] {
+            assert_eq!(
+                policy.denying_network(ip(addr)),
+                Some("127.0.0.0/8".parse().unwrap()),
+                "{addr} must be checked as 127.0.0.1"
+            );
+            assert!(!policy.refusal("h", ip(addr)).unwrap().always);
+        }
+        for text in [
+            "http://[::ffff:127.0.0.1]:8080/t",
+            "http://[::127.0.0.1]:8080/t",
+            "http://[64:ff9b::7f00:1]:8080/t",
+        ] {
+            let f = policy.check_url(&url(text)).unwrap_err();
+            assert!(f.message.contains("127.0.0.0/8"), "{text}: {}", f.message);
+        }
+        // `::1` is IPv6 loopback, not the IPv4-compatible 0.0.0.1: only an IPv6 rule denies it.
+        assert_eq!(embedded_ipv4(ip6("::1")), None);
+        assert_eq!(embedded_ipv4(ip6("::")), None);
+        assert_eq!(policy.denying_network(ip("::1")), None);
+        assert_eq!(
+            denying("::1").denying_network(ip("::1")),
+            Some("::1/128".parse().unwrap())
+        );
+        assert_eq!(denying("0.0.0.1").denying_network(ip("::1")), None);
+        // Other IPv6 addresses carry no IPv4 address.
+        for addr in [
+            "2001:db8::7f00:1",
+            "64:ff9b:1::7f00:1",
+            "::1:7f00:1",
+            "fe80::7f00:1",
+        ] {
+            assert_eq!(embedded_ipv4(ip6(addr)), None, "{addr}");
+            assert_eq!(policy.denying_network(ip(addr)), None, "{addr}");
+        }
+        // The metadata address in each IPv6 form, under the default policy.
+        let default = TokenUrlPolicy::default();
+        for addr in [
+            "::ffff:169.254.169.254",
+            "::169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+        ] {
+            assert_eq!(
+                default.denying_network(ip(addr)),
+                Some("169.254.0.0/16".parse().unwrap()),
+                "{addr}"
+            );
+        }
+        // An IPv6 rule still applies to the IPv6 form itself.
+        assert!(
+            denying("::ffff:0:0/96")
+                .denying_network(ip("::ffff:10.0.0.1"))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn new_default_metadata_addresses() {
+        let policy = TokenUrlPolicy::default();
+        for (addr, net) in [
+            ("100.100.100.200", "100.100.100.200/32"),
+            ("168.63.129.16", "168.63.129.16/32"),
+            ("::ffff:100.100.100.200", "100.100.100.200/32"),
+            ("64:ff9b::a83f:8110", "168.63.129.16/32"),
+        ] {
+            assert_eq!(
+                policy.denying_network(ip(addr)),
+                Some(net.parse().unwrap()),
+                "{addr}"
+            );
+        }
+        for addr in ["100.100.100.201", "168.63.129.17", "100.64.0.1"] {
+            assert_eq!(policy.denying_network(ip(addr)), None, "{addr}");
+        }
+        assert_eq!(
+            DEFAULT_DENY_CIDRS.parse::<CidrList>().unwrap().to_string(),
+            DEFAULT_DENY_CIDRS
+        );
+    }
+
+    #[test]
+    fn check_all_refuses_when_any_address_is_denied() {
+        let policy = denying("169.254.0.0/16");
+        assert!(
+            policy
+                .check_all("h", &[sock("10.0.0.1"), sock("8.8.8.8")])
+                .is_ok()
+        );
+        let err = policy
+            .check_all("h", &[sock("8.8.8.8"), sock("169.254.169.254")])
+            .unwrap_err();
+        assert_eq!(err.ip, ip("169.254.169.254"));
+        assert!(policy.check_all("h", &[]).is_ok());
+    }
+
+    #[test]
+    fn names_host_only_with_an_allow_list() {
+        assert!(!TokenUrlPolicy::default().names_host("idp.example.com"));
+        let policy = TokenUrlPolicy::new(
+            CidrList::default(),
+            vec![
+                "idp.example.com".parse().unwrap(),
+                "*.corp.example".parse().unwrap(),
+            ],
+        );
+        assert!(policy.names_host("idp.example.com"));
+        assert!(policy.names_host("IDP.example.com."));
+        assert!(policy.names_host("a.corp.example"));
+        assert!(!policy.names_host("corp.example"));
+        assert!(!policy.names_host("evil.example.com"));
+    }
+
+    fn ip6(text: &str) -> Ipv6Addr {
+        text.parse().unwrap()
     }
 
     #[test]

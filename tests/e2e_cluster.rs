@@ -69,6 +69,7 @@ async fn real_cluster_end_to_end() {
         },
         max_concurrent_exchanges: 4,
         request_timeout: Duration::from_secs(5),
+        proxy: Default::default(),
     };
     controller::preflight(&client, &settings.namespaces, "the test cluster")
         .await

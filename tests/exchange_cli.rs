@@ -436,3 +436,99 @@ async fn token_url_policy_flags_refuse_before_sending() {
         "only the two allowed runs reached the endpoint"
     );
 }
+
+#[tokio::test]
+async fn exchange_honours_the_proxy_environment() {
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let proxy = support::proxy::ProxyDouble::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = write(dir.path(), "secret", SECRET);
+    let by_name = server.url().replace("127.0.0.1", "localhost");
+    let file = write(dir.path(), "c.yaml", &client_yaml("generic", &by_name, ""));
+    let unresolvable = write(
+        dir.path(),
+        "u.yaml",
+        &client_yaml("generic", "https://no-such-host.invalid/token", ""),
+    );
+    let with = |file: &str, more: &[&str]| {
+        let mut all = args(&[
+            "exchange",
+            "-f",
+            file,
+            "--client-id",
+            ID,
+            "--client-secret-file",
+            &secret_file,
+            "--allow-insecure-http",
+        ]);
+        all.extend(args(more));
+        all
+    };
+    // The child's environment only (an empty lowercase variable counts as unset, so any
+    // inherited one is neutralised).
+    let env = |proxy_url: String| {
+        vec![
+            ("HTTPS_PROXY", proxy_url.clone()),
+            ("HTTP_PROXY", proxy_url),
+            ("https_proxy", String::new()),
+            ("http_proxy", String::new()),
+            ("NO_PROXY", String::new()),
+            ("no_proxy", String::new()),
+        ]
+    };
+
+    let ok = run(with(&file, &["--output", "json"]), env(proxy.url())).await;
+    assert_eq!(ok.code, 0, "{}{}", ok.stdout, ok.stderr);
+    assert_eq!(ok.json()["ok"], true);
+    assert_eq!(proxy.requests()[0].line, format!("POST {by_name} HTTP/1.1"));
+    assert_eq!(server.count(), 1);
+
+    // Denied: refused before the proxy gets a connection.
+    let connections = proxy.connections();
+    let denied = run(
+        with(&file, &["--token-url-deny-cidrs", "127.0.0.0/8,::1"]),
+        env(proxy.url()),
+    )
+    .await;
+    assert_eq!(denied.code, 2, "{}", denied.stderr);
+    assert!(denied.stderr.contains("InvalidSpec"), "{}", denied.stderr);
+    assert_eq!(proxy.connections(), connections);
+
+    // Not resolvable locally: refused, saying what to set; allow-listed, the proxy's 502.
+    let refused = run(with(&unresolvable, &[]), env(proxy.url())).await;
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("EndpointUnavailable")
+            && refused.stderr.contains("--token-url-allow-hosts"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(proxy.connections(), connections);
+    let user_info = proxy.url_with_userinfo("cli-proxy-user", "cliProxyPassw0rd");
+    let bad_gateway = run(
+        with(
+            &unresolvable,
+            &["--token-url-allow-hosts", "no-such-host.invalid"],
+        ),
+        env(user_info),
+    )
+    .await;
+    assert_eq!(bad_gateway.code, 3, "{}", bad_gateway.stderr);
+    assert!(
+        bad_gateway.stderr.contains("HTTP 502"),
+        "{}",
+        bad_gateway.stderr
+    );
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .any(|r| r.line == "CONNECT no-such-host.invalid:443 HTTP/1.1")
+    );
+    // The child logs at TRACE: its whole output is free of the proxy's userinfo.
+    support::logs::assert_absent(
+        &format!("{}{}", bad_gateway.stdout, bad_gateway.stderr),
+        &["cli-proxy-user", "cliProxyPassw0rd"],
+        "exchange output",
+    );
+}

@@ -636,6 +636,84 @@ async fn the_transport_enforces_the_policy_on_its_own() {
 }
 
 #[tokio::test]
+async fn this_host_and_ipv6_forms_of_loopback_are_refused_without_connecting() {
+    // http://0.0.0.0:PORT connects to loopback on Linux; it is refused whatever the deny list
+    // says (even empty), and IPv6 spellings of 127.0.0.1 are checked as 127.0.0.1.
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let port = server
+        .url()
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    for deny in ["127.0.0.0/8", ""] {
+        for url in [
+            format!("http://0.0.0.0:{port}/token"),
+            format!("http://0:{port}/token"),
+            format!("http://[::]:{port}/token"),
+            format!("http://[::ffff:0.0.0.0]:{port}/token"),
+        ] {
+            let failure = with_policy(&url, policy(deny, &[]))
+                .await
+                .expect_err("this host");
+            assert_eq!(
+                failure.reason,
+                Reason::InvalidSpec,
+                "{url}: {}",
+                failure.message
+            );
+            assert!(
+                failure.message.contains("always refuses"),
+                "{}",
+                failure.message
+            );
+            // The transport refuses it on its own too (settings that skipped the check).
+            let mut settings =
+                ClientSettings::resolve(&spec(json!({"tokenUrl": server.url()})), &policy("", &[]))
+                    .unwrap();
+            settings.exchange.token_url = url.parse().unwrap();
+            let transport =
+                Transport::with_policy(Duration::from_secs(5), policy(deny, &[]).token_urls)
+                    .unwrap();
+            let failure = Exchanger::new(transport)
+                .exchange(&settings.exchange, &creds(ID, SECRET), &SystemClock)
+                .await
+                .expect_err("this host, in the transport");
+            assert_eq!(
+                failure.reason,
+                Reason::InvalidSpec,
+                "{url}: {}",
+                failure.message
+            );
+        }
+    }
+    for url in [
+        format!("http://[::ffff:127.0.0.1]:{port}/token"),
+        format!("http://[::127.0.0.1]:{port}/token"),
+        format!("http://[64:ff9b::7f00:1]:{port}/token"),
+    ] {
+        let failure = through_strict_transport(&url, "127.0.0.0/8")
+            .await
+            .expect_err("loopback in IPv6 form");
+        assert_eq!(
+            failure.reason,
+            Reason::InvalidSpec,
+            "{url}: {}",
+            failure.message
+        );
+        assert!(
+            failure.message.contains("127.0.0.0/8"),
+            "{}",
+            failure.message
+        );
+    }
+    assert_eq!(server.count(), 0, "nothing reached the endpoint");
+}
+
+#[tokio::test]
 async fn default_policy_refuses_the_metadata_address_without_connecting() {
     let started = Instant::now();
     let failure = with_policy(

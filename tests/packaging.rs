@@ -182,3 +182,19 @@ fn the_deployment_meets_the_restricted_pod_security_standard() {
         }
     }
 }
+
+#[test]
+fn the_chart_default_deny_list_is_the_operators() {
+    let values: serde_yaml::Value =
+        serde_yaml::from_str(&read("charts/oauth-token-operator/values.yaml")).unwrap();
+    let chart: Vec<&str> = values["tokenUrlDenyCidrs"]
+        .as_sequence()
+        .expect("tokenUrlDenyCidrs is a list")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        chart.join(","),
+        oauth_token_operator::url_policy::DEFAULT_DENY_CIDRS
+    );
+}

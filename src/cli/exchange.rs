@@ -12,6 +12,7 @@ use super::{EXIT_EXCHANGE, EXIT_INPUT, ExchangeArgs, OutputFormat};
 use crate::clock::SystemClock;
 use crate::crd::OAuthClient;
 use crate::exchange::Exchanger;
+use crate::proxy::ProxyConfig;
 use crate::reason::{Failure, Reason};
 use crate::redact::{REDACTED, Sensitive};
 use crate::refresh;
@@ -96,7 +97,11 @@ fn run_inner(args: ExchangeArgs) -> Result<(), Outcome> {
         .enable_all()
         .build()
         .map_err(|e| Outcome::Input(format!("cannot start the async runtime: {e}")))?;
-    let transport = Transport::with_policy(args.request_timeout, policy.token_urls.clone())
+    let proxy = ProxyConfig::from_env();
+    for warning in proxy.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    let transport = Transport::with_proxy(args.request_timeout, policy.token_urls.clone(), proxy)
         .map_err(|e| Outcome::Input(e.to_string()))?;
     let exchanger = Exchanger::new(transport);
     let clock = SystemClock;

@@ -135,15 +135,17 @@ pub enum OutputFormat {
 #[derive(Debug, clap::Args)]
 pub struct TokenUrlArgs {
     /// Networks that token endpoints may not resolve to, comma-separated CIDRs or addresses
-    /// (checked on every resolved address, so DNS rebinding cannot bypass it). The default
-    /// keeps credentials away from link-local addresses and the cloud metadata services. An
-    /// empty value denies nothing.
+    /// (checked on every resolved address, so DNS rebinding cannot bypass it, and through a
+    /// proxy on the operator's own resolution). The default keeps credentials away from
+    /// link-local addresses and the cloud metadata services. 0.0.0.0/8 and :: are always
+    /// refused, even when this is empty.
     #[arg(long, env = "OAUTH_TOKEN_OPERATOR_TOKEN_URL_DENY_CIDRS", value_name = "CIDRS",
           default_value = DEFAULT_DENY_CIDRS)]
     pub token_url_deny_cidrs: CidrList,
 
     /// When set, the only token endpoint hosts allowed, comma-separated: exact names or
-    /// *.domain for any subdomain (default: any host).
+    /// *.domain for any subdomain (default: any host). A listed host that cannot be resolved
+    /// locally may still go through HTTPS_PROXY / HTTP_PROXY.
     #[arg(
         long,
         env = "OAUTH_TOKEN_OPERATOR_TOKEN_URL_ALLOW_HOSTS",

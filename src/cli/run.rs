@@ -8,6 +8,7 @@ use crate::controller::{self, Settings};
 use crate::health::{self, Health};
 use crate::leader::{LeaderConfig, Leadership};
 use crate::metrics::Metrics;
+use crate::proxy::ProxyConfig;
 use crate::settings::Policy;
 
 use super::RunArgs;
@@ -77,13 +78,18 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
     .await
     .map_err(|e| format!("cannot listen on --metrics-addr {}: {e}", args.metrics_addr))?;
     let server = tokio::spawn(server);
+    let proxy = ProxyConfig::from_env();
     tracing::info!(
         version = crate::VERSION,
         namespaces = ?namespaces,
         metrics_addr = %args.metrics_addr,
         leader_elect = args.leader_elect,
+        token_request_proxies = %proxy,
         "starting"
     );
+    for warning in proxy.warnings() {
+        tracing::warn!("{warning}");
+    }
     let settings = Settings {
         namespaces,
         policy: Policy {
@@ -92,6 +98,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         },
         max_concurrent_exchanges: usize::from(args.max_concurrent_exchanges),
         request_timeout: args.request_timeout,
+        proxy,
     };
     let clock = Arc::new(SystemClock);
 

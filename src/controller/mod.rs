@@ -35,6 +35,7 @@ use crate::crd::OAuthClient;
 use crate::exchange::Exchanger;
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::proxy::ProxyConfig;
 use crate::secret::MANAGED_SELECTOR;
 use crate::settings::Policy;
 use crate::transport::Transport;
@@ -51,6 +52,8 @@ pub struct Settings {
     pub max_concurrent_exchanges: usize,
     /// Token request timeout.
     pub request_timeout: Duration,
+    /// Proxies for token requests (`run` reads them from the environment).
+    pub proxy: ProxyConfig,
 }
 
 /// Why the controller could not start.
@@ -131,8 +134,11 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let transport =
-        Transport::with_policy(settings.request_timeout, settings.policy.token_urls.clone())?;
+    let transport = Transport::with_proxy(
+        settings.request_timeout,
+        settings.policy.token_urls.clone(),
+        settings.proxy.clone(),
+    )?;
     let instance = std::env::var("POD_NAME").unwrap_or_else(|_| crate::NAME.to_owned());
     let shared = Arc::new(Shared {
         client: client.clone(),

@@ -51,6 +51,7 @@ impl Operator {
             },
             max_concurrent_exchanges,
             request_timeout,
+            proxy: Default::default(),
         };
         let client = api.client();
         // A controller panic is written to a buffer that a timed-out wait prints.

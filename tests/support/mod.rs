@@ -6,4 +6,5 @@ pub mod apiserver;
 pub mod harness;
 pub mod logs;
 pub mod process;
+pub mod proxy;
 pub mod vendors;
