@@ -16,6 +16,7 @@ use std::time::Duration;
 use http::HeaderMap;
 
 use crate::reason::{Failure, Reason};
+use crate::redact::Scrubber;
 use crate::request::TokenRequest;
 use crate::response::sanitise;
 use crate::url_policy::{DeniedAddress, PolicyResolver, TokenUrlPolicy};
@@ -79,8 +80,13 @@ impl Transport {
         })
     }
 
-    /// Sends a token request and reads the reply with the body cap.
-    pub async fn send(&self, request: &TokenRequest) -> Result<Reply, Failure> {
+    /// Sends a token request and reads the reply with the body cap. Error messages are
+    /// scrubbed with `scrubber` (the request's credentials).
+    pub async fn send(
+        &self,
+        request: &TokenRequest,
+        scrubber: &Scrubber<'_>,
+    ) -> Result<Reply, Failure> {
         let host = request.url.host_str().unwrap_or("?").to_owned();
         self.policy.check_url(&request.url)?;
         let mut builder = self
@@ -93,7 +99,7 @@ impl Transport {
         let mut response = builder
             .send()
             .await
-            .map_err(|e| self.transport_failure(&host, &e))?;
+            .map_err(|e| self.transport_failure(&host, &e, scrubber))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         if response
@@ -112,7 +118,7 @@ impl Transport {
                     body.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
-                Err(e) => return Err(self.transport_failure(&host, &e)),
+                Err(e) => return Err(self.transport_failure(&host, &e, scrubber)),
             }
         }
         Ok(Reply {
@@ -122,23 +128,39 @@ impl Transport {
         })
     }
 
-    fn transport_failure(&self, host: &str, error: &reqwest::Error) -> Failure {
+    fn transport_failure(
+        &self,
+        host: &str,
+        error: &reqwest::Error,
+        scrubber: &Scrubber<'_>,
+    ) -> Failure {
         if let Some(denied) = find_source::<DeniedAddress>(error) {
             return denied.failure();
         }
-        let what = if error.is_timeout() {
-            format!("timed out after {}s", self.timeout.as_secs_f32())
+        // What happened, with the library's detail, and the same without it.
+        let (what, short) = if error.is_timeout() {
+            let what = format!("timed out after {}s", self.timeout.as_secs_f32());
+            (what.clone(), what)
         } else if error.is_connect() {
-            format!("could not connect: {}", root_cause(error))
+            let short = "could not connect".to_owned();
+            (format!("{short}: {}", root_cause(error)), short)
         } else if error.is_body() || error.is_decode() {
-            format!("failed while reading the response: {}", root_cause(error))
+            let short = "failed while reading the response".to_owned();
+            (format!("{short}: {}", root_cause(error)), short)
         } else {
-            root_cause(error)
+            (root_cause(error), "request failed".to_owned())
         };
-        Failure::new(
-            Reason::EndpointUnavailable,
-            sanitise(&format!("token endpoint {host} {what}"), &[]),
-        )
+        // These messages hold no body text; with a secret too short to scrub reliably they
+        // are left whole rather than shredded.
+        let none = Scrubber::none();
+        let scrubber = if scrubber.allows_excerpts() {
+            scrubber
+        } else {
+            &none
+        };
+        let message = sanitise(&format!("token endpoint {host} {what}"), scrubber)
+            .unwrap_or_else(|| format!("token endpoint {host} {short}"));
+        Failure::new(Reason::EndpointUnavailable, message)
     }
 }
 
