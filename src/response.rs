@@ -42,7 +42,7 @@
 //!   characters no text of the body is kept at all: the message carries the HTTP status and,
 //!   when it is one of RFC 6749's, the `error` code.
 //! * `Retry-After` is read as delta-seconds or an HTTP date.
-//! * Reading a body never builds a tree of it ([`body`]): a 1 MiB body costs about its own
+//! * Reading a body never builds a tree of it (module `body`): a 1 MiB body costs about its own
 //!   size at most.
 
 use std::borrow::Cow;
@@ -836,10 +836,10 @@ fn excerpt(text: &str, scrubber: &Scrubber<'_>) -> Option<String> {
 
 /// Makes outside text safe for a message, or `None` when none of it may be shown.
 ///
-/// In this order: the first [`SCAN_WINDOW`] bytes are scrubbed of every form of every needle
+/// In this order: the first 4 KiB are scrubbed of every form of every needle
 /// ([`Scrubber::scrub`]); control characters become spaces and whitespace is collapsed
 /// ([`normalise`]); the result is scrubbed again (for forms that only appear once cleaned) and
-/// cut to [`MAX_EXCERPT`] characters. Nothing is shown when the text, after scrubbing or after
+/// cut to 200 characters. Nothing is shown when the text, after scrubbing or after
 /// the cut, ends with the start of a needle ([`Scrubber::partial_at_end`]), when scrubbing
 /// gives up, or when nothing is left.
 pub fn sanitise(text: &str, scrubber: &Scrubber<'_>) -> Option<String> {

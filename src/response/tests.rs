@@ -709,7 +709,12 @@ fn maximal_body(shape: &str) -> String {
             }
             s.push('}');
         }
-        // A huge error description (with escapes, so it cannot be borrowed).
+        // A huge error description.
+        "plain-error" => {
+            s.push_str(r#"{"error":"invalid_request","error_description":""#);
+            fill(&mut s, "a", r#""}"#);
+        }
+        // A huge error description with escapes, so that it cannot be borrowed.
         "error" => {
             s.push_str(r#"{"error":"invalid_request","error_description":""#);
             fill(&mut s, "a\\n", r#""}"#);
@@ -726,11 +731,12 @@ fn maximal_body(shape: &str) -> String {
 }
 
 /// The shapes of [`maximal_body`] and the status they are read with.
-const SHAPES: [(&str, u16); 6] = [
+const SHAPES: [(&str, u16); 7] = [
     ("token", 200),
     ("padding", 200),
     ("numbers", 200),
     ("keys", 200),
+    ("plain-error", 400),
     ("error", 400),
     ("html", 502),
 ];
