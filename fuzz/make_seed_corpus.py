@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Writes the fuzz seed corpus from the bodies in the parsing tests (src/response/tests.rs,
 src/duration.rs, src/template.rs). Run from fuzz/: python3 make_seed_corpus.py"""
+import base64
 import hashlib
+import html
+import json
+import urllib.parse
 import warnings
 import pathlib
 import re
@@ -50,6 +54,21 @@ for head in [
     write("response", head.encode())
 write("response", b"200\n\nfuzz-client-secret-9f8e7d")
 write("response", b'400\n\n{"error":"invalid_client","error_description":"bad fuzz-client-secret-9f8e7d"}')
+# The harness's secret echoed in the forms an endpoint may use (fuzz_targets/response.rs).
+SECRET = "fuzz-client-secret-9f8e7d ~+/=&<x>\"'"
+PAIR = "fuzz id/1:" + SECRET
+for form in [
+    SECRET,
+    urllib.parse.quote_plus(SECRET),
+    urllib.parse.quote(SECRET, safe="").lower(),
+    json.dumps(SECRET)[1:-1],
+    html.escape(SECRET),
+    base64.b64encode(PAIR.encode()).decode(),
+]:
+    write("response", ("400\n\n" + json.dumps({"error": "invalid_client", "error_description": "bad " + form})).encode())
+    write("response", ("401\ncontent-type: text/html\n\n<html><title>" + html.escape(form) + "</title></html>").encode())
+    write("response", ("500\n\n" + "x" * 190 + " " + form + " tail").encode())
+    write("response", ("200\n\n" + json.dumps({"access_token": "fuzz-token-value", "error": "x", "error_description": form + " fuzz-token-value"})).encode())
 
 for s in literals(SRC / "duration.rs"):
     if len(s) < 40:

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use crate::clock::Clock;
 use crate::reason::Failure;
+use crate::redact::Scrubber;
 use crate::request::{self, Credentials};
 use crate::response::{self, ReadContext, Token};
 use crate::settings::ExchangeSettings;
@@ -38,7 +39,9 @@ impl Exchanger {
             host,
             "requesting a token"
         );
-        let reply = self.transport.send(&request).await;
+        // Everything the endpoint says goes through this before it enters a message.
+        let scrubber = Scrubber::for_credentials(credentials);
+        let reply = self.transport.send(&request, &scrubber).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let reply = match reply {
             Ok(reply) => reply,
@@ -47,13 +50,12 @@ impl Exchanger {
                 return Err(failure);
             }
         };
-        let redact = [credentials.client_secret.expose().as_str()];
         let ctx = ReadContext {
             fields: &settings.response_fields,
             default_lifetime: settings.default_lifetime,
             now: sent_at,
             request_url: &settings.token_url,
-            redact: &redact,
+            scrubber: &scrubber,
         };
         let result = response::read(
             &response::Response {

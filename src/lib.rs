@@ -13,7 +13,7 @@
 //! | [`reason`] | failure reasons shared by status, events and metrics | none |
 //! | [`template`] | rendering `target.template` | none |
 //! | [`duration`] | `90s` / `1h30m` durations | none |
-//! | [`redact`] | the type that holds secrets and tokens | none |
+//! | [`redact`] | the type that holds secrets and tokens; the scrubber that keeps them out of messages | none |
 //! | [`refresh`] | refresh timing and failure backoff | none |
 //! | [`secret`] | the managed Secret's content | none |
 //! | [`clock`] | the injected clock | none |

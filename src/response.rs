@@ -9,6 +9,13 @@
 //! * Values are read at the names in `spec.responseFields` (default `access_token`,
 //!   `expires_in`, `token_type`, `scope`). A name that exists as a top-level key is used as is;
 //!   otherwise it is read as a dotted path (`data.token`, `items.0.token`).
+//! * Limits, checked before anything is stored (`InvalidResponse`, naming the field and, for a
+//!   length, the length; never showing the value): the access token at most
+//!   [`MAX_ACCESS_TOKEN`] bytes of visible ASCII (0x21-0x7E, so no spaces, CR or LF);
+//!   `token_type` at most [`MAX_TOKEN_TYPE`] bytes of visible ASCII once trimmed; `scope` at
+//!   most [`MAX_SCOPE`] bytes, RFC 6749 scope tokens (NQCHAR: visible ASCII except `"` and `\`)
+//!   separated by single spaces, surrounding whitespace trimmed; for an array, every element
+//!   a valid token.
 //! * `expires_in` may be a number or a numeric string (`3599`, `"3599"`, `3599.0`); fractions
 //!   are rounded down; `0`, negative, `null`, non-finite or unparseable values count as absent;
 //!   values are clamped to one year. An absolute `expires_on` (Unix seconds, as Entra ID v1
@@ -26,22 +33,35 @@
 //! * Failures carry the RFC 6749 `error` / `error_description`, or the common non-RFC envelopes
 //!   (Apigee `ErrorCode` / `Error`, `fault.faultstring`, `reason`, `message`,
 //!   `errors[].message`, an `error` object with `code` / `message`), else the HTTP status and a
-//!   short, sanitised start of the body (the `<title>` of an HTML page). Messages never contain
-//!   the client secret or a token.
+//!   short, sanitised start of the body (the `<title>` of an HTML page).
+//! * Messages are public (events are readable with the default `view` role). Text from the
+//!   endpoint goes through [`sanitise`]: the client secret, the Basic header values and the
+//!   access token are scrubbed in every encoding ([`Scrubber`]) before anything is trimmed,
+//!   stripped or cut, and a text that would end with part of one is dropped whole. With a
+//!   client secret (or access token) shorter than [`crate::redact::MIN_SCRUBBABLE_LEN`]
+//!   characters no text of the body is kept at all: the message carries the HTTP status and,
+//!   when it is one of RFC 6749's, the `error` code.
 //! * `Retry-After` is read as delta-seconds or an HTTP date.
+//! * Reading a body never builds a tree of it (module `body`): a 1 MiB body costs about its own
+//!   size at most.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, StatusCode};
 use jiff::Timestamp;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use url::Url;
 
 use crate::crd::ResponseFields;
 use crate::reason::{Failure, Reason};
-use crate::redact::{Sensitive, scrub};
+use crate::redact::{REDACTED, Scrubber, Sensitive, normalise};
+
+mod body;
+
+use body::{Body, Field};
 
 /// Longest lifetime believed (one year).
 pub const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -49,8 +69,47 @@ pub const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Longest `Retry-After` honoured (one day); longer values are clamped.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
-/// Longest excerpt of a body or error text put into a message.
+/// Longest access token accepted, in bytes (64 KiB).
+pub const MAX_ACCESS_TOKEN: usize = 64 * 1024;
+
+/// Longest `token_type` accepted, in bytes (1 KiB).
+pub const MAX_TOKEN_TYPE: usize = 1024;
+
+/// Longest `scope` accepted, in bytes (1 KiB; for an array, joined with spaces).
+pub const MAX_SCOPE: usize = 1024;
+
+/// The error codes of RFC 6749 section 5.2: the only text of a body that a message keeps when
+/// the client secret is too short to scrub.
+pub const RFC_ERROR_CODES: [&str; 6] = [
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_scope",
+];
+
+/// Longest excerpt of a body or error text put into a message, in characters.
 const MAX_EXCERPT: usize = 200;
+
+/// How much of an outside text (in bytes) is looked at for a message: more could never show
+/// after whitespace is collapsed and the excerpt cut, and scrubbing a window costs little.
+const SCAN_WINDOW: usize = 4 * 1024;
+
+/// How much of a body is searched for an HTML `<title>`.
+const TITLE_WINDOW: usize = 16 * 1024;
+
+/// Top-level names that classifying a failure reads.
+const ERROR_FIELDS: [&str; 8] = [
+    "error",
+    "error_description",
+    "ErrorCode",
+    "Error",
+    "fault",
+    "reason",
+    "message",
+    "errors",
+];
 
 /// Where the lifetime of a token came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -106,8 +165,9 @@ pub struct ReadContext<'a> {
     pub now: Timestamp,
     /// The request URL (to name a redirect's target host).
     pub request_url: &'a Url,
-    /// Values that must never appear in a message (the client secret).
-    pub redact: &'a [&'a str],
+    /// What must never appear in a message: the credentials of the exchange, in every form
+    /// ([`Scrubber::for_credentials`]). The access token of a 2xx body is added to it here.
+    pub scrubber: &'a Scrubber<'a>,
 }
 
 /// Reads a token response: a [`Token`] for a usable 2xx, else a classified [`Failure`].
@@ -126,63 +186,63 @@ pub fn read(response: &Response<'_>, ctx: &ReadContext<'_>) -> Result<Token, Fai
 
 fn read_success(response: &Response<'_>, ctx: &ReadContext<'_>) -> Result<Token, Failure> {
     let status = status_text(response.status);
-    let object = parse_body(response.body).ok_or_else(|| {
-        let content_type = header(response.headers, "content-type").unwrap_or("no content type");
-        let mut message = format!(
-            "{status} with a body that is neither a JSON object nor form-encoded ({})",
-            sanitise(content_type, ctx.redact)
-        );
-        if let Some(title) = html_title(response.body) {
-            message.push_str(&format!(": {}", sanitise(&title, ctx.redact)));
-        }
-        Failure::new(Reason::InvalidResponse, message)
-    })?;
-
-    if let Some(error) = object.get("error").filter(|v| !v.is_null()) {
-        let described = describe_error_fields(&object).unwrap_or_else(|| short_json(error));
-        return Err(Failure::new(
-            Reason::InvalidResponse,
-            format!(
-                "{status} carries an error instead of a token: {}",
-                sanitise(&described, ctx.redact)
-            ),
-        ));
-    }
-
     let fields = ctx.fields;
-    let access_token = match lookup(&object, &fields.access_token) {
-        Some(Value::String(token)) if !token.trim().is_empty() => token.clone(),
-        found => {
-            let what = match found {
-                None => "has no",
-                Some(_) => "has an unusable (empty or non-string)",
-            };
-            let mut names: Vec<&str> = object.keys().map(String::as_str).take(12).collect();
-            names.sort_unstable();
-            return Err(Failure::new(
-                Reason::InvalidResponse,
-                format!(
-                    "{status} {what} {} (top-level fields: {}); set spec.responseFields.accessToken if the token is elsewhere",
-                    sanitise(&fields.access_token, ctx.redact),
-                    sanitise(&names.join(", "), ctx.redact)
-                ),
-            ));
-        }
+    let wanted = wanted_fields(fields);
+    let Some(body) = Body::parse(response.body, &wanted) else {
+        return Err(not_a_token_body(&status, response, ctx.scrubber));
     };
 
+    // Every message from here on is built from a body that may hold the token: scrub it too.
+    let found = body.lookup(&fields.access_token);
+    let token_text = found.and_then(Field::str);
+    let with_token;
+    let scrubber = match token_text.as_deref() {
+        Some(token) => {
+            with_token = ctx.scrubber.with_token(token);
+            &with_token
+        }
+        None => ctx.scrubber,
+    };
+
+    if let Some(error) = body.get("error").filter(|v| !v.is_null()) {
+        let described = describe_error_fields(&body)
+            .or_else(|| Some(head(error.as_written(), SCAN_WINDOW).to_owned()));
+        let mut message = format!("{status} carries an error instead of a token");
+        if let Some(detail) = detail(described, error_code(&body), scrubber) {
+            message.push_str(": ");
+            message.push_str(&detail);
+        }
+        return Err(Failure::new(Reason::InvalidResponse, message));
+    }
+
+    let access_token = match token_text.as_deref() {
+        Some(token) if !token.trim().is_empty() => token,
+        _ => return Err(no_token(&status, found.is_some(), &body, fields, scrubber)),
+    };
+    let name = FieldName::new("access_token", &fields.access_token);
+    check_length(&status, &name, access_token.len(), MAX_ACCESS_TOKEN)?;
+    if let Some((at, what)) = first_invalid(access_token, is_visible) {
+        return Err(invalid_characters(&status, &name, at, what, VISIBLE_RULE));
+    }
+
     let now = ctx.now;
-    let (expires_at, lifetime_source) = if let Some(at) = object
+    let (expires_at, lifetime_source) = if let Some(at) = body
         .get("expires_on")
-        .and_then(unix_time)
+        .and_then(Field::small_value)
+        .and_then(|v| unix_time(&v))
         .filter(|at| *at > now)
     {
         (at.min(add(now, MAX_LIFETIME)), LifetimeSource::ExpiresOn)
-    } else if let Some(secs) = lookup(&object, &fields.expires_in).and_then(positive_seconds) {
+    } else if let Some(secs) = body
+        .lookup(&fields.expires_in)
+        .and_then(Field::small_value)
+        .and_then(|v| positive_seconds(&v))
+    {
         (
             add(now, Duration::from_secs(secs)),
             LifetimeSource::ExpiresIn,
         )
-    } else if let Some(at) = jwt_exp(&access_token).filter(|at| *at > now) {
+    } else if let Some(at) = jwt_exp(access_token).filter(|at| *at > now) {
         (at.min(add(now, MAX_LIFETIME)), LifetimeSource::JwtExp)
     } else {
         (
@@ -191,13 +251,18 @@ fn read_success(response: &Response<'_>, ctx: &ReadContext<'_>) -> Result<Token,
         )
     };
 
-    let token_type =
-        normalize_token_type(lookup(&object, &fields.token_type).and_then(Value::as_str));
-    let scope = lookup(&object, &fields.scope).and_then(scope_text);
-    let vendor_issued_at = object.get("issued_at").and_then(unix_time);
+    let token_type = read_token_type(&status, &body, fields)?;
+    let scope = match body.lookup(&fields.scope) {
+        Some(value) => read_scope(&status, value, &FieldName::new("scope", &fields.scope))?,
+        None => None,
+    };
+    let vendor_issued_at = body
+        .get("issued_at")
+        .and_then(Field::small_value)
+        .and_then(|v| unix_time(&v));
 
     Ok(Token {
-        access_token: Sensitive::new(access_token),
+        access_token: Sensitive::new(access_token.to_owned()),
         token_type,
         scope,
         issued_at: now,
@@ -207,56 +272,242 @@ fn read_success(response: &Response<'_>, ctx: &ReadContext<'_>) -> Result<Token,
     })
 }
 
-/// Parses a body as a JSON object, or else as a form-encoded set of fields.
-fn parse_body(body: &[u8]) -> Option<Map<String, Value>> {
-    let text = std::str::from_utf8(body).ok()?;
-    let text = text.trim_start_matches('\u{feff}').trim();
-    if text.starts_with('{') {
-        return match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(map)) => Some(map),
-            _ => None,
-        };
+/// The top-level names reading a 2xx body may look at.
+fn wanted_fields(fields: &ResponseFields) -> Vec<&str> {
+    let mut wanted: Vec<&str> = ERROR_FIELDS.to_vec();
+    wanted.extend(["expires_on", "issued_at"]);
+    for path in [
+        &fields.access_token,
+        &fields.expires_in,
+        &fields.token_type,
+        &fields.scope,
+    ] {
+        wanted.push(path);
+        wanted.extend(path.split('.').next());
     }
-    parse_form(text)
+    wanted
 }
 
-fn parse_form(text: &str) -> Option<Map<String, Value>> {
-    if text.is_empty() || !text.contains('=') {
-        return None;
-    }
-    let mut map = Map::new();
-    for pair in text.split('&') {
-        let (key, _) = pair.split_once('=')?;
-        let key_ok = !key.is_empty()
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_-.%+".contains(&b));
-        if !key_ok {
-            return None;
+fn not_a_token_body(status: &str, response: &Response<'_>, scrubber: &Scrubber<'_>) -> Failure {
+    let mut message =
+        format!("{status} with a body that is neither a JSON object nor form-encoded");
+    match header(response.headers, "content-type") {
+        None => message.push_str(" (no content type)"),
+        Some(content_type) => {
+            if let Some(content_type) = excerpt(content_type, scrubber) {
+                message.push_str(&format!(" ({content_type})"));
+            }
         }
     }
-    for (key, value) in form_urlencoded::parse(text.as_bytes()) {
-        map.insert(key.into_owned(), Value::String(value.into_owned()));
+    if let Some(title) = html_title(response.body).and_then(|t| excerpt(&t, scrubber)) {
+        message.push_str(&format!(": {title}"));
     }
-    Some(map)
+    Failure::new(Reason::InvalidResponse, message)
 }
 
-/// Finds a value by top-level name, else by dotted path (numeric segments index arrays).
-pub fn lookup<'v>(object: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
-    if let Some(v) = object.get(path) {
-        return Some(v);
+fn no_token(
+    status: &str,
+    found: bool,
+    body: &Body<'_>,
+    fields: &ResponseFields,
+    scrubber: &Scrubber<'_>,
+) -> Failure {
+    let what = if found {
+        "has an unusable (empty or non-string)"
+    } else {
+        "has no"
+    };
+    let mut message = format!("{status} {what} {}", spec_text(&fields.access_token));
+    let mut names = Joined::default();
+    for name in body.names() {
+        names.push(name, ", ");
     }
-    let mut segments = path.split('.');
-    let mut current = object.get(segments.next()?)?;
-    for segment in segments {
-        current = match current {
-            Value::Object(map) => map.get(segment)?,
-            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
+    if let Some(names) = excerpt(&names.text, scrubber) {
+        message.push_str(&format!(" (top-level fields: {names})"));
     }
-    Some(current)
+    message.push_str("; set spec.responseFields.accessToken if the token is elsewhere");
+    Failure::new(Reason::InvalidResponse, message)
 }
+
+// === limits and character rules ===
+
+const VISIBLE_RULE: &str = "it must be visible ASCII (0x21-0x7E) without spaces";
+const SCOPE_RULE: &str = "scope must be RFC 6749 scope tokens (visible ASCII except '\"' and '\\') separated by single spaces";
+
+/// A field as messages name it: its role, and where the spec says it is read when that differs.
+struct FieldName {
+    text: String,
+}
+
+impl FieldName {
+    fn new(role: &str, path: &str) -> Self {
+        let text = if path == role {
+            role.to_owned()
+        } else {
+            format!("{role} (read at {})", spec_text(path))
+        };
+        FieldName { text }
+    }
+}
+
+fn check_length(status: &str, name: &FieldName, len: usize, max: usize) -> Result<(), Failure> {
+    if len <= max {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Reason::InvalidResponse,
+        format!(
+            "{status}: {} is {len} bytes long; at most {max} are accepted",
+            name.text
+        ),
+    ))
+}
+
+fn invalid_characters(
+    status: &str,
+    name: &FieldName,
+    at: usize,
+    what: &str,
+    rule: &str,
+) -> Failure {
+    Failure::new(
+        Reason::InvalidResponse,
+        format!("{status}: {} holds {what} at byte {at}; {rule}", name.text),
+    )
+}
+
+fn is_visible(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b)
+}
+
+/// RFC 6749 NQCHAR: %x21 / %x23-5B / %x5D-7E.
+fn is_nqchar(b: u8) -> bool {
+    is_visible(b) && b != b'"' && b != b'\\'
+}
+
+/// The first byte of `value` that `allowed` refuses, and what it is (never the byte itself).
+fn first_invalid(value: &str, allowed: fn(u8) -> bool) -> Option<(usize, &'static str)> {
+    let (at, b) = value.bytes().enumerate().find(|(_, b)| !allowed(*b))?;
+    Some((at, byte_kind(b)))
+}
+
+/// What a refused byte is, for a message that must not show it.
+fn byte_kind(b: u8) -> &'static str {
+    match b {
+        b' ' => "a space",
+        b'"' => "a double quote",
+        b'\\' => "a backslash",
+        0x00..=0x1f | 0x7f => "a control character",
+        0x80.. => "a non-ASCII character",
+        _ => "a character that is not allowed",
+    }
+}
+
+fn read_token_type(
+    status: &str,
+    body: &Body<'_>,
+    fields: &ResponseFields,
+) -> Result<String, Failure> {
+    let Some(raw) = body.lookup(&fields.token_type).and_then(Field::str) else {
+        // Missing, or not a string: Bearer, as before.
+        return Ok(normalize_token_type(None));
+    };
+    let name = FieldName::new("token_type", &fields.token_type);
+    check_length(status, &name, raw.len(), MAX_TOKEN_TYPE)?;
+    let trimmed = raw.trim();
+    if let Some((at, what)) = first_invalid(trimmed, is_visible) {
+        return Err(invalid_characters(status, &name, at, what, VISIBLE_RULE));
+    }
+    Ok(normalize_token_type(Some(trimmed)))
+}
+
+/// The granted scope: a string (trimmed) or an array of tokens (joined with spaces); `None`
+/// when empty or of another type.
+fn read_scope(status: &str, value: Field<'_>, name: &FieldName) -> Result<Option<String>, Failure> {
+    if let Some(text) = value.str() {
+        check_length(status, name, text.len(), MAX_SCOPE)?;
+        let text = text.trim();
+        let mut previous = b'x';
+        for (at, b) in text.bytes().enumerate() {
+            if b == b' ' && previous == b' ' {
+                return Err(invalid_characters(
+                    status,
+                    name,
+                    at,
+                    "two spaces in a row",
+                    SCOPE_RULE,
+                ));
+            }
+            if b != b' ' && !is_nqchar(b) {
+                return Err(invalid_characters(
+                    status,
+                    name,
+                    at,
+                    byte_kind(b),
+                    SCOPE_RULE,
+                ));
+            }
+            previous = b;
+        }
+        return Ok((!text.is_empty()).then(|| text.to_owned()));
+    }
+    let mut joined = String::new();
+    let mut total = 0usize;
+    let mut problem: Option<Failure> = None;
+    let mut index = 0usize;
+    let is_array = value.each_element(|element| {
+        let i = index;
+        index += 1;
+        let element_name = FieldName {
+            text: format!("{} element {i}", name.text),
+        };
+        let Some(token) = element.str() else {
+            problem = Some(Failure::new(
+                Reason::InvalidResponse,
+                format!(
+                    "{status}: {} is not a string; {SCOPE_RULE}",
+                    element_name.text
+                ),
+            ));
+            return false;
+        };
+        if token.is_empty() {
+            problem = Some(Failure::new(
+                Reason::InvalidResponse,
+                format!("{status}: {} is empty; {SCOPE_RULE}", element_name.text),
+            ));
+            return false;
+        }
+        if let Some((at, what)) = first_invalid(&token, is_nqchar) {
+            problem = Some(invalid_characters(
+                status,
+                &element_name,
+                at,
+                what,
+                SCOPE_RULE,
+            ));
+            return false;
+        }
+        total += token.len() + usize::from(i > 0);
+        if total <= MAX_SCOPE {
+            if i > 0 {
+                joined.push(' ');
+            }
+            joined.push_str(&token);
+        }
+        true
+    });
+    if !is_array {
+        return Ok(None);
+    }
+    if let Some(problem) = problem {
+        return Err(problem);
+    }
+    check_length(status, name, total, MAX_SCOPE)?;
+    Ok((!joined.is_empty()).then_some(joined))
+}
+
+// === values ===
 
 /// A number or numeric string as whole seconds; `None` for 0, negative, null or garbage.
 fn positive_seconds(value: &Value) -> Option<u64> {
@@ -323,21 +574,6 @@ pub fn normalize_token_type(raw: Option<&str>) -> String {
     }
 }
 
-fn scope_text(value: &Value) -> Option<String> {
-    let text = match value {
-        Value::String(s) => s.trim().to_owned(),
-        Value::Array(items) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join(" "),
-        _ => return None,
-    };
-    (!text.is_empty()).then_some(text)
-}
-
 fn add(t: Timestamp, d: Duration) -> Timestamp {
     let d = jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX);
     t.checked_add(d).unwrap_or(Timestamp::MAX)
@@ -350,7 +586,10 @@ fn redirect_failure(response: &Response<'_>, ctx: &ReadContext<'_>) -> Failure {
         .and_then(|loc| ctx.request_url.join(loc).ok())
         .and_then(|url| url.host_str().map(str::to_owned));
     let to = match target {
-        Some(host) => format!("to host {}", sanitise(&host, ctx.redact)),
+        Some(host) => match excerpt(&host, ctx.scrubber) {
+            Some(host) => format!("to host {host}"),
+            None => "to a host not shown".to_owned(),
+        },
         None => "without a usable Location".to_owned(),
     };
     Failure::new(
@@ -365,18 +604,19 @@ fn redirect_failure(response: &Response<'_>, ctx: &ReadContext<'_>) -> Failure {
 /// Classifies a non-2xx, non-3xx answer into a contract reason.
 fn classify_error(response: &Response<'_>, ctx: &ReadContext<'_>) -> Failure {
     let status = response.status;
-    let object = parse_body(response.body);
-    let code = object.as_ref().and_then(error_code);
+    let body = Body::parse(response.body, &ERROR_FIELDS);
+    let code = body.as_ref().and_then(error_code);
     let reason = reason_for(status, code.as_deref());
 
-    let detail = object
-        .as_ref()
-        .and_then(describe_error_fields)
-        .or_else(|| body_excerpt(response.body));
     let mut message = status_text(status);
+    let detail = match body.as_ref().and_then(describe_error_fields) {
+        Some(described) => detail(Some(described), code, ctx.scrubber),
+        None if ctx.scrubber.allows_excerpts() => body_excerpt(response.body, ctx.scrubber),
+        None => detail(None, code, ctx.scrubber),
+    };
     if let Some(detail) = detail {
         message.push_str(": ");
-        message.push_str(&sanitise(&detail, ctx.redact));
+        message.push_str(&detail);
     }
 
     let retry_after = header(response.headers, "retry-after")
@@ -407,131 +647,228 @@ pub fn reason_for(status: u16, code: Option<&str>) -> Reason {
     }
 }
 
+/// What a message says about a body: the sanitised description when excerpts are allowed,
+/// else the RFC 6749 error code alone, when it is one.
+fn detail(
+    described: Option<String>,
+    code: Option<String>,
+    scrubber: &Scrubber<'_>,
+) -> Option<String> {
+    if scrubber.allows_excerpts() {
+        return described.and_then(|d| sanitise(&d, scrubber));
+    }
+    let code = code?;
+    RFC_ERROR_CODES
+        .iter()
+        .find(|known| **known == code)
+        .map(|known| (*known).to_owned())
+}
+
 /// The machine-readable error code: RFC 6749 `error`, or Apigee `ErrorCode`, or an `error`
 /// object's `code`.
-fn error_code(object: &Map<String, Value>) -> Option<String> {
-    let code = match object.get("error") {
-        Some(Value::String(s)) => Some(s.as_str()),
-        Some(Value::Object(inner)) => inner.get("code").and_then(Value::as_str),
-        _ => None,
+fn error_code(body: &Body<'_>) -> Option<String> {
+    let error = body.get("error");
+    let code = match error {
+        Some(field) if field.is_object() => field.child("code").and_then(Field::str),
+        Some(field) => field.str(),
+        None => None,
     }
-    .or_else(|| object.get("ErrorCode").and_then(Value::as_str))?;
+    .or_else(|| body.get("ErrorCode").and_then(Field::str))?;
     Some(code.trim().to_ascii_lowercase())
 }
 
-/// A human description from the known error envelopes, if any.
-fn describe_error_fields(object: &Map<String, Value>) -> Option<String> {
-    let text = |v: Option<&Value>| {
-        v.and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    };
-    let mut parts: Vec<String> = Vec::new();
-    match object.get("error") {
-        Some(Value::String(code)) if !code.trim().is_empty() => parts.push(code.trim().to_owned()),
-        Some(Value::Object(inner)) => {
-            parts.extend(text(inner.get("code")));
-            parts.extend(text(inner.get("message")));
+/// A string value, trimmed, if it is one and not empty.
+fn text_of(field: Option<Field<'_>>) -> Option<Cow<'_, str>> {
+    let text = field?.str()?;
+    if text.trim().is_empty() {
+        return None;
+    }
+    Some(match text {
+        Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
+        Cow::Owned(mut s) => {
+            // Trimmed in place: a decoded description may be most of the body.
+            s.truncate(s.trim_end().len());
+            let start = s.len() - s.trim_start().len();
+            s.drain(..start);
+            Cow::Owned(s)
         }
-        _ => {}
+    })
+}
+
+/// A human description from the known error envelopes, if any (at most [`SCAN_WINDOW`]
+/// bytes: a longer one ends where it was cut, so that the partial rule sees the cut).
+fn describe_error_fields(body: &Body<'_>) -> Option<String> {
+    let mut parts = Joined::default();
+    match body.get("error") {
+        Some(error) if error.is_object() => {
+            parts.extend(text_of(error.child("code")), ": ");
+            parts.extend(text_of(error.child("message")), ": ");
+        }
+        error => parts.extend(text_of(error), ": "),
     }
-    parts.extend(text(object.get("error_description")));
+    parts.extend(text_of(body.get("error_description")), ": ");
     if parts.is_empty() {
-        parts.extend(text(object.get("ErrorCode")));
-        parts.extend(text(object.get("Error")));
+        parts.extend(text_of(body.get("ErrorCode")), ": ");
+        parts.extend(text_of(body.get("Error")), ": ");
     }
     if parts.is_empty() {
-        let fault = object.get("fault");
-        parts.extend(text(fault.and_then(|f| f.get("faultstring"))));
-        parts.extend(text(
-            fault
-                .and_then(|f| f.get("detail"))
-                .and_then(|d| d.get("errorcode")),
-        ));
+        let fault = body.get("fault");
+        parts.extend(text_of(fault.and_then(|f| f.child("faultstring"))), ": ");
+        parts.extend(
+            text_of(
+                fault
+                    .and_then(|f| f.child("detail"))
+                    .and_then(|d| d.child("errorcode")),
+            ),
+            ": ",
+        );
     }
     if parts.is_empty() {
-        parts.extend(text(object.get("reason")));
-        parts.extend(text(object.get("message")));
+        parts.extend(text_of(body.get("reason")), ": ");
+        parts.extend(text_of(body.get("message")), ": ");
     }
     if parts.is_empty() {
-        if let Some(Value::Array(errors)) = object.get("errors") {
-            let messages: Vec<String> = errors
-                .iter()
-                .filter_map(|e| text(e.get("message")).or_else(|| text(Some(e))))
-                .take(5)
-                .collect();
+        if let Some(errors) = body.get("errors") {
+            let mut messages = Joined::default();
+            let mut count = 0;
+            errors.each_element(|e| {
+                if let Some(text) = text_of(e.child("message")).or_else(|| text_of(Some(e))) {
+                    messages.push(&text, "; ");
+                    count += 1;
+                }
+                count < 5
+            });
             if !messages.is_empty() {
-                parts.push(messages.join("; "));
+                parts.push(&messages.text, ": ");
             }
         }
     }
-    (!parts.is_empty()).then(|| parts.join(": "))
+    (!parts.is_empty()).then_some(parts.text)
 }
 
-/// A short start of a non-JSON body: the `<title>` of an HTML page, else its text.
-fn body_excerpt(body: &[u8]) -> Option<String> {
-    if let Some(title) = html_title(body) {
-        return Some(title);
+/// Pieces of text joined with separators, up to [`SCAN_WINDOW`] bytes; the piece that does not
+/// fit is cut and nothing follows it.
+#[derive(Default)]
+struct Joined {
+    text: String,
+    full: bool,
+}
+
+impl Joined {
+    fn push(&mut self, part: &str, separator: &str) {
+        if self.full {
+            return;
+        }
+        if !self.text.is_empty() {
+            self.text.push_str(separator);
+        }
+        let room = SCAN_WINDOW.saturating_sub(self.text.len());
+        let kept = head(part, room);
+        self.full = kept.len() < part.len();
+        self.text.push_str(kept);
     }
-    let text = String::from_utf8_lossy(&body[..body.len().min(4 * MAX_EXCERPT)]);
-    let text = strip_tags(&text);
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    (!text.is_empty()).then_some(text)
+
+    fn extend(&mut self, part: Option<Cow<'_, str>>, separator: &str) {
+        if let Some(part) = part {
+            self.push(&part, separator);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
 }
 
+/// A short start of a non-JSON body: the `<title>` of an HTML page, else its text with tags
+/// stripped.
+fn body_excerpt(body: &[u8], scrubber: &Scrubber<'_>) -> Option<String> {
+    if !scrubber.allows_excerpts() {
+        return None;
+    }
+    if let Some(title) = html_title(body) {
+        return sanitise(&title, scrubber);
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(SCAN_WINDOW)]);
+    clean(&text, scrubber, true)
+}
+
+/// The text between `<title...>` and `</title` in the first [`TITLE_WINDOW`] bytes, as
+/// written (cleaning and scrubbing are the caller's).
 fn html_title(body: &[u8]) -> Option<String> {
-    let head = String::from_utf8_lossy(&body[..body.len().min(16 * 1024)]);
+    let head = String::from_utf8_lossy(&body[..body.len().min(TITLE_WINDOW)]);
     let lower = head.to_ascii_lowercase();
     let start = lower.find("<title")?;
     let open_end = start + lower[start..].find('>')? + 1;
     let close = open_end + lower[open_end..].find("</title")?;
-    let title = head[open_end..close]
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    (!title.is_empty()).then_some(title)
+    let title = &head[open_end..close];
+    (!title.trim().is_empty()).then(|| title.to_owned())
 }
 
-fn strip_tags(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut in_tag = false;
-    for c in text.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' if in_tag => {
-                in_tag = false;
-                out.push(' ');
-            }
-            _ if !in_tag => out.push(c),
-            _ => {}
+/// The start of `text` of at most `max` bytes, cut at a character boundary.
+fn head(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Text from the spec (a field name), made one line; it is the user's own and not scrubbed.
+fn spec_text(text: &str) -> String {
+    let cleaned = normalise(head(text, SCAN_WINDOW), false);
+    if cleaned.chars().count() > MAX_EXCERPT {
+        let mut cut: String = cleaned.chars().take(MAX_EXCERPT).collect();
+        cut.push('…');
+        cut
+    } else {
+        cleaned
+    }
+}
+
+/// Body-derived text for a message: [`sanitise`]d, and only when the scrubber allows excerpts
+/// at all.
+fn excerpt(text: &str, scrubber: &Scrubber<'_>) -> Option<String> {
+    if !scrubber.allows_excerpts() {
+        return None;
+    }
+    sanitise(text, scrubber)
+}
+
+/// Makes outside text safe for a message, or `None` when none of it may be shown.
+///
+/// In this order: the first 4 KiB are scrubbed of every form of every needle
+/// ([`Scrubber::scrub`]); control characters become spaces and whitespace is collapsed
+/// ([`normalise`]); the result is scrubbed again (for forms that only appear once cleaned) and
+/// cut to 200 characters. Nothing is shown when the text, after scrubbing or after
+/// the cut, ends with the start of a needle ([`Scrubber::partial_at_end`]), when scrubbing
+/// gives up, or when nothing is left.
+pub fn sanitise(text: &str, scrubber: &Scrubber<'_>) -> Option<String> {
+    clean(text, scrubber, false)
+}
+
+fn clean(text: &str, scrubber: &Scrubber<'_>, strip_tags: bool) -> Option<String> {
+    let scrubbed = scrubber.scrub(head(text, SCAN_WINDOW))?;
+    if scrubber.partial_at_end(&scrubbed) {
+        return None;
+    }
+    let scrubbed = scrubber.scrub(&normalise(&scrubbed, strip_tags))?;
+    if scrubbed.is_empty() {
+        return None;
+    }
+    let Some((cut_at, _)) = scrubbed.char_indices().nth(MAX_EXCERPT) else {
+        return (!scrubber.partial_at_end(&scrubbed)).then_some(scrubbed);
+    };
+    let mut kept = &scrubbed[..cut_at];
+    // Never leave half of a [redacted] marker.
+    if let Some(open) = kept.rfind('[') {
+        if scrubbed[open..].starts_with(REDACTED) && open + REDACTED.len() > cut_at {
+            kept = &kept[..open];
         }
     }
-    out
-}
-
-fn short_json(value: &Value) -> String {
-    let text = value.to_string();
-    text.chars().take(MAX_EXCERPT).collect()
-}
-
-/// Makes outside text safe for a message: no control characters, collapsed whitespace, at most
-/// [`MAX_EXCERPT`] characters, and no occurrence of a value to redact.
-pub fn sanitise(text: &str, redact: &[&str]) -> String {
-    let scrubbed = scrub(text, redact);
-    let cleaned: String = scrubbed
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let collapsed = cleaned.split_whitespace().collect::<Vec<_>>().join(" ");
-    if collapsed.chars().count() > MAX_EXCERPT {
-        let mut cut: String = collapsed.chars().take(MAX_EXCERPT).collect();
-        cut.push('…');
-        // Cutting could have split a secret that was not scrubbed whole; scrub once more.
-        scrub(&cut, redact)
-    } else {
-        collapsed
+    if scrubber.partial_at_end(kept) {
+        return None;
     }
+    Some(format!("{}…", kept.trim_end()))
 }
 
 fn status_text(status: u16) -> String {

@@ -31,6 +31,7 @@ use url::{Host, Url};
 
 use crate::proxy::{ProxyConfig, ProxyServer, Route};
 use crate::reason::{Failure, Reason};
+use crate::redact::Scrubber;
 use crate::request::TokenRequest;
 use crate::response::sanitise;
 use crate::url_policy::{DeniedAddress, PolicyResolver, TokenUrlPolicy};
@@ -126,8 +127,13 @@ impl Transport {
         })
     }
 
-    /// Sends a token request and reads the reply with the body cap.
-    pub async fn send(&self, request: &TokenRequest) -> Result<Reply, Failure> {
+    /// Sends a token request and reads the reply with the body cap. Error messages are
+    /// scrubbed with `scrubber` (the request's credentials).
+    pub async fn send(
+        &self,
+        request: &TokenRequest,
+        scrubber: &Scrubber<'_>,
+    ) -> Result<Reply, Failure> {
         let url = &request.url;
         let host = url.host_str().unwrap_or("?").to_owned();
         self.policy.check_url(url)?;
@@ -153,7 +159,7 @@ impl Transport {
         }
         let mut response = match builder.send().await {
             Ok(response) => response,
-            Err(e) => return Err(self.transport_failure(url, route, &e).await),
+            Err(e) => return Err(self.transport_failure(url, route, &e, scrubber).await),
         };
         let status = response.status().as_u16();
         if let Route::Proxy(proxy) = route
@@ -185,7 +191,7 @@ impl Transport {
                     body.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
-                Err(e) => return Err(self.transport_failure(url, route, &e).await),
+                Err(e) => return Err(self.transport_failure(url, route, &e, scrubber).await),
             }
         }
         Ok(Reply {
@@ -252,7 +258,8 @@ impl Transport {
                     Ok(addrs)
                 }
             }
-            Ok(Err(e)) => Err(sanitise(&e.to_string(), &[])),
+            Ok(Err(e)) => Err(sanitise(&e.to_string(), &Scrubber::none())
+                .unwrap_or_else(|| "the lookup failed".to_owned())),
             Err(_) => Err(format!("no answer within {}s", self.timeout.as_secs_f32())),
         }
     }
@@ -262,6 +269,7 @@ impl Transport {
         url: &Url,
         route: Route<'_>,
         error: &reqwest::Error,
+        scrubber: &Scrubber<'_>,
     ) -> Failure {
         let host = url.host_str().unwrap_or("?");
         if let Some(denied) = find_source::<DeniedAddress>(error) {
@@ -270,28 +278,39 @@ impl Transport {
         if let Route::Proxy(proxy) = route
             && let Some(message) = self.proxy_failure(url, proxy, error).await
         {
-            return Failure::new(
-                Reason::EndpointUnavailable,
-                sanitise(&format!("token endpoint {host}: {message}"), &[]),
-            );
+            let text = format!("token endpoint {host}: {message}");
+            let message = sanitise(&text, &Scrubber::none())
+                .unwrap_or_else(|| format!("token endpoint {host}: the proxy {proxy} failed"));
+            return Failure::new(Reason::EndpointUnavailable, message);
         }
-        let what = if error.is_timeout() {
-            format!("timed out after {}s", self.timeout.as_secs_f32())
+        // What happened, with the library's detail, and the same without it.
+        let (what, short) = if error.is_timeout() {
+            let what = format!("timed out after {}s", self.timeout.as_secs_f32());
+            (what.clone(), what)
         } else if error.is_connect() {
-            format!("could not connect: {}", root_cause(error))
+            let short = "could not connect".to_owned();
+            (format!("{short}: {}", root_cause(error)), short)
         } else if error.is_body() || error.is_decode() {
-            format!("failed while reading the response: {}", root_cause(error))
+            let short = "failed while reading the response".to_owned();
+            (format!("{short}: {}", root_cause(error)), short)
         } else {
-            root_cause(error)
+            (root_cause(error), "request failed".to_owned())
         };
         let via = match route {
             Route::Proxy(proxy) => format!(" (through the proxy {proxy})"),
             _ => String::new(),
         };
-        Failure::new(
-            Reason::EndpointUnavailable,
-            sanitise(&format!("token endpoint {host} {what}{via}"), &[]),
-        )
+        // These messages hold no body text; with a secret too short to scrub reliably they
+        // are left whole rather than shredded.
+        let none = Scrubber::none();
+        let scrubber = if scrubber.allows_excerpts() {
+            scrubber
+        } else {
+            &none
+        };
+        let message = sanitise(&format!("token endpoint {host} {what}{via}"), scrubber)
+            .unwrap_or_else(|| format!("token endpoint {host} {short}{via}"));
+        Failure::new(Reason::EndpointUnavailable, message)
     }
 
     /// What went wrong with the proxy itself, if it was the proxy: it could not be reached, or

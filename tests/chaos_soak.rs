@@ -327,8 +327,10 @@ async fn chaos_soak() {
         let basic_raw = format!("{}:{}", e.id, e.secret);
         let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
         let basic_rfc = format!("{}:{}", encode(&e.id), encode(&e.secret));
-        // assert_absent also looks for the base64 of each (the Basic header's encodings).
+        // assert_absent looks for every form of each (form-urlencoded, JSON- and HTML-escaped,
+        // base64: the Basic header's encodings).
         forbidden.extend([e.secret.clone(), encode(&e.secret), basic_raw, basic_rfc]);
+        forbidden.extend(support::logs::basic_pairs(&e.id, &e.secret));
     }
     // Every token the emulators issue starts with this.
     forbidden.push("emulated-token-".into());

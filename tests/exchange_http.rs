@@ -761,3 +761,209 @@ async fn allow_hosts_admits_only_the_listed_hosts() {
     assert_eq!(failure.reason, Reason::InvalidSpec);
     assert_eq!(server.count(), 1);
 }
+
+// === an endpoint that echoes the request ===
+
+/// A client secret with every character that encoders treat differently.
+const NASTY_SECRET: &str = "s3cr3t ~+/=&<x>\"'\n";
+const NASTY_ID: &str = "echo id/1";
+const ECHO_TOKEN: &str = "echo/token+value=0123456789";
+
+/// Percent-encoding with `%20` for spaces and lower-case hex, as some servers write it.
+fn lower_percent(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+        .split('%')
+        .enumerate()
+        .map(|(i, part)| {
+            if i == 0 || part.len() < 2 {
+                part.to_owned()
+            } else {
+                format!("%{}{}", part[..2].to_ascii_lowercase(), &part[2..])
+            }
+        })
+        .collect()
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// Answers every request by echoing what it got (the body, each decoded parameter, the
+/// Authorization header and the decoded Basic credentials) raw, form-urlencoded (upper- and
+/// lower-case, `+` and `%20`), JSON-escaped and HTML-escaped, inside the kind of answer the
+/// path names: `/json400`, `/html401`, `/text500` (plain text, long enough to be cut, the echo
+/// across the excerpt limit), `/fault401` (Apigee) and `/error200` (a 200 that carries an error
+/// beside an access token, echoed too).
+async fn echo(
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use base64::Engine as _;
+    let mut echoed = vec![String::from_utf8_lossy(&body).into_owned()];
+    for (name, value) in form_urlencoded::parse(&body) {
+        echoed.push(format!("{name}={value}"));
+    }
+    if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&body) {
+        for (name, value) in map {
+            echoed.push(format!("{name}={}", value.as_str().unwrap_or_default()));
+        }
+    }
+    if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        echoed.push(format!("Authorization: {auth}"));
+        let decoded = auth
+            .strip_prefix("Basic ")
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
+        if let Some(decoded) = decoded {
+            let pair = String::from_utf8_lossy(&decoded).into_owned();
+            for half in pair.splitn(2, ':') {
+                let unescaped = form_urlencoded::parse(format!("v={half}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default();
+                echoed.push(unescaped);
+            }
+            echoed.push(pair);
+        }
+    }
+    let text = echoed.join(" | ");
+    let encoded: String = form_urlencoded::byte_serialize(text.as_bytes()).collect();
+    let json_escaped = serde_json::to_string(&text).unwrap();
+    let all = [
+        text.clone(),
+        encoded,
+        lower_percent(&text),
+        json_escaped.clone(),
+        json_escaped.replace('/', "\\/"),
+        html_escape(&text),
+    ]
+    .join(" || ");
+    let json_type = [("content-type", "application/json")];
+    match uri.path() {
+        "/json400" => (
+            StatusCode::BAD_REQUEST,
+            json_type,
+            json!({"error": "invalid_request", "error_description": all}).to_string(),
+        )
+            .into_response(),
+        "/html401" => (
+            StatusCode::UNAUTHORIZED,
+            [("content-type", "text/html")],
+            format!(
+                "<html><head><title>Denied: {}</title></head><body><pre>{}</pre></body></html>",
+                html_escape(&text),
+                html_escape(&all)
+            ),
+        )
+            .into_response(),
+        "/text500" => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "text/plain")],
+            // The echo starts just before the 200-character excerpt limit.
+            format!("{} {all}", "failure ".repeat(24)),
+        )
+            .into_response(),
+        "/fault401" => (
+            StatusCode::UNAUTHORIZED,
+            json_type,
+            json!({"fault": {"faultstring": all, "detail": {"errorcode": text}}}).to_string(),
+        )
+            .into_response(),
+        _ => (
+            StatusCode::OK,
+            json_type,
+            json!({
+                "access_token": ECHO_TOKEN,
+                "error": "server_error",
+                "error_description": format!("{all} (token {ECHO_TOKEN})"),
+            })
+            .to_string(),
+        )
+            .into_response(),
+    }
+}
+
+use axum::http::StatusCode;
+
+#[tokio::test]
+async fn an_endpoint_that_echoes_the_request_never_gets_a_secret_into_a_message() {
+    let (logs, _guard) = support::logs::capture();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new().fallback(echo))
+            .await
+            .ok();
+    });
+    let methods = [
+        json!({"clientAuthMethod": "ClientSecretPost"}),
+        json!({"clientAuthMethod": "ClientSecretPost", "requestEncoding": "JSON"}),
+        json!({"clientAuthMethod": "ClientSecretBasic", "basicAuthEncoding": "UrlEncoded"}),
+        json!({"clientAuthMethod": "ClientSecretBasic", "basicAuthEncoding": "Raw"}),
+    ];
+    let modes = [
+        ("json400", Reason::InvalidRequest),
+        ("html401", Reason::InvalidClient),
+        ("text500", Reason::EndpointUnavailable),
+        ("fault401", Reason::InvalidClient),
+        ("error200", Reason::InvalidResponse),
+    ];
+    // A secret long enough to scrub, and two too short to: those keep no body text at all.
+    let secrets = [NASTY_SECRET, "s3cr3t!", "abc"];
+    let mut messages = String::new();
+    let mut forbidden: Vec<String> = vec![ECHO_TOKEN.to_owned()];
+    for secret in secrets {
+        forbidden.push(secret.to_owned());
+        forbidden.extend(support::logs::basic_pairs(NASTY_ID, secret));
+        for method in &methods {
+            for (mode, reason) in modes {
+                let mut fields = method.clone();
+                fields["tokenUrl"] = json!(format!("http://{addr}/{mode}"));
+                let failure = exchange(fields, &creds(NASTY_ID, secret))
+                    .await
+                    .expect_err("the echo endpoint never issues a token");
+                assert_eq!(failure.reason, reason, "{mode} {method}: {failure}");
+                assert!(
+                    failure.message.starts_with("HTTP "),
+                    "{mode}: {}",
+                    failure.message
+                );
+                let refs: Vec<&str> = forbidden.iter().map(String::as_str).collect();
+                support::logs::assert_absent(&failure.message, &refs, &format!("{mode} {method}"));
+                if secret == NASTY_SECRET && mode != "text500" {
+                    assert!(
+                        failure.message.contains("[redacted]"),
+                        "the echo is shown, scrubbed: {}",
+                        failure.message
+                    );
+                }
+                if secret.len() < 8 {
+                    let expected = match mode {
+                        "json400" => "HTTP 400 Bad Request: invalid_request",
+                        "html401" | "fault401" => "HTTP 401 Unauthorized",
+                        "text500" => "HTTP 500 Internal Server Error",
+                        _ => "HTTP 200 OK carries an error instead of a token",
+                    };
+                    assert_eq!(failure.message, expected, "{mode} {method}");
+                }
+                tracing::info!(%failure, "echo failure");
+                messages.push_str(&failure.message);
+                messages.push('\n');
+            }
+        }
+    }
+    server.abort();
+    let refs: Vec<&str> = forbidden.iter().map(String::as_str).collect();
+    support::logs::assert_absent(&messages, &refs, "failure messages");
+    let text = logs.text();
+    assert!(text.contains("TRACE"), "TRACE logs are captured");
+    assert!(text.contains("echo failure"), "the failures were logged");
+    support::logs::assert_absent(&text, &refs, "TRACE logs");
+}

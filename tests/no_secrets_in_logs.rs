@@ -123,8 +123,10 @@ fn no_secret_or_token_in_trace_logs() {
                 written.push_str(&object.to_string());
             }
         }
+        let pairs = basic_pairs();
         let mut values: Vec<&str> = vec![SECRET, "wrong-secret-value", "rotated-secret-value"];
         values.extend(issued.iter().map(String::as_str));
+        values.extend(pairs.iter().map(String::as_str));
         support::logs::assert_absent(&written, &values, "status and events");
     });
     let text = logs.text();
@@ -138,8 +140,18 @@ fn no_secret_or_token_in_trace_logs() {
         text.contains("token issued"),
         "controller logs are captured"
     );
+    let pairs = basic_pairs();
     let mut values: Vec<&str> = vec![SECRET, "wrong-secret-value", "rotated-secret-value"];
     values.extend(issued.iter().map(String::as_str));
+    values.extend(pairs.iter().map(String::as_str));
     assert!(issued.len() >= 4);
     support::logs::assert_absent(&text, &values, "trace logs");
+}
+
+/// The `id:secret` pairs of every Basic header the test sends.
+fn basic_pairs() -> Vec<String> {
+    ["wrong-secret-value", SECRET, "rotated-secret-value"]
+        .into_iter()
+        .flat_map(|secret| support::logs::basic_pairs(ID, secret))
+        .collect()
 }

@@ -678,7 +678,6 @@ async fn store(ctx: &Context, target: &Target<'_>, pending: Pending) -> Result<A
         token_type: token.token_type.clone(),
         scope: token.scope.clone(),
     };
-    let redact = [token.access_token.expose().as_str()];
     let written = async {
         if target.absent && !create_if_absent(ctx, target, &name).await? {
             return Ok(Some(Failure::new(
@@ -706,10 +705,7 @@ async fn store(ctx: &Context, target: &Target<'_>, pending: Pending) -> Result<A
             return Ok(attempt);
         }
         Ok(Some(conflict)) => conflict,
-        Err(WriteError::Refused(message)) => Failure::invalid_spec(format!(
-            "the API server refused the managed Secret {name}: {}",
-            crate::response::sanitise(&message, &redact)
-        )),
+        Err(WriteError::Refused(message)) => refusal(&name, &message, token),
         Err(WriteError::Failed(error)) => {
             ctx.with_memo(target.key, |m| m.pending = Some(Box::new(pending)));
             return Err(error);
@@ -776,6 +772,19 @@ async fn create_if_absent(
     }
 }
 
+/// The failure for a write the API server refused: its message, scrubbed of the token (the
+/// server's message is not expected to echo data, but it is shown in public places).
+fn refusal(name: &str, message: &str, token: &crate::response::Token) -> Failure {
+    let scrubber = crate::redact::Scrubber::none();
+    let scrubber = scrubber.with_token(token.access_token.expose());
+    match crate::response::sanitise(message, &scrubber) {
+        Some(detail) => Failure::invalid_spec(format!(
+            "the API server refused the managed Secret {name}: {detail}"
+        )),
+        None => Failure::invalid_spec(format!("the API server refused the managed Secret {name}")),
+    }
+}
+
 /// Why a write of the managed Secret did not happen.
 enum WriteError {
     /// The API server refused it because of what it holds (400, 413, 422): the spec must change.
@@ -824,10 +833,7 @@ async fn rerender(
     match apply_secret(ctx, key, namespace, &body).await {
         Ok(()) => Ok(None),
         Err(WriteError::Failed(error)) => Err(error),
-        Err(WriteError::Refused(message)) => Ok(Some(Failure::invalid_spec(format!(
-            "the API server refused the managed Secret {name}: {}",
-            crate::response::sanitise(&message, &[token.access_token.expose()])
-        )))),
+        Err(WriteError::Refused(message)) => Ok(Some(refusal(name, &message, &token))),
     }
 }
 

@@ -18,10 +18,36 @@ fn url() -> Url {
     Url::parse("https://idp.example/oauth/token").unwrap()
 }
 
+fn credentials(id: &str, secret: &str) -> crate::request::Credentials {
+    crate::request::Credentials {
+        client_id: id.into(),
+        client_secret: Sensitive::from(secret),
+    }
+}
+
 fn read_with(
     status: u16,
     headers: &[(&str, &str)],
     body: &str,
+    fields: &ResponseFields,
+) -> Result<Token, Failure> {
+    read_as(
+        "client-id",
+        SECRET,
+        status,
+        headers,
+        body.as_bytes(),
+        fields,
+    )
+}
+
+/// Reads a response with the credentials `id` / `secret`.
+fn read_as(
+    id: &str,
+    secret: &str,
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &[u8],
     fields: &ResponseFields,
 ) -> Result<Token, Failure> {
     let mut map = HeaderMap::new();
@@ -32,18 +58,19 @@ fn read_with(
         );
     }
     let request_url = url();
+    let scrubber = Scrubber::for_credentials(&credentials(id, secret));
     let ctx = ReadContext {
         fields,
         default_lifetime: Duration::from_secs(3600),
         now: now(),
         request_url: &request_url,
-        redact: &[SECRET],
+        scrubber: &scrubber,
     };
     read(
         &Response {
             status,
             headers: &map,
-            body: body.as_bytes(),
+            body,
         },
         &ctx,
     )
@@ -634,10 +661,677 @@ fn retry_after_parser() {
 
 #[test]
 fn lookup_edge_cases() {
-    let obj: Map<String, Value> = serde_json::from_str(r#"{"a":{"b":[{"c":1}]},"x":"y"}"#).unwrap();
-    assert_eq!(lookup(&obj, "a.b.0.c"), Some(&Value::from(1)));
+    let text = r#"{"a":{"b":[{"c":1}]},"x":"y"}"#;
+    let obj = Body::parse(text.as_bytes(), &["a", "x", ""]).unwrap();
+    let lookup = |obj: &Body<'_>, path: &str| obj.lookup(path).and_then(Field::small_value);
+    assert_eq!(lookup(&obj, "a.b.0.c"), Some(Value::from(1)));
     assert_eq!(lookup(&obj, "a.b.1.c"), None);
     assert_eq!(lookup(&obj, "x.y"), None);
     assert_eq!(lookup(&obj, ""), None);
     assert_eq!(lookup(&obj, "a..b"), None);
+}
+
+// === memory ===
+
+/// A maximal (1 MiB) body of the given shape, built without slack capacity.
+fn maximal_body(shape: &str) -> String {
+    let n = crate::transport::MAX_BODY;
+    let mut s = String::with_capacity(n);
+    let fill = |s: &mut String, piece: &str, tail: &str| {
+        while s.len() + piece.len() + tail.len() <= n {
+            s.push_str(piece);
+        }
+        s.push_str(tail);
+    };
+    match shape {
+        // One huge token (refused by the limit).
+        "token" => {
+            s.push_str(r#"{"access_token":""#);
+            fill(&mut s, "a", r#""}"#);
+        }
+        // A usable token beside one huge string.
+        "padding" => {
+            s.push_str(r#"{"access_token":"abcdefgh12345678","padding":""#);
+            fill(&mut s, "a", r#""}"#);
+        }
+        // A usable token beside an array of half a million numbers.
+        "numbers" => {
+            s.push_str(r#"{"access_token":"abcdefgh12345678","n":["#);
+            fill(&mut s, "0,", "0]}");
+        }
+        // A usable token among 100,000 tiny fields.
+        "keys" => {
+            s.push_str(r#"{"access_token":"abcdefgh12345678""#);
+            let mut i = 0u32;
+            while s.len() + 16 < n {
+                s.push_str(&format!(",\"{i:x}\":0"));
+                i += 1;
+            }
+            s.push('}');
+        }
+        // A huge error description.
+        "plain-error" => {
+            s.push_str(r#"{"error":"invalid_request","error_description":""#);
+            fill(&mut s, "a", r#""}"#);
+        }
+        // A huge error description with escapes, so that it cannot be borrowed.
+        "error" => {
+            s.push_str(r#"{"error":"invalid_request","error_description":""#);
+            fill(&mut s, "a\\n", r#""}"#);
+        }
+        // A huge HTML page.
+        "html" => {
+            s.push_str("<html><title>x</title>");
+            fill(&mut s, "<p>a</p>", "</html>");
+        }
+        _ => unreachable!("{shape}"),
+    }
+    assert_eq!(s.capacity(), n);
+    s
+}
+
+/// The shapes of [`maximal_body`] and the status they are read with.
+const SHAPES: [(&str, u16); 7] = [
+    ("token", 200),
+    ("padding", 200),
+    ("numbers", 200),
+    ("keys", 200),
+    ("plain-error", 400),
+    ("error", 400),
+    ("html", 502),
+];
+
+#[test]
+fn maximal_bodies_are_read_and_refused_as_expected() {
+    for (shape, status) in SHAPES {
+        let body = maximal_body(shape);
+        let result = read_with(status, &[], &body, &ResponseFields::default());
+        match shape {
+            "token" => {
+                let f = result.unwrap_err();
+                let len = crate::transport::MAX_BODY - r#"{"access_token":""}"#.len();
+                let expected = format!("access_token is {len} bytes long; at most 65536");
+                assert!(f.message.contains(&expected), "{}", f.message);
+            }
+            "padding" | "numbers" | "keys" => {
+                assert_eq!(result.unwrap().access_token.expose(), "abcdefgh12345678");
+            }
+            _ => {
+                let f = result.unwrap_err();
+                assert!(f.message.chars().count() < 300, "{shape}: {}", f.message);
+            }
+        }
+    }
+}
+
+/// Peak heap of reading one maximal body, for a profiler: run alone with
+/// `PROBE=<shape> heaptrack <test binary> --ignored --exact response::tests::memory_probe`
+/// (shape `none` builds the body and reads nothing, for the baseline).
+#[test]
+#[ignore]
+fn memory_probe() {
+    let shape = std::env::var("PROBE").unwrap_or_else(|_| "token".into());
+    let status = SHAPES.iter().find(|s| s.0 == shape).map_or(200, |s| s.1);
+    let body = maximal_body(if shape == "none" { "token" } else { &shape });
+    if shape != "none" {
+        let result = read_with(status, &[], &body, &ResponseFields::default());
+        println!("{shape}: {} bytes, ok={}", body.len(), result.is_ok());
+    }
+}
+
+// === echoed secrets (attacks) ===
+
+use crate::redact::tests::{NASTY, NASTY_ID, echo_forms, text_forms};
+
+const ECHO_TOKEN: &str = "tok/en+value=0123456789";
+
+fn nasty(status: u16, headers: &[(&str, &str)], body: &str) -> Failure {
+    read_as(
+        NASTY_ID,
+        NASTY,
+        status,
+        headers,
+        body.as_bytes(),
+        &ResponseFields::default(),
+    )
+    .expect_err("expected a failure")
+}
+
+/// Panics if `message` holds any of `forms`.
+fn assert_no_form(message: &str, forms: &[String], what: &str) {
+    for form in forms {
+        assert!(
+            !message.contains(form.as_str()),
+            "{what}: {form:?} in {message:?}"
+        );
+    }
+}
+
+#[test]
+fn an_echoed_secret_is_scrubbed_from_every_kind_of_message() {
+    let forms = echo_forms(NASTY_ID, NASTY);
+    // What the 2xx bodies below must not show either: the token they carry.
+    let all: Vec<String> = {
+        let mut all = forms.clone();
+        all.extend(text_forms(ECHO_TOKEN));
+        all
+    };
+    for form in forms.iter().chain(&text_forms(ECHO_TOKEN)) {
+        let echo = format!("you sent {form} as the secret");
+        let token_echo = format!("{echo}, and {ECHO_TOKEN} came back");
+        let html =
+            format!("<html><head><title>Denied: {form}</title></head><body>{form}</body></html>");
+        let cases: Vec<(u16, String)> = vec![
+            (
+                400,
+                serde_json::json!({"error": "invalid_request", "error_description": echo}).to_string(),
+            ),
+            (
+                401,
+                serde_json::json!({"ErrorCode": "invalid_client", "Error": echo}).to_string(),
+            ),
+            (
+                401,
+                serde_json::json!({"fault": {"faultstring": echo, "detail": {"errorcode": form}}})
+                    .to_string(),
+            ),
+            (400, serde_json::json!({"message": echo}).to_string()),
+            (
+                422,
+                serde_json::json!({"errors": [{"message": echo}, form]}).to_string(),
+            ),
+            (
+                400,
+                serde_json::json!({"error": {"code": form, "message": echo}}).to_string(),
+            ),
+            (401, html.clone()),
+            (500, format!("<p>{}</p><pre>{echo}</pre>", "x".repeat(50))),
+            (500, format!("plain {echo} {}", "y ".repeat(300))),
+            (
+                200,
+                serde_json::json!({"access_token": ECHO_TOKEN, "error": "invalid_request", "error_description": token_echo})
+                    .to_string(),
+            ),
+            (
+                200,
+                serde_json::json!({"access_token": ECHO_TOKEN, "error": {"detail": token_echo}})
+                    .to_string(),
+            ),
+            (200, serde_json::json!({ form.as_str(): 1, "x": 2 }).to_string()),
+            (200, html),
+            (
+                200,
+                format!("error=invalid_request&error_description={}", form_urlencoded::byte_serialize(echo.as_bytes()).collect::<String>()),
+            ),
+        ];
+        for (status, body) in cases {
+            let f = nasty(status, &[], &body);
+            let carries_token = body.contains(&format!(r#""access_token":"{ECHO_TOKEN}""#));
+            let forbidden = if carries_token { &all } else { &forms };
+            assert_no_form(&f.message, forbidden, &format!("{status} {body}"));
+            assert!(!f.message.chars().any(char::is_control), "{:?}", f.message);
+        }
+        if !forms.contains(form) {
+            continue;
+        }
+        // The text around the secret survives.
+        let f = nasty(
+            400,
+            &[],
+            &serde_json::json!({"error": "invalid_request", "error_description": echo}).to_string(),
+        );
+        assert_eq!(
+            f.message, "HTTP 400 Bad Request: invalid_request: you sent [redacted] as the secret",
+            "{form:?}"
+        );
+    }
+}
+
+#[test]
+fn a_secret_with_a_tag_in_it_is_scrubbed_before_tags_are_stripped() {
+    let secret = "abcd<efgh>ijkl";
+    for body in [
+        format!("<p>secret {secret} refused</p>"),
+        "<p>secret abcd&lt;efgh&gt;ijkl refused</p>".to_owned(),
+        "<p>secret abcd ijkl refused</p>".to_owned(),
+    ] {
+        let f = read_as(
+            "id",
+            secret,
+            500,
+            &[],
+            body.as_bytes(),
+            &ResponseFields::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            f.message,
+            "HTTP 500 Internal Server Error: secret [redacted] refused"
+        );
+    }
+}
+
+#[test]
+fn a_secret_that_ends_in_a_newline_is_scrubbed_trimmed_too() {
+    let secret = "newline-secret\n";
+    for echoed in ["newline-secret\n", "newline-secret", " newline-secret\r\n"] {
+        let body = serde_json::json!({"error": "invalid_client", "error_description": format!("bad {echoed} x")})
+            .to_string();
+        let f = read_as(
+            "id",
+            secret,
+            401,
+            &[],
+            body.as_bytes(),
+            &ResponseFields::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            f.message,
+            "HTTP 401 Unauthorized: invalid_client: bad [redacted] x"
+        );
+    }
+}
+
+#[test]
+fn a_cut_never_leaves_part_of_a_secret() {
+    let description = |text: String| {
+        serde_json::json!({"error": "invalid_request", "error_description": text}).to_string()
+    };
+    // "invalid_request: " is 17 characters: the secret starts at character 195 of 200.
+    let pad = "x".repeat(177);
+    for form in echo_forms(NASTY_ID, NASTY) {
+        // Whole across the excerpt limit: scrubbed first, then the cut drops the marker.
+        let f = nasty(400, &[], &description(format!("{pad} {form} tail")));
+        assert_eq!(
+            f.message,
+            format!("HTTP 400 Bad Request: invalid_request: {pad}…"),
+            "{form:?}"
+        );
+        // Only its start (the endpoint cut it) across the limit: the excerpt is dropped.
+        let start: String = form.chars().take(12).collect();
+        let f = nasty(400, &[], &description(format!("{pad} {start} and more")));
+        assert_eq!(f.message, "HTTP 400 Bad Request", "{form:?}");
+        // Across the window a body is read in: dropped.
+        let text = format!("{} {form} end", "y".repeat(SCAN_WINDOW - 6));
+        let f = nasty(500, &[], &text);
+        assert_eq!(f.message, "HTTP 500 Internal Server Error", "{form:?}");
+        let text = format!("{} {form} end", "y".repeat(SCAN_WINDOW - 17 - 6));
+        let f = nasty(400, &[], &description(text));
+        assert_eq!(f.message, "HTTP 400 Bad Request", "{form:?}");
+    }
+}
+
+#[test]
+fn short_secrets_keep_no_body_text_only_rfc_codes() {
+    for secret in ["abc", "abcdefg"] {
+        let read = |status: u16, headers: &[(&str, &str)], body: &str| {
+            read_as(
+                "id",
+                secret,
+                status,
+                headers,
+                body.as_bytes(),
+                &ResponseFields::default(),
+            )
+            .unwrap_err()
+        };
+        type Case<'a> = (u16, &'a [(&'a str, &'a str)], &'a str, &'a str, Reason);
+        let cases: &[Case<'_>] = &[
+            (
+                401,
+                &[],
+                r#"{"error":"invalid_client","error_description":"bad abc for abcdefg"}"#,
+                "HTTP 401 Unauthorized: invalid_client",
+                Reason::InvalidClient,
+            ),
+            (
+                400,
+                &[],
+                r#"{"error":"custom_error","error_description":"abc"}"#,
+                "HTTP 400 Bad Request",
+                Reason::InvalidRequest,
+            ),
+            (
+                400,
+                &[],
+                r#"{"error":"invalid_scope","error_description":"nope abc"}"#,
+                "HTTP 400 Bad Request: invalid_scope",
+                Reason::InvalidScope,
+            ),
+            (
+                400,
+                &[],
+                r#"{"error":"access_denied"}"#,
+                "HTTP 400 Bad Request",
+                Reason::AccessDenied,
+            ),
+            (
+                401,
+                &[],
+                r#"{"ErrorCode":"invalid_client","Error":"Client abc is invalid"}"#,
+                "HTTP 401 Unauthorized: invalid_client",
+                Reason::InvalidClient,
+            ),
+            (
+                401,
+                &[],
+                r#"{"fault":{"faultstring":"Invalid ApiKey abc","detail":{"errorcode":"oauth.v2.InvalidApiKey"}}}"#,
+                "HTTP 401 Unauthorized",
+                Reason::InvalidClient,
+            ),
+            (
+                502,
+                &[],
+                "<html><title>abc gateway</title></html>",
+                "HTTP 502 Bad Gateway",
+                Reason::EndpointUnavailable,
+            ),
+            (
+                500,
+                &[],
+                "abc plain text",
+                "HTTP 500 Internal Server Error",
+                Reason::EndpointUnavailable,
+            ),
+            (
+                429,
+                &[("retry-after", "30")],
+                r#"{"error":"slow_down","error_description":"abc"}"#,
+                "HTTP 429 Too Many Requests (Retry-After 30s)",
+                Reason::RateLimited,
+            ),
+            (
+                200,
+                &[],
+                r#"{"error":"invalid_client","error_description":"abc"}"#,
+                "HTTP 200 OK carries an error instead of a token: invalid_client",
+                Reason::InvalidResponse,
+            ),
+            (
+                200,
+                &[],
+                r#"{"error":"server_error","access_token":"abcdefgh-token"}"#,
+                "HTTP 200 OK carries an error instead of a token",
+                Reason::InvalidResponse,
+            ),
+            (
+                200,
+                &[],
+                r#"{"token":"abc","abcdefg":1}"#,
+                "HTTP 200 OK has no access_token; set spec.responseFields.accessToken if the token is elsewhere",
+                Reason::InvalidResponse,
+            ),
+            (
+                200,
+                &[("content-type", "text/abc")],
+                "<html><title>abc</title></html>",
+                "HTTP 200 OK with a body that is neither a JSON object nor form-encoded",
+                Reason::InvalidResponse,
+            ),
+            (
+                302,
+                &[("location", "https://abcdefg.example/")],
+                "",
+                "HTTP 302 Found redirect to a host not shown; redirects are not followed so that credentials are never sent to another URL: set spec.tokenUrl to the final URL",
+                Reason::InvalidResponse,
+            ),
+        ];
+        for (status, headers, body, message, reason) in cases {
+            let f = read(*status, headers, body);
+            assert_eq!(&f.message, message, "{secret}: {status} {body}");
+            assert_eq!(f.reason, *reason, "{secret}: {status} {body}");
+        }
+    }
+}
+
+#[test]
+fn a_short_access_token_keeps_no_body_text_either() {
+    let f = fail(
+        200,
+        &[],
+        r#"{"access_token":"abc","error":"invalid_request","error_description":"token abc"}"#,
+    );
+    assert_eq!(
+        f.message,
+        "HTTP 200 OK carries an error instead of a token: invalid_request"
+    );
+}
+
+// === limits and character rules ===
+
+fn token_body(token: &str, extra: &str) -> String {
+    format!(
+        r#"{{"access_token":{}{extra}}}"#,
+        serde_json::to_string(token).unwrap()
+    )
+}
+
+#[test]
+fn the_access_token_is_at_most_64_kib() {
+    let token = "t".repeat(MAX_ACCESS_TOKEN);
+    assert_eq!(
+        ok(200, &token_body(&token, "")).access_token.expose(),
+        &token
+    );
+    let f = fail(200, &[], &token_body(&format!("{token}t"), ""));
+    assert_eq!(f.reason, Reason::InvalidResponse);
+    assert_eq!(
+        f.message,
+        "HTTP 200 OK: access_token is 65537 bytes long; at most 65536 are accepted"
+    );
+    // A custom location is named too.
+    let fields = ResponseFields {
+        access_token: "data.token".into(),
+        ..ResponseFields::default()
+    };
+    let body = format!(
+        r#"{{"data":{}}}"#,
+        token_body(&format!("{token}t"), "").replace("access_token", "token")
+    );
+    let f = read_with(200, &[], &body, &fields).unwrap_err();
+    assert_eq!(
+        f.message,
+        "HTTP 200 OK: access_token (read at data.token) is 65537 bytes long; at most 65536 are accepted"
+    );
+}
+
+#[test]
+fn token_type_and_scope_are_at_most_1_kib() {
+    let long = "T".repeat(MAX_TOKEN_TYPE);
+    let t = ok(
+        200,
+        &token_body("abcd", &format!(r#","token_type":"{long}""#)),
+    );
+    assert_eq!(t.token_type, long);
+    let f = fail(
+        200,
+        &[],
+        &token_body("abcd", &format!(r#","token_type":"{long}T""#)),
+    );
+    assert_eq!(
+        f.message,
+        "HTTP 200 OK: token_type is 1025 bytes long; at most 1024 are accepted"
+    );
+
+    let scope = ["s"; 512].join(" ");
+    assert_eq!(scope.len(), 1023);
+    let t = ok(200, &token_body("abcd", &format!(r#","scope":"{scope}s""#)));
+    assert_eq!(t.scope.as_deref().map(str::len), Some(1024));
+    let f = fail(
+        200,
+        &[],
+        &token_body("abcd", &format!(r#","scope":"{scope}ss""#)),
+    );
+    assert_eq!(
+        f.message,
+        "HTTP 200 OK: scope is 1025 bytes long; at most 1024 are accepted"
+    );
+    // An array is measured joined.
+    let items = serde_json::to_string(&vec!["ab"; 341]).unwrap();
+    let t = ok(200, &token_body("abcd", &format!(r#","scope":{items}"#)));
+    assert_eq!(t.scope.as_deref().map(str::len), Some(1022));
+    let items = serde_json::to_string(&vec!["abc"; 300]).unwrap();
+    let f = fail(
+        200,
+        &[],
+        &token_body("abcd", &format!(r#","scope":{items}"#)),
+    );
+    assert_eq!(
+        f.message,
+        "HTTP 200 OK: scope is 1199 bytes long; at most 1024 are accepted"
+    );
+}
+
+#[test]
+fn access_tokens_must_be_visible_ascii() {
+    for (token, what) in [
+        ("abc\r\nX-Injected: 1", "a control character at byte 3"),
+        ("abc def", "a space at byte 3"),
+        (" abcdef", "a space at byte 0"),
+        ("abcdef ", "a space at byte 6"),
+        ("abc\u{0}def", "a control character at byte 3"),
+        ("abc\u{7f}def", "a control character at byte 3"),
+        ("abc\u{1b}[31mdef", "a control character at byte 3"),
+        ("abcdéf", "a non-ASCII character at byte 4"),
+        ("abc\u{202e}def", "a non-ASCII character at byte 3"),
+    ] {
+        let f = fail(200, &[], &token_body(token, ""));
+        assert_eq!(f.reason, Reason::InvalidResponse);
+        assert_eq!(
+            f.message,
+            format!(
+                "HTTP 200 OK: access_token holds {what}; it must be visible ASCII (0x21-0x7E) without spaces"
+            ),
+            "{token:?}"
+        );
+        assert!(
+            !f.message.contains("abc"),
+            "the value is never shown: {}",
+            f.message
+        );
+    }
+    // Form-encoded bodies too.
+    let f = read_with(
+        200,
+        &[],
+        "access_token=abc%0D%0AX-Injected%3A+1&token_type=bearer",
+        &ResponseFields::default(),
+    )
+    .unwrap_err();
+    assert!(
+        f.message.contains("access_token holds a control character"),
+        "{}",
+        f.message
+    );
+    assert!(!f.message.contains("Injected"));
+    // Every visible character is fine.
+    let visible: String = (0x21u8..=0x7e).map(char::from).collect();
+    assert_eq!(
+        ok(200, &token_body(&visible, "")).access_token.expose(),
+        &visible
+    );
+}
+
+#[test]
+fn token_types_must_be_visible_ascii() {
+    for (token_type, what) in [
+        ("\u{1b}[31mBearer", "a control character at byte 0"),
+        ("Bearer x", "a space at byte 6"),
+        ("Bear\u{0}er", "a control character at byte 4"),
+        ("Béarer", "a non-ASCII character at byte 1"),
+    ] {
+        let body = token_body(
+            "abcd",
+            &format!(
+                r#","token_type":{}"#,
+                serde_json::to_string(token_type).unwrap()
+            ),
+        );
+        let f = fail(200, &[], &body);
+        assert_eq!(
+            f.message,
+            format!(
+                "HTTP 200 OK: token_type holds {what}; it must be visible ASCII (0x21-0x7E) without spaces"
+            ),
+            "{token_type:?}"
+        );
+    }
+    // Surrounding whitespace is trimmed, as before.
+    let t = ok(200, &token_body("abcd", r#","token_type":" DPoP\n""#));
+    assert_eq!(t.token_type, "DPoP");
+}
+
+#[test]
+fn scopes_must_be_nqchar_tokens_separated_by_single_spaces() {
+    let rule = "scope must be RFC 6749 scope tokens (visible ASCII except '\"' and '\\') separated by single spaces";
+    for (scope, what) in [
+        ("read\u{202e}write", "a non-ASCII character at byte 4"),
+        ("read\u{0}write", "a control character at byte 4"),
+        ("read  write", "two spaces in a row at byte 5"),
+        ("read \"write\"", "a double quote at byte 5"),
+        ("read\\write", "a backslash at byte 4"),
+        ("read\twrite", "a control character at byte 4"),
+        ("read\nwrite", "a control character at byte 4"),
+        ("read\u{a0}write", "a non-ASCII character at byte 4"),
+    ] {
+        let body = token_body(
+            "abcd",
+            &format!(r#","scope":{}"#, serde_json::to_string(scope).unwrap()),
+        );
+        let f = fail(200, &[], &body);
+        assert_eq!(f.reason, Reason::InvalidResponse);
+        assert_eq!(
+            f.message,
+            format!("HTTP 200 OK: scope holds {what}; {rule}"),
+            "{scope:?}"
+        );
+    }
+    for (items, problem) in [
+        (
+            r#"["read","a b"]"#,
+            "scope element 1 holds a space at byte 1",
+        ),
+        (r#"["read",""]"#, "scope element 1 is empty"),
+        (r#"["read",7]"#, "scope element 1 is not a string"),
+        (
+            r#"["re\"ad"]"#,
+            "scope element 0 holds a double quote at byte 2",
+        ),
+        (r#"[" read"]"#, "scope element 0 holds a space at byte 0"),
+        (
+            r#"["\u202e"]"#,
+            "scope element 0 holds a non-ASCII character at byte 0",
+        ),
+    ] {
+        let f = fail(
+            200,
+            &[],
+            &token_body("abcd", &format!(r#","scope":{items}"#)),
+        );
+        assert_eq!(
+            f.message,
+            format!("HTTP 200 OK: {problem}; {rule}"),
+            "{items}"
+        );
+    }
+    // Valid ones, surrounding whitespace of a string trimmed as before.
+    for (scope, kept) in [
+        (r#"" read write ""#, Some("read write")),
+        (
+            r#""a:b/c! #$%&'()*+,-.;<=>?@[]^_`{|}~""#,
+            Some("a:b/c! #$%&'()*+,-.;<=>?@[]^_`{|}~"),
+        ),
+        (
+            r#"["api://x/.default","offline_access"]"#,
+            Some("api://x/.default offline_access"),
+        ),
+        ("[]", None),
+        (r#""""#, None),
+        ("42", None),
+        ("null", None),
+    ] {
+        let t = ok(200, &token_body("abcd", &format!(r#","scope":{scope}"#)));
+        assert_eq!(t.scope.as_deref(), kept, "{scope}");
+    }
 }

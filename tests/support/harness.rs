@@ -247,8 +247,9 @@ fn trace_logs() -> Option<&'static super::logs::Captured> {
     .as_ref()
 }
 
-/// Values that must never be logged: every client secret in the double's Secrets, every token
-/// the managed Secrets hold, and the prefix of every token the emulators issue.
+/// Values that must never be logged: every client secret in the double's Secrets (and the
+/// `id:secret` pairs of its Basic header), every token the managed Secrets hold, and the prefix
+/// of every token the emulators issue. `assert_absent` looks for each in all its forms.
 fn secret_values(api: &ApiServer) -> Vec<String> {
     use base64::Engine as _;
     let mut values = vec![
@@ -256,6 +257,8 @@ fn secret_values(api: &ApiServer) -> Vec<String> {
         super::vendors::MICROBILT_TOKEN.to_owned(),
     ];
     for secret in api.list(SECRETS, None) {
+        let mut client_id = None;
+        let mut client_secret = None;
         for (key, value) in secret["data"].as_object().into_iter().flatten() {
             let Some(decoded) = value
                 .as_str()
@@ -265,8 +268,19 @@ fn secret_values(api: &ApiServer) -> Vec<String> {
                 continue;
             };
             let sensitive = key.contains("secret") || key == "access_token";
+            if key == "client_id" {
+                client_id = Some(decoded.clone());
+            }
+            if key == "client_secret" {
+                client_secret = Some(decoded.clone());
+            }
             if sensitive && decoded.trim().len() >= 8 {
                 values.push(decoded);
+            }
+        }
+        if let (Some(id), Some(secret)) = (client_id, client_secret) {
+            if secret.trim().len() >= 8 {
+                values.extend(super::logs::basic_pairs(&id, &secret));
             }
         }
     }

@@ -65,19 +65,102 @@ pub fn try_capture_global() -> Option<Captured> {
         .map(|()| captured)
 }
 
-/// Panics if any of the values appears in the text (checking the value and its base64 forms).
+/// Panics if any of the values appears in the text in any of its [`forms`].
+///
+/// For a Basic header, pass the `id:secret` pairs of [`basic_pairs`] among the values: their
+/// base64 is the header value.
 pub fn assert_absent(text: &str, values: &[&str], context: &str) {
-    use base64::Engine as _;
     for value in values {
         assert!(!value.is_empty());
-        let b64 = base64::engine::general_purpose::STANDARD.encode(value);
-        assert!(
-            !text.contains(value),
-            "{context}: found a secret value in:\n{text}"
-        );
-        assert!(
-            !text.contains(&b64),
-            "{context}: found a base64 secret value"
-        );
+        for form in forms(value) {
+            if let Some(at) = text.find(&form) {
+                let start = text[..at]
+                    .char_indices()
+                    .rev()
+                    .nth(80)
+                    .map_or(0, |(i, _)| i);
+                panic!(
+                    "{context}: found a secret value (as {:?}) at byte {at}: ...{}",
+                    form_kind(value, &form),
+                    text[start..at].escape_debug()
+                );
+            }
+        }
+    }
+}
+
+/// The `id:secret` pairs whose base64 is the Basic header value: raw, and form-urlencoded as
+/// RFC 6749 section 2.3.1 wants.
+pub fn basic_pairs(id: &str, secret: &str) -> [String; 2] {
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    [
+        format!("{id}:{secret}"),
+        format!("{}:{}", enc(id), enc(secret)),
+    ]
+}
+
+/// Every form in which `value` may be written by a careless log line or an endpoint that
+/// echoes the request: raw, trimmed, form-urlencoded (`+` and `%20` for spaces, upper- and
+/// lower-case hex), JSON-escaped (with and without `\/`), HTML-escaped (`&#39;` and `&#x27;`)
+/// and base64 (standard and URL-safe, padded and not). Derived here with the encoders
+/// themselves, independently of the operator's scrubber.
+pub fn forms(value: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let mut out = vec![value.to_owned(), value.trim().to_owned()];
+    let plus: String = form_urlencoded::byte_serialize(value.as_bytes()).collect();
+    let space = plus.replace('+', "%20");
+    for encoded in [plus, space] {
+        out.push(lower_hex(&encoded));
+        out.push(encoded);
+    }
+    let json = serde_json::to_string(value).unwrap();
+    let json = &json[1..json.len() - 1];
+    out.push(json.replace('/', "\\/"));
+    out.push(json.to_owned());
+    let html = value
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;");
+    out.push(html.replace('\'', "&#39;"));
+    out.push(html.replace('\'', "&#x27;"));
+    for engine in [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD] {
+        out.push(engine.encode(value));
+    }
+    out.retain(|f| !f.is_empty());
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// `%2B` → `%2b`.
+fn lower_hex(encoded: &str) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut rest = encoded;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
+        out.push_str(&escape.to_ascii_lowercase());
+        rest = &rest[at + escape.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Which form was found, for the failure message (never the value itself).
+fn form_kind(value: &str, form: &str) -> &'static str {
+    if form == value {
+        "raw"
+    } else if form == value.trim() {
+        "trimmed"
+    } else if form.contains('%') || form.contains('+') && !value.contains('+') {
+        "form-urlencoded"
+    } else if form.contains('\\') {
+        "JSON-escaped"
+    } else if form.contains('&') {
+        "HTML-escaped"
+    } else {
+        "base64 or another encoding"
     }
 }
