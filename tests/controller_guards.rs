@@ -331,3 +331,26 @@ async fn a_metadata_only_edit_of_the_credentials_does_not_skip_the_backoff() {
     assert_eq!(vendor.count(), 2);
     operator.stop().await;
 }
+
+// === the operator's own create does not look like a missing token ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_the_secret_then_applying_it_costs_one_exchange_per_client() {
+    let api = ApiServer::start().await;
+    let vendor = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let operator = Operator::start(&api, &[], 8);
+    credentials(&api, NS, "creds", ID, SECRET);
+    // Slow watches make the cache lag behind the create and the apply that follows it.
+    api.set_latency(Duration::from_millis(30));
+    for i in 0..30 {
+        oauth_client(&api, NS, &format!("c{i}"), spec(&vendor));
+    }
+    for i in 0..30 {
+        wait_ready(&api, NS, &format!("c{i}"), "True", "TokenIssued").await;
+    }
+    sleep(2000).await;
+    assert_eq!(vendor.count(), 30, "one token request per client");
+    assert_eq!(api.count("create secrets"), 30);
+    assert_eq!(api.count("patch secrets"), 30);
+    operator.stop().await;
+}

@@ -166,12 +166,13 @@ pub struct Verified {
 
 /// Something this process wrote, remembered until the watch cache shows it.
 ///
-/// While the cache still shows the object at the resourceVersion the write was based on, the
+/// While the cache still shows the object at a resourceVersion from before the write, the
 /// cache is stale and the written value is the truth (for at most [`WRITE_CACHE_TTL`]).
 #[derive(Clone, Debug)]
 pub struct Written<T> {
-    /// resourceVersion of the object the write replaced (None: it did not exist).
-    pub based_on: Option<String>,
+    /// resourceVersions of the object before the write (None: it did not exist): the one the
+    /// cache showed, and the one the operator's own create made just before.
+    pub before: Vec<Option<String>>,
     /// When it was written.
     pub at: Instant,
     /// What was written.
@@ -181,7 +182,8 @@ pub struct Written<T> {
 impl<T: Clone> Written<T> {
     /// The written value, if the cache still shows the object as it was before the write.
     pub fn if_cache_is_behind(&self, cached_rv: Option<&String>) -> Option<T> {
-        (self.based_on.as_ref() == cached_rv && self.at.elapsed() < WRITE_CACHE_TTL)
+        (self.before.iter().any(|rv| rv.as_ref() == cached_rv)
+            && self.at.elapsed() < WRITE_CACHE_TTL)
             .then(|| self.value.clone())
     }
 }

@@ -679,15 +679,19 @@ async fn store(ctx: &Context, target: &Target<'_>, pending: Pending) -> Result<A
         scope: token.scope.clone(),
     };
     let written = async {
-        if target.absent && !create_if_absent(ctx, target, &name).await? {
-            return Ok(Some(Failure::new(
+        let mut created = None;
+        if target.absent {
+            match create_if_absent(ctx, target, &name).await? {
+                Some(version) => created = version,
+                None => return Ok(Some(Failure::new(
                 Reason::SecretConflict,
                 format!(
                     "Secret {name} was created by someone else meanwhile and is not managed by this OAuthClient; it is left untouched (choose another spec.target.name or delete it)"
                 ),
-            )));
+                ))),
+            }
         }
-        apply_secret(ctx, target.key, target.namespace, &body).await?;
+        apply_secret(ctx, target.key, target.namespace, &body, created).await?;
         Ok::<_, WriteError>(None)
     }
     .await;
@@ -718,13 +722,14 @@ async fn store(ctx: &Context, target: &Target<'_>, pending: Pending) -> Result<A
 /// Creates the managed Secret when the caches show none, so that a Secret someone created
 /// meanwhile is never taken over (a server-side apply would merge into it). Only what identifies
 /// it is created (name, type, the operator's labels, the ownerReference): the apply that follows
-/// writes everything else and owns it alone. `false` when a Secret of that name exists and is
-/// not controlled by this OAuthClient.
+/// writes everything else and owns it alone. `None` when a Secret of that name exists and is
+/// not controlled by this OAuthClient; else the resourceVersion of the Secret created (None when
+/// it existed already, controlled by this OAuthClient).
 async fn create_if_absent(
     ctx: &Context,
     target: &Target<'_>,
     name: &str,
-) -> Result<bool, WriteError> {
+) -> Result<Option<Option<String>>, WriteError> {
     let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), target.namespace);
     let mut labels = BTreeMap::new();
     labels.insert(
@@ -752,13 +757,13 @@ async fn create_if_absent(
     };
     let created = with_retries(|| api.create(&params, &object)).await;
     match created {
-        Ok(_) => Ok(true),
+        Ok(secret) => Ok(Some(secret.resource_version())),
         Err(kube::Error::Api(e)) if e.code == 409 => {
             let existing = api
                 .get_metadata_opt(name)
                 .await
                 .map_err(|e| WriteError::Failed(kube_error("reading the target Secret")(e)))?;
-            Ok(existing.is_some_and(|meta| {
+            let ours = existing.is_some_and(|meta| {
                 secret::controlled_by(
                     meta.metadata
                         .owner_references
@@ -766,7 +771,8 @@ async fn create_if_absent(
                         .unwrap_or_default(),
                     target.client,
                 )
-            }))
+            });
+            Ok(ours.then_some(None))
         }
         Err(e) => Err(WriteError::classify("creating the managed Secret", e)),
     }
@@ -830,25 +836,32 @@ async fn rerender(
         return Ok(Some(failure));
     }
     let body = secret::managed_secret(client, &token, &settings.templates, &fp);
-    match apply_secret(ctx, key, namespace, &body).await {
+    match apply_secret(ctx, key, namespace, &body, None).await {
         Ok(()) => Ok(None),
         Err(WriteError::Failed(error)) => Err(error),
         Err(WriteError::Refused(message)) => Ok(Some(refusal(name, &message, &token))),
     }
 }
 
+/// Applies the managed Secret. `created`: the resourceVersion of the Secret the operator just
+/// created for it, which the cache may show next.
 async fn apply_secret(
     ctx: &Context,
     key: &ObjectRef<OAuthClient>,
     namespace: &str,
     body: &serde_json::Value,
+    created: Option<String>,
 ) -> Result<(), WriteError> {
     let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), namespace);
     let name = body["metadata"]["name"].as_str().unwrap_or_default();
-    let based_on = ctx
-        .managed
-        .get(namespace, name)
-        .map(|m| m.resource_version.to_string());
+    let mut before = vec![
+        ctx.managed
+            .get(namespace, name)
+            .map(|m| m.resource_version.to_string()),
+    ];
+    if created.is_some() {
+        before.push(created);
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let patch = Patch::Apply(body);
     let written = with_retries(|| api.patch(name, &params, &patch))
@@ -856,7 +869,7 @@ async fn apply_secret(
         .map_err(|e| WriteError::classify("writing the managed Secret", e))?;
     ctx.with_memo(key, |m| {
         m.written_secret = Some(Written {
-            based_on,
+            before,
             at: Instant::now(),
             value: written.annotations().clone(),
         })
