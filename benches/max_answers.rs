@@ -3,7 +3,9 @@
 //! 1 MiB cap holding a 64 KiB access token, a 1 KiB `token_type` and a 1 KiB `scope`, and render
 //! it through templates into a managed Secret just under the 256 KiB limit. The operator binary
 //! runs as a separate process; the figure is its peak RSS (VmHWM), which must stay under 96 MiB
-//! (the chart's memory limit is 128 MiB).
+//! (the chart's memory limit is 128 MiB). The clients use two endpoints (the operator sends at
+//! most half of its requests in flight to one endpoint), each holding its answers until its 16
+//! requests have arrived, so that all 32 answers are in memory at once.
 //!
 //! ```sh
 //! cargo bench --bench max_answers
@@ -81,21 +83,24 @@ fn answer(serial: usize) -> String {
     body
 }
 
-/// A token endpoint that holds every request until `CLIENTS` have arrived (or 20 s passed), so
+/// A token endpoint that holds every request until `expected` have arrived (or 20 s passed), so
 /// that all answers are in flight at once.
-async fn endpoint() -> String {
+async fn endpoint(expected: usize, first_serial: usize) -> String {
     let arrived = Arc::new(AtomicUsize::new(0));
     let app = axum::Router::new().fallback(move || {
         let arrived = arrived.clone();
         async move {
             let serial = arrived.fetch_add(1, Ordering::SeqCst);
             let started = Instant::now();
-            while arrived.load(Ordering::SeqCst) < CLIENTS
+            while arrived.load(Ordering::SeqCst) < expected
                 && started.elapsed() < Duration::from_secs(20)
             {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            ([("content-type", "application/json")], answer(serial))
+            (
+                [("content-type", "application/json")],
+                answer(first_serial + serial),
+            )
         }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -108,9 +113,11 @@ async fn endpoint() -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let api = ApiServer::start_unlogged().await;
-    let url = endpoint().await;
+    let half = CLIENTS / 2;
+    let urls = [endpoint(half, 0).await, endpoint(half, half).await];
     let kubeconfig = api.write_kubeconfig(dir.path());
     let process = spawn_with(
         support::process::BIN,
@@ -154,7 +161,7 @@ async fn main() {
                 "kind": "OAuthClient",
                 "metadata": {"name": format!("max-{i}"), "namespace": "bench"},
                 "spec": {
-                    "tokenUrl": url,
+                    "tokenUrl": urls[i % 2],
                     "clientAuthMethod": "ClientSecretPost",
                     "credentialsSecretRef": {"name": format!("creds-{i}")},
                     "target": {"template": template},

@@ -864,7 +864,7 @@ async fn apply_secret(
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let patch = Patch::Apply(body);
-    let written = with_retries(|| api.patch(name, &params, &patch))
+    let written = with_retries(|| api.patch_metadata(name, &params, &patch))
         .await
         .map_err(|e| WriteError::classify("writing the managed Secret", e))?;
     ctx.with_memo(key, |m| {
