@@ -124,7 +124,10 @@ async fn main() {
         &kubeconfig,
         &["--max-concurrent-exchanges", &CLIENTS.to_string()],
         "bench",
-        &[("RUST_LOG", "warn,oauth_token_operator::health=info")],
+        &[(
+            "RUST_LOG",
+            "warn,oauth_token_operator::runtime::health=info",
+        )],
     );
     let pid = process.child.id();
     let port = process.metrics_port().await;

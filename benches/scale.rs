@@ -135,7 +135,10 @@ async fn start_operator(api: &ApiServer, dir: &std::path::Path) -> (Process, u16
         &kubeconfig,
         &["--max-concurrent-exchanges", "32"],
         "bench",
-        &[("RUST_LOG", "warn,oauth_token_operator::health=info")],
+        &[(
+            "RUST_LOG",
+            "warn,oauth_token_operator::runtime::health=info",
+        )],
     );
     let port = process.metrics_port().await;
     wait_ready(&process, port).await;

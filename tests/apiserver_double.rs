@@ -8,7 +8,7 @@ use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use kube::core::PartialObjectMeta;
-use oauth_token_operator::crd::OAuthClient;
+use oauth_token_operator::api::crd::OAuthClient;
 use serde_json::json;
 use support::apiserver::{ApiServer, Matcher, OAUTHCLIENTS, SECRETS};
 

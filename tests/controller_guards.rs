@@ -177,7 +177,7 @@ async fn long_names_are_hashed_where_kubernetes_limits_them() {
     assert!(label.starts_with("streamhub.xxx"), "{label}");
     assert_eq!(
         label,
-        oauth_token_operator::secret::client_label_value(&name),
+        oauth_token_operator::output::secret::client_label_value(&name),
         "the documented rule"
     );
     eventually("the TokenIssued event", Duration::from_secs(5), || {

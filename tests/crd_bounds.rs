@@ -5,7 +5,7 @@
 mod support;
 
 use kube::api::{Api, PostParams};
-use oauth_token_operator::crd::{MAX_MAP_ENTRIES, MAX_NAME_LEN, MAX_VALUE_LEN, OAuthClient};
+use oauth_token_operator::api::crd::{MAX_MAP_ENTRIES, MAX_NAME_LEN, MAX_VALUE_LEN, OAuthClient};
 use serde_json::{Map, Value, json};
 use support::apiserver::ApiServer;
 

@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use oauth_token_operator::clock::SystemClock;
+use oauth_token_operator::api::crd::OAuthClient;
 use oauth_token_operator::controller::{self, Settings};
-use oauth_token_operator::crd::OAuthClient;
-use oauth_token_operator::health::Health;
-use oauth_token_operator::settings::Policy;
+use oauth_token_operator::runtime::health::Health;
+use oauth_token_operator::spec::Policy;
+use oauth_token_operator::timing::clock::SystemClock;
 use serde_json::json;
 use support::vendors::*;
 

@@ -4,16 +4,16 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use oauth_token_operator::clock::SystemClock;
-use oauth_token_operator::crd::OAuthClientSpec;
-use oauth_token_operator::exchange::Exchanger;
-use oauth_token_operator::reason::{Failure, Reason};
-use oauth_token_operator::redact::Sensitive;
-use oauth_token_operator::request::Credentials;
-use oauth_token_operator::response::Token;
-use oauth_token_operator::settings::{ClientSettings, Policy};
-use oauth_token_operator::transport::{MAX_BODY, Transport};
-use oauth_token_operator::url_policy::{CidrList, HostPattern, TokenUrlPolicy};
+use oauth_token_operator::api::crd::OAuthClientSpec;
+use oauth_token_operator::api::reason::{Failure, Reason};
+use oauth_token_operator::oauth::exchange::Exchanger;
+use oauth_token_operator::oauth::request::Credentials;
+use oauth_token_operator::oauth::response::Token;
+use oauth_token_operator::oauth::transport::{MAX_BODY, Transport};
+use oauth_token_operator::oauth::url_policy::{CidrList, HostPattern, TokenUrlPolicy};
+use oauth_token_operator::output::redact::Sensitive;
+use oauth_token_operator::spec::{ClientSettings, Policy};
+use oauth_token_operator::timing::clock::SystemClock;
 use serde_json::{Value, json};
 use support::vendors::*;
 

@@ -6,15 +6,15 @@ mod support;
 
 use std::time::Duration;
 
-use oauth_token_operator::clock::SystemClock;
-use oauth_token_operator::crd::OAuthClientSpec;
-use oauth_token_operator::exchange::Exchanger;
-use oauth_token_operator::reason::Failure;
-use oauth_token_operator::redact::Sensitive;
-use oauth_token_operator::request::Credentials;
-use oauth_token_operator::response::Token;
-use oauth_token_operator::settings::{ClientSettings, Policy};
-use oauth_token_operator::transport::Transport;
+use oauth_token_operator::api::crd::OAuthClientSpec;
+use oauth_token_operator::api::reason::Failure;
+use oauth_token_operator::oauth::exchange::Exchanger;
+use oauth_token_operator::oauth::request::Credentials;
+use oauth_token_operator::oauth::response::Token;
+use oauth_token_operator::oauth::transport::Transport;
+use oauth_token_operator::output::redact::Sensitive;
+use oauth_token_operator::spec::{ClientSettings, Policy};
+use oauth_token_operator::timing::clock::SystemClock;
 use serde_json::{Value, json};
 use support::vendors::*;
 

@@ -195,6 +195,6 @@ fn the_chart_default_deny_list_is_the_operators() {
         .collect();
     assert_eq!(
         chart.join(","),
-        oauth_token_operator::url_policy::DEFAULT_DENY_CIDRS
+        oauth_token_operator::oauth::url_policy::DEFAULT_DENY_CIDRS
     );
 }

@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use oauth_token_operator::crd::OAuthClientStatus;
-use oauth_token_operator::plan::{self, Attempt, Next, Observed, SecretState, StoredToken};
-use oauth_token_operator::reason::{Failure, Reason};
-use oauth_token_operator::refresh::{self, FLOOR_SHARE};
-use oauth_token_operator::settings::RefreshSettings;
+use oauth_token_operator::api::crd::OAuthClientStatus;
+use oauth_token_operator::api::reason::{Failure, Reason};
+use oauth_token_operator::decide::{self, Attempt, Next, Observed, SecretState, StoredToken};
+use oauth_token_operator::spec::RefreshSettings;
+use oauth_token_operator::timing::backoff;
+use oauth_token_operator::timing::refresh::{self, FLOOR_SHARE};
 use proptest::prelude::*;
 
 const YEAR: i64 = 365 * 24 * 3600;
@@ -55,15 +56,15 @@ proptest! {
     fn backoff_is_bounded_and_monotone(
         r in reason(), failures in 0u32..200, after in prop::option::of(0u64..100_000), jitter in 0.0f64..1.0
     ) {
-        let (_, cap) = refresh::backoff_bounds(r);
-        let delay = refresh::retry_delay(r, failures, after.map(Duration::from_secs), jitter);
+        let (_, cap) = backoff::backoff_bounds(r);
+        let delay = backoff::retry_delay(r, failures, after.map(Duration::from_secs), jitter);
         prop_assert!(delay <= cap);
         prop_assert!(delay >= Duration::from_secs(1));
         if let Some(after) = after {
             prop_assert!(delay >= Duration::from_secs(after).min(cap));
         }
-        let next = refresh::retry_delay(r, failures.saturating_add(1), None, 0.0);
-        prop_assert!(next >= refresh::retry_delay(r, failures, None, 0.0));
+        let next = backoff::retry_delay(r, failures.saturating_add(1), None, 0.0);
+        prop_assert!(next >= backoff::retry_delay(r, failures, None, 0.0));
     }
 
     /// Whatever happened, the next reconcile is never in the past nor sooner than a second, a
@@ -96,7 +97,7 @@ proptest! {
                 issued_events,
                 last_exchange_at: None,
             };
-            let p = plan::plan(&observed, now);
+            let p = decide::plan(&observed, now);
             let attempt = match (&p.next, outcome) {
                 (Next::Exchange, None) => Attempt::Issued {
                     exchanged_at: now,
@@ -108,7 +109,7 @@ proptest! {
                 (Next::Exchange, Some(r)) => Attempt::Failed(Failure::new(r, "failed")),
                 _ => Attempt::None,
             };
-            let settled = plan::settle(&observed, &p, &attempt, now, 0.5);
+            let settled = decide::settle(&observed, &p, &attempt, now, 0.5);
             prop_assert!(settled.requeue_at.duration_since(now).as_millis() >= 1000);
             if let (SecretState::Owned(Some(token)), Attempt::Failed(_)) = (&secret, &attempt) {
                 prop_assert_eq!(settled.status.expires_at.clone(), Some(plan_rfc3339(token.expires_at)));
@@ -136,5 +137,5 @@ proptest! {
 }
 
 fn plan_rfc3339(t: Timestamp) -> String {
-    oauth_token_operator::secret::rfc3339(t)
+    oauth_token_operator::timing::time::rfc3339(t)
 }

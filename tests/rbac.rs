@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use oauth_token_operator::leader::{LeaderConfig, Leadership};
+use oauth_token_operator::runtime::leader::{LeaderConfig, Leadership};
 use serde_json::{Value, json};
 use support::apiserver::{ApiServer, Call, OAUTHCLIENTS, SECRETS, calls_log_path};
 use support::harness::*;

@@ -16,10 +16,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use oauth_token_operator::crd::ResponseFields;
-use oauth_token_operator::redact::{Scrubber, Sensitive};
-use oauth_token_operator::request::Credentials;
-use oauth_token_operator::response::{self, ReadContext, Response};
+use oauth_token_operator::api::crd::ResponseFields;
+use oauth_token_operator::output::redact::{Scrubber, Sensitive};
+use oauth_token_operator::oauth::request::Credentials;
+use oauth_token_operator::oauth::response::{self, ReadContext, Response};
 
 const ID: &str = "fuzz id/1";
 /// The seed corpus echoes its first part; the rest holds every character that encoders treat

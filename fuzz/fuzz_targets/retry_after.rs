@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
-use oauth_token_operator::response::{MAX_RETRY_AFTER, parse_retry_after};
+use oauth_token_operator::oauth::response::{MAX_RETRY_AFTER, parse_retry_after};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oauth_token_operator::template::{Template, Values};
+use oauth_token_operator::spec::template::{Template, Values};
 
 const TOKEN: &str = "\u{1}TOKEN\u{2}";
 

@@ -9,17 +9,18 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{EXIT_EXCHANGE, EXIT_INPUT, ExchangeArgs, OutputFormat};
-use crate::clock::SystemClock;
-use crate::crd::OAuthClient;
-use crate::exchange::Exchanger;
-use crate::proxy::ProxyConfig;
-use crate::reason::{Failure, Reason};
-use crate::redact::{REDACTED, Sensitive};
-use crate::refresh;
-use crate::request::Credentials;
-use crate::secret::{rfc3339, token_entries};
-use crate::settings::{ClientSettings, Policy};
-use crate::transport::Transport;
+use crate::api::crd::OAuthClient;
+use crate::api::reason::{Failure, Reason};
+use crate::oauth::exchange::Exchanger;
+use crate::oauth::proxy::ProxyConfig;
+use crate::oauth::request::Credentials;
+use crate::oauth::transport::Transport;
+use crate::output::redact::{REDACTED, Sensitive};
+use crate::output::secret::token_entries;
+use crate::spec::{ClientSettings, Policy};
+use crate::timing::clock::SystemClock;
+use crate::timing::refresh;
+use crate::timing::time::rfc3339;
 
 /// Runs the command and maps the outcome to the exit code.
 pub fn run(args: ExchangeArgs) -> ExitCode {

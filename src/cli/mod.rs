@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::url_policy::{CidrList, DEFAULT_DENY_CIDRS, HostPattern, TokenUrlPolicy};
+use crate::oauth::url_policy::{CidrList, DEFAULT_DENY_CIDRS, HostPattern, TokenUrlPolicy};
 
 mod exchange;
 mod run;
@@ -166,7 +166,7 @@ impl TokenUrlArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::duration::parse(s).map_err(|e| e.to_string())
+    crate::spec::duration::parse(s).map_err(|e| e.to_string())
 }
 
 /// Log line format.
@@ -197,7 +197,7 @@ pub fn init_logging(format: LogFormat, default_level: &str) {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Crd => {
-            print!("{}", crate::crd::crd_yaml());
+            print!("{}", crate::api::crd::crd_yaml());
             ExitCode::SUCCESS
         }
         Command::Run(args) => {

@@ -3,13 +3,13 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::clock::SystemClock;
 use crate::controller::{self, Settings};
-use crate::health::{self, Health};
-use crate::leader::{LeaderConfig, Leadership};
-use crate::metrics::Metrics;
-use crate::proxy::ProxyConfig;
-use crate::settings::Policy;
+use crate::oauth::proxy::ProxyConfig;
+use crate::runtime::health::{self, Health};
+use crate::runtime::leader::{LeaderConfig, Leadership};
+use crate::runtime::metrics::Metrics;
+use crate::spec::Policy;
+use crate::timing::clock::SystemClock;
 
 use super::RunArgs;
 

@@ -9,11 +9,11 @@ use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::clock::Clock;
-use crate::crd::OAuthClient;
-use crate::exchange::Exchanger;
-use crate::metrics::Metrics;
-use crate::settings::Policy;
+use crate::api::crd::OAuthClient;
+use crate::oauth::exchange::Exchanger;
+use crate::runtime::metrics::Metrics;
+use crate::spec::Policy;
+use crate::timing::clock::Clock;
 
 /// How long what this process wrote is trusted over a watch cache that has not caught up.
 pub const WRITE_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -204,11 +204,11 @@ pub struct FailedWith {
 #[derive(Clone, Debug)]
 pub struct Pending {
     /// The token (its `Debug` is redacted).
-    pub token: crate::response::Token,
+    pub token: crate::oauth::response::Token,
     /// The fingerprint to store with it.
     pub fingerprint: String,
     /// The request settings it was issued for.
-    pub settings: crate::settings::ExchangeSettings,
+    pub settings: crate::spec::ExchangeSettings,
     /// resourceVersion of the credentials Secret it was issued with.
     pub credentials_rv: Option<String>,
 }
@@ -223,7 +223,7 @@ pub struct Memo {
     /// A token waiting to be written.
     pub pending: Option<Box<Pending>>,
     /// The last `TokenIssued` event.
-    pub issued_events: Option<crate::plan::IssuedEvents>,
+    pub issued_events: Option<crate::decide::IssuedEvents>,
     /// When the last token request that gave a token was sent.
     pub last_exchange_at: Option<jiff::Timestamp>,
     /// The managed Secret's annotations as last written by this process.
@@ -231,7 +231,7 @@ pub struct Memo {
     /// Consecutive reconcile errors (API failures), for the error backoff.
     pub errors: u32,
     /// Consecutive exchange failures of one kind, for the backoff step.
-    pub failure_streak: Option<crate::plan::FailureStreak>,
+    pub failure_streak: Option<crate::decide::FailureStreak>,
 }
 
 impl Context {

@@ -2,7 +2,7 @@
 //!
 //! kube's `Recorder` keeps every event it sent for six minutes to build event series; with
 //! thousands of OAuthClients that cache costs more memory than everything else the controller
-//! holds. Repeated identical failures are already suppressed by [`crate::plan`] (it compares with
+//! holds. Repeated identical failures are already suppressed by [`crate::decide`] (it compares with
 //! the Degraded condition), so each event here is created once and nothing is cached.
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -11,8 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use kube::{Client, Resource, ResourceExt};
 
-use crate::crd::OAuthClient;
-use crate::plan::EventNote;
+use crate::api::crd::OAuthClient;
+use crate::decide::EventNote;
 
 /// Longest event name.
 const MAX_NAME: usize = 253;
@@ -41,7 +41,7 @@ impl EventPublisher {
                 // a hash) so that the name stays within the 253 Kubernetes allows.
                 name: Some(format!(
                     "{}.{:x}{:04x}",
-                    crate::secret::shorten(&object.name_any(), MAX_NAME - 21),
+                    crate::output::secret::shorten(&object.name_any(), MAX_NAME - 21),
                     now.as_nanosecond(),
                     rand::random::<u16>()
                 )),
@@ -54,7 +54,7 @@ impl EventPublisher {
             note: Some(note.note.chars().take(1000).collect()),
             type_: Some(if note.normal { "Normal" } else { "Warning" }.into()),
             regarding: Some(regarding),
-            reporting_controller: Some(format!("{}/controller", crate::crd::GROUP)),
+            reporting_controller: Some(format!("{}/controller", crate::api::crd::GROUP)),
             reporting_instance: Some(self.instance.clone()),
             ..Event::default()
         };

@@ -17,7 +17,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::crd::OAuthClient;
+use crate::api::crd::OAuthClient;
 
 /// A reference in a scope's controller queue.
 pub type QueueRef = ObjectRef<PartialObjectMeta<OAuthClient>>;

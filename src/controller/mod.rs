@@ -30,15 +30,15 @@ use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, watcher as watch};
 use kube::{Client, ResourceExt};
 
-use crate::clock::Clock;
-use crate::crd::OAuthClient;
-use crate::exchange::Exchanger;
-use crate::health::Health;
-use crate::metrics::Metrics;
-use crate::proxy::ProxyConfig;
-use crate::secret::MANAGED_SELECTOR;
-use crate::settings::Policy;
-use crate::transport::Transport;
+use crate::api::crd::OAuthClient;
+use crate::api::keys::MANAGED_SELECTOR;
+use crate::oauth::exchange::Exchanger;
+use crate::oauth::proxy::ProxyConfig;
+use crate::oauth::transport::Transport;
+use crate::runtime::health::Health;
+use crate::runtime::metrics::Metrics;
+use crate::spec::Policy;
+use crate::timing::clock::Clock;
 use context::{Context, Shared};
 
 /// Settings of the controller (from the `run` command line).
@@ -83,7 +83,7 @@ pub enum StartError {
     },
     /// The HTTP client for token endpoints could not be built.
     #[error(transparent)]
-    Transport(#[from] crate::transport::TransportError),
+    Transport(#[from] crate::oauth::transport::TransportError),
 }
 
 /// Checks that the cluster is reachable and serves OAuthClients in every scope.

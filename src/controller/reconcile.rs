@@ -2,7 +2,7 @@
 //!
 //! 1. **load** (API, mostly from watch caches): the OAuthClient, its credentials, the managed
 //!    Secret;
-//! 2. **plan** (pure, [`crate::plan::plan`]): is the stored token valid, is an exchange due;
+//! 2. **plan** (pure, [`crate::decide::plan`]): is the stored token valid, is an exchange due;
 //! 3. **exchange** (HTTP) if due, bounded by the exchange semaphore;
 //! 4. **apply the Secret** (server-side apply) when there is a new token or new rendering;
 //! 5. **apply the status** (server-side apply) only when it changed;
@@ -22,17 +22,19 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::context::{Context, FailedWith, Pending, Verified, Written};
-use crate::crd::{OAuthClient, OAuthClientStatus};
-use crate::fingerprint;
-use crate::plan::{self, Attempt, Next, Observed, SecretState, StoredToken};
-use crate::reason::{Failure, Reason};
-use crate::redact::Sensitive;
-use crate::request::Credentials;
-use crate::secret::{
-    self, EXPIRES_AT_ANNOTATION, FINGERPRINT_ANNOTATION, ISSUED_AT_ANNOTATION,
-    REFRESH_REQUESTED_ANNOTATION, TARGET_HASH_ANNOTATION,
+use crate::api::crd::{OAuthClient, OAuthClientStatus};
+use crate::api::keys::{
+    CLIENT_LABEL, EXPIRES_AT_ANNOTATION, FIELD_MANAGER, FINGERPRINT_ANNOTATION,
+    ISSUED_AT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, REFRESH_REQUESTED_ANNOTATION,
+    TARGET_HASH_ANNOTATION,
 };
-use crate::settings::ClientSettings;
+use crate::api::reason::{Failure, Reason};
+use crate::decide::{self, Attempt, Next, Observed, SecretState, StoredToken};
+use crate::oauth::request::Credentials;
+use crate::output::fingerprint;
+use crate::output::redact::Sensitive;
+use crate::output::secret::{self};
+use crate::spec::ClientSettings;
 
 /// Errors that end a reconcile early (the API failed); exchange failures are not errors, they
 /// are recorded in the status.
@@ -61,9 +63,6 @@ impl Error {
 fn kube_error(action: &'static str) -> impl FnOnce(kube::Error) -> Error {
     move |source| Error::Kube { action, source }
 }
-
-/// The field manager of every write.
-pub const FIELD_MANAGER: &str = crate::NAME;
 
 /// Writes are retried this many times in place before the reconcile gives up, so that a
 /// transient API error right after an exchange does not cost the new token.
@@ -118,7 +117,7 @@ async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<
         } else {
             "the default managed Secret name (<metadata.name>-token; set spec.target.name)"
         };
-        crate::settings::check_object_name(field, &secret_name).map(|()| s)
+        crate::spec::check_object_name(field, &secret_name).map(|()| s)
     });
     let reference = &client.spec.credentials_secret_ref;
     ctx.reference(&reference.name, &key);
@@ -223,7 +222,7 @@ async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<
     };
 
     // --- 2. plan ---
-    let plan = plan::plan(&observed, now);
+    let plan = decide::plan(&observed, now);
     tracing::debug!(next = ?plan.next, due_at = %plan.due_at, "planned");
 
     // --- 3. exchange, 4. apply the Secret ---
@@ -302,7 +301,7 @@ async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<
     };
 
     // --- 5. apply the status ---
-    let settled = plan::settle(&observed, &plan, &attempt, now, rand::random::<f64>());
+    let settled = decide::settle(&observed, &plan, &attempt, now, rand::random::<f64>());
     // Attempts that failed before any request (spec, credentials, conflict) count too.
     if let Attempt::Failed(failure) = &attempt {
         if !matches!(plan.next, Next::Exchange) || failure.reason == Reason::CredentialsNotFound {
@@ -355,8 +354,8 @@ async fn reconcile_inner(client: Arc<OAuthClient>, ctx: Arc<Context>) -> Result<
     ctx.with_memo(&key, |m| m.errors = 0);
     let wait = settled.requeue_at.duration_since(ctx.shared.clock.now());
     let wait = Duration::try_from(wait)
-        .unwrap_or(plan::MIN_WAIT)
-        .max(plan::MIN_WAIT);
+        .unwrap_or(decide::MIN_WAIT)
+        .max(decide::MIN_WAIT);
     Ok(Action::requeue(wait))
 }
 
@@ -371,7 +370,7 @@ pub fn error_policy(
         m.errors = m.errors.saturating_add(1);
         m.errors
     });
-    let delay = crate::refresh::retry_delay(
+    let delay = crate::timing::backoff::retry_delay(
         Reason::EndpointUnavailable,
         errors,
         None,
@@ -610,7 +609,7 @@ fn usable_pending(
     };
     let fresh = pending.settings == settings.exchange
         && &pending.credentials_rv == credentials_rv
-        && plan::refresh_time(&token, &settings.refresh, "", None) > now;
+        && decide::refresh_time(&token, &settings.refresh, "", None) > now;
     fresh.then_some(*pending)
 }
 
@@ -620,7 +619,7 @@ async fn exchange(
     settings: &ClientSettings,
     credentials: &Credentials,
     pass: super::gate::Pass,
-) -> Result<crate::response::Token, Failure> {
+) -> Result<crate::oauth::response::Token, Failure> {
     let started = Instant::now();
     let result = ctx
         .shared
@@ -673,8 +672,8 @@ async fn store(ctx: &Context, target: &Target<'_>, pending: Pending) -> Result<A
     let attempt = Attempt::Issued {
         exchanged_at: token.issued_at,
         // The Secret's annotations keep whole seconds; plan with exactly what a restart reads.
-        issued_at: crate::conditions::truncate_to_seconds(token.issued_at),
-        expires_at: crate::conditions::truncate_to_seconds(token.expires_at),
+        issued_at: crate::timing::time::truncate_to_seconds(token.issued_at),
+        expires_at: crate::timing::time::truncate_to_seconds(token.expires_at),
         token_type: token.token_type.clone(),
         scope: token.scope.clone(),
     };
@@ -732,12 +731,9 @@ async fn create_if_absent(
 ) -> Result<Option<Option<String>>, WriteError> {
     let api: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), target.namespace);
     let mut labels = BTreeMap::new();
+    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned());
     labels.insert(
-        secret::MANAGED_BY_LABEL.to_owned(),
-        secret::MANAGED_BY_VALUE.to_owned(),
-    );
-    labels.insert(
-        secret::CLIENT_LABEL.to_owned(),
+        CLIENT_LABEL.to_owned(),
         secret::client_label_value(&target.client.name_any()),
     );
     let object = Secret {
@@ -780,10 +776,10 @@ async fn create_if_absent(
 
 /// The failure for a write the API server refused: its message, scrubbed of the token (the
 /// server's message is not expected to echo data, but it is shown in public places).
-fn refusal(name: &str, message: &str, token: &crate::response::Token) -> Failure {
-    let scrubber = crate::redact::Scrubber::none();
+fn refusal(name: &str, message: &str, token: &crate::oauth::response::Token) -> Failure {
+    let scrubber = crate::output::redact::Scrubber::none();
     let scrubber = scrubber.with_token(token.access_token.expose());
-    match crate::response::sanitise(message, &scrubber) {
+    match crate::oauth::response::sanitise(message, &scrubber) {
         Some(detail) => Failure::invalid_spec(format!(
             "the API server refused the managed Secret {name}: {detail}"
         )),
@@ -932,7 +928,7 @@ fn record_state(ctx: &Context, namespace: &str, name: &str, status: &OAuthClient
             .map(|t| t.as_second() as f64)
     };
     let token = time(&status.issued_at).zip(time(&status.expires_at));
-    let ready = crate::conditions::find(&status.conditions, crate::conditions::READY)
+    let ready = crate::api::conditions::find(&status.conditions, crate::api::conditions::READY)
         .map(|c| c.status.as_str())
         .unwrap_or("Unknown");
     ctx.shared

@@ -158,7 +158,7 @@ impl ManagedIndex {
             annotations: meta
                 .annotations()
                 .iter()
-                .filter(|(k, _)| k.starts_with("oauth.token-operator.dev/"))
+                .filter(|(k, _)| k.starts_with(crate::api::keys::PREFIX))
                 .map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str())))
                 .collect(),
         })

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use oauth_token_operator::clock::SystemClock;
 use oauth_token_operator::controller::{self, Settings};
-use oauth_token_operator::health::Health;
-use oauth_token_operator::metrics::Metrics;
-use oauth_token_operator::settings::Policy;
+use oauth_token_operator::runtime::health::Health;
+use oauth_token_operator::runtime::metrics::Metrics;
+use oauth_token_operator::spec::Policy;
+use oauth_token_operator::timing::clock::SystemClock;
 use serde_json::{Value, json};
 
 use super::apiserver::{ApiServer, EVENTS, OAUTHCLIENTS, SECRETS};

@@ -11,8 +11,8 @@ use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::request::Credentials;
-use crate::settings::ExchangeSettings;
+use crate::oauth::request::Credentials;
+use crate::spec::ExchangeSettings;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -94,9 +94,9 @@ fn mac(salt: &[u8], settings: &ExchangeSettings, credentials: &Credentials) -> H
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::OAuthClientSpec;
-    use crate::redact::Sensitive;
-    use crate::settings::{ClientSettings, Policy};
+    use crate::api::crd::OAuthClientSpec;
+    use crate::output::redact::Sensitive;
+    use crate::spec::{ClientSettings, Policy};
 
     fn settings(audience: &str) -> ExchangeSettings {
         let spec: OAuthClientSpec = serde_json::from_value(serde_json::json!({

@@ -10,7 +10,7 @@
 //!   refuses every address in those networks. The check applies to the **resolved** addresses
 //!   of each connection (a DNS resolver that drops denied addresses, so DNS rebinding cannot
 //!   slip past it), to IP literals in the URL and, when a proxy is used, to the operator's own
-//!   resolution of the host before anything is sent to the proxy (see [`crate::transport`]).
+//!   resolution of the host before anything is sent to the proxy (see [`crate::oauth::transport`]).
 //! * [`ALWAYS_DENIED`] (`0.0.0.0/8`, `::/128`: "this host", which connects to loopback) is
 //!   refused whatever the flag says, even when it is empty.
 //! * IPv6 addresses that carry an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible
@@ -30,7 +30,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use url::{Host, Url};
 
-use crate::reason::Failure;
+use crate::api::reason::Failure;
 
 /// The default of `--token-url-deny-cidrs`: link-local (which holds the cloud metadata
 /// services' 169.254.169.254), the AWS IPv6 metadata address, Alibaba Cloud's metadata address
@@ -390,7 +390,7 @@ impl reqwest::dns::Resolve for PolicyResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reason::Reason;
+    use crate::api::reason::Reason;
 
     fn url(text: &str) -> Url {
         Url::parse(text).unwrap()

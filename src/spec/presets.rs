@@ -1,14 +1,14 @@
 //! Vendor presets, as data.
 //!
-//! A preset is one row of defaults. [`crate::settings`] merges the user's spec over the row; the
+//! A preset is one row of defaults. [`crate::spec`] merges the user's spec over the row; the
 //! exchange code only ever reads the merged settings and never asks which vendor it talks to.
 //!
-//! To add a vendor: add a variant to [`Provider`](crate::crd::Provider), a row to [`PRESETS`],
+//! To add a vendor: add a variant to [`Provider`](crate::api::crd::Provider), a row to [`PRESETS`],
 //! regenerate the CRD (`cargo run -- crd > crds/oauthclient.yaml`), and add an emulator test if
 //! the vendor has quirks. If the preset has a fixed token URL, add it to
-//! [`PROVIDERS_WITH_TOKEN_URL`](crate::crd::PROVIDERS_WITH_TOKEN_URL) as well.
+//! [`PROVIDERS_WITH_TOKEN_URL`](crate::api::crd::PROVIDERS_WITH_TOKEN_URL) as well.
 
-use crate::crd::{BasicAuthEncoding, ClientAuthMethod, Provider, RequestEncoding};
+use crate::api::crd::{BasicAuthEncoding, ClientAuthMethod, Provider, RequestEncoding};
 
 /// The defaults a vendor preset supplies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,7 +113,7 @@ pub fn preset(provider: Provider) -> &'static Preset {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::PROVIDERS_WITH_TOKEN_URL;
+    use crate::api::crd::PROVIDERS_WITH_TOKEN_URL;
 
     #[test]
     fn every_provider_has_exactly_one_row_in_contract_order() {
@@ -134,8 +134,9 @@ mod tests {
             ]
         );
         // The CRD's provider enum lists exactly these names.
-        let crd = serde_json::to_value(<crate::crd::OAuthClient as kube::CustomResourceExt>::crd())
-            .unwrap();
+        let crd =
+            serde_json::to_value(<crate::api::crd::OAuthClient as kube::CustomResourceExt>::crd())
+                .unwrap();
         let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
         let allowed = &schema["properties"]["spec"]["properties"]["provider"]["enum"];
         assert_eq!(*allowed, serde_json::json!(names));

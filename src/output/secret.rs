@@ -10,30 +10,15 @@ use kube::ResourceExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::crd::{OAuthClient, Target};
-use crate::redact::Sensitive;
-use crate::response::Token;
-use crate::template::{Template, Values};
-
-/// Label on every managed Secret.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-/// Its value.
-pub const MANAGED_BY_VALUE: &str = "oauth-token-operator";
-/// The label selector of managed Secrets.
-pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=oauth-token-operator";
-/// Label naming the OAuthClient.
-pub const CLIENT_LABEL: &str = "oauth.token-operator.dev/client";
-/// When the token was issued (RFC 3339).
-pub const ISSUED_AT_ANNOTATION: &str = "oauth.token-operator.dev/issued-at";
-/// When the token expires (RFC 3339).
-pub const EXPIRES_AT_ANNOTATION: &str = "oauth.token-operator.dev/expires-at";
-/// Salted fingerprint of the spec and credentials the token was issued for.
-pub const FINGERPRINT_ANNOTATION: &str = "oauth.token-operator.dev/fingerprint";
-/// Hash of the target settings (type, labels, annotations, template) the Secret was rendered
-/// with; it holds nothing secret.
-pub const TARGET_HASH_ANNOTATION: &str = "oauth.token-operator.dev/target-hash";
-/// Annotation on an OAuthClient that forces one exchange.
-pub const REFRESH_REQUESTED_ANNOTATION: &str = "oauth.token-operator.dev/refresh-requested-at";
+use crate::api::crd::{OAuthClient, Target};
+use crate::api::keys::{
+    CLIENT_LABEL, EXPIRES_AT_ANNOTATION, FINGERPRINT_ANNOTATION, ISSUED_AT_ANNOTATION,
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE, TARGET_HASH_ANNOTATION,
+};
+use crate::oauth::response::Token;
+use crate::output::redact::Sensitive;
+use crate::spec::template::{Template, Values};
+use crate::timing::time::rfc3339;
 
 /// The managed Secret's name: `spec.target.name`, else `<name>-token`.
 pub fn target_name(client: &OAuthClient) -> String {
@@ -48,7 +33,7 @@ pub fn target_name(client: &OAuthClient) -> String {
 /// Longest label value Kubernetes accepts.
 pub const MAX_LABEL_VALUE: usize = 63;
 
-/// The value of [`CLIENT_LABEL`] for an OAuthClient name: the name itself when it fits a label
+/// The value of [`CLIENT_LABEL`](crate::api::keys::CLIENT_LABEL) for an OAuthClient name: the name itself when it fits a label
 /// value (63 characters), else its first 52 characters (without a trailing '-' or '.'), '-' and
 /// the first 10 hex digits of the name's SHA-256. Either way
 /// `kubectl get secret -l oauth.token-operator.dev/client=<value>` selects the Secret.
@@ -85,7 +70,7 @@ pub const MAX_SECRET_SIZE: usize = 256 * 1024;
 pub fn check_size(
     token: &Token,
     templates: &BTreeMap<String, Template>,
-) -> Result<(), crate::reason::Failure> {
+) -> Result<(), crate::api::reason::Failure> {
     let expires_at = rfc3339(token.expires_at);
     let scope = token.scope.clone().unwrap_or_default();
     let values = Values {
@@ -117,7 +102,7 @@ pub fn check_size(
         .take(3)
         .map(|(size, key)| format!("{key} ({size} bytes)"))
         .collect();
-    Err(crate::reason::Failure::invalid_spec(format!(
+    Err(crate::api::reason::Failure::invalid_spec(format!(
         "spec.target.template: the managed Secret would be {total} bytes with this token ({}-byte access token), more than the {} KiB allowed; largest keys: {}",
         values.access_token.len(),
         MAX_SECRET_SIZE / 1024,
@@ -140,7 +125,7 @@ pub fn target_hash(target: &Target) -> String {
 /// The controller ownerReference to `client`.
 pub fn owner_reference(client: &OAuthClient) -> OwnerReference {
     OwnerReference {
-        api_version: format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
+        api_version: format!("{}/{}", crate::api::crd::GROUP, crate::api::crd::VERSION),
         kind: "OAuthClient".into(),
         name: client.name_any(),
         uid: client.uid().unwrap_or_default(),
@@ -210,7 +195,7 @@ pub fn stored_token(secret: &Secret) -> Option<Token> {
         scope: text("scope"),
         issued_at: time(ISSUED_AT_ANNOTATION)?,
         expires_at: time(EXPIRES_AT_ANNOTATION)?,
-        lifetime_source: crate::response::LifetimeSource::ExpiresIn,
+        lifetime_source: crate::oauth::response::LifetimeSource::ExpiresIn,
         vendor_issued_at: None,
     })
 }
@@ -224,11 +209,6 @@ pub struct Entry {
     pub value: Sensitive<String>,
     /// Whether the value contains the access token.
     pub holds_token: bool,
-}
-
-/// Formats a timestamp as RFC 3339 UTC with second precision (`2026-01-02T03:04:05Z`).
-pub fn rfc3339(t: jiff::Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// The Secret keys for a token: `access_token`, `token_type`, `expires_at`, `scope` (when
@@ -272,7 +252,7 @@ pub fn token_entries(token: &Token, templates: &BTreeMap<String, Template>) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::response::LifetimeSource;
+    use crate::oauth::response::LifetimeSource;
     use jiff::Timestamp;
 
     fn token(scope: Option<&str>) -> Token {
@@ -289,7 +269,7 @@ mod tests {
 
     #[test]
     fn standard_keys_then_templates() {
-        let templates = crate::template::parse_all(
+        let templates = crate::spec::template::parse_all(
             &[
                 (
                     "Authorization".to_owned(),

@@ -12,19 +12,12 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue};
 use url::Url;
 
-use crate::crd::{BasicAuthEncoding, ClientAuthMethod, RequestEncoding};
-use crate::reason::Failure;
-use crate::redact::Sensitive;
-use crate::settings::ExchangeSettings;
+use crate::api::crd::{BasicAuthEncoding, ClientAuthMethod, RequestEncoding};
+use crate::api::reason::Failure;
+use crate::output::redact::Sensitive;
+use crate::spec::ExchangeSettings;
 
-/// Client credentials. `client_id` is not a secret; `client_secret` is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Credentials {
-    /// The client identifier.
-    pub client_id: String,
-    /// The client secret.
-    pub client_secret: Sensitive<String>,
-}
+pub use crate::oauth::credentials::Credentials;
 
 /// A ready-to-send token request. Its `Debug` hides the Authorization header and the body.
 #[derive(Clone)]
@@ -83,7 +76,7 @@ pub fn build(
 ) -> Result<TokenRequest, Failure> {
     if credentials.client_id.is_empty() {
         return Err(Failure::new(
-            crate::reason::Reason::CredentialsNotFound,
+            crate::api::reason::Reason::CredentialsNotFound,
             "client_id is empty",
         ));
     }
@@ -163,8 +156,8 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::OAuthClientSpec;
-    use crate::settings::{ClientSettings, Policy};
+    use crate::api::crd::OAuthClientSpec;
+    use crate::spec::{ClientSettings, Policy};
 
     const AWKWARD_ID: &str = "1PpG/Q 1";
     const AWKWARD_SECRET: &str = "z/tZ9VwFZqApmIQ+ZH1I5pLk/uB4ud:X2/8bL+wfFTt1rFw=";

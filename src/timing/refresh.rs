@@ -1,21 +1,20 @@
-//! Refresh timing and failure backoff: pure functions of their inputs, with the current time
-//! and the random jitter passed in.
+//! When to refresh a token: a pure function of its times and the settings, with the jitter
+//! passed in.
 //!
 //! * A token is refreshed at `expiresAt - renewBefore`, or, when `renewBefore` is unset, when
 //!   `renewBeforePercentage` of its lifetime remains. Jitter moves the time earlier by at most
 //!   10% of that margin, never later. The result is never earlier than 10% of the lifetime
 //!   after issuance, so a long `renewBefore` cannot make a refresh loop.
-//! * After a failure, transient reasons (RateLimited, EndpointUnavailable, InvalidResponse)
-//!   retry after about 5 s, doubling up to 5 min; others (bad credentials, bad spec) after
-//!   about 1 min, doubling up to 30 min. A `Retry-After` from the endpoint is honoured up to
-//!   the cap. Jitter shortens a delay by at most 20%.
+//! * The jitter is fixed per token ([`token_jitter`]), so that a plan is stable across
+//!   reconciles.
+//! * [`MIN_EXCHANGE_INTERVAL`] bounds how soon after an exchange the next may be scheduled (the
+//!   planner applies it).
 
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::reason::Reason;
-use crate::settings::RefreshSettings;
+use crate::spec::RefreshSettings;
 
 /// Largest share of the refresh margin that jitter may take (10%).
 pub const JITTER_SHARE: f64 = 0.10;
@@ -27,15 +26,6 @@ pub const FLOOR_SHARE: f64 = 0.10;
 /// lives shorter is expired in between (and such lifetimes are too short for mounted Secrets
 /// anyway: the kubelet refreshes those only about once a minute).
 pub const MIN_EXCHANGE_INTERVAL: Duration = Duration::from_secs(5);
-
-/// First retry delay after a transient failure.
-pub const TRANSIENT_BASE: Duration = Duration::from_secs(5);
-/// Longest retry delay after transient failures.
-pub const TRANSIENT_CAP: Duration = Duration::from_secs(5 * 60);
-/// First retry delay after an authentication or spec failure.
-pub const PERMANENT_BASE: Duration = Duration::from_secs(60);
-/// Longest retry delay after authentication or spec failures.
-pub const PERMANENT_CAP: Duration = Duration::from_secs(30 * 60);
 
 /// When to refresh a token issued at `issued_at` that expires at `expires_at`.
 ///
@@ -64,29 +54,12 @@ pub fn refresh_at(
     planned.max(floor)
 }
 
-/// How long to wait before retrying after the `failures`-th consecutive failure (1-based).
-///
-/// `jitter` is a number in `[0, 1)` that shortens the delay by up to 20%.
-pub fn retry_delay(
-    reason: Reason,
-    failures: u32,
-    retry_after: Option<Duration>,
-    jitter: f64,
-) -> Duration {
-    let (base, cap) = backoff_bounds(reason);
-    let exponent = failures.saturating_sub(1).min(16);
-    let backoff = base.saturating_mul(1 << exponent).min(cap);
-    let jittered = backoff.mul_f64(1.0 - 0.2 * jitter.clamp(0.0, 1.0));
-    jittered.max(retry_after.unwrap_or(Duration::ZERO)).min(cap)
-}
-
-/// The first delay and the cap for a failure reason.
-pub fn backoff_bounds(reason: Reason) -> (Duration, Duration) {
-    if reason.is_transient() {
-        (TRANSIENT_BASE, TRANSIENT_CAP)
-    } else {
-        (PERMANENT_BASE, PERMANENT_CAP)
-    }
+/// A number in [0, 1) fixed for one token of one object.
+pub fn token_jitter(uid: &str, issued_at: Timestamp) -> f64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{uid}/{}", issued_at.as_second()));
+    let n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+    (n >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
@@ -152,43 +125,5 @@ mod tests {
         assert_eq!(refresh_at(t(10), t(0), &pct(33), 0.0), t(0));
         let got = refresh_at(t(0), t(1), &pct(33), 0.0);
         assert!(got > t(0) && got < t(1));
-    }
-
-    #[test]
-    fn backoff_table() {
-        let s = Duration::from_secs;
-        let cases = [
-            (Reason::EndpointUnavailable, 1, None, s(5)),
-            (Reason::EndpointUnavailable, 2, None, s(10)),
-            (Reason::RateLimited, 3, None, s(20)),
-            (Reason::InvalidResponse, 7, None, s(300)),
-            (Reason::InvalidResponse, 60, None, s(300)),
-            (Reason::RateLimited, 1, Some(s(42)), s(42)),
-            (Reason::RateLimited, 1, Some(s(3600)), s(300)),
-            (Reason::RateLimited, 5, Some(s(1)), s(80)),
-            (Reason::InvalidClient, 1, None, s(60)),
-            (Reason::InvalidSpec, 2, None, s(120)),
-            (Reason::AccessDenied, 6, None, s(1800)),
-            (Reason::CredentialsNotFound, u32::MAX, None, s(1800)),
-            (Reason::EndpointUnavailable, 0, None, s(5)),
-        ];
-        for (reason, failures, retry_after, want) in cases {
-            assert_eq!(
-                retry_delay(reason, failures, retry_after, 0.0),
-                want,
-                "{reason} #{failures}"
-            );
-        }
-    }
-
-    #[test]
-    fn backoff_jitter_shortens_by_at_most_a_fifth() {
-        for i in 0..100 {
-            let d = retry_delay(Reason::EndpointUnavailable, 3, None, f64::from(i) / 100.0);
-            assert!(
-                d <= Duration::from_secs(20) && d >= Duration::from_secs(16),
-                "{d:?}"
-            );
-        }
     }
 }

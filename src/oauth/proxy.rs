@@ -4,7 +4,7 @@
 //! The operator reads these itself instead of letting reqwest do it, because the token URL
 //! policy must be applied to the token host before anything is sent to a proxy: a proxy
 //! resolves the name on its own, so the transport's DNS resolver would only ever see the
-//! proxy's name (see [`crate::transport`]).
+//! proxy's name (see [`crate::oauth::transport`]).
 //!
 //! * The lowercase variable wins when both spellings are set; a variable that is empty (or
 //!   only spaces) counts as unset.
@@ -25,7 +25,7 @@ use ipnet::IpNet;
 use percent_encoding::percent_decode_str;
 use url::{Host, Url};
 
-use crate::redact::{REDACTED, Sensitive};
+use crate::output::redact::{REDACTED, Sensitive};
 
 /// The proxy configuration of the token transport.
 #[derive(Clone, Debug, Default)]

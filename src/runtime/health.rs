@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
-use crate::metrics::Metrics;
+use crate::runtime::metrics::Metrics;
 
 /// Liveness and readiness, shared with the controller.
 #[derive(Debug, Default)]

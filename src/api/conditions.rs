@@ -35,7 +35,7 @@ pub fn set(
     now: Timestamp,
 ) {
     let status = status_str(status);
-    let now = Time(truncate_to_seconds(now));
+    let now = Time(crate::timing::time::truncate_to_seconds(now));
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(existing) => {
             if existing.status != status {
@@ -55,12 +55,6 @@ pub fn set(
             last_transition_time: now,
         }),
     }
-}
-
-/// metav1.Time has second precision; keeping ours the same makes comparisons with what the API
-/// server returns exact.
-pub fn truncate_to_seconds(t: Timestamp) -> Timestamp {
-    Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
 #[cfg(test)]

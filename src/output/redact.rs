@@ -36,8 +36,8 @@ use std::sync::OnceLock;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 
-use crate::crd::BasicAuthEncoding;
-use crate::request::{Credentials, basic_authorization};
+use crate::api::crd::BasicAuthEncoding;
+use crate::oauth::request::{Credentials, basic_authorization};
 
 /// What `Debug` and `Display` print instead of a sensitive value, and what replaces a scrubbed
 /// needle.

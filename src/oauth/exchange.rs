@@ -3,13 +3,13 @@
 
 use std::time::Instant;
 
-use crate::clock::Clock;
-use crate::reason::Failure;
-use crate::redact::Scrubber;
-use crate::request::{self, Credentials};
-use crate::response::{self, ReadContext, Token};
-use crate::settings::ExchangeSettings;
-use crate::transport::Transport;
+use crate::api::reason::Failure;
+use crate::oauth::request::{self, Credentials};
+use crate::oauth::response::{self, ReadContext, Token};
+use crate::oauth::transport::Transport;
+use crate::output::redact::Scrubber;
+use crate::spec::ExchangeSettings;
+use crate::timing::clock::Clock;
 
 /// Performs exchanges with one transport.
 #[derive(Clone, Debug)]

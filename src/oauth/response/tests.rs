@@ -18,8 +18,8 @@ fn url() -> Url {
     Url::parse("https://idp.example/oauth/token").unwrap()
 }
 
-fn credentials(id: &str, secret: &str) -> crate::request::Credentials {
-    crate::request::Credentials {
+fn credentials(id: &str, secret: &str) -> crate::oauth::request::Credentials {
+    crate::oauth::request::Credentials {
         client_id: id.into(),
         client_secret: Sensitive::from(secret),
     }
@@ -675,7 +675,7 @@ fn lookup_edge_cases() {
 
 /// A maximal (1 MiB) body of the given shape, built without slack capacity.
 fn maximal_body(shape: &str) -> String {
-    let n = crate::transport::MAX_BODY;
+    let n = crate::oauth::transport::MAX_BODY;
     let mut s = String::with_capacity(n);
     let fill = |s: &mut String, piece: &str, tail: &str| {
         while s.len() + piece.len() + tail.len() <= n {
@@ -749,7 +749,7 @@ fn maximal_bodies_are_read_and_refused_as_expected() {
         match shape {
             "token" => {
                 let f = result.unwrap_err();
-                let len = crate::transport::MAX_BODY - r#"{"access_token":""}"#.len();
+                let len = crate::oauth::transport::MAX_BODY - r#"{"access_token":""}"#.len();
                 let expected = format!("access_token is {len} bytes long; at most 65536");
                 assert!(f.message.contains(&expected), "{}", f.message);
             }
@@ -781,7 +781,7 @@ fn memory_probe() {
 
 // === echoed secrets (attacks) ===
 
-use crate::redact::tests::{NASTY, NASTY_ID, echo_forms, text_forms};
+use crate::output::redact::tests::{NASTY, NASTY_ID, echo_forms, text_forms};
 
 const ECHO_TOKEN: &str = "tok/en+value=0123456789";
 

@@ -1,7 +1,8 @@
 //! Pure tests of planning and settling, with an injected clock.
 
 use super::*;
-use crate::conditions::find;
+use crate::api::conditions::find;
+use crate::timing::refresh::token_jitter;
 
 const UID: &str = "0f0e0d0c-uid";
 const SECRET: &str = "demo-token";

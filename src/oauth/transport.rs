@@ -2,12 +2,12 @@
 //!
 //! * TLS is always verified (the platform's trust store; no option turns verification off).
 //! * Redirects are never followed: credentials must not be re-sent to another URL. A 3xx is
-//!   handed back to [`crate::response`], which reports it as `InvalidResponse`.
+//!   handed back to [`crate::oauth::response`], which reports it as `InvalidResponse`.
 //! * Every request has a timeout.
 //! * The response body is read with a cap ([`MAX_BODY`]); reading stops as soon as it is
 //!   exceeded.
 //! * The User-Agent is `oauth-token-operator/<version>`.
-//! * The token URL policy ([`crate::url_policy`]) is enforced on the URL and, through the DNS
+//! * The token URL policy ([`crate::oauth::url_policy`]) is enforced on the URL and, through the DNS
 //!   resolver, on every address connected to.
 //! * Proxies come from a [`ProxyConfig`] only (reqwest's own reading of the environment is off).
 //!   Before anything is sent to a proxy, the transport resolves the token URL's host itself and
@@ -29,12 +29,12 @@ use http::HeaderMap;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use url::{Host, Url};
 
-use crate::proxy::{ProxyConfig, ProxyServer, Route};
-use crate::reason::{Failure, Reason};
-use crate::redact::Scrubber;
-use crate::request::TokenRequest;
-use crate::response::sanitise;
-use crate::url_policy::{DeniedAddress, PolicyResolver, TokenUrlPolicy};
+use crate::api::reason::{Failure, Reason};
+use crate::oauth::proxy::{ProxyConfig, ProxyServer, Route};
+use crate::oauth::request::TokenRequest;
+use crate::oauth::response::sanitise;
+use crate::oauth::url_policy::{DeniedAddress, PolicyResolver, TokenUrlPolicy};
+use crate::output::redact::Scrubber;
 
 /// Largest response body read (1 MiB).
 pub const MAX_BODY: usize = 1024 * 1024;

@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// API group of the CRD.
-pub const GROUP: &str = "oauth.token-operator.dev";
+pub const GROUP: &str = group!();
 /// API version of the CRD.
 pub const VERSION: &str = "v1alpha1";
 

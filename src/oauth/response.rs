@@ -38,7 +38,7 @@
 //!   endpoint goes through [`sanitise`]: the client secret, the Basic header values and the
 //!   access token are scrubbed in every encoding ([`Scrubber`]) before anything is trimmed,
 //!   stripped or cut, and a text that would end with part of one is dropped whole. With a
-//!   client secret (or access token) shorter than [`crate::redact::MIN_SCRUBBABLE_LEN`]
+//!   client secret (or access token) shorter than [`crate::output::redact::MIN_SCRUBBABLE_LEN`]
 //!   characters no text of the body is kept at all: the message carries the HTTP status and,
 //!   when it is one of RFC 6749's, the `error` code.
 //! * `Retry-After` is read as delta-seconds or an HTTP date.
@@ -55,9 +55,10 @@ use jiff::Timestamp;
 use serde_json::Value;
 use url::Url;
 
-use crate::crd::ResponseFields;
-use crate::reason::{Failure, Reason};
-use crate::redact::{REDACTED, Scrubber, Sensitive, normalise};
+use crate::api::crd::ResponseFields;
+use crate::api::reason::{Failure, Reason};
+use crate::output::redact::{REDACTED, Scrubber, Sensitive, normalise};
+use crate::timing::time::add;
 
 mod body;
 
@@ -572,11 +573,6 @@ pub fn normalize_token_type(raw: Option<&str>) -> String {
         }
         Some(t) => t.to_owned(),
     }
-}
-
-fn add(t: Timestamp, d: Duration) -> Timestamp {
-    let d = jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX);
-    t.checked_add(d).unwrap_or(Timestamp::MAX)
 }
 
 // === failures ===

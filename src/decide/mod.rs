@@ -9,7 +9,7 @@
 //! * A token is *valid* when the managed Secret (controlled by this OAuthClient) holds one that
 //!   was issued for the current spec and credentials and has not expired.
 //! * With a valid token and no failure, the next exchange is at the refresh time
-//!   ([`crate::refresh::refresh_at`], with a jitter fixed per token so that the plan is stable).
+//!   ([`crate::timing::refresh::refresh_at`], with a jitter fixed per token so that the plan is stable).
 //! * Without a valid token, an exchange is due at once.
 //! * After a failure, the next attempt is at `status.nextRefreshAt` (the backoff), unless the
 //!   spec or the credentials changed since, which retries at once.
@@ -22,14 +22,13 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use sha2::{Digest, Sha256};
 
-use crate::conditions::{self, DEGRADED, READY, REFRESH_SUCCEEDED, TOKEN_ISSUED};
-use crate::crd::OAuthClientStatus;
-use crate::reason::{Failure, Reason};
-use crate::refresh;
-use crate::secret::rfc3339;
-use crate::settings::RefreshSettings;
+use crate::api::conditions::{self, DEGRADED, READY, REFRESH_SUCCEEDED, TOKEN_ISSUED};
+use crate::api::crd::OAuthClientStatus;
+use crate::api::reason::{Failure, Reason};
+use crate::spec::RefreshSettings;
+use crate::timing::time::{self, add, ceil_second, rfc3339};
+use crate::timing::{backoff, refresh};
 
 /// Nothing is planned sooner than this after now (no tight loops).
 pub const MIN_WAIT: Duration = Duration::from_secs(1);
@@ -147,17 +146,6 @@ fn valid_token(observed: &Observed<'_>, now: Timestamp) -> Option<StoredToken> {
     current_token(observed).filter(|token| token.expires_at > now)
 }
 
-fn parse_time(text: Option<&String>) -> Option<Timestamp> {
-    text.and_then(|t| t.parse().ok())
-}
-
-/// A number in [0, 1) fixed for one token of one object.
-pub fn token_jitter(uid: &str, issued_at: Timestamp) -> f64 {
-    let digest = Sha256::digest(format!("{uid}/{}", issued_at.as_second()));
-    let n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
-    (n >> 11) as f64 / (1u64 << 53) as f64
-}
-
 /// When a stored token should be refreshed. The time keeps its sub-second part so that refreshes
 /// spread evenly instead of bunching at second boundaries; the status shows it rounded up.
 ///
@@ -174,23 +162,10 @@ pub fn refresh_time(
         token.issued_at,
         token.expires_at,
         settings,
-        token_jitter(uid, token.issued_at),
+        refresh::token_jitter(uid, token.issued_at),
     );
     let exchanged = last_exchange.map_or(token.issued_at, |t| t.max(token.issued_at));
     planned.max(add(exchanged, refresh::MIN_EXCHANGE_INTERVAL))
-}
-
-/// Rounds up to a whole second: the status (RFC 3339, seconds) never shows a time earlier than
-/// the one acted on.
-pub fn ceil_second(t: Timestamp) -> Timestamp {
-    let floor = Timestamp::from_second(t.as_second()).unwrap_or(t);
-    if floor == t {
-        t
-    } else {
-        floor
-            .checked_add(jiff::SignedDuration::from_secs(1))
-            .unwrap_or(t)
-    }
 }
 
 /// Decides what to do now.
@@ -206,7 +181,7 @@ pub fn plan(observed: &Observed<'_>, now: Timestamp) -> Plan {
     // A current token is refreshed on its schedule even when it has expired already (a lifetime
     // shorter than the least exchange interval): never in a loop.
     let mut due_at = if backing_off {
-        parse_time(status.next_refresh_at.as_ref()).unwrap_or(now)
+        time::parse(status.next_refresh_at.as_deref()).unwrap_or(now)
     } else {
         match (current_token(observed), &observed.refresh) {
             (Some(token), Ok(settings)) => {
@@ -216,7 +191,7 @@ pub fn plan(observed: &Observed<'_>, now: Timestamp) -> Plan {
         }
     };
     if let Some(requested) = observed.refresh_requested_at {
-        let issued = parse_time(status.issued_at.as_ref());
+        let issued = time::parse(status.issued_at.as_deref());
         // A request made while failing is served by the retry schedule, never in a loop.
         if !backing_off && issued.is_none_or(|i| requested > i) {
             due_at = due_at.min(requested);
@@ -395,7 +370,7 @@ pub fn settle(
             };
             failure_streak = Some(FailureStreak { transient, count });
             let delay =
-                refresh::retry_delay(failure.reason, count, failure.retry_after, backoff_jitter);
+                backoff::retry_delay(failure.reason, count, failure.retry_after, backoff_jitter);
             let retry_at = ceil_second(add(now, delay.max(MIN_WAIT)));
             status.consecutive_failures = Some(failures);
             status.next_refresh_at = Some(rfc3339(retry_at));
@@ -611,11 +586,6 @@ fn wake_for(observed: &Observed<'_>, planned: Timestamp, now: Timestamp) -> Time
         Some(token) => planned.min(token.expires_at),
         None => planned,
     }
-}
-
-fn add(t: Timestamp, d: Duration) -> Timestamp {
-    t.checked_add(jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX))
-        .unwrap_or(Timestamp::MAX)
 }
 
 #[cfg(test)]

@@ -1,0 +1,301 @@
+//! Tests of spec resolution: defaults, precedence and every refusal.
+
+use super::*;
+use crate::api::crd::MAX_NAME_LEN;
+use crate::api::crd::{CredentialsSecretRef, Refresh, Target};
+use crate::api::reason::Reason;
+
+fn spec(provider: Provider) -> OAuthClientSpec {
+    serde_json::from_value(serde_json::json!({
+        "provider": provider,
+        "credentialsSecretRef": {"name": "creds"},
+    }))
+    .unwrap()
+}
+
+fn generic(url: &str) -> OAuthClientSpec {
+    OAuthClientSpec {
+        token_url: Some(url.into()),
+        ..spec(Provider::Generic)
+    }
+}
+
+fn resolve(spec: &OAuthClientSpec) -> Result<ClientSettings, Failure> {
+    ClientSettings::resolve(spec, &Policy::default())
+}
+
+fn invalid(spec: &OAuthClientSpec) -> String {
+    let err = resolve(spec).unwrap_err();
+    assert_eq!(err.reason, Reason::InvalidSpec, "{err}");
+    err.message
+}
+
+#[test]
+fn preset_supplies_defaults() {
+    let s = resolve(&spec(Provider::Iotspot)).unwrap();
+    assert_eq!(
+        s.exchange.token_url.as_str(),
+        "https://iotspot-m2mauth-prod.auth.eu-central-1.amazoncognito.com/oauth2/token"
+    );
+    assert_eq!(
+        s.exchange.client_auth_method,
+        ClientAuthMethod::ClientSecretBasic
+    );
+    assert_eq!(s.exchange.basic_auth_encoding, BasicAuthEncoding::Raw);
+    assert_eq!(s.exchange.request_encoding, RequestEncoding::Form);
+    assert_eq!(s.exchange.scopes, ["iotspot/openapi"]);
+    assert!(s.exchange.client_id_in_body);
+    assert_eq!(s.exchange.default_lifetime, Duration::from_secs(3600));
+    assert_eq!(s.refresh.renew_before, None);
+    assert_eq!(s.refresh.renew_before_percentage, 33);
+}
+
+#[test]
+fn explicit_fields_win_over_the_preset() {
+    let s = resolve(&OAuthClientSpec {
+        token_url: Some("https://emulator.example/token".into()),
+        client_auth_method: Some(ClientAuthMethod::ClientSecretPost),
+        basic_auth_encoding: Some(BasicAuthEncoding::UrlEncoded),
+        request_encoding: Some(RequestEncoding::Json),
+        scopes: Some(vec!["a".into(), "b".into()]),
+        ..spec(Provider::Iotspot)
+    })
+    .unwrap();
+    assert_eq!(
+        s.exchange.token_url.as_str(),
+        "https://emulator.example/token"
+    );
+    assert_eq!(
+        s.exchange.client_auth_method,
+        ClientAuthMethod::ClientSecretPost
+    );
+    assert_eq!(
+        s.exchange.basic_auth_encoding,
+        BasicAuthEncoding::UrlEncoded
+    );
+    assert_eq!(s.exchange.request_encoding, RequestEncoding::Json);
+    assert_eq!(s.exchange.scopes, ["a", "b"]);
+    // An explicit empty list also wins: no scope is sent.
+    let s = resolve(&OAuthClientSpec {
+        scopes: Some(vec![]),
+        ..spec(Provider::Iotspot)
+    })
+    .unwrap();
+    assert!(s.exchange.scopes.is_empty());
+}
+
+#[test]
+fn token_url_rules() {
+    assert!(invalid(&spec(Provider::Generic)).contains("spec.tokenUrl is required"));
+    assert!(invalid(&generic("not a url")).contains("not a valid URL"));
+    assert!(invalid(&generic("http://127.0.0.1/token")).contains("--allow-insecure-http"));
+    assert!(invalid(&generic("ftp://x/token")).contains("https://"));
+    assert!(invalid(&generic("https://user:pw@x/token")).contains("user:password"));
+    assert!(invalid(&generic("file:///etc/passwd")).contains("https://"));
+    let allowed = ClientSettings::resolve(
+        &generic("http://127.0.0.1:8080/token"),
+        &Policy {
+            allow_insecure_http: true,
+            ..Default::default()
+        },
+    );
+    assert!(allowed.is_ok());
+    // The token URL policy applies (its rules are tested in url_policy).
+    assert!(invalid(&generic("https://169.254.169.254/token")).contains("--token-url-deny-cidrs"));
+}
+
+#[test]
+fn size_bounds_and_namespaced_references_are_invalid_spec() {
+    let many: BTreeMap<String, String> = (0..=MAX_MAP_ENTRIES)
+        .map(|i| (format!("p{i}"), "v".to_owned()))
+        .collect();
+    let long_name = [("n".repeat(MAX_NAME_LEN + 1), "v".to_owned())].into();
+    let long_value = [("n".to_owned(), "v".repeat(MAX_VALUE_LEN + 1))].into();
+    let at_limit: BTreeMap<String, String> = (0..MAX_MAP_ENTRIES)
+        .map(|i| (format!("{i:0>256}"), "v".repeat(MAX_VALUE_LEN)))
+        .collect();
+    let params = |map: &BTreeMap<String, String>| OAuthClientSpec {
+        extra_params: Some(map.clone()),
+        ..generic("https://x/t")
+    };
+    assert!(invalid(&params(&many)).contains("at most 32"));
+    assert!(invalid(&params(&long_name)).contains("names must be 1 to 256"));
+    assert!(invalid(&params(&long_value)).contains("at most 4096"));
+    assert!(resolve(&params(&at_limit)).is_ok());
+    let headers = OAuthClientSpec {
+        extra_headers: Some(many.clone()),
+        ..generic("https://x/t")
+    };
+    assert!(invalid(&headers).contains("spec.extraHeaders has 33 entries"));
+    let mut s = generic("https://x/t");
+    s.target = Some(Target {
+        template: Some(long_value),
+        ..Target::default()
+    });
+    assert!(invalid(&s).contains("spec.target.template.n is 4097 bytes"));
+
+    let mut s = generic("https://x/t");
+    s.credentials_secret_ref.namespace = Some("other-team".into());
+    assert!(invalid(&s).contains("own namespace"));
+}
+
+#[test]
+fn forbidden_headers_and_bad_header_values() {
+    for name in ["Authorization", "content-type", "Host", "Content-Length"] {
+        let mut s = generic("https://x/t");
+        s.extra_headers = Some([(name.to_owned(), "v".to_owned())].into());
+        assert!(invalid(&s).contains("may not set"), "{name}");
+    }
+    let mut s = generic("https://x/t");
+    s.extra_headers = Some([("bad name".to_owned(), "v".to_owned())].into());
+    assert!(invalid(&s).contains("not a valid header name"));
+    s.extra_headers = Some([("X-Ok".to_owned(), "line\nbreak".to_owned())].into());
+    assert!(invalid(&s).contains("not a valid header value"));
+    s.extra_headers = Some([("X-Api-Version".to_owned(), "2".to_owned())].into());
+    assert_eq!(resolve(&s).unwrap().exchange.extra_headers.len(), 1);
+}
+
+#[test]
+fn every_forbidden_header_is_refused_in_any_case() {
+    for name in FORBIDDEN_HEADERS {
+        let upper = name.to_ascii_uppercase();
+        let title: String = name
+            .split('-')
+            .map(|part| {
+                let mut chars = part.chars();
+                chars.next().map_or(String::new(), |first| {
+                    first.to_ascii_uppercase().to_string() + chars.as_str()
+                })
+            })
+            .collect::<Vec<_>>()
+            .join("-");
+        for variant in [name.to_owned(), upper, title] {
+            let mut s = generic("https://x/t");
+            s.extra_headers = Some([(variant.clone(), "v".to_owned())].into());
+            let msg = invalid(&s);
+            assert!(
+                msg.contains("spec.extraHeaders may not set") && msg.contains(&variant),
+                "{variant}: {msg}"
+            );
+        }
+    }
+    for name in [
+        "Proxy-Authorization",
+        "Proxy-Connection",
+        "Cookie",
+        "Connection",
+        "TE",
+        "Upgrade",
+        "Expect",
+        "Transfer-Encoding",
+        "Keep-Alive",
+    ] {
+        assert!(
+            FORBIDDEN_HEADERS.contains(&name.to_ascii_lowercase().as_str()),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn header_values_must_be_printable_ascii() {
+    let with_value = |value: &str| {
+        let mut s = generic("https://x/t");
+        s.extra_headers = Some([("X-Tenant".to_owned(), value.to_owned())].into());
+        s
+    };
+    for hostile in ["café", "é", "\u{80}", "a\u{7f}b", "a\rb", "a\0b", "日本"] {
+        let msg = invalid(&with_value(hostile));
+        assert!(
+            msg.contains("spec.extraHeaders") && msg.contains("X-Tenant"),
+            "{hostile:?}: {msg}"
+        );
+        assert!(msg.contains("printable ASCII"), "{msg}");
+    }
+    for fine in ["v1", "a b\tc", "~!@#$%^&*()_+{}|:<>?", ""] {
+        let s = resolve(&with_value(fine)).unwrap();
+        assert_eq!(s.exchange.extra_headers[0].1.as_bytes(), fine.as_bytes());
+    }
+}
+
+#[test]
+fn reserved_params_are_compared_trimmed_and_case_folded() {
+    for name in [
+        " Client_Secret ",
+        "CLIENT_ID",
+        "SCOPE",
+        "Grant_Type",
+        "\taudience",
+        "client_assertion",
+        "Client_Assertion_Type",
+    ] {
+        let mut s = generic("https://x/t");
+        s.extra_params = Some([(name.to_owned(), "v".to_owned())].into());
+        let msg = invalid(&s);
+        assert!(
+            msg.contains("spec.extraParams may not set") && msg.contains(name.trim()),
+            "{name:?}: {msg}"
+        );
+    }
+    let mut s = generic("https://x/t");
+    s.extra_params = Some([("resource".to_owned(), "https://api".to_owned())].into());
+    assert_eq!(resolve(&s).unwrap().exchange.extra_params.len(), 1);
+}
+
+#[test]
+fn reserved_params_and_bad_scopes() {
+    for name in RESERVED_PARAMS {
+        let mut s = generic("https://x/t");
+        s.extra_params = Some([(name.to_owned(), "v".to_owned())].into());
+        assert!(invalid(&s).contains(name), "{name}");
+    }
+    let mut s = generic("https://x/t");
+    s.scopes = Some(vec!["a b".into()]);
+    assert!(invalid(&s).contains("not a single scope"));
+}
+
+#[test]
+fn refresh_and_template_errors_name_the_field() {
+    let mut s = generic("https://x/t");
+    s.refresh = Some(Refresh {
+        renew_before: Some("5 minutes".into()),
+        ..Refresh::default()
+    });
+    assert!(invalid(&s).contains("spec.refresh.renewBefore"));
+    s.refresh = Some(Refresh {
+        default_lifetime: "0s".into(),
+        ..Refresh::default()
+    });
+    assert!(invalid(&s).contains("spec.refresh.defaultLifetime"));
+    s.refresh = Some(Refresh {
+        renew_before_percentage: 95,
+        ..Refresh::default()
+    });
+    assert!(invalid(&s).contains("between 1 and 90"));
+    s.refresh = None;
+    s.target = Some(Target {
+        template: Some([("auth".to_owned(), "Bearer {{ token }}".to_owned())].into()),
+        ..Target::default()
+    });
+    let msg = invalid(&s);
+    assert!(msg.contains("spec.target.template.auth") && msg.contains("unknown placeholder"));
+    s.target = Some(Target {
+        template: Some([("access_token".to_owned(), "x".to_owned())].into()),
+        ..Target::default()
+    });
+    assert!(invalid(&s).contains("standard key"));
+    s.target = Some(Target {
+        template: Some([("a/b".to_owned(), "x".to_owned())].into()),
+        ..Target::default()
+    });
+    assert!(invalid(&s).contains("not a valid Secret key"));
+}
+
+#[test]
+fn credentials_ref_defaults() {
+    let r = CredentialsSecretRef::named("c");
+    assert_eq!(
+        (r.client_id_key.as_str(), r.client_secret_key.as_str()),
+        ("client_id", "client_secret")
+    );
+}
