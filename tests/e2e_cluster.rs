@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use oauth_token_operator::api::crd::OAuthClient;
-use oauth_token_operator::controller::{self, Settings};
+use oauth_token_operator::controller::{self, Config};
 use oauth_token_operator::runtime::health::Health;
 use oauth_token_operator::spec::Policy;
 use oauth_token_operator::timing::clock::SystemClock;
@@ -61,7 +61,7 @@ async fn real_cluster_end_to_end() {
     let vendor = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
     vendor.set_expires_in(json!(120));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let settings = Settings {
+    let config = Config {
         namespaces: vec![ns.clone()],
         policy: Policy {
             allow_insecure_http: true,
@@ -71,7 +71,7 @@ async fn real_cluster_end_to_end() {
         request_timeout: Duration::from_secs(5),
         proxy: Default::default(),
     };
-    controller::preflight(&client, &settings.namespaces, "the test cluster")
+    controller::preflight(&client, &config.namespaces, "the test cluster")
         .await
         .expect("the CRD is installed: kubectl apply -f crds/oauthclient.yaml");
     let operator = tokio::spawn({
@@ -83,7 +83,7 @@ async fn real_cluster_end_to_end() {
             };
             controller::run(
                 client,
-                settings,
+                config,
                 Arc::new(SystemClock),
                 Arc::new(Health::default()),
                 Arc::new(Default::default()),

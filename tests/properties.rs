@@ -99,14 +99,14 @@ proptest! {
             };
             let p = decide::plan(&observed, now);
             let attempt = match (&p.next, outcome) {
-                (Next::Exchange, None) => Attempt::Issued {
+                (Next::Exchange(_), None) => Attempt::Issued {
                     exchanged_at: now,
                     issued_at: now,
                     expires_at: Timestamp::from_second(now.as_second() + lifetime).unwrap(),
                     token_type: "Bearer".into(),
                     scope: None,
                 },
-                (Next::Exchange, Some(r)) => Attempt::Failed(Failure::new(r, "failed")),
+                (Next::Exchange(_), Some(r)) => Attempt::Failed(Failure::new(r, "failed")),
                 _ => Attempt::None,
             };
             let settled = decide::settle(&observed, &p, &attempt, now, 0.5);

@@ -4,4 +4,5 @@
 pub mod conditions;
 pub mod crd;
 pub mod keys;
+pub mod name;
 pub mod reason;

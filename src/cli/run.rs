@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::controller::{self, Settings};
+use crate::controller::{self, Config};
 use crate::oauth::proxy::ProxyConfig;
 use crate::runtime::health::{self, Health};
 use crate::runtime::leader::{LeaderConfig, Leadership};
@@ -90,7 +90,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
     for warning in proxy.warnings() {
         tracing::warn!("{warning}");
     }
-    let settings = Settings {
+    let config = Config {
         namespaces,
         policy: Policy {
             allow_insecure_http: args.allow_insecure_http,
@@ -103,7 +103,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
     let clock = Arc::new(SystemClock);
 
     if !args.leader_elect {
-        controller::run(client, settings, clock, health, metrics, stopped())
+        controller::run(client, config, clock, health, metrics, stopped())
             .await
             .map_err(|e| e.to_string())?;
         let _ = server.await;
@@ -133,7 +133,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
     }
     tracing::info!(identity = %leader.identity, "became the leader; starting the controller");
     let outcome = tokio::select! {
-        result = controller::run(client, settings, clock, health, metrics, stopped()) => {
+        result = controller::run(client, config, clock, health, metrics, stopped()) => {
             result.map_err(|e| e.to_string())
         }
         // Dropping the controller future stops reconciling at once.

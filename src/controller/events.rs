@@ -30,11 +30,11 @@ impl EventPublisher {
         EventPublisher { client, instance }
     }
 
-    /// Creates one event about `object`. Failures are logged, never fatal.
-    pub async fn publish(&self, object: &OAuthClient, note: &EventNote) {
+    /// Creates one event about `object`, at `now` (the clock's). Failures are logged, never
+    /// fatal.
+    pub async fn publish(&self, object: &OAuthClient, note: &EventNote, now: jiff::Timestamp) {
         let namespace = object.namespace().unwrap_or_default();
         let regarding: ObjectReference = object.object_ref(&());
-        let now = jiff::Timestamp::now();
         let event = Event {
             metadata: ObjectMeta {
                 // The suffix takes at most 21 characters; long client names are shortened (with

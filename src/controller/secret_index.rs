@@ -14,17 +14,10 @@ use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 
-type Key = (Box<str>, Box<str>);
+use crate::api::name::NamespacedName as Key;
 
 fn key(meta: &PartialObjectMeta<Secret>) -> Key {
-    (
-        meta.metadata
-            .namespace
-            .as_deref()
-            .unwrap_or_default()
-            .into(),
-        meta.metadata.name.as_deref().unwrap_or_default().into(),
-    )
+    Key::of(&meta.metadata)
 }
 
 /// (namespace, name) → what `extract` keeps of each Secret, following a watch (re-lists
@@ -52,7 +45,7 @@ impl<V: Clone> Index<V> {
         self.live
             .read()
             .expect("index lock")
-            .get(&(Box::from(namespace), Box::from(name)))
+            .get(&Key::new(namespace, name))
             .cloned()
     }
 

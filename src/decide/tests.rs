@@ -2,7 +2,10 @@
 
 use super::*;
 use crate::api::conditions::find;
+use crate::api::conditions::{DEGRADED, READY, REFRESH_SUCCEEDED, TOKEN_ISSUED};
+use crate::api::reason::Reason;
 use crate::timing::refresh::token_jitter;
+use crate::timing::time::{ceil_second, rfc3339};
 
 const UID: &str = "0f0e0d0c-uid";
 const SECRET: &str = "demo-token";
@@ -117,7 +120,7 @@ fn cond(status: &OAuthClientStatus, type_: &str) -> (String, String) {
 fn new_client_exchanges_at_once() {
     for secret in [SecretState::Absent, SecretState::Owned(None)] {
         let case = Case::new(secret);
-        assert_eq!(case.plan(t(0)).next, Next::Exchange);
+        assert!(matches!(case.plan(t(0)).next, Next::Exchange(_)));
     }
 }
 
@@ -133,7 +136,7 @@ fn valid_token_waits_for_its_refresh_time() {
         p.due_at
     );
     assert_eq!(p.due_at, case.plan(t(200)).due_at, "the plan is stable");
-    assert_eq!(case.plan(p.due_at).next, Next::Exchange);
+    assert!(matches!(case.plan(p.due_at).next, Next::Exchange(_)));
 }
 
 #[test]
@@ -144,14 +147,14 @@ fn token_for_other_spec_or_credentials_or_expired_is_replaced_at_once() {
     };
     assert_eq!(
         Case::new(SecretState::Owned(Some(stale))).plan(t(10)).next,
-        Next::Exchange
+        Next::Exchange(Trigger::SpecChanged)
     );
     let expired = token(0, 60);
     assert_eq!(
         Case::new(SecretState::Owned(Some(expired)))
             .plan(t(61))
             .next,
-        Next::Exchange
+        Next::Exchange(Trigger::RefreshDue)
     );
 }
 
@@ -173,14 +176,17 @@ fn pre_exchange_failures_in_priority_order() {
     case.credentials_problem = Some(Failure::new(Reason::CredentialsNotFound, "no secret"));
     assert_eq!(
         case.plan(t(0)).next,
-        Next::Fail(Failure::new(Reason::SecretConflict, "taken"))
+        Next::Fail(
+            Trigger::NoToken,
+            Failure::new(Reason::SecretConflict, "taken")
+        )
     );
     case.secret = SecretState::Absent;
     assert!(
-        matches!(case.plan(t(0)).next, Next::Fail(f) if f.reason == Reason::CredentialsNotFound)
+        matches!(case.plan(t(0)).next, Next::Fail(_, f) if f.reason == Reason::CredentialsNotFound)
     );
     case.refresh = Err(Failure::invalid_spec("bad"));
-    assert!(matches!(case.plan(t(0)).next, Next::Fail(f) if f.reason == Reason::InvalidSpec));
+    assert!(matches!(case.plan(t(0)).next, Next::Fail(_, f) if f.reason == Reason::InvalidSpec));
 }
 
 #[test]
@@ -248,7 +254,7 @@ fn failed_refresh_keeps_ready_while_the_token_is_valid_then_token_expired() {
     case.step(t(0), issued(0, 600));
     case.secret = SecretState::Owned(Some(token(0, 600)));
     let due = case.plan(t(1)).due_at;
-    assert_eq!(case.plan(due).next, Next::Exchange);
+    assert!(matches!(case.plan(due).next, Next::Exchange(_)));
     let settled = case.step(due, failed(Reason::EndpointUnavailable, "HTTP 503"));
     assert_eq!(
         cond(&settled.status, READY),
@@ -313,7 +319,7 @@ fn repeated_identical_failures_emit_one_event_and_back_off() {
     let mut events = 0;
     let mut delays = Vec::new();
     for _ in 0..8 {
-        assert_eq!(case.plan(now).next, Next::Exchange);
+        assert!(matches!(case.plan(now).next, Next::Exchange(_)));
         let settled = case.step(now, failed(Reason::InvalidClient, "HTTP 401"));
         events += usize::from(settled.event.is_some());
         let next: Timestamp = next_at(&settled);
@@ -388,10 +394,10 @@ fn spec_or_credentials_change_retries_at_once() {
     case.step(t(0), failed(Reason::InvalidClient, "HTTP 401"));
     assert_eq!(case.plan(t(5)).next, Next::Idle);
     case.credentials_changed = true;
-    assert_eq!(case.plan(t(5)).next, Next::Exchange);
+    assert!(matches!(case.plan(t(5)).next, Next::Exchange(_)));
     case.credentials_changed = false;
     case.generation = 2;
-    assert_eq!(case.plan(t(5)).next, Next::Exchange);
+    assert!(matches!(case.plan(t(5)).next, Next::Exchange(_)));
 }
 
 #[test]
@@ -406,7 +412,7 @@ fn force_refresh_exchanges_exactly_once() {
         "a request in the future waits"
     );
     assert_eq!(case.plan(t(40)).due_at, t(50));
-    assert_eq!(case.plan(t(60)).next, Next::Exchange);
+    assert!(matches!(case.plan(t(60)).next, Next::Exchange(_)));
     case.step(t(60), issued(60, 3660));
     case.secret = SecretState::Owned(Some(token(60, 3660)));
     assert_eq!(
@@ -425,14 +431,14 @@ fn force_refresh_while_failing_follows_the_backoff() {
     case.step(t(0), failed(Reason::EndpointUnavailable, "HTTP 503"));
     case.requested = Some(t(1));
     assert_eq!(case.plan(t(2)).next, Next::Idle);
-    assert_eq!(case.plan(t(5)).next, Next::Exchange);
+    assert!(matches!(case.plan(t(5)).next, Next::Exchange(_)));
 }
 
 #[test]
 fn invalid_spec_is_reported_once_then_waits() {
     let mut case = Case::new(SecretState::Absent);
     case.refresh = Err(Failure::invalid_spec("spec.tokenUrl is not a valid URL"));
-    let Next::Fail(f) = case.plan(t(0)).next else {
+    let Next::Fail(_, f) = case.plan(t(0)).next else {
         panic!()
     };
     let settled = case.step(t(0), Attempt::Failed(f));
@@ -463,4 +469,65 @@ fn token_jitter_is_fixed_per_token_and_in_range() {
         let j = token_jitter(&format!("uid-{i}"), t(i));
         assert!((0.0..1.0).contains(&j));
     }
+}
+
+#[test]
+fn every_exchange_names_its_trigger() {
+    let trigger = |case: &Case, now: i64| match case.plan(t(now)).next {
+        Next::Exchange(trigger) | Next::Fail(trigger, _) => Some(trigger),
+        _ => None,
+    };
+    // A new client: nothing stored.
+    let mut case = Case::new(SecretState::Absent);
+    assert_eq!(trigger(&case, 0), Some(Trigger::NoToken));
+    case.secret = SecretState::Owned(None);
+    assert_eq!(trigger(&case, 0), Some(Trigger::NoToken));
+    // A token for another spec (the generation moved) or other credentials (it did not).
+    let stale = StoredToken {
+        current: false,
+        ..token(0, 3600)
+    };
+    let mut case = Case::new(SecretState::Owned(Some(stale)));
+    case.status.observed_generation = Some(1);
+    case.generation = 2;
+    assert_eq!(trigger(&case, 10), Some(Trigger::SpecChanged));
+    case.generation = 1;
+    assert_eq!(trigger(&case, 10), Some(Trigger::CredentialsChanged));
+    // A current token: its refresh time, or a request.
+    let mut case = Case::new(SecretState::Owned(Some(token(0, 3600))));
+    case.status.observed_generation = Some(1);
+    case.status.issued_at = Some(crate::timing::time::rfc3339(t(0)));
+    assert_eq!(trigger(&case, 10), None);
+    assert_eq!(trigger(&case, 3000), Some(Trigger::RefreshDue));
+    case.requested = Some(t(20));
+    assert_eq!(trigger(&case, 25), Some(Trigger::Requested));
+    // While failing, a change that cuts the backoff short is the trigger.
+    let mut case = Case::new(SecretState::Absent);
+    case.status.observed_generation = Some(1);
+    case.status.consecutive_failures = Some(2);
+    case.status.next_refresh_at = Some(crate::timing::time::rfc3339(t(600)));
+    assert_eq!(trigger(&case, 10), None, "backing off");
+    case.credentials_changed = true;
+    assert_eq!(trigger(&case, 10), Some(Trigger::CredentialsChanged));
+    case.credentials_changed = false;
+    case.generation = 2;
+    assert_eq!(trigger(&case, 10), Some(Trigger::SpecChanged));
+}
+
+#[test]
+fn a_request_in_the_second_of_the_exchange_that_served_it_is_not_served_twice() {
+    // The status keeps whole seconds: issuedAt 00:00:00 for an exchange at 00:00:00.400 that
+    // served a request made at 00:00:00.036. The precise time of the exchange tells.
+    let mut case = Case::new(SecretState::Owned(Some(token(0, 3600))));
+    case.status.observed_generation = Some(1);
+    case.status.issued_at = Some(crate::timing::time::rfc3339(t(0)));
+    case.requested = Some(Timestamp::from_millisecond(1_700_000_000_036).unwrap());
+    let mut observed = case.observed();
+    observed.last_exchange_at = Some(Timestamp::from_millisecond(1_700_000_000_400).unwrap());
+    assert_eq!(plan(&observed, t(1)).next, Next::Idle);
+    // Without it (after a restart) the request counts as newer: one exchange, not a loop.
+    assert!(matches!(
+        case.plan(t(1)).next,
+        Next::Exchange(Trigger::Requested)
+    ));
 }

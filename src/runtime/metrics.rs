@@ -3,6 +3,7 @@
 //! | metric | type | labels |
 //! | --- | --- | --- |
 //! | `exchanges_total` | counter | `provider`, `result` (`success` or the failure reason) |
+//! | `exchange_triggers_total` | counter | `trigger` (why the attempt was due: `no_token`, `spec_changed`, `credentials_changed`, `refresh_due`, `requested`, `restore`) |
 //! | `exchange_duration_seconds` | histogram | `provider` |
 //! | `token_expiration_timestamp_seconds` | gauge | `namespace`, `name` |
 //! | `token_issued_timestamp_seconds` | gauge | `namespace`, `name` |
@@ -35,6 +36,13 @@ pub struct ExchangeLabels {
     pub result: String,
 }
 
+/// `trigger`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabels {
+    /// Why the attempt was due.
+    pub trigger: String,
+}
+
 /// `provider`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
@@ -52,8 +60,7 @@ struct ClientState {
     ready: u8,
 }
 
-/// (namespace, name) of an OAuthClient.
-type ClientKey = (Box<str>, Box<str>);
+use crate::api::name::NamespacedName as ClientKey;
 
 /// The per-OAuthClient gauges: `token_issued_timestamp_seconds`,
 /// `token_expiration_timestamp_seconds` and `client_ready_status`.
@@ -65,12 +72,12 @@ struct ClientGauges {
 impl ClientGauges {
     fn set(&self, namespace: &str, name: &str, state: ClientState) {
         let mut clients = self.clients.lock().expect("metrics lock");
-        clients.insert((namespace.into(), name.into()), state);
+        clients.insert(ClientKey::new(namespace, name), state);
     }
 
     fn remove(&self, namespace: &str, name: &str) {
         let mut clients = self.clients.lock().expect("metrics lock");
-        clients.remove(&(Box::from(namespace), Box::from(name)));
+        clients.remove(&ClientKey::new(namespace, name));
     }
 }
 
@@ -97,9 +104,9 @@ impl Collector for ClientGauges {
         sorted.sort_by(|a, b| a.0.cmp(b.0));
         for (name, help, pick) in TIME_GAUGES {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for ((ns, client), state) in &sorted {
+            for (key, state) in &sorted {
                 if let Some(token) = state.token {
-                    let labels = [("namespace", &**ns), ("name", &**client)];
+                    let labels = [("namespace", &*key.namespace), ("name", &*key.name)];
                     ConstGauge::new(pick(token)).encode(family.encode_family(&labels)?)?;
                 }
             }
@@ -110,11 +117,11 @@ impl Collector for ClientGauges {
             None,
             MetricType::Gauge,
         )?;
-        for ((ns, client), state) in &sorted {
+        for (key, state) in &sorted {
             for (i, value) in CONDITION_VALUES.iter().enumerate() {
                 let labels = [
-                    ("namespace", &**ns),
-                    ("name", &**client),
+                    ("namespace", &*key.namespace),
+                    ("name", &*key.name),
                     ("condition", value),
                 ];
                 ConstGauge::new(i64::from(usize::from(state.ready) == i))
@@ -138,6 +145,7 @@ const CONDITION_VALUES: [&str; 3] = ["True", "False", "Unknown"];
 pub struct Metrics {
     registry: Registry,
     exchanges: Family<ExchangeLabels, Counter>,
+    triggers: Family<TriggerLabels, Counter>,
     exchange_duration: Family<ProviderLabels, Histogram, fn() -> Histogram>,
     clients: Arc<ClientGauges>,
     reconciles: Counter,
@@ -164,6 +172,12 @@ impl Default for Metrics {
             "exchanges",
             "Token exchanges attempted, by provider and result (success or failure reason)",
             exchanges.clone(),
+        );
+        let triggers = Family::<TriggerLabels, Counter>::default();
+        registry.register(
+            "exchange_triggers",
+            "Token exchanges attempted, by why they were due (the same attempts as exchanges_total)",
+            triggers.clone(),
         );
         let exchange_duration =
             Family::<ProviderLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -193,6 +207,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             exchanges,
+            triggers,
             exchange_duration,
             clients,
             reconciles,
@@ -203,8 +218,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts an exchange attempt; `seconds` is the request duration when a request was sent.
-    pub fn exchange(&self, provider: &str, result: &str, seconds: Option<f64>) {
+    /// Counts an exchange attempt (or a refusal before one) once: by provider and result, and
+    /// by trigger; `seconds` is the request duration when a request was sent.
+    pub fn exchange(&self, provider: &str, trigger: &str, result: &str, seconds: Option<f64>) {
+        self.triggers
+            .get_or_create(&TriggerLabels {
+                trigger: trigger.to_owned(),
+            })
+            .inc();
         self.exchanges
             .get_or_create(&ExchangeLabels {
                 provider: provider.to_owned(),
@@ -277,9 +298,9 @@ mod tests {
     #[test]
     fn names_labels_and_removal() {
         let m = Metrics::default();
-        m.exchange("microbilt", "success", Some(0.02));
-        m.exchange("microbilt", "InvalidClient", Some(0.01));
-        m.exchange("generic", "InvalidSpec", None);
+        m.exchange("microbilt", "no_token", "success", Some(0.02));
+        m.exchange("microbilt", "refresh_due", "InvalidClient", Some(0.01));
+        m.exchange("generic", "refresh_due", "InvalidSpec", None);
         m.client_state("ns", "a", Some((1_699_996_400.0, 1_700_000_000.0)), "True");
         m.reconcile(0.003, None);
         m.reconcile(0.004, Some("writing the OAuthClient status"));
@@ -288,6 +309,8 @@ mod tests {
             "oauth_token_operator_exchanges_total{provider=\"microbilt\",result=\"success\"} 1",
             "oauth_token_operator_exchanges_total{provider=\"microbilt\",result=\"InvalidClient\"} 1",
             "oauth_token_operator_exchange_duration_seconds_count{provider=\"microbilt\"} 2",
+            "oauth_token_operator_exchange_triggers_total{trigger=\"no_token\"} 1",
+            "oauth_token_operator_exchange_triggers_total{trigger=\"refresh_due\"} 2",
             "oauth_token_operator_token_expiration_timestamp_seconds{namespace=\"ns\",name=\"a\"} 1700000000.0",
             "oauth_token_operator_token_issued_timestamp_seconds{namespace=\"ns\",name=\"a\"} 1699996400.0",
             "oauth_token_operator_client_ready_status{namespace=\"ns\",name=\"a\",condition=\"True\"} 1",

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use oauth_token_operator::controller::{self, Settings};
+use oauth_token_operator::controller::{self, Config};
 use oauth_token_operator::runtime::health::Health;
 use oauth_token_operator::runtime::metrics::Metrics;
 use oauth_token_operator::spec::Policy;
@@ -43,7 +43,7 @@ impl Operator {
         let _ = trace_logs();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let health = Arc::new(Health::default());
-        let settings = Settings {
+        let config = Config {
             namespaces: namespaces.iter().map(|s| (*s).to_owned()).collect(),
             policy: Policy {
                 allow_insecure_http: true,
@@ -67,7 +67,7 @@ impl Operator {
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            let run = controller::run(client, settings, Arc::new(SystemClock), h, m, shutdown);
+            let run = controller::run(client, config, Arc::new(SystemClock), h, m, shutdown);
             match std::panic::AssertUnwindSafe(run).catch_unwind().await {
                 Ok(result) => result.expect("controller runs"),
                 Err(panic) => {

@@ -1,0 +1,97 @@
+//! `oauth-token-operator exchange`: one exchange from a YAML file, no cluster needed: read the
+//! input ([`input`]), resolve the spec and exchange as the operator would, print what it would
+//! store ([`output`]).
+
+mod input;
+mod output;
+
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use super::{EXIT_EXCHANGE, EXIT_INPUT, ExchangeArgs, OutputFormat};
+use crate::api::reason::{Failure, Reason};
+use crate::oauth::exchange::Exchanger;
+use crate::oauth::proxy::ProxyConfig;
+use crate::oauth::transport::Transport;
+use crate::output::secret;
+use crate::spec::{ClientSettings, Policy};
+use crate::timing::clock::SystemClock;
+
+/// Runs the command and maps the outcome to the exit code.
+pub fn run(args: ExchangeArgs) -> ExitCode {
+    let output = args.output;
+    match run_inner(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Outcome::Input(message)) => {
+            report(output, None, &message);
+            ExitCode::from(EXIT_INPUT)
+        }
+        Err(Outcome::Failed(failure)) => {
+            let code = match failure.reason {
+                Reason::InvalidSpec | Reason::CredentialsNotFound => EXIT_INPUT,
+                _ => EXIT_EXCHANGE,
+            };
+            report(output, Some(failure.reason), &failure.message);
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Why the command did not succeed.
+enum Outcome {
+    /// The input could not be used (exit 2).
+    Input(String),
+    /// A classified failure (exit 2 for spec and credentials problems, else 3).
+    Failed(Failure),
+}
+
+impl From<Failure> for Outcome {
+    fn from(f: Failure) -> Self {
+        Outcome::Failed(f)
+    }
+}
+
+fn report(output: OutputFormat, reason: Option<Reason>, message: &str) {
+    match output {
+        OutputFormat::Json => {
+            let value = json!({
+                "ok": false,
+                "reason": reason.map(Reason::as_str),
+                "message": message,
+            });
+            println!("{value:#}");
+        }
+        OutputFormat::Text => match reason {
+            Some(reason) => eprintln!("error: exchange failed: {reason}: {message}"),
+            None => eprintln!("error: {message}"),
+        },
+    }
+}
+
+fn run_inner(args: ExchangeArgs) -> Result<(), Outcome> {
+    let file = input::InputFile::parse(&input::read_input(&args)?)?;
+    let policy = Policy {
+        allow_insecure_http: args.allow_insecure_http,
+        token_urls: std::sync::Arc::new(args.token_urls.policy()),
+    };
+    let settings = ClientSettings::resolve(&file.client.spec, &policy)?;
+    let credentials = input::credentials(&args, &file.client, &file.secrets)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Outcome::Input(format!("cannot start the async runtime: {e}")))?;
+    let proxy = ProxyConfig::from_env();
+    for warning in proxy.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    let transport = Transport::with_proxy(args.request_timeout, policy.token_urls.clone(), proxy)
+        .map_err(|e| Outcome::Input(e.to_string()))?;
+    let exchanger = Exchanger::new(transport);
+    let token =
+        runtime.block_on(exchanger.exchange(&settings.exchange, &credentials, &SystemClock))?;
+    // The operator refuses a Secret over its size limit before writing it; so does this.
+    secret::check_size(&token, &settings.templates)?;
+    output::print(&args, &file.client, &settings, &token);
+    Ok(())
+}

@@ -1,0 +1,366 @@
+//! What the controller remembers between reconciles, per OAuthClient, keyed by
+//! [`NamespacedName`]: the memory of each client ([`Memo`]) and which credentials Secret each
+//! client references ([`References`]).
+//!
+//! A reconcile reads its client's memo once, when it observes ([`Memos::snapshot`]), and writes
+//! what it learned once, at the end ([`Memos::record`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::ObjectRef;
+
+use crate::api::crd::OAuthClient;
+use crate::api::name::NamespacedName;
+use crate::decide::{FailureStreak, IssuedEvents};
+use crate::oauth::response::Token;
+use crate::spec::ExchangeSettings;
+
+/// How long what this process wrote is trusted over a watch cache that has not caught up.
+pub const WRITE_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// The reference the controller's queue uses for the OAuthClient of `key`.
+pub fn queue_ref(key: &NamespacedName) -> ObjectRef<PartialObjectMeta<OAuthClient>> {
+    ObjectRef::new(&key.name).within(&key.namespace)
+}
+
+/// A credentials check that need not be repeated while its inputs stay the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// resourceVersion of the credentials Secret.
+    pub credentials_rv: Option<String>,
+    /// The fingerprint annotation checked.
+    pub fingerprint: String,
+    /// The OAuthClient generation.
+    pub generation: Option<i64>,
+    /// Whether it matched.
+    pub matched: bool,
+}
+
+/// The managed Secret's annotations as this process last wrote them, remembered until the
+/// watch cache shows the write.
+///
+/// While the cache still shows the Secret at a resourceVersion from before the write, the cache
+/// is stale and the written annotations are the truth (for at most [`WRITE_CACHE_TTL`]).
+#[derive(Clone, Debug)]
+pub struct Written {
+    /// resourceVersions of the Secret before the write (None: it did not exist): the one the
+    /// cache showed, and the one the operator's own create made just before.
+    pub before: Vec<Option<String>>,
+    /// When it was written.
+    pub at: Instant,
+    /// The annotations written.
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Written {
+    /// The written annotations, if the cache still shows the Secret as it was before the write.
+    pub fn if_cache_is_behind(
+        &self,
+        cached_rv: Option<&String>,
+    ) -> Option<BTreeMap<String, String>> {
+        let behind = self.before.iter().any(|rv| rv.as_ref() == cached_rv);
+        (behind && self.at.elapsed() < WRITE_CACHE_TTL).then(|| self.annotations.clone())
+    }
+}
+
+/// The credentials an exchange failed with: the Secret's resourceVersion and a keyed digest of
+/// the values (so that a metadata-only edit of the Secret does not count as a change).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedWith {
+    /// resourceVersion of the credentials Secret (None: it did not exist).
+    pub resource_version: Option<String>,
+    /// HMAC of the credential values, or of why they are unusable.
+    pub digest: Option<[u8; 32]>,
+}
+
+/// A token that was obtained but could not be written yet (the API refused or failed the
+/// write). It is written by a later reconcile instead of exchanging again, while it is valid and
+/// the request settings and the exact credentials are the ones it was issued for.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    /// The token (its `Debug` is redacted).
+    pub token: Token,
+    /// The fingerprint to store with it.
+    pub fingerprint: String,
+    /// The request settings it was issued for.
+    pub settings: ExchangeSettings,
+    /// resourceVersion of the credentials Secret it was issued with.
+    pub credentials_rv: Option<String>,
+    /// Keyed digest of the credentials it was issued with.
+    pub credentials_digest: [u8; 32],
+}
+
+/// What the controller remembers about one OAuthClient between reconciles.
+#[derive(Clone, Debug, Default)]
+pub struct Memo {
+    /// Last fingerprint verification.
+    pub verified: Option<Verified>,
+    /// The credentials of the last failure.
+    pub failed_with: Option<FailedWith>,
+    /// A token waiting to be written.
+    pub pending: Option<Box<Pending>>,
+    /// The last `TokenIssued` event.
+    pub issued_events: Option<IssuedEvents>,
+    /// When the last token request that gave a token was sent.
+    pub last_exchange_at: Option<Timestamp>,
+    /// The managed Secret's annotations as last written by this process.
+    pub written_secret: Option<Written>,
+    /// Consecutive reconcile errors (API failures), for the error backoff.
+    pub errors: u32,
+    /// Consecutive exchange failures of one kind, for the backoff step.
+    pub failure_streak: Option<FailureStreak>,
+}
+
+/// A change to one field of a [`Memo`].
+#[derive(Clone, Debug, Default)]
+pub enum Change<T> {
+    /// Leave it as it is.
+    #[default]
+    Keep,
+    /// Set it to nothing.
+    Clear,
+    /// Set it.
+    Set(T),
+}
+
+impl<T> Change<T> {
+    fn apply(self, field: &mut Option<T>) {
+        match self {
+            Change::Keep => {}
+            Change::Clear => *field = None,
+            Change::Set(value) => *field = Some(value),
+        }
+    }
+}
+
+/// What one reconcile learned, recorded in the memo at its end.
+#[derive(Debug, Default)]
+pub struct Learned {
+    /// The fingerprint check.
+    pub verified: Change<Verified>,
+    /// The credentials of a failure (cleared by a success).
+    pub failed_with: Change<FailedWith>,
+    /// A token waiting to be written.
+    pub pending: Change<Box<Pending>>,
+    /// The write of the managed Secret.
+    pub written_secret: Change<Written>,
+    /// When a token request that gave a token was sent.
+    pub last_exchange_at: Option<Timestamp>,
+    /// The failure streak and the event bookkeeping after the reconcile (set when it settled).
+    pub settled: Option<(Option<FailureStreak>, Option<IssuedEvents>)>,
+}
+
+/// The memo of every OAuthClient, boxed so that the table's spare capacity costs a pointer per
+/// slot, not a whole `Memo`.
+#[derive(Debug, Default)]
+pub struct Memos {
+    table: Mutex<HashMap<NamespacedName, Box<Memo>>>,
+}
+
+impl Memos {
+    /// A copy of the memo of `key` (empty for a client not seen before).
+    pub fn snapshot(&self, key: &NamespacedName) -> Memo {
+        let table = self.table.lock().expect("memo lock");
+        table.get(key).map(|m| (**m).clone()).unwrap_or_default()
+    }
+
+    /// Records what a reconcile of `key` learned; a reconcile that ended (not with an API
+    /// error) also ends the error streak.
+    pub fn record(&self, key: &NamespacedName, learned: Learned) {
+        let mut table = self.table.lock().expect("memo lock");
+        let memo = table.entry(key.clone()).or_default();
+        learned.verified.apply(&mut memo.verified);
+        learned.failed_with.apply(&mut memo.failed_with);
+        learned.pending.apply(&mut memo.pending);
+        learned.written_secret.apply(&mut memo.written_secret);
+        if let Some(at) = learned.last_exchange_at {
+            memo.last_exchange_at = Some(at);
+        }
+        if let Some((streak, events)) = learned.settled {
+            memo.failure_streak = streak;
+            memo.issued_events = events;
+            memo.errors = 0;
+        }
+    }
+
+    /// Counts one more reconcile error of `key`; returns the streak.
+    pub fn count_error(&self, key: &NamespacedName) -> u32 {
+        let mut table = self.table.lock().expect("memo lock");
+        let memo = table.entry(key.clone()).or_default();
+        memo.errors = memo.errors.saturating_add(1);
+        memo.errors
+    }
+
+    /// Forgets a client.
+    pub fn forget(&self, key: &NamespacedName) {
+        self.table.lock().expect("memo lock").remove(key);
+    }
+
+    /// Number of clients remembered.
+    pub fn len(&self) -> usize {
+        self.table.lock().expect("memo lock").len()
+    }
+
+    /// Whether no client is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The clients remembered that `live` does not hold.
+    pub fn stale(&self, live: impl Fn(&NamespacedName) -> bool) -> Vec<NamespacedName> {
+        let table = self.table.lock().expect("memo lock");
+        table.keys().filter(|k| !live(k)).cloned().collect()
+    }
+}
+
+/// Credentials Secret ↔ the OAuthClients that reference it. Both live in one namespace; most
+/// Secrets are referenced by one client, so each holds a boxed slice rather than a set.
+#[derive(Debug, Default)]
+pub struct References {
+    inner: Mutex<Links>,
+}
+
+#[derive(Debug, Default)]
+struct Links {
+    /// Secret → OAuthClient names (in the Secret's namespace).
+    by_secret: HashMap<NamespacedName, Box<[Box<str>]>>,
+    /// OAuthClient → Secret name (in the client's namespace).
+    by_client: HashMap<NamespacedName, Box<str>>,
+}
+
+impl References {
+    /// Records that `client` references the Secret `secret` of its namespace (replacing what
+    /// it referenced before).
+    pub fn link(&self, client: &NamespacedName, secret: &str) {
+        let mut links = self.inner.lock().expect("references lock");
+        if links.by_client.get(client).map(|s| &**s) == Some(secret) {
+            return;
+        }
+        links.unlink(client);
+        let entry = links
+            .by_secret
+            .entry(NamespacedName::new(&client.namespace, secret))
+            .or_default();
+        let mut list = std::mem::take(entry).into_vec();
+        list.push(client.name.clone());
+        *entry = list.into_boxed_slice();
+        links.by_client.insert(client.clone(), secret.into());
+    }
+
+    /// Forgets what `client` references.
+    pub fn unlink(&self, client: &NamespacedName) {
+        self.inner.lock().expect("references lock").unlink(client);
+    }
+
+    /// The OAuthClients that reference the Secret `secret`.
+    pub fn referencing(&self, secret: &NamespacedName) -> Vec<NamespacedName> {
+        let links = self.inner.lock().expect("references lock");
+        links
+            .by_secret
+            .get(secret)
+            .map(|clients| {
+                clients
+                    .iter()
+                    .map(|c| NamespacedName::new(&secret.namespace, c))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Links {
+    fn unlink(&mut self, client: &NamespacedName) {
+        let Some(secret) = self.by_client.remove(client) else {
+            return;
+        };
+        let secret_key = NamespacedName {
+            namespace: client.namespace.clone(),
+            name: secret,
+        };
+        if let Some(clients) = self.by_secret.get_mut(&secret_key) {
+            let rest: Box<[Box<str>]> = clients
+                .iter()
+                .filter(|c| **c != client.name)
+                .cloned()
+                .collect();
+            if rest.is_empty() {
+                self.by_secret.remove(&secret_key);
+            } else {
+                *clients = rest;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(name: &str) -> NamespacedName {
+        NamespacedName::new("ns", name)
+    }
+
+    fn names(refs: &References, secret: &str) -> Vec<String> {
+        let mut v: Vec<String> = refs
+            .referencing(&NamespacedName::new("ns", secret))
+            .into_iter()
+            .map(|c| c.name.to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn references_follow_links_and_unlinks() {
+        let refs = References::default();
+        refs.link(&client("a"), "creds");
+        refs.link(&client("b"), "creds");
+        assert_eq!(names(&refs, "creds"), ["a", "b"]);
+        refs.link(&client("a"), "other");
+        assert_eq!(names(&refs, "creds"), ["b"]);
+        assert_eq!(names(&refs, "other"), ["a"]);
+        refs.unlink(&client("b"));
+        assert!(names(&refs, "creds").is_empty());
+        assert_eq!(refs.inner.lock().unwrap().by_client.len(), 1);
+    }
+
+    #[test]
+    fn a_reconcile_is_recorded_once_and_changes_only_what_it_learned() {
+        let memos = Memos::default();
+        let key = client("a");
+        memos.record(
+            &key,
+            Learned {
+                last_exchange_at: Some(Timestamp::UNIX_EPOCH),
+                failed_with: Change::Set(FailedWith {
+                    resource_version: Some("1".into()),
+                    digest: None,
+                }),
+                ..Learned::default()
+            },
+        );
+        assert_eq!(memos.count_error(&key), 1);
+        memos.record(
+            &key,
+            Learned {
+                settled: Some((None, None)),
+                failed_with: Change::Clear,
+                ..Learned::default()
+            },
+        );
+        let memo = memos.snapshot(&key);
+        assert_eq!(memo.last_exchange_at, Some(Timestamp::UNIX_EPOCH));
+        assert_eq!(memo.failed_with, None);
+        assert_eq!(
+            memo.errors, 0,
+            "a reconcile that settled ends the error streak"
+        );
+        assert_eq!(memos.stale(|k| k.name.as_ref() != "a"), std::slice::from_ref(&key));
+        memos.forget(&key);
+        assert!(memos.is_empty());
+    }
+}

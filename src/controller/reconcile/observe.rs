@@ -1,0 +1,375 @@
+//! Step 1, observe: everything a reconcile knows before it decides, gathered once — from the
+//! object, the watch caches and indexes, the client's memo, and (only when the caches cannot
+//! tell) the API server.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+
+use super::Error;
+use crate::api::crd::{OAuthClient, OAuthClientStatus};
+use crate::api::keys::{
+    EXPIRES_AT_ANNOTATION, FINGERPRINT_ANNOTATION, ISSUED_AT_ANNOTATION,
+    REFRESH_REQUESTED_ANNOTATION, TARGET_HASH_ANNOTATION,
+};
+use crate::api::name::NamespacedName;
+use crate::api::reason::Failure;
+use crate::controller::context::Context;
+use crate::controller::memo::{Change, FailedWith, Learned, Memo, Verified};
+use crate::decide::{Observed, SecretState, StoredToken};
+use crate::oauth::credentials::{self, Credentials};
+use crate::output::{fingerprint, secret};
+use crate::spec::ClientSettings;
+
+/// The credentials as read, and the resourceVersion of the Secret they were read from.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// resourceVersion of the credentials Secret (None: it does not exist).
+    pub resource_version: Option<String>,
+    /// The credentials, or why they cannot be used.
+    pub credentials: Result<Credentials, Failure>,
+}
+
+/// What one reconcile knows about its client.
+#[derive(Debug)]
+pub struct Observation {
+    /// When the reconcile started (by the clock).
+    pub now: Timestamp,
+    /// The client's key.
+    pub key: NamespacedName,
+    /// Its status as just read (default when none).
+    pub status: OAuthClientStatus,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// `metadata.uid`.
+    pub uid: String,
+    /// The managed Secret's name.
+    pub secret_name: String,
+    /// The spec, resolved, or why it is unusable.
+    pub settings: Result<ClientSettings, Failure>,
+    /// resourceVersion of the credentials Secret, as the cache shows it.
+    pub credentials_rv: Option<String>,
+    /// The managed Secret.
+    pub secret: SecretState,
+    /// The credentials, when they had to be read.
+    pub credentials: Option<Loaded>,
+    /// The credentials changed since the last failure.
+    pub credentials_changed: bool,
+    /// `oauth.token-operator.dev/refresh-requested-at`, when set and readable.
+    pub refresh_requested_at: Option<Timestamp>,
+    /// The client's memo as the reconcile started.
+    pub memo: Memo,
+    /// What this reconcile learned, recorded at its end.
+    pub learned: Learned,
+    /// The exchange attempt (or refusal before one) made, for the metrics.
+    pub counted: Option<super::act::Counted>,
+}
+
+impl Observation {
+    /// What the pure planner looks at.
+    pub fn view(&self) -> Observed<'_> {
+        Observed {
+            generation: self.generation,
+            status: &self.status,
+            refresh: self.settings.as_ref().map(|s| s.refresh),
+            credentials_problem: self
+                .credentials
+                .as_ref()
+                .and_then(|l| l.credentials.as_ref().err()),
+            secret: &self.secret,
+            refresh_requested_at: self.refresh_requested_at,
+            credentials_changed: self.credentials_changed,
+            uid: &self.uid,
+            secret_name: &self.secret_name,
+            failure_streak: self.memo.failure_streak,
+            issued_events: self.memo.issued_events,
+            last_exchange_at: self.memo.last_exchange_at,
+        }
+    }
+
+    /// The credentials, read once per reconcile.
+    pub async fn credentials(
+        &mut self,
+        client: &OAuthClient,
+        ctx: &Context,
+    ) -> Result<&Loaded, Error> {
+        if self.credentials.is_none() {
+            self.credentials = Some(read_credentials(client, ctx).await?);
+        }
+        Ok(self.credentials.as_ref().expect("read above"))
+    }
+}
+
+/// Gathers what a reconcile of `client` knows.
+pub async fn observe(client: &OAuthClient, ctx: &Context) -> Result<Observation, Error> {
+    // The Secret caches must be complete before anything is concluded from them (after a
+    // restart, a missing entry would otherwise look like a missing token).
+    let _ = ctx.secrets_synced.clone().wait_for(|synced| *synced).await;
+    let key = NamespacedName::of(&client.metadata);
+    let secret_name = secret::target_name(client);
+    let reference = &client.spec.credentials_secret_ref.name;
+    ctx.references.link(&key, reference);
+    let mut observation = Observation {
+        now: ctx.shared.clock.now(),
+        status: client.status.clone().unwrap_or_default(),
+        generation: client.metadata.generation,
+        uid: client.uid().unwrap_or_default(),
+        settings: settings(client, &secret_name, ctx),
+        credentials_rv: ctx.secrets.resource_version(&key.namespace, reference),
+        secret: SecretState::Absent,
+        credentials: None,
+        credentials_changed: false,
+        refresh_requested_at: client
+            .annotations()
+            .get(REFRESH_REQUESTED_ANNOTATION)
+            .and_then(|t| t.parse().ok()),
+        memo: ctx.memos.snapshot(&key),
+        learned: Learned::default(),
+        counted: None,
+        secret_name,
+        key,
+    };
+    let (state, stored_fingerprint) = managed_secret(client, ctx, &mut observation).await?;
+    observation.secret = state;
+    if let Some(stored) = stored_fingerprint {
+        verify(client, ctx, &mut observation, &stored).await?;
+    }
+    observation.credentials_changed = changed_since_failure(client, ctx, &mut observation).await?;
+    Ok(observation)
+}
+
+/// The spec resolved, and the managed Secret's name checked (a default `<name>-token` can be
+/// too long).
+fn settings(
+    client: &OAuthClient,
+    secret_name: &str,
+    ctx: &Context,
+) -> Result<ClientSettings, Failure> {
+    let settings = ClientSettings::resolve(&client.spec, &ctx.shared.policy)?;
+    let named = client
+        .spec
+        .target
+        .as_ref()
+        .is_some_and(|t| t.name.is_some());
+    let field = if named {
+        "spec.target.name"
+    } else {
+        "the default managed Secret name (<metadata.name>-token; set spec.target.name)"
+    };
+    crate::spec::check_object_name(field, secret_name)?;
+    Ok(settings)
+}
+
+/// Reads the credentials Secret with one GET (Secret data is never cached).
+pub async fn read_credentials(client: &OAuthClient, ctx: &Context) -> Result<Loaded, Error> {
+    let namespace = client.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.shared.kube.clone(), &namespace);
+    let name = &client.spec.credentials_secret_ref.name;
+    let secret = api.get_opt(name).await.map_err(Error::ReadCredentials)?;
+    let data = secret.as_ref().map(|s| s.data.clone().unwrap_or_default());
+    Ok(Loaded {
+        resource_version: secret.as_ref().and_then(|s| s.resource_version()),
+        credentials: credentials::from_secret(
+            &client.spec,
+            &namespace,
+            data.as_ref().map(|d| d as &dyn credentials::SecretData),
+        ),
+    })
+}
+
+/// Whether the stored token was issued for the current spec and credentials: its fingerprint
+/// checked against them (a check not repeated while its inputs stay the same).
+async fn verify(
+    client: &OAuthClient,
+    ctx: &Context,
+    observation: &mut Observation,
+    stored: &str,
+) -> Result<(), Error> {
+    let Ok(settings) = &observation.settings else {
+        return Ok(());
+    };
+    let fresh = observation.memo.verified.as_ref().filter(|v| {
+        v.credentials_rv == observation.credentials_rv
+            && v.fingerprint == stored
+            && v.generation == observation.generation
+    });
+    let matched = match fresh {
+        Some(v) => v.matched,
+        None => {
+            let exchange = settings.exchange.clone();
+            let loaded = observation.credentials(client, ctx).await?;
+            let matched = loaded
+                .credentials
+                .as_ref()
+                .is_ok_and(|c| fingerprint::matches(stored, &exchange, c));
+            observation.learned.verified = Change::Set(Verified {
+                credentials_rv: observation.credentials_rv.clone(),
+                fingerprint: stored.to_owned(),
+                generation: observation.generation,
+                matched,
+            });
+            matched
+        }
+    };
+    if let SecretState::Owned(Some(token)) = &mut observation.secret {
+        token.current = matched;
+    }
+    Ok(())
+}
+
+/// Whether the credentials changed since the last failure: the cache shows a version other than
+/// the one that failed (a cache that has not caught up, or a deletion, changes nothing), and the
+/// values differ from the ones that failed (a metadata-only edit keeps the backoff).
+async fn changed_since_failure(
+    client: &OAuthClient,
+    ctx: &Context,
+    observation: &mut Observation,
+) -> Result<bool, Error> {
+    let Some(failed) = observation.memo.failed_with.clone() else {
+        return Ok(false);
+    };
+    let Some(now_rv) = observation.credentials_rv.clone() else {
+        return Ok(false);
+    };
+    if failed.resource_version.as_ref() == Some(&now_rv) {
+        return Ok(false);
+    }
+    let loaded = observation.credentials(client, ctx).await?.clone();
+    let digest = digest_of(ctx, &loaded);
+    if digest == failed.digest {
+        // The same values under a new version: remember the version, so that it is not read
+        // again.
+        observation.learned.failed_with = Change::Set(FailedWith {
+            resource_version: loaded.resource_version,
+            digest,
+        });
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// The keyed digest of loaded credentials, or of why they could not be used (a Secret that
+/// appears, or gains its missing key, is a change).
+pub fn digest_of(ctx: &Context, loaded: &Loaded) -> Option<[u8; 32]> {
+    let key = &ctx.shared.credentials_key;
+    Some(match &loaded.credentials {
+        Ok(credentials) => fingerprint::credentials_digest(key, credentials),
+        Err(failure) => fingerprint::keyed_digest(key, failure.message.as_bytes()),
+    })
+}
+
+/// The managed Secret as the caches (or this process's own recent write) show it, and the
+/// fingerprint it carries.
+async fn managed_secret(
+    client: &OAuthClient,
+    ctx: &Context,
+    observation: &mut Observation,
+) -> Result<(SecretState, Option<String>), Error> {
+    let (namespace, name) = (&observation.key.namespace, observation.secret_name.as_str());
+    let cached = ctx.managed.get(namespace, name);
+    let cached_rv = cached.as_ref().map(|m| m.resource_version.to_string());
+    // Our own last write wins while the cache still shows the Secret as it was before it.
+    let recent = observation
+        .memo
+        .written_secret
+        .as_ref()
+        .and_then(|w| w.if_cache_is_behind(cached_rv.as_ref()));
+    if recent.is_none() && observation.memo.written_secret.is_some() {
+        observation.learned.written_secret = Change::Clear;
+    }
+    let annotations = match (cached, recent) {
+        (_, Some(recent)) => recent,
+        (Some(managed), None) => {
+            if !client.uid().is_some_and(|uid| managed.controlled_by(&uid)) {
+                return Ok(conflict(name, "is controlled by another owner"));
+            }
+            managed.annotation_map()
+        }
+        (None, None) => match unlabelled(client, ctx, namespace, name).await? {
+            Unlabelled::Ours(annotations) => annotations,
+            Unlabelled::Foreign => {
+                return Ok(conflict(
+                    name,
+                    "exists and is not managed by this OAuthClient",
+                ));
+            }
+            Unlabelled::Absent => return Ok((SecretState::Absent, None)),
+        },
+    };
+    Ok(from_annotations(client, &annotations))
+}
+
+/// A Secret of the managed Secret's name that the managed-Secret cache does not show.
+enum Unlabelled {
+    /// There is none.
+    Absent,
+    /// One this OAuthClient does not control.
+    Foreign,
+    /// One it controls (without the operator's label), with its annotations.
+    Ours(BTreeMap<String, String>),
+}
+
+/// Looks at a Secret of that name that has no managed-by label: only the index of all Secrets
+/// tells it exists, and its owners are read with one metadata GET.
+async fn unlabelled(
+    client: &OAuthClient,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Unlabelled, Error> {
+    if ctx.secrets.resource_version(namespace, name).is_none() {
+        return Ok(Unlabelled::Absent);
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.shared.kube.clone(), namespace);
+    let meta = api
+        .get_metadata_opt(name)
+        .await
+        .map_err(Error::ReadSecret)?;
+    Ok(match meta {
+        None => Unlabelled::Absent,
+        Some(meta) => {
+            let refs = meta.metadata.owner_references.clone().unwrap_or_default();
+            if secret::controlled_by(&refs, client) {
+                Unlabelled::Ours(meta.annotations().clone())
+            } else {
+                Unlabelled::Foreign
+            }
+        }
+    })
+}
+
+fn conflict(name: &str, what: &str) -> (SecretState, Option<String>) {
+    let message = format!(
+        "Secret {name} {what}; it is left untouched (choose another spec.target.name or delete it)"
+    );
+    (SecretState::Conflict(message), None)
+}
+
+/// The stored token as the Secret's annotations describe it (not yet checked against the
+/// current spec and credentials), and its fingerprint.
+fn from_annotations(
+    client: &OAuthClient,
+    annotations: &BTreeMap<String, String>,
+) -> (SecretState, Option<String>) {
+    let time = |key: &str| {
+        annotations
+            .get(key)
+            .and_then(|t| t.parse::<Timestamp>().ok())
+    };
+    let target = client.spec.target.clone().unwrap_or_default();
+    let token = match (time(ISSUED_AT_ANNOTATION), time(EXPIRES_AT_ANNOTATION)) {
+        (Some(issued_at), Some(expires_at)) => Some(StoredToken {
+            issued_at,
+            expires_at,
+            current: false,
+            target_current: annotations.get(TARGET_HASH_ANNOTATION)
+                == Some(&secret::target_hash(&target)),
+        }),
+        _ => None,
+    };
+    let fingerprint = token.and(annotations.get(FINGERPRINT_ANNOTATION).cloned());
+    (SecretState::Owned(token), fingerprint)
+}

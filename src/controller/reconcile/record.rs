@@ -1,0 +1,80 @@
+//! Record what a reconcile learned, once, at its end: the client's memo, the exchange metrics
+//! (each attempt counted exactly once), the per-client gauges, the log line.
+
+use super::observe::{Observation, digest_of};
+use crate::api::conditions::{self, READY};
+use crate::api::crd::{OAuthClient, OAuthClientStatus};
+use crate::controller::context::Context;
+use crate::controller::memo::{Change, FailedWith};
+use crate::decide::{Attempt, Settled};
+use crate::timing::time;
+
+/// Records a reconcile that ended before it settled (deferred at the gate, or an API error).
+pub fn unsettled(ctx: &Context, client: &OAuthClient, observation: Observation) {
+    count(ctx, client, &observation);
+    ctx.memos.record(&observation.key, observation.learned);
+}
+
+/// Records a reconcile that settled.
+pub fn settled(
+    ctx: &Context,
+    client: &OAuthClient,
+    mut observation: Observation,
+    attempt: &Attempt,
+    settled: &Settled,
+) {
+    count(ctx, client, &observation);
+    gauges(ctx, &observation, &settled.status);
+    match attempt {
+        Attempt::Failed(failure) => {
+            tracing::info!(reason = %failure.reason, message = %failure.message, "exchange failed");
+            observation.learned.failed_with = Change::Set(failed_with(ctx, &observation));
+        }
+        Attempt::Issued { expires_at, .. } => {
+            tracing::info!(expires_at = %expires_at, "token issued");
+            observation.learned.failed_with = Change::Clear;
+        }
+        Attempt::None => {}
+    }
+    observation.learned.settled = Some((settled.failure_streak, settled.issued_events));
+    ctx.memos.record(&observation.key, observation.learned);
+}
+
+/// The exchange attempt, or the refusal before one, counted once.
+fn count(ctx: &Context, client: &OAuthClient, observation: &Observation) {
+    if let Some(counted) = observation.counted {
+        ctx.shared.metrics.exchange(
+            client.spec.provider.as_str(),
+            counted.trigger.as_str(),
+            counted.result,
+            counted.seconds,
+        );
+    }
+}
+
+/// The credentials a failure happened with: as read, else as the cache shows them.
+fn failed_with(ctx: &Context, observation: &Observation) -> FailedWith {
+    match &observation.credentials {
+        Some(loaded) => FailedWith {
+            resource_version: loaded.resource_version.clone(),
+            digest: digest_of(ctx, loaded),
+        },
+        None => observation.memo.failed_with.clone().unwrap_or(FailedWith {
+            resource_version: observation.credentials_rv.clone(),
+            digest: None,
+        }),
+    }
+}
+
+/// Publishes the client's token times and Ready condition as metrics.
+fn gauges(ctx: &Context, observation: &Observation, status: &OAuthClientStatus) {
+    let second = |t: &Option<String>| time::parse(t.as_deref()).map(|t| t.as_second() as f64);
+    let token = second(&status.issued_at).zip(second(&status.expires_at));
+    let ready = conditions::find(&status.conditions, READY)
+        .map(|c| c.status.as_str())
+        .unwrap_or("Unknown");
+    let key = &observation.key;
+    ctx.shared
+        .metrics
+        .client_state(&key.namespace, &key.name, token, ready);
+}

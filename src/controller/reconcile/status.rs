@@ -1,0 +1,39 @@
+//! Step 5, write the status: server-side apply of the whole status, only when it changed.
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::Error;
+use super::write::with_retries;
+use crate::api::crd::{OAuthClient, OAuthClientStatus};
+use crate::api::keys::FIELD_MANAGER;
+use crate::controller::context::Context;
+
+/// Applies `desired` when it differs from `current`. An OAuthClient deleted meanwhile has
+/// nothing to report on.
+pub async fn write(
+    client: &OAuthClient,
+    ctx: &Context,
+    current: &OAuthClientStatus,
+    desired: &OAuthClientStatus,
+) -> Result<(), Error> {
+    if desired == current {
+        return Ok(());
+    }
+    let namespace = client.namespace().unwrap_or_default();
+    let api: Api<OAuthClient> = Api::namespaced(ctx.shared.kube.clone(), &namespace);
+    let body = json!({
+        "apiVersion": OAuthClient::api_version(&()),
+        "kind": OAuthClient::kind(&()),
+        "status": desired,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let patch = Patch::Apply(&body);
+    let name = client.name_any();
+    match with_retries(|| api.patch_status(&name, &params, &patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(Error::WriteStatus(e)),
+    }
+}

@@ -1,0 +1,249 @@
+//! The watches of one scope (all namespaces, or one) and the controller built on them:
+//!
+//! * OAuthClients, metadata only (each reconcile reads its object with one GET);
+//! * managed Secrets, metadata only, selected by the `app.kubernetes.io/managed-by` label, kept
+//!   as a compact index and mapped back to their owner;
+//! * all Secrets, metadata only and reduced to name and resourceVersion, mapped back to the
+//!   OAuthClients that reference them as credentials. Secret data is never cached;
+//! * the exchange gate's wake-ups.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher as watch};
+
+use super::context::{Context, Shared};
+use super::memo::{Memos, References, queue_ref};
+use super::reconcile;
+use super::secret_index::{Index, ManagedIndex, SecretIndex};
+use crate::api::crd::OAuthClient;
+use crate::api::keys::MANAGED_SELECTOR;
+use crate::api::name::NamespacedName;
+
+type BoxFuture = futures::future::BoxFuture<'static, ()>;
+
+/// Builds the controller of one scope: its future, and a future that resolves once its caches
+/// are synced.
+pub fn scope_controller(
+    shared: Arc<Shared>,
+    namespace: Option<String>,
+    concurrency: u16,
+    shutdown: futures::future::Shared<impl Future<Output = ()> + Send + 'static>,
+) -> (BoxFuture, BoxFuture) {
+    // `Api<PartialObjectMeta<_>>` makes metadata-only list and watch requests.
+    let kube = shared.kube.clone();
+    let secrets_api: Api<PartialObjectMeta<Secret>> = match &namespace {
+        Some(ns) => Api::namespaced(kube.clone(), ns),
+        None => Api::all(kube.clone()),
+    };
+    let clients_api: Api<PartialObjectMeta<OAuthClient>> = match &namespace {
+        Some(ns) => Api::namespaced(kube, ns),
+        None => Api::all(kube),
+    };
+    // Readiness from each watch's first complete list (InitDone). kube's
+    // `Store::wait_until_ready` wakes only one of several concurrent waiters, and the
+    // controller itself waits on the OAuthClient store, so it is not used here.
+    let synced = Arc::new(Synced::new());
+    let managed = Arc::new(ManagedIndex::of_managed());
+    let managed_stream = indexed(
+        secrets_api.clone(),
+        watcher::Config::default().labels(MANAGED_SELECTOR),
+        managed.clone(),
+        synced.on_event(Synced::MANAGED),
+    );
+    let secrets = Arc::new(SecretIndex::of_versions());
+    let secrets_stream = indexed(
+        secrets_api,
+        watcher::Config::default(),
+        secrets.clone(),
+        synced.on_event(Synced::SECRETS),
+    );
+    let (store, writer) = reflector::store::<PartialObjectMeta<OAuthClient>>();
+    let deleted = Arc::new(Mutex::new(Vec::<NamespacedName>::new()));
+    let clients_stream = clients(
+        clients_api,
+        writer,
+        synced.on_event(Synced::CLIENTS),
+        deleted.clone(),
+    );
+    // Clients the exchange gate wakes (see gate.rs) are reconciled through this channel.
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
+    let scope = shared.gate.add_scope(wake);
+    let woken = futures::stream::unfold(woken, |mut rx| async move {
+        rx.recv().await.map(|client| (client, rx))
+    });
+    let ctx = Arc::new(Context {
+        shared,
+        managed,
+        secrets,
+        memos: Memos::default(),
+        references: References::default(),
+        secrets_synced: synced.secrets_ready(),
+        scope,
+    });
+    let (mapper_ctx, mapper_store) = (ctx.clone(), store.clone());
+    let (gc_ctx, gc_store) = (ctx.clone(), store.clone());
+    let running = Controller::for_stream(clients_stream, store)
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .reconcile_on(woken)
+        .owns_stream(managed_stream)
+        .watches_stream(secrets_stream, move |secret: PartialObjectMeta<Secret>| {
+            let key = NamespacedName::of(&secret.metadata);
+            mapper_ctx
+                .references
+                .referencing(&key)
+                .iter()
+                .map(queue_ref)
+                .filter(|r| mapper_store.get(r).is_some())
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(move |result| {
+            if let Err(error) = result {
+                tracing::debug!(%error, "controller event");
+            }
+            let gone: Vec<_> = std::mem::take(&mut *deleted.lock().expect("deleted lock"));
+            for key in gone {
+                gc_ctx.forget(&key);
+            }
+            forget_deleted(&gc_ctx, &gc_store);
+            futures::future::ready(())
+        })
+        .boxed();
+    let mut all = synced.all_ready();
+    let ready = async move {
+        let _ = all.wait_for(|ready| *ready).await;
+    }
+    .boxed();
+    (running, ready)
+}
+
+/// A metadata-only watch of Secrets that keeps `index` up to date.
+fn indexed<V: Clone + Send + Sync + 'static>(
+    api: Api<PartialObjectMeta<Secret>>,
+    config: watcher::Config,
+    index: Arc<Index<V>>,
+    synced: impl Fn(&Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>) + Send + 'static,
+) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
+    watch(api, config)
+        .default_backoff()
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                index.apply(event);
+            }
+            synced(event);
+        })
+        .touched_objects()
+}
+
+/// The OAuthClients, through our own reflector so that deletions are seen (to drop their
+/// metrics and memory).
+fn clients(
+    api: Api<PartialObjectMeta<OAuthClient>>,
+    writer: reflector::store::Writer<PartialObjectMeta<OAuthClient>>,
+    synced: impl Fn(&Result<watcher::Event<PartialObjectMeta<OAuthClient>>, watcher::Error>)
+    + Send
+    + 'static,
+    deleted: Arc<Mutex<Vec<NamespacedName>>>,
+) -> impl Stream<Item = Result<PartialObjectMeta<OAuthClient>, watcher::Error>> + Send + 'static {
+    watch(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|client| {
+            // Only the name and namespace are read from the cache (each reconcile GETs the
+            // object); everything else would be copied into the store and into every
+            // reference to it.
+            client.metadata = kube::api::ObjectMeta {
+                name: client.metadata.name.take(),
+                namespace: client.metadata.namespace.take(),
+                ..Default::default()
+            };
+        })
+        .reflect(writer)
+        .inspect(move |event| {
+            synced(event);
+            if let Ok(watcher::Event::Delete(client)) = event {
+                let key = NamespacedName::of(&client.metadata);
+                deleted.lock().expect("deleted lock").push(key);
+            }
+        })
+        .applied_objects()
+}
+
+/// Which watch caches of a scope have completed their first list.
+struct Synced {
+    bits: tokio::sync::watch::Sender<u8>,
+}
+
+impl Synced {
+    const CLIENTS: u8 = 1;
+    const MANAGED: u8 = 2;
+    const SECRETS: u8 = 4;
+    const ALL: u8 = 7;
+
+    fn new() -> Self {
+        Synced {
+            bits: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// An `inspect` callback that marks `bit` on the stream's first InitDone.
+    fn on_event<K>(&self, bit: u8) -> impl Fn(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
+        let bits = self.bits.clone();
+        move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                bits.send_if_modified(|b| {
+                    let before = *b;
+                    *b |= bit;
+                    *b != before
+                });
+            }
+        }
+    }
+
+    /// Resolves (through `wait_for`) once both Secret caches are complete.
+    fn secrets_ready(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.mapped(Self::MANAGED | Self::SECRETS)
+    }
+
+    /// Resolves once every cache of the scope is complete.
+    fn all_ready(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.mapped(Self::ALL)
+    }
+
+    fn mapped(&self, mask: u8) -> tokio::sync::watch::Receiver<bool> {
+        let mut source = self.bits.subscribe();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            if source.wait_for(|b| b & mask == mask).await.is_ok() {
+                let _ = tx.send(true);
+                // Keep the value readable after this task ends.
+                tx.closed().await;
+            }
+        });
+        rx
+    }
+}
+
+/// Drops memory of OAuthClients that left the store (now and then, cheaply).
+fn forget_deleted(ctx: &Context, store: &Store<PartialObjectMeta<OAuthClient>>) {
+    if ctx.memos.len() <= store.len() {
+        return;
+    }
+    let live: HashSet<NamespacedName> = store
+        .state()
+        .iter()
+        .map(|o| NamespacedName::of(&o.metadata))
+        .collect();
+    for key in ctx.memos.stale(|k| live.contains(k)) {
+        ctx.forget(&key);
+    }
+}

@@ -1,0 +1,133 @@
+//! Is an exchange due, and why.
+
+use jiff::Timestamp;
+
+use super::{Next, Observed, Plan, SecretState, StoredToken, Trigger, current_token, valid_token};
+use crate::api::reason::{Failure, Reason};
+use crate::spec::RefreshSettings;
+use crate::timing::refresh;
+use crate::timing::time::{self, add};
+
+/// When a stored token should be refreshed. The time keeps its sub-second part so that refreshes
+/// spread evenly instead of bunching at second boundaries; the status shows it rounded up.
+///
+/// It is never sooner than [`refresh::MIN_EXCHANGE_INTERVAL`] after the exchange
+/// (`last_exchange`, when this process knows it to the nanosecond, else the token's issue time):
+/// a token that lives shorter expires before its refresh.
+pub fn refresh_time(
+    token: &StoredToken,
+    settings: &RefreshSettings,
+    uid: &str,
+    last_exchange: Option<Timestamp>,
+) -> Timestamp {
+    let planned = refresh::refresh_at(
+        token.issued_at,
+        token.expires_at,
+        settings,
+        refresh::token_jitter(uid, token.issued_at),
+    );
+    let exchanged = last_exchange.map_or(token.issued_at, |t| t.max(token.issued_at));
+    planned.max(add(exchanged, refresh::MIN_EXCHANGE_INTERVAL))
+}
+
+/// Decides what to do now.
+///
+/// * With a current token and no failure, the next exchange is at its refresh time, even when
+///   it has expired already (a lifetime shorter than the least exchange interval): never in a
+///   loop.
+/// * Without a current token, an exchange is due at once.
+/// * After a failure, the retry schedule (`status.nextRefreshAt`) rules until the spec or the
+///   credentials change, which retries at once.
+/// * A refresh request later than the last exchange makes one due at its time; a request made
+///   while failing is served by the retry schedule.
+pub fn plan(observed: &Observed<'_>, now: Timestamp) -> Plan {
+    let status = observed.status;
+    let failing = status.consecutive_failures.unwrap_or(0) > 0;
+    let spec_changed = status.observed_generation != observed.generation;
+    let backing_off = failing && !(spec_changed || observed.credentials_changed);
+
+    let mut due_at = if backing_off {
+        time::parse(status.next_refresh_at.as_deref()).unwrap_or(now)
+    } else {
+        match (current_token(observed), &observed.refresh) {
+            (Some(token), Ok(settings)) => {
+                refresh_time(&token, settings, observed.uid, observed.last_exchange_at)
+            }
+            _ => now,
+        }
+    };
+    let requested = pending_request(observed).filter(|_| !backing_off);
+    if let Some(requested) = requested {
+        due_at = due_at.min(requested);
+    }
+
+    let next = if now >= due_at {
+        let trigger = trigger(observed, failing, spec_changed, requested, now);
+        match blocker(observed) {
+            Some(failure) => Next::Fail(trigger, failure),
+            None => Next::Exchange(trigger),
+        }
+    } else if valid_token(observed, now).is_some_and(|t| !t.target_current) {
+        Next::Rerender
+    } else {
+        Next::Idle
+    };
+    Plan { next, due_at }
+}
+
+/// The time of a refresh request not served yet: later than the last exchange, which this
+/// process knows to the nanosecond (the status keeps whole seconds, so a request made in the
+/// same second as the exchange that served it would otherwise look new again).
+fn pending_request(observed: &Observed<'_>) -> Option<Timestamp> {
+    let requested = observed.refresh_requested_at?;
+    let issued = time::parse(observed.status.issued_at.as_deref());
+    let served = match (issued, observed.last_exchange_at) {
+        (Some(issued), Some(exchanged)) => Some(issued.max(exchanged)),
+        (issued, exchanged) => issued.or(exchanged),
+    };
+    served.is_none_or(|s| requested > s).then_some(requested)
+}
+
+/// Why the exchange that is due is due. A change that cut a backoff short is named first; then
+/// the state of the stored token; then an explicit request; else the refresh time came.
+fn trigger(
+    observed: &Observed<'_>,
+    failing: bool,
+    spec_changed: bool,
+    requested: Option<Timestamp>,
+    now: Timestamp,
+) -> Trigger {
+    let stored = match observed.secret {
+        SecretState::Owned(Some(token)) => Some(*token),
+        _ => None,
+    };
+    if failing && spec_changed {
+        Trigger::SpecChanged
+    } else if failing && observed.credentials_changed {
+        Trigger::CredentialsChanged
+    } else if stored.is_none() {
+        Trigger::NoToken
+    } else if stored.is_some_and(|t| !t.current) {
+        if spec_changed {
+            Trigger::SpecChanged
+        } else {
+            Trigger::CredentialsChanged
+        }
+    } else if requested.is_some_and(|r| r <= now) {
+        Trigger::Requested
+    } else {
+        Trigger::RefreshDue
+    }
+}
+
+/// What stops an attempt that is due from being made: an unusable spec, a Secret of that name
+/// this client does not control, or credentials known to be unusable.
+fn blocker(observed: &Observed<'_>) -> Option<Failure> {
+    if let Err(failure) = &observed.refresh {
+        Some((*failure).clone())
+    } else if let SecretState::Conflict(message) = observed.secret {
+        Some(Failure::new(Reason::SecretConflict, message.clone()))
+    } else {
+        observed.credentials_problem.cloned()
+    }
+}
