@@ -25,6 +25,10 @@ VALUE_SETS = {
         "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},
         "networkPolicy": {"enabled": True},
+        "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Platform"}},
+    },
+    "dashboard-elsewhere": {
+        "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "labels": {"grafana_dashboard": "1", "team": "platform"}},
     },
 }
 SEVERITY = {0: "UNKNOWN", 1: "INFO", 2: "WARNING", 3: "ERROR"}

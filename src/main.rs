@@ -1,8 +1,9 @@
 #![forbid(unsafe_code)]
 //! The `oauth-token-operator` binary: parses the command line and hands over to the library.
+//! Started as `kubectl-oauth_token`, it is the kubectl plugin `kubectl oauth-token`.
 
-use clap::Parser;
+use oauth_token_operator::cli::{Cli, run};
 
 fn main() -> std::process::ExitCode {
-    oauth_token_operator::cli::run(oauth_token_operator::cli::Cli::parse())
+    run(Cli::parse_invocation(std::env::args_os()))
 }

@@ -215,3 +215,42 @@ async fn finalizers_status_generation_and_schema() {
     assert!(api.get(OAUTHCLIENTS, "ns", "c").is_none());
     assert!(api.list(SECRETS, None).is_empty());
 }
+
+#[tokio::test]
+async fn events_are_selected_by_the_object_they_are_about() {
+    use k8s_openapi::api::events::v1::Event;
+    let api = ApiServer::start_unlogged().await;
+    for (name, about, kind) in [
+        ("a.1", "a", "OAuthClient"),
+        ("a.2", "a", "OAuthClient"),
+        ("b.1", "b", "OAuthClient"),
+        ("a.3", "a", "Secret"),
+    ] {
+        api.create(
+            support::apiserver::EVENTS,
+            json!({"metadata": {"name": name, "namespace": "ns"}, "reason": "TokenIssued",
+                   "regarding": {"kind": kind, "name": about, "namespace": "ns"}}),
+        );
+    }
+    let events: Api<Event> = Api::namespaced(api.client(), "ns");
+    let names = |selector: &str| {
+        let events = events.clone();
+        let selector = selector.to_owned();
+        async move {
+            let list = events
+                .list(&ListParams::default().fields(&selector))
+                .await
+                .unwrap();
+            list.items
+                .into_iter()
+                .map(|e| e.metadata.name.unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        names("regarding.kind=OAuthClient,regarding.name=a").await,
+        ["a.1", "a.2"]
+    );
+    assert_eq!(names("regarding.name=a").await, ["a.1", "a.2", "a.3"]);
+    assert_eq!(names("regarding.name!=a,reason=TokenIssued").await, ["b.1"]);
+}

@@ -46,7 +46,10 @@ pub const PROVIDERS_WITH_TOKEN_URL: [&str; 4] =
     printcolumn = r#"{"name":"Ready","type":"string","description":"Whether the managed Secret holds a valid token","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","description":"Reason of the Ready condition","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Expires","type":"string","description":"When the current token expires (RFC 3339)","jsonPath":".status.expiresAt"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Provider","type":"string","priority":1,"description":"Vendor preset","jsonPath":".spec.provider"}"#,
+    printcolumn = r#"{"name":"Secret","type":"string","priority":1,"description":"The managed Secret","jsonPath":".status.secretName"}"#,
+    printcolumn = r#"{"name":"Next Refresh","type":"string","priority":1,"description":"When the next exchange is planned: a refresh, or a retry after a failure (RFC 3339)","jsonPath":".status.nextRefreshAt"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
@@ -504,13 +507,34 @@ mod tests {
         let version = &spec["versions"][0];
         assert_eq!(version["name"], VERSION);
         assert!(version["subresources"]["status"].is_object());
-        let columns: Vec<_> = version["additionalPrinterColumns"]
-            .as_array()
-            .unwrap()
+        let printer_columns = version["additionalPrinterColumns"].as_array().unwrap();
+        // `kubectl get oac` shows the columns of priority 0; `-o wide` adds those of priority 1.
+        let columns = |wide: bool| -> Vec<String> {
+            printer_columns
+                .iter()
+                .filter(|c| (c["priority"].as_i64().unwrap_or(0) == 1) == wide)
+                .map(|c| c["name"].as_str().unwrap().to_uppercase())
+                .collect()
+        };
+        assert_eq!(columns(false), ["READY", "REASON", "EXPIRES", "AGE"]);
+        assert_eq!(columns(true), ["PROVIDER", "SECRET", "NEXT REFRESH"]);
+        assert!(
+            printer_columns
+                .iter()
+                .all(|c| c["priority"].as_i64().unwrap_or(0) <= 1)
+        );
+        let paths: Vec<&str> = printer_columns
             .iter()
-            .map(|c| c["name"].as_str().unwrap().to_uppercase())
+            .map(|c| c["jsonPath"].as_str().unwrap())
             .collect();
-        assert_eq!(columns, ["READY", "REASON", "EXPIRES", "AGE"]);
+        assert_eq!(
+            paths[4..],
+            [
+                ".spec.provider",
+                ".status.secretName",
+                ".status.nextRefreshAt"
+            ]
+        );
     }
 
     /// Walks a schema and returns the paths of properties without a description.

@@ -1,4 +1,5 @@
-//! The command line: `run`, `crd` and `exchange`.
+//! The command line: `run`, `crd` and `exchange`, and the day-2 commands `status`, `renew` and
+//! `inspect` (also as the kubectl plugin `kubectl oauth-token`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,19 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::oauth::url_policy::{CidrList, DEFAULT_DENY_CIDRS, HostPattern, TokenUrlPolicy};
 
 mod exchange;
+mod inspect;
+mod kube_config;
+mod plugin;
+mod renew;
 mod run;
+mod status;
+mod table;
+
+pub use inspect::InspectArgs;
+pub use kube_config::KubeArgs;
+pub use plugin::{PLUGIN_BINARY, invoked_as_plugin};
+pub use renew::RenewArgs;
+pub use status::{StatusArgs, StatusFormat};
 
 /// Exit code for unusable input (bad file, bad spec, missing credentials).
 pub const EXIT_INPUT: u8 = 2;
@@ -35,6 +48,20 @@ pub enum Command {
     /// Perform one token exchange locally, without a cluster, and print what the operator would
     /// store.
     Exchange(ExchangeArgs),
+    /// Show which OAuthClients are not Ready and why (exit 1 if any is not Ready).
+    ///
+    /// Without NAME, a table, not-Ready clients first; with NAME, its conditions, status, the
+    /// managed Secret's keys and sizes (never values) and its recent events.
+    Status(StatusArgs),
+    /// Ask the operator for a new token now; --wait prints the new issuedAt or the failure.
+    ///
+    /// Sets the annotation oauth.token-operator.dev/refresh-requested-at to now, unless a
+    /// request the operator has not served yet is already there.
+    Renew(RenewArgs),
+    /// Show what the stored token holds: type, times and, for a JWT, header and claims.
+    ///
+    /// Reads the managed Secret; never prints the token, its signature or any credential.
+    Inspect(InspectArgs),
 }
 
 /// Arguments of `exchange`.
@@ -193,6 +220,10 @@ pub fn init_logging(format: LogFormat, default_level: &str) {
     };
 }
 
+/// Default log filter of `status`, `renew` and `inspect`: their errors are printed as one
+/// message, so kube's own log line for a failed request would only repeat it.
+const CLUSTER_COMMAND_LOGS: &str = "warn,kube_client::client=off";
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
@@ -207,6 +238,18 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Exchange(args) => {
             init_logging(LogFormat::Text, "warn");
             exchange::run(args)
+        }
+        Command::Status(args) => {
+            init_logging(LogFormat::Text, CLUSTER_COMMAND_LOGS);
+            kube_config::block_on(status::run(args))
+        }
+        Command::Renew(args) => {
+            init_logging(LogFormat::Text, CLUSTER_COMMAND_LOGS);
+            kube_config::block_on(renew::run(args))
+        }
+        Command::Inspect(args) => {
+            init_logging(LogFormat::Text, CLUSTER_COMMAND_LOGS);
+            kube_config::block_on(inspect::run(args))
         }
     }
 }

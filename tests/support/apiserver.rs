@@ -3,7 +3,9 @@
 //! It serves real HTTP on 127.0.0.1 so that the real kube-rs client (and the compiled binary,
 //! through a kubeconfig) talks to it. What it implements:
 //!
-//! * **Reads:** get; list with label and field selectors and `limit` / `continue` pages; watch
+//! * **Reads:** get; list with label and field selectors (`metadata.name`, `metadata.namespace`,
+//!   `type`, and on events `regarding.kind` / `.name` / `.namespace` / `.uid` and `reason`) and
+//!   `limit` / `continue` pages; watch
 //!   from a resourceVersion with bookmarks, and `410 Gone` for a resourceVersion older than the
 //!   kept history; metadata-only list and watch (`as=PartialObjectMetadataList` /
 //!   `as=PartialObjectMetadata`).
@@ -262,6 +264,11 @@ impl ApiServer {
     /// Starts a double whose calls are not the controller's (kept out of the RBAC log).
     pub async fn start_unlogged() -> Self {
         Self::start_full(true, false).await
+    }
+
+    /// As [`ApiServer::start_unlogged`], with or without the OAuthClient CRD.
+    pub async fn start_unlogged_with(crd_installed: bool) -> Self {
+        Self::start_full(crd_installed, false).await
     }
 
     async fn start_full(crd_installed: bool, log_calls: bool) -> Self {
@@ -1308,6 +1315,12 @@ fn field_matches(selector: &str, object: &Value) -> bool {
             "metadata.name" => object["metadata"]["name"].as_str(),
             "metadata.namespace" => object["metadata"]["namespace"].as_str(),
             "type" => object["type"].as_str(),
+            // events.k8s.io/v1 (the real server maps these to involvedObject.*).
+            "regarding.kind" => object["regarding"]["kind"].as_str(),
+            "regarding.name" => object["regarding"]["name"].as_str(),
+            "regarding.namespace" => object["regarding"]["namespace"].as_str(),
+            "regarding.uid" => object["regarding"]["uid"].as_str(),
+            "reason" => object["reason"].as_str(),
             _ => None,
         };
         (actual == Some(value.trim())) != negate

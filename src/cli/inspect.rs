@@ -1,0 +1,585 @@
+//! `oauth-token-operator inspect NAME [-n NS] [--secret NAME]`: what is inside the stored token.
+//!
+//! Reads the managed Secret through the API (only `get` on that Secret is needed; the
+//! OAuthClient is read too, to find the Secret's name and the status, but `--secret` or a
+//! forbidden read of it skips that). Prints the token's type, scope and times and, for a JWT,
+//! its header and claims, decoded without verifying the signature, with `exp` / `iat` / `nbf`
+//! also as RFC 3339 and relative. Never the token, its signature or any credential: the
+//! credentials Secret is never read, and the output is scrubbed of the token and its signature
+//! before it is printed, as a second guard.
+
+use base64::Engine as _;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+use serde_json::{Map, Value, json};
+
+use super::OutputFormat;
+use super::kube_config::{CliError, KubeArgs};
+use super::table::{
+    margin_warning, parse_time, printable, relative, short_margin, truncate, when, when_text,
+};
+use crate::crd::OAuthClient;
+use crate::redact::{Sensitive, scrub};
+use crate::secret::{ISSUED_AT_ANNOTATION, rfc3339, target_name};
+
+/// Arguments of `inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The OAuthClient whose token to inspect.
+    pub name: String,
+
+    /// Read this managed Secret without reading the OAuthClient (for users who may only `get`
+    /// that Secret).
+    #[arg(long, value_name = "SECRET")]
+    pub secret: Option<String>,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// The cluster.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// Longest claim or header value printed.
+const VALUE_WIDTH: usize = 200;
+
+/// Claims shown first, in this order; the others follow sorted by name.
+const KNOWN_CLAIMS: [&str; 14] = [
+    "iss",
+    "sub",
+    "aud",
+    "azp",
+    "client_id",
+    "appid",
+    "scope",
+    "scp",
+    "roles",
+    "iat",
+    "nbf",
+    "exp",
+    "auth_time",
+    "jti",
+];
+
+/// Claims holding Unix times.
+const TIME_CLAIMS: [&str; 4] = ["iat", "nbf", "exp", "auth_time"];
+
+/// Header parameters shown first.
+const KNOWN_HEADER: [&str; 5] = ["alg", "typ", "kid", "cty", "enc"];
+
+/// What the access token is.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum TokenShape {
+    /// A signed JWT: header and claims decoded (signature not verified).
+    Jwt {
+        header: Map<String, Value>,
+        claims: Map<String, Value>,
+    },
+    /// An encrypted JWT: only its header is readable.
+    Jwe { header: Map<String, Value> },
+    /// Anything else.
+    Opaque,
+}
+
+fn decode_object(segment: &str) -> Option<Map<String, Value>> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment.trim_end_matches('='))
+        .ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// Decodes a token's header and claims when it is a JWT (no signature check).
+pub(super) fn shape(token: &str) -> TokenShape {
+    let parts: Vec<&str> = token.split('.').collect();
+    match parts.as_slice() {
+        [header, payload, _signature] => match (decode_object(header), decode_object(payload)) {
+            (Some(header), Some(claims)) => TokenShape::Jwt { header, claims },
+            _ => TokenShape::Opaque,
+        },
+        [header, _, _, _, _] => match decode_object(header) {
+            Some(header) if header.contains_key("enc") => TokenShape::Jwe { header },
+            _ => TokenShape::Opaque,
+        },
+        _ => TokenShape::Opaque,
+    }
+}
+
+/// Everything `inspect` prints (no token in it).
+pub(super) struct View {
+    pub namespace: String,
+    /// The OAuthClient, when it could be read.
+    pub client: Option<OAuthClient>,
+    pub client_name: String,
+    pub secret: String,
+    pub token_type: Option<String>,
+    pub scope: Option<String>,
+    pub issued_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub bytes: usize,
+    pub shape: TokenShape,
+    /// Why the OAuthClient was not read, when it was not.
+    pub note: Option<String>,
+}
+
+/// Runs `inspect`.
+pub(super) async fn run(args: InspectArgs) -> Result<u8, CliError> {
+    let connection = args.kube.connect().await?;
+    let namespace = connection.namespace.clone();
+    let name = &args.name;
+    let mut note = None;
+    let client = match &args.secret {
+        Some(_) => None,
+        None => {
+            let api: Api<OAuthClient> = Api::namespaced(connection.client.clone(), &namespace);
+            match api.get(name).await {
+                Ok(client) => Some(client),
+                Err(kube::Error::Api(status)) if status.code == 403 => {
+                    note = Some(format!(
+                        "cannot read OAuthClient {namespace}/{name} (forbidden); reading Secret {name}-token (pass --secret if spec.target.name differs)"
+                    ));
+                    None
+                }
+                Err(e) => {
+                    return Err(CliError::api(
+                        e,
+                        &format!("OAuthClient {namespace}/{name}"),
+                        &connection.url,
+                    ));
+                }
+            }
+        }
+    };
+    let secret_name = match (&args.secret, &client) {
+        (Some(secret), _) => secret.clone(),
+        (None, Some(client)) => client
+            .status
+            .as_ref()
+            .and_then(|s| s.secret_name.clone())
+            .unwrap_or_else(|| target_name(client)),
+        (None, None) => format!("{name}-token"),
+    };
+    let secrets: Api<Secret> = Api::namespaced(connection.client.clone(), &namespace);
+    let secret = secrets.get(&secret_name).await.map_err(|e| {
+        let mut error = CliError::api(
+            e,
+            &format!("Secret {namespace}/{secret_name}"),
+            &connection.url,
+        );
+        if error.code == super::kube_config::EXIT_NOT_OK {
+            error.message.push_str(&format!(
+                ": no token has been stored yet (see: status {name} -n {namespace})"
+            ));
+        }
+        error
+    })?;
+    let data = secret.data.clone().unwrap_or_default();
+    let text = |key: &str| {
+        data.get(key)
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+    };
+    let Some(token) = data
+        .get("access_token")
+        .map(|v| Sensitive::new(String::from_utf8_lossy(&v.0).into_owned()))
+    else {
+        return Err(CliError::not_found(format!(
+            "Secret {namespace}/{secret_name} has no access_token key"
+        )));
+    };
+    let view = View {
+        namespace,
+        client,
+        client_name: name.clone(),
+        secret: secret_name,
+        token_type: text("token_type"),
+        scope: text("scope"),
+        issued_at: secret.annotations().get(ISSUED_AT_ANNOTATION).cloned(),
+        expires_at: text("expires_at"),
+        bytes: token.expose().len(),
+        shape: shape(token.expose()),
+        note,
+    };
+    let now = Timestamp::now();
+    let output = match args.output {
+        OutputFormat::Text => text_of(&view, now),
+        OutputFormat::Json => format!("{:#}\n", json_of(&view, now)),
+    };
+    // A second guard: nothing printed may hold the token or its signature.
+    print!("{}", scrub_token(&output, token.expose()));
+    if args.output == OutputFormat::Text {
+        for w in warnings(&view, now) {
+            eprintln!("warning: {}", scrub_token(&w, token.expose()));
+        }
+    }
+    Ok(0)
+}
+
+/// Removes the token and its signature segment from `text` (each when 8 characters or more).
+pub(super) fn scrub_token(text: &str, token: &str) -> String {
+    let signature = token.rsplit('.').next().unwrap_or_default();
+    let needles: Vec<&str> = [token, signature]
+        .into_iter()
+        .filter(|n| n.len() >= 8)
+        .collect();
+    scrub(text, &needles)
+}
+
+fn unix_time(value: &Value) -> Option<Timestamp> {
+    let secs = value.as_f64()?;
+    Timestamp::from_second(secs.floor() as i64).ok()
+}
+
+/// One header parameter or claim as text; times also as RFC 3339 and relative.
+fn value_text(name: &str, value: &Value, now: Timestamp) -> String {
+    if TIME_CLAIMS.contains(&name)
+        && let Some(t) = unix_time(value)
+    {
+        return format!("{value} ({}, {})", rfc3339(t), relative(t, now));
+    }
+    let text = match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    truncate(&printable(&text), VALUE_WIDTH)
+}
+
+/// The entries of a header or claims object: `known` first, then the rest by name.
+fn ordered<'a>(map: &'a Map<String, Value>, known: &[&str]) -> Vec<(&'a String, &'a Value)> {
+    let mut out: Vec<(&String, &Value)> =
+        known.iter().filter_map(|k| map.get_key_value(*k)).collect();
+    let mut rest: Vec<(&String, &Value)> = map
+        .iter()
+        .filter(|(k, _)| !known.contains(&k.as_str()))
+        .collect();
+    rest.sort_by_key(|(k, _)| *k);
+    out.extend(rest);
+    out
+}
+
+fn entries_text(map: &Map<String, Value>, known: &[&str], now: Timestamp) -> String {
+    let width = map.keys().map(|k| k.chars().count()).max().unwrap_or(0) + 1;
+    ordered(map, known)
+        .into_iter()
+        .map(|(k, v)| {
+            format!(
+                "  {:<width$}  {}\n",
+                format!("{}:", printable(k)),
+                value_text(k, v, now)
+            )
+        })
+        .collect()
+}
+
+fn status_of(view: &View) -> Option<&crate::crd::OAuthClientStatus> {
+    view.client.as_ref().and_then(|c| c.status.as_ref())
+}
+
+/// The text view.
+pub(super) fn text_of(view: &View, now: Timestamp) -> String {
+    let mut out = String::new();
+    let ns = &view.namespace;
+    if let Some(note) = &view.note {
+        out.push_str(&format!("note: {}\n", printable(note)));
+    }
+    out.push_str(&format!(
+        "Secret {ns}/{} of OAuthClient {ns}/{}\n",
+        view.secret, view.client_name
+    ));
+    let mut fields: Vec<(&str, String)> = vec![
+        (
+            "token_type",
+            view.token_type.clone().unwrap_or_else(|| "-".into()),
+        ),
+        ("scope", view.scope.clone().unwrap_or_else(|| "-".into())),
+        ("issued", when_text(view.issued_at.as_deref(), now)),
+        ("expires_at", when_text(view.expires_at.as_deref(), now)),
+    ];
+    if let Some(status) = status_of(view) {
+        fields.push((
+            "next refresh",
+            when_text(status.next_refresh_at.as_deref(), now),
+        ));
+    }
+    for (label, value) in fields {
+        out.push_str(&format!(
+            "  {:<14} {}\n",
+            format!("{label}:"),
+            printable(&value)
+        ));
+    }
+    match &view.shape {
+        TokenShape::Jwt { header, claims } => {
+            out.push_str(&format!(
+                "Access token: JWT, {} bytes (decoded; signature not verified)\n",
+                view.bytes
+            ));
+            out.push_str("Header:\n");
+            out.push_str(&entries_text(header, &KNOWN_HEADER, now));
+            out.push_str("Claims:\n");
+            if claims.is_empty() {
+                out.push_str("  none\n");
+            }
+            out.push_str(&entries_text(claims, &KNOWN_CLAIMS, now));
+        }
+        TokenShape::Jwe { header } => {
+            out.push_str(&format!(
+                "Access token: encrypted JWT (JWE), {} bytes: its claims are not readable\n",
+                view.bytes
+            ));
+            out.push_str("Header:\n");
+            out.push_str(&entries_text(header, &KNOWN_HEADER, now));
+        }
+        TokenShape::Opaque => {
+            out.push_str(&format!(
+                "Access token: opaque token (not a JWT): {} bytes\n",
+                view.bytes
+            ));
+        }
+    }
+    out
+}
+
+/// The JSON view.
+pub(super) fn json_of(view: &View, now: Timestamp) -> Value {
+    let times = |map: &Map<String, Value>| -> Map<String, Value> {
+        TIME_CLAIMS
+            .iter()
+            .filter_map(|k| Some(((*k).to_owned(), json!(rfc3339(unix_time(map.get(*k)?)?)))))
+            .collect()
+    };
+    let token = match &view.shape {
+        TokenShape::Jwt { header, claims } => json!({
+            "format": "JWT",
+            "bytes": view.bytes,
+            "signatureVerified": false,
+            "header": header,
+            "claims": claims,
+            "claimTimes": times(claims),
+        }),
+        TokenShape::Jwe { header } => json!({
+            "format": "JWE",
+            "bytes": view.bytes,
+            "header": header,
+        }),
+        TokenShape::Opaque => json!({"format": "opaque", "bytes": view.bytes}),
+    };
+    json!({
+        "namespace": view.namespace,
+        "name": view.client_name,
+        "secretName": view.secret,
+        "tokenType": view.token_type,
+        "scope": view.scope,
+        "issuedAt": view.issued_at,
+        "expiresAt": view.expires_at,
+        "nextRefreshAt": status_of(view).and_then(|s| s.next_refresh_at.clone()),
+        "token": token,
+        "note": view.note,
+        "warnings": warnings(view, now),
+    })
+}
+
+/// What deserves attention: an expired or not-yet-valid token, an audience or scope other than
+/// the spec asks for, a refresh margin too short for mounted Secrets.
+pub(super) fn warnings(view: &View, now: Timestamp) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(t) = parse_time(view.expires_at.as_deref())
+        && t <= now
+    {
+        out.push(format!("the token expired at {}", when(t, now)));
+    }
+    let claims = match &view.shape {
+        TokenShape::Jwt { claims, .. } => Some(claims),
+        _ => None,
+    };
+    if let Some(t) = claims.and_then(|c| c.get("nbf")).and_then(unix_time)
+        && t > now
+    {
+        out.push(format!("the token is not valid before {}", when(t, now)));
+    }
+    let spec = view.client.as_ref().map(|c| &c.spec);
+    if let (Some(want), Some(aud)) = (
+        spec.and_then(|s| s.audience.as_ref()),
+        claims.and_then(|c| c.get("aud")),
+    ) {
+        let has = match aud {
+            Value::String(a) => a == want,
+            Value::Array(list) => list.iter().any(|a| a.as_str() == Some(want)),
+            _ => false,
+        };
+        if !has {
+            out.push(format!(
+                "the token's aud ({}) does not include spec.audience ({}): resource servers will refuse it",
+                value_text("aud", aud, now),
+                printable(want)
+            ));
+        }
+    }
+    let granted: Option<Vec<String>> = view
+        .scope
+        .as_ref()
+        .map(|s| s.split_whitespace().map(str::to_owned).collect())
+        .or_else(|| {
+            let claims = claims?;
+            match claims.get("scope").or_else(|| claims.get("scp"))? {
+                Value::String(s) => Some(s.split_whitespace().map(str::to_owned).collect()),
+                Value::Array(list) => Some(
+                    list.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect(),
+                ),
+                _ => None,
+            }
+        });
+    if let (Some(wanted), Some(granted)) = (spec.and_then(|s| s.scopes.as_ref()), granted) {
+        let missing: Vec<&str> = wanted
+            .iter()
+            .filter(|w| !granted.iter().any(|g| g == *w))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            out.push(format!(
+                "requested scope not granted: {}",
+                printable(&missing.join(" "))
+            ));
+        }
+    }
+    if let Some(margin) = status_of(view).and_then(short_margin) {
+        out.push(margin_warning(&view.namespace, &view.client_name, margin));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(value: &Value) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+    }
+
+    const SIGNATURE: &str = "c2lnbmF0dXJlLXRoYXQtbXVzdC1uZXZlci1iZS1wcmludGVk";
+
+    fn jwt(claims: Value) -> String {
+        format!(
+            "{}.{}.{SIGNATURE}",
+            b64(&json!({"alg": "RS256", "typ": "JWT", "kid": "key-1"})),
+            b64(&claims)
+        )
+    }
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    fn view(token: &str) -> View {
+        View {
+            namespace: "ns".into(),
+            client: None,
+            client_name: "a".into(),
+            secret: "a-token".into(),
+            token_type: Some("Bearer".into()),
+            scope: Some("read".into()),
+            issued_at: Some(rfc3339(at(0))),
+            expires_at: Some(rfc3339(at(3600))),
+            bytes: token.len(),
+            shape: shape(token),
+            note: None,
+        }
+    }
+
+    #[test]
+    fn a_jwt_shows_header_and_claims_known_first_with_times() {
+        let token = jwt(json!({
+            "zzz": "last", "exp": 1_700_003_600, "iss": "https://idp.example.com/",
+            "aud": ["api://x", "api://y"], "iat": 1_700_000_000, "scope": "read"
+        }));
+        let text = text_of(&view(&token), at(60));
+        assert!(!text.contains(SIGNATURE));
+        assert!(!text.contains(&token));
+        assert!(
+            text.starts_with(
+                "Secret ns/a-token of OAuthClient ns/a\n  token_type:    Bearer\n  scope:         read\n  issued:        2023-11-14T22:13:20Z (60s ago)\n  expires_at:    2023-11-14T23:13:20Z (in 59m)\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("Access token: JWT, "), "{text}");
+        assert!(text.contains("signature not verified"), "{text}");
+        let claims = &text[text.find("Claims:").unwrap()..];
+        let order: Vec<&str> = claims
+            .lines()
+            .skip(1)
+            .map(|l| l.trim().split(':').next().unwrap())
+            .collect();
+        assert_eq!(order, ["iss", "aud", "scope", "iat", "exp", "zzz"]);
+        assert!(
+            claims.contains("exp:    1700003600 (2023-11-14T23:13:20Z, in 59m)"),
+            "{claims}"
+        );
+        assert!(
+            claims.contains(r#"aud:    ["api://x","api://y"]"#),
+            "{claims}"
+        );
+        assert!(
+            text.contains("  alg:  RS256\n  typ:  JWT\n  kid:  key-1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn opaque_and_encrypted_tokens_say_so() {
+        let text = text_of(&view("emulated-token-1-abcdef"), at(0));
+        assert!(
+            text.contains("Access token: opaque token (not a JWT): 23 bytes"),
+            "{text}"
+        );
+        // Three segments that are not JSON: not a JWT either.
+        assert_eq!(shape("abc.def.ghi"), TokenShape::Opaque);
+        let jwe = format!(
+            "{}.k.iv.ct.tag",
+            b64(&json!({"alg": "RSA-OAEP", "enc": "A256GCM"}))
+        );
+        assert!(matches!(shape(&jwe), TokenShape::Jwe { .. }));
+        assert!(text_of(&view(&jwe), at(0)).contains("encrypted JWT (JWE)"));
+    }
+
+    #[test]
+    fn warnings_for_expiry_audience_scope_and_not_before() {
+        let token = jwt(json!({"aud": "api://other", "nbf": 1_700_005_000, "scope": "read"}));
+        let mut v = view(&token);
+        let spec: crate::crd::OAuthClientSpec = serde_json::from_value(json!({
+            "credentialsSecretRef": {"name": "c"}, "audience": "api://mine", "scopes": ["read", "write"]
+        }))
+        .unwrap();
+        v.client = Some(OAuthClient::new("a", spec));
+        let w = warnings(&v, at(4000));
+        assert_eq!(w.len(), 4, "{w:?}");
+        assert!(w[0].starts_with("the token expired at 2023-11-14T23:13:20Z (6m40s ago)"));
+        assert!(w[1].starts_with("the token is not valid before"));
+        assert!(w[2].contains("does not include spec.audience (api://mine)"));
+        assert_eq!(w[3], "requested scope not granted: write");
+        assert!(
+            warnings(&view(&token), at(10)).len() == 1,
+            "no spec: only nbf"
+        );
+    }
+
+    #[test]
+    fn the_output_is_scrubbed_of_the_token_and_its_signature() {
+        let token = jwt(json!({"sub": "x"}));
+        let leaked = format!("a {token} b {SIGNATURE} c");
+        let clean = scrub_token(&leaked, &token);
+        assert!(
+            !clean.contains(SIGNATURE) && !clean.contains(&token),
+            "{clean}"
+        );
+        let json = json_of(&view(&token), at(0)).to_string();
+        assert!(!json.contains(SIGNATURE), "{json}");
+        assert!(json.contains(r#""signatureVerified":false"#));
+    }
+}

@@ -1,0 +1,455 @@
+//! `oauth-token-operator renew NAME [-n NS] | --all [-n NS | -A] [--wait [--timeout 60s]]`:
+//! asks the operator for a new token now, through the annotation
+//! `oauth.token-operator.dev/refresh-requested-at`, and optionally waits for the outcome.
+//!
+//! * A client that already carries a request later than its `status.issuedAt` (and not in the
+//!   future) is being renewed: no second request is made, and `--wait` waits for that one.
+//! * `--wait` polls the objects every 500 ms until `status.issuedAt` reaches the request
+//!   (renewed), the Degraded condition reports a failure newer than the request (failed: reason
+//!   and message), or `--timeout` passes (what was last seen is printed). Exit 1 when any
+//!   renewal failed or timed out.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use super::kube_config::{CliError, Connection, EXIT_NOT_OK, KubeArgs};
+use super::status::{Summary, list_clients};
+use super::table::{parse_time, printable, relative, span, when};
+use crate::conditions::{self, DEGRADED};
+use crate::crd::OAuthClient;
+use crate::secret::{REFRESH_REQUESTED_ANNOTATION, rfc3339};
+
+/// Arguments of `renew`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["name", "all"])))]
+pub struct RenewArgs {
+    /// The OAuthClient to renew.
+    pub name: Option<String>,
+
+    /// Renew every OAuthClient in the namespace (with -A, in all namespaces).
+    #[arg(long, conflicts_with = "name")]
+    pub all: bool,
+
+    /// With --all: every namespace.
+    #[arg(short = 'A', long, conflicts_with_all = ["name", "namespace"])]
+    pub all_namespaces: bool,
+
+    /// Wait until the operator has stored a new token (or failed to), and print the outcome.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// With --wait: how long to wait at most (e.g. 60s, 5m).
+    #[arg(long, value_parser = super::parse_duration, default_value = "60s", value_name = "DURATION", requires = "wait")]
+    pub timeout: Duration,
+
+    /// The cluster.
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// How often `--wait` looks.
+const POLL: Duration = Duration::from_millis(500);
+
+/// A renewal being waited for.
+struct Pending {
+    namespace: String,
+    name: String,
+    /// The request (ours or the one already there).
+    requested: Timestamp,
+    /// `consecutiveFailures` when the request was made.
+    failures: i64,
+}
+
+/// What became of a renewal.
+enum Outcome {
+    Renewed(String),
+    Failed(String),
+}
+
+/// Runs `renew`.
+pub(super) async fn run(args: RenewArgs) -> Result<u8, CliError> {
+    let connection = args.kube.connect().await?;
+    let clients = match &args.name {
+        Some(name) => vec![get(&connection, &connection.namespace, name).await?],
+        None => list_clients(&connection, args.all_namespaces).await?,
+    };
+    if clients.is_empty() {
+        eprintln!("No OAuthClients found; nothing to renew.");
+        return Ok(0);
+    }
+    let mut pending = Vec::new();
+    for client in &clients {
+        pending.push(request(&connection, client).await?);
+    }
+    if !args.wait {
+        return Ok(0);
+    }
+    wait(&connection, pending, args.timeout).await
+}
+
+async fn get(
+    connection: &Connection,
+    namespace: &str,
+    name: &str,
+) -> Result<OAuthClient, CliError> {
+    let api: Api<OAuthClient> = Api::namespaced(connection.client.clone(), namespace);
+    api.get(name).await.map_err(|e| {
+        CliError::api(
+            e,
+            &format!("OAuthClient {namespace}/{name}"),
+            &connection.url,
+        )
+    })
+}
+
+/// The request already on `client` that the operator has not served yet: later than its
+/// `issuedAt` and not in the future (a future time is a scheduled refresh, not a renewal).
+fn pending_request(client: &OAuthClient, now: Timestamp) -> Option<Timestamp> {
+    let requested = parse_time(
+        client
+            .annotations()
+            .get(REFRESH_REQUESTED_ANNOTATION)
+            .map(String::as_str),
+    )?;
+    let issued = parse_time(client.status.as_ref().and_then(|s| s.issued_at.as_deref()));
+    let unserved = issued.is_none_or(|i| requested > i);
+    let due = requested <= now + SignedDuration::from_secs(1);
+    (unserved && due).then_some(requested)
+}
+
+/// The time to request: now, in whole seconds, and later than `issuedAt` (a request at the
+/// second the token was issued would not count as later).
+fn request_time(client: &OAuthClient, now: Timestamp) -> Timestamp {
+    let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
+    match parse_time(client.status.as_ref().and_then(|s| s.issued_at.as_deref())) {
+        Some(issued) if issued >= now => issued + SignedDuration::from_secs(1),
+        _ => now,
+    }
+}
+
+/// Requests a renewal of `client` unless one is pending; says which.
+async fn request(connection: &Connection, client: &OAuthClient) -> Result<Pending, CliError> {
+    let namespace = client.namespace().unwrap_or_default();
+    let name = client.name_any();
+    let now = Timestamp::now();
+    let status = client.status.clone().unwrap_or_default();
+    let failures = status.consecutive_failures.unwrap_or(0);
+    let requested = match pending_request(client, now) {
+        Some(requested) => {
+            println!(
+                "{namespace}/{name}: a renewal requested at {} is already pending; not requesting another",
+                rfc3339(requested)
+            );
+            requested
+        }
+        None => {
+            let requested = request_time(client, now);
+            let api: Api<OAuthClient> = Api::namespaced(connection.client.clone(), &namespace);
+            let patch = json!({"metadata": {"annotations": {REFRESH_REQUESTED_ANNOTATION: rfc3339(requested)}}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| {
+                    CliError::api(
+                        e,
+                        &format!("OAuthClient {namespace}/{name}"),
+                        &connection.url,
+                    )
+                })?;
+            println!(
+                "{namespace}/{name}: renewal requested at {}",
+                rfc3339(requested)
+            );
+            requested
+        }
+    };
+    if failures > 0 {
+        let reason = conditions::find(&status.conditions, DEGRADED)
+            .filter(|c| c.status == "True")
+            .map_or_else(|| Summary::of(client).reason, |c| c.reason.clone());
+        let retry = parse_time(status.next_refresh_at.as_deref()).map_or_else(
+            || "at its next retry".into(),
+            |t| format!("at its next retry, {}", when(t, now)),
+        );
+        println!(
+            "  it is failing ({}, {failures} consecutive failures): the operator serves the request {retry}, not sooner",
+            printable(&reason)
+        );
+    }
+    Ok(Pending {
+        namespace,
+        name,
+        requested,
+        failures,
+    })
+}
+
+/// What became of a renewal, judged from the object as it is now (`None`: not yet known).
+fn outcome(pending: &Pending, client: &OAuthClient, now: Timestamp) -> Option<Outcome> {
+    let status = client.status.clone().unwrap_or_default();
+    let issued = parse_time(status.issued_at.as_deref());
+    if issued.is_some_and(|i| i >= pending.requested) {
+        let expires =
+            parse_time(status.expires_at.as_deref()).map_or_else(|| "-".into(), |t| when(t, now));
+        return Some(Outcome::Renewed(format!(
+            "renewed: issuedAt {}, expires {expires}",
+            status.issued_at.unwrap_or_default()
+        )));
+    }
+    let degraded = conditions::find(&status.conditions, DEGRADED).filter(|c| c.status == "True")?;
+    let newer = degraded.last_transition_time.0 >= pending.requested
+        || status.consecutive_failures.unwrap_or(0) > pending.failures;
+    if !newer {
+        return None;
+    }
+    let kept = match parse_time(status.expires_at.as_deref()) {
+        Some(t) if t > now => format!(
+            "; the previous token stays in the Secret until it expires {}",
+            relative(t, now)
+        ),
+        _ => String::new(),
+    };
+    Some(Outcome::Failed(format!(
+        "renewal failed: {}: {}{kept}",
+        printable(&degraded.reason),
+        printable(&degraded.message)
+    )))
+}
+
+/// What was last seen of a client whose renewal timed out.
+fn last_seen(client: &OAuthClient, now: Timestamp) -> String {
+    let summary = Summary::of(client);
+    let status = client.status.clone().unwrap_or_default();
+    let next =
+        parse_time(status.next_refresh_at.as_deref()).map_or_else(|| "-".into(), |t| when(t, now));
+    format!(
+        "issuedAt {}, Ready {} ({}: {}), next attempt {next}",
+        status.issued_at.as_deref().unwrap_or("-"),
+        summary.ready,
+        printable(&summary.reason),
+        printable(&summary.message)
+    )
+}
+
+async fn wait(
+    connection: &Connection,
+    mut pending: Vec<Pending>,
+    timeout: Duration,
+) -> Result<u8, CliError> {
+    let started = tokio::time::Instant::now();
+    let deadline = started + timeout;
+    eprintln!(
+        "Waiting up to {} for {} new token{}...",
+        crate::duration::format(timeout),
+        pending.len(),
+        if pending.len() == 1 { "" } else { "s" }
+    );
+    let mut failed = false;
+    let mut seen: BTreeMap<(String, String), OAuthClient> = BTreeMap::new();
+    let mut last_error: Option<String> = None;
+    // Bounded: one round every POLL until the deadline, each request cut at the deadline.
+    loop {
+        let now_instant = tokio::time::Instant::now();
+        if now_instant >= deadline || pending.is_empty() {
+            break;
+        }
+        let round = poll(connection, &pending);
+        match tokio::time::timeout(deadline - now_instant, round).await {
+            Ok(Ok(current)) => {
+                last_error = None;
+                let now = Timestamp::now();
+                pending.retain(|p| {
+                    let key = (p.namespace.clone(), p.name.clone());
+                    let Some(client) = current.get(&key) else {
+                        println!("{}/{}: deleted while waiting", p.namespace, p.name);
+                        failed = true;
+                        return false;
+                    };
+                    seen.insert(key, client.clone());
+                    match outcome(p, client, now) {
+                        Some(Outcome::Renewed(text)) => {
+                            println!("{}/{}: {text}", p.namespace, p.name);
+                            false
+                        }
+                        Some(Outcome::Failed(text)) => {
+                            println!("{}/{}: {text}", p.namespace, p.name);
+                            failed = true;
+                            false
+                        }
+                        None => true,
+                    }
+                });
+            }
+            Ok(Err(error)) => last_error = Some(error.message),
+            Err(_) => break,
+        }
+        if pending.is_empty() {
+            break;
+        }
+        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + POLL)).await;
+    }
+    let now = Timestamp::now();
+    let waited = span(SignedDuration::try_from(started.elapsed()).unwrap_or_default());
+    for p in &pending {
+        failed = true;
+        let key = (p.namespace.clone(), p.name.clone());
+        let seen = seen.get(&key).map_or_else(
+            || "nothing (no answer from the API server)".into(),
+            |c| last_seen(c, now),
+        );
+        let error = last_error
+            .as_ref()
+            .map(|e| format!("; last error: {}", printable(e)))
+            .unwrap_or_default();
+        println!(
+            "{}/{}: timed out after {waited} waiting for a new token; last seen: {seen}{error}",
+            p.namespace, p.name
+        );
+    }
+    Ok(if failed { EXIT_NOT_OK } else { 0 })
+}
+
+/// The current objects of the pending renewals: one GET for a single client, one LIST per
+/// namespace otherwise.
+async fn poll(
+    connection: &Connection,
+    pending: &[Pending],
+) -> Result<BTreeMap<(String, String), OAuthClient>, CliError> {
+    let mut found = BTreeMap::new();
+    if let [single] = pending {
+        let api: Api<OAuthClient> = Api::namespaced(connection.client.clone(), &single.namespace);
+        let what = format!("OAuthClient {}/{}", single.namespace, single.name);
+        if let Some(client) = api
+            .get_opt(&single.name)
+            .await
+            .map_err(|e| CliError::api(e, &what, &connection.url))?
+        {
+            found.insert((single.namespace.clone(), single.name.clone()), client);
+        }
+        return Ok(found);
+    }
+    let mut namespaces: Vec<&str> = pending.iter().map(|p| p.namespace.as_str()).collect();
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    for namespace in namespaces {
+        let api: Api<OAuthClient> = Api::namespaced(connection.client.clone(), namespace);
+        let list = api.list(&Default::default()).await.map_err(|e| {
+            CliError::api(e, &format!("OAuthClients in {namespace}"), &connection.url)
+        })?;
+        for client in list.items {
+            found.insert(
+                (client.namespace().unwrap_or_default(), client.name_any()),
+                client,
+            );
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conditions::{READY, TOKEN_ISSUED, set};
+    use crate::crd::{CredentialsSecretRef, OAuthClientSpec, OAuthClientStatus};
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    fn client(issued: Option<i64>, requested: Option<i64>) -> OAuthClient {
+        let spec: OAuthClientSpec = serde_json::from_value(json!({
+            "credentialsSecretRef": CredentialsSecretRef::named("c"),
+        }))
+        .unwrap();
+        let mut c = OAuthClient::new("a", spec);
+        c.metadata.namespace = Some("ns".into());
+        if let Some(r) = requested {
+            c.annotations_mut()
+                .insert(REFRESH_REQUESTED_ANNOTATION.into(), rfc3339(at(r)));
+        }
+        c.status = Some(OAuthClientStatus {
+            issued_at: issued.map(|i| rfc3339(at(i))),
+            expires_at: issued.map(|i| rfc3339(at(i + 3600))),
+            consecutive_failures: Some(0),
+            ..Default::default()
+        });
+        c
+    }
+
+    #[test]
+    fn a_request_later_than_issued_at_and_due_is_pending() {
+        assert_eq!(
+            pending_request(&client(Some(0), Some(10)), at(20)),
+            Some(at(10))
+        );
+        assert_eq!(pending_request(&client(Some(0), None), at(20)), None);
+        assert_eq!(
+            pending_request(&client(Some(10), Some(10)), at(20)),
+            None,
+            "served"
+        );
+        assert_eq!(
+            pending_request(&client(Some(0), Some(600)), at(20)),
+            None,
+            "scheduled"
+        );
+        assert_eq!(
+            pending_request(&client(None, Some(10)), at(20)),
+            Some(at(10))
+        );
+    }
+
+    #[test]
+    fn the_request_is_later_than_issued_at() {
+        let now = Timestamp::from_millisecond(1_700_000_020_700).unwrap();
+        assert_eq!(request_time(&client(Some(0), None), now), at(20));
+        assert_eq!(request_time(&client(Some(20), None), now), at(21));
+        assert_eq!(request_time(&client(None, None), now), at(20));
+    }
+
+    #[test]
+    fn outcomes_renewed_failed_or_unknown() {
+        let pending = Pending {
+            namespace: "ns".into(),
+            name: "a".into(),
+            requested: at(20),
+            failures: 0,
+        };
+        let mut c = client(Some(0), Some(20));
+        assert!(outcome(&pending, &c, at(21)).is_none());
+        c.status.as_mut().unwrap().issued_at = Some(rfc3339(at(20)));
+        assert!(
+            matches!(outcome(&pending, &c, at(21)), Some(Outcome::Renewed(t)) if t.starts_with("renewed: issuedAt 2023-11-14T22:13:40Z"))
+        );
+        // A failure that predates the request does not count; a newer one does.
+        let mut c = client(Some(0), Some(20));
+        let status = c.status.as_mut().unwrap();
+        set(
+            &mut status.conditions,
+            READY,
+            true,
+            TOKEN_ISSUED,
+            "ok",
+            None,
+            at(0),
+        );
+        set(
+            &mut status.conditions,
+            DEGRADED,
+            true,
+            "InvalidClient",
+            "bad",
+            None,
+            at(5),
+        );
+        assert!(outcome(&pending, &c, at(21)).is_none());
+        c.status.as_mut().unwrap().consecutive_failures = Some(1);
+        assert!(
+            matches!(outcome(&pending, &c, at(21)), Some(Outcome::Failed(t)) if t.starts_with("renewal failed: InvalidClient: bad; the previous token stays"))
+        );
+    }
+}
