@@ -20,9 +20,11 @@ use super::kube_config::{CliError, KubeArgs};
 use super::table::{
     margin_warning, parse_time, printable, relative, short_margin, truncate, when, when_text,
 };
-use crate::crd::OAuthClient;
-use crate::redact::{Sensitive, scrub};
-use crate::secret::{ISSUED_AT_ANNOTATION, rfc3339, target_name};
+use crate::api::crd::OAuthClient;
+use crate::api::keys::ISSUED_AT_ANNOTATION;
+use crate::output::redact::{Scrubber, Sensitive};
+use crate::output::secret::target_name;
+use crate::timing::time::rfc3339;
 
 /// Arguments of `inspect`.
 #[derive(Debug, clap::Args)]
@@ -220,14 +222,16 @@ pub(super) async fn run(args: InspectArgs) -> Result<u8, CliError> {
     Ok(0)
 }
 
-/// Removes the token and its signature segment from `text` (each when 8 characters or more).
+/// Removes the token and its signature segment from `text`, in every form the operator's
+/// scrubber knows (each when 8 characters or more); text too costly to scrub is withheld.
 pub(super) fn scrub_token(text: &str, token: &str) -> String {
     let signature = token.rsplit('.').next().unwrap_or_default();
-    let needles: Vec<&str> = [token, signature]
-        .into_iter()
-        .filter(|n| n.len() >= 8)
-        .collect();
-    scrub(text, &needles)
+    let none = Scrubber::none();
+    let with_token = none.with_token(token);
+    let scrubber = with_token.with_token(signature);
+    scrubber
+        .scrub(text)
+        .unwrap_or_else(|| "[output withheld: it could not be checked for the token]\n".to_owned())
 }
 
 fn unix_time(value: &Value) -> Option<Timestamp> {
@@ -276,7 +280,7 @@ fn entries_text(map: &Map<String, Value>, known: &[&str], now: Timestamp) -> Str
         .collect()
 }
 
-fn status_of(view: &View) -> Option<&crate::crd::OAuthClientStatus> {
+fn status_of(view: &View) -> Option<&crate::api::crd::OAuthClientStatus> {
     view.client.as_ref().and_then(|c| c.status.as_ref())
 }
 
@@ -552,7 +556,7 @@ mod tests {
     fn warnings_for_expiry_audience_scope_and_not_before() {
         let token = jwt(json!({"aud": "api://other", "nbf": 1_700_005_000, "scope": "read"}));
         let mut v = view(&token);
-        let spec: crate::crd::OAuthClientSpec = serde_json::from_value(json!({
+        let spec: crate::api::crd::OAuthClientSpec = serde_json::from_value(json!({
             "credentialsSecretRef": {"name": "c"}, "audience": "api://mine", "scopes": ["read", "write"]
         }))
         .unwrap();

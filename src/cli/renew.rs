@@ -20,9 +20,10 @@ use serde_json::json;
 use super::kube_config::{CliError, Connection, EXIT_NOT_OK, KubeArgs};
 use super::status::{Summary, list_clients};
 use super::table::{parse_time, printable, relative, span, when};
-use crate::conditions::{self, DEGRADED};
-use crate::crd::OAuthClient;
-use crate::secret::{REFRESH_REQUESTED_ANNOTATION, rfc3339};
+use crate::api::conditions::{self, DEGRADED};
+use crate::api::crd::OAuthClient;
+use crate::api::keys::REFRESH_REQUESTED_ANNOTATION;
+use crate::timing::time::rfc3339;
 
 /// Arguments of `renew`.
 #[derive(Debug, clap::Args)]
@@ -244,7 +245,7 @@ async fn wait(
     let deadline = started + timeout;
     eprintln!(
         "Waiting up to {} for {} new token{}...",
-        crate::duration::format(timeout),
+        crate::spec::duration::format(timeout),
         pending.len(),
         if pending.len() == 1 { "" } else { "s" }
     );
@@ -353,8 +354,8 @@ async fn poll(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conditions::{READY, TOKEN_ISSUED, set};
-    use crate::crd::{CredentialsSecretRef, OAuthClientSpec, OAuthClientStatus};
+    use crate::api::conditions::{READY, TOKEN_ISSUED, set};
+    use crate::api::crd::{CredentialsSecretRef, OAuthClientSpec, OAuthClientStatus};
 
     fn at(s: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + s).unwrap()

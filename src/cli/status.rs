@@ -17,9 +17,10 @@ use super::kube_config::{CliError, Connection, EXIT_NOT_OK, KubeArgs, list_error
 use super::table::{
     Table, margin_warning, parse_time, printable, relative, short_margin, truncate, when_text,
 };
-use crate::conditions::{self, DEGRADED, READY};
-use crate::crd::OAuthClient;
-use crate::secret::{REFRESH_REQUESTED_ANNOTATION, controlled_by, target_name};
+use crate::api::conditions::{self, DEGRADED, READY};
+use crate::api::crd::OAuthClient;
+use crate::api::keys::REFRESH_REQUESTED_ANNOTATION;
+use crate::output::secret::{controlled_by, target_name};
 
 /// Arguments of `status`.
 #[derive(Debug, clap::Args)]
@@ -422,7 +423,7 @@ fn shown_url(raw: &str) -> String {
 }
 
 fn token_url(client: &OAuthClient) -> String {
-    let preset = crate::presets::preset(client.spec.provider).token_url;
+    let preset = crate::spec::presets::preset(client.spec.provider).token_url;
     match (&client.spec.token_url, preset) {
         (Some(url), _) => shown_url(url),
         (None, Some(url)) => format!("{url} (preset)"),
@@ -457,7 +458,7 @@ fn detail_text(
                 .metadata
                 .creation_timestamp
                 .as_ref()
-                .map(|t| crate::secret::rfc3339(t.0))
+                .map(|t| crate::timing::time::rfc3339(t.0))
                 .as_deref(),
             now,
         ),
@@ -627,7 +628,7 @@ fn detail_json(
                     "reason": g.reason,
                     "note": g.note,
                     "count": g.count,
-                    "last": g.last.map(crate::secret::rfc3339),
+                    "last": g.last.map(crate::timing::time::rfc3339),
                 }))
                 .collect::<Vec<_>>()
         ),

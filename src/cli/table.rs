@@ -4,9 +4,9 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::conditions::{self, READY};
-use crate::crd::OAuthClientStatus;
-use crate::secret::rfc3339;
+use crate::api::conditions::{self, READY};
+use crate::api::crd::OAuthClientStatus;
+use crate::timing::time::rfc3339;
 
 /// A refresh margin (expiry minus refresh time) under this may let workloads read an expired
 /// token: the kubelet refreshes a mounted Secret only when it resyncs the pod (every 60–90 s
@@ -177,7 +177,7 @@ pub fn margin_warning(namespace: &str, name: &str, margin: SignedDuration) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conditions::{TOKEN_ISSUED, set};
+    use crate::api::conditions::{TOKEN_ISSUED, set};
 
     fn at(s: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + s).unwrap()

@@ -359,7 +359,10 @@ mod tests {
             memo.errors, 0,
             "a reconcile that settled ends the error streak"
         );
-        assert_eq!(memos.stale(|k| k.name.as_ref() != "a"), std::slice::from_ref(&key));
+        assert_eq!(
+            memos.stale(|k| k.name.as_ref() != "a"),
+            std::slice::from_ref(&key)
+        );
         memos.forget(&key);
         assert!(memos.is_empty());
     }
