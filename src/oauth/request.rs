@@ -74,61 +74,11 @@ pub fn build(
     settings: &ExchangeSettings,
     credentials: &Credentials,
 ) -> Result<TokenRequest, Failure> {
-    if credentials.client_id.is_empty() {
-        return Err(Failure::new(
-            crate::api::reason::Reason::CredentialsNotFound,
-            "client_id is empty",
-        ));
-    }
+    check(settings, credentials)?;
     let basic = settings.client_auth_method == ClientAuthMethod::ClientSecretBasic;
-    if basic
-        && settings.basic_auth_encoding == BasicAuthEncoding::Raw
-        && credentials.client_id.contains(':')
-    {
-        return Err(Failure::invalid_spec(
-            "client_id contains ':', which basicAuthEncoding Raw cannot carry; use UrlEncoded",
-        ));
-    }
-
-    let mut params: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
-    if !basic || settings.client_id_in_body {
-        params.push(("client_id", &credentials.client_id));
-    }
-    if !basic {
-        params.push(("client_secret", credentials.client_secret.expose()));
-    }
-    if let Some(audience) = &settings.audience {
-        params.push(("audience", audience));
-    }
     let scope = settings.scopes.join(" ");
-    if !scope.is_empty() {
-        params.push(("scope", &scope));
-    }
-    for (name, value) in &settings.extra_params {
-        params.push((name, value));
-    }
-
-    let (content_type, body) = match settings.request_encoding {
-        RequestEncoding::Form => {
-            let mut form = form_urlencoded::Serializer::new(String::new());
-            for (name, value) in &params {
-                form.append_pair(name, value);
-            }
-            (
-                "application/x-www-form-urlencoded",
-                form.finish().into_bytes(),
-            )
-        }
-        RequestEncoding::Json => {
-            let object: serde_json::Map<String, serde_json::Value> = params
-                .iter()
-                .map(|(name, value)| ((*name).to_owned(), serde_json::Value::from(*value)))
-                .collect();
-            let body = serde_json::to_vec(&object).expect("a string map always serialises");
-            ("application/json", body)
-        }
-    };
-
+    let params = params(settings, credentials, basic, &scope);
+    let (content_type, body) = encode(settings.request_encoding, &params);
     let mut headers = vec![
         (CONTENT_TYPE, HeaderValue::from_static(content_type)),
         (ACCEPT, HeaderValue::from_static("application/json")),
@@ -145,12 +95,80 @@ pub fn build(
         headers.retain(|(existing, _)| existing != name);
         headers.push((name.clone(), value.clone()));
     }
-
     Ok(TokenRequest {
         url: settings.token_url.clone(),
         headers,
         body: Sensitive::new(body),
     })
+}
+
+/// What the credentials must be for the settings to carry them.
+fn check(settings: &ExchangeSettings, credentials: &Credentials) -> Result<(), Failure> {
+    if credentials.client_id.is_empty() {
+        return Err(Failure::new(
+            crate::api::reason::Reason::CredentialsNotFound,
+            "client_id is empty",
+        ));
+    }
+    let raw_basic = settings.client_auth_method == ClientAuthMethod::ClientSecretBasic
+        && settings.basic_auth_encoding == BasicAuthEncoding::Raw;
+    if raw_basic && credentials.client_id.contains(':') {
+        return Err(Failure::invalid_spec(
+            "client_id contains ':', which basicAuthEncoding Raw cannot carry; use UrlEncoded",
+        ));
+    }
+    Ok(())
+}
+
+/// The body parameters, in order: grant_type, the credentials the method puts in the body,
+/// audience, scope, the extra parameters.
+fn params<'a>(
+    settings: &'a ExchangeSettings,
+    credentials: &'a Credentials,
+    basic: bool,
+    scope: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    let mut params: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
+    if !basic || settings.client_id_in_body {
+        params.push(("client_id", &credentials.client_id));
+    }
+    if !basic {
+        params.push(("client_secret", credentials.client_secret.expose()));
+    }
+    if let Some(audience) = &settings.audience {
+        params.push(("audience", audience));
+    }
+    if !scope.is_empty() {
+        params.push(("scope", scope));
+    }
+    for (name, value) in &settings.extra_params {
+        params.push((name, value));
+    }
+    params
+}
+
+/// The body in the request encoding, and its content type.
+fn encode(encoding: RequestEncoding, params: &[(&str, &str)]) -> (&'static str, Vec<u8>) {
+    match encoding {
+        RequestEncoding::Form => {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            for (name, value) in params {
+                form.append_pair(name, value);
+            }
+            (
+                "application/x-www-form-urlencoded",
+                form.finish().into_bytes(),
+            )
+        }
+        RequestEncoding::Json => {
+            let object: serde_json::Map<String, serde_json::Value> = params
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), serde_json::Value::from(*value)))
+                .collect();
+            let body = serde_json::to_vec(&object).expect("a string map always serialises");
+            ("application/json", body)
+        }
+    }
 }
 
 #[cfg(test)]

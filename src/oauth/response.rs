@@ -226,32 +226,7 @@ fn read_success(response: &Response<'_>, ctx: &ReadContext<'_>) -> Result<Token,
         return Err(invalid_characters(&status, &name, at, what, VISIBLE_RULE));
     }
 
-    let now = ctx.now;
-    let (expires_at, lifetime_source) = if let Some(at) = body
-        .get("expires_on")
-        .and_then(Field::small_value)
-        .and_then(|v| unix_time(&v))
-        .filter(|at| *at > now)
-    {
-        (at.min(add(now, MAX_LIFETIME)), LifetimeSource::ExpiresOn)
-    } else if let Some(secs) = body
-        .lookup(&fields.expires_in)
-        .and_then(Field::small_value)
-        .and_then(|v| positive_seconds(&v))
-    {
-        (
-            add(now, Duration::from_secs(secs)),
-            LifetimeSource::ExpiresIn,
-        )
-    } else if let Some(at) = jwt_exp(access_token).filter(|at| *at > now) {
-        (at.min(add(now, MAX_LIFETIME)), LifetimeSource::JwtExp)
-    } else {
-        (
-            add(now, ctx.default_lifetime.min(MAX_LIFETIME)),
-            LifetimeSource::DefaultLifetime,
-        )
-    };
-
+    let (expires_at, lifetime_source) = lifetime(&body, access_token, ctx);
     let token_type = read_token_type(&status, &body, fields)?;
     let scope = match body.lookup(&fields.scope) {
         Some(value) => read_scope(&status, value, &FieldName::new("scope", &fields.scope))?,
@@ -266,11 +241,45 @@ fn read_success(response: &Response<'_>, ctx: &ReadContext<'_>) -> Result<Token,
         access_token: Sensitive::new(access_token.to_owned()),
         token_type,
         scope,
-        issued_at: now,
+        issued_at: ctx.now,
         expires_at,
         lifetime_source,
         vendor_issued_at,
     })
+}
+
+/// When the token expires, and where that came from: an absolute `expires_on` in the future,
+/// else `expires_in`, else the token's JWT `exp`, else the default lifetime (all clamped to a
+/// year).
+fn lifetime(
+    body: &Body<'_>,
+    access_token: &str,
+    ctx: &ReadContext<'_>,
+) -> (Timestamp, LifetimeSource) {
+    let now = ctx.now;
+    let expires_on = body
+        .get("expires_on")
+        .and_then(Field::small_value)
+        .and_then(|v| unix_time(&v))
+        .filter(|at| *at > now);
+    if let Some(at) = expires_on {
+        return (at.min(add(now, MAX_LIFETIME)), LifetimeSource::ExpiresOn);
+    }
+    let expires_in = body
+        .lookup(&ctx.fields.expires_in)
+        .and_then(Field::small_value)
+        .and_then(|v| positive_seconds(&v));
+    if let Some(secs) = expires_in {
+        return (
+            add(now, Duration::from_secs(secs)),
+            LifetimeSource::ExpiresIn,
+        );
+    }
+    if let Some(at) = jwt_exp(access_token).filter(|at| *at > now) {
+        return (at.min(add(now, MAX_LIFETIME)), LifetimeSource::JwtExp);
+    }
+    let default = add(now, ctx.default_lifetime.min(MAX_LIFETIME));
+    (default, LifetimeSource::DefaultLifetime)
 }
 
 /// The top-level names reading a 2xx body may look at.
@@ -425,33 +434,40 @@ fn read_token_type(
 /// The granted scope: a string (trimmed) or an array of tokens (joined with spaces); `None`
 /// when empty or of another type.
 fn read_scope(status: &str, value: Field<'_>, name: &FieldName) -> Result<Option<String>, Failure> {
-    if let Some(text) = value.str() {
-        check_length(status, name, text.len(), MAX_SCOPE)?;
-        let text = text.trim();
-        let mut previous = b'x';
-        for (at, b) in text.bytes().enumerate() {
-            if b == b' ' && previous == b' ' {
-                return Err(invalid_characters(
-                    status,
-                    name,
-                    at,
-                    "two spaces in a row",
-                    SCOPE_RULE,
-                ));
-            }
-            if b != b' ' && !is_nqchar(b) {
-                return Err(invalid_characters(
-                    status,
-                    name,
-                    at,
-                    byte_kind(b),
-                    SCOPE_RULE,
-                ));
-            }
-            previous = b;
-        }
-        return Ok((!text.is_empty()).then(|| text.to_owned()));
+    match value.str() {
+        Some(text) => read_scope_text(status, &text, name),
+        None => read_scope_array(status, value, name),
     }
+}
+
+/// A scope string: NQCHAR tokens separated by single spaces (surrounding spaces trimmed).
+fn read_scope_text(status: &str, text: &str, name: &FieldName) -> Result<Option<String>, Failure> {
+    check_length(status, name, text.len(), MAX_SCOPE)?;
+    let text = text.trim();
+    let mut previous = b'x';
+    for (at, b) in text.bytes().enumerate() {
+        let what = if b == b' ' && previous == b' ' {
+            Some("two spaces in a row")
+        } else if b != b' ' && !is_nqchar(b) {
+            Some(byte_kind(b))
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            return Err(invalid_characters(status, name, at, what, SCOPE_RULE));
+        }
+        previous = b;
+    }
+    Ok((!text.is_empty()).then(|| text.to_owned()))
+}
+
+/// A scope array: every element a non-empty NQCHAR token, joined with spaces; `None` when the
+/// value is not an array.
+fn read_scope_array(
+    status: &str,
+    value: Field<'_>,
+    name: &FieldName,
+) -> Result<Option<String>, Failure> {
     let mut joined = String::new();
     let mut total = 0usize;
     let mut problem: Option<Failure> = None;
@@ -462,41 +478,22 @@ fn read_scope(status: &str, value: Field<'_>, name: &FieldName) -> Result<Option
         let element_name = FieldName {
             text: format!("{} element {i}", name.text),
         };
-        let Some(token) = element.str() else {
-            problem = Some(Failure::new(
-                Reason::InvalidResponse,
-                format!(
-                    "{status}: {} is not a string; {SCOPE_RULE}",
-                    element_name.text
-                ),
-            ));
-            return false;
-        };
-        if token.is_empty() {
-            problem = Some(Failure::new(
-                Reason::InvalidResponse,
-                format!("{status}: {} is empty; {SCOPE_RULE}", element_name.text),
-            ));
-            return false;
-        }
-        if let Some((at, what)) = first_invalid(&token, is_nqchar) {
-            problem = Some(invalid_characters(
-                status,
-                &element_name,
-                at,
-                what,
-                SCOPE_RULE,
-            ));
-            return false;
-        }
-        total += token.len() + usize::from(i > 0);
-        if total <= MAX_SCOPE {
-            if i > 0 {
-                joined.push(' ');
+        match scope_element(status, element, &element_name) {
+            Ok(token) => {
+                total += token.len() + usize::from(i > 0);
+                if total <= MAX_SCOPE {
+                    if i > 0 {
+                        joined.push(' ');
+                    }
+                    joined.push_str(&token);
+                }
+                true
             }
-            joined.push_str(&token);
+            Err(failure) => {
+                problem = Some(failure);
+                false
+            }
         }
-        true
     });
     if !is_array {
         return Ok(None);
@@ -506,6 +503,26 @@ fn read_scope(status: &str, value: Field<'_>, name: &FieldName) -> Result<Option
     }
     check_length(status, name, total, MAX_SCOPE)?;
     Ok((!joined.is_empty()).then_some(joined))
+}
+
+/// One element of a scope array: a non-empty string of NQCHAR.
+fn scope_element(status: &str, element: Field<'_>, name: &FieldName) -> Result<String, Failure> {
+    let refused = |what: &str| {
+        Failure::new(
+            Reason::InvalidResponse,
+            format!("{status}: {} {what}; {SCOPE_RULE}", name.text),
+        )
+    };
+    let Some(token) = element.str() else {
+        return Err(refused("is not a string"));
+    };
+    if token.is_empty() {
+        return Err(refused("is empty"));
+    }
+    if let Some((at, what)) = first_invalid(&token, is_nqchar) {
+        return Err(invalid_characters(status, name, at, what, SCOPE_RULE));
+    }
+    Ok(token.into_owned())
 }
 
 // === values ===
@@ -554,14 +571,20 @@ fn unix_time(value: &Value) -> Option<Timestamp> {
 
 /// The `exp` claim of a JWT, without verifying the signature.
 fn jwt_exp(token: &str) -> Option<Timestamp> {
+    /// Only `exp` is read; every other claim is skipped without being built (a payload of many
+    /// tiny objects would otherwise cost dozens of times its size).
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        exp: Option<Value>,
+    }
     let mut parts = token.split('.');
     let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() || payload.len() > 64 * 1024 {
         return None;
     }
     let decoded = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    let claims: Value = serde_json::from_slice(&decoded).ok()?;
-    unix_time(claims.get("exp")?)
+    let claims: Claims = serde_json::from_slice(&decoded).ok()?;
+    unix_time(&claims.exp?)
 }
 
 /// `token_type` normalisation.

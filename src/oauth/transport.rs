@@ -157,7 +157,7 @@ impl Transport {
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }
-        let mut response = match builder.send().await {
+        let response = match builder.send().await {
             Ok(response) => response,
             Err(e) => return Err(self.transport_failure(url, route, &e, scrubber).await),
         };
@@ -175,25 +175,13 @@ impl Transport {
             ));
         }
         let headers = response.headers().clone();
-        if response
-            .content_length()
-            .is_some_and(|len| len > MAX_BODY as u64)
-        {
-            return Err(too_large(status));
-        }
-        let mut body = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > MAX_BODY {
-                        return Err(too_large(status));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => return Err(self.transport_failure(url, route, &e, scrubber).await),
+        let body = match read_body(response, status).await {
+            Ok(body) => body,
+            Err(Read::TooLarge(failure)) => return Err(failure),
+            Err(Read::Broken(e)) => {
+                return Err(self.transport_failure(url, route, &e, scrubber).await);
             }
-        }
+        };
         Ok(Reply {
             status,
             headers,
@@ -428,6 +416,36 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
         current = e.source();
     }
     chain
+}
+
+/// Why a body could not be read.
+enum Read {
+    /// It is larger than [`MAX_BODY`].
+    TooLarge(Failure),
+    /// The connection failed while reading.
+    Broken(reqwest::Error),
+}
+
+/// Reads the body, stopping as soon as it exceeds [`MAX_BODY`] (the buffer is sized from the
+/// Content-Length when there is one, so it does not grow by doubling).
+async fn read_body(mut response: reqwest::Response, status: u16) -> Result<Vec<u8>, Read> {
+    let declared = response.content_length();
+    if declared.is_some_and(|len| len > MAX_BODY as u64) {
+        return Err(Read::TooLarge(too_large(status)));
+    }
+    let mut body = Vec::with_capacity(declared.map_or(0, |len| len as usize));
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(Read::TooLarge(too_large(status)));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(Read::Broken(e)),
+        }
+    }
 }
 
 fn too_large(status: u16) -> Failure {
