@@ -536,3 +536,62 @@ async fn exchange_honours_the_proxy_environment() {
         "exchange output",
     );
 }
+/// The security issue, item 3: "the rendered Secret's total size is checked before the apply body
+/// is built (InvalidSpec if templates make it exceed 256 KiB) ... The same limits apply in
+/// `exchange`"; contract *Reading responses*: "`exchange` applies the same limits"). Attacks
+/// `cli::exchange`: it renders `token_entries` without `secret::check_size`, so a 60 KiB token
+/// in five templates (about 360 KiB) is reported as a success of what "the operator would
+/// store", while the operator refuses it with InvalidSpec (and renders 360 KiB, plus the copies
+/// `shown` makes, in the process).
+#[tokio::test]
+async fn exchange_applies_the_256_kib_secret_limit() {
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Documented).await;
+    let token = format!("eyJ{}", "A".repeat(60 * 1024));
+    server.push(Canned::new(
+        200,
+        serde_json::json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600})
+            .to_string(),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = write(dir.path(), "secret", SECRET);
+    let templates: String = (0..5)
+        .map(|i| format!("      copy{i}: \"Bearer {{{{ access_token }}}}\"\n"))
+        .collect();
+    let file = write(
+        dir.path(),
+        "big.yaml",
+        &client_yaml(
+            "generic",
+            &server.url(),
+            &format!("  target:\n    template:\n{templates}"),
+        ),
+    );
+    let out = run(
+        args(&[
+            "exchange",
+            "-f",
+            &file,
+            "--client-id",
+            ID,
+            "--client-secret-file",
+            &secret_file,
+            "--allow-insecure-http",
+            "--output",
+            "json",
+        ]),
+        vec![],
+    )
+    .await;
+    assert_eq!(server.count(), 1);
+    assert_ne!(
+        out.code,
+        0,
+        "exchange reports success for a Secret the operator refuses: {}",
+        out.stdout.chars().take(300).collect::<String>()
+    );
+    assert!(
+        out.stderr.contains("InvalidSpec") || out.stdout.contains("InvalidSpec"),
+        "{}",
+        out.stderr
+    );
+}

@@ -17,6 +17,18 @@ use crate::decide::EventNote;
 /// Longest event name.
 const MAX_NAME: usize = 253;
 
+/// Longest event note the API server accepts, in bytes.
+const MAX_NOTE: usize = 1024;
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// Creates events for the controller.
 #[derive(Clone)]
 pub struct EventPublisher {
@@ -51,7 +63,7 @@ impl EventPublisher {
             event_time: Some(MicroTime(now)),
             action: Some(note.action.clone()),
             reason: Some(note.reason.into()),
-            note: Some(note.note.chars().take(1000).collect()),
+            note: Some(cut(&note.note, MAX_NOTE).to_owned()),
             type_: Some(if note.normal { "Normal" } else { "Warning" }.into()),
             regarding: Some(regarding),
             reporting_controller: Some(format!("{}/controller", crate::api::crd::GROUP)),
@@ -62,5 +74,19 @@ impl EventPublisher {
         if let Err(error) = api.create(&PostParams::default(), &event).await {
             tracing::warn!(%error, reason = note.reason, "could not publish an event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_fit_the_api_servers_byte_limit_on_a_character_boundary() {
+        let note = "é".repeat(700);
+        let cut = cut(&note, MAX_NOTE);
+        assert!(cut.len() <= MAX_NOTE && cut.len() >= MAX_NOTE - 1);
+        assert!(cut.chars().all(|c| c == 'é'));
+        assert_eq!(super::cut("short", MAX_NOTE), "short");
     }
 }

@@ -1,13 +1,17 @@
 //! The exchange gate: bounds token requests in flight, in all and per token endpoint, without
-//! letting a slow endpoint hold the controller's reconcile slots.
+//! letting a slow endpoint hold the controller's reconcile slots or the other endpoints' room.
 //!
 //! A reconcile that wants to exchange asks for a [`Pass`]. When the operator-wide bound
-//! (`--max-concurrent-exchanges`) or the endpoint's share of it (half, at least one) is used
-//! up, it does not wait inside the reconcile (which would keep a controller slot busy for as long
-//! as the endpoint hangs): it is queued and returns at once. When a pass is given back, the
-//! first queued client whose endpoint has room is woken through its scope's trigger channel, and
-//! the freed place is held for it for a few seconds. So a tarpit endpoint delays only the clients
-//! that use it.
+//! (`--max-concurrent-exchanges`) or the endpoint's share of it is used up, it does not wait
+//! inside the reconcile (which would keep a controller slot busy for as long as the endpoint
+//! hangs): it is queued and returns at once. When a place frees up, the first queued clients
+//! whose endpoints have room are woken through their scope's trigger channel, and the places are
+//! held for them for a few seconds (a hold that lapses wakes the next waiter).
+//!
+//! An endpoint's share is a quarter of the bound (at least one), and only one request while it
+//! is slow: when its last request took longer than [`SLOW`], or one of its requests in flight
+//! has been waiting that long. So a tarpit endpoint, or several, delays only the clients that use
+//! them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -25,6 +29,10 @@ pub type QueueRef = ObjectRef<PartialObjectMeta<OAuthClient>>;
 /// How long a place freed for a woken client is held for it.
 const HOLD: Duration = Duration::from_secs(5);
 
+/// A request slower than this makes its endpoint slow: one request in flight at a time until a
+/// request is quick again.
+pub const SLOW: Duration = Duration::from_secs(5);
+
 /// Who is waiting: the scope whose controller must be triggered, and the client.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Waiter {
@@ -34,14 +42,33 @@ struct Waiter {
 
 #[derive(Debug, Default)]
 struct Endpoint {
-    in_flight: usize,
+    /// Start times of the requests in flight.
+    in_flight: Vec<Instant>,
     /// Places freed for woken clients, until the deadline.
     held: Vec<(Waiter, Instant)>,
+    /// The last request took longer than [`SLOW`].
+    slow: bool,
+}
+
+impl Endpoint {
+    /// How many requests it may have in flight now.
+    fn share(&self, share: usize, now: Instant) -> usize {
+        let stuck = self
+            .in_flight
+            .iter()
+            .any(|t| now.duration_since(*t) >= SLOW);
+        if self.slow || stuck { 1 } else { share }
+    }
+
+    fn busy(&self) -> usize {
+        self.in_flight.len() + self.held.len()
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
-    in_flight: usize,
+    max_total: usize,
+    share: usize,
     endpoints: HashMap<Box<str>, Endpoint>,
     /// Clients waiting for a place, first come first served: (endpoint, who).
     waiting: VecDeque<(Box<str>, Waiter)>,
@@ -49,22 +76,47 @@ struct State {
 }
 
 impl State {
-    fn held(&self) -> usize {
-        self.endpoints.values().map(|e| e.held.len()).sum()
+    fn busy(&self) -> usize {
+        self.endpoints.values().map(Endpoint::busy).sum()
     }
 
-    fn expire_holds(&mut self, now: Instant) {
+    fn has_room(&self, endpoint: &str, now: Instant) -> bool {
+        let here = self
+            .endpoints
+            .get(endpoint)
+            .is_none_or(|e| e.busy() < e.share(self.share, now));
+        here && self.busy() < self.max_total
+    }
+
+    /// Drops lapsed holds, wakes the first waiters whose endpoints have room (holding a place
+    /// for each), and forgets endpoints without traffic. Returns whether a hold was made.
+    fn wake(&mut self, now: Instant) -> bool {
         for endpoint in self.endpoints.values_mut() {
             endpoint.held.retain(|(_, until)| *until > now);
         }
+        let mut held = false;
+        while let Some(i) = self
+            .waiting
+            .iter()
+            .position(|(endpoint, _)| self.has_room(endpoint, now))
+        {
+            let (endpoint, who) = self.waiting.remove(i).expect("index from position");
+            if let Some(trigger) = self.scopes.get(who.scope) {
+                let _ = trigger.send(who.client.clone());
+            }
+            let entry = self.endpoints.entry(endpoint).or_default();
+            entry.held.push((who, now + HOLD));
+            held = true;
+        }
+        self.endpoints
+            .retain(|_, e| !e.in_flight.is_empty() || !e.held.is_empty() || e.slow);
+        held
     }
 }
 
 /// The gate (see the module documentation).
 #[derive(Debug)]
 pub struct ExchangeGate {
-    max_total: usize,
-    max_per_endpoint: usize,
     state: Arc<Mutex<State>>,
 }
 
@@ -72,26 +124,28 @@ pub struct ExchangeGate {
 #[derive(Debug)]
 pub struct Pass {
     endpoint: Box<str>,
+    started: Instant,
     state: Arc<Mutex<State>>,
-    max_total: usize,
-    max_per_endpoint: usize,
 }
 
 impl ExchangeGate {
-    /// A gate allowing `max_total` requests in flight, at most half of them (at least one) to
-    /// one endpoint.
+    /// A gate allowing `max_total` requests in flight, at most a quarter of them (at least one)
+    /// to one endpoint.
     pub fn new(max_total: usize) -> Self {
         let max_total = max_total.max(1);
-        ExchangeGate {
+        let state = State {
             max_total,
-            max_per_endpoint: max_total.div_ceil(2).max(1),
-            state: Arc::default(),
+            share: (max_total / 4).max(1),
+            ..State::default()
+        };
+        ExchangeGate {
+            state: Arc::new(Mutex::new(state)),
         }
     }
 
-    /// The most requests in flight to one endpoint.
+    /// The most requests in flight to one endpoint that is not slow.
     pub fn max_per_endpoint(&self) -> usize {
-        self.max_per_endpoint
+        self.state.lock().expect("gate lock").share
     }
 
     /// Registers a scope's trigger channel; the index is the `scope` of [`ExchangeGate::enter`].
@@ -108,92 +162,107 @@ impl ExchangeGate {
             scope,
             client: client.clone(),
         };
+        let now = Instant::now();
         let mut state = self.state.lock().expect("gate lock");
-        state.expire_holds(Instant::now());
+        let mut held = state.wake(now);
         let entry = state.endpoints.entry(endpoint.into()).or_default();
-        let held_here = entry.held.iter().position(|(w, _)| *w == who);
-        let room = match held_here {
+        let own_hold = entry.held.iter().position(|(w, _)| *w == who);
+        let room = match own_hold {
             Some(i) => {
                 entry.held.swap_remove(i);
                 true
             }
-            None => {
-                let endpoint_busy = entry.in_flight + entry.held.len();
-                endpoint_busy < self.max_per_endpoint
-                    && state.in_flight + state.held() < self.max_total
-            }
+            None => state.has_room(endpoint, now),
         };
-        if room {
-            state.in_flight += 1;
-            state
-                .endpoints
-                .get_mut(endpoint)
-                .expect("entry made above")
-                .in_flight += 1;
+        let pass = if room {
+            let entry = state.endpoints.entry(endpoint.into()).or_default();
+            entry.in_flight.push(now);
             state.waiting.retain(|(_, w)| *w != who);
-            return Some(Pass {
+            Some(Pass {
                 endpoint: endpoint.into(),
+                started: now,
                 state: self.state.clone(),
-                max_total: self.max_total,
-                max_per_endpoint: self.max_per_endpoint,
-            });
+            })
+        } else {
+            if !state.waiting.iter().any(|(_, w)| *w == who) {
+                state.waiting.push_back((endpoint.into(), who));
+            }
+            held |= state.wake(now);
+            None
+        };
+        drop(state);
+        if held {
+            expire_holds_later(&self.state);
         }
-        if !state.waiting.iter().any(|(_, w)| *w == who) {
-            state.waiting.push_back((endpoint.into(), who));
-        }
-        None
+        pass
     }
 
-    /// Forgets a client that no longer exists.
+    /// Forgets a client that no longer exists: its place in the queue and any place held for it.
     pub fn forget(&self, scope: usize, client: &QueueRef) {
+        let gone = |w: &Waiter| w.scope == scope && w.client == *client;
         let mut state = self.state.lock().expect("gate lock");
-        state
-            .waiting
-            .retain(|(_, w)| !(w.scope == scope && w.client == *client));
+        state.waiting.retain(|(_, w)| !gone(w));
+        for endpoint in state.endpoints.values_mut() {
+            endpoint.held.retain(|(w, _)| !gone(w));
+        }
+        let held = state.wake(Instant::now());
+        drop(state);
+        if held {
+            expire_holds_later(&self.state);
+        }
     }
 
     /// (requests in flight, clients waiting): for tests and diagnostics.
     pub fn load(&self) -> (usize, usize) {
         let state = self.state.lock().expect("gate lock");
-        (state.in_flight, state.waiting.len())
+        let in_flight = state.endpoints.values().map(|e| e.in_flight.len()).sum();
+        (in_flight, state.waiting.len())
     }
 }
 
 impl Drop for Pass {
     fn drop(&mut self) {
-        let mut state = self.state.lock().expect("gate lock");
-        state.in_flight = state.in_flight.saturating_sub(1);
-        if let Some(entry) = state.endpoints.get_mut(&self.endpoint) {
-            entry.in_flight = entry.in_flight.saturating_sub(1);
-        }
         let now = Instant::now();
-        state.expire_holds(now);
-        // Wake the first waiter whose endpoint has room, and hold the place for it.
-        if state.in_flight + state.held() < self.max_total {
-            let max = self.max_per_endpoint;
-            let found = state.waiting.iter().position(|(endpoint, _)| {
-                state
-                    .endpoints
-                    .get(endpoint)
-                    .is_none_or(|e| e.in_flight + e.held.len() < max)
-            });
-            if let Some(i) = found {
-                let (endpoint, who) = state.waiting.remove(i).expect("index from position");
-                if let Some(trigger) = state.scopes.get(who.scope) {
-                    let _ = trigger.send(who.client.clone());
-                }
-                state
-                    .endpoints
-                    .entry(endpoint)
-                    .or_default()
-                    .held
-                    .push((who, now + HOLD));
+        let mut state = self.state.lock().expect("gate lock");
+        if let Some(entry) = state.endpoints.get_mut(&self.endpoint) {
+            if let Some(i) = entry.in_flight.iter().position(|t| *t == self.started) {
+                entry.in_flight.swap_remove(i);
+            }
+            entry.slow = now.duration_since(self.started) >= SLOW;
+        }
+        let held = state.wake(now);
+        drop(state);
+        if held {
+            expire_holds_later(&self.state);
+        }
+    }
+}
+
+/// Runs the wake-up again once the holds just made may have lapsed, so that a woken client that
+/// never comes back does not leave the next waiter asleep.
+fn expire_holds_later(state: &Arc<Mutex<State>>) {
+    let state = Arc::downgrade(state);
+    let expire = move || {
+        if let Some(state) = state.upgrade() {
+            let held = state.lock().expect("gate lock").wake(Instant::now());
+            if held {
+                expire_holds_later(&state);
             }
         }
-        // Entries without traffic are dropped, so that the map follows the endpoints in use.
-        state
-            .endpoints
-            .retain(|_, e| e.in_flight > 0 || !e.held.is_empty());
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                tokio::time::sleep(HOLD + Duration::from_millis(10)).await;
+                expire();
+            });
+        }
+        Err(_) => {
+            std::thread::spawn(move || {
+                std::thread::sleep(HOLD + Duration::from_millis(10));
+                expire();
+            });
+        }
     }
 }
 
@@ -207,7 +276,7 @@ mod tests {
 
     #[test]
     fn a_busy_endpoint_queues_its_clients_and_leaves_room_for_others() {
-        let gate = ExchangeGate::new(4);
+        let gate = ExchangeGate::new(8);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let scope = gate.add_scope(tx);
         assert_eq!(gate.max_per_endpoint(), 2);
@@ -216,10 +285,17 @@ mod tests {
         assert!(gate.enter("slow:443", scope, &client("c")).is_none());
         assert!(gate.enter("slow:443", scope, &client("c")).is_none());
         assert_eq!(gate.load(), (2, 1), "c is queued once");
-        // Another endpoint still has room.
-        let _d = gate.enter("fast:443", scope, &client("d")).unwrap();
-        let _e = gate.enter("fast:443", scope, &client("e")).unwrap();
-        // The total is used up now: even a third endpoint waits.
+        // Other endpoints still have room, until the total is used up.
+        let mut others = Vec::new();
+        for (i, endpoint) in ["f1:443", "f1:443", "f2:443", "f2:443", "f3:443", "f3:443"]
+            .iter()
+            .enumerate()
+        {
+            others.push(
+                gate.enter(endpoint, scope, &client(&format!("o{i}")))
+                    .unwrap(),
+            );
+        }
         assert!(gate.enter("other:443", scope, &client("f")).is_none());
         assert!(rx.try_recv().is_err(), "nobody woken yet");
         drop(a);
@@ -228,19 +304,81 @@ mod tests {
         // The place is held for c: f cannot take it.
         assert!(gate.enter("other:443", scope, &client("f")).is_none());
         let _c = gate.enter("slow:443", scope, &client("c")).unwrap();
-        assert_eq!(gate.load(), (4, 1));
+        assert_eq!(gate.load(), (8, 1));
+    }
+
+    /// Several hanging endpoints (two ports of one tarpit, `host` and `host.`) cannot take every
+    /// pass: each gets a quarter of the bound.
+    #[test]
+    fn two_tarpit_endpoints_cannot_take_every_pass() {
+        let gate = ExchangeGate::new(32);
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let scope = gate.add_scope(tx);
+        let mut passes = Vec::new();
+        for i in 0..100 {
+            for endpoint in ["tarpit.example:443", "tarpit.example:8443"] {
+                let who = client(&format!("{endpoint}-{i}"));
+                if let Some(pass) = gate.enter(endpoint, scope, &who) {
+                    passes.push(pass);
+                }
+            }
+        }
+        assert_eq!(passes.len(), 16);
+        assert!(
+            gate.enter("healthy.example:443", scope, &client("healthy"))
+                .is_some()
+        );
+    }
+
+    /// An endpoint whose request has been in flight for [`SLOW`] gets one request at a time.
+    #[test]
+    fn a_slow_endpoint_gets_one_request_at_a_time() {
+        let mut endpoint = Endpoint::default();
+        let now = Instant::now();
+        endpoint.in_flight.push(now);
+        assert_eq!(endpoint.share(8, now), 8);
+        assert_eq!(endpoint.share(8, now + SLOW), 1);
+        endpoint.in_flight.clear();
+        endpoint.slow = true;
+        assert_eq!(endpoint.share(8, now), 1);
     }
 
     #[test]
-    fn forgotten_clients_are_not_woken() {
+    fn a_lapsed_hold_wakes_the_next_waiter() {
         let gate = ExchangeGate::new(1);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let scope = gate.add_scope(tx);
         let a = gate.enter("x:443", scope, &client("a")).unwrap();
         assert!(gate.enter("x:443", scope, &client("b")).is_none());
+        assert!(gate.enter("x:443", scope, &client("c")).is_none());
+        drop(a);
+        assert_eq!(rx.try_recv().unwrap(), client("b"));
+        // b never comes back for its place.
+        std::thread::sleep(HOLD + Duration::from_millis(1500));
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(client("c")),
+            "load {:?}",
+            gate.load()
+        );
+    }
+
+    #[test]
+    fn forgotten_clients_are_not_woken_and_free_their_held_place() {
+        let gate = ExchangeGate::new(1);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let scope = gate.add_scope(tx);
+        let a = gate.enter("x:443", scope, &client("a")).unwrap();
+        assert!(gate.enter("x:443", scope, &client("b")).is_none());
+        assert!(gate.enter("x:443", scope, &client("c")).is_none());
         gate.forget(scope, &client("b"));
         drop(a);
-        assert!(rx.try_recv().is_err());
+        assert_eq!(rx.try_recv().unwrap(), client("c"), "b is forgotten");
+        gate.forget(scope, &client("c"));
         assert_eq!(gate.load(), (0, 0));
+        assert!(
+            gate.enter("x:443", scope, &client("d")).is_some(),
+            "c's hold is freed"
+        );
     }
 }

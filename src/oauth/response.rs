@@ -540,29 +540,30 @@ fn positive_seconds(value: &Value) -> Option<u64> {
 fn number(value: &Value) -> Option<f64> {
     let n = match value {
         Value::Number(n) => n.as_f64()?,
-        Value::String(s) => {
-            let s = s.trim();
-            // f64::from_str also accepts "inf" and "NaN"; only digits, sign, point and exponent
-            // are numbers here.
-            if s.is_empty()
-                || !s
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
-            {
-                return None;
-            }
-            s.parse::<f64>().ok()?
-        }
+        Value::String(s) => numeric_text(s)?,
         _ => return None,
     };
     n.is_finite().then_some(n)
 }
 
+/// A numeric string: f64::from_str also accepts "inf" and "NaN"; only digits, sign, point and
+/// exponent are numbers here.
+fn numeric_text(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let numeric = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
+    numeric.then(|| s.parse::<f64>().ok()).flatten()
+}
+
 /// Unix time in seconds, or in milliseconds when the number is too large to be seconds
 /// (10^11 seconds is the year 5138).
 fn unix_time(value: &Value) -> Option<Timestamp> {
-    let n = number(value)?;
-    if n <= 0.0 {
+    unix_seconds(number(value)?)
+}
+
+fn unix_seconds(n: f64) -> Option<Timestamp> {
+    if !n.is_finite() || n <= 0.0 {
         return None;
     }
     let secs = if n >= 1e11 { n / 1000.0 } else { n };
@@ -575,7 +576,8 @@ fn jwt_exp(token: &str) -> Option<Timestamp> {
     /// tiny objects would otherwise cost dozens of times its size).
     #[derive(serde::Deserialize)]
     struct Claims {
-        exp: Option<Value>,
+        #[serde(default, deserialize_with = "exp_claim")]
+        exp: Option<f64>,
     }
     let mut parts = token.split('.');
     let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
@@ -584,7 +586,55 @@ fn jwt_exp(token: &str) -> Option<Timestamp> {
     }
     let decoded = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     let claims: Claims = serde_json::from_slice(&decoded).ok()?;
-    unix_time(&claims.exp?)
+    unix_seconds(claims.exp?)
+}
+
+/// `exp` as a number or a numeric string; anything else (an object, an array) is skipped
+/// without being built.
+fn exp_claim<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
+    struct Exp;
+    impl<'de> serde::de::Visitor<'de> for Exp {
+        type Value = Option<f64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a number")
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(numeric_text(v))
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            while map
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(None)
+        }
+    }
+    deserializer.deserialize_any(Exp)
 }
 
 /// `token_type` normalisation.

@@ -14,7 +14,8 @@
 //! * [`ALWAYS_DENIED`] (`0.0.0.0/8`, `::/128`: "this host", which connects to loopback) is
 //!   refused whatever the flag says, even when it is empty.
 //! * IPv6 addresses that carry an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible
-//!   `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`) are checked as that IPv4 address too, so
+//!   `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d` and `64:ff9b:1::a.b.c.d`) are checked as that IPv4
+//!   address too, so
 //!   `::ffff:127.0.0.1` is refused wherever `127.0.0.0/8` is.
 //! * `--token-url-allow-hosts` (default: any host), when set, allows only the listed host
 //!   names (`idp.example.com`, or `*.example.com` for any subdomain).
@@ -61,7 +62,10 @@ pub fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     if segments[..6] == [0; 6] {
         return (u32::from(low) > 1).then_some(low);
     }
-    (segments[..6] == NAT64_PREFIX).then_some(low)
+    // The well-known prefix, and the /96 form of the local-use prefix 64:ff9b:1::/48 (RFC
+    // 8215), which NAT64 deployments use the same way.
+    let local_use = segments[..3] == [0x64, 0xff9b, 1] && segments[3..6] == [0; 3];
+    (segments[..6] == NAT64_PREFIX || local_use).then_some(low)
 }
 
 /// A list of networks, parsed from `a.b.c.d/n,x::/m,...` (a bare address is one host; an
@@ -561,6 +565,7 @@ mod tests {
             "::7f00:1",
             "64:ff9b::7f00:1",
             "64:ff9b::127.0.0.1",
+            "64:ff9b:1::7f00:1",
         ] {
             assert_eq!(
                 policy.denying_network(ip(addr)),
@@ -589,7 +594,7 @@ mod tests {
         // Other IPv6 addresses carry no IPv4 address.
         for addr in [
             "2001:db8::7f00:1",
-            "64:ff9b:1::7f00:1",
+            "64:ff9b:1:1::7f00:1",
             "::1:7f00:1",
             "fe80::7f00:1",
         ] {

@@ -22,7 +22,10 @@
 //! * form-urlencoding and percent-encoding: `%XX` per UTF-8 byte, upper- or lower-case hex,
 //!   `+` or `%20` for a space, and any set of characters left unencoded;
 //! * JSON: `\"` `\\` `\/` `\b` `\f` `\n` `\r` `\t`, `\uXXXX` (either case; surrogate pairs);
-//! * HTML: `&amp; &lt; &gt; &quot; &apos; &nbsp;`, `&#N;`, `&#0NN;`, `&#xH;` (either case).
+//! * HTML: `&amp; &lt; &gt; &quot; &apos; &nbsp;` and the HTML5 names of ASCII punctuation
+//!   (`&plus; &sol; &equals;` ...), numeric references `&#N;` / `&#xH;` with either case and
+//!   any number of leading zeros;
+//! * JavaScript / Python: `\xHH` (either case).
 //!
 //! Letters and digits are only ever matched literally: no encoder escapes them.
 //!
@@ -483,6 +486,13 @@ fn unit(
     if depth == 0 || !matches!(rest[0], b'%' | b'\\' | b'&' | b'+') {
         return Ok(());
     }
+    if rest.starts_with(b"&#") {
+        match numeric_reference(rest) {
+            Reference::Complete(code, len) if code == u32::from(c) => next.insert(at + len)?,
+            Reference::Partial => *reached_end = true,
+            _ => {}
+        }
+    }
     with_escapes(c, |escape| {
         if depth == 1 {
             literal(rest, at, escape.as_bytes(), next, reached_end)
@@ -535,6 +545,40 @@ fn sequence(
     Ok(())
 }
 
+/// An HTML numeric character reference at the start of a text.
+enum Reference {
+    /// `&#N;` or `&#xH;` (either case of `x` and of the digits, any number of leading zeros):
+    /// the code point and the length.
+    Complete(u32, usize),
+    /// The text ends inside what could still become one.
+    Partial,
+    /// Not one.
+    None,
+}
+
+/// Reads `&#[xX]?digits;` (up to 16 digits) at the start of `text`.
+fn numeric_reference(text: &[u8]) -> Reference {
+    let hex = matches!(text.get(2), Some(b'x' | b'X'));
+    let start = if hex { 3 } else { 2 };
+    let radix = if hex { 16 } else { 10 };
+    let mut code: u32 = 0;
+    let mut digits = 0;
+    for (i, &b) in text.iter().enumerate().skip(start) {
+        if b == b';' && digits > 0 {
+            return Reference::Complete(code, i + 1);
+        }
+        let Some(d) = char::from(b).to_digit(radix) else {
+            return Reference::None;
+        };
+        digits += 1;
+        if digits > 16 {
+            return Reference::None;
+        }
+        code = code.saturating_mul(radix).saturating_add(d);
+    }
+    Reference::Partial
+}
+
 /// Calls `f` with each escaped spelling of `c` (never the literal one).
 fn with_escapes(
     c: char,
@@ -581,16 +625,12 @@ fn escapes(c: char) -> Vec<String> {
     let units = c.encode_utf16(&mut units);
     out.push(units.iter().map(|u| format!("\\u{u:04x}")).collect());
     out.push(units.iter().map(|u| format!("\\u{u:04X}")).collect());
-    let named = match c {
-        '&' => Some("&amp;"),
-        '<' => Some("&lt;"),
-        '>' => Some("&gt;"),
-        '"' => Some("&quot;"),
-        '\'' => Some("&apos;"),
-        '\u{a0}' => Some("&nbsp;"),
-        _ => None,
-    };
-    out.extend(named.map(str::to_owned));
+    out.extend(html_names(c).iter().map(|n| (*n).to_owned()));
+    if c.is_ascii() {
+        // JavaScript's and Python's \xHH.
+        out.push(format!("\\x{:02x}", u32::from(c)));
+        out.push(format!("\\x{:02X}", u32::from(c)));
+    }
     let n = u32::from(c);
     out.push(format!("&#{n};"));
     out.push(format!("&#{n:03};"));
@@ -601,6 +641,47 @@ fn escapes(c: char) -> Vec<String> {
     out.sort();
     out.dedup();
     out
+}
+
+/// HTML's named references for `c` (HTML 4 and the HTML5 names of ASCII punctuation).
+fn html_names(c: char) -> &'static [&'static str] {
+    match c {
+        '&' => &["&amp;", "&AMP;"],
+        '<' => &["&lt;", "&LT;"],
+        '>' => &["&gt;", "&GT;"],
+        '"' => &["&quot;", "&QUOT;"],
+        '\'' => &["&apos;"],
+        '\u{a0}' => &["&nbsp;"],
+        '+' => &["&plus;"],
+        '/' => &["&sol;"],
+        '=' => &["&equals;"],
+        ':' => &["&colon;"],
+        ';' => &["&semi;"],
+        ',' => &["&comma;"],
+        '.' => &["&period;"],
+        '!' => &["&excl;"],
+        '#' => &["&num;"],
+        '$' => &["&dollar;"],
+        '%' => &["&percnt;"],
+        '*' => &["&ast;", "&midast;"],
+        '?' => &["&quest;"],
+        '@' => &["&commat;"],
+        '(' => &["&lpar;"],
+        ')' => &["&rpar;"],
+        '[' => &["&lsqb;", "&lbrack;"],
+        ']' => &["&rsqb;", "&rbrack;"],
+        '{' => &["&lcub;", "&lbrace;"],
+        '}' => &["&rcub;", "&rbrace;"],
+        '\\' => &["&bsol;"],
+        '^' => &["&Hat;"],
+        '_' => &["&lowbar;", "&UnderBar;"],
+        '`' => &["&grave;", "&DiacriticalGrave;"],
+        '|' => &["&verbar;", "&vert;", "&VerticalLine;"],
+        '~' => &["&tilde;"],
+        '\n' => &["&NewLine;"],
+        '\t' => &["&Tab;"],
+        _ => &[],
+    }
 }
 
 #[cfg(test)]

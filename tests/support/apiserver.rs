@@ -983,6 +983,9 @@ fn validate_metadata(
     if annotations_size > 256 * 1024 {
         return invalid("metadata.annotations: Too long: must have at most 262144 bytes".into());
     }
+    if kind == EVENTS && object["note"].as_str().is_some_and(|n| n.len() > 1024) {
+        return invalid("note: Too long: may not be more than 1024 bytes".into());
+    }
     if kind == SECRETS {
         let type_of = |o: &Value| o["type"].as_str().unwrap_or("Opaque").to_owned();
         if let Some(old) = old

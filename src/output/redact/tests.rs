@@ -323,3 +323,28 @@ fn normalise_cleans_like_the_message_pipeline() {
         }
     }
 }
+
+/// HTML numeric references in every spelling (upper-case `X`, leading zeros), the HTML5 names,
+/// and `\xHH` are scrubbed too (found by the review of the security issue).
+#[test]
+fn every_html_numeric_reference_spelling_is_scrubbed() {
+    let secret = "Ab+/=Cd+ef";
+    let s = scrubber("client", secret);
+    for form in [
+        secret.replace('+', "&#X2B;"),
+        secret.replace('+', "&#0043;"),
+        secret.replace('+', "&#x002B;"),
+        secret.replace('+', "&#000000000043;"),
+        secret.replace('/', "&#X2F;"),
+        secret
+            .replace('+', "&plus;")
+            .replace('/', "&sol;")
+            .replace('=', "&equals;"),
+        secret.replace('+', "\\x2b").replace('/', "\\x2F"),
+    ] {
+        let out = s.scrub(&format!("echo: {form} end")).unwrap();
+        assert_eq!(out, "echo: [redacted] end", "{form}");
+    }
+    // A reference cut at the end of a text is a partial match.
+    assert!(s.partial_at_end("echo: Ab&#x2"));
+}
