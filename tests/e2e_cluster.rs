@@ -70,6 +70,8 @@ async fn real_cluster_end_to_end() {
         max_concurrent_exchanges: 4,
         request_timeout: Duration::from_secs(5),
         proxy: Default::default(),
+        // The seal key Secret goes into the test namespace, deleted with it.
+        namespace: ns.clone(),
     };
     controller::preflight(&client, &config.namespaces, "the test cluster")
         .await

@@ -96,6 +96,8 @@ proptest! {
                 failure_streak: streak,
                 issued_events,
                 last_exchange_at: None,
+                drift: None,
+                restore_streak: 0,
             };
             let p = decide::plan(&observed, now);
             let attempt = match (&p.next, outcome) {

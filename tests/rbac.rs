@@ -127,7 +127,22 @@ async fn scenarios() -> Vec<Call> {
 async fn the_chart_grants_exactly_what_the_controller_uses() {
     let controller_rules = grants(&rules("oauth-token-operator.rules"));
     let leader_rules = grants(&rules("oauth-token-operator.leaderElectionRules"));
-    let granted: BTreeSet<Grant> = controller_rules.union(&leader_rules).cloned().collect();
+    let seal_key_rules = grants(&rules("oauth-token-operator.sealKeyRules"));
+    let granted: BTreeSet<Grant> = controller_rules
+        .union(&leader_rules)
+        .chain(&seal_key_rules)
+        .cloned()
+        .collect();
+    // The seal key Secret's Role, in the release namespace, is what a namespace-scoped install
+    // (only Roles in the watched namespaces) needs to read or create it: get and create Secrets.
+    assert_eq!(
+        seal_key_rules,
+        [
+            grant_of("create", "", "secrets", None),
+            grant_of("get", "", "secrets", None)
+        ]
+        .into()
+    );
 
     let mut used: BTreeSet<Grant> = scenarios().await.iter().map(from_call).collect();
     // Calls recorded by the double in earlier test binaries (controller, binary, leader tests).
@@ -159,12 +174,16 @@ fn the_plain_manifest_has_the_same_rules() {
     let text = std::fs::read_to_string(PLAIN_MANIFEST).unwrap();
     let mut cluster = None;
     let mut leader = None;
+    let mut seal_key = None;
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let value: Value = serde::Deserialize::deserialize(doc).unwrap();
         match (value["kind"].as_str(), value["metadata"]["name"].as_str()) {
             (Some("ClusterRole"), _) => cluster = Some(grants(value["rules"].as_array().unwrap())),
             (Some("Role"), Some(name)) if name.ends_with("leader-election") => {
                 leader = Some(grants(value["rules"].as_array().unwrap()))
+            }
+            (Some("Role"), Some(name)) if name.ends_with("seal-key") => {
+                seal_key = Some(value["rules"].clone())
             }
             _ => {}
         }
@@ -176,5 +195,9 @@ fn the_plain_manifest_has_the_same_rules() {
     assert_eq!(
         leader.unwrap(),
         grants(&rules("oauth-token-operator.leaderElectionRules"))
+    );
+    assert_eq!(
+        seal_key.unwrap(),
+        serde_json::to_value(rules("oauth-token-operator.sealKeyRules")).unwrap()
     );
 }

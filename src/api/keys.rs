@@ -23,6 +23,8 @@ pub const FINGERPRINT_ANNOTATION: &str = concat!(group!(), "/fingerprint");
 /// Hash of the target settings (type, labels, annotations, template) the Secret was rendered
 /// with; it holds nothing secret.
 pub const TARGET_HASH_ANNOTATION: &str = concat!(group!(), "/target-hash");
+/// The seal of what the operator wrote into the managed Secret (see [`crate::output::mac`]).
+pub const MAC_ANNOTATION: &str = concat!(group!(), "/mac");
 /// Annotation on an OAuthClient that forces one exchange.
 pub const REFRESH_REQUESTED_ANNOTATION: &str = concat!(group!(), "/refresh-requested-at");
 
@@ -43,6 +45,7 @@ mod tests {
             EXPIRES_AT_ANNOTATION,
             FINGERPRINT_ANNOTATION,
             TARGET_HASH_ANNOTATION,
+            MAC_ANNOTATION,
             REFRESH_REQUESTED_ANNOTATION,
         ] {
             assert!(key.starts_with(PREFIX), "{key}");

@@ -99,6 +99,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         max_concurrent_exchanges: usize::from(args.max_concurrent_exchanges),
         request_timeout: args.request_timeout,
         proxy,
+        namespace: crate::runtime::leader::own_namespace(&default_namespace),
     };
     let clock = Arc::new(SystemClock);
 

@@ -33,6 +33,8 @@ pub struct Shared {
     /// Key of the credential digests remembered after a failure and with a pending token
     /// (random per process; never stored or shown).
     pub credentials_key: [u8; 32],
+    /// The keys that seal what the operator writes into managed Secrets.
+    pub seal_keys: crate::output::mac::SealKeys,
     /// Publishes events.
     pub events: EventPublisher,
     /// Metrics.

@@ -113,6 +113,11 @@ pub struct Memo {
     pub errors: u32,
     /// Consecutive exchange failures of one kind, for the backoff step.
     pub failure_streak: Option<FailureStreak>,
+    /// The resourceVersion of the managed Secret that this process wrote or read and verified:
+    /// a cache showing another one means someone else changed it.
+    pub trusted_rv: Option<String>,
+    /// Restores with a new token in a row.
+    pub restore_streak: u32,
 }
 
 /// A change to one field of a [`Memo`].
@@ -152,6 +157,10 @@ pub struct Learned {
     pub last_exchange_at: Option<Timestamp>,
     /// The failure streak and the event bookkeeping after the reconcile (set when it settled).
     pub settled: Option<(Option<FailureStreak>, Option<IssuedEvents>)>,
+    /// The managed Secret's version known to be as the operator wrote it.
+    pub trusted_rv: Change<String>,
+    /// The restore streak after the reconcile.
+    pub restore_streak: Option<u32>,
 }
 
 /// The memo of every OAuthClient, boxed so that the table's spare capacity costs a pointer per
@@ -179,6 +188,10 @@ impl Memos {
         learned.written_secret.apply(&mut memo.written_secret);
         if let Some(at) = learned.last_exchange_at {
             memo.last_exchange_at = Some(at);
+        }
+        learned.trusted_rv.apply(&mut memo.trusted_rv);
+        if let Some(streak) = learned.restore_streak {
+            memo.restore_streak = streak;
         }
         if let Some((streak, events)) = learned.settled {
             memo.failure_streak = streak;
@@ -217,11 +230,15 @@ impl Memos {
     }
 }
 
-/// Credentials Secret ↔ the OAuthClients that reference it. Both live in one namespace; most
-/// Secrets are referenced by one client, so each holds a boxed slice rather than a set.
+/// Secret ↔ the OAuthClients that use it, in two kinds: the credentials Secret each client
+/// references, and the managed Secret each client writes (so that a change to a managed Secret
+/// whose ownerReference or label was removed still reaches its client). Both live in the
+/// client's namespace; most Secrets are used by one client, so each holds a boxed slice rather
+/// than a set.
 #[derive(Debug, Default)]
 pub struct References {
-    inner: Mutex<Links>,
+    credentials: Mutex<Links>,
+    targets: Mutex<Links>,
 }
 
 #[derive(Debug, Default)]
@@ -233,34 +250,67 @@ struct Links {
 }
 
 impl References {
-    /// Records that `client` references the Secret `secret` of its namespace (replacing what
-    /// it referenced before).
+    /// Records that `client` references the credentials Secret `secret` of its namespace
+    /// (replacing what it referenced before).
     pub fn link(&self, client: &NamespacedName, secret: &str) {
-        let mut links = self.inner.lock().expect("references lock");
-        if links.by_client.get(client).map(|s| &**s) == Some(secret) {
+        self.credentials
+            .lock()
+            .expect("references lock")
+            .link(client, secret);
+    }
+
+    /// Records that `client` writes the managed Secret `secret` of its namespace.
+    pub fn link_target(&self, client: &NamespacedName, secret: &str) {
+        self.targets
+            .lock()
+            .expect("references lock")
+            .link(client, secret);
+    }
+
+    /// Forgets what `client` uses.
+    pub fn unlink(&self, client: &NamespacedName) {
+        self.credentials
+            .lock()
+            .expect("references lock")
+            .unlink(client);
+        self.targets.lock().expect("references lock").unlink(client);
+    }
+
+    /// The OAuthClients that reference the credentials Secret `secret`.
+    pub fn referencing(&self, secret: &NamespacedName) -> Vec<NamespacedName> {
+        self.credentials
+            .lock()
+            .expect("references lock")
+            .clients(secret)
+    }
+
+    /// The OAuthClients that write the managed Secret `secret`.
+    pub fn targeting(&self, secret: &NamespacedName) -> Vec<NamespacedName> {
+        self.targets
+            .lock()
+            .expect("references lock")
+            .clients(secret)
+    }
+}
+
+impl Links {
+    fn link(&mut self, client: &NamespacedName, secret: &str) {
+        if self.by_client.get(client).map(|s| &**s) == Some(secret) {
             return;
         }
-        links.unlink(client);
-        let entry = links
+        self.unlink(client);
+        let entry = self
             .by_secret
             .entry(NamespacedName::new(&client.namespace, secret))
             .or_default();
         let mut list = std::mem::take(entry).into_vec();
         list.push(client.name.clone());
         *entry = list.into_boxed_slice();
-        links.by_client.insert(client.clone(), secret.into());
+        self.by_client.insert(client.clone(), secret.into());
     }
 
-    /// Forgets what `client` references.
-    pub fn unlink(&self, client: &NamespacedName) {
-        self.inner.lock().expect("references lock").unlink(client);
-    }
-
-    /// The OAuthClients that reference the Secret `secret`.
-    pub fn referencing(&self, secret: &NamespacedName) -> Vec<NamespacedName> {
-        let links = self.inner.lock().expect("references lock");
-        links
-            .by_secret
+    fn clients(&self, secret: &NamespacedName) -> Vec<NamespacedName> {
+        self.by_secret
             .get(secret)
             .map(|clients| {
                 clients
@@ -270,9 +320,7 @@ impl References {
             })
             .unwrap_or_default()
     }
-}
 
-impl Links {
     fn unlink(&mut self, client: &NamespacedName) {
         let Some(secret) = self.by_client.remove(client) else {
             return;
@@ -325,7 +373,12 @@ mod tests {
         assert_eq!(names(&refs, "other"), ["a"]);
         refs.unlink(&client("b"));
         assert!(names(&refs, "creds").is_empty());
-        assert_eq!(refs.inner.lock().unwrap().by_client.len(), 1);
+        assert_eq!(refs.credentials.lock().unwrap().by_client.len(), 1);
+        refs.link_target(&client("a"), "a-token");
+        assert_eq!(
+            refs.targeting(&NamespacedName::new("ns", "a-token")),
+            [client("a")]
+        );
     }
 
     #[test]

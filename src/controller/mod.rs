@@ -14,6 +14,7 @@ pub mod events;
 pub mod gate;
 pub mod memo;
 pub mod reconcile;
+pub mod seal_key;
 pub mod secret_index;
 mod watches;
 
@@ -48,6 +49,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Proxies for token requests (`run` reads them from the environment).
     pub proxy: ProxyConfig,
+    /// The operator's own namespace (the seal key Secret lives there).
+    pub namespace: String,
 }
 
 /// Why the controller could not start.
@@ -78,6 +81,9 @@ pub enum StartError {
     /// The HTTP client for token endpoints could not be built.
     #[error(transparent)]
     Transport(#[from] crate::oauth::transport::TransportError),
+    /// The seal key could not be read or created.
+    #[error(transparent)]
+    SealKey(#[from] seal_key::SealKeyError),
 }
 
 /// Checks that the cluster is reachable and serves OAuthClients in every scope.
@@ -134,6 +140,7 @@ pub async fn run(
         config.proxy.clone(),
     )?;
     let instance = std::env::var("POD_NAME").unwrap_or_else(|_| crate::NAME.to_owned());
+    let seal_keys = seal_key::load_or_create(&client, &config.namespace).await?;
     let shared = Arc::new(Shared {
         kube: client.clone(),
         exchanger: Exchanger::new(transport),
@@ -142,6 +149,7 @@ pub async fn run(
         gate: gate::ExchangeGate::new(config.max_concurrent_exchanges),
         request_timeout: config.request_timeout,
         credentials_key: rand::random(),
+        seal_keys,
         events: events::EventPublisher::new(client.clone(), instance),
         metrics,
     });

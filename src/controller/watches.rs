@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
@@ -67,13 +67,6 @@ pub fn scope_controller(
         synced.on_event(Synced::SECRETS),
     );
     let (store, writer) = reflector::store::<PartialObjectMeta<OAuthClient>>();
-    let deleted = Arc::new(Mutex::new(Vec::<NamespacedName>::new()));
-    let clients_stream = clients(
-        clients_api,
-        writer,
-        synced.on_event(Synced::CLIENTS),
-        deleted.clone(),
-    );
     // Clients the exchange gate wakes (see gate.rs) are reconciled through this channel.
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
     let scope = shared.gate.add_scope(wake);
@@ -89,31 +82,23 @@ pub fn scope_controller(
         secrets_synced: synced.secrets_ready(),
         scope,
     });
-    let (mapper_ctx, mapper_store) = (ctx.clone(), store.clone());
+    let clients_stream = clients(
+        clients_api,
+        writer,
+        synced.on_event(Synced::CLIENTS),
+        ctx.clone(),
+    );
     let (gc_ctx, gc_store) = (ctx.clone(), store.clone());
-    let running = Controller::for_stream(clients_stream, store)
+    let running = Controller::for_stream(clients_stream, store.clone())
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .reconcile_on(woken)
-        .owns_stream(managed_stream)
-        .watches_stream(secrets_stream, move |secret: PartialObjectMeta<Secret>| {
-            let key = NamespacedName::of(&secret.metadata);
-            mapper_ctx
-                .references
-                .referencing(&key)
-                .iter()
-                .map(queue_ref)
-                .filter(|r| mapper_store.get(r).is_some())
-                .collect::<Vec<_>>()
-        })
+        .watches_stream(managed_stream, users(ctx.clone(), store.clone()))
+        .watches_stream(secrets_stream, users(ctx.clone(), store))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(move |result| {
             if let Err(error) = result {
                 tracing::debug!(%error, "controller event");
-            }
-            let gone: Vec<_> = std::mem::take(&mut *deleted.lock().expect("deleted lock"));
-            for key in gone {
-                gc_ctx.forget(&key);
             }
             forget_deleted(&gc_ctx, &gc_store);
             futures::future::ready(())
@@ -125,6 +110,41 @@ pub fn scope_controller(
     }
     .boxed();
     (running, ready)
+}
+
+/// Maps a changed Secret to the OAuthClients it matters to: the one its controller
+/// ownerReference names, those that reference it as credentials, and the one that writes it
+/// (also when its ownerReference or label was removed).
+fn users(
+    ctx: Arc<Context>,
+    store: Store<PartialObjectMeta<OAuthClient>>,
+) -> impl Fn(
+    PartialObjectMeta<Secret>,
+) -> Vec<kube::runtime::reflector::ObjectRef<PartialObjectMeta<OAuthClient>>>
++ Send
++ Sync
++ 'static {
+    move |secret: PartialObjectMeta<Secret>| {
+        let key = NamespacedName::of(&secret.metadata);
+        let owner = secret
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .filter(|r| r.controller == Some(true) && r.kind == "OAuthClient")
+            .map(|r| NamespacedName::new(&key.namespace, &r.name));
+        let mut clients: Vec<NamespacedName> = owner
+            .chain(ctx.references.referencing(&key))
+            .chain(ctx.references.targeting(&key))
+            .collect();
+        clients.sort();
+        clients.dedup();
+        clients
+            .iter()
+            .map(queue_ref)
+            .filter(|r| store.get(r).is_some())
+            .collect()
+    }
 }
 
 /// A metadata-only watch of Secrets that keeps `index` up to date.
@@ -145,15 +165,15 @@ fn indexed<V: Clone + Send + Sync + 'static>(
         .touched_objects()
 }
 
-/// The OAuthClients, through our own reflector so that deletions are seen (to drop their
-/// metrics and memory).
+/// The OAuthClients, through our own reflector so that deletions are seen: a deleted client's
+/// metrics and memory are dropped at once.
 fn clients(
     api: Api<PartialObjectMeta<OAuthClient>>,
     writer: reflector::store::Writer<PartialObjectMeta<OAuthClient>>,
     synced: impl Fn(&Result<watcher::Event<PartialObjectMeta<OAuthClient>>, watcher::Error>)
     + Send
     + 'static,
-    deleted: Arc<Mutex<Vec<NamespacedName>>>,
+    ctx: Arc<Context>,
 ) -> impl Stream<Item = Result<PartialObjectMeta<OAuthClient>, watcher::Error>> + Send + 'static {
     watch(api, watcher::Config::default())
         .default_backoff()
@@ -171,8 +191,7 @@ fn clients(
         .inspect(move |event| {
             synced(event);
             if let Ok(watcher::Event::Delete(client)) = event {
-                let key = NamespacedName::of(&client.metadata);
-                deleted.lock().expect("deleted lock").push(key);
+                ctx.forget(&NamespacedName::of(&client.metadata));
             }
         })
         .applied_objects()

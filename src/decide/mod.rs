@@ -53,6 +53,9 @@ pub enum SecretState {
     Conflict(String),
     /// Our Secret, with the token it holds (None when it holds no readable token).
     Owned(Option<StoredToken>),
+    /// Our Secret, but what the operator wrote into it was changed by someone else (these
+    /// sealed items): its token can no longer be trusted.
+    Tampered(Vec<String>),
 }
 
 /// Everything [`plan`] looks at.
@@ -84,6 +87,12 @@ pub struct Observed<'a> {
     /// When this process last sent a token request for this client (to the nanosecond; the
     /// Secret keeps whole seconds).
     pub last_exchange_at: Option<Timestamp>,
+    /// The managed Secret's metadata the operator owns that someone else changed (its sealed
+    /// data and annotations are intact): restored without a new token.
+    pub drift: Option<&'a [String]>,
+    /// Restores with a new token in a row (each waits longer: no storm when someone keeps
+    /// changing the Secret).
+    pub restore_streak: u32,
 }
 
 /// `TokenIssued` events are emitted at most once per [`ISSUED_EVENT_INTERVAL`] per client; the
@@ -232,8 +241,10 @@ pub struct EventNote {
 pub struct Settled {
     /// The status to write (when it differs from the current one).
     pub status: OAuthClientStatus,
-    /// An event to emit, if any.
+    /// An event to emit, if any (`TokenIssued`, `ExchangeFailed`).
     pub event: Option<EventNote>,
+    /// Other events to emit (`SecretRestored`).
+    pub notices: Vec<EventNote>,
     /// When to reconcile again.
     pub requeue_at: Timestamp,
     /// The failure streak after this attempt (`None` after a success).

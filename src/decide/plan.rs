@@ -49,10 +49,11 @@ pub fn plan(observed: &Observed<'_>, now: Timestamp) -> Plan {
     let mut due_at = if backing_off {
         time::parse(status.next_refresh_at.as_deref()).unwrap_or(now)
     } else {
-        match (current_token(observed), &observed.refresh) {
-            (Some(token), Ok(settings)) => {
+        match (current_token(observed), &observed.refresh, observed.secret) {
+            (Some(token), Ok(settings), _) => {
                 refresh_time(&token, settings, observed.uid, observed.last_exchange_at)
             }
+            (_, _, SecretState::Tampered(_)) => restore_time(observed, now),
             _ => now,
         }
     };
@@ -73,6 +74,28 @@ pub fn plan(observed: &Observed<'_>, now: Timestamp) -> Plan {
         Next::Idle
     };
     Plan { next, due_at }
+}
+
+/// Restores with a new token wait at least [`refresh::MIN_EXCHANGE_INTERVAL`] after the last
+/// exchange; after [`FREE_RESTORES`] restores in a row the wait doubles with each one, up to five
+/// minutes: someone who keeps changing the Secret (a GitOps tool reverting it) causes no token
+/// storm, while a few edits are each undone within seconds.
+pub const MAX_RESTORE_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Restores in a row before the wait starts doubling.
+pub const FREE_RESTORES: u32 = 3;
+
+fn restore_time(observed: &Observed<'_>, now: Timestamp) -> Timestamp {
+    let Some(last) = observed.last_exchange_at else {
+        return now;
+    };
+    let doubling = 1u32
+        << observed
+            .restore_streak
+            .saturating_sub(FREE_RESTORES - 1)
+            .min(10);
+    let wait = (refresh::MIN_EXCHANGE_INTERVAL * doubling).min(MAX_RESTORE_WAIT);
+    add(last, wait).max(now)
 }
 
 /// The time of a refresh request not served yet: later than the last exchange, which this
@@ -105,6 +128,8 @@ fn trigger(
         Trigger::SpecChanged
     } else if failing && observed.credentials_changed {
         Trigger::CredentialsChanged
+    } else if matches!(observed.secret, SecretState::Tampered(_)) {
+        Trigger::Restore
     } else if stored.is_none() {
         Trigger::NoToken
     } else if stored.is_some_and(|t| !t.current) {

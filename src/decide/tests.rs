@@ -70,6 +70,8 @@ impl Case {
             failure_streak: self.streak,
             issued_events: self.issued_events,
             last_exchange_at: None,
+            drift: None,
+            restore_streak: 0,
         }
     }
     fn plan(&self, now: Timestamp) -> Plan {

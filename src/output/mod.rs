@@ -2,5 +2,6 @@
 //! token to the spec and credentials, and the guard that keeps secrets out of everything shown.
 
 pub mod fingerprint;
+pub mod mac;
 pub mod redact;
 pub mod secret;

@@ -13,9 +13,10 @@ use sha2::{Digest, Sha256};
 use crate::api::crd::{OAuthClient, Target};
 use crate::api::keys::{
     CLIENT_LABEL, EXPIRES_AT_ANNOTATION, FINGERPRINT_ANNOTATION, ISSUED_AT_ANNOTATION,
-    MANAGED_BY_LABEL, MANAGED_BY_VALUE, TARGET_HASH_ANNOTATION,
+    MAC_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TARGET_HASH_ANNOTATION,
 };
 use crate::oauth::response::Token;
+use crate::output::mac::{self, Check, Scope, SealKeys};
 use crate::output::redact::Sensitive;
 use crate::spec::template::{Template, Values};
 use crate::timing::time::rfc3339;
@@ -142,42 +143,124 @@ pub fn controlled_by(owner_refs: &[OwnerReference], client: &OAuthClient) -> boo
         .any(|r| r.controller == Some(true) && Some(&r.uid) == uid.as_ref())
 }
 
-/// The Secret to apply for `token`: only the fields this operator owns.
+/// The annotations the seal covers, besides the data keys.
+const SEALED_ANNOTATIONS: [&str; 4] = [
+    ISSUED_AT_ANNOTATION,
+    EXPIRES_AT_ANNOTATION,
+    FINGERPRINT_ANNOTATION,
+    TARGET_HASH_ANNOTATION,
+];
+
+/// The labels the operator sets on the managed Secret.
+fn labels(client: &OAuthClient, target: &Target) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = target.labels.clone().unwrap_or_default();
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
+    labels.insert(CLIENT_LABEL.into(), client_label_value(&client.name_any()));
+    labels
+}
+
+/// The Secret to apply for `token`: only the fields this operator owns, sealed with `keys`.
 pub fn managed_secret(
     client: &OAuthClient,
     token: &Token,
     templates: &BTreeMap<String, Template>,
     fingerprint: &str,
+    keys: &SealKeys,
 ) -> Value {
     let target = client.spec.target.clone().unwrap_or_default();
-    let mut labels: BTreeMap<String, String> = target.labels.clone().unwrap_or_default();
-    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
-    labels.insert(CLIENT_LABEL.into(), client_label_value(&client.name_any()));
     let mut annotations: BTreeMap<String, String> = target.annotations.clone().unwrap_or_default();
     annotations.insert(ISSUED_AT_ANNOTATION.into(), rfc3339(token.issued_at));
     annotations.insert(EXPIRES_AT_ANNOTATION.into(), rfc3339(token.expires_at));
     annotations.insert(FINGERPRINT_ANNOTATION.into(), fingerprint.into());
     annotations.insert(TARGET_HASH_ANNOTATION.into(), target_hash(&target));
-    let data: BTreeMap<String, String> = token_entries(token, templates)
-        .into_iter()
+    let entries = token_entries(token, templates);
+    let name = target_name(client);
+    let namespace = client.namespace().unwrap_or_default();
+    let uid = client.uid().unwrap_or_default();
+    let scope = Scope {
+        namespace: &namespace,
+        name: &name,
+        owner_uid: &uid,
+    };
+    let mut items: Vec<mac::Item<'_>> = entries
+        .iter()
+        .map(|e| (mac::data_item(&e.key), e.value.expose().as_bytes()))
+        .collect();
+    items.extend(SEALED_ANNOTATIONS.iter().map(|a| {
+        let value = annotations.get(*a).map_or(&[][..], |v| v.as_bytes());
+        ((*a).to_owned(), value)
+    }));
+    let seal = mac::seal(keys, &scope, &items);
+    annotations.insert(MAC_ANNOTATION.into(), seal);
+    let data: BTreeMap<&str, String> = entries
+        .iter()
         .map(|e| {
             let encoded = base64::engine::general_purpose::STANDARD.encode(e.value.expose());
-            (e.key, encoded)
+            (e.key.as_str(), encoded)
         })
         .collect();
     json!({
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": target_name(client),
-            "namespace": client.namespace(),
-            "labels": labels,
+            "name": name,
+            "namespace": namespace,
+            "labels": labels(client, &target),
             "annotations": annotations,
             "ownerReferences": [owner_reference(client)],
         },
         "type": target.type_,
         "data": data,
     })
+}
+
+/// Checks the seal of a managed Secret as read: are its operator-written data and annotations
+/// as the operator wrote them, for this OAuthClient?
+pub fn check_seal(secret: &Secret, client: &OAuthClient, keys: &SealKeys) -> Check {
+    let annotations = secret.metadata.annotations.as_ref();
+    let data = secret.data.as_ref();
+    let name = secret.metadata.name.as_deref().unwrap_or_default();
+    let namespace = secret.metadata.namespace.as_deref().unwrap_or_default();
+    let uid = client.uid().unwrap_or_default();
+    let scope = Scope {
+        namespace,
+        name,
+        owner_uid: &uid,
+    };
+    let seal = annotations
+        .and_then(|a| a.get(MAC_ANNOTATION))
+        .map(String::as_str);
+    mac::check(keys, &scope, seal, |item| {
+        match item.strip_prefix("data/") {
+            Some(key) => data.and_then(|d| d.get(key)).map(|v| v.0.as_slice()),
+            None => annotations.and_then(|a| a.get(item)).map(|v| v.as_bytes()),
+        }
+    })
+}
+
+/// What of the managed Secret's metadata the operator owns and finds changed: its labels, the
+/// annotations of `target.annotations`, the controller ownerReference (the sealed items are
+/// checked by [`check_seal`]).
+pub fn drift(secret: &Secret, client: &OAuthClient) -> Vec<String> {
+    let target = client.spec.target.clone().unwrap_or_default();
+    let mut changed = Vec::new();
+    let have_labels = secret.metadata.labels.clone().unwrap_or_default();
+    for (key, value) in labels(client, &target) {
+        if have_labels.get(&key) != Some(&value) {
+            changed.push(format!("label {key}"));
+        }
+    }
+    let have_annotations = secret.metadata.annotations.clone().unwrap_or_default();
+    for (key, value) in target.annotations.clone().unwrap_or_default() {
+        if have_annotations.get(&key) != Some(&value) {
+            changed.push(format!("annotation {key}"));
+        }
+    }
+    let refs = secret.metadata.owner_references.clone().unwrap_or_default();
+    if !controlled_by(&refs, client) {
+        changed.push("ownerReference".to_owned());
+    }
+    changed
 }
 
 /// Reads the token back from a managed Secret's data and annotations (for re-rendering).

@@ -34,10 +34,7 @@ impl LeaderConfig {
     /// From the environment: `POD_NAMESPACE` (else `fallback_namespace`) and `POD_NAME` (else
     /// the host name with a random suffix).
     pub fn from_env(fallback_namespace: &str, lease_duration: Duration) -> Self {
-        let namespace = std::env::var("POD_NAMESPACE")
-            .ok()
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| fallback_namespace.to_owned());
+        let namespace = own_namespace(fallback_namespace);
         let identity = std::env::var("POD_NAME")
             .ok()
             .filter(|n| !n.is_empty())
@@ -110,4 +107,13 @@ impl Leadership {
             Err(_) => tracing::warn!("releasing the lease timed out"),
         }
     }
+}
+
+/// The operator's own namespace: `POD_NAMESPACE` (the chart sets it from the downward API),
+/// else `fallback` (the kubeconfig's namespace).
+pub fn own_namespace(fallback: &str) -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| fallback.to_owned())
 }

@@ -52,6 +52,7 @@ impl Operator {
             max_concurrent_exchanges,
             request_timeout,
             proxy: Default::default(),
+            namespace: "oauth-token-operator-system".into(),
         };
         let client = api.client();
         // A controller panic is written to a buffer that a timed-out wait prints.
@@ -257,6 +258,17 @@ fn secret_values(api: &ApiServer) -> Vec<String> {
         super::vendors::MICROBILT_TOKEN.to_owned(),
     ];
     for secret in api.list(SECRETS, None) {
+        // The operator's seal key: random bytes, stored base64; never in a log, status or event.
+        if secret["metadata"]["name"] == "oauth-token-operator-seal-key" {
+            for (_, value) in secret["data"].as_object().into_iter().flatten() {
+                let encoded = value.as_str().unwrap_or_default().to_owned();
+                if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&encoded) {
+                    values.push(bytes.iter().map(|b| format!("{b:02x}")).collect());
+                }
+                values.push(encoded);
+            }
+            continue;
+        }
         let mut client_id = None;
         let mut client_secret = None;
         for (key, value) in secret["data"].as_object().into_iter().flatten() {

@@ -57,6 +57,18 @@ tests, in both directions. Keep this block plain YAML.
   verbs: ["create"]
 {{- end }}
 
+{{/* The seal key Secret in the release namespace (read, or created on first start). Keep this
+block plain YAML. */}}
+{{- define "oauth-token-operator.sealKeyRules" -}}
+- apiGroups: [""]
+  resources: ["secrets"]
+  resourceNames: ["oauth-token-operator-seal-key"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
+{{- end }}
+
 {{/* Leader election: the Lease in the release namespace. Keep this block plain YAML. */}}
 {{- define "oauth-token-operator.leaderElectionRules" -}}
 - apiGroups: ["coordination.k8s.io"]

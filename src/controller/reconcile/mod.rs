@@ -82,11 +82,9 @@ async fn run(client: &OAuthClient, ctx: &Context) -> Result<Action, Error> {
     let current = std::mem::take(&mut observation.status);
     record::settled(ctx, client, observation, &attempt, &settled);
     status::write(client, ctx, &current, &settled.status).await?;
-    if let Some(note) = &settled.event {
-        ctx.shared
-            .events
-            .publish(client, note, ctx.shared.clock.now())
-            .await;
+    for note in settled.event.iter().chain(&settled.notices) {
+        let now = ctx.shared.clock.now();
+        ctx.shared.events.publish(client, note, now).await;
     }
     let wait = settled.requeue_at.duration_since(ctx.shared.clock.now());
     let wait = Duration::try_from(wait)

@@ -12,7 +12,7 @@ use kube::api::Api;
 use super::Error;
 use crate::api::crd::{OAuthClient, OAuthClientStatus};
 use crate::api::keys::{
-    EXPIRES_AT_ANNOTATION, FINGERPRINT_ANNOTATION, ISSUED_AT_ANNOTATION,
+    EXPIRES_AT_ANNOTATION, FINGERPRINT_ANNOTATION, ISSUED_AT_ANNOTATION, MAC_ANNOTATION,
     REFRESH_REQUESTED_ANNOTATION, TARGET_HASH_ANNOTATION,
 };
 use crate::api::name::NamespacedName;
@@ -21,6 +21,7 @@ use crate::controller::context::Context;
 use crate::controller::memo::{Change, FailedWith, Learned, Memo, Verified};
 use crate::decide::{Observed, SecretState, StoredToken};
 use crate::oauth::credentials::{self, Credentials};
+use crate::output::mac::Check;
 use crate::output::{fingerprint, secret};
 use crate::spec::ClientSettings;
 
@@ -66,6 +67,8 @@ pub struct Observation {
     pub learned: Learned,
     /// The exchange attempt (or refusal before one) made, for the metrics.
     pub counted: Option<super::act::Counted>,
+    /// The managed Secret's metadata (owned by the operator) that someone else changed.
+    pub drift: Option<Vec<String>>,
 }
 
 impl Observation {
@@ -87,6 +90,8 @@ impl Observation {
             failure_streak: self.memo.failure_streak,
             issued_events: self.memo.issued_events,
             last_exchange_at: self.memo.last_exchange_at,
+            drift: self.drift.as_deref(),
+            restore_streak: self.memo.restore_streak,
         }
     }
 
@@ -112,6 +117,7 @@ pub async fn observe(client: &OAuthClient, ctx: &Context) -> Result<Observation,
     let secret_name = secret::target_name(client);
     let reference = &client.spec.credentials_secret_ref.name;
     ctx.references.link(&key, reference);
+    ctx.references.link_target(&key, &secret_name);
     let mut observation = Observation {
         now: ctx.shared.clock.now(),
         status: client.status.clone().unwrap_or_default(),
@@ -129,6 +135,7 @@ pub async fn observe(client: &OAuthClient, ctx: &Context) -> Result<Observation,
         memo: ctx.memos.snapshot(&key),
         learned: Learned::default(),
         counted: None,
+        drift: None,
         secret_name,
         key,
     };
@@ -262,7 +269,8 @@ pub fn digest_of(ctx: &Context, loaded: &Loaded) -> Option<[u8; 32]> {
 }
 
 /// The managed Secret as the caches (or this process's own recent write) show it, and the
-/// fingerprint it carries.
+/// fingerprint it carries. A version this process did not write or verify (someone else changed
+/// it, or the process just started) is read once and its seal checked.
 async fn managed_secret(
     client: &OAuthClient,
     ctx: &Context,
@@ -280,65 +288,120 @@ async fn managed_secret(
     if recent.is_none() && observation.memo.written_secret.is_some() {
         observation.learned.written_secret = Change::Clear;
     }
-    let annotations = match (cached, recent) {
-        (_, Some(recent)) => recent,
-        (Some(managed), None) => {
-            if !client.uid().is_some_and(|uid| managed.controlled_by(&uid)) {
-                return Ok(conflict(name, "is controlled by another owner"));
-            }
-            managed.annotation_map()
-        }
-        (None, None) => match unlabelled(client, ctx, namespace, name).await? {
-            Unlabelled::Ours(annotations) => annotations,
-            Unlabelled::Foreign => {
-                return Ok(conflict(
-                    name,
-                    "exists and is not managed by this OAuthClient",
-                ));
-            }
-            Unlabelled::Absent => return Ok((SecretState::Absent, None)),
-        },
-    };
-    Ok(from_annotations(client, &annotations))
-}
-
-/// A Secret of the managed Secret's name that the managed-Secret cache does not show.
-enum Unlabelled {
-    /// There is none.
-    Absent,
-    /// One this OAuthClient does not control.
-    Foreign,
-    /// One it controls (without the operator's label), with its annotations.
-    Ours(BTreeMap<String, String>),
-}
-
-/// Looks at a Secret of that name that has no managed-by label: only the index of all Secrets
-/// tells it exists, and its owners are read with one metadata GET.
-async fn unlabelled(
-    client: &OAuthClient,
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-) -> Result<Unlabelled, Error> {
-    if ctx.secrets.resource_version(namespace, name).is_none() {
-        return Ok(Unlabelled::Absent);
+    if let Some(annotations) = recent {
+        return Ok(from_annotations(client, &annotations));
+    }
+    if let Some(managed) = &cached
+        && cached_rv.is_some()
+        && cached_rv == observation.memo.trusted_rv
+    {
+        return Ok(from_annotations(client, &managed.annotation_map()));
     }
     let api: Api<Secret> = Api::namespaced(ctx.shared.kube.clone(), namespace);
-    let meta = api
-        .get_metadata_opt(name)
-        .await
-        .map_err(Error::ReadSecret)?;
-    Ok(match meta {
-        None => Unlabelled::Absent,
-        Some(meta) => {
-            let refs = meta.metadata.owner_references.clone().unwrap_or_default();
-            if secret::controlled_by(&refs, client) {
-                Unlabelled::Ours(meta.annotations().clone())
-            } else {
-                Unlabelled::Foreign
+    let name = name.to_owned();
+    // Whose is it? The cache tells, or (without the operator's label) one metadata GET. Only a
+    // Secret this client controls, or one that carries the operator's seal (its ownerReference
+    // removed), is read in full: another owner's data is never read.
+    let uid = client.uid().unwrap_or_default();
+    let plausible = match &cached {
+        Some(managed) => {
+            managed.controlled_by(&uid) || managed.annotation_map().contains_key(MAC_ANNOTATION)
+        }
+        None => {
+            if ctx.secrets.resource_version(namespace, &name).is_none() {
+                return Ok((SecretState::Absent, None));
+            }
+            match api
+                .get_metadata_opt(&name)
+                .await
+                .map_err(Error::ReadSecret)?
+            {
+                None => return Ok((SecretState::Absent, None)),
+                Some(meta) => {
+                    let refs = meta.metadata.owner_references.clone().unwrap_or_default();
+                    secret::controlled_by(&refs, client)
+                        || meta.annotations().contains_key(MAC_ANNOTATION)
+                }
             }
         }
-    })
+    };
+    if !plausible {
+        let what = if cached.is_some() {
+            "is controlled by another owner"
+        } else {
+            "exists and is not managed by this OAuthClient"
+        };
+        return Ok(conflict(&name, what));
+    }
+    match api.get_opt(&name).await.map_err(Error::ReadSecret)? {
+        None => Ok((SecretState::Absent, None)),
+        Some(secret) => Ok(inspect(client, ctx, observation, &secret)),
+    }
+}
+
+/// Checks a managed Secret as read: whose it is, whether what the operator wrote is intact
+/// (the seal), and whether the metadata it owns was changed.
+fn inspect(
+    client: &OAuthClient,
+    ctx: &Context,
+    observation: &mut Observation,
+    secret: &Secret,
+) -> (SecretState, Option<String>) {
+    let refs = secret.metadata.owner_references.clone().unwrap_or_default();
+    let ours = secret::controlled_by(&refs, client);
+    let check = secret::check_seal(secret, client, &ctx.shared.seal_keys);
+    let sealed = matches!(check, Check::Valid | Check::ValidWithPrevious);
+    if !ours && !sealed {
+        return conflict(
+            &observation.secret_name,
+            "exists and is not managed by this OAuthClient",
+        );
+    }
+    let annotations = secret.annotations().clone();
+    let (state, fingerprint) = from_annotations(client, &annotations);
+    let Check::Changed(items) = check else {
+        let drift = secret::drift(secret, client);
+        if drift.is_empty() && check == Check::Valid {
+            let version = secret.resource_version().unwrap_or_default();
+            observation.learned.trusted_rv = Change::Set(version);
+            return (state, fingerprint);
+        }
+        // Re-applied from the stored token: the metadata restored, the seal renewed.
+        let state = match state {
+            SecretState::Owned(Some(token)) => SecretState::Owned(Some(StoredToken {
+                target_current: false,
+                ..token
+            })),
+            other => other,
+        };
+        observation.drift = (!drift.is_empty()).then_some(drift);
+        return (state, fingerprint);
+    };
+    // A Secret the operator created but never filled (its apply failed) holds no token yet.
+    if state == SecretState::Owned(None) && !annotations.contains_key(MAC_ANNOTATION) {
+        return (state, None);
+    }
+    // Only rendered template keys changed: the token and its times are intact, so the
+    // templates are rendered again from them (no new token).
+    let templates_only = items.iter().all(|item| {
+        item.strip_prefix("data/")
+            .is_some_and(|key| !crate::spec::STANDARD_KEYS.contains(&key))
+    });
+    if templates_only && let SecretState::Owned(Some(token)) = state {
+        let mut drift = secret::drift(secret, client);
+        drift.extend(
+            items
+                .iter()
+                .map(|i| format!("data key {}", &i["data/".len()..])),
+        );
+        observation.drift = Some(drift);
+        let token = StoredToken {
+            target_current: false,
+            ..token
+        };
+        return (SecretState::Owned(Some(token)), fingerprint);
+    }
+    (SecretState::Tampered(items), None)
 }
 
 fn conflict(name: &str, what: &str) -> (SecretState, Option<String>) {

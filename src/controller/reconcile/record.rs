@@ -6,7 +6,7 @@ use crate::api::conditions::{self, READY};
 use crate::api::crd::{OAuthClient, OAuthClientStatus};
 use crate::controller::context::Context;
 use crate::controller::memo::{Change, FailedWith};
-use crate::decide::{Attempt, Settled};
+use crate::decide::{Attempt, Settled, Trigger};
 use crate::timing::time;
 
 /// Records a reconcile that ended before it settled (deferred at the gate, or an API error).
@@ -33,6 +33,16 @@ pub fn settled(
         Attempt::Issued { expires_at, .. } => {
             tracing::info!(expires_at = %expires_at, "token issued");
             observation.learned.failed_with = Change::Clear;
+            // Restores in a row wait longer each time; any other new token ends the streak.
+            let restored = observation
+                .counted
+                .is_some_and(|c| c.trigger == Trigger::Restore);
+            let streak = observation.memo.restore_streak;
+            observation.learned.restore_streak = Some(if restored {
+                streak.saturating_add(1)
+            } else {
+                0
+            });
         }
         Attempt::None => {}
     }

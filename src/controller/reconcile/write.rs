@@ -43,7 +43,14 @@ pub async fn store(
     if let Err(failure) = secret::check_size(token, &settings.templates) {
         return Ok(Attempt::Failed(failure));
     }
-    let body = secret::managed_secret(client, token, &settings.templates, &pending.fingerprint);
+    let keys = &ctx.shared.seal_keys;
+    let body = secret::managed_secret(
+        client,
+        token,
+        &settings.templates,
+        &pending.fingerprint,
+        keys,
+    );
     let attempt = Attempt::Issued {
         exchanged_at: token.issued_at,
         // The Secret's annotations keep whole seconds; plan with exactly what a restart reads.
@@ -183,7 +190,8 @@ pub async fn rerender(
     if let Err(failure) = secret::check_size(&token, &settings.templates) {
         return Ok(Some(failure));
     }
-    let body = secret::managed_secret(client, &token, &settings.templates, &fp);
+    let keys = &ctx.shared.seal_keys;
+    let body = secret::managed_secret(client, &token, &settings.templates, &fp, keys);
     match apply(ctx, observation, &body, None).await {
         Ok(()) => Ok(None),
         Err(WriteError::Failed(error)) => Err(error),
@@ -217,6 +225,9 @@ async fn apply(
     let written = with_retries(|| api.patch_metadata(name, &params, &patch))
         .await
         .map_err(WriteError::classify)?;
+    if let Some(version) = written.resource_version() {
+        observation.learned.trusted_rv = Change::Set(version);
+    }
     observation.learned.written_secret = Change::Set(Written {
         before,
         at: Instant::now(),

@@ -9,8 +9,8 @@ mod waiting;
 use jiff::Timestamp;
 
 use super::{
-    Attempt, EventNote, FailureStreak, IssuedEvents, MIN_WAIT, Observed, Plan, SecretState,
-    Settled, valid_token,
+    Attempt, EventNote, FailureStreak, IssuedEvents, MIN_WAIT, Next, Observed, Plan, SecretState,
+    Settled, Trigger, valid_token,
 };
 use crate::api::conditions::{self, DEGRADED, READY, TOKEN_ISSUED};
 use crate::api::crd::OAuthClientStatus;
@@ -33,7 +33,52 @@ pub fn settle(
         Attempt::Failed(failure) => failed::settle(&mut out, failure, backoff_jitter),
         Attempt::None => waiting::settle(&mut out, plan),
     };
+    out.notices.extend(restored(observed, plan, attempt));
     out.finish(requeue_at)
+}
+
+/// The `SecretRestored` event, when this reconcile restored the managed Secret: with a new
+/// token (its sealed data or annotations had been changed) or by re-applying the metadata the
+/// operator owns. It names what was changed, never a value.
+fn restored(observed: &Observed<'_>, plan: &Plan, attempt: &Attempt) -> Option<EventNote> {
+    let name = observed.secret_name;
+    let note = match (&plan.next, attempt, observed.secret, observed.drift) {
+        (
+            Next::Exchange(Trigger::Restore),
+            Attempt::Issued { .. },
+            SecretState::Tampered(items),
+            _,
+        ) => {
+            format!(
+                "Secret {name} was changed by someone else ({}); restored with a new token",
+                describe(items)
+            )
+        }
+        (Next::Rerender, Attempt::None, _, Some(drift)) if !drift.is_empty() => format!(
+            "Secret {name} was changed by someone else ({}); restored",
+            drift.join(", ")
+        ),
+        _ => return None,
+    };
+    Some(EventNote {
+        normal: false,
+        reason: "SecretRestored",
+        action: "Restore".into(),
+        note,
+    })
+}
+
+/// Sealed items as messages name them: `data key access_token`, `annotation ...`, `seal`.
+fn describe(items: &[String]) -> String {
+    let named: Vec<String> = items
+        .iter()
+        .map(|item| match item.strip_prefix("data/") {
+            Some(key) => format!("data key {key}"),
+            None if item == "seal" => "the operator's seal is missing or was altered".to_owned(),
+            None => format!("annotation {item}"),
+        })
+        .collect();
+    named.join(", ")
 }
 
 /// The status being settled, and what else the reconcile ends with.
@@ -42,6 +87,7 @@ struct Settling<'o, 'a> {
     now: Timestamp,
     status: OAuthClientStatus,
     event: Option<EventNote>,
+    notices: Vec<EventNote>,
     failure_streak: Option<FailureStreak>,
     issued_events: Option<IssuedEvents>,
 }
@@ -62,6 +108,7 @@ impl<'o, 'a> Settling<'o, 'a> {
             now,
             status,
             event: None,
+            notices: Vec::new(),
             failure_streak: observed.failure_streak,
             issued_events: observed.issued_events,
         }
@@ -138,6 +185,7 @@ impl<'o, 'a> Settling<'o, 'a> {
         Settled {
             status: self.status,
             event: self.event,
+            notices: self.notices,
             requeue_at: requeue_at.max(add(self.now, MIN_WAIT)),
             failure_streak: self.failure_streak,
             issued_events: self.issued_events,
