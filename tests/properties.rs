@@ -98,6 +98,7 @@ proptest! {
                 last_exchange_at: None,
                 drift: None,
                 restore_streak: 0,
+                margin_warned: None,
             };
             let p = decide::plan(&observed, now);
             let attempt = match (&p.next, outcome) {

@@ -8,10 +8,9 @@ use crate::api::conditions::{self, READY};
 use crate::api::crd::OAuthClientStatus;
 use crate::timing::time::rfc3339;
 
-/// A refresh margin (expiry minus refresh time) under this may let workloads read an expired
-/// token: the kubelet refreshes a mounted Secret only when it resyncs the pod (every 60–90 s
-/// with the default `syncFrequency`, minutes more with the `Cache` change-detection strategy).
-pub const SHORT_MARGIN: SignedDuration = SignedDuration::from_secs(120);
+/// [`crate::timing::refresh::SHORT_MARGIN`] as a signed duration.
+pub const SHORT_MARGIN: SignedDuration =
+    SignedDuration::from_secs(crate::timing::refresh::SHORT_MARGIN.as_secs() as i64);
 
 /// Parses an RFC 3339 time from the cluster.
 pub fn parse_time(text: Option<&str>) -> Option<Timestamp> {

@@ -118,6 +118,8 @@ pub struct Memo {
     pub trusted_rv: Option<String>,
     /// Restores with a new token in a row.
     pub restore_streak: u32,
+    /// The spec generation a `ShortRenewMargin` event was emitted for.
+    pub margin_warned: Option<i64>,
 }
 
 /// A change to one field of a [`Memo`].
@@ -156,7 +158,7 @@ pub struct Learned {
     /// When a token request that gave a token was sent.
     pub last_exchange_at: Option<Timestamp>,
     /// The failure streak and the event bookkeeping after the reconcile (set when it settled).
-    pub settled: Option<(Option<FailureStreak>, Option<IssuedEvents>)>,
+    pub settled: Option<(Option<FailureStreak>, Option<IssuedEvents>, Option<i64>)>,
     /// The managed Secret's version known to be as the operator wrote it.
     pub trusted_rv: Change<String>,
     /// The restore streak after the reconcile.
@@ -193,9 +195,10 @@ impl Memos {
         if let Some(streak) = learned.restore_streak {
             memo.restore_streak = streak;
         }
-        if let Some((streak, events)) = learned.settled {
+        if let Some((streak, events, margin_warned)) = learned.settled {
             memo.failure_streak = streak;
             memo.issued_events = events;
+            memo.margin_warned = margin_warned;
             memo.errors = 0;
         }
     }
@@ -400,7 +403,7 @@ mod tests {
         memos.record(
             &key,
             Learned {
-                settled: Some((None, None)),
+                settled: Some((None, None, None)),
                 failed_with: Change::Clear,
                 ..Learned::default()
             },

@@ -93,6 +93,8 @@ pub struct Observed<'a> {
     /// Restores with a new token in a row (each waits longer: no storm when someone keeps
     /// changing the Secret).
     pub restore_streak: u32,
+    /// The spec generation a `ShortRenewMargin` event was emitted for.
+    pub margin_warned: Option<i64>,
 }
 
 /// `TokenIssued` events are emitted at most once per [`ISSUED_EVENT_INTERVAL`] per client; the
@@ -243,8 +245,10 @@ pub struct Settled {
     pub status: OAuthClientStatus,
     /// An event to emit, if any (`TokenIssued`, `ExchangeFailed`).
     pub event: Option<EventNote>,
-    /// Other events to emit (`SecretRestored`).
+    /// Other events to emit (`SecretRestored`, `ShortRenewMargin`).
     pub notices: Vec<EventNote>,
+    /// The spec generation a `ShortRenewMargin` event has been emitted for, after this one.
+    pub margin_warned: Option<i64>,
     /// When to reconcile again.
     pub requeue_at: Timestamp,
     /// The failure streak after this attempt (`None` after a success).

@@ -40,6 +40,7 @@ struct Case {
     generation: i64,
     streak: Option<FailureStreak>,
     issued_events: Option<IssuedEvents>,
+    margin_warned: Option<i64>,
 }
 
 impl Case {
@@ -54,6 +55,7 @@ impl Case {
             generation: 1,
             streak: None,
             issued_events: None,
+            margin_warned: None,
         }
     }
     fn observed(&self) -> Observed<'_> {
@@ -72,6 +74,7 @@ impl Case {
             last_exchange_at: None,
             drift: None,
             restore_streak: 0,
+            margin_warned: self.margin_warned,
         }
     }
     fn plan(&self, now: Timestamp) -> Plan {
@@ -84,6 +87,7 @@ impl Case {
         self.status = settled.status.clone();
         self.streak = settled.failure_streak;
         self.issued_events = settled.issued_events;
+        self.margin_warned = settled.margin_warned;
         settled
     }
 }
@@ -532,4 +536,45 @@ fn a_request_in_the_second_of_the_exchange_that_served_it_is_not_served_twice() 
         case.plan(t(1)).next,
         Next::Exchange(Trigger::Requested)
     ));
+}
+
+#[test]
+fn a_margin_too_short_for_mounted_secrets_is_said_and_warned_once_per_generation() {
+    // A 90 s token refreshed at two thirds: 30 s of margin, under the 2 minutes the kubelet
+    // may take to update a mounted Secret.
+    let mut case = Case::new(SecretState::Absent);
+    let first = case.step(t(0), issued(0, 90));
+    let ready = find(&first.status.conditions, READY).unwrap();
+    assert!(
+        ready.message.contains("refresh margin of"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(first.notices.len(), 1);
+    assert_eq!(first.notices[0].reason, "ShortRenewMargin");
+    assert!(!first.notices[0].normal);
+    // The next token of the same generation: said again, not warned again.
+    case.secret = SecretState::Owned(Some(token(0, 90)));
+    let again = case.step(t(65), issued(65, 155));
+    assert!(again.notices.is_empty());
+    assert!(
+        find(&again.status.conditions, READY)
+            .unwrap()
+            .message
+            .contains("refresh margin")
+    );
+    // A new generation warns again.
+    case.generation = 2;
+    let next = case.step(t(130), issued(130, 220));
+    assert_eq!(next.notices.len(), 1);
+    // A margin of an hour says nothing.
+    let mut long = Case::new(SecretState::Absent);
+    let settled = long.step(t(0), issued(0, 3600 * 3));
+    assert!(settled.notices.is_empty());
+    assert!(
+        !find(&settled.status.conditions, READY)
+            .unwrap()
+            .message
+            .contains("margin")
+    );
 }

@@ -22,6 +22,12 @@ pub const JITTER_SHARE: f64 = 0.10;
 /// Share of the lifetime before which no refresh is planned (10%).
 pub const FLOOR_SHARE: f64 = 0.10;
 
+/// A refresh margin (expiry minus refresh time) under this may let workloads read an expired
+/// token: the kubelet refreshes a mounted Secret only when it resyncs the pod (every 60–90 s
+/// with the default `syncFrequency` of 1 minute, minutes more with the `Cache` change-detection
+/// strategy on large clusters).
+pub const SHORT_MARGIN: Duration = Duration::from_secs(120);
+
 /// The least time between a client's exchange and its next scheduled refresh. A token that
 /// lives shorter is expired in between (and such lifetimes are too short for mounted Secrets
 /// anyway: the kubelet refreshes those only about once a minute).

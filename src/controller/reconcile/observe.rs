@@ -92,6 +92,7 @@ impl Observation {
             last_exchange_at: self.memo.last_exchange_at,
             drift: self.drift.as_deref(),
             restore_streak: self.memo.restore_streak,
+            margin_warned: self.memo.margin_warned,
         }
     }
 

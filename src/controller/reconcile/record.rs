@@ -46,7 +46,11 @@ pub fn settled(
         }
         Attempt::None => {}
     }
-    observation.learned.settled = Some((settled.failure_streak, settled.issued_events));
+    observation.learned.settled = Some((
+        settled.failure_streak,
+        settled.issued_events,
+        settled.margin_warned,
+    ));
     ctx.memos.record(&observation.key, observation.learned);
 }
 

@@ -41,7 +41,7 @@ pub(super) fn settle(out: &mut Settling<'_, '_>, attempt: &Attempt) -> Timestamp
     status.token_type = Some(token_type.clone());
     status.scope = scope.clone();
     status.consecutive_failures = Some(0);
-    out.ready(*expires_at);
+    out.ready(*expires_at, Some(next));
     let succeeded = format!("Latest exchange succeeded at {}", rfc3339(*issued_at));
     out.condition(DEGRADED, false, REFRESH_SUCCEEDED, &succeeded);
     let lifetime = expires_at.duration_since(*issued_at).as_secs();

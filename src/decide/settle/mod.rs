@@ -15,6 +15,7 @@ use super::{
 use crate::api::conditions::{self, DEGRADED, READY, TOKEN_ISSUED};
 use crate::api::crd::OAuthClientStatus;
 use crate::api::reason::{Failure, Reason};
+use crate::timing::refresh::SHORT_MARGIN;
 use crate::timing::time::{add, rfc3339};
 
 /// Computes the status, event and requeue time after the attempt.
@@ -88,6 +89,7 @@ struct Settling<'o, 'a> {
     status: OAuthClientStatus,
     event: Option<EventNote>,
     notices: Vec<EventNote>,
+    margin_warned: Option<i64>,
     failure_streak: Option<FailureStreak>,
     issued_events: Option<IssuedEvents>,
 }
@@ -109,6 +111,7 @@ impl<'o, 'a> Settling<'o, 'a> {
             status,
             event: None,
             notices: Vec::new(),
+            margin_warned: observed.margin_warned,
             failure_streak: observed.failure_streak,
             issued_events: observed.issued_events,
         }
@@ -127,13 +130,37 @@ impl<'o, 'a> Settling<'o, 'a> {
         );
     }
 
-    /// Ready=True for a token valid until `expires_at`.
-    fn ready(&mut self, expires_at: Timestamp) {
-        let message = format!(
+    /// Ready=True for a token valid until `expires_at` and refreshed at `refresh_at` (when
+    /// known); a refresh margin too short for mounted Secrets is said, and warned about once
+    /// per spec generation (`ShortRenewMargin`).
+    fn ready(&mut self, expires_at: Timestamp, refresh_at: Option<Timestamp>) {
+        let mut message = format!(
             "Secret {} holds a token valid until {}",
             self.observed.secret_name,
             rfc3339(expires_at)
         );
+        let short = refresh_at
+            .map(|at| expires_at.duration_since(at))
+            .filter(|margin| margin.as_secs() < SHORT_MARGIN.as_secs() as i64);
+        if let Some(margin) = short {
+            let warning = format!(
+                "its refresh margin of {}s (expiry minus refresh) is under {}s: pods that mount the Secret may read an expired token, since the kubelet updates mounted Secrets only every 60-90 s; set refresh.renewBefore to at least 2m or use longer-lived tokens",
+                margin.as_secs().max(0),
+                SHORT_MARGIN.as_secs()
+            );
+            message.push_str("; ");
+            message.push_str(&warning);
+            let generation = self.observed.generation;
+            if self.margin_warned != generation || generation.is_none() {
+                self.margin_warned = generation;
+                self.notices.push(EventNote {
+                    normal: false,
+                    reason: "ShortRenewMargin",
+                    action: "Refresh".into(),
+                    note: format!("Secret {}: {warning}", self.observed.secret_name),
+                });
+            }
+        }
         self.condition(READY, true, TOKEN_ISSUED, &message);
     }
 
@@ -154,7 +181,7 @@ impl<'o, 'a> Settling<'o, 'a> {
             },
         };
         match super::current_token(self.observed) {
-            Some(token) if token.expires_at > self.now => self.ready(token.expires_at),
+            Some(token) if token.expires_at > self.now => self.ready(token.expires_at, None),
             Some(token) => {
                 let expired = format!(
                     "The token in Secret {} expired at {} and no new one could be obtained: {reason}: {message}",
@@ -186,6 +213,7 @@ impl<'o, 'a> Settling<'o, 'a> {
             status: self.status,
             event: self.event,
             notices: self.notices,
+            margin_warned: self.margin_warned,
             requeue_at: requeue_at.max(add(self.now, MIN_WAIT)),
             failure_streak: self.failure_streak,
             issued_events: self.issued_events,

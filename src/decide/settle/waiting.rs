@@ -20,7 +20,7 @@ pub(super) fn settle(out: &mut Settling<'_, '_>, plan: &Plan) -> Timestamp {
     match (failing, valid_token(observed, out.now)) {
         (false, Some(token)) => {
             out.status.next_refresh_at = Some(rfc3339(ceil_second(plan.due_at)));
-            out.ready(token.expires_at);
+            out.ready(token.expires_at, Some(plan.due_at));
             if conditions::find(&out.status.conditions, DEGRADED).is_none() {
                 let stored = "The stored token was issued for the current spec and credentials";
                 out.condition(DEGRADED, false, REFRESH_SUCCEEDED, stored);
