@@ -355,3 +355,37 @@ async fn creating_the_secret_then_applying_it_costs_one_exchange_per_client() {
     assert_eq!(api.count("patch secrets"), 30);
     operator.stop().await;
 }
+
+// === margins too short for mounted Secrets ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_refresh_margin_is_said_in_ready_and_warned_once() {
+    let api = ApiServer::start().await;
+    let vendor = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    vendor.set_expires_in(json!(90));
+    let operator = Operator::start(&api, &[], 4);
+    credentials(&api, NS, "creds", ID, SECRET);
+    oauth_client(&api, NS, "demo", spec(&vendor));
+    let (_, _, message) = wait_ready(&api, NS, "demo", "True", "TokenIssued").await;
+    assert!(message.contains("refresh margin of"), "{message}");
+    eventually("the ShortRenewMargin event", Duration::from_secs(5), || {
+        (events(&api, "ShortRenewMargin").len() == 1).then_some(())
+    })
+    .await;
+    // A forced refresh of the same generation: no second warning.
+    sleep(1100).await;
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    api.modify(OAUTHCLIENTS, NS, "demo", |o| {
+        o["metadata"]["annotations"] =
+            json!({"oauth.token-operator.dev/refresh-requested-at": now});
+    });
+    eventually("a second token", Duration::from_secs(10), || {
+        (vendor.count() == 2).then_some(())
+    })
+    .await;
+    sleep(1000).await;
+    assert_eq!(events(&api, "ShortRenewMargin").len(), 1);
+    operator.stop().await;
+}
