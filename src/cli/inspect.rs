@@ -16,11 +16,11 @@ use kube::api::Api;
 use serde_json::{Map, Value, json};
 
 use super::OutputFormat;
-use super::kube_config::{CliError, KubeArgs};
+use super::kube_config::{CliError, Connection, KubeArgs};
 use super::table::{
     margin_warning, parse_time, printable, relative, short_margin, truncate, when, when_text,
 };
-use crate::api::crd::OAuthClient;
+use crate::api::crd::{OAuthClient, OAuthClientSpec};
 use crate::api::keys::ISSUED_AT_ANNOTATION;
 use crate::output::redact::{Scrubber, Sensitive};
 use crate::output::secret::target_name;
@@ -135,28 +135,9 @@ pub(super) async fn run(args: InspectArgs) -> Result<u8, CliError> {
     let connection = args.kube.connect().await?;
     let namespace = connection.namespace.clone();
     let name = &args.name;
-    let mut note = None;
-    let client = match &args.secret {
-        Some(_) => None,
-        None => {
-            let api: Api<OAuthClient> = Api::namespaced(connection.client.clone(), &namespace);
-            match api.get(name).await {
-                Ok(client) => Some(client),
-                Err(kube::Error::Api(status)) if status.code == 403 => {
-                    note = Some(format!(
-                        "cannot read OAuthClient {namespace}/{name} (forbidden); reading Secret {name}-token (pass --secret if spec.target.name differs)"
-                    ));
-                    None
-                }
-                Err(e) => {
-                    return Err(CliError::api(
-                        e,
-                        &format!("OAuthClient {namespace}/{name}"),
-                        &connection.url,
-                    ));
-                }
-            }
-        }
+    let (client, note) = match &args.secret {
+        Some(_) => (None, None),
+        None => read_client(&connection, name).await?,
     };
     let secret_name = match (&args.secret, &client) {
         (Some(secret), _) => secret.clone(),
@@ -167,20 +148,7 @@ pub(super) async fn run(args: InspectArgs) -> Result<u8, CliError> {
             .unwrap_or_else(|| target_name(client)),
         (None, None) => format!("{name}-token"),
     };
-    let secrets: Api<Secret> = Api::namespaced(connection.client.clone(), &namespace);
-    let secret = secrets.get(&secret_name).await.map_err(|e| {
-        let mut error = CliError::api(
-            e,
-            &format!("Secret {namespace}/{secret_name}"),
-            &connection.url,
-        );
-        if error.code == super::kube_config::EXIT_NOT_OK {
-            error.message.push_str(&format!(
-                ": no token has been stored yet (see: status {name} -n {namespace})"
-            ));
-        }
-        error
-    })?;
+    let secret = read_secret(&connection, name, &secret_name).await?;
     let data = secret.data.clone().unwrap_or_default();
     let text = |key: &str| {
         data.get(key)
@@ -207,19 +175,71 @@ pub(super) async fn run(args: InspectArgs) -> Result<u8, CliError> {
         shape: shape(token.expose()),
         note,
     };
+    print_view(&view, args.output, &token);
+    Ok(0)
+}
+
+/// Prints the view (and, as text, its warnings), scrubbed of the token.
+fn print_view(view: &View, format: OutputFormat, token: &Sensitive) {
     let now = Timestamp::now();
-    let output = match args.output {
-        OutputFormat::Text => text_of(&view, now),
-        OutputFormat::Json => format!("{:#}\n", json_of(&view, now)),
+    let output = match format {
+        OutputFormat::Text => text_of(view, now),
+        OutputFormat::Json => format!("{:#}\n", json_of(view, now)),
     };
     // A second guard: nothing printed may hold the token or its signature.
     print!("{}", scrub_token(&output, token.expose()));
-    if args.output == OutputFormat::Text {
-        for w in warnings(&view, now) {
+    if format == OutputFormat::Text {
+        for w in warnings(view, now) {
             eprintln!("warning: {}", scrub_token(&w, token.expose()));
         }
     }
-    Ok(0)
+}
+
+/// The OAuthClient `name`; when reading it is forbidden, none and a note that the Secret's
+/// default name is read instead.
+async fn read_client(
+    connection: &Connection,
+    name: &str,
+) -> Result<(Option<OAuthClient>, Option<String>), CliError> {
+    let namespace = &connection.namespace;
+    let api: Api<OAuthClient> = Api::namespaced(connection.client.clone(), namespace);
+    match api.get(name).await {
+        Ok(client) => Ok((Some(client), None)),
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok((
+            None,
+            Some(format!(
+                "cannot read OAuthClient {namespace}/{name} (forbidden); reading Secret {name}-token (pass --secret if spec.target.name differs)"
+            )),
+        )),
+        Err(e) => Err(CliError::api(
+            e,
+            &format!("OAuthClient {namespace}/{name}"),
+            &connection.url,
+        )),
+    }
+}
+
+/// The managed Secret; a missing one says that no token has been stored yet.
+async fn read_secret(
+    connection: &Connection,
+    client_name: &str,
+    secret_name: &str,
+) -> Result<Secret, CliError> {
+    let namespace = &connection.namespace;
+    let secrets: Api<Secret> = Api::namespaced(connection.client.clone(), namespace);
+    secrets.get(secret_name).await.map_err(|e| {
+        let mut error = CliError::api(
+            e,
+            &format!("Secret {namespace}/{secret_name}"),
+            &connection.url,
+        );
+        if error.code == super::kube_config::EXIT_NOT_OK {
+            error.message.push_str(&format!(
+                ": no token has been stored yet (see: status {client_name} -n {namespace})"
+            ));
+        }
+        error
+    })
 }
 
 /// Removes the token and its signature segment from `text`, in every form the operator's
@@ -317,6 +337,13 @@ pub(super) fn text_of(view: &View, now: Timestamp) -> String {
             printable(&value)
         ));
     }
+    out.push_str(&shape_text(view, now));
+    out
+}
+
+/// What the access token is: a JWT's header and claims, a JWE's header, or an opaque token.
+fn shape_text(view: &View, now: Timestamp) -> String {
+    let mut out = String::new();
     match &view.shape {
         TokenShape::Jwt { header, claims } => {
             out.push_str(&format!(
@@ -407,56 +434,66 @@ pub(super) fn warnings(view: &View, now: Timestamp) -> Vec<String> {
         out.push(format!("the token is not valid before {}", when(t, now)));
     }
     let spec = view.client.as_ref().map(|c| &c.spec);
-    if let (Some(want), Some(aud)) = (
-        spec.and_then(|s| s.audience.as_ref()),
-        claims.and_then(|c| c.get("aud")),
-    ) {
-        let has = match aud {
-            Value::String(a) => a == want,
-            Value::Array(list) => list.iter().any(|a| a.as_str() == Some(want)),
-            _ => false,
-        };
-        if !has {
-            out.push(format!(
-                "the token's aud ({}) does not include spec.audience ({}): resource servers will refuse it",
-                value_text("aud", aud, now),
-                printable(want)
-            ));
-        }
-    }
-    let granted: Option<Vec<String>> = view
-        .scope
-        .as_ref()
-        .map(|s| s.split_whitespace().map(str::to_owned).collect())
-        .or_else(|| {
-            let claims = claims?;
-            match claims.get("scope").or_else(|| claims.get("scp"))? {
-                Value::String(s) => Some(s.split_whitespace().map(str::to_owned).collect()),
-                Value::Array(list) => Some(
-                    list.iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect(),
-                ),
-                _ => None,
-            }
-        });
-    if let (Some(wanted), Some(granted)) = (spec.and_then(|s| s.scopes.as_ref()), granted) {
-        let missing: Vec<&str> = wanted
-            .iter()
-            .filter(|w| !granted.iter().any(|g| g == *w))
-            .map(String::as_str)
-            .collect();
-        if !missing.is_empty() {
-            out.push(format!(
-                "requested scope not granted: {}",
-                printable(&missing.join(" "))
-            ));
-        }
-    }
+    out.extend(audience_warning(spec, claims, now));
+    out.extend(scope_warning(spec, view.scope.as_deref(), claims));
     if let Some(margin) = status_of(view).and_then(short_margin) {
         out.push(margin_warning(&view.namespace, &view.client_name, margin));
     }
     out
+}
+
+/// A warning when the token's `aud` claim does not include `spec.audience`.
+fn audience_warning(
+    spec: Option<&OAuthClientSpec>,
+    claims: Option<&Map<String, Value>>,
+    now: Timestamp,
+) -> Option<String> {
+    let want = spec?.audience.as_ref()?;
+    let aud = claims?.get("aud")?;
+    let has = match aud {
+        Value::String(a) => a == want,
+        Value::Array(list) => list.iter().any(|a| a.as_str() == Some(want)),
+        _ => false,
+    };
+    (!has).then(|| {
+        format!(
+            "the token's aud ({}) does not include spec.audience ({}): resource servers will refuse it",
+            value_text("aud", aud, now),
+            printable(want)
+        )
+    })
+}
+
+/// A warning naming the requested scopes that were not granted (by the Secret's `scope`, else
+/// the token's `scope` / `scp` claim).
+fn scope_warning(
+    spec: Option<&OAuthClientSpec>,
+    scope: Option<&str>,
+    claims: Option<&Map<String, Value>>,
+) -> Option<String> {
+    let wanted = spec?.scopes.as_ref()?;
+    let granted: Vec<String> = match scope {
+        Some(s) => s.split_whitespace().map(str::to_owned).collect(),
+        None => match claims?.get("scope").or_else(|| claims?.get("scp"))? {
+            Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
+            Value::Array(list) => list
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => return None,
+        },
+    };
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|w| !granted.iter().any(|g| g == *w))
+        .map(String::as_str)
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "requested scope not granted: {}",
+            printable(&missing.join(" "))
+        )
+    })
 }
 
 #[cfg(test)]

@@ -262,28 +262,7 @@ async fn wait(
         match tokio::time::timeout(deadline - now_instant, round).await {
             Ok(Ok(current)) => {
                 last_error = None;
-                let now = Timestamp::now();
-                pending.retain(|p| {
-                    let key = (p.namespace.clone(), p.name.clone());
-                    let Some(client) = current.get(&key) else {
-                        println!("{}/{}: deleted while waiting", p.namespace, p.name);
-                        failed = true;
-                        return false;
-                    };
-                    seen.insert(key, client.clone());
-                    match outcome(p, client, now) {
-                        Some(Outcome::Renewed(text)) => {
-                            println!("{}/{}: {text}", p.namespace, p.name);
-                            false
-                        }
-                        Some(Outcome::Failed(text)) => {
-                            println!("{}/{}: {text}", p.namespace, p.name);
-                            failed = true;
-                            false
-                        }
-                        None => true,
-                    }
-                });
+                failed |= settle_round(&mut pending, &current, &mut seen);
             }
             Ok(Err(error)) => last_error = Some(error.message),
             Err(_) => break,
@@ -293,17 +272,63 @@ async fn wait(
         }
         tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + POLL)).await;
     }
-    let now = Timestamp::now();
-    let waited = span(SignedDuration::try_from(started.elapsed()).unwrap_or_default());
-    for p in &pending {
+    if !pending.is_empty() {
         failed = true;
+        let waited = span(SignedDuration::try_from(started.elapsed()).unwrap_or_default());
+        report_timeouts(&pending, &seen, last_error.as_deref(), &waited);
+    }
+    Ok(if failed { EXIT_NOT_OK } else { 0 })
+}
+
+/// Prints the clients of `pending` that got a new token or failed in the round that read
+/// `current`, and keeps only those still waiting. True when one failed or was deleted.
+fn settle_round(
+    pending: &mut Vec<Pending>,
+    current: &BTreeMap<(String, String), OAuthClient>,
+    seen: &mut BTreeMap<(String, String), OAuthClient>,
+) -> bool {
+    let now = Timestamp::now();
+    let mut failed = false;
+    pending.retain(|p| {
+        let key = (p.namespace.clone(), p.name.clone());
+        let Some(client) = current.get(&key) else {
+            println!("{}/{}: deleted while waiting", p.namespace, p.name);
+            failed = true;
+            return false;
+        };
+        seen.insert(key, client.clone());
+        match outcome(p, client, now) {
+            Some(Outcome::Renewed(text)) => {
+                println!("{}/{}: {text}", p.namespace, p.name);
+                false
+            }
+            Some(Outcome::Failed(text)) => {
+                println!("{}/{}: {text}", p.namespace, p.name);
+                failed = true;
+                false
+            }
+            None => true,
+        }
+    });
+    failed
+}
+
+/// One line per client still waiting at the deadline: what was last seen of it, and the last
+/// error reading the API.
+fn report_timeouts(
+    pending: &[Pending],
+    seen: &BTreeMap<(String, String), OAuthClient>,
+    last_error: Option<&str>,
+    waited: &str,
+) {
+    let now = Timestamp::now();
+    for p in pending {
         let key = (p.namespace.clone(), p.name.clone());
         let seen = seen.get(&key).map_or_else(
             || "nothing (no answer from the API server)".into(),
             |c| last_seen(c, now),
         );
         let error = last_error
-            .as_ref()
             .map(|e| format!("; last error: {}", printable(e)))
             .unwrap_or_default();
         println!(
@@ -311,7 +336,6 @@ async fn wait(
             p.namespace, p.name
         );
     }
-    Ok(if failed { EXIT_NOT_OK } else { 0 })
 }
 
 /// The current objects of the pending renewals: one GET for a single client, one LIST per

@@ -18,7 +18,7 @@ use super::table::{
     Table, margin_warning, parse_time, printable, relative, short_margin, truncate, when_text,
 };
 use crate::api::conditions::{self, DEGRADED, READY};
-use crate::api::crd::OAuthClient;
+use crate::api::crd::{OAuthClient, OAuthClientStatus};
 use crate::api::keys::REFRESH_REQUESTED_ANNOTATION;
 use crate::output::secret::{controlled_by, target_name};
 
@@ -294,35 +294,7 @@ async fn detail(connection: &Connection, name: &str, format: StatusFormat) -> Re
         .as_ref()
         .and_then(|s| s.secret_name.clone())
         .unwrap_or_else(|| target_name(&client));
-    let secrets: Api<Secret> = Api::namespaced(connection.client.clone(), namespace);
-    let secret = match secrets.get_opt(&secret_name).await {
-        Ok(Some(secret)) => SecretView::Found {
-            type_: secret.type_.clone().unwrap_or_else(|| "Opaque".into()),
-            keys: secret
-                .data
-                .iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), v.0.len()))
-                .collect(),
-            controlled: controlled_by(
-                secret
-                    .metadata
-                    .owner_references
-                    .as_deref()
-                    .unwrap_or_default(),
-                &client,
-            ),
-        },
-        Ok(None) => SecretView::Missing,
-        Err(e) => SecretView::Unreadable(
-            CliError::api(
-                e,
-                &format!("Secret {namespace}/{secret_name}"),
-                &connection.url,
-            )
-            .message,
-        ),
-    };
+    let secret = secret_view(connection, &client, &secret_name).await;
     let events = events(connection, &client).await;
     let now = Timestamp::now();
     let ready = Summary::of(&client).is_ready();
@@ -345,6 +317,44 @@ async fn detail(connection: &Connection, name: &str, format: StatusFormat) -> Re
         }
     }
     Ok(if ready { 0 } else { EXIT_NOT_OK })
+}
+
+/// What `status NAME` shows of the managed Secret: its type, key sizes and owner, never data.
+async fn secret_view(
+    connection: &Connection,
+    client: &OAuthClient,
+    secret_name: &str,
+) -> SecretView {
+    let namespace = &connection.namespace;
+    let secrets: Api<Secret> = Api::namespaced(connection.client.clone(), namespace);
+    match secrets.get_opt(secret_name).await {
+        Ok(Some(secret)) => SecretView::Found {
+            type_: secret.type_.clone().unwrap_or_else(|| "Opaque".into()),
+            keys: secret
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.0.len()))
+                .collect(),
+            controlled: controlled_by(
+                secret
+                    .metadata
+                    .owner_references
+                    .as_deref()
+                    .unwrap_or_default(),
+                client,
+            ),
+        },
+        Ok(None) => SecretView::Missing,
+        Err(e) => SecretView::Unreadable(
+            CliError::api(
+                e,
+                &format!("Secret {namespace}/{secret_name}"),
+                &connection.url,
+            )
+            .message,
+        ),
+    }
 }
 
 /// The events about `client` (events.k8s.io/v1, `regarding` this object), folded by type,
@@ -439,6 +449,23 @@ fn detail_text(
     now: Timestamp,
 ) -> String {
     let namespace = client.namespace().unwrap_or_default();
+    let mut out = header_text(client, now);
+    match &client.status {
+        None => out.push_str(
+            "\nStatus: none yet. Is the operator running, and does it watch this namespace?\n",
+        ),
+        Some(status) => {
+            out.push_str(&conditions_text(status, now));
+            out.push_str(&status_fields_text(status, client.metadata.generation, now));
+        }
+    }
+    out.push_str(&secret_text(&namespace, secret_name, secret));
+    out.push_str(&events_text(events, now));
+    out
+}
+
+/// The client's own fields: name, namespace, provider, token URL, age, a pending refresh request.
+fn header_text(client: &OAuthClient, now: Timestamp) -> String {
     let mut out = String::new();
     let mut field = |label: &str, value: String| {
         out.push_str(&format!(
@@ -448,34 +475,24 @@ fn detail_text(
         ));
     };
     field("Name", client.name_any());
-    field("Namespace", namespace.clone());
+    field("Namespace", client.namespace().unwrap_or_default());
     field("Provider", client.spec.provider.as_str().into());
     field("Token URL", token_url(client));
-    field(
-        "Created",
-        when_text(
-            client
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| crate::timing::time::rfc3339(t.0))
-                .as_deref(),
-            now,
-        ),
-    );
+    let created = client
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| crate::timing::time::rfc3339(t.0));
+    field("Created", when_text(created.as_deref(), now));
     if let Some(requested) = client.annotations().get(REFRESH_REQUESTED_ANNOTATION) {
         field("Refresh requested", when_text(Some(requested), now));
     }
-    let Some(status) = &client.status else {
-        out.push_str(
-            "\nStatus: none yet. Is the operator running, and does it watch this namespace?\n",
-        );
-        out.push_str(&secret_text(&namespace, secret_name, secret));
-        out.push_str(&events_text(events, now));
-        return out;
-    };
+    out
+}
 
-    out.push_str("\nConditions:\n");
+/// The conditions as a table, Ready first, then Degraded, then any other.
+fn conditions_text(status: &OAuthClientStatus, now: Timestamp) -> String {
+    let mut out = String::from("\nConditions:\n");
     let mut conditions = Table::new(&["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"]);
     let mut sorted = status.conditions.clone();
     sorted.sort_by_key(|c| (c.type_ != READY, c.type_ != DEGRADED, c.type_.clone()));
@@ -493,27 +510,26 @@ fn detail_text(
     } else {
         out.push_str(&conditions.render("  "));
     }
+    out
+}
 
-    out.push_str("\nStatus:\n");
-    let generation = client.metadata.generation;
+/// The status fields, one per line; times relative to `now` as well.
+fn status_fields_text(
+    status: &OAuthClientStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> String {
+    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let observed = match (status.observed_generation, generation) {
+        (Some(o), Some(g)) if o == g => format!("{o}"),
+        (Some(o), Some(g)) => format!("{o} (the spec is at generation {g}: not yet seen)"),
+        (o, _) => o.map_or_else(|| "-".into(), |o| o.to_string()),
+    };
     let lines: [(&str, String); 8] = [
-        (
-            "observedGeneration",
-            match (status.observed_generation, generation) {
-                (Some(o), Some(g)) if o == g => format!("{o}"),
-                (Some(o), Some(g)) => format!("{o} (the spec is at generation {g}: not yet seen)"),
-                (o, _) => o.map_or_else(|| "-".into(), |o| o.to_string()),
-            },
-        ),
-        (
-            "secretName",
-            status.secret_name.clone().unwrap_or_else(|| "-".into()),
-        ),
-        (
-            "tokenType",
-            status.token_type.clone().unwrap_or_else(|| "-".into()),
-        ),
-        ("scope", status.scope.clone().unwrap_or_else(|| "-".into())),
+        ("observedGeneration", observed),
+        ("secretName", or_dash(&status.secret_name)),
+        ("tokenType", or_dash(&status.token_type)),
+        ("scope", or_dash(&status.scope)),
         ("issuedAt", when_text(status.issued_at.as_deref(), now)),
         ("expiresAt", when_text(status.expires_at.as_deref(), now)),
         (
@@ -527,6 +543,7 @@ fn detail_text(
                 .map_or_else(|| "-".into(), |n| n.to_string()),
         ),
     ];
+    let mut out = String::from("\nStatus:\n");
     for (label, value) in lines {
         out.push_str(&format!(
             "  {:<21} {}\n",
@@ -534,8 +551,6 @@ fn detail_text(
             printable(&value)
         ));
     }
-    out.push_str(&secret_text(&namespace, secret_name, secret));
-    out.push_str(&events_text(events, now));
     out
 }
 

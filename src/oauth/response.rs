@@ -205,26 +205,14 @@ fn read_success(response: &Response<'_>, ctx: &ReadContext<'_>) -> Result<Token,
         None => ctx.scrubber,
     };
 
-    if let Some(error) = body.get("error").filter(|v| !v.is_null()) {
-        let described = describe_error_fields(&body)
-            .or_else(|| Some(head(error.as_written(), SCAN_WINDOW).to_owned()));
-        let mut message = format!("{status} carries an error instead of a token");
-        if let Some(detail) = detail(described, error_code(&body), scrubber) {
-            message.push_str(": ");
-            message.push_str(&detail);
-        }
-        return Err(Failure::new(Reason::InvalidResponse, message));
+    if let Some(failure) = error_instead_of_token(&status, &body, scrubber) {
+        return Err(failure);
     }
-
     let access_token = match token_text.as_deref() {
         Some(token) if !token.trim().is_empty() => token,
         _ => return Err(no_token(&status, found.is_some(), &body, fields, scrubber)),
     };
-    let name = FieldName::new("access_token", &fields.access_token);
-    check_length(&status, &name, access_token.len(), MAX_ACCESS_TOKEN)?;
-    if let Some((at, what)) = first_invalid(access_token, is_visible) {
-        return Err(invalid_characters(&status, &name, at, what, VISIBLE_RULE));
-    }
+    check_access_token(&status, access_token, fields)?;
 
     let (expires_at, lifetime_source) = lifetime(&body, access_token, ctx);
     let token_type = read_token_type(&status, &body, fields)?;
@@ -246,6 +234,29 @@ fn read_success(response: &Response<'_>, ctx: &ReadContext<'_>) -> Result<Token,
         lifetime_source,
         vendor_issued_at,
     })
+}
+
+/// A 2xx body with an `error` member is a failure, whatever else it holds.
+fn error_instead_of_token(status: &str, body: &Body, scrubber: &Scrubber) -> Option<Failure> {
+    let error = body.get("error").filter(|v| !v.is_null())?;
+    let described = describe_error_fields(body)
+        .or_else(|| Some(head(error.as_written(), SCAN_WINDOW).to_owned()));
+    let mut message = format!("{status} carries an error instead of a token");
+    if let Some(detail) = detail(described, error_code(body), scrubber) {
+        message.push_str(": ");
+        message.push_str(&detail);
+    }
+    Some(Failure::new(Reason::InvalidResponse, message))
+}
+
+/// The access token's length and characters (visible ASCII only).
+fn check_access_token(status: &str, token: &str, fields: &ResponseFields) -> Result<(), Failure> {
+    let name = FieldName::new("access_token", &fields.access_token);
+    check_length(status, &name, token.len(), MAX_ACCESS_TOKEN)?;
+    if let Some((at, what)) = first_invalid(token, is_visible) {
+        return Err(invalid_characters(status, &name, at, what, VISIBLE_RULE));
+    }
+    Ok(())
 }
 
 /// When the token expires, and where that came from: an absolute `expires_on` in the future,

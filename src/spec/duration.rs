@@ -33,68 +33,66 @@ pub fn parse(input: &str) -> Result<Duration, ParseDurationError> {
     if input.is_empty() {
         return Err(fail("empty"));
     }
-    let bytes = input.as_bytes();
-    let mut i = 0;
+    let mut rest = input;
     let mut total_ms: u128 = 0;
-    while i < bytes.len() {
-        let int_start = i;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == int_start {
-            return Err(fail("expected a number"));
-        }
-        let int_part = &input[int_start..i];
-        let mut frac_part = "";
-        if i < bytes.len() && bytes[i] == b'.' {
-            i += 1;
-            let frac_start = i;
-            while i < bytes.len() && bytes[i].is_ascii_digit() {
-                i += 1;
-            }
-            if i == frac_start {
-                return Err(fail("expected digits after the decimal point"));
-            }
-            frac_part = &input[frac_start..i];
-        }
-        let unit_ms: u128 = if input[i..].starts_with("ms") {
-            i += 2;
-            1
-        } else {
-            let unit = match bytes.get(i) {
-                Some(b'h') => 3_600_000,
-                Some(b'm') => 60_000,
-                Some(b's') => 1_000,
-                Some(_) => return Err(fail("unknown unit (use h, m, s or ms)")),
-                None => return Err(fail("missing unit (use h, m, s or ms)")),
-            };
-            i += 1;
-            unit
-        };
-        // Digits beyond 30 cannot be a sane duration and would overflow u128 below.
-        if int_part.len() > 30 {
-            return Err(fail("too large"));
-        }
-        let whole: u128 = int_part.parse().map_err(|_| fail("too large"))?;
-        let mut ms = whole
-            .checked_mul(unit_ms)
-            .ok_or_else(|| fail("too large"))?;
-        // Fractional part, to millisecond precision (extra digits are truncated).
-        let mut scale = unit_ms;
-        for digit in frac_part.bytes().take(12) {
-            let d = u128::from(digit - b'0');
-            ms += d * scale / 10;
-            scale /= 10;
-            if scale == 0 {
-                break;
-            }
-        }
+    while !rest.is_empty() {
+        let ms = component(&mut rest).map_err(fail)?;
         total_ms = total_ms.checked_add(ms).ok_or_else(|| fail("too large"))?;
         if total_ms > MAX.as_millis() {
             return Err(fail("longer than ten years"));
         }
     }
     Ok(Duration::from_millis(total_ms as u64))
+}
+
+/// Reads one `<number>[.<digits>]<unit>` from the start of `rest`, in milliseconds, and
+/// advances `rest` past it.
+fn component(rest: &mut &str) -> Result<u128, &'static str> {
+    let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+    let int_len = digits(rest);
+    if int_len == 0 {
+        return Err("expected a number");
+    }
+    let int_part = &rest[..int_len];
+    *rest = &rest[int_len..];
+    let mut frac_part = "";
+    if let Some(after) = rest.strip_prefix('.') {
+        let frac_len = digits(after);
+        if frac_len == 0 {
+            return Err("expected digits after the decimal point");
+        }
+        frac_part = &after[..frac_len];
+        *rest = &after[frac_len..];
+    }
+    let (unit_ms, unit_len): (u128, usize) = if rest.starts_with("ms") {
+        (1, 2)
+    } else {
+        match rest.as_bytes().first() {
+            Some(b'h') => (3_600_000, 1),
+            Some(b'm') => (60_000, 1),
+            Some(b's') => (1_000, 1),
+            Some(_) => return Err("unknown unit (use h, m, s or ms)"),
+            None => return Err("missing unit (use h, m, s or ms)"),
+        }
+    };
+    *rest = &rest[unit_len..];
+    // Digits beyond 30 cannot be a sane duration and would overflow u128 below.
+    if int_part.len() > 30 {
+        return Err("too large");
+    }
+    let whole: u128 = int_part.parse().map_err(|_| "too large")?;
+    let mut ms = whole.checked_mul(unit_ms).ok_or("too large")?;
+    // Fractional part, to millisecond precision (extra digits are truncated).
+    let mut scale = unit_ms;
+    for digit in frac_part.bytes().take(12) {
+        let d = u128::from(digit - b'0');
+        ms += d * scale / 10;
+        scale /= 10;
+        if scale == 0 {
+            break;
+        }
+    }
+    Ok(ms)
 }
 
 /// Formats a duration the way [`parse`] reads it: `1h30m`, `90s` → `1m30s`, `0s`.
