@@ -78,6 +78,13 @@ pub struct OAuthClientSpec {
     /// Secret in the same namespace holding the client credentials.
     pub credentials_secret_ref: CredentialsSecretRef,
 
+    /// Where the token endpoint's trust anchors are: a ConfigMap (a trust-manager Bundle
+    /// target works as it is) or a Secret in the same namespace, holding one or more PEM
+    /// certificates. When set, the endpoint is verified against this bundle alone, not the
+    /// operator's default trust (the system store and --ca-file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_ref: Option<CaBundleRef>,
+
     /// How the client authenticates (RFC 6749 section 2.3.1): ClientSecretBasic sends an HTTP
     /// Basic header, ClientSecretPost sends client_id and client_secret in the request body.
     /// Credentials are never sent both ways. Defaults to the preset's method (generic:
@@ -273,6 +280,63 @@ impl CredentialsSecretRef {
             namespace: None,
         }
     }
+}
+
+/// Reference to the trust anchors of the token endpoint, in the OAuthClient's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.__namespace__)",
+    "message": "caBundleRef.namespace is not allowed: the bundle is read only from the OAuthClient's own namespace"
+}]))]
+pub struct CaBundleRef {
+    /// Kind of the object holding the bundle: ConfigMap or Secret.
+    #[serde(default)]
+    pub kind: CaBundleKind,
+
+    /// Name of the ConfigMap or Secret, in the same namespace as the OAuthClient.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// Key holding one or more PEM certificates.
+    #[serde(default = "default_ca_bundle_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+
+    /// Not allowed. Declared only so that the API server refuses it instead of silently
+    /// dropping it: the bundle is read only from the OAuthClient's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 0))]
+    pub namespace: Option<String>,
+}
+
+/// Default of `caBundleRef.key`.
+pub const DEFAULT_CA_BUNDLE_KEY: &str = "ca.crt";
+
+fn default_ca_bundle_key() -> String {
+    DEFAULT_CA_BUNDLE_KEY.into()
+}
+
+impl CaBundleRef {
+    /// A reference to `key` of the ConfigMap `name`.
+    pub fn config_map(name: impl Into<String>, key: impl Into<String>) -> Self {
+        CaBundleRef {
+            kind: CaBundleKind::ConfigMap,
+            name: name.into(),
+            key: key.into(),
+            namespace: None,
+        }
+    }
+}
+
+// Kind of the object holding a CA bundle.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum CaBundleKind {
+    /// A ConfigMap (data or binaryData).
+    #[default]
+    ConfigMap,
+    /// A Secret.
+    Secret,
 }
 
 /// Where to read values in a non-standard JSON response.
@@ -630,6 +694,35 @@ mod tests {
             assert!(rule.contains(&format!("'{provider}'")), "{rule}");
         }
         assert!(rule.starts_with("has(self.tokenUrl)"));
+    }
+
+    #[test]
+    fn ca_bundle_ref_defaults_to_a_config_map_key_ca_crt_in_the_same_namespace() {
+        let crd = crd_json();
+        let props = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["caBundleRef"];
+        assert_eq!(props["properties"]["kind"]["default"], "ConfigMap");
+        assert_eq!(
+            props["properties"]["kind"]["enum"],
+            serde_json::json!(["ConfigMap", "Secret"])
+        );
+        assert_eq!(props["properties"]["key"]["default"], DEFAULT_CA_BUNDLE_KEY);
+        assert_eq!(props["required"], serde_json::json!(["name"]));
+        assert!(
+            props["x-kubernetes-validations"][0]["rule"]
+                .as_str()
+                .unwrap()
+                .contains("namespace")
+        );
+        let spec: OAuthClientSpec = serde_json::from_value(serde_json::json!({
+            "credentialsSecretRef": {"name": "x"},
+            "caBundleRef": {"name": "corp-ca"},
+        }))
+        .unwrap();
+        assert_eq!(
+            spec.ca_bundle_ref,
+            Some(CaBundleRef::config_map("corp-ca", "ca.crt"))
+        );
     }
 
     #[test]

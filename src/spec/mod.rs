@@ -10,6 +10,7 @@
 //! | [`headers`] | `extraHeaders` (forbidden names, header values) |
 //! | [`refresh`] | `refresh` (durations, percentage) |
 //! | [`target`] | `target` (Secret type, name, labels, annotations, templates) |
+//! | [`ca_bundle`] | `caBundleRef` (the reference only; the bundle is read when needed) |
 //! | [`presets`] | the vendor preset table the spec is merged over |
 
 use std::collections::BTreeMap;
@@ -20,14 +21,15 @@ use http::{HeaderName, HeaderValue};
 use url::Url;
 
 use crate::api::crd::{
-    BasicAuthEncoding, ClientAuthMethod, MAX_MAP_ENTRIES, MAX_VALUE_LEN, OAuthClientSpec, Provider,
-    RequestEncoding, ResponseFields,
+    BasicAuthEncoding, CaBundleRef, ClientAuthMethod, MAX_MAP_ENTRIES, MAX_VALUE_LEN,
+    OAuthClientSpec, Provider, RequestEncoding, ResponseFields,
 };
 use crate::api::reason::Failure;
 use crate::oauth::url_policy::TokenUrlPolicy;
 use crate::spec::presets::preset;
 use crate::spec::template::Template;
 
+pub mod ca_bundle;
 pub mod duration;
 pub mod headers;
 pub mod params;
@@ -105,6 +107,13 @@ pub struct ClientSettings {
     pub refresh: RefreshSettings,
     /// Parsed `target.template`, by Secret key.
     pub templates: BTreeMap<String, Template>,
+    /// `caBundleRef`: the endpoint's own trust anchors (`None`: the operator's default trust).
+    ///
+    /// Not part of [`ExchangeSettings`], on purpose: the fingerprint of a stored token covers
+    /// what the token was issued for (the request and the credentials), and which anchors
+    /// verified the endpoint is not that. A CA bundle rotation, or adding a `caBundleRef` for
+    /// an endpoint that already works, does not by itself make a new exchange due.
+    pub ca_bundle: Option<CaBundleRef>,
 }
 
 impl ClientSettings {
@@ -137,6 +146,7 @@ impl ClientSettings {
             },
             refresh: refresh::settings(&refresh)?,
             templates: target::templates(&target)?,
+            ca_bundle: ca_bundle::ca_bundle(spec)?,
         })
     }
 }

@@ -299,3 +299,32 @@ fn credentials_ref_defaults() {
         ("client_id", "client_secret")
     );
 }
+
+#[test]
+fn ca_bundle_refs_are_checked_and_kept_out_of_the_exchange_settings() {
+    use crate::api::crd::CaBundleRef;
+    let with = |reference: CaBundleRef| OAuthClientSpec {
+        ca_bundle_ref: Some(reference),
+        ..generic("https://idp.example/token")
+    };
+    let plain = resolve(&generic("https://idp.example/token")).unwrap();
+    let s = resolve(&with(CaBundleRef::config_map("corp-ca", "ca.crt"))).unwrap();
+    assert_eq!(
+        s.ca_bundle,
+        Some(CaBundleRef::config_map("corp-ca", "ca.crt"))
+    );
+    // The trust is not what a token is issued for: the request settings are unchanged.
+    assert_eq!(s.exchange, plain.exchange);
+    assert_eq!(plain.ca_bundle, None);
+    let mut namespaced = CaBundleRef::config_map("corp-ca", "ca.crt");
+    namespaced.namespace = Some("other".into());
+    assert!(invalid(&with(namespaced)).contains("spec.caBundleRef.namespace is not allowed"));
+    assert!(
+        invalid(&with(CaBundleRef::config_map("Corp_CA", "ca.crt")))
+            .contains("spec.caBundleRef.name")
+    );
+    assert!(
+        invalid(&with(CaBundleRef::config_map("corp-ca", "ca/crt")))
+            .contains("spec.caBundleRef.key")
+    );
+}
