@@ -65,7 +65,7 @@ pub fn value(
         .map_err(|_| Failure::invalid_spec(format!("{origin} is not valid UTF-8")))
 }
 
-/// The data of a credentials Secret, by key.
+/// The data of a credentials Secret (or of the object holding a CA bundle), by key.
 pub trait SecretData {
     /// The bytes of `key`, if the Secret has it.
     fn bytes(&self, key: &str) -> Option<&[u8]>;
@@ -74,6 +74,13 @@ pub trait SecretData {
 impl SecretData for BTreeMap<String, ByteString> {
     fn bytes(&self, key: &str) -> Option<&[u8]> {
         self.get(key).map(|v| v.0.as_slice())
+    }
+}
+
+/// A ConfigMap's `data` (text values).
+impl SecretData for BTreeMap<String, String> {
+    fn bytes(&self, key: &str) -> Option<&[u8]> {
+        self.get(key).map(String::as_bytes)
     }
 }
 

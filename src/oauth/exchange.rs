@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use crate::api::reason::Failure;
+use crate::oauth::pool::TrustedClient;
 use crate::oauth::request::{self, Credentials};
 use crate::oauth::response::{self, ReadContext, Token};
 use crate::oauth::transport::Transport;
@@ -23,9 +24,29 @@ impl Exchanger {
         Exchanger { transport }
     }
 
-    /// Exchanges the credentials for a token as `settings` describe.
+    /// The transport (for the HTTP client of a trust configuration).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// Exchanges the credentials for a token as `settings` describe, verifying the endpoint
+    /// against the default trust.
     pub async fn exchange(
         &self,
+        settings: &ExchangeSettings,
+        credentials: &Credentials,
+        clock: &dyn Clock,
+    ) -> Result<Token, Failure> {
+        let client = self.transport.default_client().clone();
+        self.exchange_via(&client, settings, credentials, clock)
+            .await
+    }
+
+    /// Exchanges the credentials for a token as `settings` describe, through `client` (see
+    /// [`Transport::client`]).
+    pub async fn exchange_via(
+        &self,
+        client: &TrustedClient,
         settings: &ExchangeSettings,
         credentials: &Credentials,
         clock: &dyn Clock,
@@ -41,7 +62,7 @@ impl Exchanger {
         );
         // Everything the endpoint says goes through this before it enters a message.
         let scrubber = Scrubber::for_credentials(credentials);
-        let reply = self.transport.send(&request, &scrubber).await;
+        let reply = self.transport.send_via(client, &request, &scrubber).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let reply = match reply {
             Ok(reply) => reply,

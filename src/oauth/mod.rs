@@ -1,10 +1,15 @@
 //! The client-credentials exchange: reading credentials, building the request, where it may be
-//! sent (token URL policy, proxies), sending it (the transport) and reading the answer.
+//! sent (token URL policy, proxies), what the endpoint is verified against (trust), the HTTP
+//! clients (one per trust configuration, pooled), sending it (the transport) and reading the
+//! answer.
 
 pub mod credentials;
 pub mod exchange;
+pub mod pool;
 pub mod proxy;
 pub mod request;
 pub mod response;
+pub mod tls_failure;
 pub mod transport;
+pub mod trust;
 pub mod url_policy;

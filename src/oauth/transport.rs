@@ -1,6 +1,11 @@
 //! The one HTTP transport for token requests: reqwest with rustls.
 //!
-//! * TLS is always verified (the platform's trust store; no option turns verification off).
+//! * TLS is always verified: against the system trust store plus `--ca-file` (the default
+//!   trust), or against an OAuthClient's own bundle alone ([`crate::oauth::trust`]); no option
+//!   turns verification off. Each trust configuration has its own pooled client
+//!   ([`crate::oauth::pool`]), built from one template, so the rules below hold for every one.
+//! * A certificate or handshake failure is `EndpointUnavailable` with a message that starts
+//!   with what went wrong in words ([`crate::oauth::tls_failure`]).
 //! * Redirects are never followed: credentials must not be re-sent to another URL. A 3xx is
 //!   handed back to [`crate::oauth::response`], which reports it as `InvalidResponse`.
 //! * Every request has a timeout.
@@ -30,10 +35,13 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use url::{Host, Url};
 
 use crate::api::reason::{Failure, Reason};
+use crate::oauth::pool::{ClientPool, ClientTemplate, TrustedClient};
 use crate::oauth::proxy::{ProxyConfig, ProxyServer, Route};
 use crate::oauth::request::TokenRequest;
 use crate::oauth::response::sanitise;
-use crate::oauth::url_policy::{DeniedAddress, PolicyResolver, TokenUrlPolicy};
+use crate::oauth::tls_failure::TlsProblem;
+use crate::oauth::trust::{CaBundle, Trust};
+use crate::oauth::url_policy::{DeniedAddress, TokenUrlPolicy};
 use crate::output::redact::Scrubber;
 
 /// Largest response body read (1 MiB).
@@ -64,10 +72,12 @@ impl fmt::Debug for Reply {
     }
 }
 
-/// The HTTP client for token endpoints.
+/// The transport for token requests: the pool of HTTP clients (one per trust configuration;
+/// see [`crate::oauth::pool`]), the default one, and the checks made before a request leaves.
 #[derive(Clone, Debug)]
 pub struct Transport {
-    client: reqwest::Client,
+    pool: Arc<ClientPool>,
+    default: TrustedClient,
     timeout: Duration,
     policy: Arc<TokenUrlPolicy>,
     proxy: Arc<ProxyConfig>,
@@ -75,10 +85,23 @@ pub struct Transport {
     proxy_hosts: Arc<HashSet<String>>,
 }
 
-/// The HTTP client could not be built (no usable TLS trust store, for instance).
+/// Everything a transport is built from.
+#[derive(Clone, Debug, Default)]
+pub struct TransportConfig {
+    /// Request timeout.
+    pub timeout: Duration,
+    /// Where credentials may be sent.
+    pub policy: Arc<TokenUrlPolicy>,
+    /// Proxies (`run` and `exchange` pass [`ProxyConfig::from_env`]).
+    pub proxy: ProxyConfig,
+    /// `--ca-file`: extra trust anchors of the default trust, on top of the system store.
+    pub ca_file: Option<CaBundle>,
+}
+
+/// An HTTP client could not be built (no usable TLS trust store, for instance).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the HTTP client: {0}")]
-pub struct TransportError(#[source] reqwest::Error);
+pub struct TransportError(#[source] pub(crate) reqwest::Error);
 
 impl Transport {
     /// A transport with the given request timeout and the default token URL policy.
@@ -95,42 +118,90 @@ impl Transport {
         Transport::with_proxy(timeout, policy, ProxyConfig::none())
     }
 
-    /// A transport with the given request timeout, token URL policy and proxies (`run` and
-    /// `exchange` pass [`ProxyConfig::from_env`]).
+    /// A transport with the given request timeout, token URL policy and proxies, and the
+    /// system trust store as its default trust.
     pub fn with_proxy(
         timeout: Duration,
         policy: Arc<TokenUrlPolicy>,
         proxy: ProxyConfig,
     ) -> Result<Self, TransportError> {
-        // Both kube and reqwest use rustls with ring; install it as the process default once.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let proxy_hosts = proxy.proxy_host_names();
-        let resolver = PolicyResolver::with_exempt(Arc::clone(&policy), proxy_hosts.clone());
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(crate::user_agent())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .dns_resolver(Arc::new(resolver))
-            .no_proxy();
-        for proxy in proxy.reqwest_proxies() {
-            builder = builder.proxy(proxy);
-        }
-        let client = builder.build().map_err(TransportError)?;
-        Ok(Transport {
-            client,
+        Transport::from_config(TransportConfig {
             timeout,
             policy,
-            proxy: Arc::new(proxy),
-            proxy_hosts: Arc::new(proxy_hosts),
+            proxy,
+            ca_file: None,
         })
     }
 
-    /// Sends a token request and reads the reply with the body cap. Error messages are
-    /// scrubbed with `scrubber` (the request's credentials).
+    /// A transport as `config` describes it. Its default client (the default trust) is built
+    /// at once, so that a platform without a usable trust store is found at start-up.
+    pub fn from_config(config: TransportConfig) -> Result<Self, TransportError> {
+        let proxy = Arc::new(config.proxy);
+        let proxy_hosts = Arc::new(proxy.proxy_host_names());
+        let pool = Arc::new(ClientPool::new(ClientTemplate {
+            timeout: config.timeout,
+            policy: config.policy.clone(),
+            proxy: proxy.clone(),
+            proxy_hosts: proxy_hosts.clone(),
+            ca_file: config.ca_file,
+        }));
+        let described = pool.template().default_trust_description();
+        let default = pool.trusted(&Trust::Default, described)?;
+        Ok(Transport {
+            pool,
+            default,
+            timeout: config.timeout,
+            policy: config.policy,
+            proxy,
+            proxy_hosts,
+        })
+    }
+
+    /// The client of the default trust (the system store, plus `--ca-file`).
+    pub fn default_client(&self) -> &TrustedClient {
+        &self.default
+    }
+
+    /// The client for `trust` (the pooled one if another OAuthClient uses the same), named for
+    /// messages by `verified_against`. A client that cannot be built is `EndpointUnavailable`.
+    pub fn client(&self, trust: &Trust) -> Result<TrustedClient, Failure> {
+        match trust {
+            Trust::Default => Ok(self.default.clone()),
+            Trust::Bundle(bundle) => self
+                .pool
+                .trusted(trust, format!("{} alone", bundle.origin()))
+                .map_err(|e| {
+                    Failure::new(
+                        Reason::EndpointUnavailable,
+                        format!(
+                            "cannot build an HTTP client for {}: {}",
+                            bundle.origin(),
+                            root_cause(&e)
+                        ),
+                    )
+                }),
+        }
+    }
+
+    /// The number of HTTP clients in use (the default one included).
+    pub fn clients_in_use(&self) -> usize {
+        self.pool.live()
+    }
+
+    /// Sends a token request with the default client; see [`Transport::send_via`].
     pub async fn send(
         &self,
+        request: &TokenRequest,
+        scrubber: &Scrubber<'_>,
+    ) -> Result<Reply, Failure> {
+        self.send_via(&self.default, request, scrubber).await
+    }
+
+    /// Sends a token request through `client` and reads the reply with the body cap. Error
+    /// messages are scrubbed with `scrubber` (the request's credentials).
+    pub async fn send_via(
+        &self,
+        client: &TrustedClient,
         request: &TokenRequest,
         scrubber: &Scrubber<'_>,
     ) -> Result<Reply, Failure> {
@@ -150,8 +221,9 @@ impl Transport {
                 ));
             }
         }
-        let mut builder = self
-            .client
+        let mut builder = client
+            .pooled()
+            .reqwest()
             .post(url.clone())
             .body(request.body.expose().clone());
         for (name, value) in &request.headers {
@@ -159,7 +231,11 @@ impl Transport {
         }
         let response = match builder.send().await {
             Ok(response) => response,
-            Err(e) => return Err(self.transport_failure(url, route, &e, scrubber).await),
+            Err(e) => {
+                return Err(self
+                    .transport_failure(url, route, client, &e, scrubber)
+                    .await);
+            }
         };
         let status = response.status().as_u16();
         if let Route::Proxy(proxy) = route
@@ -179,7 +255,9 @@ impl Transport {
             Ok(body) => body,
             Err(Read::TooLarge(failure)) => return Err(failure),
             Err(Read::Broken(e)) => {
-                return Err(self.transport_failure(url, route, &e, scrubber).await);
+                return Err(self
+                    .transport_failure(url, route, client, &e, scrubber)
+                    .await);
             }
         };
         Ok(Reply {
@@ -256,6 +334,7 @@ impl Transport {
         &self,
         url: &Url,
         route: Route<'_>,
+        client: &TrustedClient,
         error: &reqwest::Error,
         scrubber: &Scrubber<'_>,
     ) -> Failure {
@@ -271,6 +350,13 @@ impl Transport {
                 .unwrap_or_else(|| format!("token endpoint {host}: the proxy {proxy} failed"));
             return Failure::new(Reason::EndpointUnavailable, message);
         }
+        let via = match route {
+            Route::Proxy(proxy) => format!(" (through the proxy {proxy})"),
+            _ => String::new(),
+        };
+        if let Some(problem) = TlsProblem::find(error) {
+            return tls_failure(url, &problem, &via, client);
+        }
         // What happened, with the library's detail, and the same without it.
         let (what, short) = if error.is_timeout() {
             let what = format!("timed out after {}s", self.timeout.as_secs_f32());
@@ -283,10 +369,6 @@ impl Transport {
             (format!("{short}: {}", root_cause(error)), short)
         } else {
             (root_cause(error), "request failed".to_owned())
-        };
-        let via = match route {
-            Route::Proxy(proxy) => format!(" (through the proxy {proxy})"),
-            _ => String::new(),
         };
         // These messages hold no body text; with a secret too short to scrub reliably they
         // are left whole rather than shredded.
@@ -339,6 +421,19 @@ impl Transport {
             },
         })
     }
+}
+
+/// A TLS failure: the contract's phrase first, then where and against what it was verified.
+fn tls_failure(url: &Url, problem: &TlsProblem, via: &str, client: &TrustedClient) -> Failure {
+    let host = url.host_str().unwrap_or("?");
+    let port = url.port_or_known_default().unwrap_or(443);
+    let headline = problem.message(host);
+    let text = format!(
+        "{headline}: token endpoint {host}:{port}{via}, verified against {}",
+        client.verified_against()
+    );
+    let message = sanitise(&text, &Scrubber::none()).unwrap_or(headline);
+    Failure::new(Reason::EndpointUnavailable, message)
 }
 
 /// Sends `CONNECT target` to an `http://` proxy and returns the status of its answer.

@@ -7,4 +7,5 @@ pub mod harness;
 pub mod logs;
 pub mod process;
 pub mod proxy;
+pub mod tls;
 pub mod vendors;

@@ -1,0 +1,286 @@
+//! The HTTP clients for token endpoints: one per distinct client configuration, shared by every
+//! OAuthClient that uses it, dropped when none does.
+//!
+//! A configuration is a [`ClientKey`]: the trust anchors ([`TrustKey`]: the default trust, or a
+//! bundle by the hash of its certificates) and, once client certificates exist (mTLS), the
+//! client identity ([`IdentityKey`], a placeholder until then). Everything else — the token URL
+//! policy and its DNS resolver, the proxies, the timeouts, no redirects, the User-Agent — is the
+//! same for every client: it comes from one [`ClientTemplate`], so a pooled client can never
+//! skip a rule the default one follows.
+//!
+//! The pool hands out `Arc`s and keeps only `Weak`s: a client lives as long as someone holds it
+//! (the transport holds the default one; the controller's memory of each OAuthClient holds the
+//! one it uses), and the pool forgets dropped ones whenever it adds a client.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use crate::oauth::proxy::ProxyConfig;
+use crate::oauth::transport::TransportError;
+use crate::oauth::trust::{CaBundle, Trust, TrustKey};
+use crate::oauth::url_policy::{PolicyResolver, TokenUrlPolicy};
+
+/// What makes two pooled clients different.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClientKey {
+    /// The trust anchors.
+    pub trust: TrustKey,
+    /// The client certificate presented in the handshake (mTLS); always `None` for now.
+    pub identity: Option<IdentityKey>,
+}
+
+/// Placeholder for the client identity of mutual TLS (`TlsClientAuth`): the mTLS work replaces
+/// it with a hash of the certificate chain and private key, and gives [`ClientPool::get`] the
+/// identity to build with. Until then no key carries one, and this type has no values.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IdentityKey {
+    _none: std::convert::Infallible,
+}
+
+/// One pooled HTTP client.
+pub struct PooledClient {
+    key: ClientKey,
+    client: reqwest::Client,
+}
+
+impl PooledClient {
+    /// What it was built for.
+    pub fn key(&self) -> &ClientKey {
+        &self.key
+    }
+
+    pub(crate) fn reqwest(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+impl fmt::Debug for PooledClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledClient")
+            .field("trust", &self.key.trust.to_string())
+            .finish()
+    }
+}
+
+/// A pooled client and, for messages, what it verifies endpoints against as the OAuthClient
+/// using it names it (`key ca.crt of ConfigMap corp-ca (spec.caBundleRef) alone`). Cloning
+/// shares the client.
+#[derive(Clone)]
+pub struct TrustedClient {
+    client: Arc<PooledClient>,
+    verified_against: Arc<str>,
+}
+
+impl TrustedClient {
+    /// The pooled client.
+    pub fn pooled(&self) -> &Arc<PooledClient> {
+        &self.client
+    }
+
+    /// What the endpoint's certificate is verified against, in words.
+    pub fn verified_against(&self) -> &str {
+        &self.verified_against
+    }
+}
+
+impl fmt::Debug for TrustedClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrustedClient")
+            .field("trust", &self.client.key.trust.to_string())
+            .field("verified_against", &self.verified_against)
+            .finish()
+    }
+}
+
+/// What every pooled client shares, and how one is built.
+#[derive(Debug)]
+pub struct ClientTemplate {
+    /// Request and connect timeout.
+    pub timeout: Duration,
+    /// The token URL policy (its resolver checks every address connected to).
+    pub policy: Arc<TokenUrlPolicy>,
+    /// The proxies.
+    pub proxy: Arc<ProxyConfig>,
+    /// The proxies' host names, which the resolver does not check.
+    pub proxy_hosts: Arc<HashSet<String>>,
+    /// `--ca-file`: added to the system store in the default trust.
+    pub ca_file: Option<CaBundle>,
+}
+
+impl ClientTemplate {
+    /// Builds a client verifying endpoints against `trust`.
+    fn build(&self, trust: &Trust) -> Result<reqwest::Client, TransportError> {
+        // Both kube and reqwest use rustls with ring; install it as the process default once.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let resolver = PolicyResolver::with_exempt(
+            Arc::clone(&self.policy),
+            self.proxy_hosts.as_ref().clone(),
+        );
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout)
+            .user_agent(crate::user_agent())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .dns_resolver(Arc::new(resolver))
+            .no_proxy();
+        for proxy in self.proxy.reqwest_proxies() {
+            builder = builder.proxy(proxy);
+        }
+        builder = match trust {
+            Trust::Default => match &self.ca_file {
+                Some(extra) => builder.tls_certs_merge(certificates(extra)?),
+                None => builder,
+            },
+            Trust::Bundle(bundle) => builder.tls_certs_only(certificates(bundle)?),
+        };
+        builder.build().map_err(TransportError)
+    }
+
+    /// How messages name the default trust.
+    pub fn default_trust_description(&self) -> String {
+        match &self.ca_file {
+            Some(extra) => format!("the system trust store and {}", extra.origin()),
+            None => "the system trust store".to_owned(),
+        }
+    }
+}
+
+fn certificates(bundle: &CaBundle) -> Result<Vec<reqwest::Certificate>, TransportError> {
+    bundle
+        .certificates()
+        .iter()
+        .map(|der| reqwest::Certificate::from_der(der.as_ref()).map_err(TransportError))
+        .collect()
+}
+
+/// The clients in use, by key.
+#[derive(Debug)]
+pub struct ClientPool {
+    template: ClientTemplate,
+    entries: Mutex<HashMap<ClientKey, Weak<PooledClient>>>,
+}
+
+impl ClientPool {
+    /// An empty pool building clients from `template`.
+    pub fn new(template: ClientTemplate) -> Self {
+        ClientPool {
+            template,
+            entries: Mutex::default(),
+        }
+    }
+
+    /// What its clients share.
+    pub fn template(&self) -> &ClientTemplate {
+        &self.template
+    }
+
+    /// The client for `trust`: the one in use if there is one, else a new one.
+    pub fn get(&self, trust: &Trust) -> Result<Arc<PooledClient>, TransportError> {
+        let key = ClientKey {
+            trust: trust.key(),
+            identity: None,
+        };
+        let mut entries = self.entries.lock().expect("client pool lock");
+        if let Some(client) = entries.get(&key).and_then(Weak::upgrade) {
+            return Ok(client);
+        }
+        let client = Arc::new(PooledClient {
+            client: self.template.build(trust)?,
+            key: key.clone(),
+        });
+        entries.retain(|_, client| client.strong_count() > 0);
+        entries.insert(key, Arc::downgrade(&client));
+        tracing::debug!(
+            trust = %client.key.trust,
+            clients = entries.len(),
+            "built an HTTP client for token endpoints"
+        );
+        Ok(client)
+    }
+
+    /// A client for `trust`, named for messages.
+    pub fn trusted(
+        &self,
+        trust: &Trust,
+        verified_against: impl Into<Arc<str>>,
+    ) -> Result<TrustedClient, TransportError> {
+        Ok(TrustedClient {
+            client: self.get(trust)?,
+            verified_against: verified_against.into(),
+        })
+    }
+
+    /// The number of clients someone still holds.
+    pub fn live(&self) -> usize {
+        let entries = self.entries.lock().expect("client pool lock");
+        entries.values().filter(|c| c.strong_count() > 0).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> ClientPool {
+        ClientPool::new(ClientTemplate {
+            timeout: Duration::from_secs(1),
+            policy: Arc::default(),
+            proxy: Arc::default(),
+            proxy_hosts: Arc::default(),
+            ca_file: None,
+        })
+    }
+
+    fn bundle(name: &str) -> CaBundle {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        CaBundle::parse(pem.as_bytes(), name).unwrap()
+    }
+
+    #[test]
+    fn one_client_per_distinct_trust_shared_and_dropped_when_unused() {
+        let pool = pool();
+        let (a, b) = (bundle("a"), bundle("b"));
+        let first = pool.get(&Trust::Bundle(a.clone())).unwrap();
+        // Another origin with the same certificates shares the client.
+        let same = CaBundle::parse(
+            &a.certificates()
+                .iter()
+                .map(|der| {
+                    let text = base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        der.as_ref(),
+                    );
+                    format!("-----BEGIN CERTIFICATE-----\n{text}\n-----END CERTIFICATE-----\n")
+                })
+                .collect::<String>()
+                .into_bytes(),
+            "elsewhere",
+        )
+        .unwrap();
+        let shared = pool.get(&Trust::Bundle(same)).unwrap();
+        assert!(Arc::ptr_eq(&first, &shared));
+        let other = pool.get(&Trust::Bundle(b)).unwrap();
+        assert!(!Arc::ptr_eq(&first, &other));
+        let default = pool.trusted(&Trust::Default, "the default").unwrap();
+        assert_eq!(default.pooled().key().trust, TrustKey::Default);
+        assert_eq!(pool.live(), 3);
+        drop((first, shared));
+        assert_eq!(pool.live(), 2, "a client nobody holds is gone");
+        drop(other);
+        // Dead entries are swept when a client is added.
+        let again = pool.get(&Trust::Bundle(a)).unwrap();
+        assert_eq!(pool.live(), 2);
+        assert_eq!(pool.entries.lock().unwrap().len(), 2);
+        drop(again);
+        assert!(format!("{default:?}").contains("the default"));
+    }
+}
