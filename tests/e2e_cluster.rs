@@ -72,6 +72,7 @@ async fn real_cluster_end_to_end() {
         proxy: Default::default(),
         // The seal key Secret goes into the test namespace, deleted with it.
         namespace: ns.clone(),
+        ca_file: None,
     };
     controller::preflight(&client, &config.namespaces, "the test cluster")
         .await

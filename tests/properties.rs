@@ -91,6 +91,7 @@ proptest! {
                 secret: &secret,
                 refresh_requested_at: None,
                 credentials_changed: false,
+                trust_changed: false,
                 uid,
                 secret_name: "t",
                 failure_streak: streak,

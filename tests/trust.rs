@@ -9,6 +9,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use oauth_token_operator::api::crd::OAuthClientSpec;
 use oauth_token_operator::api::reason::{Failure, Reason};
 use oauth_token_operator::oauth::exchange::Exchanger;
@@ -21,7 +22,9 @@ use oauth_token_operator::oauth::url_policy::{CidrList, TokenUrlPolicy};
 use oauth_token_operator::output::redact::Sensitive;
 use oauth_token_operator::spec::{ClientSettings, Policy};
 use oauth_token_operator::timing::clock::SystemClock;
-use serde_json::json;
+use serde_json::{Value, json};
+use support::apiserver::{ApiServer, CONFIGMAPS, OAUTHCLIENTS, SECRETS};
+use support::harness::*;
 use support::proxy::ProxyDouble;
 use support::tls::{TestCa, TlsFront, closing_endpoint, https_url, port_of};
 use support::vendors::*;
@@ -275,4 +278,249 @@ async fn a_pooled_client_goes_through_the_proxy_and_follows_the_token_url_policy
     let failure = exchange(&denied, &trust, &url).await.unwrap_err();
     assert_eq!(failure.reason, Reason::InvalidSpec, "{}", failure.message);
     assert_eq!(proxy.requests().len(), 1, "no second CONNECT");
+}
+
+// === the controller: spec.caBundleRef against the API-server double ===
+
+const NS: &str = "idp";
+
+fn config_map(api: &ApiServer, name: &str, data: Value) -> Value {
+    api.create(
+        CONFIGMAPS,
+        json!({"metadata": {"name": name, "namespace": NS}, "data": data}),
+    )
+}
+
+fn client_spec(url: &str, bundle: Value) -> Value {
+    json!({"tokenUrl": url, "credentialsSecretRef": {"name": "creds"}, "caBundleRef": bundle})
+}
+
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+fn status_of(api: &ApiServer, name: &str) -> Value {
+    api.get(OAUTHCLIENTS, NS, name).unwrap()["status"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_map_bundle_changed_from_the_wrong_ca_to_the_right_one_gives_ready_within_seconds()
+{
+    let (corp, other) = (TestCa::new("Corp Root CA"), TestCa::new("Other CA"));
+    let (server, _front, url) = endpoint(&corp, &["localhost"], false).await;
+    let api = ApiServer::start().await;
+    let operator = Operator::start_configured(&api, |_| {});
+    credentials(&api, NS, "creds", ID, SECRET);
+    // A trust-manager Bundle target: a ConfigMap with the bundle under the key it was told.
+    config_map(&api, "corp-ca", json!({"ca.crt": other.pem()}));
+    oauth_client(
+        &api,
+        NS,
+        "keycloak",
+        client_spec(&url, json!({"name": "corp-ca"})),
+    );
+    let (_, _, message) = wait_ready(&api, NS, "keycloak", "False", "EndpointUnavailable").await;
+    assert!(
+        message.starts_with(
+            "TLS: certificate signed by an unknown authority: token endpoint localhost:"
+        ),
+        "{message}"
+    );
+    assert!(
+        message
+            .ends_with("verified against key ca.crt of ConfigMap corp-ca (spec.caBundleRef) alone"),
+        "{message}"
+    );
+    // Let the backoff grow (about 5 s, then about 10 s), so that a quick recovery can only
+    // come from the ConfigMap's watch.
+    eventually("a second failure", Duration::from_secs(15), || {
+        (status_of(&api, "keycloak")["consecutiveFailures"].as_i64() >= Some(2)).then_some(())
+    })
+    .await;
+    let planned: jiff::Timestamp = status_of(&api, "keycloak")["nextRefreshAt"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let changed = std::time::Instant::now();
+    api.modify(CONFIGMAPS, NS, "corp-ca", |o| {
+        o["data"]["ca.crt"] = json!(format!("{}{}", other.pem(), corp.pem()));
+    });
+    wait_ready(&api, NS, "keycloak", "True", "TokenIssued").await;
+    assert!(
+        changed.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        changed.elapsed()
+    );
+    assert!(
+        jiff::Timestamp::now() < planned,
+        "before the backoff's retry"
+    );
+    assert_eq!(server.count(), 1);
+    let metrics = operator.metrics.encode();
+    assert_eq!(
+        sample(
+            &metrics,
+            "oauth_token_operator_exchange_triggers_total{trigger=\"trust_changed\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_bundle_is_trusted_a_rotation_alone_does_not_exchange_and_its_client_goes_with_it()
+{
+    let (corp, other) = (TestCa::new("Corp Root CA"), TestCa::new("Other CA"));
+    let (server, _front, url) = endpoint(&corp, &["localhost"], false).await;
+    let api = ApiServer::start().await;
+    let operator = Operator::start_configured(&api, |_| {});
+    credentials(&api, NS, "creds", ID, SECRET);
+    api.create(
+        SECRETS,
+        json!({"metadata": {"name": "idp-ca", "namespace": NS}, "stringData": {"bundle.pem": corp.pem()}}),
+    );
+    let bundle = json!({"kind": "Secret", "name": "idp-ca", "key": "bundle.pem"});
+    oauth_client(&api, NS, "a", client_spec(&url, bundle.clone()));
+    wait_ready(&api, NS, "a", "True", "TokenIssued").await;
+    // A second client with the same bundle shares the HTTP client: default + one.
+    oauth_client(&api, NS, "b", client_spec(&url, bundle));
+    wait_ready(&api, NS, "b", "True", "TokenIssued").await;
+    let clients = || {
+        sample(
+            &operator.metrics.encode(),
+            "oauth_token_operator_http_clients",
+        )
+    };
+    assert_eq!(clients(), Some(2.0));
+    // A CA rotation (a new CA added to the bundle) is not a credential change.
+    api.modify(SECRETS, NS, "idp-ca", |o| {
+        let both = format!("{}{}", other.pem(), corp.pem());
+        o["data"]["bundle.pem"] = json!(base64::engine::general_purpose::STANDARD.encode(both));
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(server.count(), 2, "one token per client, none more");
+    for name in ["a", "b"] {
+        assert_eq!(condition(&api, NS, name, "Ready").unwrap().0, "True");
+    }
+    api.delete(OAUTHCLIENTS, NS, "a");
+    api.delete(OAUTHCLIENTS, NS, "b");
+    eventually(
+        "the bundle's client is dropped",
+        Duration::from_secs(10),
+        || (clients() == Some(1.0)).then_some(()),
+    )
+    .await;
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_and_unparseable_bundles_are_named_and_each_fix_is_seen_within_seconds() {
+    let corp = TestCa::new("Corp Root CA");
+    let (server, _front, url) = endpoint(&corp, &["localhost"], false).await;
+    let api = ApiServer::start().await;
+    let operator = Operator::start_configured(&api, |_| {});
+    credentials(&api, NS, "creds", ID, SECRET);
+    oauth_client(&api, NS, "c", client_spec(&url, json!({"name": "late-ca"})));
+    let (_, _, message) = wait_ready(&api, NS, "c", "False", "CredentialsNotFound").await;
+    assert_eq!(
+        message,
+        format!("ConfigMap late-ca (spec.caBundleRef) not found in namespace {NS}")
+    );
+    // These failures back off for about a minute: every step below is seen through the watch.
+    let started = std::time::Instant::now();
+    config_map(&api, "late-ca", json!({"other.crt": corp.pem()}));
+    let (_, _, message) = eventually("no key", Duration::from_secs(5), || {
+        condition(&api, NS, "c", "Ready").filter(|c| c.2.contains("has no key"))
+    })
+    .await;
+    assert_eq!(
+        message,
+        "ConfigMap late-ca (spec.caBundleRef) has no key ca.crt"
+    );
+    api.modify(CONFIGMAPS, NS, "late-ca", |o| {
+        o["data"]["ca.crt"] =
+            json!("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n");
+    });
+    let (_, reason, message) = eventually("unparseable", Duration::from_secs(5), || {
+        condition(&api, NS, "c", "Ready").filter(|c| c.1 == "InvalidSpec")
+    })
+    .await;
+    assert_eq!(reason, "InvalidSpec");
+    assert!(
+        message.starts_with(
+            "key ca.crt of ConfigMap late-ca (spec.caBundleRef) holds no parseable PEM certificate"
+        ),
+        "{message}"
+    );
+    api.modify(CONFIGMAPS, NS, "late-ca", |o| {
+        o["data"]["ca.crt"] = json!(corp.pem());
+    });
+    wait_ready(&api, NS, "c", "True", "TokenIssued").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        server.count(),
+        1,
+        "no token request until the bundle was usable"
+    );
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_file_trusts_endpoints_without_a_bundle_and_a_bundle_added_later_is_used_alone() {
+    let (corp, other) = (TestCa::new("Corp Root CA"), TestCa::new("Other CA"));
+    let (server, _front, url) = endpoint(&corp, &["localhost"], false).await;
+    let api = ApiServer::start().await;
+    let operator = Operator::start_configured(&api, |config| {
+        config.ca_file = Some(bundle(&corp, "--ca-file /etc/corp/ca.pem"));
+    });
+    credentials(&api, NS, "creds", ID, SECRET);
+    oauth_client(
+        &api,
+        NS,
+        "d",
+        json!({"tokenUrl": url, "credentialsSecretRef": {"name": "creds"}}),
+    );
+    wait_ready(&api, NS, "d", "True", "TokenIssued").await;
+    // Adding a caBundleRef (the spec changes) does not replace the token: it was issued for
+    // the same request and credentials.
+    config_map(&api, "wrong-ca", json!({"ca.crt": other.pem()}));
+    api.modify(OAUTHCLIENTS, NS, "d", |o| {
+        o["spec"]["caBundleRef"] = json!({"name": "wrong-ca"});
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(server.count(), 1);
+    assert_eq!(condition(&api, NS, "d", "Ready").unwrap().0, "True");
+    // The next exchange verifies against that bundle alone: --ca-file no longer counts.
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    api.modify(OAUTHCLIENTS, NS, "d", |o| {
+        o["metadata"]["annotations"] =
+            json!({"oauth.token-operator.dev/refresh-requested-at": now});
+    });
+    let (_, reason, message) = eventually("a refused refresh", Duration::from_secs(10), || {
+        condition(&api, NS, "d", "Degraded").filter(|c| c.0 == "True")
+    })
+    .await;
+    assert_eq!(reason, "EndpointUnavailable");
+    assert!(
+        message.starts_with("TLS: certificate signed by an unknown authority")
+            && message.contains("ConfigMap wrong-ca"),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&api, NS, "d", "Ready").unwrap().0,
+        "True",
+        "the old token stays"
+    );
+    assert_eq!(server.count(), 1);
+    operator.stop().await;
 }

@@ -99,6 +99,16 @@ pub struct ExchangeArgs {
     /// Request timeout (e.g. 10s, 1m).
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
     pub request_timeout: Duration,
+
+    /// PEM file of extra trust anchors, added to the system trust store (as on `run`).
+    #[arg(long, env = "OAUTH_TOKEN_OPERATOR_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// PEM file standing in for the file's spec.caBundleRef: the endpoint is verified against
+    /// this bundle alone. Without it, a caBundleRef is read from a ConfigMap or Secret of that
+    /// name in the file.
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle_file: Option<PathBuf>,
 }
 
 /// Arguments of `run`. Every flag can also be set from the environment variable named after it.
@@ -137,6 +147,11 @@ pub struct RunArgs {
     /// Log line format.
     #[arg(long, env = "OAUTH_TOKEN_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// PEM file of extra trust anchors (a corporate root CA, say) for token endpoints without
+    /// their own spec.caBundleRef, added to the system trust store. Read at start-up.
+    #[arg(long, env = "OAUTH_TOKEN_OPERATOR_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 
     /// Run only while holding the Lease `oauth-token-operator` in the pod's namespace
     /// (POD_NAMESPACE), so that several replicas can run with one active.
@@ -190,6 +205,18 @@ impl TokenUrlArgs {
             self.token_url_allow_hosts.clone(),
         )
     }
+}
+
+/// Reads a PEM bundle given with `flag` (`--ca-file`, `--ca-bundle-file`): the outer error when
+/// the file cannot be read, the inner one (`InvalidSpec`) when it holds no certificate.
+/// Messages name the flag and the file, never its content.
+pub(crate) fn read_ca_bundle_file(
+    flag: &str,
+    path: &std::path::Path,
+) -> Result<Result<crate::oauth::trust::CaBundle, crate::api::reason::Failure>, String> {
+    let origin = format!("{flag} {}", path.display());
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {origin}: {e}"))?;
+    Ok(crate::oauth::trust::CaBundle::parse(&bytes, origin))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -78,6 +78,11 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
     .await
     .map_err(|e| format!("cannot listen on --metrics-addr {}: {e}", args.metrics_addr))?;
     let server = tokio::spawn(server);
+    let ca_file = args
+        .ca_file
+        .as_deref()
+        .map(|path| super::read_ca_bundle_file("--ca-file", path)?.map_err(|f| f.message))
+        .transpose()?;
     let proxy = ProxyConfig::from_env();
     tracing::info!(
         version = crate::VERSION,
@@ -85,6 +90,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         metrics_addr = %args.metrics_addr,
         leader_elect = args.leader_elect,
         token_request_proxies = %proxy,
+        extra_trust_anchors = ca_file.as_ref().map_or(0, |b| b.len()),
         "starting"
     );
     for warning in proxy.warnings() {
@@ -100,6 +106,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         request_timeout: args.request_timeout,
         proxy,
         namespace: crate::runtime::leader::own_namespace(&default_namespace),
+        ca_file,
     };
     let clock = Arc::new(SystemClock);
 

@@ -9,7 +9,7 @@ use kube::Client;
 use super::events::EventPublisher;
 use super::gate::ExchangeGate;
 use super::memo::{Memos, References, queue_ref};
-use super::secret_index::{ManagedIndex, SecretIndex};
+use super::secret_index::{ConfigMapIndex, ManagedIndex, SecretIndex};
 use crate::api::name::NamespacedName;
 use crate::oauth::exchange::Exchanger;
 use crate::runtime::metrics::Metrics;
@@ -47,13 +47,17 @@ pub struct Context {
     pub shared: Arc<Shared>,
     /// Managed Secrets (label-selected): controllers, our annotations, resourceVersion.
     pub managed: Arc<ManagedIndex>,
-    /// Names and resourceVersions of all Secrets in scope (credentials).
+    /// Names and resourceVersions of all Secrets in scope (credentials, CA bundles).
     pub secrets: Arc<SecretIndex>,
+    /// Names and resourceVersions of all ConfigMaps in scope (CA bundles).
+    pub config_maps: Arc<ConfigMapIndex>,
     /// Per-OAuthClient memory.
     pub memos: Memos,
-    /// Which OAuthClients reference which credentials Secrets.
+    /// Which OAuthClients reference which Secrets (credentials, CA bundles).
     pub references: References,
-    /// True once both Secret caches hold a complete first list.
+    /// Which OAuthClients reference which ConfigMaps (CA bundles).
+    pub config_map_references: References,
+    /// True once the Secret and ConfigMap caches hold a complete first list.
     pub secrets_synced: tokio::sync::watch::Receiver<bool>,
     /// This scope's index at the exchange gate.
     pub scope: usize,
@@ -65,6 +69,10 @@ impl Context {
         self.shared.metrics.forget_client(&key.namespace, &key.name);
         self.memos.forget(key);
         self.references.unlink(key);
+        self.config_map_references.unlink(key);
         self.shared.gate.forget(self.scope, &queue_ref(key));
+        // Its HTTP client (if no other client shares it) went with its memory.
+        let transport = self.shared.exchanger.transport();
+        self.shared.metrics.http_clients(transport.clients_in_use());
     }
 }

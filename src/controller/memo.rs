@@ -1,6 +1,6 @@
 //! What the controller remembers between reconciles, per OAuthClient, keyed by
-//! [`NamespacedName`]: the memory of each client ([`Memo`]) and which credentials Secret each
-//! client references ([`References`]).
+//! [`NamespacedName`]: the memory of each client ([`Memo`]) and which objects (credentials
+//! Secret, CA bundle) each client references ([`References`]).
 //!
 //! A reconcile reads its client's memo once, when it observes ([`Memos::snapshot`]), and writes
 //! what it learned once, at the end ([`Memos::record`]).
@@ -13,9 +13,10 @@ use jiff::Timestamp;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::api::crd::OAuthClient;
+use crate::api::crd::{CaBundleRef, OAuthClient};
 use crate::api::name::NamespacedName;
 use crate::decide::{FailureStreak, IssuedEvents};
+use crate::oauth::pool::TrustedClient;
 use crate::oauth::response::Token;
 use crate::spec::ExchangeSettings;
 
@@ -68,13 +69,30 @@ impl Written {
 }
 
 /// The credentials an exchange failed with: the Secret's resourceVersion and a keyed digest of
-/// the values (so that a metadata-only edit of the Secret does not count as a change).
+/// the values (so that a metadata-only edit of the Secret does not count as a change); and the
+/// resourceVersion of the CA bundle's object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FailedWith {
     /// resourceVersion of the credentials Secret (None: it did not exist).
     pub resource_version: Option<String>,
     /// HMAC of the credential values, or of why they are unusable.
     pub digest: Option<[u8; 32]>,
+    /// resourceVersion of the object `spec.caBundleRef` names (None: no reference, or the
+    /// object did not exist).
+    pub trust_rv: Option<String>,
+}
+
+/// The HTTP client of a client's `spec.caBundleRef`, kept while the reference and its object's
+/// resourceVersion stay the same. The bundle's data is not kept: only the client, which holds
+/// the parsed anchors, and which the pool shares with every client of the same bundle.
+#[derive(Clone, Debug)]
+pub struct TrustMemo {
+    /// The reference it was read for.
+    pub reference: CaBundleRef,
+    /// resourceVersion of the object it was read from.
+    pub resource_version: String,
+    /// The client.
+    pub client: TrustedClient,
 }
 
 /// A token that was obtained but could not be written yet (the API refused or failed the
@@ -120,6 +138,8 @@ pub struct Memo {
     pub restore_streak: u32,
     /// The spec generation a `ShortRenewMargin` event was emitted for.
     pub margin_warned: Option<i64>,
+    /// The HTTP client of the CA bundle, while it is current.
+    pub trust: Option<TrustMemo>,
 }
 
 /// A change to one field of a [`Memo`].
@@ -155,6 +175,8 @@ pub struct Learned {
     pub pending: Change<Box<Pending>>,
     /// The write of the managed Secret.
     pub written_secret: Change<Written>,
+    /// The HTTP client of the CA bundle.
+    pub trust: Change<TrustMemo>,
     /// When a token request that gave a token was sent.
     pub last_exchange_at: Option<Timestamp>,
     /// The failure streak and the event bookkeeping after the reconcile (set when it settled).
@@ -188,6 +210,7 @@ impl Memos {
         learned.failed_with.apply(&mut memo.failed_with);
         learned.pending.apply(&mut memo.pending);
         learned.written_secret.apply(&mut memo.written_secret);
+        learned.trust.apply(&mut memo.trust);
         if let Some(at) = learned.last_exchange_at {
             memo.last_exchange_at = Some(at);
         }
@@ -233,33 +256,40 @@ impl Memos {
     }
 }
 
-/// Secret ↔ the OAuthClients that use it, in two kinds: the credentials Secret each client
-/// references, and the managed Secret each client writes (so that a change to a managed Secret
-/// whose ownerReference or label was removed still reaches its client). Both live in the
-/// client's namespace; most Secrets are used by one client, so each holds a boxed slice rather
-/// than a set.
+/// Objects of one kind (Secrets, ConfigMaps) ↔ the OAuthClients that use them, in two kinds of
+/// use: what each client references (a credentials Secret, a CA bundle) and the managed Secret
+/// each client writes (so that a change to a managed Secret whose ownerReference or label was
+/// removed still reaches its client). All live in the client's namespace; most objects are used
+/// by one client and each client references one or two, so both sides hold boxed slices rather
+/// than sets.
 #[derive(Debug, Default)]
 pub struct References {
-    credentials: Mutex<Links>,
+    referenced: Mutex<Links>,
     targets: Mutex<Links>,
 }
 
 #[derive(Debug, Default)]
 struct Links {
-    /// Secret → OAuthClient names (in the Secret's namespace).
-    by_secret: HashMap<NamespacedName, Box<[Box<str>]>>,
-    /// OAuthClient → Secret name (in the client's namespace).
-    by_client: HashMap<NamespacedName, Box<str>>,
+    /// Object → OAuthClient names (in the object's namespace).
+    by_object: HashMap<NamespacedName, Box<[Box<str>]>>,
+    /// OAuthClient → object names (in the client's namespace).
+    by_client: HashMap<NamespacedName, Box<[Box<str>]>>,
 }
 
 impl References {
-    /// Records that `client` references the credentials Secret `secret` of its namespace
-    /// (replacing what it referenced before).
-    pub fn link(&self, client: &NamespacedName, secret: &str) {
-        self.credentials
+    /// Records that `client` references the object `name` of its namespace (replacing what
+    /// it referenced before).
+    pub fn link(&self, client: &NamespacedName, name: &str) {
+        self.link_all(client, &[name]);
+    }
+
+    /// Records that `client` references exactly the objects `names` of its namespace (none:
+    /// it references nothing of this kind).
+    pub fn link_all(&self, client: &NamespacedName, names: &[&str]) {
+        self.referenced
             .lock()
             .expect("references lock")
-            .link(client, secret);
+            .link_all(client, names);
     }
 
     /// Records that `client` writes the managed Secret `secret` of its namespace.
@@ -267,24 +297,24 @@ impl References {
         self.targets
             .lock()
             .expect("references lock")
-            .link(client, secret);
+            .link_all(client, &[secret]);
     }
 
     /// Forgets what `client` uses.
     pub fn unlink(&self, client: &NamespacedName) {
-        self.credentials
+        self.referenced
             .lock()
             .expect("references lock")
             .unlink(client);
         self.targets.lock().expect("references lock").unlink(client);
     }
 
-    /// The OAuthClients that reference the credentials Secret `secret`.
-    pub fn referencing(&self, secret: &NamespacedName) -> Vec<NamespacedName> {
-        self.credentials
+    /// The OAuthClients that reference the object `object`.
+    pub fn referencing(&self, object: &NamespacedName) -> Vec<NamespacedName> {
+        self.referenced
             .lock()
             .expect("references lock")
-            .clients(secret)
+            .clients(object)
     }
 
     /// The OAuthClients that write the managed Secret `secret`.
@@ -297,51 +327,65 @@ impl References {
 }
 
 impl Links {
-    fn link(&mut self, client: &NamespacedName, secret: &str) {
-        if self.by_client.get(client).map(|s| &**s) == Some(secret) {
+    fn link_all(&mut self, client: &NamespacedName, names: &[&str]) {
+        let mut wanted: Vec<&str> = names.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let current = self.by_client.get(client);
+        if current.is_some_and(|c| c.iter().map(|n| &**n).eq(wanted.iter().copied()))
+            || (current.is_none() && wanted.is_empty())
+        {
             return;
         }
         self.unlink(client);
-        let entry = self
-            .by_secret
-            .entry(NamespacedName::new(&client.namespace, secret))
-            .or_default();
-        let mut list = std::mem::take(entry).into_vec();
-        list.push(client.name.clone());
-        *entry = list.into_boxed_slice();
-        self.by_client.insert(client.clone(), secret.into());
+        if wanted.is_empty() {
+            return;
+        }
+        for name in &wanted {
+            let entry = self
+                .by_object
+                .entry(NamespacedName::new(&client.namespace, name))
+                .or_default();
+            let mut list = std::mem::take(entry).into_vec();
+            list.push(client.name.clone());
+            *entry = list.into_boxed_slice();
+        }
+        let names: Box<[Box<str>]> = wanted.into_iter().map(Box::from).collect();
+        self.by_client.insert(client.clone(), names);
     }
 
-    fn clients(&self, secret: &NamespacedName) -> Vec<NamespacedName> {
-        self.by_secret
-            .get(secret)
+    fn clients(&self, object: &NamespacedName) -> Vec<NamespacedName> {
+        self.by_object
+            .get(object)
             .map(|clients| {
                 clients
                     .iter()
-                    .map(|c| NamespacedName::new(&secret.namespace, c))
+                    .map(|c| NamespacedName::new(&object.namespace, c))
                     .collect()
             })
             .unwrap_or_default()
     }
 
     fn unlink(&mut self, client: &NamespacedName) {
-        let Some(secret) = self.by_client.remove(client) else {
+        let Some(names) = self.by_client.remove(client) else {
             return;
         };
-        let secret_key = NamespacedName {
-            namespace: client.namespace.clone(),
-            name: secret,
-        };
-        if let Some(clients) = self.by_secret.get_mut(&secret_key) {
-            let rest: Box<[Box<str>]> = clients
-                .iter()
-                .filter(|c| **c != client.name)
-                .cloned()
-                .collect();
-            if rest.is_empty() {
-                self.by_secret.remove(&secret_key);
-            } else {
-                *clients = rest;
+        for name in names.iter() {
+            let key = NamespacedName {
+                namespace: client.namespace.clone(),
+                name: name.clone(),
+            };
+            if let Some(clients) = self.by_object.get_mut(&key) {
+                let rest: Box<[Box<str>]> = clients
+                    .iter()
+                    .filter(|c| **c != client.name)
+                    .cloned()
+                    .collect();
+                if rest.is_empty() {
+                    self.by_object.remove(&key);
+                } else {
+                    *clients = rest;
+                }
             }
         }
     }
@@ -376,11 +420,41 @@ mod tests {
         assert_eq!(names(&refs, "other"), ["a"]);
         refs.unlink(&client("b"));
         assert!(names(&refs, "creds").is_empty());
-        assert_eq!(refs.credentials.lock().unwrap().by_client.len(), 1);
+        assert_eq!(refs.referenced.lock().unwrap().by_client.len(), 1);
         refs.link_target(&client("a"), "a-token");
         assert_eq!(
             refs.targeting(&NamespacedName::new("ns", "a-token")),
             [client("a")]
+        );
+    }
+
+    #[test]
+    fn a_client_may_reference_several_objects_of_a_kind() {
+        let refs = References::default();
+        // Credentials and a CA bundle in Secrets.
+        refs.link_all(&client("a"), &["creds", "corp-ca"]);
+        refs.link_all(&client("b"), &["creds", "creds"]);
+        assert_eq!(names(&refs, "creds"), ["a", "b"]);
+        assert_eq!(names(&refs, "corp-ca"), ["a"]);
+        refs.link_all(&client("a"), &["creds"]);
+        assert!(names(&refs, "corp-ca").is_empty());
+        refs.link_all(&client("a"), &[]);
+        assert_eq!(names(&refs, "creds"), ["b"]);
+        assert!(
+            !refs
+                .referenced
+                .lock()
+                .unwrap()
+                .by_client
+                .contains_key(&client("a"))
+        );
+        assert!(
+            !refs
+                .referenced
+                .lock()
+                .unwrap()
+                .by_object
+                .contains_key(&NamespacedName::new("ns", "corp-ca"))
         );
     }
 
@@ -395,6 +469,7 @@ mod tests {
                 failed_with: Change::Set(FailedWith {
                     resource_version: Some("1".into()),
                     digest: None,
+                    trust_rv: None,
                 }),
                 ..Learned::default()
             },

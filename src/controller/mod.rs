@@ -7,7 +7,9 @@
 //! * managed Secrets, metadata only, selected by the `app.kubernetes.io/managed-by` label and
 //!   mapped back to their owner;
 //! * all Secrets, metadata only and reduced to name and resourceVersion, mapped back to the
-//!   OAuthClients that reference them as credentials. Secret data is never cached.
+//!   OAuthClients that reference them (credentials, CA bundles). Secret data is never cached;
+//! * all ConfigMaps, metadata only, likewise (CA bundles); their data is read when an exchange
+//!   needs it, and kept only as the HTTP client built from it.
 
 pub mod context;
 pub mod events;
@@ -29,7 +31,8 @@ use kube::api::{Api, ListParams};
 use crate::api::crd::OAuthClient;
 use crate::oauth::exchange::Exchanger;
 use crate::oauth::proxy::ProxyConfig;
-use crate::oauth::transport::Transport;
+use crate::oauth::transport::{Transport, TransportConfig};
+use crate::oauth::trust::CaBundle;
 use crate::runtime::health::Health;
 use crate::runtime::metrics::Metrics;
 use crate::spec::Policy;
@@ -51,6 +54,9 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// The operator's own namespace (the seal key Secret lives there).
     pub namespace: String,
+    /// `--ca-file`: extra trust anchors for every endpoint without its own `caBundleRef`, on
+    /// top of the system store.
+    pub ca_file: Option<CaBundle>,
 }
 
 /// Why the controller could not start.
@@ -134,11 +140,12 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let transport = Transport::with_proxy(
-        config.request_timeout,
-        config.policy.token_urls.clone(),
-        config.proxy.clone(),
-    )?;
+    let transport = Transport::from_config(TransportConfig {
+        timeout: config.request_timeout,
+        policy: config.policy.token_urls.clone(),
+        proxy: config.proxy.clone(),
+        ca_file: config.ca_file.clone(),
+    })?;
     let instance = std::env::var("POD_NAME").unwrap_or_else(|_| crate::NAME.to_owned());
     let seal_keys = seal_key::load_or_create(&client, &config.namespace).await?;
     let shared = Arc::new(Shared {

@@ -1,38 +1,41 @@
-//! Compact indexes of Secrets, fed by metadata-only watches.
+//! Compact indexes of Secrets (and of ConfigMaps, which may hold CA bundles), fed by
+//! metadata-only watches.
 //!
 //! A reflector store keeps an `ObjectMeta` (hundreds of bytes even when nearly empty) behind
 //! an `Arc` per Secret, keyed by an `ObjectRef` that also copies the uid and resourceVersion.
 //! Clusters hold tens of thousands of Secrets, and the controller only asks "does this Secret
 //! exist, and at which version?" of all of them ([`SecretIndex`]), and "who controls it and
-//! what did we annotate?" of the managed ones ([`ManagedIndex`]).
+//! what did we annotate?" of the managed ones ([`ManagedIndex`]). ConfigMaps are asked the first
+//! question only ([`ConfigMapIndex`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 
 use crate::api::name::NamespacedName as Key;
 
-fn key(meta: &PartialObjectMeta<Secret>) -> Key {
+fn key<K>(meta: &PartialObjectMeta<K>) -> Key {
     Key::of(&meta.metadata)
 }
 
-/// (namespace, name) → what `extract` keeps of each Secret, following a watch (re-lists
-/// included: a re-list replaces the whole map at InitDone).
+/// (namespace, name) → what `extract` keeps of each object of kind `K` (Secrets unless said
+/// otherwise), following a watch (re-lists included: a re-list replaces the whole map at
+/// InitDone).
 #[derive(Debug)]
-pub struct Index<V> {
+pub struct Index<V, K = Secret> {
     live: RwLock<HashMap<Key, V>>,
     /// A re-list in progress (between Init and InitDone) builds a fresh map here.
     relist: RwLock<Option<HashMap<Key, V>>>,
-    extract: fn(&PartialObjectMeta<Secret>) -> V,
+    extract: fn(&PartialObjectMeta<K>) -> V,
 }
 
-impl<V: Clone> Index<V> {
-    /// An empty index keeping `extract` of each Secret.
-    pub fn new(extract: fn(&PartialObjectMeta<Secret>) -> V) -> Self {
+impl<V: Clone, K> Index<V, K> {
+    /// An empty index keeping `extract` of each object.
+    pub fn new(extract: fn(&PartialObjectMeta<K>) -> V) -> Self {
         Index {
             live: RwLock::default(),
             relist: RwLock::default(),
@@ -50,7 +53,7 @@ impl<V: Clone> Index<V> {
     }
 
     /// Applies one watch event.
-    pub fn apply(&self, event: &watcher::Event<PartialObjectMeta<Secret>>) {
+    pub fn apply(&self, event: &watcher::Event<PartialObjectMeta<K>>) {
         match event {
             watcher::Event::Init => {
                 *self.relist.write().expect("index lock") = Some(HashMap::new());
@@ -93,13 +96,22 @@ impl<V: Clone> Index<V> {
 /// All Secrets in scope: (namespace, name) → resourceVersion.
 pub type SecretIndex = Index<Box<str>>;
 
-impl SecretIndex {
+/// All ConfigMaps in scope: (namespace, name) → resourceVersion.
+pub type ConfigMapIndex = Index<Box<str>, ConfigMap>;
+
+impl<K> Index<Box<str>, K> {
     /// An index of resourceVersions.
     pub fn of_versions() -> Self {
-        Index::new(|meta| meta.resource_version().unwrap_or_default().into())
+        Index::new(|meta| {
+            meta.metadata
+                .resource_version
+                .as_deref()
+                .unwrap_or_default()
+                .into()
+        })
     }
 
-    /// The resourceVersion of a Secret, if it exists.
+    /// The resourceVersion of an object, if it exists.
     pub fn resource_version(&self, namespace: &str, name: &str) -> Option<String> {
         self.get(namespace, name).map(String::from)
     }

@@ -4,7 +4,10 @@
 //! * managed Secrets, metadata only, selected by the `app.kubernetes.io/managed-by` label, kept
 //!   as a compact index and mapped back to their owner;
 //! * all Secrets, metadata only and reduced to name and resourceVersion, mapped back to the
-//!   OAuthClients that reference them as credentials. Secret data is never cached;
+//!   OAuthClients that reference them (credentials, or a CA bundle of kind Secret). Secret data
+//!   is never cached;
+//! * all ConfigMaps, likewise, mapped back to the OAuthClients whose `spec.caBundleRef` names
+//!   them (a bundle's change retries a failing client within seconds);
 //! * the exchange gate's wake-ups.
 
 use std::collections::HashSet;
@@ -12,7 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::{FutureExt, Stream, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
@@ -23,7 +26,7 @@ use kube::runtime::{WatchStreamExt, watcher as watch};
 use super::context::{Context, Shared};
 use super::memo::{Memos, References, queue_ref};
 use super::reconcile;
-use super::secret_index::{Index, ManagedIndex, SecretIndex};
+use super::secret_index::{ConfigMapIndex, Index, ManagedIndex, SecretIndex};
 use crate::api::crd::OAuthClient;
 use crate::api::keys::MANAGED_SELECTOR;
 use crate::api::name::NamespacedName;
@@ -41,6 +44,10 @@ pub fn scope_controller(
     // `Api<PartialObjectMeta<_>>` makes metadata-only list and watch requests.
     let kube = shared.kube.clone();
     let secrets_api: Api<PartialObjectMeta<Secret>> = match &namespace {
+        Some(ns) => Api::namespaced(kube.clone(), ns),
+        None => Api::all(kube.clone()),
+    };
+    let config_maps_api: Api<PartialObjectMeta<ConfigMap>> = match &namespace {
         Some(ns) => Api::namespaced(kube.clone(), ns),
         None => Api::all(kube.clone()),
     };
@@ -66,6 +73,13 @@ pub fn scope_controller(
         secrets.clone(),
         synced.on_event(Synced::SECRETS),
     );
+    let config_maps = Arc::new(ConfigMapIndex::of_versions());
+    let config_maps_stream = indexed(
+        config_maps_api,
+        watcher::Config::default(),
+        config_maps.clone(),
+        synced.on_event(Synced::CONFIG_MAPS),
+    );
     let (store, writer) = reflector::store::<PartialObjectMeta<OAuthClient>>();
     // Clients the exchange gate wakes (see gate.rs) are reconciled through this channel.
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
@@ -77,8 +91,10 @@ pub fn scope_controller(
         shared,
         managed,
         secrets,
+        config_maps,
         memos: Memos::default(),
         references: References::default(),
+        config_map_references: References::default(),
         secrets_synced: synced.secrets_ready(),
         scope,
     });
@@ -88,12 +104,23 @@ pub fn scope_controller(
         synced.on_event(Synced::CLIENTS),
         ctx.clone(),
     );
+    let (cm_mapper_ctx, cm_mapper_store) = (ctx.clone(), store.clone());
     let (gc_ctx, gc_store) = (ctx.clone(), store.clone());
     let running = Controller::for_stream(clients_stream, store.clone())
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .reconcile_on(woken)
         .watches_stream(managed_stream, users(ctx.clone(), store.clone()))
         .watches_stream(secrets_stream, users(ctx.clone(), store))
+        .watches_stream(
+            config_maps_stream,
+            move |map: PartialObjectMeta<ConfigMap>| {
+                referencing(
+                    &cm_mapper_ctx.config_map_references,
+                    &cm_mapper_store,
+                    &map.metadata,
+                )
+            },
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(move |result| {
@@ -147,13 +174,31 @@ fn users(
     }
 }
 
-/// A metadata-only watch of Secrets that keeps `index` up to date.
-fn indexed<V: Clone + Send + Sync + 'static>(
-    api: Api<PartialObjectMeta<Secret>>,
+/// The OAuthClients (still in the store) that reference the object of `meta`.
+fn referencing(
+    references: &References,
+    store: &Store<PartialObjectMeta<OAuthClient>>,
+    meta: &kube::api::ObjectMeta,
+) -> Vec<kube::runtime::reflector::ObjectRef<PartialObjectMeta<OAuthClient>>> {
+    references
+        .referencing(&NamespacedName::of(meta))
+        .iter()
+        .map(queue_ref)
+        .filter(|r| store.get(r).is_some())
+        .collect()
+}
+
+/// A metadata-only watch of Secrets or ConfigMaps that keeps `index` up to date.
+fn indexed<K, V>(
+    api: Api<PartialObjectMeta<K>>,
     config: watcher::Config,
-    index: Arc<Index<V>>,
-    synced: impl Fn(&Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>) + Send + 'static,
-) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
+    index: Arc<Index<V, K>>,
+    synced: impl Fn(&Result<watcher::Event<PartialObjectMeta<K>>, watcher::Error>) + Send + 'static,
+) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
     watch(api, config)
         .default_backoff()
         .inspect(move |event| {
@@ -206,7 +251,8 @@ impl Synced {
     const CLIENTS: u8 = 1;
     const MANAGED: u8 = 2;
     const SECRETS: u8 = 4;
-    const ALL: u8 = 7;
+    const CONFIG_MAPS: u8 = 8;
+    const ALL: u8 = 15;
 
     fn new() -> Self {
         Synced {
@@ -228,9 +274,9 @@ impl Synced {
         }
     }
 
-    /// Resolves (through `wait_for`) once both Secret caches are complete.
+    /// Resolves (through `wait_for`) once the Secret and ConfigMap caches are complete.
     fn secrets_ready(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.mapped(Self::MANAGED | Self::SECRETS)
+        self.mapped(Self::MANAGED | Self::SECRETS | Self::CONFIG_MAPS)
     }
 
     /// Resolves once every cache of the scope is complete.

@@ -13,7 +13,7 @@
 //!   ([`crate::timing::refresh::refresh_at`], with a jitter fixed per token so that the plan is stable).
 //! * Without a valid token, an exchange is due at once.
 //! * After a failure, the next attempt is at `status.nextRefreshAt` (the backoff), unless the
-//!   spec or the credentials changed since, which retries at once.
+//!   spec, the credentials or the CA bundle's object changed since, which retries at once.
 //! * `oauth.token-operator.dev/refresh-requested-at` later than `status.issuedAt` makes an
 //!   exchange due at that time (at once when it is in the past); after a successful exchange
 //!   `issuedAt` is later, so it forces exactly one.
@@ -75,6 +75,8 @@ pub struct Observed<'a> {
     pub refresh_requested_at: Option<Timestamp>,
     /// The credentials Secret changed since the last failure.
     pub credentials_changed: bool,
+    /// The object `spec.caBundleRef` names changed since the last failure.
+    pub trust_changed: bool,
     /// Identifies the object for the fixed per-token jitter (its uid).
     pub uid: &'a str,
     /// The managed Secret's name.
@@ -130,6 +132,9 @@ pub enum Trigger {
     SpecChanged,
     /// The credentials changed since the token was issued (or since the last failure).
     CredentialsChanged,
+    /// The CA bundle changed since the last failure (a bundle change alone never replaces a
+    /// token that is current: it is not what the token was issued for).
+    TrustChanged,
     /// The token's refresh time came (or it expired).
     RefreshDue,
     /// `oauth.token-operator.dev/refresh-requested-at` asked for one.
@@ -140,10 +145,11 @@ pub enum Trigger {
 
 impl Trigger {
     /// Every trigger.
-    pub const ALL: [Trigger; 6] = [
+    pub const ALL: [Trigger; 7] = [
         Trigger::NoToken,
         Trigger::SpecChanged,
         Trigger::CredentialsChanged,
+        Trigger::TrustChanged,
         Trigger::RefreshDue,
         Trigger::Requested,
         Trigger::Restore,
@@ -155,6 +161,7 @@ impl Trigger {
             Trigger::NoToken => "no_token",
             Trigger::SpecChanged => "spec_changed",
             Trigger::CredentialsChanged => "credentials_changed",
+            Trigger::TrustChanged => "trust_changed",
             Trigger::RefreshDue => "refresh_due",
             Trigger::Requested => "requested",
             Trigger::Restore => "restore",

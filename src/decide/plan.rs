@@ -36,15 +36,16 @@ pub fn refresh_time(
 ///   it has expired already (a lifetime shorter than the least exchange interval): never in a
 ///   loop.
 /// * Without a current token, an exchange is due at once.
-/// * After a failure, the retry schedule (`status.nextRefreshAt`) rules until the spec or the
-///   credentials change, which retries at once.
+/// * After a failure, the retry schedule (`status.nextRefreshAt`) rules until the spec, the
+///   credentials or the CA bundle change, which retries at once.
 /// * A refresh request later than the last exchange makes one due at its time; a request made
 ///   while failing is served by the retry schedule.
 pub fn plan(observed: &Observed<'_>, now: Timestamp) -> Plan {
     let status = observed.status;
     let failing = status.consecutive_failures.unwrap_or(0) > 0;
     let spec_changed = status.observed_generation != observed.generation;
-    let backing_off = failing && !(spec_changed || observed.credentials_changed);
+    let input_changed = spec_changed || observed.credentials_changed || observed.trust_changed;
+    let backing_off = failing && !input_changed;
 
     let mut due_at = if backing_off {
         time::parse(status.next_refresh_at.as_deref()).unwrap_or(now)
@@ -128,6 +129,8 @@ fn trigger(
         Trigger::SpecChanged
     } else if failing && observed.credentials_changed {
         Trigger::CredentialsChanged
+    } else if failing && observed.trust_changed {
+        Trigger::TrustChanged
     } else if matches!(observed.secret, SecretState::Tampered(_)) {
         Trigger::Restore
     } else if stored.is_none() {

@@ -37,6 +37,7 @@ struct Case {
     secret: SecretState,
     requested: Option<Timestamp>,
     credentials_changed: bool,
+    trust_changed: bool,
     generation: i64,
     streak: Option<FailureStreak>,
     issued_events: Option<IssuedEvents>,
@@ -52,6 +53,7 @@ impl Case {
             secret,
             requested: None,
             credentials_changed: false,
+            trust_changed: false,
             generation: 1,
             streak: None,
             issued_events: None,
@@ -67,6 +69,7 @@ impl Case {
             secret: &self.secret,
             refresh_requested_at: self.requested,
             credentials_changed: self.credentials_changed,
+            trust_changed: self.trust_changed,
             uid: UID,
             secret_name: SECRET,
             failure_streak: self.streak,
@@ -577,4 +580,29 @@ fn a_margin_too_short_for_mounted_secrets_is_said_and_warned_once_per_generation
             .message
             .contains("margin")
     );
+}
+
+#[test]
+fn a_ca_bundle_change_retries_at_once_after_a_failure_and_only_then() {
+    let mut case = Case::new(SecretState::Absent);
+    case.step(
+        t(0),
+        failed(
+            Reason::EndpointUnavailable,
+            "TLS: certificate signed by an unknown authority",
+        ),
+    );
+    assert_eq!(case.plan(t(2)).next, Next::Idle, "backing off");
+    case.trust_changed = true;
+    assert_eq!(case.plan(t(2)).next, Next::Exchange(Trigger::TrustChanged));
+    // With a current token and no failure, a bundle change alone makes nothing due.
+    let mut healthy = Case::new(SecretState::Owned(Some(StoredToken {
+        issued_at: t(0),
+        expires_at: t(3600),
+        current: true,
+        target_current: true,
+    })));
+    healthy.trust_changed = true;
+    assert_eq!(healthy.plan(t(10)).next, Next::Idle);
+    assert_eq!(Trigger::TrustChanged.as_str(), "trust_changed");
 }

@@ -3,7 +3,7 @@
 //! | metric | type | labels |
 //! | --- | --- | --- |
 //! | `exchanges_total` | counter | `provider`, `result` (`success` or the failure reason) |
-//! | `exchange_triggers_total` | counter | `trigger` (why the attempt was due: `no_token`, `spec_changed`, `credentials_changed`, `refresh_due`, `requested`, `restore`) |
+//! | `exchange_triggers_total` | counter | `trigger` (why the attempt was due: `no_token`, `spec_changed`, `credentials_changed`, `trust_changed`, `refresh_due`, `requested`, `restore`) |
 //! | `exchange_duration_seconds` | histogram | `provider` |
 //! | `token_expiration_timestamp_seconds` | gauge | `namespace`, `name` |
 //! | `token_issued_timestamp_seconds` | gauge | `namespace`, `name` |
@@ -11,6 +11,7 @@
 //! | `reconcile_total` | counter | |
 //! | `reconcile_errors_total` | counter | `error` |
 //! | `reconcile_duration_seconds` | histogram | |
+//! | `http_clients` | gauge | | (HTTP clients for token endpoints in use: one per distinct trust configuration)
 //!
 //! The per-OAuthClient gauges follow cert-manager's certificate gauges and are removed when the
 //! OAuthClient is deleted.
@@ -23,7 +24,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -151,6 +152,7 @@ pub struct Metrics {
     reconciles: Counter,
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: Histogram,
+    http_clients: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -204,6 +206,12 @@ impl Default for Metrics {
             "Duration of reconciles",
             reconcile_duration.clone(),
         );
+        let http_clients = Gauge::default();
+        registry.register(
+            "http_clients",
+            "HTTP clients for token endpoints in use: one per distinct trust configuration (the default trust and each distinct CA bundle)",
+            http_clients.clone(),
+        );
         Metrics {
             registry,
             exchanges,
@@ -213,6 +221,7 @@ impl Default for Metrics {
             reconciles,
             reconcile_errors,
             reconcile_duration,
+            http_clients,
         }
     }
 }
@@ -282,6 +291,12 @@ impl Metrics {
         }
     }
 
+    /// Records how many HTTP clients for token endpoints are in use.
+    pub fn http_clients(&self, count: usize) {
+        self.http_clients
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -304,6 +319,7 @@ mod tests {
         m.client_state("ns", "a", Some((1_699_996_400.0, 1_700_000_000.0)), "True");
         m.reconcile(0.003, None);
         m.reconcile(0.004, Some("writing the OAuthClient status"));
+        m.http_clients(2);
         let text = m.encode();
         for line in [
             "oauth_token_operator_exchanges_total{provider=\"microbilt\",result=\"success\"} 1",
@@ -318,6 +334,7 @@ mod tests {
             "oauth_token_operator_reconcile_total 2",
             "oauth_token_operator_reconcile_errors_total{error=\"writing the OAuthClient status\"} 1",
             "oauth_token_operator_reconcile_duration_seconds_count 2",
+            "oauth_token_operator_http_clients 2",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

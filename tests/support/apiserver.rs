@@ -1,7 +1,8 @@
 //! A Kubernetes API-server double for tests and benchmarks.
 //!
 //! It serves real HTTP on 127.0.0.1 so that the real kube-rs client (and the compiled binary,
-//! through a kubeconfig) talks to it. What it implements:
+//! through a kubeconfig) talks to it. Kinds: Secrets, ConfigMaps, OAuthClients, Events (both
+//! groups) and Leases. What it implements:
 //!
 //! * **Reads:** get; list with label and field selectors (`metadata.name`, `metadata.namespace`,
 //!   `type`, and on events `regarding.kind` / `.name` / `.namespace` / `.uid` and `reason`) and
@@ -72,6 +73,15 @@ pub const SECRETS: Kind = Kind {
     status_subresource: false,
     tracks_generation: false,
 };
+pub const CONFIGMAPS: Kind = Kind {
+    group: "",
+    version: "v1",
+    plural: "configmaps",
+    kind: "ConfigMap",
+    namespaced: true,
+    status_subresource: false,
+    tracks_generation: false,
+};
 pub const OAUTHCLIENTS: Kind = Kind {
     group: "oauth.token-operator.dev",
     version: "v1alpha1",
@@ -109,7 +119,14 @@ pub const LEASES: Kind = Kind {
     tracks_generation: false,
 };
 
-const KINDS: [Kind; 5] = [SECRETS, OAUTHCLIENTS, EVENTS, CORE_EVENTS, LEASES];
+const KINDS: [Kind; 6] = [
+    SECRETS,
+    CONFIGMAPS,
+    OAUTHCLIENTS,
+    EVENTS,
+    CORE_EVENTS,
+    LEASES,
+];
 
 /// (group, plural, namespace, name)
 type Key = (&'static str, &'static str, String, String);

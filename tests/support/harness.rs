@@ -40,20 +40,32 @@ impl Operator {
         max_concurrent_exchanges: usize,
         request_timeout: Duration,
     ) -> Self {
+        Operator::start_configured(api, |config| {
+            config.namespaces = namespaces.iter().map(|s| (*s).to_owned()).collect();
+            config.max_concurrent_exchanges = max_concurrent_exchanges;
+            config.request_timeout = request_timeout;
+        })
+    }
+
+    /// Starts the controller against `api` with the test defaults (all namespaces, 4 exchanges,
+    /// a 2 s request timeout, http:// allowed) as `adjust` changes them.
+    pub fn start_configured(api: &ApiServer, adjust: impl FnOnce(&mut Config)) -> Self {
         let _ = trace_logs();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let health = Arc::new(Health::default());
-        let config = Config {
-            namespaces: namespaces.iter().map(|s| (*s).to_owned()).collect(),
+        let mut config = Config {
+            namespaces: Vec::new(),
             policy: Policy {
                 allow_insecure_http: true,
                 ..Default::default()
             },
-            max_concurrent_exchanges,
-            request_timeout,
+            max_concurrent_exchanges: 4,
+            request_timeout: Duration::from_secs(2),
             proxy: Default::default(),
             namespace: "oauth-token-operator-system".into(),
+            ca_file: None,
         };
+        adjust(&mut config);
         let client = api.client();
         // A controller panic is written to a buffer that a timed-out wait prints.
         let logs = super::logs::Captured::default();

@@ -1,6 +1,8 @@
-//! The `exchange` command's input: the file (one OAuthClient, maybe its credentials Secret) and
-//! the credentials from the flags, the environment or that Secret — each value read by the
-//! operator's own rules ([`crate::oauth::credentials::value`]).
+//! The `exchange` command's input: the file (one OAuthClient, maybe its credentials Secret and
+//! the ConfigMap or Secret of its CA bundle), the credentials from the flags, the environment or
+//! that Secret — each value read by the operator's own rules
+//! ([`crate::oauth::credentials::value`]) — and the trust: `--ca-bundle-file`, else the bundle
+//! `caBundleRef` names in the file, else the default trust.
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -9,11 +11,13 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use super::Outcome;
-use crate::api::crd::OAuthClient;
+use crate::api::crd::{CaBundleKind, OAuthClient};
 use crate::api::reason::{Failure, Reason};
 use crate::cli::ExchangeArgs;
-use crate::oauth::credentials::{self, Credentials, Origin};
+use crate::oauth::credentials::{self, Credentials, Origin, SecretData};
+use crate::oauth::trust::{self, Trust};
 use crate::output::redact::Sensitive;
+use crate::spec::ClientSettings;
 
 pub fn read_input(args: &ExchangeArgs) -> Result<String, Outcome> {
     let path = &args.file;
@@ -29,10 +33,21 @@ pub fn read_input(args: &ExchangeArgs) -> Result<String, Outcome> {
     }
 }
 
-/// The documents of the input file that matter: one OAuthClient and any Secrets.
+/// The documents of the input file that matter: one OAuthClient, any Secrets and ConfigMaps.
 pub struct InputFile {
     pub client: OAuthClient,
     pub secrets: Vec<FileSecret>,
+    pub config_maps: Vec<FileConfigMap>,
+}
+
+/// A ConfigMap given in the input file (only what is needed to find a CA bundle).
+#[derive(Deserialize)]
+pub struct FileConfigMap {
+    metadata: FileMeta,
+    #[serde(default)]
+    data: BTreeMap<String, String>,
+    #[serde(default, rename = "binaryData")]
+    binary_data: BTreeMap<String, String>,
 }
 
 /// A Secret given in the input file (only what is needed to find credentials).
@@ -54,6 +69,7 @@ impl InputFile {
     pub fn parse(text: &str) -> Result<Self, Outcome> {
         let mut clients = Vec::new();
         let mut secrets = Vec::new();
+        let mut config_maps = Vec::new();
         for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
             let value = serde_yaml::Value::deserialize(document).map_err(|e| {
                 Outcome::Input(format!("document {} is not valid YAML: {e}", index + 1))
@@ -77,6 +93,11 @@ impl InputFile {
                         secrets.push(secret);
                     }
                 }
+                "ConfigMap" => {
+                    if let Ok(map) = serde_yaml::from_value::<FileConfigMap>(value) {
+                        config_maps.push(map);
+                    }
+                }
                 _ => {}
             }
         }
@@ -85,6 +106,7 @@ impl InputFile {
             1 => Ok(InputFile {
                 client: clients.remove(0),
                 secrets,
+                config_maps,
             }),
             n => Err(Outcome::Input(format!(
                 "the file holds {n} OAuthClients; put the one to try in its own file"
@@ -113,6 +135,74 @@ impl FileSecret {
             None => Ok(None),
         }
     }
+}
+
+impl FileConfigMap {
+    /// The bytes of `key`: `data`, else `binaryData` (base64).
+    fn bytes(&self, key: &str) -> Result<Option<Vec<u8>>, Outcome> {
+        if let Some(v) = self.data.get(key) {
+            return Ok(Some(v.clone().into_bytes()));
+        }
+        match self.binary_data.get(key) {
+            Some(encoded) => base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .map(Some)
+                .map_err(|_| {
+                    Outcome::Input(format!(
+                        "ConfigMap {}: binaryData.{key} is not valid base64",
+                        self.metadata.name
+                    ))
+                }),
+            None => Ok(None),
+        }
+    }
+}
+
+/// What the endpoint is verified against: `--ca-bundle-file` alone; else the bundle the spec's
+/// `caBundleRef` names, from a ConfigMap or Secret of that name in the file; else the default
+/// trust (with `--ca-file`).
+pub fn trust(
+    args: &ExchangeArgs,
+    settings: &ClientSettings,
+    file: &InputFile,
+) -> Result<Trust, Outcome> {
+    if let Some(path) = &args.ca_bundle_file {
+        let bundle = super::super::read_ca_bundle_file("--ca-bundle-file", path)
+            .map_err(Outcome::Input)??;
+        return Ok(Trust::Bundle(bundle));
+    }
+    let Some(reference) = &settings.ca_bundle else {
+        return Ok(Trust::Default);
+    };
+    let name = reference.name.as_str();
+    let value = match reference.kind {
+        CaBundleKind::ConfigMap => file
+            .config_maps
+            .iter()
+            .find(|m| m.metadata.name == name)
+            .map(|m| m.bytes(&reference.key)),
+        CaBundleKind::Secret => file
+            .secrets
+            .iter()
+            .find(|s| s.metadata.name == name)
+            .map(|s| s.bytes(&reference.key)),
+    };
+    let Some(value) = value.transpose()? else {
+        return Err(Failure::new(
+            Reason::CredentialsNotFound,
+            format!(
+                "spec.caBundleRef names {}, which is not in the file: pass --ca-bundle-file FILE or include it",
+                trust::object_name(reference)
+            ),
+        )
+        .into());
+    };
+    let data: BTreeMap<String, Vec<u8>> = value
+        .map(|v| (reference.key.clone(), v))
+        .into_iter()
+        .collect();
+    let bundle = trust::from_object(reference, "the file", Some(&data as &dyn SecretData))?;
+    Ok(Trust::Bundle(bundle))
 }
 
 /// The credentials: client_id from `--client-id` (or `OAUTH_CLIENT_ID`), else `spec.clientId`,

@@ -1,6 +1,7 @@
 //! `oauth-token-operator exchange`: one exchange from a YAML file, no cluster needed: read the
-//! input ([`input`]), resolve the spec and exchange as the operator would, print what it would
-//! store ([`output`]).
+//! input ([`input`]: the spec, the credentials, the trust), resolve the spec and exchange as the
+//! operator would (with the proxy environment, `--ca-file` and the bundle standing in for
+//! `caBundleRef`), print what it would store ([`output`]).
 
 mod input;
 mod output;
@@ -13,7 +14,7 @@ use super::{EXIT_EXCHANGE, EXIT_INPUT, ExchangeArgs, OutputFormat};
 use crate::api::reason::{Failure, Reason};
 use crate::oauth::exchange::Exchanger;
 use crate::oauth::proxy::ProxyConfig;
-use crate::oauth::transport::Transport;
+use crate::oauth::transport::{Transport, TransportConfig};
 use crate::output::secret;
 use crate::spec::{ClientSettings, Policy};
 use crate::timing::clock::SystemClock;
@@ -85,11 +86,28 @@ fn run_inner(args: ExchangeArgs) -> Result<(), Outcome> {
     for warning in proxy.warnings() {
         eprintln!("warning: {warning}");
     }
-    let transport = Transport::with_proxy(args.request_timeout, policy.token_urls.clone(), proxy)
-        .map_err(|e| Outcome::Input(e.to_string()))?;
+    let trust = input::trust(&args, &settings, &file)?;
+    let ca_file = args
+        .ca_file
+        .as_deref()
+        .map(|path| super::read_ca_bundle_file("--ca-file", path).map_err(Outcome::Input))
+        .transpose()?
+        .transpose()?;
+    let transport = Transport::from_config(TransportConfig {
+        timeout: args.request_timeout,
+        policy: policy.token_urls.clone(),
+        proxy,
+        ca_file,
+    })
+    .map_err(|e| Outcome::Input(e.to_string()))?;
+    let via = transport.client(&trust)?;
     let exchanger = Exchanger::new(transport);
-    let token =
-        runtime.block_on(exchanger.exchange(&settings.exchange, &credentials, &SystemClock))?;
+    let token = runtime.block_on(exchanger.exchange_via(
+        &via,
+        &settings.exchange,
+        &credentials,
+        &SystemClock,
+    ))?;
     // The operator refuses a Secret over its size limit before writing it; so does this.
     secret::check_size(&token, &settings.templates)?;
     output::print(&args, &file.client, &settings, &token);

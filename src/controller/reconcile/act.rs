@@ -113,11 +113,23 @@ async fn exchange(
             return Ok(Acted::Done(Attempt::Failed(failure)));
         }
     };
+    let via = match observation.trust(client, ctx).await?.client.clone() {
+        Ok(via) => via,
+        Err(failure) => {
+            observation.counted = Some(refused(trigger, &failure));
+            return Ok(Acted::Done(Attempt::Failed(failure)));
+        }
+    };
     let started = Instant::now();
     let result = ctx
         .shared
         .exchanger
-        .exchange(&settings.exchange, &credentials, ctx.shared.clock.as_ref())
+        .exchange_via(
+            &via,
+            &settings.exchange,
+            &credentials,
+            ctx.shared.clock.as_ref(),
+        )
         .await;
     drop(pass);
     // Failures found before any request (the request could not be built) have no duration.

@@ -10,6 +10,9 @@ pub enum Error {
     /// Reading the credentials Secret.
     #[error("reading the credentials Secret: {0}")]
     ReadCredentials(#[source] kube::Error),
+    /// Reading the ConfigMap or Secret of `spec.caBundleRef`.
+    #[error("reading the CA bundle: {0}")]
+    ReadCaBundle(#[source] kube::Error),
     /// Reading the managed Secret (or its metadata).
     #[error("reading the managed Secret: {0}")]
     ReadSecret(#[source] kube::Error),
@@ -27,6 +30,7 @@ impl Error {
         match self {
             Error::ReadClient(_) => "read_client",
             Error::ReadCredentials(_) => "read_credentials",
+            Error::ReadCaBundle(_) => "read_ca_bundle",
             Error::ReadSecret(_) => "read_secret",
             Error::WriteSecret(_) => "write_secret",
             Error::WriteStatus(_) => "write_status",
@@ -44,6 +48,7 @@ mod tests {
         let labels: Vec<&str> = [
             Error::ReadClient(e()),
             Error::ReadCredentials(e()),
+            Error::ReadCaBundle(e()),
             Error::ReadSecret(e()),
             Error::WriteSecret(e()),
             Error::WriteStatus(e()),
@@ -56,6 +61,7 @@ mod tests {
             [
                 "read_client",
                 "read_credentials",
+                "read_ca_bundle",
                 "read_secret",
                 "write_secret",
                 "write_status"

@@ -3,7 +3,8 @@
 //! 1. **observe** ([`observe`]; caches, memo, the API only when they cannot tell): the
 //!    OAuthClient, its managed Secret, whether the stored token is current, its credentials;
 //! 2. **decide** ([`crate::decide::plan`], pure): is an exchange due, and why;
-//! 3. **exchange** ([`act`], HTTP, through the exchange gate) when due;
+//! 3. **exchange** ([`act`], HTTP, through the exchange gate) when due, through the HTTP
+//!    client of the endpoint's trust ([`trust`]: the default one, or the CA bundle's);
 //! 4. **write the Secret** ([`write`]) when there is a new token or a new rendering;
 //! 5. **write the status** ([`status`]) when it changed, after settling it
 //!    ([`crate::decide::settle`], pure);
@@ -15,6 +16,7 @@ mod error;
 mod observe;
 mod record;
 mod status;
+mod trust;
 mod write;
 
 use std::sync::Arc;
@@ -50,9 +52,9 @@ pub async fn reconcile(
         Err(e) => Err(Error::ReadClient(e)),
     };
     let error = result.as_ref().err().map(Error::metric_label);
-    ctx.shared
-        .metrics
-        .reconcile(started.elapsed().as_secs_f64(), error);
+    let metrics = &ctx.shared.metrics;
+    metrics.reconcile(started.elapsed().as_secs_f64(), error);
+    metrics.http_clients(ctx.shared.exchanger.transport().clients_in_use());
     result
 }
 

@@ -1,6 +1,6 @@
 //! Step 1, observe: everything a reconcile knows before it decides, gathered once — from the
 //! object, the watch caches and indexes, the client's memo, and (only when the caches cannot
-//! tell) the API server.
+//! tell) the API server. The credentials and the CA bundle are read when needed, once.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +10,8 @@ use kube::ResourceExt;
 use kube::api::Api;
 
 use super::Error;
-use crate::api::crd::{OAuthClient, OAuthClientStatus};
+use super::trust::{self, LoadedTrust};
+use crate::api::crd::{CaBundleKind, OAuthClient, OAuthClientStatus};
 use crate::api::keys::{
     EXPIRES_AT_ANNOTATION, FINGERPRINT_ANNOTATION, ISSUED_AT_ANNOTATION, MAC_ANNOTATION,
     REFRESH_REQUESTED_ANNOTATION, TARGET_HASH_ANNOTATION,
@@ -59,6 +60,12 @@ pub struct Observation {
     pub credentials: Option<Loaded>,
     /// The credentials changed since the last failure.
     pub credentials_changed: bool,
+    /// resourceVersion of the object `spec.caBundleRef` names, as the cache shows it.
+    pub trust_rv: Option<String>,
+    /// The CA bundle's object changed since the last failure.
+    pub trust_changed: bool,
+    /// The HTTP client of the exchange, when it had to be chosen.
+    pub trust: Option<LoadedTrust>,
     /// `oauth.token-operator.dev/refresh-requested-at`, when set and readable.
     pub refresh_requested_at: Option<Timestamp>,
     /// The client's memo as the reconcile started.
@@ -85,6 +92,7 @@ impl Observation {
             secret: &self.secret,
             refresh_requested_at: self.refresh_requested_at,
             credentials_changed: self.credentials_changed,
+            trust_changed: self.trust_changed,
             uid: &self.uid,
             secret_name: &self.secret_name,
             failure_streak: self.memo.failure_streak,
@@ -107,6 +115,18 @@ impl Observation {
         }
         Ok(self.credentials.as_ref().expect("read above"))
     }
+
+    /// The HTTP client of the exchange (its trust), chosen once per reconcile.
+    pub async fn trust(
+        &mut self,
+        client: &OAuthClient,
+        ctx: &Context,
+    ) -> Result<&LoadedTrust, Error> {
+        if self.trust.is_none() {
+            self.trust = Some(trust::load(client, ctx, self).await?);
+        }
+        Ok(self.trust.as_ref().expect("loaded above"))
+    }
 }
 
 /// Gathers what a reconcile of `client` knows.
@@ -117,8 +137,8 @@ pub async fn observe(client: &OAuthClient, ctx: &Context) -> Result<Observation,
     let key = NamespacedName::of(&client.metadata);
     let secret_name = secret::target_name(client);
     let reference = &client.spec.credentials_secret_ref.name;
-    ctx.references.link(&key, reference);
-    ctx.references.link_target(&key, &secret_name);
+    link(client, ctx, &key, &secret_name);
+    let bundle = client.spec.ca_bundle_ref.as_ref();
     let mut observation = Observation {
         now: ctx.shared.clock.now(),
         status: client.status.clone().unwrap_or_default(),
@@ -129,6 +149,9 @@ pub async fn observe(client: &OAuthClient, ctx: &Context) -> Result<Observation,
         secret: SecretState::Absent,
         credentials: None,
         credentials_changed: false,
+        trust_rv: trust::cached_version(ctx, &key.namespace, bundle),
+        trust_changed: false,
+        trust: None,
         refresh_requested_at: client
             .annotations()
             .get(REFRESH_REQUESTED_ANNOTATION)
@@ -146,7 +169,38 @@ pub async fn observe(client: &OAuthClient, ctx: &Context) -> Result<Observation,
         verify(client, ctx, &mut observation, &stored).await?;
     }
     observation.credentials_changed = changed_since_failure(client, ctx, &mut observation).await?;
+    observation.trust_changed = trust_changed_since_failure(&observation);
+    if bundle.is_none() && observation.memo.trust.is_some() {
+        // The reference is gone: let go of its client.
+        observation.learned.trust = Change::Clear;
+    }
     Ok(observation)
+}
+
+/// Records which objects the client references, so that their watches find it: its credentials
+/// Secret, and the ConfigMap or Secret of its CA bundle.
+fn link(client: &OAuthClient, ctx: &Context, key: &NamespacedName, target: &str) {
+    let credentials = client.spec.credentials_secret_ref.name.as_str();
+    let bundle = client.spec.ca_bundle_ref.as_ref();
+    let (secret_bundle, map_bundle) = match bundle.map(|b| (b.kind, b.name.as_str())) {
+        Some((CaBundleKind::Secret, name)) => (Some(name), None),
+        Some((CaBundleKind::ConfigMap, name)) => (None, Some(name)),
+        None => (None, None),
+    };
+    let secrets: Vec<&str> = std::iter::once(credentials).chain(secret_bundle).collect();
+    ctx.references.link_all(key, &secrets);
+    let maps: Vec<&str> = map_bundle.into_iter().collect();
+    ctx.config_map_references.link_all(key, &maps);
+    ctx.references.link_target(key, target);
+}
+
+/// Whether the CA bundle's object changed since the last failure: the cache shows a version
+/// other than the one the failure happened with (a cache that shows none changes nothing).
+fn trust_changed_since_failure(observation: &Observation) -> bool {
+    let (Some(failed), Some(now)) = (&observation.memo.failed_with, &observation.trust_rv) else {
+        return false;
+    };
+    failed.trust_rv.as_ref() != Some(now)
 }
 
 /// The spec resolved, and the managed Secret's name checked (a default `<name>-token` can be
@@ -253,6 +307,7 @@ async fn changed_since_failure(
         observation.learned.failed_with = Change::Set(FailedWith {
             resource_version: loaded.resource_version,
             digest,
+            trust_rv: failed.trust_rv,
         });
         return Ok(false);
     }

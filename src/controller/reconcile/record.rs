@@ -66,17 +66,28 @@ fn count(ctx: &Context, client: &OAuthClient, observation: &Observation) {
     }
 }
 
-/// The credentials a failure happened with: as read, else as the cache shows them.
+/// The credentials a failure happened with: as read, else as the cache shows them; and the CA
+/// bundle's object, as read, else as the cache shows it (always the current view, so that the
+/// same version never counts as a change twice).
 fn failed_with(ctx: &Context, observation: &Observation) -> FailedWith {
+    let trust_rv = match &observation.trust {
+        Some(loaded) => loaded.resource_version.clone(),
+        None => observation.trust_rv.clone(),
+    };
     match &observation.credentials {
         Some(loaded) => FailedWith {
             resource_version: loaded.resource_version.clone(),
             digest: digest_of(ctx, loaded),
+            trust_rv,
         },
-        None => observation.memo.failed_with.clone().unwrap_or(FailedWith {
-            resource_version: observation.credentials_rv.clone(),
-            digest: None,
-        }),
+        None => FailedWith {
+            trust_rv,
+            ..observation.memo.failed_with.clone().unwrap_or(FailedWith {
+                resource_version: observation.credentials_rv.clone(),
+                digest: None,
+                trust_rv: None,
+            })
+        },
     }
 }
 
