@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use oauth_token_operator::runtime::leader::{LeaderConfig, Leadership};
 use serde_json::{Value, json};
-use support::apiserver::{ApiServer, Call, OAUTHCLIENTS, SECRETS, calls_log_path};
+use support::apiserver::{ApiServer, CONFIGMAPS, Call, OAUTHCLIENTS, SECRETS, calls_log_path};
 use support::harness::*;
 use support::vendors::*;
 
@@ -101,6 +101,15 @@ async fn scenarios() -> Vec<Call> {
     );
     oauth_client(&api, "ns", "conflict", spec("taken"));
     wait_ready(&api, "ns", "conflict", "False", "SecretConflict").await;
+    // A CA bundle in a ConfigMap (read with a get; ConfigMaps are listed and watched).
+    api.create(
+        CONFIGMAPS,
+        json!({"metadata": {"name": "corp-ca", "namespace": "ns"}, "data": {"ca.crt": "no certificate"}}),
+    );
+    let mut bundled = spec("bundled-token");
+    bundled["caBundleRef"] = json!({"name": "corp-ca"});
+    oauth_client(&api, "ns", "bundled", bundled);
+    wait_ready(&api, "ns", "bundled", "False", "InvalidSpec").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     operator.stop().await;
     // The start-up check.
