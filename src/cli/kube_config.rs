@@ -8,14 +8,18 @@
 //!   context).
 //! * The namespace is `-n`, else the context's namespace, else `default`; `-A` (where a command
 //!   has it) means all namespaces.
+//! * The connection follows the kubeconfig's `proxy-url` and the proxy variables, as kubectl
+//!   does ([`super::api_proxy`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::KubeConfigOptions;
 
 use super::EXIT_INPUT;
+use super::api_proxy::{self, LoadError, Source};
+use crate::oauth::proxy::ProxyConfig;
 
 /// Exit code when a listed client is not Ready, a renewal failed or timed out, or the object
 /// does not exist.
@@ -141,33 +145,26 @@ impl KubeArgs {
         }
     }
 
-    /// Loads the configuration and builds a client.
+    /// Loads the configuration (the API connection's proxy chosen as client-go does; see
+    /// [`super::api_proxy`]) and builds a client.
     pub(super) async fn connect(&self) -> Result<Connection, CliError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let options = self.options();
         let explicit =
             options.context.is_some() || options.cluster.is_some() || options.user.is_some();
-        let mut config = match &self.kubeconfig {
-            Some(path) => {
-                let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
-                    CliError::usage(format!("cannot read --kubeconfig {}: {e}", path.display()))
-                })?;
-                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-                    .await
-                    .map_err(|e| {
-                        CliError::usage(format!("--kubeconfig {}: {e}", path.display()))
-                    })?
-            }
+        let source = match &self.kubeconfig {
+            Some(path) => Source::File(path),
             // A context, cluster or user can only come from a kubeconfig.
-            None if explicit => kube::Config::from_kubeconfig(&options)
-                .await
-                .map_err(|e| CliError::usage(format!("kubeconfig: {e}")))?,
-            None => kube::Config::infer().await.map_err(|e| {
-                CliError::usage(format!(
-                    "no Kubernetes configuration found (--kubeconfig, KUBECONFIG, ~/.kube/config or in-cluster): {e}"
-                ))
-            })?,
+            None if explicit => Source::Kubeconfig,
+            None => Source::Infer,
         };
+        let loaded = api_proxy::load(source, &options, &ProxyConfig::from_env())
+            .await
+            .map_err(|e| CliError::usage(load_error(source, e)))?;
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        let mut config = loaded.config;
         config.read_timeout = Some(self.request_timeout);
         config.write_timeout = Some(self.request_timeout);
         config.connect_timeout = Some(self.request_timeout.min(Duration::from_secs(30)));
@@ -186,6 +183,23 @@ impl KubeArgs {
             namespace,
             url: url.trim_end_matches('/').to_owned(),
         })
+    }
+}
+
+/// The message for a configuration that could not be loaded from `source`.
+fn load_error(source: Source<'_>, error: LoadError) -> String {
+    match (source, error) {
+        (_, LoadError::Invalid(message)) => {
+            format!("the Kubernetes configuration cannot be used: {message}")
+        }
+        (Source::File(path), LoadError::Read(e)) => {
+            format!("cannot read --kubeconfig {}: {e}", path.display())
+        }
+        (Source::File(path), e) => format!("--kubeconfig {}: {e}", path.display()),
+        (Source::Kubeconfig, e) => format!("kubeconfig: {e}"),
+        (Source::Infer, e) => format!(
+            "no Kubernetes configuration found (--kubeconfig, KUBECONFIG, ~/.kube/config or in-cluster): {e}"
+        ),
     }
 }
 

@@ -3,6 +3,9 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use kube::config::KubeConfigOptions;
+
+use super::api_proxy::{self, LoadError, Source};
 use crate::controller::{self, Config};
 use crate::oauth::proxy::ProxyConfig;
 use crate::runtime::health::{self, Health};
@@ -37,9 +40,18 @@ pub fn run(args: RunArgs) -> ExitCode {
 }
 
 async fn run_async(args: RunArgs) -> Result<(), String> {
-    let config = kube::Config::infer().await.map_err(|e| {
-        format!("no Kubernetes configuration found (KUBECONFIG, ~/.kube/config or in-cluster): {e}")
-    })?;
+    let proxy = ProxyConfig::from_env();
+    let api = api_proxy::load(Source::Infer, &KubeConfigOptions::default(), &proxy)
+        .await
+        .map_err(|e| match e {
+            LoadError::Invalid(message) => {
+                format!("the Kubernetes configuration cannot be used: {message}")
+            }
+            e => format!(
+                "no Kubernetes configuration found (KUBECONFIG, ~/.kube/config or in-cluster): {e}"
+            ),
+        })?;
+    let config = api.config;
     let url = config.cluster_url.to_string();
     let default_namespace = config.default_namespace.clone();
     let client = kube::Client::try_from(config)
@@ -83,17 +95,17 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         .as_deref()
         .map(|path| super::read_ca_bundle_file("--ca-file", path)?.map_err(|f| f.message))
         .transpose()?;
-    let proxy = ProxyConfig::from_env();
     tracing::info!(
         version = crate::VERSION,
         namespaces = ?namespaces,
         metrics_addr = %args.metrics_addr,
         leader_elect = args.leader_elect,
+        kubernetes_api = %api.route,
         token_request_proxies = %proxy,
         extra_trust_anchors = ca_file.as_ref().map_or(0, |b| b.len()),
         "starting"
     );
-    for warning in proxy.warnings() {
+    for warning in proxy.warnings().into_iter().chain(api.warnings) {
         tracing::warn!("{warning}");
     }
     let config = Config {

@@ -3,9 +3,10 @@
 //! target, forwards absolute-form requests (`POST http://host:port/path`), and can be told to
 //! answer every request with a status (407, 502, ...) instead.
 //!
-//! It only ever connects to 127.0.0.1: a target host other than `localhost` or `127.0.0.1`
-//! gets 502, as a proxy that cannot resolve the name would answer. It serves a bounded number
-//! of connections, each bounded in time.
+//! It only ever connects to 127.0.0.1: a target host other than `localhost`, `127.0.0.1` or a
+//! name it was told to resolve there ([`ProxyDouble::resolve_to_loopback`], standing in for a
+//! name only the proxy can resolve) gets 502, as a proxy that cannot resolve the name would
+//! answer. It serves a bounded number of connections, each bounded in time.
 
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,6 +54,8 @@ struct Inner {
     /// 0: proxy normally; else answer every request with this status.
     refuse: AtomicU16,
     requests: Mutex<Vec<ProxyRequest>>,
+    /// Names this proxy resolves to 127.0.0.1.
+    aliases: Mutex<Vec<String>>,
 }
 
 /// The proxy double; it stops when dropped.
@@ -106,6 +109,11 @@ impl ProxyDouble {
     /// Answer every request with `status` (0: proxy normally again).
     pub fn refuse_with(&self, status: u16) {
         self.inner.refuse.store(status, Ordering::SeqCst);
+    }
+
+    /// Resolves `name` to 127.0.0.1 from now on (a name the client itself cannot resolve).
+    pub fn resolve_to_loopback(&self, name: &str) {
+        self.inner.aliases.lock().unwrap().push(name.to_owned());
     }
 
     /// Connections accepted.
@@ -182,7 +190,8 @@ async fn serve(mut client: TcpStream, inner: Arc<Inner>) {
     let Ok(port) = port.parse::<u16>() else {
         return answer(&mut client, 400).await;
     };
-    if !matches!(host, "localhost" | "127.0.0.1") {
+    let alias = inner.aliases.lock().unwrap().iter().any(|a| a == host);
+    if !matches!(host, "localhost" | "127.0.0.1") && !alias {
         return answer(&mut client, 502).await;
     }
     let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", port)).await else {
