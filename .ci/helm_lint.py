@@ -27,6 +27,15 @@ VALUE_SETS = {
         "networkPolicy": {"enabled": True},
         "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Platform"}},
     },
+    "private-ca-behind-a-proxy": {
+        "extraCaBundle": {"name": "corp-root-ca", "key": "trust-bundle.pem"},
+        "proxy": {"httpsProxy": "http://user:pass@proxy.corp:3128", "httpProxy": "proxy.corp:8080"},
+        "networkPolicy": {"enabled": True},
+    },
+    "no-proxy-as-a-string": {
+        "proxy": {"httpsProxy": "https://proxy.corp", "noProxy": "$(KUBERNETES_SERVICE_HOST),.svc,10.0.0.0/8"},
+        "networkPolicy": {"enabled": True},
+    },
     "dashboard-elsewhere": {
         "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "labels": {"grafana_dashboard": "1", "team": "platform"}},
     },

@@ -198,3 +198,72 @@ fn the_chart_default_deny_list_is_the_operators() {
         oauth_token_operator::oauth::url_policy::DEFAULT_DENY_CIDRS
     );
 }
+
+/// `extraCaBundle` mounts a ConfigMap read-only and passes its key as `--ca-file`; `proxy.*`
+/// set the proxy variables, and the default `noProxy` keeps the API connection direct.
+#[test]
+fn the_chart_mounts_the_extra_ca_bundle_and_sets_the_proxy_environment() {
+    let values: serde_yaml::Value =
+        serde_yaml::from_str(&read("charts/oauth-token-operator/values.yaml")).unwrap();
+    assert_eq!(values["extraCaBundle"]["name"].as_str(), Some(""));
+    assert_eq!(values["extraCaBundle"]["key"].as_str(), Some("ca.crt"));
+    assert_eq!(values["proxy"]["httpsProxy"].as_str(), Some(""));
+    assert_eq!(values["proxy"]["httpProxy"].as_str(), Some(""));
+    let no_proxy: Vec<&str> = values["proxy"]["noProxy"]
+        .as_sequence()
+        .expect("proxy.noProxy is a list by default")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for entry in [
+        "$(KUBERNETES_SERVICE_HOST)",
+        "kubernetes.default.svc",
+        ".svc",
+        ".cluster.local",
+    ] {
+        assert!(
+            no_proxy.contains(&entry),
+            "{entry} missing from {no_proxy:?}"
+        );
+    }
+    // The operator reads these entries as the chart writes them (the kubelet fills in the
+    // service host first; an entry it could not expand is ignored, not fatal).
+    let rules = oauth_token_operator::oauth::proxy::NoProxy::parse(&no_proxy.join(","));
+    assert!(rules.matches(&"https://kubernetes.default.svc/".parse().unwrap()));
+    assert!(rules.matches(&"https://keycloak.auth.svc.cluster.local/".parse().unwrap()));
+    assert!(!rules.matches(&"https://idp.example.com/".parse().unwrap()));
+
+    let deployment = read("charts/oauth-token-operator/templates/deployment.yaml");
+    for needle in [
+        "- --ca-file=/etc/oauth-token-operator/extra-ca/{{ .Values.extraCaBundle.key }}",
+        "mountPath: /etc/oauth-token-operator/extra-ca",
+        "readOnly: true",
+        "name: {{ .Values.extraCaBundle.name }}",
+        "- key: {{ .Values.extraCaBundle.key }}",
+        "- name: HTTPS_PROXY",
+        "value: {{ .httpsProxy | quote }}",
+        "- name: HTTP_PROXY",
+        "value: {{ .httpProxy | quote }}",
+        "- name: NO_PROXY",
+        "include \"oauth-token-operator.noProxy\"",
+    ] {
+        assert!(
+            deployment.contains(needle),
+            "deployment.yaml lacks {needle}"
+        );
+    }
+    let policy = read("charts/oauth-token-operator/templates/networkpolicy.yaml");
+    assert!(policy.contains("oauth-token-operator.proxyPorts"));
+    let schema: serde_json::Value =
+        serde_json::from_str(&read("charts/oauth-token-operator/values.schema.json")).unwrap();
+    let proxy = &schema["properties"]["proxy"];
+    assert_eq!(proxy["additionalProperties"], false);
+    assert!(proxy["properties"]["noProxy"]["anyOf"].is_array());
+    assert_eq!(
+        schema["properties"]["extraCaBundle"]["additionalProperties"],
+        false
+    );
+    // CI lints the chart with these values set.
+    let lint = read(".ci/helm_lint.py");
+    assert!(lint.contains("\"extraCaBundle\"") && lint.contains("\"httpsProxy\""));
+}

@@ -78,3 +78,24 @@ block plain YAML. */}}
   resources: ["leases"]
   verbs: ["get", "create", "patch"]
 {{- end }}
+
+{{/* NO_PROXY: proxy.noProxy, a list or one comma-separated string. */}}
+{{- define "oauth-token-operator.noProxy" -}}
+{{- if kindIs "string" .Values.proxy.noProxy }}
+{{- .Values.proxy.noProxy }}
+{{- else }}
+{{- join "," .Values.proxy.noProxy }}
+{{- end }}
+{{- end }}
+
+{{/* The ports of proxy.httpsProxy and proxy.httpProxy (for the NetworkPolicy), one per line. */}}
+{{- define "oauth-token-operator.proxyPorts" -}}
+{{- range (list .Values.proxy.httpsProxy .Values.proxy.httpProxy) }}
+{{- if . }}
+{{- $url := urlParse (ternary . (printf "http://%s" .) (contains "://" .)) }}
+{{- $port := trimPrefix ":" (regexFind ":[0-9]+$" $url.host) }}
+{{- if not $port }}{{ $port = ternary "443" "80" (eq $url.scheme "https") }}{{ end }}
+{{ $port }}
+{{- end }}
+{{- end }}
+{{- end }}
