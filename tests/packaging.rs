@@ -267,3 +267,35 @@ fn the_chart_mounts_the_extra_ca_bundle_and_sets_the_proxy_environment() {
     let lint = read(".ci/helm_lint.py");
     assert!(lint.contains("\"extraCaBundle\"") && lint.contains("\"httpsProxy\""));
 }
+
+/// The private-CA example is consistent: the trust-manager Bundle's target is the ConfigMap and
+/// key the OAuthClient's caBundleRef names, and the OAuthClient resolves. The behind-a-proxy
+/// values are linted by CI (`.ci/helm_lint.py`).
+#[test]
+fn the_private_ca_example_names_the_bundle_trust_manager_writes() {
+    let text = read("examples/private-ca.yaml");
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let of_kind = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap().clone();
+    let bundle = of_kind("Bundle");
+    assert_eq!(bundle["apiVersion"], "trust.cert-manager.io/v1alpha1");
+    let client: oauth_token_operator::api::crd::OAuthClient =
+        serde_yaml::from_value(of_kind("OAuthClient")).unwrap();
+    let settings = oauth_token_operator::spec::ClientSettings::resolve(
+        &client.spec,
+        &Default::default(),
+    )
+    .unwrap();
+    let reference = settings.ca_bundle.expect("a caBundleRef");
+    assert_eq!(
+        reference.kind,
+        oauth_token_operator::api::crd::CaBundleKind::ConfigMap
+    );
+    assert_eq!(bundle["metadata"]["name"].as_str(), Some(reference.name.as_str()));
+    assert_eq!(
+        bundle["spec"]["target"]["configMap"]["key"].as_str(),
+        Some(reference.key.as_str())
+    );
+    assert!(read(".ci/helm_lint.py").contains("examples/behind-a-proxy.yaml"));
+}
