@@ -282,17 +282,18 @@ fn the_private_ca_example_names_the_bundle_trust_manager_writes() {
     assert_eq!(bundle["apiVersion"], "trust.cert-manager.io/v1alpha1");
     let client: oauth_token_operator::api::crd::OAuthClient =
         serde_yaml::from_value(of_kind("OAuthClient")).unwrap();
-    let settings = oauth_token_operator::spec::ClientSettings::resolve(
-        &client.spec,
-        &Default::default(),
-    )
-    .unwrap();
+    let settings =
+        oauth_token_operator::spec::ClientSettings::resolve(&client.spec, &Default::default())
+            .unwrap();
     let reference = settings.ca_bundle.expect("a caBundleRef");
     assert_eq!(
         reference.kind,
         oauth_token_operator::api::crd::CaBundleKind::ConfigMap
     );
-    assert_eq!(bundle["metadata"]["name"].as_str(), Some(reference.name.as_str()));
+    assert_eq!(
+        bundle["metadata"]["name"].as_str(),
+        Some(reference.name.as_str())
+    );
     assert_eq!(
         bundle["spec"]["target"]["configMap"]["key"].as_str(),
         Some(reference.key.as_str())
