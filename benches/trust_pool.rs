@@ -106,6 +106,33 @@ async fn main() {
         transport.clients_in_use()
     );
 
+    // Bundles at the size limit: each of MAX_BUNDLE_CERTIFICATES distinct certificates.
+    let per = oauth_token_operator::oauth::trust::MAX_BUNDLE_CERTIFICATES;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let biggest: Vec<String> = (0..5)
+        .map(|i| {
+            (0..per)
+                .map(|j| {
+                    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+                    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+                    params
+                        .distinguished_name
+                        .push(rcgen::DnType::CommonName, format!("limit {i} {j}"));
+                    params.self_signed(&key).unwrap().pem()
+                })
+                .collect()
+        })
+        .collect();
+    let (biggest_clients, per_biggest) = hold_clients(&transport, &biggest);
+    println!(
+        "5 distinct bundles of {per} certificates (the limit): {per_biggest:.1} KiB per client, {:.2} KiB per certificate; MAX_POOLED_ANCHORS ({}) certificates cost about {:.1} MiB",
+        per_biggest / per as f64,
+        oauth_token_operator::oauth::pool::MAX_POOLED_ANCHORS,
+        per_biggest / per as f64 * oauth_token_operator::oauth::pool::MAX_POOLED_ANCHORS as f64
+            / 1024.0
+    );
+    drop(biggest_clients);
+
     let shared_pem = private_ca(usize::MAX / 2);
     let before = rss_kib();
     let shared: Vec<TrustedClient> = (0..1000)

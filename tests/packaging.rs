@@ -245,6 +245,9 @@ fn the_chart_mounts_the_extra_ca_bundle_and_sets_the_proxy_environment() {
         "- name: HTTP_PROXY",
         "value: {{ .httpProxy | quote }}",
         "- name: NO_PROXY",
+        "- name: https_proxy",
+        "- name: http_proxy",
+        "- name: no_proxy",
         "include \"oauth-token-operator.noProxy\"",
     ] {
         assert!(

@@ -280,6 +280,38 @@ async fn a_pooled_client_goes_through_the_proxy_and_follows_the_token_url_policy
     assert_eq!(proxy.requests().len(), 1, "no second CONNECT");
 }
 
+/// An https:// proxy's own certificate would be checked against the OAuthClient's bundle (the
+/// HTTP library uses the endpoint's trust for the proxy too), so a tenant's anchors would judge
+/// the hop that carries the operator's proxy credentials: refused before anything is sent,
+/// saying what to use instead. The default trust is unaffected.
+#[tokio::test]
+async fn an_https_proxy_with_a_bundle_is_refused_before_anything_is_sent() {
+    let corp = TestCa::new("Corp Root CA");
+    let (server, _front, url) = endpoint(&corp, &["localhost"], false).await;
+    let proxy = ProxyDouble::start().await;
+    let https_proxy = proxy
+        .url()
+        .replacen("http://", "https://proxy-user:hunter2@", 1);
+    let vars = [("HTTPS_PROXY".to_owned(), https_proxy)];
+    let config =
+        ProxyConfig::from_vars(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
+    let transport = transport(None, config, "169.254.0.0/16");
+    let failure = exchange(&transport, &Trust::Bundle(bundle(&corp, "corp")), &url)
+        .await
+        .unwrap_err();
+    assert_eq!(failure.reason, Reason::EndpointUnavailable);
+    assert!(
+        failure.message.contains("https:// proxy")
+            && failure.message.contains("spec.caBundleRef")
+            && failure.message.contains("http:// proxy URL"),
+        "{}",
+        failure.message
+    );
+    assert!(!failure.message.contains("hunter2") && !failure.message.contains("proxy-user"));
+    assert!(proxy.requests().is_empty(), "nothing reached the proxy");
+    assert_eq!(server.count(), 0);
+}
+
 // === the controller: spec.caBundleRef against the API-server double ===
 
 const NS: &str = "idp";
@@ -523,4 +555,38 @@ async fn ca_file_trusts_endpoints_without_a_bundle_and_a_bundle_added_later_is_u
     );
     assert_eq!(server.count(), 1);
     operator.stop().await;
+}
+
+/// Without `list` on ConfigMaps (or Secrets) the watches would retry forever and no client would
+/// ever be reconciled: the start-up check says which permission is missing instead.
+#[tokio::test]
+async fn a_missing_list_permission_on_what_is_watched_stops_the_start_with_its_name() {
+    use support::apiserver::Matcher;
+    let api = ApiServer::start().await;
+    let client = api.client();
+    let check = oauth_token_operator::controller::preflight;
+    check(&client, &[], "double").await.unwrap();
+    for (resource, kind) in [("configmaps", "ConfigMaps"), ("secrets", "Secrets")] {
+        for scope in [vec![], vec!["team-a".to_owned()]] {
+            api.fail_next(Matcher::new("list", resource), 1, 403);
+            let error = check(&client, &scope, "double")
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with(&format!("not allowed to list {kind}")),
+                "{error}"
+            );
+            assert!(error.contains("check the operator's RBAC"), "{error}");
+            if !scope.is_empty() {
+                assert!(error.contains("in namespace team-a"), "{error}");
+            }
+        }
+    }
+    api.fail_next(Matcher::new("list", "oauthclients"), 1, 403);
+    let error = check(&client, &[], "double").await.unwrap_err().to_string();
+    assert!(
+        error.starts_with("not allowed to list OAuthClients"),
+        "{error}"
+    );
 }

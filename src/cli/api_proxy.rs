@@ -243,13 +243,19 @@ fn with_route(
 ) -> Result<Loaded, LoadError> {
     let mut warnings = Vec::new();
     let (proxy, route) = match proxy_url {
-        Some(text) => {
-            let uri: http::Uri = text.trim().parse().map_err(|e| {
-                LoadError::Invalid(format!("the kubeconfig's proxy-url is not a URL: {e}"))
-            })?;
-            let shown = shown_proxy(&uri);
-            (Some(uri), ApiRoute::Kubeconfig(shown))
-        }
+        Some(text) => match kubeconfig_proxy(text) {
+            Ok(uri) => {
+                let shown = shown_proxy(&uri);
+                (Some(uri), ApiRoute::Kubeconfig(shown))
+            }
+            Err(problem) => {
+                // As with an unusable variable: a proxy setting never stops the operator.
+                warnings.push(format!(
+                    "the kubeconfig's proxy-url {problem}; the Kubernetes API connection goes direct"
+                ));
+                (None, ApiRoute::Direct)
+            }
+        },
         None => from_environment(&config.cluster_url, env, &mut warnings)?,
     };
     config.proxy_url = proxy;
@@ -288,17 +294,19 @@ fn from_environment(
                 let _ = with_userinfo.set_username(user);
                 let _ = with_userinfo.set_password(Some(password));
             }
-            let uri = with_userinfo
-                .as_str()
-                .trim_end_matches('/')
-                .parse()
-                .map_err(|e| {
-                    LoadError::Invalid(format!("{} is not usable: {e}", server.variable()))
-                })?;
-            Ok((
-                Some(uri),
-                ApiRoute::Environment(server.to_string(), server.variable()),
-            ))
+            match with_userinfo.as_str().trim_end_matches('/').parse() {
+                Ok(uri) => Ok((
+                    Some(uri),
+                    ApiRoute::Environment(server.to_string(), server.variable()),
+                )),
+                Err(_) => {
+                    warnings.push(format!(
+                        "{} ({server}) is not usable as a proxy of the Kubernetes API connection; it goes direct",
+                        server.variable()
+                    ));
+                    Ok((None, ApiRoute::Direct))
+                }
+            }
         }
     }
 }
@@ -315,6 +323,22 @@ fn is_loopback(url: &Url) -> bool {
 }
 
 /// `scheme://host:port` of a proxy URI, without userinfo.
+/// The kubeconfig's `proxy-url` as kube's client can use it: `http`, `https` or `socks5` (the
+/// schemes kube supports; anything else would fail the client's creation with an error that
+/// prints the whole URL, userinfo included). The problem never holds the URL's userinfo.
+fn kubeconfig_proxy(text: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = text.trim().parse().map_err(|_| "is not a URL".to_owned())?;
+    let shown = shown_proxy(&uri);
+    match uri.scheme_str() {
+        Some("http" | "https" | "socks5") if uri.host().is_some_and(|h| !h.is_empty()) => Ok(uri),
+        Some("http" | "https" | "socks5") => Err(format!("{shown} has no host")),
+        Some(_) => Err(format!(
+            "{shown} uses a scheme the Kubernetes client does not support (use http, https or socks5)"
+        )),
+        None => Err("has no scheme (use http://, https:// or socks5://)".to_owned()),
+    }
+}
+
 fn shown_proxy(uri: &http::Uri) -> String {
     let scheme = uri.scheme_str().unwrap_or("http");
     let host = uri.host().unwrap_or("?");
@@ -472,5 +496,38 @@ mod tests {
         assert!(
             loaded.warnings[0].contains("HTTPS_PROXY") && !loaded.warnings[0].contains("hunter2")
         );
+    }
+
+    #[tokio::test]
+    async fn an_unusable_kubeconfig_proxy_url_warns_and_goes_direct_without_its_userinfo() {
+        for text in [
+            "socks5h://user:hunter2@bastion:1080",
+            "socks4://user:hunter2@bastion:1080",
+            "htp://user:hunter2@proxy:3128",
+            "user:hunter2@proxy:3128",
+            "http://user:hunter2@",
+            "not a url at all hunter2",
+        ] {
+            let config = kube::Config::new("https://api.corp:6443".parse().unwrap());
+            let loaded = with_route(config, Some(text), &env(&[])).unwrap();
+            assert_eq!(loaded.route, ApiRoute::Direct, "{text}");
+            assert_eq!(loaded.config.proxy_url, None, "{text}");
+            assert_eq!(loaded.warnings.len(), 1, "{text}");
+            let warning = &loaded.warnings[0];
+            assert!(warning.contains("proxy-url"), "{warning}");
+            assert!(!warning.contains("hunter2"), "{warning}");
+            // And what is kept builds a client: kube never sees a URL it refuses.
+            assert!(kube::Client::try_from(loaded.config).is_ok(), "{text}");
+        }
+        for usable in [
+            "http://p:3128",
+            "https://p:3129",
+            "socks5://u:p@bastion:1080",
+        ] {
+            let config = kube::Config::new("https://api.corp:6443".parse().unwrap());
+            let loaded = with_route(config, Some(usable), &env(&[])).unwrap();
+            assert!(loaded.warnings.is_empty(), "{usable}");
+            assert!(kube::Client::try_from(loaded.config).is_ok(), "{usable}");
+        }
     }
 }

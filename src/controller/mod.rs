@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
 use kube::api::{Api, ListParams};
 
@@ -67,9 +68,11 @@ pub enum StartError {
         "the OAuthClient CRD (oauthclients.oauth.token-operator.dev) is not installed in this cluster; install it with `kubectl apply -f crds/oauthclient.yaml` (or the Helm chart)"
     )]
     CrdMissing,
-    /// RBAC forbids listing OAuthClients.
-    #[error("not allowed to list OAuthClients{scope}: {message} (check the operator's RBAC)")]
+    /// RBAC forbids listing OAuthClients, Secrets or ConfigMaps (each watched).
+    #[error("not allowed to list {kind}{scope}: {message} (check the operator's RBAC)")]
     Forbidden {
+        /// What (`OAuthClients`, `Secrets`, `ConfigMaps`).
+        kind: &'static str,
         /// Where.
         scope: String,
         /// The API server's message.
@@ -92,7 +95,9 @@ pub enum StartError {
     SealKey(#[from] seal_key::SealKeyError),
 }
 
-/// Checks that the cluster is reachable and serves OAuthClients in every scope.
+/// Checks that the cluster is reachable, serves OAuthClients, and lets the operator list
+/// what it watches (OAuthClients, Secrets and ConfigMaps, metadata only) in every scope: a
+/// watch that is forbidden would otherwise retry forever and hold up every reconcile.
 pub async fn preflight(
     client: &Client,
     namespaces: &[String],
@@ -104,30 +109,47 @@ pub async fn preflight(
         namespaces.iter().map(Some).collect()
     };
     for scope in scopes {
-        let api: Api<OAuthClient> = match scope {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
+        let problem = |kind: &'static str, error: kube::Error| match error {
+            kube::Error::Api(e) if e.code == 404 && kind == "OAuthClients" => {
+                StartError::CrdMissing
+            }
+            kube::Error::Api(e) if e.code == 403 => StartError::Forbidden {
+                kind,
+                scope: scope
+                    .map(|ns| format!(" in namespace {ns}"))
+                    .unwrap_or_default(),
+                message: e.message,
+            },
+            source => StartError::Unreachable {
+                url: url.to_owned(),
+                source,
+            },
         };
-        match api.list_metadata(&ListParams::default().limit(1)).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => return Err(StartError::CrdMissing),
-            Err(kube::Error::Api(e)) if e.code == 403 => {
-                return Err(StartError::Forbidden {
-                    scope: scope
-                        .map(|ns| format!(" in namespace {ns}"))
-                        .unwrap_or_default(),
-                    message: e.message,
-                });
-            }
-            Err(source) => {
-                return Err(StartError::Unreachable {
-                    url: url.to_owned(),
-                    source,
-                });
-            }
-        }
+        let one = ListParams::default().limit(1);
+        scoped::<OAuthClient>(client, scope)
+            .list_metadata(&one)
+            .await
+            .map_err(|e| problem("OAuthClients", e))?;
+        scoped::<Secret>(client, scope)
+            .list_metadata(&one)
+            .await
+            .map_err(|e| problem("Secrets", e))?;
+        scoped::<ConfigMap>(client, scope)
+            .list_metadata(&one)
+            .await
+            .map_err(|e| problem("ConfigMaps", e))?;
     }
     Ok(())
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// Runs the controller until `shutdown` resolves. `health` is marked ready once every watch

@@ -43,6 +43,9 @@ pub struct IdentityKey {
 pub struct PooledClient {
     key: ClientKey,
     client: reqwest::Client,
+    /// The bundle's certificates (none for the default trust), counted against
+    /// [`MAX_POOLED_ANCHORS`].
+    anchors: usize,
 }
 
 impl PooledClient {
@@ -156,6 +159,45 @@ fn certificates(bundle: &CaBundle) -> Result<Vec<reqwest::Certificate>, Transpor
         .collect()
 }
 
+/// The most clients of distinct CA bundles in use at once. A client costs about its bundle's
+/// parsed anchors plus a connection pool (`cargo bench --bench trust_pool`: see
+/// docs/performance.md), so this bounds what OAuthClients naming distinct bundles can make the
+/// operator hold; OAuthClients sharing a bundle share one client and count once.
+pub const MAX_BUNDLE_CLIENTS: usize = 256;
+
+/// The most certificates the clients of distinct bundles hold between them. A client's memory
+/// grows with its anchors (about 0.7 KiB each: a bundle of the Debian store's 145 certificates
+/// costs about 105 KiB), so this bounds it to about 14 MiB whatever the bundles' sizes.
+pub const MAX_POOLED_ANCHORS: usize = 20_000;
+
+/// Why the pool has no client to give.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Build(TransportError),
+    /// [`MAX_BUNDLE_CLIENTS`] clients of distinct bundles are in use, or they hold
+    /// [`MAX_POOLED_ANCHORS`] certificates with this one.
+    #[error(
+        "the operator already holds HTTP clients for {clients} distinct CA bundles with {anchors} certificates, and this one would pass its limit ({MAX_BUNDLE_CLIENTS} bundles, {MAX_POOLED_ANCHORS} certificates); OAuthClients that trust the same CA should name the same bundle (trust-manager distributes one into every namespace)"
+    )]
+    Full {
+        /// Bundle clients in use.
+        clients: usize,
+        /// Their certificates.
+        anchors: usize,
+    },
+}
+
+/// The bundle clients in use and their certificates.
+fn bundle_load(entries: &HashMap<ClientKey, Weak<PooledClient>>) -> (usize, usize) {
+    entries
+        .iter()
+        .filter(|(key, _)| key.trust != TrustKey::Default)
+        .filter_map(|(_, client)| client.upgrade())
+        .fold((0, 0), |(n, anchors), c| (n + 1, anchors + c.anchors))
+}
+
 /// The clients in use, by key.
 #[derive(Debug)]
 pub struct ClientPool {
@@ -177,28 +219,52 @@ impl ClientPool {
         &self.template
     }
 
-    /// The client for `trust`: the one in use if there is one, else a new one.
-    pub fn get(&self, trust: &Trust) -> Result<Arc<PooledClient>, TransportError> {
+    /// The client for `trust`: the one in use if there is one, else a new one. A new client for
+    /// a bundle is refused while [`MAX_BUNDLE_CLIENTS`] bundle clients are in use or when its
+    /// certificates would take theirs past [`MAX_POOLED_ANCHORS`] (each client holds its
+    /// parsed anchors: without a bound, OAuthClients naming distinct bundles would grow the
+    /// operator's memory without end). The client is built outside the pool's lock, so that
+    /// parsing a large bundle does not hold up the reconciles that need another one.
+    pub fn get(&self, trust: &Trust) -> Result<Arc<PooledClient>, PoolError> {
         let key = ClientKey {
             trust: trust.key(),
             identity: None,
         };
+        {
+            let entries = self.entries.lock().expect("client pool lock");
+            if let Some(client) = entries.get(&key).and_then(Weak::upgrade) {
+                return Ok(client);
+            }
+            if let Trust::Bundle(bundle) = trust {
+                let (clients, anchors) = bundle_load(&entries);
+                if clients >= MAX_BUNDLE_CLIENTS
+                    || anchors + bundle.certificates().len() > MAX_POOLED_ANCHORS
+                {
+                    return Err(PoolError::Full { clients, anchors });
+                }
+            }
+        }
+        let built = Arc::new(PooledClient {
+            client: self.template.build(trust).map_err(PoolError::Build)?,
+            key: key.clone(),
+            anchors: match trust {
+                Trust::Default => 0,
+                Trust::Bundle(bundle) => bundle.certificates().len(),
+            },
+        });
         let mut entries = self.entries.lock().expect("client pool lock");
+        // Another reconcile may have built the same one meanwhile: use theirs.
         if let Some(client) = entries.get(&key).and_then(Weak::upgrade) {
             return Ok(client);
         }
-        let client = Arc::new(PooledClient {
-            client: self.template.build(trust)?,
-            key: key.clone(),
-        });
         entries.retain(|_, client| client.strong_count() > 0);
-        entries.insert(key, Arc::downgrade(&client));
+        entries.insert(key, Arc::downgrade(&built));
         tracing::debug!(
-            trust = %client.key.trust,
+            trust = %built.key.trust,
             clients = entries.len(),
             "built an HTTP client for token endpoints"
         );
-        Ok(client)
+        Ok(built)
     }
 
     /// A client for `trust`, named for messages.
@@ -206,7 +272,7 @@ impl ClientPool {
         &self,
         trust: &Trust,
         verified_against: impl Into<Arc<str>>,
-    ) -> Result<TrustedClient, TransportError> {
+    ) -> Result<TrustedClient, PoolError> {
         Ok(TrustedClient {
             client: self.get(trust)?,
             verified_against: verified_against.into(),
@@ -235,14 +301,17 @@ mod tests {
     }
 
     fn bundle(name: &str) -> CaBundle {
+        CaBundle::parse(ca_pem(name).as_bytes(), name).unwrap()
+    }
+
+    fn ca_pem(name: &str) -> String {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, name);
         let key = rcgen::KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        CaBundle::parse(pem.as_bytes(), name).unwrap()
+        params.self_signed(&key).unwrap().pem()
     }
 
     #[test]
@@ -282,5 +351,78 @@ mod tests {
         assert_eq!(pool.entries.lock().unwrap().len(), 2);
         drop(again);
         assert!(format!("{default:?}").contains("the default"));
+    }
+
+    #[test]
+    fn clients_of_distinct_bundles_are_bounded_and_a_freed_place_is_reused() {
+        let pool = pool();
+        let pems: Vec<String> = (0..MAX_BUNDLE_CLIENTS)
+            .map(|i| ca_pem(&format!("ca-{i}")))
+            .collect();
+        let held: Vec<_> = pems
+            .iter()
+            .map(|pem| {
+                let bundle = CaBundle::parse(pem.as_bytes(), "ConfigMap ca").unwrap();
+                pool.get(&Trust::Bundle(bundle)).unwrap()
+            })
+            .collect();
+        let default = pool.get(&Trust::Default).unwrap();
+        // One more distinct bundle is refused, with a message that says what to do.
+        let refused = pool
+            .get(&Trust::Bundle(bundle("one-too-many")))
+            .unwrap_err();
+        assert!(matches!(
+            refused,
+            PoolError::Full {
+                clients: MAX_BUNDLE_CLIENTS,
+                ..
+            }
+        ));
+        assert!(refused.to_string().contains("same bundle"), "{refused}");
+        // A bundle already in use is still shared, and the default trust is never refused.
+        let again = CaBundle::parse(pems[0].as_bytes(), "ConfigMap again").unwrap();
+        assert!(Arc::ptr_eq(
+            &pool.get(&Trust::Bundle(again)).unwrap(),
+            &held[0]
+        ));
+        assert!(Arc::ptr_eq(&pool.get(&Trust::Default).unwrap(), &default));
+        // Dropping one frees its place.
+        let mut held = held;
+        held.pop();
+        assert!(pool.get(&Trust::Bundle(bundle("now-fits"))).is_ok());
+    }
+
+    #[test]
+    fn the_certificates_of_bundle_clients_are_bounded_too() {
+        let pool = pool();
+        let per = crate::oauth::trust::MAX_BUNDLE_CERTIFICATES;
+        // One CA's certificate re-issued: distinct certificates, cheap to make.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = |i: usize, j: usize| {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, format!("ca-{i}-{j}"));
+            params.self_signed(&key).unwrap().pem()
+        };
+        let big = |i: usize| {
+            let pem: String = (0..per).map(|j| cert(i, j)).collect();
+            CaBundle::parse(pem.as_bytes(), "ConfigMap big").unwrap()
+        };
+        let fits = MAX_POOLED_ANCHORS / per;
+        let held: Vec<_> = (0..fits)
+            .map(|i| pool.get(&Trust::Bundle(big(i))).unwrap())
+            .collect();
+        let refused = pool.get(&Trust::Bundle(big(fits))).unwrap_err();
+        assert!(
+            matches!(refused, PoolError::Full { clients, anchors } if clients == fits && anchors == fits * per),
+            "{refused}"
+        );
+        // A small bundle still fits in what is left, if anything is.
+        let left = MAX_POOLED_ANCHORS - fits * per;
+        assert_eq!(pool.get(&Trust::Bundle(bundle("small"))).is_ok(), left >= 1);
+        drop(held);
+        assert!(pool.get(&Trust::Bundle(big(0))).is_ok());
     }
 }

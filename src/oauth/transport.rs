@@ -35,12 +35,12 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use url::{Host, Url};
 
 use crate::api::reason::{Failure, Reason};
-use crate::oauth::pool::{ClientPool, ClientTemplate, TrustedClient};
+use crate::oauth::pool::{ClientPool, ClientTemplate, PoolError, TrustedClient};
 use crate::oauth::proxy::{ProxyConfig, ProxyServer, Route};
 use crate::oauth::request::TokenRequest;
 use crate::oauth::response::sanitise;
 use crate::oauth::tls_failure::TlsProblem;
-use crate::oauth::trust::{CaBundle, Trust};
+use crate::oauth::trust::{CaBundle, Trust, TrustKey};
 use crate::oauth::url_policy::{DeniedAddress, TokenUrlPolicy};
 use crate::output::redact::Scrubber;
 
@@ -146,7 +146,11 @@ impl Transport {
             ca_file: config.ca_file,
         }));
         let described = pool.template().default_trust_description();
-        let default = pool.trusted(&Trust::Default, described)?;
+        let default = match pool.trusted(&Trust::Default, described) {
+            Ok(client) => client,
+            Err(PoolError::Build(e)) => return Err(e),
+            Err(PoolError::Full { .. }) => unreachable!("the default trust is never refused"),
+        };
         Ok(Transport {
             pool,
             default,
@@ -171,12 +175,15 @@ impl Transport {
                 .pool
                 .trusted(trust, format!("{} alone", bundle.origin()))
                 .map_err(|e| {
+                    let problem = match &e {
+                        PoolError::Build(e) => root_cause(e),
+                        PoolError::Full { .. } => e.to_string(),
+                    };
                     Failure::new(
                         Reason::EndpointUnavailable,
                         format!(
-                            "cannot build an HTTP client for {}: {}",
-                            bundle.origin(),
-                            root_cause(&e)
+                            "cannot build an HTTP client for {}: {problem}",
+                            bundle.origin()
                         ),
                     )
                 }),
@@ -211,7 +218,10 @@ impl Transport {
         let route = self.proxy.route(url);
         match route {
             Route::Direct => self.check_direct_to_a_proxy_host(url).await?,
-            Route::Proxy(proxy) => self.check_before_proxy(url, proxy).await?,
+            Route::Proxy(proxy) => {
+                refuse_tls_proxy_with_bundle(url, proxy, client)?;
+                self.check_before_proxy(url, proxy).await?
+            }
             Route::Unusable(unusable) => {
                 return Err(Failure::new(
                     Reason::EndpointUnavailable,
@@ -424,6 +434,27 @@ impl Transport {
 }
 
 /// A TLS failure: the contract's phrase first, then where and against what it was verified.
+/// An `https://` proxy with an OAuthClient's own CA bundle: the HTTP library verifies the
+/// proxy's certificate with the endpoint's trust, so the proxy (which carries the operator's
+/// `Proxy-Authorization`) would be judged by a tenant's bundle alone. Refused before anything
+/// is sent; an `http://` proxy URL tunnels the same end-to-end TLS.
+fn refuse_tls_proxy_with_bundle(
+    url: &Url,
+    proxy: &ProxyServer,
+    client: &TrustedClient,
+) -> Result<(), Failure> {
+    if proxy.url().scheme() != "https" || client.pooled().key().trust == TrustKey::Default {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Reason::EndpointUnavailable,
+        format!(
+            "token endpoint {}: the proxy {proxy} is an https:// proxy, which cannot be combined with spec.caBundleRef (its certificate would be checked against this client's bundle); use an http:// proxy URL (the tunnel to the endpoint is still TLS end to end) or add the host to no_proxy",
+            url.host_str().unwrap_or("?")
+        ),
+    ))
+}
+
 fn tls_failure(url: &Url, problem: &TlsProblem, via: &str, client: &TrustedClient) -> Failure {
     let host = url.host_str().unwrap_or("?");
     let port = url.port_or_known_default().unwrap_or(443);

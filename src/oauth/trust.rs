@@ -86,6 +86,13 @@ impl fmt::Debug for CaBundle {
     }
 }
 
+/// The largest CA bundle read, in PEM bytes: a whole system trust store with a few hundred
+/// corporate anchors fits (Debian's is about 220 KB, about 150 certificates).
+pub const MAX_BUNDLE_BYTES: usize = 1024 * 1024;
+
+/// The most certificates a CA bundle may hold.
+pub const MAX_BUNDLE_CERTIFICATES: usize = 1000;
+
 impl CaBundle {
     /// Parses PEM text read from `origin` (as messages name it: `ConfigMap corp-ca key ca.crt`,
     /// `--ca-file /etc/ssl/corp.pem`). Sections that are not certificates are skipped; a
@@ -93,6 +100,12 @@ impl CaBundle {
     /// all is `InvalidSpec`.
     pub fn parse(pem: &[u8], origin: impl Into<String>) -> Result<Self, Failure> {
         let origin = origin.into();
+        if pem.len() > MAX_BUNDLE_BYTES {
+            return Err(Failure::invalid_spec(format!(
+                "{origin} is {} bytes, larger than a CA bundle may be ({MAX_BUNDLE_BYTES} bytes)",
+                pem.len()
+            )));
+        }
         let mut skipped = 0usize;
         let mut certificates: Vec<CertificateDer<'static>> = Vec::new();
         for item in CertificateDer::pem_slice_iter(pem) {
@@ -100,6 +113,12 @@ impl CaBundle {
                 Ok(der) if is_anchor(&der) => certificates.push(der),
                 Ok(_) | Err(_) => skipped += 1,
             }
+        }
+        if certificates.len() > MAX_BUNDLE_CERTIFICATES {
+            return Err(Failure::invalid_spec(format!(
+                "{origin} holds {} certificates, more than a CA bundle may ({MAX_BUNDLE_CERTIFICATES})",
+                certificates.len()
+            )));
         }
         certificates.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
         certificates.dedup();
@@ -231,6 +250,28 @@ mod tests {
             key: "ca.crt".into(),
             namespace: None,
         }
+    }
+
+    #[test]
+    fn oversized_bundles_are_refused_as_invalid_spec_before_they_are_parsed() {
+        let one = ca("big");
+        let many = one.repeat(MAX_BUNDLE_CERTIFICATES + 1);
+        // Duplicates count: the bound is on what is parsed, not on what is kept.
+        assert!(many.len() <= MAX_BUNDLE_BYTES, "the count is what is over");
+        let refused = CaBundle::parse(many.as_bytes(), "ConfigMap huge key ca.crt").unwrap_err();
+        assert_eq!(refused.reason, Reason::InvalidSpec);
+        assert!(
+            refused.message.starts_with("ConfigMap huge key ca.crt "),
+            "{}",
+            refused.message
+        );
+        let padded = format!("{one}{}", "#".repeat(MAX_BUNDLE_BYTES));
+        let refused = CaBundle::parse(padded.as_bytes(), "ConfigMap padded").unwrap_err();
+        assert_eq!(refused.reason, Reason::InvalidSpec);
+        assert!(refused.message.contains("bytes"), "{}", refused.message);
+        assert!(!refused.message.contains("BEGIN"), "{}", refused.message);
+        // Just under both bounds is fine.
+        assert!(CaBundle::parse(one.repeat(10).as_bytes(), "ConfigMap ok").is_ok());
     }
 
     #[test]
