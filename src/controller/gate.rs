@@ -8,6 +8,15 @@
 //! whose endpoints have room are woken through their scope's trigger channel, and the places are
 //! held for them for a few seconds (a hold that lapses wakes the next waiter).
 //!
+//! An endpoint that answers quickly frees its places within milliseconds, so for it the
+//! reconcile first waits a little inside the gate ([`ExchangeGate::enter_patiently`]: at most
+//! [`PATIENCE`], and only while the endpoint's requests in flight are younger than
+//! [`QUICK`]): queueing there would send each such client through the controller's queue a
+//! second time, and under a burst (10,000 refreshes requested at once) that queue is longer
+//! than a hold lasts, so places would sit held for clients still far back in it. It stops
+//! waiting (and is queued) as soon as a request to the endpoint has been out for [`QUICK`], so a
+//! tarpit holds controller slots for about a second at most.
+//!
 //! An endpoint's share is a quarter of the bound (at least one), and only one request while it
 //! is slow: when its last request took longer than [`SLOW`], or one of its requests in flight
 //! has been waiting that long. So a tarpit endpoint, or several, delays only the clients that use
@@ -28,6 +37,16 @@ pub type QueueRef = ObjectRef<PartialObjectMeta<OAuthClient>>;
 
 /// How long a place freed for a woken client is held for it.
 const HOLD: Duration = Duration::from_secs(5);
+
+/// The longest a reconcile waits inside the gate for a place at a quick endpoint.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+/// How often a reconcile waiting inside the gate looks again whether its endpoint is still
+/// quick (a place given back wakes it at once).
+const RECHECK: Duration = Duration::from_millis(100);
+
+/// An endpoint whose requests in flight are all younger than this is quick: worth waiting for.
+pub const QUICK: Duration = Duration::from_secs(1);
 
 /// A request slower than this makes its endpoint slow: one request in flight at a time until a
 /// request is quick again.
@@ -51,6 +70,15 @@ struct Endpoint {
 }
 
 impl Endpoint {
+    /// Whether its requests come back quickly: not slow, and none in flight for [`QUICK`].
+    fn quick(&self, now: Instant) -> bool {
+        !self.slow
+            && self
+                .in_flight
+                .iter()
+                .all(|t| now.duration_since(*t) < QUICK)
+    }
+
     /// How many requests it may have in flight now.
     fn share(&self, share: usize, now: Instant) -> usize {
         let stuck = self
@@ -118,6 +146,8 @@ impl State {
 #[derive(Debug)]
 pub struct ExchangeGate {
     state: Arc<Mutex<State>>,
+    /// Notified whenever a pass is given back.
+    freed: Arc<tokio::sync::Notify>,
 }
 
 /// The right to send one token request; given back when dropped.
@@ -126,6 +156,7 @@ pub struct Pass {
     endpoint: Box<str>,
     started: Instant,
     state: Arc<Mutex<State>>,
+    freed: Arc<tokio::sync::Notify>,
 }
 
 impl ExchangeGate {
@@ -140,6 +171,7 @@ impl ExchangeGate {
         };
         ExchangeGate {
             state: Arc::new(Mutex::new(state)),
+            freed: Arc::default(),
         }
     }
 
@@ -153,6 +185,38 @@ impl ExchangeGate {
         let mut state = self.state.lock().expect("gate lock");
         state.scopes.push(trigger);
         state.scopes.len() - 1
+    }
+
+    /// As [`ExchangeGate::enter`], but while the endpoint is quick, first waits up to
+    /// [`PATIENCE`] for one of its places to be given back. Places held for queued clients stay
+    /// theirs: a patient reconcile takes only a place that nobody is owed.
+    pub async fn enter_patiently(
+        &self,
+        endpoint: &str,
+        scope: usize,
+        client: &QueueRef,
+    ) -> Option<Pass> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            // Created before the check, so that a place given back in between is not missed.
+            let freed = self.freed.notified();
+            let now = Instant::now();
+            {
+                let mut state = self.state.lock().expect("gate lock");
+                let quick = state.endpoints.get(endpoint).is_none_or(|e| e.quick(now));
+                if !quick || tokio::time::Instant::now() >= deadline {
+                    drop(state);
+                    return self.enter(endpoint, scope, client);
+                }
+                state.wake(now);
+                if state.has_room(endpoint, now) {
+                    drop(state);
+                    return self.enter(endpoint, scope, client);
+                }
+            }
+            let next = deadline.min(tokio::time::Instant::now() + RECHECK);
+            let _ = tokio::time::timeout_at(next, freed).await;
+        }
     }
 
     /// A pass for a request to `endpoint`, or `None` when there is no room: then `client` is
@@ -182,6 +246,7 @@ impl ExchangeGate {
                 endpoint: endpoint.into(),
                 started: now,
                 state: self.state.clone(),
+                freed: self.freed.clone(),
             })
         } else {
             if !state.waiting.iter().any(|(_, w)| *w == who) {
@@ -232,6 +297,7 @@ impl Drop for Pass {
         }
         let held = state.wake(now);
         drop(state);
+        self.freed.notify_waiters();
         if held {
             expire_holds_later(&self.state);
         }
@@ -380,5 +446,67 @@ mod tests {
             gate.enter("x:443", scope, &client("d")).is_some(),
             "c's hold is freed"
         );
+    }
+
+    #[tokio::test]
+    async fn a_quick_endpoint_is_waited_for_inside_the_gate_a_slow_one_is_not() {
+        let gate = Arc::new(ExchangeGate::new(4));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let scope = gate.add_scope(tx);
+        let a = gate.enter("quick:443", scope, &client("a")).unwrap();
+        // The place comes back within the patience: b gets it without being queued.
+        let waiting = {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                gate.enter_patiently("quick:443", scope, &client("b"))
+                    .await
+                    .is_some()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(a);
+        assert!(waiting.await.unwrap(), "b got the place it waited for");
+        assert_eq!(gate.load(), (0, 0), "nobody queued");
+        assert!(rx.try_recv().is_err(), "nobody woken through the queue");
+        // A place that is not given back while the request is quick: queued, as with enter,
+        // once the request has been out for QUICK.
+        let c = gate.enter("quick:443", scope, &client("c")).unwrap();
+        let started = Instant::now();
+        assert!(
+            gate.enter_patiently("quick:443", scope, &client("d"))
+                .await
+                .is_none()
+        );
+        let waited = started.elapsed();
+        assert!(waited >= QUICK && waited < PATIENCE, "{waited:?}");
+        assert_eq!(gate.load(), (1, 1), "d is queued");
+        drop(c);
+        assert_eq!(rx.try_recv().unwrap(), client("d"));
+        // The place is held for d: a patient newcomer does not take it (it is still waiting).
+        let e = client("e");
+        let patient = gate.enter_patiently("quick:443", scope, &e);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), patient)
+                .await
+                .is_err()
+        );
+        assert!(gate.enter("quick:443", scope, &client("d")).is_some());
+        gate.forget(scope, &client("e"));
+        // An endpoint with a request out for longer than QUICK is not waited for.
+        let mut state = gate.state.lock().unwrap();
+        state
+            .endpoints
+            .entry("hanging:443".into())
+            .or_default()
+            .in_flight
+            .push(Instant::now() - QUICK);
+        drop(state);
+        let started = Instant::now();
+        assert!(
+            gate.enter_patiently("hanging:443", scope, &client("f"))
+                .await
+                .is_none()
+        );
+        assert!(started.elapsed() < PATIENCE, "not waited for");
     }
 }

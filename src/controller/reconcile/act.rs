@@ -100,7 +100,8 @@ async fn exchange(
     let Some(pass) = ctx
         .shared
         .gate
-        .enter(&endpoint, ctx.scope, &queue_ref(&observation.key))
+        .enter_patiently(&endpoint, ctx.scope, &queue_ref(&observation.key))
+        .await
     else {
         tracing::debug!(endpoint, "waiting for room at the exchange gate");
         return Ok(Acted::Deferred);
