@@ -19,10 +19,7 @@ fn url() -> Url {
 }
 
 fn credentials(id: &str, secret: &str) -> crate::oauth::request::Credentials {
-    crate::oauth::request::Credentials {
-        client_id: id.into(),
-        client_secret: Sensitive::from(secret),
-    }
+    crate::oauth::request::Credentials::with_secret(id, secret)
 }
 
 fn read_with(
