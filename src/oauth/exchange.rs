@@ -11,7 +11,7 @@ use crate::oauth::credentials::Proof;
 use crate::oauth::pool::TrustedClient;
 use crate::oauth::request::{self, Credentials};
 use crate::oauth::response::{self, ReadContext, Token};
-use crate::oauth::transport::Transport;
+use crate::oauth::transport::{Reply, Transport};
 use crate::output::redact::{Scrubber, Sensitive};
 use crate::spec::ExchangeSettings;
 use crate::timing::clock::Clock;
@@ -99,39 +99,51 @@ impl Exchanger {
                 return Err(failure);
             }
         };
-        let ctx = ReadContext {
-            fields: &settings.response_fields,
-            default_lifetime: settings.default_lifetime,
-            now: sent_at,
-            request_url: &settings.token_url,
-            scrubber: &scrubber,
-        };
-        let result = response::read(
-            &response::Response {
-                status: reply.status,
-                headers: &reply.headers,
-                body: &reply.body,
-            },
-            &ctx,
-        );
-        match &result {
-            Ok(token) => tracing::debug!(
-                host,
-                status = reply.status,
-                elapsed_ms,
-                expires_at = %token.expires_at,
-                "token received"
-            ),
-            Err(failure) => tracing::debug!(
-                host,
-                status = reply.status,
-                elapsed_ms,
-                reason = %failure.reason,
-                "token request refused"
-            ),
-        }
-        result
+        read_reply(settings, &reply, sent_at, &scrubber, elapsed_ms)
     }
+}
+
+/// The token in the reply (or why there is none), logged with the request's duration.
+fn read_reply(
+    settings: &ExchangeSettings,
+    reply: &Reply,
+    sent_at: jiff::Timestamp,
+    scrubber: &Scrubber<'_>,
+    elapsed_ms: u64,
+) -> Result<Token, Failure> {
+    let host = settings.token_url.host_str().unwrap_or("?");
+    let ctx = ReadContext {
+        fields: &settings.response_fields,
+        default_lifetime: settings.default_lifetime,
+        now: sent_at,
+        request_url: &settings.token_url,
+        scrubber,
+    };
+    let result = response::read(
+        &response::Response {
+            status: reply.status,
+            headers: &reply.headers,
+            body: &reply.body,
+        },
+        &ctx,
+    );
+    match &result {
+        Ok(token) => tracing::debug!(
+            host,
+            status = reply.status,
+            elapsed_ms,
+            expires_at = %token.expires_at,
+            "token received"
+        ),
+        Err(failure) => tracing::debug!(
+            host,
+            status = reply.status,
+            elapsed_ms,
+            reason = %failure.reason,
+            "token request refused"
+        ),
+    }
+    result
 }
 
 /// TlsClientAuth goes through the client of exactly the credentials' identity; the other
