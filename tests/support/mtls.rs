@@ -58,8 +58,9 @@ pub struct Served {
     pub status: u16,
 }
 
-#[derive(Default)]
 struct State {
+    /// The CA whose certificates the endpoint accepts.
+    roots: Arc<rustls::RootCertStore>,
     /// client_id → its registered leaf certificate (DER).
     clients: Mutex<HashMap<String, Vec<u8>>>,
     handshakes: Mutex<Vec<Handshake>>,
@@ -76,14 +77,25 @@ pub struct MtlsServer {
 }
 
 impl MtlsServer {
+    /// The endpoint with the fixture CA and its `localhost` certificate.
     pub async fn start() -> Self {
+        MtlsServer::start_with(
+            &fixture("ca.crt"),
+            &fixture("server.crt"),
+            &fixture("server.key"),
+        )
+        .await
+    }
+
+    /// The endpoint accepting client certificates of the CA in `ca_pem`, serving the chain and
+    /// key given (for `localhost`).
+    pub async fn start_with(ca_pem: &[u8], chain_pem: &[u8], key_pem: &[u8]) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(&fixture("server.crt"))
-                .collect::<Result<_, _>>()
-                .unwrap();
-        let key = PrivateKeyDer::from_pem_slice(&fixture("server.key")).unwrap();
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key_pem).unwrap();
         let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .unwrap()
@@ -94,7 +106,18 @@ impl MtlsServer {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(State::default());
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(ca_pem) {
+            roots.add(ca.unwrap()).unwrap();
+        }
+        let state = Arc::new(State {
+            roots: Arc::new(roots),
+            clients: Mutex::default(),
+            handshakes: Mutex::default(),
+            served: Mutex::default(),
+            issued: Mutex::default(),
+            close_after_answer: AtomicBool::new(false),
+        });
         let serving = state.clone();
         tokio::spawn(async move {
             for _ in 0..10_000 {
@@ -150,14 +173,6 @@ impl MtlsServer {
     pub fn issued(&self) -> Vec<String> {
         self.state.issued.lock().unwrap().clone()
     }
-}
-
-fn root_store() -> rustls::RootCertStore {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in test_ca() {
-        roots.add(ca).unwrap();
-    }
-    roots
 }
 
 /// Serves the requests of one connection.
@@ -267,7 +282,7 @@ fn answer(state: &State, certificate: Option<&[u8]>, body: &[u8]) -> (u16, Strin
     let Some(leaf) = certificate else {
         return refuse(state, "a client certificate is required");
     };
-    let verifier = WebPkiClientVerifier::builder(Arc::new(root_store()))
+    let verifier = WebPkiClientVerifier::builder(state.roots.clone())
         .build()
         .unwrap();
     let end_entity = CertificateDer::from(leaf.to_vec());
