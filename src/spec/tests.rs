@@ -344,6 +344,14 @@ fn with_tokens() -> Policy {
     }
 }
 
+/// [`with_tokens`], also allowing `http://` token URLs.
+fn insecure_with_tokens() -> Policy {
+    Policy {
+        allow_insecure_http: true,
+        ..with_tokens()
+    }
+}
+
 fn federated() -> serde_json::Value {
     serde_json::json!({
         "clientAuthMethod": "ServiceAccountToken",
@@ -453,15 +461,18 @@ fn what_a_method_needs_and_forbids_is_checked_as_the_cel_rules_do() {
             "TlsClientAuth presents the client certificate in the TLS handshake",
         ),
     ];
-    let policy = Policy {
-        allow_insecure_http: true,
-        ..with_tokens()
-    };
+    let policy = insecure_with_tokens();
     for (fields, expected) in cases {
         let err = ClientSettings::resolve(&auth_spec(fields.clone()), &policy).unwrap_err();
         assert_eq!(err.reason, Reason::InvalidSpec, "{fields}");
         assert!(err.message.contains(expected), "{fields}: {}", err.message);
     }
+}
+
+#[test]
+fn service_account_and_assertion_bounds_are_checked_as_the_cel_rules_do() {
+    let creds = serde_json::json!({"name": "c"});
+    let policy = insecure_with_tokens();
     let mut both = federated();
     both["credentialsSecretRef"] = creds.clone();
     let err = ClientSettings::resolve(&auth_spec(both), &policy).unwrap_err();
