@@ -138,18 +138,6 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-fn expectation(client_id: &str, key: VerifyingKey, audience: &str) -> Expectation {
-    Expectation {
-        client_id: client_id.into(),
-        issuer: None,
-        subject: None,
-        audience: audience.into(),
-        key,
-        max_lifetime: Duration::from_secs(300),
-        skew: Duration::from_secs(5),
-    }
-}
-
 /// N ClientSecretPost clients.
 fn secret_clients(url: &str, n: usize) -> Vec<Client> {
     (0..n)
@@ -168,7 +156,7 @@ fn rs256_clients(vendor: &TokenServer, n: usize) -> Vec<Client> {
         .map(|i| {
             let id = format!("rs256-{i}");
             let registered = VerifyingKey::of_certificate(&fixture("rsa.crt"), &["RS256"]);
-            vendor.expect_assertions(expectation(&id, registered, &url));
+            vendor.expect_assertions(Expectation::of_client(&id, registered, &url));
             Client {
                 data: json!({"client_id": b64(id.as_bytes()), "tls.key": b64(&key)}),
                 spec: json!({"tokenUrl": url, "clientAuthMethod": "PrivateKeyJwt"}),
@@ -185,7 +173,7 @@ fn es256_clients(vendor: &TokenServer, n: usize) -> Vec<Client> {
             let id = format!("es256-{i}");
             let key = rcgen::KeyPair::generate().unwrap();
             let registered = VerifyingKey::Public(key.public_key_raw().to_vec(), vec!["ES256"]);
-            vendor.expect_assertions(expectation(&id, registered, &url));
+            vendor.expect_assertions(Expectation::of_client(&id, registered, &url));
             Client {
                 data: json!({"client_id": b64(id.as_bytes()), "tls.key": b64(key.serialize_pem().as_bytes())}),
                 spec: json!({"tokenUrl": url, "clientAuthMethod": "PrivateKeyJwt"}),

@@ -76,18 +76,6 @@ async fn exchange(
     exchanger.exchange(s, c, &SystemClock).await
 }
 
-fn expectation(client_id: &str, key: VerifyingKey, audience: &str) -> Expectation {
-    Expectation {
-        client_id: client_id.into(),
-        issuer: None,
-        subject: None,
-        audience: audience.into(),
-        key,
-        max_lifetime: Duration::from_secs(300),
-        skew: Duration::from_secs(5),
-    }
-}
-
 // === RFC 7523 assertions ===
 
 #[tokio::test]
@@ -106,7 +94,7 @@ async fn every_algorithm_passes_the_strict_verifier_with_a_fresh_assertion_per_r
     for (i, (key, cert, algorithm, alg)) in cases.into_iter().enumerate() {
         let id = format!("client-{i}");
         let registered = VerifyingKey::of_certificate(&fixture(cert), &[alg]);
-        server.expect_assertions(expectation(&id, registered, &url));
+        server.expect_assertions(Expectation::of_client(&id, registered, &url));
         let mut assertion = json!({"keyId": "k1"});
         if let Some(a) = algorithm {
             assertion["algorithm"] = json!(a);
@@ -152,7 +140,7 @@ async fn the_verifier_refuses_replays_wrong_keys_audiences_and_long_lifetimes() 
     let server = TokenServer::start(Vendor::Generic, "-", "-", Tokens::Unique).await;
     let url = server.url();
     let registered = VerifyingKey::of_certificate(&fixture("ec-p256.crt"), &["ES256"]);
-    server.expect_assertions(expectation("app", registered.clone(), &url));
+    server.expect_assertions(Expectation::of_client("app", registered.clone(), &url));
     let exchanger = exchanger();
     let p256 = keyed("app", identity("ec-p256-sec1.pem", None));
     let s = settings(json!({"tokenUrl": url, "clientAuthMethod": "PrivateKeyJwt"}));
@@ -195,7 +183,11 @@ async fn the_verifier_refuses_replays_wrong_keys_audiences_and_long_lifetimes() 
         exchange(&exchanger, &long, &p256).await.unwrap_err(),
     );
     // The issuer identifier as audience, for servers that want it (RFC 7523bis, FAPI 2).
-    server.expect_assertions(expectation("app", registered, "https://idp.example"));
+    server.expect_assertions(Expectation::of_client(
+        "app",
+        registered,
+        "https://idp.example",
+    ));
     let issuer = settings(json!({"tokenUrl": url, "clientAuthMethod": "PrivateKeyJwt",
         "clientAssertion": {"audience": "https://idp.example"}}));
     exchange(&exchanger, &issuer, &p256).await.unwrap();

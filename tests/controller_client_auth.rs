@@ -44,17 +44,6 @@ fn spec(url: &str, method: &str, secret: &str) -> Value {
     json!({"tokenUrl": url, "clientAuthMethod": method, "credentialsSecretRef": {"name": secret}})
 }
 
-fn expectation(client_id: &str, key: VerifyingKey, audience: &str) -> Expectation {
-    Expectation {
-        client_id: client_id.into(),
-        issuer: None,
-        subject: None,
-        audience: audience.into(),
-        key,
-        max_lifetime: Duration::from_secs(300),
-        skew: Duration::from_secs(5),
-    }
-}
 
 /// Token requests the emulator received for `client_id`.
 fn requests_of(vendor: &TokenServer, client_id: &str) -> usize {
@@ -119,7 +108,7 @@ async fn private_key_jwt_reaches_ready_with_each_key_type_and_encoding() {
     for c in &good {
         let id = format!("{}-client", c.name);
         let registered = VerifyingKey::of_certificate(&fixture(c.registered), c.algorithms);
-        vendor.expect_assertions(expectation(&id, registered, &url));
+        vendor.expect_assertions(Expectation::of_client(&id, registered, &url));
         key_secret(
             &api,
             c.name,
@@ -159,7 +148,7 @@ async fn private_key_jwt_refusals_have_their_reasons_and_only_a_wrong_key_is_sen
     let operator = Operator::start(&api, &[], 4);
     let url = vendor.url();
     let rsa = VerifyingKey::of_certificate(&fixture("rsa.crt"), &["RS256"]);
-    vendor.expect_assertions(expectation("wrong-client", rsa.clone(), &url));
+    vendor.expect_assertions(Expectation::of_client("wrong-client", rsa.clone(), &url));
     key_secret(
         &api,
         "wrong",
@@ -223,7 +212,7 @@ async fn private_key_jwt_refusals_have_their_reasons_and_only_a_wrong_key_is_sen
     ];
     for r in &refusals {
         let id = format!("{}-client", r.name);
-        vendor.expect_assertions(expectation(&id, rsa.clone(), &url));
+        vendor.expect_assertions(Expectation::of_client(&id, rsa.clone(), &url));
         key_secret(
             &api,
             r.name,
@@ -261,7 +250,7 @@ async fn private_key_jwt_key_rotation_exchanges_again_a_label_does_not_and_a_res
     let operator = Operator::start(&api, &[], 4);
     let url = vendor.url();
     let p256 = VerifyingKey::of_certificate(&fixture("ec-p256.crt"), &["ES256"]);
-    vendor.expect_assertions(expectation("app", p256, &url));
+    vendor.expect_assertions(Expectation::of_client("app", p256, &url));
     key_secret(
         &api,
         "keys",
@@ -281,7 +270,7 @@ async fn private_key_jwt_key_rotation_exchanges_again_a_label_does_not_and_a_res
 
     // The provider gets the new key's certificate; the Secret moves to the new key.
     let p384 = VerifyingKey::of_certificate(&fixture("ec-p384.crt"), &["ES384"]);
-    vendor.expect_assertions(expectation("app", p384, &url));
+    vendor.expect_assertions(Expectation::of_client("app", p384, &url));
     let rotated = Instant::now();
     api.modify(SECRETS, NS, "keys", |s| {
         s["data"]["tls.key"] = json!(b64(&fixture("ec-p384-pkcs8.pem")));
@@ -332,7 +321,7 @@ async fn client_secret_jwt_is_macd_with_the_secret_and_a_wrong_secret_is_invalid
     let operator = Operator::start(&api, &[], 4);
     let url = vendor.url();
     let secret = "a-client-secret-long-enough-for-hs512-000000000000000000000000000";
-    vendor.expect_assertions(expectation("hs", VerifyingKey::Secret(secret.into()), &url));
+    vendor.expect_assertions(Expectation::of_client("hs", VerifyingKey::Secret(secret.into()), &url));
     credentials(&api, NS, "hs-creds", "hs", secret);
     let mut hs512 = spec(&url, "ClientSecretJwt", "hs-creds");
     hs512["clientAssertion"] = json!({"algorithm": "HS512", "lifetime": "60s"});
@@ -348,7 +337,7 @@ async fn client_secret_jwt_is_macd_with_the_secret_and_a_wrong_secret_is_invalid
         "wrong",
         "not-the-registered-secret-00000000",
     );
-    vendor.expect_assertions(expectation(
+    vendor.expect_assertions(Expectation::of_client(
         "wrong",
         VerifyingKey::Secret(secret.into()),
         &url,
@@ -362,7 +351,7 @@ async fn client_secret_jwt_is_macd_with_the_secret_and_a_wrong_secret_is_invalid
     wait_ready(&api, NS, "wrong", "False", "InvalidClient").await;
 
     // Rotation of the secret on both sides retries at once.
-    vendor.expect_assertions(expectation(
+    vendor.expect_assertions(Expectation::of_client(
         "wrong",
         VerifyingKey::Secret("not-the-registered-secret-00000001".into()),
         &url,

@@ -6,7 +6,6 @@
 mod support;
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::Value;
 use support::assertions::{Expectation, VerifyingKey};
@@ -76,25 +75,13 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
 }
 
-fn expectation(client_id: &str, key: VerifyingKey, audience: &str) -> Expectation {
-    Expectation {
-        client_id: client_id.into(),
-        issuer: None,
-        subject: None,
-        audience: audience.into(),
-        key,
-        max_lifetime: Duration::from_secs(300),
-        skew: Duration::from_secs(5),
-    }
-}
-
 #[tokio::test]
 async fn private_key_jwt_from_files_and_refusals_that_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let server = TokenServer::start(Vendor::Generic, "-", "-", Tokens::Unique).await;
     let url = server.url();
     let registered = VerifyingKey::of_certificate(&fixture("rsa.crt"), &["RS256"]);
-    server.expect_assertions(expectation("cli-client", registered, &url));
+    server.expect_assertions(Expectation::of_client("cli-client", registered, &url));
     let file = write(
         dir.path(),
         "client.yaml",
@@ -201,7 +188,7 @@ async fn assertion_file_stands_in_for_a_service_account_token() {
     server.expect_assertions(Expectation {
         issuer: Some("https://issuer.example".into()),
         subject: Some("system:serviceaccount:team-a:workload".into()),
-        ..expectation("app", federation, "api://AzureADTokenExchange")
+        ..Expectation::of_client("app", federation, "api://AzureADTokenExchange")
     });
     // A token as `kubectl create token` prints it: a JWT and a newline.
     let now = jiff::Timestamp::now().as_second();

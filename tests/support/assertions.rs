@@ -59,6 +59,23 @@ pub struct Expectation {
     pub skew: Duration,
 }
 
+impl Expectation {
+    /// The client's own assertions (`iss` = `sub` = client_id, private_key_jwt and
+    /// client_secret_jwt) for `audience`, checked with `key`: at most 5 minutes ahead (the
+    /// operator's default lifetime), 5 s of skew.
+    pub fn of_client(client_id: &str, key: VerifyingKey, audience: &str) -> Self {
+        Expectation {
+            client_id: client_id.into(),
+            issuer: None,
+            subject: None,
+            audience: audience.into(),
+            key,
+            max_lifetime: Duration::from_secs(300),
+            skew: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Checks assertions and remembers every `jti` it accepted.
 #[derive(Default)]
 pub struct Verifier {
