@@ -44,7 +44,6 @@ fn spec(url: &str, method: &str, secret: &str) -> Value {
     json!({"tokenUrl": url, "clientAuthMethod": method, "credentialsSecretRef": {"name": secret}})
 }
 
-
 /// Token requests the emulator received for `client_id`.
 fn requests_of(vendor: &TokenServer, client_id: &str) -> usize {
     vendor
@@ -315,13 +314,18 @@ async fn private_key_jwt_key_rotation_exchanges_again_a_label_does_not_and_a_res
 // === ClientSecretJwt ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_secret_jwt_is_macd_with_the_secret_and_a_wrong_secret_is_invalid_client() {
+async fn client_secret_jwt_is_macd_with_the_secret_a_wrong_secret_is_invalid_client_and_a_restart_reuses()
+ {
     let api = ApiServer::start().await;
     let vendor = TokenServer::start(Vendor::Generic, "-", "-", Tokens::Unique).await;
     let operator = Operator::start(&api, &[], 4);
     let url = vendor.url();
     let secret = "a-client-secret-long-enough-for-hs512-000000000000000000000000000";
-    vendor.expect_assertions(Expectation::of_client("hs", VerifyingKey::Secret(secret.into()), &url));
+    vendor.expect_assertions(Expectation::of_client(
+        "hs",
+        VerifyingKey::Secret(secret.into()),
+        &url,
+    ));
     credentials(&api, NS, "hs-creds", "hs", secret);
     let mut hs512 = spec(&url, "ClientSecretJwt", "hs-creds");
     hs512["clientAssertion"] = json!({"algorithm": "HS512", "lifetime": "60s"});
@@ -361,6 +365,18 @@ async fn client_secret_jwt_is_macd_with_the_secret_and_a_wrong_secret_is_invalid
     });
     wait_ready(&api, NS, "wrong", "True", "TokenIssued").await;
     operator.stop().await;
+
+    // A restart reuses both stored tokens: no assertion is sent, nothing is written.
+    let (requests, writes) = (vendor.count(), api.count("patch secrets"));
+    let again = Operator::start(&api, &[], 4);
+    again.ready().await;
+    sleep(2000).await;
+    assert_eq!(vendor.count(), requests, "the stored tokens are reused");
+    assert_eq!(api.count("patch secrets"), writes);
+    for name in ["hs", "wrong"] {
+        assert_eq!(condition(&api, NS, name, "Ready").unwrap().1, "TokenIssued");
+    }
+    again.stop().await;
 }
 
 // === TlsClientAuth ===
