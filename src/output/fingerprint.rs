@@ -201,6 +201,52 @@ mod tests {
         assert_ne!(a, credentials_digest(&[8u8; 32], &creds("id", "secret-1")));
     }
 
+    /// The credentials of a key (and certificate) fixture.
+    fn keyed(id: &str, key: &str, cert: Option<&str>) -> Credentials {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/client-auth/");
+        let read = |name: &str| std::fs::read(format!("{dir}{name}")).unwrap();
+        let cert = cert.map(read);
+        let identity = crate::oauth::identity::Identity::load(
+            &read(key),
+            "tls.key",
+            cert.as_deref().map(|c| (c, "tls.crt")),
+        )
+        .unwrap();
+        Credentials {
+            client_id: id.into(),
+            proof: Proof::Key(std::sync::Arc::new(identity)),
+        }
+    }
+
+    #[test]
+    fn covers_the_key_and_the_certificate() {
+        let salt = new_salt();
+        let with_cert = keyed("id", "ec-p256-sec1.pem", Some("ec-p256.crt"));
+        let fp = compute(&salt, &settings("a"), &with_cert);
+        assert!(matches(&fp, &settings("a"), &with_cert));
+        let again = keyed("id", "ec-p256-sec1.pem", Some("ec-p256.crt"));
+        assert!(matches(&fp, &settings("a"), &again));
+        for other in [
+            keyed("id", "ec-p256-sec1.pem", None),
+            keyed("id", "ec-p384-sec1.pem", Some("ec-p384.crt")),
+            keyed("id2", "ec-p256-sec1.pem", Some("ec-p256.crt")),
+            creds("id", "secret-1"),
+        ] {
+            assert!(!matches(&fp, &settings("a"), &other), "{other:?}");
+        }
+        let key = [7u8; 32];
+        let digest = credentials_digest(&key, &with_cert);
+        assert_eq!(digest, credentials_digest(&key, &again));
+        assert_ne!(
+            digest,
+            credentials_digest(&key, &keyed("id", "ec-p256-sec1.pem", None))
+        );
+        assert_ne!(
+            digest,
+            credentials_digest(&key, &keyed("id", "rsa-pkcs1.pem", Some("rsa.crt")))
+        );
+    }
+
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
