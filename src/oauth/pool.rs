@@ -435,6 +435,49 @@ mod tests {
         assert!(format!("{default:?}").contains("the default"));
     }
 
+    fn identity(key: &str, cert: &str) -> Identity {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/client-auth/");
+        let read = |name: &str| std::fs::read(format!("{dir}{name}")).unwrap();
+        let cert = read(cert);
+        Identity::load(&read(key), "tls.key", Some((&cert, "tls.crt"))).unwrap()
+    }
+
+    #[test]
+    fn identity_clients_are_one_per_trust_and_identity_and_never_shared_across_either() {
+        let pool = pool();
+        let (a, b) = (
+            identity("ec-p256-sec1.pem", "ec-p256.crt"),
+            identity("rsa-pkcs8.pem", "rsa.crt"),
+        );
+        let bundle = Trust::Bundle(bundle("corp"));
+        let plain = pool.get(&Trust::Default).unwrap();
+        let a_default = pool.get_with_identity(&Trust::Default, &a).unwrap();
+        let a_again = pool.get_with_identity(&Trust::Default, &a).unwrap();
+        let b_default = pool.get_with_identity(&Trust::Default, &b).unwrap();
+        let a_bundle = pool.get_with_identity(&bundle, &a).unwrap();
+        assert!(
+            Arc::ptr_eq(&a_default, &a_again),
+            "same trust and identity: shared"
+        );
+        for (x, y) in [
+            (&a_default, &b_default),
+            (&a_default, &a_bundle),
+            (&a_default, &plain),
+        ] {
+            assert!(!Arc::ptr_eq(x, y));
+            assert_ne!(x.key(), y.key());
+        }
+        assert_eq!(a_default.key().identity, Some(a.key()));
+        assert_eq!(a_bundle.key().trust, bundle.key());
+        assert_eq!(a_bundle.trust(), &bundle);
+        assert_eq!(plain.key().identity, None);
+        // Identity clients do not count as bundle clients.
+        assert_eq!(bundle_load(&pool.entries.lock().unwrap()).0, 0);
+        assert_eq!(pool.live(), 4);
+        drop((a_default, a_again));
+        assert_eq!(pool.live(), 3, "an identity client nobody holds is gone");
+    }
+
     #[test]
     fn clients_of_distinct_bundles_are_bounded_and_a_freed_place_is_reused() {
         let pool = pool();
