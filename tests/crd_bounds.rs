@@ -31,6 +31,29 @@ fn map(entries: usize, name_len: usize, value_len: usize) -> Value {
     Value::Object(m)
 }
 
+/// Each client is refused with 422 and a message holding its expected text.
+async fn assert_refused<const N: usize>(
+    clients: &Api<OAuthClient>,
+    cases: [(OAuthClient, &str); N],
+) {
+    for (i, (mut client, expected)) in cases.into_iter().enumerate() {
+        client.metadata.name = Some(format!("bad-{i}"));
+        let err = clients
+            .create(&PostParams::default(), &client)
+            .await
+            .expect_err(&format!("case {i} should be refused: {expected}"));
+        let kube::Error::Api(status) = err else {
+            panic!("case {i}: {err}")
+        };
+        assert_eq!(status.code, 422, "case {i}");
+        assert!(
+            status.message.contains(expected),
+            "case {i}: {}",
+            status.message
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_schema_refuses_namespaced_references_and_oversize_specs() {
     let api = ApiServer::start_unlogged().await;
@@ -91,24 +114,8 @@ async fn the_schema_refuses_namespaced_references_and_oversize_specs() {
         (json!({"scopes": vec!["s"; 65]}), "Too many items"),
         (json!({"audience": "a".repeat(2049)}), "Too long"),
     ];
-    for (i, (fields, expected)) in refused.iter().enumerate() {
-        let err = clients
-            .create(
-                &PostParams::default(),
-                &client(&format!("bad-{i}"), fields.clone()),
-            )
-            .await
-            .expect_err(&format!("case {i} should be refused: {expected}"));
-        let kube::Error::Api(status) = err else {
-            panic!("case {i}: {err}")
-        };
-        assert_eq!(status.code, 422, "case {i}");
-        assert!(
-            status.message.contains(expected),
-            "case {i}: {}",
-            status.message
-        );
-    }
+    let refused = refused.map(|(fields, expected)| (client("bad", fields), expected));
+    assert_refused(&clients, refused).await;
     // Exactly at every limit is accepted.
     let at_limit = json!({
         "extraParams": map(MAX_MAP_ENTRIES, MAX_NAME_LEN, MAX_VALUE_LEN),
@@ -241,22 +248,6 @@ async fn the_schema_holds_the_client_authentication_rules() {
             "expirationSeconds: should be at most 86400",
         ),
     ];
-    for (i, (spec, expected)) in refused.iter().enumerate() {
-        let err = clients
-            .create(
-                &PostParams::default(),
-                &with_spec(&format!("bad-{i}"), spec.clone()),
-            )
-            .await
-            .expect_err(&format!("case {i} should be refused: {expected}"));
-        let kube::Error::Api(status) = err else {
-            panic!("case {i}: {err}")
-        };
-        assert_eq!(status.code, 422, "case {i}");
-        assert!(
-            status.message.contains(expected),
-            "case {i}: {}",
-            status.message
-        );
-    }
+    let refused = refused.map(|(spec, expected)| (with_spec("bad", spec), expected));
+    assert_refused(&clients, refused).await;
 }
