@@ -36,6 +36,11 @@ VALUE_SETS = {
         "proxy": {"httpsProxy": "https://proxy.corp", "noProxy": "$(KUBERNETES_SERVICE_HOST),.svc,10.0.0.0/8"},
         "networkPolicy": {"enabled": True},
     },
+    "service-account-tokens": {"serviceAccountTokens": {"enabled": True}},
+    "service-account-tokens-namespaced": {
+        "serviceAccountTokens": {"enabled": True},
+        "watchNamespaces": ["a", "b"],
+    },
     "dashboard-elsewhere": {
         "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "labels": {"grafana_dashboard": "1", "team": "platform"}},
     },

@@ -835,7 +835,8 @@ async fn credentials_are_bytes_a_trailing_newline_is_kept_and_non_utf8_is_named(
     oauth_client(&api, NS, "exact", spec);
     wait_ready(&api, NS, "exact", "True", "TokenIssued").await;
 
-    // Not UTF-8: InvalidSpec naming the key, and nothing is sent.
+    // Not UTF-8: InvalidCredentials naming the key (the contract moved it from InvalidSpec),
+    // and nothing is sent.
     let never = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
     api.create(
         SECRETS,
@@ -845,7 +846,7 @@ async fn credentials_are_bytes_a_trailing_newline_is_kept_and_non_utf8_is_named(
     let mut spec = spec_for(&never, "generic");
     spec["credentialsSecretRef"]["name"] = json!("binary");
     oauth_client(&api, NS, "binary", spec);
-    let (_, _, message) = wait_ready(&api, NS, "binary", "False", "InvalidSpec").await;
+    let (_, _, message) = wait_ready(&api, NS, "binary", "False", "InvalidCredentials").await;
     assert!(
         message.contains("key client_secret of Secret binary is not valid UTF-8"),
         "{message}"

@@ -11,7 +11,6 @@ use oauth_token_operator::oauth::request::Credentials;
 use oauth_token_operator::oauth::response::Token;
 use oauth_token_operator::oauth::transport::{MAX_BODY, Transport};
 use oauth_token_operator::oauth::url_policy::{CidrList, HostPattern, TokenUrlPolicy};
-use oauth_token_operator::output::redact::Sensitive;
 use oauth_token_operator::spec::{ClientSettings, Policy};
 use oauth_token_operator::timing::clock::SystemClock;
 use serde_json::{Value, json};
@@ -29,10 +28,7 @@ fn spec(fields: Value) -> OAuthClientSpec {
 }
 
 fn creds(id: &str, secret: &str) -> Credentials {
-    Credentials {
-        client_id: id.into(),
-        client_secret: Sensitive::from(secret),
-    }
+    Credentials::with_secret(id, secret)
 }
 
 async fn exchange_with(
@@ -562,6 +558,7 @@ fn policy(deny: &str, allow: &[&str]) -> Policy {
                 .map(|h| h.parse::<HostPattern>().unwrap())
                 .collect(),
         )),
+        allow_service_account_tokens: false,
     }
 }
 

@@ -19,7 +19,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use oauth_token_operator::api::crd::ResponseFields;
 use oauth_token_operator::oauth::credentials::Credentials;
 use oauth_token_operator::oauth::response::{self, ReadContext, Response};
-use oauth_token_operator::output::redact::{Scrubber, Sensitive};
+use oauth_token_operator::output::redact::Scrubber;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]
@@ -41,10 +41,7 @@ fn a_jwt_payload_costs_about_its_size_not_a_tree() {
     assert!(token.len() <= 64 * 1024);
     let body = serde_json::json!({"access_token": token, "token_type": "Bearer"}).to_string();
 
-    let credentials = Credentials {
-        client_id: "id".into(),
-        client_secret: Sensitive::from("a-long-enough-secret"),
-    };
+    let credentials = Credentials::with_secret("id", "a-long-enough-secret");
     let scrubber = Scrubber::for_credentials(&credentials);
     let fields = ResponseFields::default();
     let url = url::Url::parse("https://idp.example/token").unwrap();

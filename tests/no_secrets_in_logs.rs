@@ -12,7 +12,6 @@ use oauth_token_operator::oauth::exchange::Exchanger;
 use oauth_token_operator::oauth::request::Credentials;
 use oauth_token_operator::oauth::response::Token;
 use oauth_token_operator::oauth::transport::Transport;
-use oauth_token_operator::output::redact::Sensitive;
 use oauth_token_operator::spec::{ClientSettings, Policy};
 use oauth_token_operator::timing::clock::SystemClock;
 use serde_json::{Value, json};
@@ -22,10 +21,7 @@ const ID: &str = "1PpG/Q 1";
 const SECRET: &str = "z/tZ9VwFZqApmIQ+ZH1I5pLk/uB4ud:X2/8bL+wfFTt1rFw=";
 
 fn creds(id: &str, secret: &str) -> Credentials {
-    Credentials {
-        client_id: id.into(),
-        client_secret: Sensitive::from(secret),
-    }
+    Credentials::with_secret(id, secret)
 }
 
 async fn exchange_with(fields: Value, credentials: &Credentials) -> Result<Token, Failure> {

@@ -19,7 +19,6 @@ use oauth_token_operator::oauth::request::Credentials;
 use oauth_token_operator::oauth::response::Token;
 use oauth_token_operator::oauth::transport::Transport;
 use oauth_token_operator::oauth::url_policy::{CidrList, HostPattern, TokenUrlPolicy};
-use oauth_token_operator::output::redact::Sensitive;
 use oauth_token_operator::spec::{ClientSettings, Policy};
 use oauth_token_operator::timing::clock::SystemClock;
 use serde_json::json;
@@ -32,10 +31,7 @@ const PROXY_USER: &str = "squid-user-4c1e";
 const PROXY_PASSWORD: &str = "squidPassw0rdZq8";
 
 fn creds() -> Credentials {
-    Credentials {
-        client_id: ID.into(),
-        client_secret: Sensitive::from(SECRET),
-    }
+    Credentials::with_secret(ID, SECRET)
 }
 
 fn policy(deny: &str, allow: &[&str]) -> Policy {
@@ -48,6 +44,7 @@ fn policy(deny: &str, allow: &[&str]) -> Policy {
                 .map(|h| h.parse::<HostPattern>().unwrap())
                 .collect(),
         )),
+        allow_service_account_tokens: false,
     }
 }
 

@@ -1,6 +1,13 @@
-//! RBAC proven complete: every API call the controller makes (in the scenarios below, and in
-//! any test run before this one, as recorded by the API-server double) is granted by the
-//! chart's rules, and every rule is used by some call.
+//! RBAC proven complete, for each chart configuration (`serviceAccountTokens.enabled` off and
+//! on): every API call the controller makes (in the scenarios below, and in any test run
+//! before this one, as recorded by the API-server double under the operator's configuration)
+//! is granted by the chart's rules for that configuration, and every rule is used by some call.
+//!
+//! The one non-resource call, `get /.well-known/openid-configuration` (the API server's issuer,
+//! read with `--allow-service-account-tokens` only), needs no rule of the chart: Kubernetes
+//! binds `system:service-account-issuer-discovery` to every ServiceAccount by default
+//! (`system:serviceaccounts`), and a ClusterRole would be the only place for such a rule,
+//! which a namespaced install does not have.
 
 mod support;
 
@@ -9,7 +16,11 @@ use std::time::Duration;
 
 use oauth_token_operator::runtime::leader::{LeaderConfig, Leadership};
 use serde_json::{Value, json};
-use support::apiserver::{ApiServer, CONFIGMAPS, Call, OAUTHCLIENTS, SECRETS, calls_log_path};
+use support::apiserver::{
+    ApiServer, CONFIGMAPS, Call, DEFAULT_PROFILE, OAUTHCLIENTS, SECRETS,
+    SERVICE_ACCOUNT_TOKENS_PROFILE, SERVICEACCOUNTS, calls_log_path,
+};
+use support::assertions::{Expectation, VerifyingKey};
 use support::harness::*;
 use support::vendors::*;
 
@@ -76,12 +87,24 @@ fn from_call(call: &Call) -> Grant {
     )
 }
 
-/// Runs every code path of the controller and the leader election against one double.
-async fn scenarios() -> Vec<Call> {
+/// The non-resource URLs the controller may read without a rule of the chart (see the module
+/// documentation).
+const DEFAULT_NON_RESOURCE: [&str; 1] = ["/.well-known/openid-configuration"];
+
+/// Runs every code path of the controller and the leader election against one double, with or
+/// without `--allow-service-account-tokens`.
+async fn scenarios(service_account_tokens: bool) -> Vec<Call> {
     let api = ApiServer::start().await;
     let vendor = TokenServer::start(Vendor::Generic, "id", "secret-value", Tokens::Unique).await;
     vendor.set_expires_in(json!(3));
-    let operator = Operator::start(&api, &[], 2);
+    let options = Options {
+        service_account_tokens,
+        ..Options::default()
+    };
+    let operator = Operator::start_with(&api, &[], 2, options);
+    if service_account_tokens {
+        service_account_scenario(&api, &vendor).await;
+    }
     credentials(&api, "ns", "creds", "id", "secret-value");
     let spec = |target: &str| json!({"tokenUrl": vendor.url(), "credentialsSecretRef": {"name": "creds"}, "target": {"name": target}});
     // Issue, refresh, re-render.
@@ -132,49 +155,164 @@ async fn scenarios() -> Vec<Call> {
     api.calls()
 }
 
+/// A federated client whose ServiceAccount opted in (token requested), and one whose did not.
+async fn service_account_scenario(api: &ApiServer, vendor: &TokenServer) {
+    let audience = "api://AzureADTokenExchange";
+    vendor.expect_assertions(Expectation {
+        client_id: "federated".into(),
+        issuer: Some(api.service_account_issuer().into()),
+        subject: Some("system:serviceaccount:ns:workload".into()),
+        audience: audience.into(),
+        key: VerifyingKey::Public(api.service_account_public_key(), vec!["ES256"]),
+        max_lifetime: Duration::from_secs(3600),
+        skew: Duration::from_secs(5),
+    });
+    for (name, annotated) in [("workload", true), ("shy", false)] {
+        let mut meta = json!({"name": name, "namespace": "ns"});
+        if annotated {
+            meta["annotations"] = json!({"oauth.token-operator.dev/token-audiences": audience});
+        }
+        api.create(SERVICEACCOUNTS, json!({"metadata": meta}));
+        let spec = json!({"tokenUrl": vendor.url(), "clientAuthMethod": "ServiceAccountToken",
+            "clientId": "federated",
+            "serviceAccountToken": {"serviceAccountName": name, "audience": audience}});
+        oauth_client(api, "ns", &format!("sa-{name}"), spec);
+    }
+    wait_ready(api, "ns", "sa-workload", "True", "TokenIssued").await;
+    wait_ready(api, "ns", "sa-shy", "False", "ServiceAccountTokenDenied").await;
+}
+
+/// What the chart grants with `serviceAccountTokens.enabled` as given.
+fn granted(service_account_tokens: bool) -> BTreeSet<Grant> {
+    let mut granted = grants(&rules("oauth-token-operator.rules"));
+    granted.extend(grants(&rules("oauth-token-operator.leaderElectionRules")));
+    granted.extend(grants(&rules("oauth-token-operator.sealKeyRules")));
+    if service_account_tokens {
+        granted.extend(grants(&rules(
+            "oauth-token-operator.serviceAccountTokenRules",
+        )));
+    }
+    granted
+}
+
+/// Calls recorded by the doubles of earlier test binaries (controller, binary, leader tests)
+/// under `profile`: the resource grants, and the non-resource URLs.
+fn logged(profile: &str) -> (BTreeSet<Grant>, BTreeSet<String>) {
+    let (mut used, mut urls) = (BTreeSet::new(), BTreeSet::new());
+    let text = std::fs::read_to_string(calls_log_path()).unwrap_or_default();
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let (verb, group, resource, sub, logged_as) = match parts[..] {
+            [verb, group, resource, sub] => (verb, group, resource, sub, DEFAULT_PROFILE),
+            [verb, group, resource, sub, p] => (verb, group, resource, sub, p),
+            _ => continue,
+        };
+        if logged_as != profile {
+            continue;
+        }
+        if resource.starts_with('/') {
+            urls.insert(format!("{verb} {resource}"));
+        } else {
+            used.insert(grant_of(verb, group, resource, Some(sub)));
+        }
+    }
+    (used, urls)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_chart_grants_exactly_what_the_controller_uses() {
-    let controller_rules = grants(&rules("oauth-token-operator.rules"));
-    let leader_rules = grants(&rules("oauth-token-operator.leaderElectionRules"));
-    let seal_key_rules = grants(&rules("oauth-token-operator.sealKeyRules"));
-    let granted: BTreeSet<Grant> = controller_rules
-        .union(&leader_rules)
-        .chain(&seal_key_rules)
-        .cloned()
-        .collect();
+async fn the_chart_grants_exactly_what_the_controller_uses_in_each_configuration() {
     // The seal key Secret's Role, in the release namespace, is what a namespace-scoped install
     // (only Roles in the watched namespaces) needs to read or create it: get and create Secrets.
     assert_eq!(
-        seal_key_rules,
+        grants(&rules("oauth-token-operator.sealKeyRules")),
         [
             grant_of("create", "", "secrets", None),
             grant_of("get", "", "secrets", None)
         ]
         .into()
     );
-
-    let mut used: BTreeSet<Grant> = scenarios().await.iter().map(from_call).collect();
-    // Calls recorded by the double in earlier test binaries (controller, binary, leader tests).
-    if let Ok(text) = std::fs::read_to_string(calls_log_path()) {
-        for line in text.lines() {
-            let parts: Vec<&str> = line.split_whitespace().collect();
-            if let [verb, group, resource, sub] = parts[..] {
-                used.insert(grant_of(verb, group, resource, Some(sub)));
+    for (service_account_tokens, profile) in [
+        (false, DEFAULT_PROFILE),
+        (true, SERVICE_ACCOUNT_TOKENS_PROFILE),
+    ] {
+        let granted = granted(service_account_tokens);
+        let calls = scenarios(service_account_tokens).await;
+        let (mut used, mut urls) = logged(profile);
+        for call in &calls {
+            if call.resource.starts_with('/') {
+                urls.insert(format!("{} {}", call.verb, call.resource));
+            } else {
+                used.insert(from_call(call));
             }
         }
+        let missing: Vec<_> = used.difference(&granted).collect();
+        assert!(
+            missing.is_empty(),
+            "{profile}: calls the chart's RBAC does not grant: {missing:?}"
+        );
+        let unused: Vec<_> = granted.difference(&used).collect();
+        assert!(
+            unused.is_empty(),
+            "{profile}: rules no call uses: {unused:?}"
+        );
+        let expected: BTreeSet<String> = if service_account_tokens {
+            DEFAULT_NON_RESOURCE
+                .iter()
+                .map(|u| format!("get {u}"))
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        assert_eq!(urls, expected, "{profile}: non-resource URLs");
     }
-    let missing: Vec<_> = used.difference(&granted).collect();
-    assert!(
-        missing.is_empty(),
-        "calls the chart's RBAC does not grant: {missing:?}"
-    );
-    let unused: Vec<_> = granted.difference(&used).collect();
-    assert!(unused.is_empty(), "rules no call uses: {unused:?}");
     // Leases only through the leader-election Role, never cluster-wide.
     assert!(
-        controller_rules
+        grants(&rules("oauth-token-operator.rules"))
             .iter()
             .all(|(_, group, _)| group != "coordination.k8s.io")
+    );
+}
+
+#[test]
+fn the_service_account_rules_are_granted_only_when_the_value_enables_them() {
+    let rbac = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/oauth-token-operator/templates/rbac.yaml"
+    ))
+    .unwrap();
+    let includes: Vec<usize> = rbac
+        .match_indices("include \"oauth-token-operator.serviceAccountTokenRules\"")
+        .map(|(at, _)| at)
+        .collect();
+    assert_eq!(includes.len(), 2, "in the Role and in the ClusterRole");
+    for at in includes {
+        let before = &rbac[..at];
+        let guard = before.rfind("{{- if").unwrap();
+        assert!(
+            before[guard..].contains("Values.serviceAccountTokens.enabled")
+                && !before[guard..].contains("{{- end"),
+            "the include is inside the serviceAccountTokens.enabled guard"
+        );
+    }
+    let deployment = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/oauth-token-operator/templates/deployment.yaml"
+    ))
+    .unwrap();
+    let flag = deployment.find("- --allow-service-account-tokens").unwrap();
+    let guard = deployment[..flag].rfind("{{- if").unwrap();
+    assert!(deployment[guard..flag].contains("Values.serviceAccountTokens.enabled"));
+    let values: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/charts/oauth-token-operator/values.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        values["serviceAccountTokens"]["enabled"], false,
+        "off by default"
     );
 }
 

@@ -19,7 +19,6 @@ use oauth_token_operator::oauth::response::Token;
 use oauth_token_operator::oauth::transport::{Transport, TransportConfig};
 use oauth_token_operator::oauth::trust::{CaBundle, Trust};
 use oauth_token_operator::oauth::url_policy::{CidrList, TokenUrlPolicy};
-use oauth_token_operator::output::redact::Sensitive;
 use oauth_token_operator::spec::{ClientSettings, Policy};
 use oauth_token_operator::timing::clock::SystemClock;
 use serde_json::{Value, json};
@@ -33,10 +32,7 @@ const ID: &str = "trust-test-client";
 const SECRET: &str = "trust-test-secret-9f2c";
 
 fn creds() -> Credentials {
-    Credentials {
-        client_id: ID.into(),
-        client_secret: Sensitive::from(SECRET),
-    }
+    Credentials::with_secret(ID, SECRET)
 }
 
 fn transport(ca_file: Option<CaBundle>, proxy: ProxyConfig, deny: &str) -> Transport {

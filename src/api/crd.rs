@@ -52,10 +52,40 @@ pub const PROVIDERS_WITH_TOKEN_URL: [&str; 4] =
     printcolumn = r#"{"name":"Next Refresh","type":"string","priority":1,"description":"When the next exchange is planned: a refresh, or a retry after a failure (RFC 3339)","jsonPath":".status.nextRefreshAt"}"#
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.tokenUrl) || (has(self.provider) && self.provider in ['microboxlabs', 'microbilt', 'microbilt-sandbox', 'iotspot'])",
-    "message": "spec.tokenUrl is required unless provider is one of microboxlabs, microbilt, microbilt-sandbox, iotspot (whose presets have a fixed token URL)"
-}]))]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.tokenUrl) || (has(self.provider) && self.provider in ['microboxlabs', 'microbilt', 'microbilt-sandbox', 'iotspot'])",
+        "message": "spec.tokenUrl is required unless provider is one of microboxlabs, microbilt, microbilt-sandbox, iotspot (whose presets have a fixed token URL)"
+    },
+    {
+        "rule": "(has(self.clientAuthMethod) && self.clientAuthMethod == 'ServiceAccountToken') || has(self.credentialsSecretRef)",
+        "message": "spec.credentialsSecretRef is required unless clientAuthMethod is ServiceAccountToken"
+    },
+    {
+        "rule": "!(has(self.clientAuthMethod) && self.clientAuthMethod == 'ServiceAccountToken') || !has(self.credentialsSecretRef)",
+        "message": "spec.credentialsSecretRef must be absent with clientAuthMethod ServiceAccountToken, which authenticates with a ServiceAccount token and reads no Secret"
+    },
+    {
+        "rule": "!(has(self.clientAuthMethod) && self.clientAuthMethod == 'ServiceAccountToken') || (has(self.serviceAccountToken) && has(self.clientId))",
+        "message": "clientAuthMethod ServiceAccountToken requires spec.serviceAccountToken (the ServiceAccount and the audience) and spec.clientId (there is no Secret to read it from)"
+    },
+    {
+        "rule": "!has(self.serviceAccountToken) || (has(self.clientAuthMethod) && self.clientAuthMethod == 'ServiceAccountToken')",
+        "message": "spec.serviceAccountToken is only allowed with clientAuthMethod ServiceAccountToken"
+    },
+    {
+        "rule": "!has(self.clientAssertion) || (has(self.clientAuthMethod) && self.clientAuthMethod in ['ClientSecretJwt', 'PrivateKeyJwt'])",
+        "message": "spec.clientAssertion is only allowed with clientAuthMethod ClientSecretJwt or PrivateKeyJwt"
+    },
+    {
+        "rule": "!has(self.clientAssertion) || !has(self.clientAssertion.algorithm) || !has(self.clientAuthMethod) || self.clientAuthMethod != 'ClientSecretJwt' || self.clientAssertion.algorithm in ['HS256', 'HS384', 'HS512']",
+        "message": "clientAuthMethod ClientSecretJwt MACs the assertion with the client_secret: spec.clientAssertion.algorithm must be HS256, HS384 or HS512"
+    },
+    {
+        "rule": "!has(self.clientAssertion) || !has(self.clientAssertion.algorithm) || !has(self.clientAuthMethod) || self.clientAuthMethod != 'PrivateKeyJwt' || !(self.clientAssertion.algorithm in ['HS256', 'HS384', 'HS512'])",
+        "message": "clientAuthMethod PrivateKeyJwt signs the assertion with the private key: spec.clientAssertion.algorithm must be one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA"
+    }
+]))]
 pub struct OAuthClientSpec {
     /// Vendor preset supplying defaults for the token URL, client authentication, request
     /// encoding and scopes. Any field set explicitly in this spec wins over the preset.
@@ -75,8 +105,10 @@ pub struct OAuthClientSpec {
     #[schemars(length(min = 1, max = 1024))]
     pub client_id: Option<String>,
 
-    /// Secret in the same namespace holding the client credentials.
-    pub credentials_secret_ref: CredentialsSecretRef,
+    /// Secret in the same namespace holding the client credentials. Required unless
+    /// clientAuthMethod is ServiceAccountToken, and absent with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<CredentialsSecretRef>,
 
     /// Where the token endpoint's trust anchors are: a ConfigMap (a trust-manager Bundle
     /// target works as it is) or a Secret in the same namespace, holding one or more PEM
@@ -85,12 +117,26 @@ pub struct OAuthClientSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle_ref: Option<CaBundleRef>,
 
-    /// How the client authenticates (RFC 6749 section 2.3.1): ClientSecretBasic sends an HTTP
-    /// Basic header, ClientSecretPost sends client_id and client_secret in the request body.
-    /// Credentials are never sent both ways. Defaults to the preset's method (generic:
+    /// How the client authenticates: ClientSecretBasic (HTTP Basic header) or ClientSecretPost
+    /// (client_id and client_secret in the body), RFC 6749 section 2.3.1, never both ways;
+    /// ClientSecretJwt or PrivateKeyJwt (an RFC 7523 client assertion MAC'd with the
+    /// client_secret or signed with the private key); TlsClientAuth (RFC 8705: the certificate
+    /// in the TLS handshake, client_id in the body); ServiceAccountToken (a fresh Kubernetes
+    /// token of spec.serviceAccountToken.serviceAccountName as the client assertion: workload
+    /// identity federation, no Secret). Defaults to the preset's method (generic:
     /// ClientSecretBasic).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_auth_method: Option<ClientAuthMethod>,
+
+    /// The client assertion of ClientSecretJwt and PrivateKeyJwt: its algorithm, kid, audience
+    /// and lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_assertion: Option<ClientAssertion>,
+
+    /// ServiceAccountToken: the ServiceAccount whose token is the client assertion, and the
+    /// token's audience and lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_token: Option<ServiceAccountTokenSource>,
 
     /// How client_id and client_secret enter the Basic header: UrlEncoded form-urlencodes them
     /// before base64 as RFC 6749 requires; Raw sends base64(id:secret) for servers that do not
@@ -205,13 +251,178 @@ impl Provider {
     }
 }
 
-// Client authentication method (RFC 6749 section 2.3.1).
+// Client authentication method.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum ClientAuthMethod {
-    /// HTTP Basic header.
+    /// HTTP Basic header (RFC 6749 section 2.3.1).
     ClientSecretBasic,
-    /// client_id and client_secret in the request body.
+    /// client_id and client_secret in the request body (RFC 6749 section 2.3.1).
     ClientSecretPost,
+    /// A client assertion MAC'd with the client_secret (RFC 7523, OIDC Core section 9).
+    ClientSecretJwt,
+    /// A client assertion signed with the private key (RFC 7523, OIDC Core section 9).
+    PrivateKeyJwt,
+    /// The certificate in the TLS handshake, client_id in the body (RFC 8705 section 2).
+    TlsClientAuth,
+    /// A fresh ServiceAccount token as the client assertion (workload identity federation).
+    ServiceAccountToken,
+}
+
+impl ClientAuthMethod {
+    /// The name used in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuthMethod::ClientSecretBasic => "ClientSecretBasic",
+            ClientAuthMethod::ClientSecretPost => "ClientSecretPost",
+            ClientAuthMethod::ClientSecretJwt => "ClientSecretJwt",
+            ClientAuthMethod::PrivateKeyJwt => "PrivateKeyJwt",
+            ClientAuthMethod::TlsClientAuth => "TlsClientAuth",
+            ClientAuthMethod::ServiceAccountToken => "ServiceAccountToken",
+        }
+    }
+
+    /// Whether the method authenticates with a client assertion the operator builds.
+    pub fn builds_assertions(self) -> bool {
+        matches!(
+            self,
+            ClientAuthMethod::ClientSecretJwt | ClientAuthMethod::PrivateKeyJwt
+        )
+    }
+}
+
+// JWS algorithm of a client assertion.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum AssertionAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (PrivateKeyJwt, RSA key).
+    RS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384 (PrivateKeyJwt, RSA key).
+    RS384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512 (PrivateKeyJwt, RSA key).
+    RS512,
+    /// RSASSA-PSS with SHA-256 (PrivateKeyJwt, RSA key).
+    PS256,
+    /// RSASSA-PSS with SHA-384 (PrivateKeyJwt, RSA key).
+    PS384,
+    /// RSASSA-PSS with SHA-512 (PrivateKeyJwt, RSA key).
+    PS512,
+    /// ECDSA P-256 with SHA-256 (PrivateKeyJwt, EC P-256 key).
+    ES256,
+    /// ECDSA P-384 with SHA-384 (PrivateKeyJwt, EC P-384 key).
+    ES384,
+    /// Ed25519 (PrivateKeyJwt, Ed25519 key).
+    EdDSA,
+    /// HMAC with SHA-256 (ClientSecretJwt).
+    HS256,
+    /// HMAC with SHA-384 (ClientSecretJwt).
+    HS384,
+    /// HMAC with SHA-512 (ClientSecretJwt).
+    HS512,
+}
+
+impl AssertionAlgorithm {
+    /// The `alg` header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssertionAlgorithm::RS256 => "RS256",
+            AssertionAlgorithm::RS384 => "RS384",
+            AssertionAlgorithm::RS512 => "RS512",
+            AssertionAlgorithm::PS256 => "PS256",
+            AssertionAlgorithm::PS384 => "PS384",
+            AssertionAlgorithm::PS512 => "PS512",
+            AssertionAlgorithm::ES256 => "ES256",
+            AssertionAlgorithm::ES384 => "ES384",
+            AssertionAlgorithm::EdDSA => "EdDSA",
+            AssertionAlgorithm::HS256 => "HS256",
+            AssertionAlgorithm::HS384 => "HS384",
+            AssertionAlgorithm::HS512 => "HS512",
+        }
+    }
+
+    /// Whether it is a MAC with the client_secret (ClientSecretJwt) rather than a signature.
+    pub fn is_hmac(self) -> bool {
+        matches!(
+            self,
+            AssertionAlgorithm::HS256 | AssertionAlgorithm::HS384 | AssertionAlgorithm::HS512
+        )
+    }
+}
+
+/// Default of `clientAssertion.lifetime`.
+pub const DEFAULT_ASSERTION_LIFETIME: &str = "5m";
+
+/// The client assertion of ClientSecretJwt and PrivateKeyJwt (RFC 7523 section 3).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.lifetime) || (duration(self.lifetime) >= duration('10s') && duration(self.lifetime) <= duration('1h'))",
+    "message": "spec.clientAssertion.lifetime must be between 10s and 1h"
+}]))]
+pub struct ClientAssertion {
+    /// JWS algorithm. Defaults from the key: RSA RS256, EC P-256 ES256, EC P-384 ES384,
+    /// Ed25519 EdDSA; HS256 for ClientSecretJwt. HS256, HS384 and HS512 only with
+    /// ClientSecretJwt, the others only with PrivateKeyJwt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<AssertionAlgorithm>,
+
+    /// kid header of the assertion (the key's identifier as registered with the provider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub key_id: Option<String>,
+
+    /// aud claim of the assertion. Defaults to the token URL, which Entra ID, Okta and Keycloak
+    /// expect; servers following RFC 7523bis or FAPI 2 want their issuer identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub audience: Option<String>,
+
+    /// exp - iat of the assertion, 10s to 1h (for example 90s, 5m).
+    #[serde(default = "default_assertion_lifetime")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|h|m|s))+$"), length(max = 64))]
+    pub lifetime: String,
+}
+
+fn default_assertion_lifetime() -> String {
+    DEFAULT_ASSERTION_LIFETIME.into()
+}
+
+impl Default for ClientAssertion {
+    fn default() -> Self {
+        ClientAssertion {
+            algorithm: None,
+            key_id: None,
+            audience: None,
+            lifetime: default_assertion_lifetime(),
+        }
+    }
+}
+
+/// Default of `serviceAccountToken.expirationSeconds`.
+pub const DEFAULT_EXPIRATION_SECONDS: i64 = 600;
+
+/// The ServiceAccount whose token authenticates the client (ServiceAccountToken).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountTokenSource {
+    /// ServiceAccount in the same namespace whose token is the client assertion. It must opt
+    /// in: its annotation oauth.token-operator.dev/token-audiences lists the audiences it
+    /// allows (comma-separated).
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: String,
+
+    /// Audience of the Kubernetes token, as the identity provider's federation trust expects
+    /// (Entra ID: api://AzureADTokenExchange). Audiences the API server itself accepts are
+    /// refused.
+    #[schemars(length(min = 1, max = 2048))]
+    pub audience: String,
+
+    /// Lifetime requested from the TokenRequest API, 600 to 86400 seconds.
+    #[serde(default = "default_expiration_seconds")]
+    #[schemars(range(min = 600, max = 86400))]
+    pub expiration_seconds: i64,
+}
+
+fn default_expiration_seconds() -> i64 {
+    DEFAULT_EXPIRATION_SECONDS
 }
 
 // How id and secret enter the Basic header.
@@ -255,6 +466,19 @@ pub struct CredentialsSecretRef {
     #[schemars(length(min = 1, max = 253))]
     pub client_secret_key: String,
 
+    /// Key holding the PEM private key (PrivateKeyJwt, TlsClientAuth): PKCS#8, PKCS#1 or SEC1,
+    /// unencrypted.
+    #[serde(default = "default_private_key_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub private_key_key: String,
+
+    /// Key holding the PEM certificate chain, leaf first (TlsClientAuth: required;
+    /// PrivateKeyJwt: optional, adds x5t and x5t#S256 to the assertion header). A
+    /// kubernetes.io/tls Secret, such as one cert-manager issues, works as it is.
+    #[serde(default = "default_certificate_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub certificate_key: String,
+
     /// Not allowed. Declared only so that the API server refuses it instead of silently
     /// dropping it: credentials are read only from the OAuthClient's own namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -270,6 +494,14 @@ fn default_client_secret_key() -> String {
     "client_secret".into()
 }
 
+fn default_private_key_key() -> String {
+    "tls.key".into()
+}
+
+fn default_certificate_key() -> String {
+    "tls.crt".into()
+}
+
 impl CredentialsSecretRef {
     /// A reference with the default keys.
     pub fn named(name: impl Into<String>) -> Self {
@@ -277,6 +509,8 @@ impl CredentialsSecretRef {
             name: name.into(),
             client_id_key: default_client_id_key(),
             client_secret_key: default_client_secret_key(),
+            private_key_key: default_private_key_key(),
+            certificate_key: default_certificate_key(),
             namespace: None,
         }
     }
@@ -653,7 +887,14 @@ mod tests {
         );
         assert_eq!(
             props["clientAuthMethod"]["enum"],
-            serde_json::json!(["ClientSecretBasic", "ClientSecretPost"])
+            serde_json::json!([
+                "ClientSecretBasic",
+                "ClientSecretPost",
+                "ClientSecretJwt",
+                "PrivateKeyJwt",
+                "TlsClientAuth",
+                "ServiceAccountToken"
+            ])
         );
         assert_eq!(
             props["basicAuthEncoding"]["enum"],
@@ -666,10 +907,41 @@ mod tests {
         let creds = &props["credentialsSecretRef"]["properties"];
         assert_eq!(creds["clientIdKey"]["default"], "client_id");
         assert_eq!(creds["clientSecretKey"]["default"], "client_secret");
-        assert_eq!(
-            spec["required"],
-            serde_json::json!(["credentialsSecretRef"])
+        assert_eq!(creds["privateKeyKey"]["default"], "tls.key");
+        assert_eq!(creds["certificateKey"]["default"], "tls.crt");
+        // credentialsSecretRef is required unless ServiceAccountToken (a CEL rule, below), so
+        // the schema itself requires nothing.
+        assert!(spec["required"].is_null(), "{}", spec["required"]);
+        let rules: Vec<&str> = spec["x-kubernetes-validations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["rule"].as_str().unwrap())
+            .collect();
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.ends_with("|| has(self.credentialsSecretRef)")),
+            "{rules:?}"
         );
+        let assertion = &props["clientAssertion"]["properties"];
+        assert_eq!(assertion["lifetime"]["default"], DEFAULT_ASSERTION_LIFETIME);
+        assert_eq!(
+            assertion["algorithm"]["enum"],
+            serde_json::json!([
+                "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+                "HS256", "HS384", "HS512"
+            ])
+        );
+        let sa = &props["serviceAccountToken"];
+        assert_eq!(
+            sa["required"],
+            serde_json::json!(["audience", "serviceAccountName"])
+        );
+        let seconds = &sa["properties"]["expirationSeconds"];
+        assert_eq!(seconds["default"], DEFAULT_EXPIRATION_SECONDS);
+        assert_eq!(seconds["minimum"].as_f64(), Some(600.0));
+        assert_eq!(seconds["maximum"].as_f64(), Some(86400.0));
         let refresh = &props["refresh"]["properties"];
         assert_eq!(refresh["renewBeforePercentage"]["default"], 33);
         assert_eq!(
@@ -754,11 +1026,9 @@ spec:
 "#;
         let oac: OAuthClient = serde_yaml::from_str(yaml).unwrap();
         assert_eq!(oac.spec.provider, Provider::Microboxlabs);
-        assert_eq!(oac.spec.credentials_secret_ref.client_id_key, "client_id");
-        assert_eq!(
-            oac.spec.credentials_secret_ref.client_secret_key,
-            "client_secret"
-        );
+        let reference = oac.spec.credentials_secret_ref.as_ref().unwrap();
+        assert_eq!(reference.client_id_key, "client_id");
+        assert_eq!(reference.client_secret_key, "client_secret");
         assert_eq!(
             oac.spec.audience.as_deref(),
             Some("https://iot.streamhub.cl/v1/asset/track")

@@ -28,6 +28,11 @@ pub const MAC_ANNOTATION: &str = concat!(group!(), "/mac");
 /// Annotation on an OAuthClient that forces one exchange.
 pub const REFRESH_REQUESTED_ANNOTATION: &str = concat!(group!(), "/refresh-requested-at");
 
+/// Annotation on a ServiceAccount listing the audiences (comma-separated, surrounding spaces
+/// ignored) for which the operator may request its token (`clientAuthMethod:
+/// ServiceAccountToken`): the ServiceAccount's opt-in.
+pub const TOKEN_AUDIENCES_ANNOTATION: &str = concat!(group!(), "/token-audiences");
+
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = name!();
 
@@ -47,6 +52,7 @@ mod tests {
             TARGET_HASH_ANNOTATION,
             MAC_ANNOTATION,
             REFRESH_REQUESTED_ANNOTATION,
+            TOKEN_AUDIENCES_ANNOTATION,
         ] {
             assert!(key.starts_with(PREFIX), "{key}");
         }

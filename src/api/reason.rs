@@ -24,6 +24,12 @@ pub enum Reason {
     EndpointUnavailable,
     /// A 2xx without a usable token, an unreadable or oversize body, or a redirect.
     InvalidResponse,
+    /// Credentials present but unusable: a key, certificate or algorithm that does not fit, a
+    /// client_id or client_secret that is not UTF-8.
+    InvalidCredentials,
+    /// `ServiceAccountToken`: the ServiceAccount has not opted in to the audience, or the
+    /// TokenRequest was refused.
+    ServiceAccountTokenDenied,
     /// The managed Secret exists and is not controlled by this OAuthClient.
     SecretConflict,
     /// The stored token expired and no new one could be obtained.
@@ -32,7 +38,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in contract order.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 13] = [
         Reason::CredentialsNotFound,
         Reason::InvalidSpec,
         Reason::InvalidClient,
@@ -42,6 +48,8 @@ impl Reason {
         Reason::RateLimited,
         Reason::EndpointUnavailable,
         Reason::InvalidResponse,
+        Reason::InvalidCredentials,
+        Reason::ServiceAccountTokenDenied,
         Reason::SecretConflict,
         Reason::TokenExpired,
     ];
@@ -58,6 +66,8 @@ impl Reason {
             Reason::RateLimited => "RateLimited",
             Reason::EndpointUnavailable => "EndpointUnavailable",
             Reason::InvalidResponse => "InvalidResponse",
+            Reason::InvalidCredentials => "InvalidCredentials",
+            Reason::ServiceAccountTokenDenied => "ServiceAccountTokenDenied",
             Reason::SecretConflict => "SecretConflict",
             Reason::TokenExpired => "TokenExpired",
         }
@@ -108,6 +118,23 @@ impl Failure {
     pub fn invalid_spec(message: impl Into<String>) -> Self {
         Failure::new(Reason::InvalidSpec, message)
     }
+
+    /// Shorthand for [`Reason::InvalidCredentials`].
+    pub fn invalid_credentials(message: impl Into<String>) -> Self {
+        Failure::new(Reason::InvalidCredentials, message)
+    }
+
+    /// Whether the failure was found before any token request was sent (the spec, the
+    /// credentials or the ServiceAccount refused it).
+    pub fn before_request(&self) -> bool {
+        matches!(
+            self.reason,
+            Reason::InvalidSpec
+                | Reason::CredentialsNotFound
+                | Reason::InvalidCredentials
+                | Reason::ServiceAccountTokenDenied
+        )
+    }
 }
 
 #[cfg(test)]
@@ -129,6 +156,8 @@ mod tests {
                 "RateLimited",
                 "EndpointUnavailable",
                 "InvalidResponse",
+                "InvalidCredentials",
+                "ServiceAccountTokenDenied",
                 "SecretConflict",
                 "TokenExpired"
             ]

@@ -81,6 +81,21 @@ pub struct ExchangeArgs {
     #[arg(long, value_name = "FILE")]
     pub client_secret_file: Option<PathBuf>,
 
+    /// PEM private key (PrivateKeyJwt, TlsClientAuth), instead of the Secret in the file.
+    #[arg(long, value_name = "FILE")]
+    pub private_key_file: Option<PathBuf>,
+
+    /// PEM certificate chain, leaf first (TlsClientAuth; with PrivateKeyJwt it adds x5t and
+    /// x5t#S256), instead of the Secret in the file.
+    #[arg(long, value_name = "FILE")]
+    pub certificate_file: Option<PathBuf>,
+
+    /// A ready JWT sent as client_assertion, standing in for the ServiceAccount token of
+    /// clientAuthMethod ServiceAccountToken (e.g. from kubectl create token NAME --audience
+    /// AUDIENCE); surrounding whitespace is dropped.
+    #[arg(long, value_name = "FILE")]
+    pub assertion_file: Option<PathBuf>,
+
     /// Allow http:// token URLs (testing only: credentials travel in clear text).
     #[arg(long, env = "OAUTH_TOKEN_OPERATOR_ALLOW_INSECURE_HTTP")]
     pub allow_insecure_http: bool,
@@ -126,6 +141,12 @@ pub struct RunArgs {
     /// Where credentials may be sent.
     #[command(flatten)]
     pub token_urls: TokenUrlArgs,
+
+    /// Allow clientAuthMethod ServiceAccountToken: the operator requests tokens of
+    /// ServiceAccounts that opted in (annotation oauth.token-operator.dev/token-audiences), which
+    /// needs RBAC on serviceaccounts (get, list, watch) and serviceaccounts/token (create).
+    #[arg(long, env = "OAUTH_TOKEN_OPERATOR_ALLOW_SERVICE_ACCOUNT_TOKENS")]
+    pub allow_service_account_tokens: bool,
 
     /// Address of /metrics, /healthz and /readyz.
     #[arg(

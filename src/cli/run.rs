@@ -101,6 +101,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         metrics_addr = %args.metrics_addr,
         leader_elect = args.leader_elect,
         kubernetes_api = %api.route,
+        service_account_tokens = args.allow_service_account_tokens,
         token_request_proxies = %proxy,
         extra_trust_anchors = ca_file.as_ref().map_or(0, |b| b.len()),
         "starting"
@@ -113,6 +114,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         policy: Policy {
             allow_insecure_http: args.allow_insecure_http,
             token_urls: Arc::new(args.token_urls.policy()),
+            allow_service_account_tokens: args.allow_service_account_tokens,
         },
         max_concurrent_exchanges: usize::from(args.max_concurrent_exchanges),
         request_timeout: args.request_timeout,

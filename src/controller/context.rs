@@ -9,7 +9,8 @@ use kube::Client;
 use super::events::EventPublisher;
 use super::gate::ExchangeGate;
 use super::memo::{Memos, References, queue_ref};
-use super::secret_index::{ConfigMapIndex, ManagedIndex, SecretIndex};
+use super::secret_index::{ConfigMapIndex, ManagedIndex, SecretIndex, ServiceAccountIndex};
+use super::service_account::Issuer;
 use crate::api::name::NamespacedName;
 use crate::oauth::exchange::Exchanger;
 use crate::runtime::metrics::Metrics;
@@ -39,6 +40,8 @@ pub struct Shared {
     pub events: EventPublisher,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The API server's issuer (ServiceAccountToken), read when first needed.
+    pub issuer: Issuer,
 }
 
 /// The context of one controller scope (all namespaces, or one).
@@ -57,7 +60,13 @@ pub struct Context {
     pub references: References,
     /// Which OAuthClients reference which ConfigMaps (CA bundles).
     pub config_map_references: References,
-    /// True once the Secret and ConfigMap caches hold a complete first list.
+    /// Names and resourceVersions of the ServiceAccounts in scope (only with
+    /// `--allow-service-account-tokens`).
+    pub service_accounts: Option<Arc<ServiceAccountIndex>>,
+    /// Which OAuthClients (ServiceAccountToken) use which ServiceAccounts.
+    pub service_account_refs: References,
+    /// True once the Secret and ConfigMap caches (and the ServiceAccount one, when watched)
+    /// hold a complete first list.
     pub secrets_synced: tokio::sync::watch::Receiver<bool>,
     /// This scope's index at the exchange gate.
     pub scope: usize,
@@ -70,6 +79,7 @@ impl Context {
         self.memos.forget(key);
         self.references.unlink(key);
         self.config_map_references.unlink(key);
+        self.service_account_refs.unlink(key);
         self.shared.gate.forget(self.scope, &queue_ref(key));
         // Its HTTP client (if no other client shares it) went with its memory.
         let transport = self.shared.exchanger.transport();

@@ -140,6 +140,9 @@ pub struct Memo {
     pub margin_warned: Option<i64>,
     /// The HTTP client of the CA bundle, while it is current.
     pub trust: Option<TrustMemo>,
+    /// The HTTP client of the identity it last exchanged with (TlsClientAuth): kept while the
+    /// client uses that identity, dropped with it.
+    pub identity: Option<TrustedClient>,
 }
 
 /// A change to one field of a [`Memo`].
@@ -177,6 +180,8 @@ pub struct Learned {
     pub written_secret: Change<Written>,
     /// The HTTP client of the CA bundle.
     pub trust: Change<TrustMemo>,
+    /// The identity client of the last exchange.
+    pub identity: Change<TrustedClient>,
     /// When a token request that gave a token was sent.
     pub last_exchange_at: Option<Timestamp>,
     /// The failure streak and the event bookkeeping after the reconcile (set when it settled).
@@ -211,6 +216,7 @@ impl Memos {
         learned.pending.apply(&mut memo.pending);
         learned.written_secret.apply(&mut memo.written_secret);
         learned.trust.apply(&mut memo.trust);
+        learned.identity.apply(&mut memo.identity);
         if let Some(at) = learned.last_exchange_at {
             memo.last_exchange_at = Some(at);
         }

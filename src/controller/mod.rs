@@ -10,6 +10,9 @@
 //!   OAuthClients that reference them (credentials, CA bundles). Secret data is never cached;
 //! * all ConfigMaps, metadata only, likewise (CA bundles); their data is read when an exchange
 //!   needs it, and kept only as the HTTP client built from it.
+//! * with `--allow-service-account-tokens`, ServiceAccounts, metadata only and reduced to name
+//!   and resourceVersion, mapped back to the OAuthClients that use them
+//!   (`ServiceAccountToken`), so that a change of the opt-in annotation retries at once.
 
 pub mod context;
 pub mod events;
@@ -18,6 +21,7 @@ pub mod memo;
 pub mod reconcile;
 pub mod seal_key;
 pub mod secret_index;
+pub mod service_account;
 mod watches;
 
 use std::future::Future;
@@ -181,6 +185,7 @@ pub async fn run(
         seal_keys,
         events: events::EventPublisher::new(client.clone(), instance),
         metrics,
+        issuer: service_account::Issuer::default(),
     });
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]

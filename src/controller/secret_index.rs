@@ -6,12 +6,14 @@
 //! Clusters hold tens of thousands of Secrets, and the controller only asks "does this Secret
 //! exist, and at which version?" of all of them ([`SecretIndex`]), and "who controls it and
 //! what did we annotate?" of the managed ones ([`ManagedIndex`]). ConfigMaps are asked the first
-//! question only ([`ConfigMapIndex`]).
+//! question only ([`ConfigMapIndex`]). The
+//! same index, over ServiceAccounts, tells the resourceVersion of the ServiceAccounts that
+//! `ServiceAccountToken` clients use ([`ServiceAccountIndex`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
@@ -116,6 +118,10 @@ impl<K> Index<Box<str>, K> {
         self.get(namespace, name).map(String::from)
     }
 }
+
+/// The ServiceAccounts in scope (watched only with `--allow-service-account-tokens`):
+/// (namespace, name) → resourceVersion.
+pub type ServiceAccountIndex = Index<Box<str>, ServiceAccount>;
 
 /// What reconciles read of a managed Secret, in boxed slices and strings (no spare capacity,
 /// no map nodes: at 10,000 clients a `BTreeMap` per Secret alone cost megabytes).

@@ -8,6 +8,8 @@
 //!   is never cached;
 //! * all ConfigMaps, likewise, mapped back to the OAuthClients whose `spec.caBundleRef` names
 //!   them (a bundle's change retries a failing client within seconds);
+//! * with `--allow-service-account-tokens` only, ServiceAccounts, metadata only and reduced to
+//!   name and resourceVersion, mapped back to the OAuthClients that use them;
 //! * the exchange gate's wake-ups.
 
 use std::collections::HashSet;
@@ -15,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::{FutureExt, Stream, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
@@ -26,7 +28,7 @@ use kube::runtime::{WatchStreamExt, watcher as watch};
 use super::context::{Context, Shared};
 use super::memo::{Memos, References, queue_ref};
 use super::reconcile;
-use super::secret_index::{ConfigMapIndex, Index, ManagedIndex, SecretIndex};
+use super::secret_index::{ConfigMapIndex, Index, ManagedIndex, SecretIndex, ServiceAccountIndex};
 use crate::api::crd::OAuthClient;
 use crate::api::keys::MANAGED_SELECTOR;
 use crate::api::name::NamespacedName;
@@ -43,22 +45,13 @@ pub fn scope_controller(
 ) -> (BoxFuture, BoxFuture) {
     // `Api<PartialObjectMeta<_>>` makes metadata-only list and watch requests.
     let kube = shared.kube.clone();
-    let secrets_api: Api<PartialObjectMeta<Secret>> = match &namespace {
-        Some(ns) => Api::namespaced(kube.clone(), ns),
-        None => Api::all(kube.clone()),
-    };
-    let config_maps_api: Api<PartialObjectMeta<ConfigMap>> = match &namespace {
-        Some(ns) => Api::namespaced(kube.clone(), ns),
-        None => Api::all(kube.clone()),
-    };
-    let clients_api: Api<PartialObjectMeta<OAuthClient>> = match &namespace {
-        Some(ns) => Api::namespaced(kube, ns),
-        None => Api::all(kube),
-    };
+    let ns = namespace.as_deref();
+    let secrets_api: Api<PartialObjectMeta<Secret>> = scoped_api(&kube, ns);
+    let clients_api: Api<PartialObjectMeta<OAuthClient>> = scoped_api(&kube, ns);
     // Readiness from each watch's first complete list (InitDone). kube's
     // `Store::wait_until_ready` wakes only one of several concurrent waiters, and the
     // controller itself waits on the OAuthClient store, so it is not used here.
-    let synced = Arc::new(Synced::new());
+    let synced = Arc::new(Synced::new(shared.policy.allow_service_account_tokens));
     let managed = Arc::new(ManagedIndex::of_managed());
     let managed_stream = indexed(
         secrets_api.clone(),
@@ -75,11 +68,15 @@ pub fn scope_controller(
     );
     let config_maps = Arc::new(ConfigMapIndex::of_versions());
     let config_maps_stream = indexed(
-        config_maps_api,
+        scoped_api::<ConfigMap>(&kube, ns),
         watcher::Config::default(),
         config_maps.clone(),
         synced.on_event(Synced::CONFIG_MAPS),
     );
+    let service_accounts = shared
+        .policy
+        .allow_service_account_tokens
+        .then(|| service_account_watch(&kube, ns, &synced));
     let (store, writer) = reflector::store::<PartialObjectMeta<OAuthClient>>();
     // Clients the exchange gate wakes (see gate.rs) are reconciled through this channel.
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
@@ -87,6 +84,7 @@ pub fn scope_controller(
     let woken = futures::stream::unfold(woken, |mut rx| async move {
         rx.recv().await.map(|client| (client, rx))
     });
+    let (service_account_index, service_account_stream) = service_accounts.unzip();
     let ctx = Arc::new(Context {
         shared,
         managed,
@@ -95,6 +93,8 @@ pub fn scope_controller(
         memos: Memos::default(),
         references: References::default(),
         config_map_references: References::default(),
+        service_accounts: service_account_index,
+        service_account_refs: References::default(),
         secrets_synced: synced.secrets_ready(),
         scope,
     });
@@ -104,25 +104,32 @@ pub fn scope_controller(
         synced.on_event(Synced::CLIENTS),
         ctx.clone(),
     );
-    let (cm_mapper_ctx, cm_mapper_store) = (ctx.clone(), store.clone());
+    let (cm_ctx, cm_store) = (ctx.clone(), store.clone());
     let (gc_ctx, gc_store) = (ctx.clone(), store.clone());
-    let running = Controller::for_stream(clients_stream, store.clone())
+    let mut controller = Controller::for_stream(clients_stream, store.clone())
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .reconcile_on(woken)
         .watches_stream(managed_stream, users(ctx.clone(), store.clone()))
-        .watches_stream(secrets_stream, users(ctx.clone(), store))
+        .watches_stream(secrets_stream, users(ctx.clone(), store.clone()))
         .watches_stream(
             config_maps_stream,
             move |map: PartialObjectMeta<ConfigMap>| {
-                referencing(
-                    &cm_mapper_ctx.config_map_references,
-                    &cm_mapper_store,
-                    &map.metadata,
-                )
+                referencing(&cm_ctx.config_map_references, &cm_store, &map.metadata)
             },
-        )
+        );
+    if let Some(stream) = service_account_stream {
+        controller =
+            controller.watches_stream(stream, move |sa: PartialObjectMeta<ServiceAccount>| {
+                referencing(&ctx.service_account_refs, &store, &sa.metadata)
+            });
+    }
+    let running = controller
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(
+            reconcile::reconcile,
+            reconcile::error_policy,
+            gc_ctx.clone(),
+        )
         .for_each(move |result| {
             if let Err(error) = result {
                 tracing::debug!(%error, "controller event");
@@ -131,12 +138,47 @@ pub fn scope_controller(
             futures::future::ready(())
         })
         .boxed();
+    (running, all_synced(&synced))
+}
+
+/// Resolves once every watch of the scope has listed completely.
+fn all_synced(synced: &Synced) -> BoxFuture {
     let mut all = synced.all_ready();
-    let ready = async move {
+    async move {
         let _ = all.wait_for(|ready| *ready).await;
     }
-    .boxed();
-    (running, ready)
+    .boxed()
+}
+
+/// A metadata-only API of `K` in the scope: one namespace, or all.
+fn scoped_api<K>(kube: &kube::Client, namespace: Option<&str>) -> Api<PartialObjectMeta<K>>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(kube.clone(), ns),
+        None => Api::all(kube.clone()),
+    }
+}
+
+/// The metadata-only watch of ServiceAccounts (with `--allow-service-account-tokens`) and the
+/// index it keeps.
+fn service_account_watch(
+    kube: &kube::Client,
+    namespace: Option<&str>,
+    synced: &Synced,
+) -> (
+    Arc<ServiceAccountIndex>,
+    impl Stream<Item = Result<PartialObjectMeta<ServiceAccount>, watcher::Error>> + Send + 'static,
+) {
+    let index = Arc::new(ServiceAccountIndex::of_versions());
+    let stream = indexed(
+        scoped_api::<ServiceAccount>(kube, namespace),
+        watcher::Config::default(),
+        index.clone(),
+        synced.on_event(Synced::SERVICE_ACCOUNTS),
+    );
+    (index, stream)
 }
 
 /// Maps a changed Secret to the OAuthClients it matters to: the one its controller
@@ -145,9 +187,7 @@ pub fn scope_controller(
 fn users(
     ctx: Arc<Context>,
     store: Store<PartialObjectMeta<OAuthClient>>,
-) -> impl Fn(
-    PartialObjectMeta<Secret>,
-) -> Vec<kube::runtime::reflector::ObjectRef<PartialObjectMeta<OAuthClient>>>
+) -> impl Fn(PartialObjectMeta<Secret>) -> Vec<reflector::ObjectRef<PartialObjectMeta<OAuthClient>>>
 + Send
 + Sync
 + 'static {
@@ -166,11 +206,7 @@ fn users(
             .collect();
         clients.sort();
         clients.dedup();
-        clients
-            .iter()
-            .map(queue_ref)
-            .filter(|r| store.get(r).is_some())
-            .collect()
+        live_refs(&clients, &store)
     }
 }
 
@@ -180,15 +216,22 @@ fn referencing(
     store: &Store<PartialObjectMeta<OAuthClient>>,
     meta: &kube::api::ObjectMeta,
 ) -> Vec<kube::runtime::reflector::ObjectRef<PartialObjectMeta<OAuthClient>>> {
-    references
-        .referencing(&NamespacedName::of(meta))
-        .iter()
+    live_refs(&references.referencing(&NamespacedName::of(meta)), store)
+}
+
+/// The queue references of the OAuthClients among `keys` that the store still holds.
+fn live_refs(
+    keys: &[NamespacedName],
+    store: &Store<PartialObjectMeta<OAuthClient>>,
+) -> Vec<reflector::ObjectRef<PartialObjectMeta<OAuthClient>>> {
+    keys.iter()
         .map(queue_ref)
         .filter(|r| store.get(r).is_some())
         .collect()
 }
 
-/// A metadata-only watch of Secrets or ConfigMaps that keeps `index` up to date.
+/// A metadata-only watch (of Secrets, ConfigMaps or ServiceAccounts) that keeps `index` up to
+/// date.
 fn indexed<K, V>(
     api: Api<PartialObjectMeta<K>>,
     config: watcher::Config,
@@ -245,6 +288,8 @@ fn clients(
 /// Which watch caches of a scope have completed their first list.
 struct Synced {
     bits: tokio::sync::watch::Sender<u8>,
+    /// The ServiceAccounts bit, when they are watched (else 0).
+    service_accounts: u8,
 }
 
 impl Synced {
@@ -252,11 +297,16 @@ impl Synced {
     const MANAGED: u8 = 2;
     const SECRETS: u8 = 4;
     const CONFIG_MAPS: u8 = 8;
-    const ALL: u8 = 15;
+    const SERVICE_ACCOUNTS: u8 = 16;
 
-    fn new() -> Self {
+    fn new(with_service_accounts: bool) -> Self {
         Synced {
             bits: tokio::sync::watch::channel(0).0,
+            service_accounts: if with_service_accounts {
+                Self::SERVICE_ACCOUNTS
+            } else {
+                0
+            },
         }
     }
 
@@ -274,14 +324,21 @@ impl Synced {
         }
     }
 
-    /// Resolves (through `wait_for`) once the Secret and ConfigMap caches are complete.
+    /// Resolves (through `wait_for`) once the Secret and ConfigMap caches (and the
+    /// ServiceAccount cache, when there is one) are complete.
     fn secrets_ready(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.mapped(Self::MANAGED | Self::SECRETS | Self::CONFIG_MAPS)
+        self.mapped(Self::MANAGED | Self::SECRETS | Self::CONFIG_MAPS | self.service_accounts)
     }
 
     /// Resolves once every cache of the scope is complete.
     fn all_ready(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.mapped(Self::ALL)
+        self.mapped(
+            Self::CLIENTS
+                | Self::MANAGED
+                | Self::SECRETS
+                | Self::CONFIG_MAPS
+                | self.service_accounts,
+        )
     }
 
     fn mapped(&self, mask: u8) -> tokio::sync::watch::Receiver<bool> {

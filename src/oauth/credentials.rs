@@ -1,27 +1,87 @@
 //! Client credentials, and the one set of rules for reading them, shared by the controller
-//! (from the credentials Secret) and the `exchange` command (from flags, the environment or a
-//! Secret in the file).
+//! (from the credentials Secret, or the ServiceAccount of `ServiceAccountToken`) and the
+//! `exchange` command (from flags, files, the environment or a Secret in the file).
+//!
+//! What is read follows the method ([`read`]): client_id always; client_secret for the secret
+//! methods and ClientSecretJwt; the private key (and the certificate chain: optional with
+//! PrivateKeyJwt, required with TlsClientAuth) for the key methods; a ready assertion for
+//! ServiceAccountToken in the `exchange` command.
 //!
 //! Every value is used byte for byte (a trailing newline is part of the secret); a value that
-//! is missing or empty is `CredentialsNotFound`, one that is not UTF-8 is `InvalidSpec`; every
-//! message names where the value came from (the Secret key, the flag), never the value.
+//! is missing or empty is `CredentialsNotFound`; a client_id or client_secret that is not UTF-8,
+//! and a key or certificate that cannot be used, is `InvalidCredentials`; every message names
+//! where the value came from (the Secret key, the flag, the file), never the value.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::ByteString;
 
-use crate::api::crd::OAuthClientSpec;
+use crate::api::crd::{ClientAuthMethod, CredentialsSecretRef, OAuthClientSpec};
+use crate::api::keys::TOKEN_AUDIENCES_ANNOTATION;
 use crate::api::reason::{Failure, Reason};
+use crate::oauth::identity::Identity;
 use crate::output::redact::Sensitive;
 
-/// Client credentials. `client_id` is not a secret; `client_secret` is.
+/// Client credentials: the client_id (not a secret) and what proves the client holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credentials {
     /// The client identifier.
     pub client_id: String,
-    /// The client secret.
-    pub client_secret: Sensitive<String>,
+    /// The secret, key or assertion.
+    pub proof: Proof,
+}
+
+/// What authenticates the client, beside its client_id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Proof {
+    /// The client_secret (ClientSecretBasic, ClientSecretPost, ClientSecretJwt).
+    Secret(Sensitive<String>),
+    /// The private key, with its certificate chain when there is one (PrivateKeyJwt,
+    /// TlsClientAuth).
+    Key(Arc<Identity>),
+    /// A ServiceAccount that allows a token for the spec's audience (ServiceAccountToken, before
+    /// the token is requested).
+    ServiceAccount(ServiceAccountGrant),
+    /// A ready client assertion: the ServiceAccount token requested for this exchange, or the
+    /// JWT of `exchange --assertion-file`.
+    Assertion(Sensitive<String>),
+}
+
+/// A ServiceAccount that opted in to the audience of a `ServiceAccountToken` client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceAccountGrant {
+    /// The ServiceAccount's name.
+    pub name: String,
+    /// The value of its `oauth.token-operator.dev/token-audiences` annotation.
+    pub audiences: String,
+}
+
+impl Credentials {
+    /// A client_id and client_secret.
+    pub fn with_secret(client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
+        Credentials {
+            client_id: client_id.into(),
+            proof: Proof::Secret(Sensitive::new(client_secret.into())),
+        }
+    }
+
+    /// The client_secret, for the methods that use one.
+    pub fn client_secret(&self) -> Option<&Sensitive<String>> {
+        match &self.proof {
+            Proof::Secret(secret) => Some(secret),
+            _ => None,
+        }
+    }
+
+    /// The key, for the methods that use one.
+    pub fn identity(&self) -> Option<&Arc<Identity>> {
+        match &self.proof {
+            Proof::Key(identity) => Some(identity),
+            _ => None,
+        }
+    }
 }
 
 /// Where a credential value comes from, as messages name it.
@@ -54,6 +114,17 @@ pub fn value(
     origin: Origin<'_>,
     missing: impl FnOnce() -> Failure,
 ) -> Result<String, Failure> {
+    let bytes = present(bytes, origin, missing)?;
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| Failure::invalid_credentials(format!("{origin} is not valid UTF-8")))
+}
+
+/// One credential value that need not be text (a PEM key or certificate): present, not empty.
+pub fn present<'b>(
+    bytes: Option<&'b [u8]>,
+    origin: Origin<'_>,
+    missing: impl FnOnce() -> Failure,
+) -> Result<&'b [u8], Failure> {
     let bytes = bytes.ok_or_else(missing)?;
     if bytes.is_empty() {
         return Err(Failure::new(
@@ -61,8 +132,86 @@ pub fn value(
             format!("{origin} is empty"),
         ));
     }
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| Failure::invalid_spec(format!("{origin} is not valid UTF-8")))
+    Ok(bytes)
+}
+
+/// A kind of credential value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Item {
+    /// The client_id.
+    ClientId,
+    /// The client_secret.
+    ClientSecret,
+    /// The PEM private key.
+    PrivateKey,
+    /// The PEM certificate chain.
+    Certificate,
+    /// A ready client assertion (`exchange --assertion-file`).
+    Assertion,
+}
+
+/// Where the values of one reading come from: the credentials Secret, or the `exchange`
+/// command's flags and file.
+pub trait Source {
+    /// The bytes of `item` and where they came from (as messages name it), if present.
+    fn get(&self, item: Item) -> Result<Option<(Vec<u8>, String)>, Failure>;
+    /// The failure when `item` is required and absent.
+    fn missing(&self, item: Item) -> Failure;
+}
+
+/// Reads what `method` needs from `source`.
+pub fn read(method: ClientAuthMethod, source: &dyn Source) -> Result<Credentials, Failure> {
+    let client_id = text(source, Item::ClientId)?;
+    let proof = match method {
+        ClientAuthMethod::ClientSecretBasic
+        | ClientAuthMethod::ClientSecretPost
+        | ClientAuthMethod::ClientSecretJwt => {
+            Proof::Secret(Sensitive::new(text(source, Item::ClientSecret)?))
+        }
+        ClientAuthMethod::PrivateKeyJwt => Proof::Key(Arc::new(identity(source, false)?)),
+        ClientAuthMethod::TlsClientAuth => Proof::Key(Arc::new(identity(source, true)?)),
+        ClientAuthMethod::ServiceAccountToken => {
+            let jwt = text(source, Item::Assertion)?;
+            Proof::Assertion(Sensitive::new(jwt.trim().to_owned()))
+        }
+    };
+    Ok(Credentials { client_id, proof })
+}
+
+fn text(source: &dyn Source, item: Item) -> Result<String, Failure> {
+    let found = source.get(item)?;
+    let origin = found.as_ref().map(|(_, o)| o.clone()).unwrap_or_default();
+    value(
+        found.as_ref().map(|(b, _)| b.as_slice()),
+        Origin::Other(&origin),
+        || source.missing(item),
+    )
+}
+
+/// The key and, when the Secret has one (or `required`), the certificate chain.
+fn identity(source: &dyn Source, certificate_required: bool) -> Result<Identity, Failure> {
+    let key = source.get(Item::PrivateKey)?;
+    let key_origin = key.as_ref().map(|(_, o)| o.clone()).unwrap_or_default();
+    let key_bytes = present(
+        key.as_ref().map(|(b, _)| b.as_slice()),
+        Origin::Other(&key_origin),
+        || source.missing(Item::PrivateKey),
+    )?;
+    let certificate = match source.get(Item::Certificate)? {
+        None if certificate_required => return Err(source.missing(Item::Certificate)),
+        None => None,
+        Some((bytes, origin)) => {
+            present(Some(&bytes), Origin::Other(&origin), || unreachable!())?;
+            Some((bytes, origin))
+        }
+    };
+    Identity::load(
+        key_bytes,
+        &key_origin,
+        certificate
+            .as_ref()
+            .map(|(b, o)| (b.as_slice(), o.as_str())),
+    )
 }
 
 /// The data of a credentials Secret (or of the object holding a CA bundle), by key.
@@ -90,123 +239,152 @@ impl SecretData for BTreeMap<String, Vec<u8>> {
     }
 }
 
-/// Reads the credentials `spec` names from its credentials Secret (`None`: the Secret does not
-/// exist in `namespace`). `spec.clientId`, when set, is the client_id.
+/// The credentials Secret as a [`Source`]: `spec.clientId`, when set, is the client_id.
+struct SecretSource<'a> {
+    spec: &'a OAuthClientSpec,
+    reference: &'a CredentialsSecretRef,
+    data: &'a dyn SecretData,
+}
+
+impl SecretSource<'_> {
+    fn key(&self, item: Item) -> Option<&str> {
+        let r = self.reference;
+        match item {
+            Item::ClientId => Some(&r.client_id_key),
+            Item::ClientSecret => Some(&r.client_secret_key),
+            Item::PrivateKey => Some(&r.private_key_key),
+            Item::Certificate => Some(&r.certificate_key),
+            Item::Assertion => None,
+        }
+    }
+}
+
+impl Source for SecretSource<'_> {
+    fn get(&self, item: Item) -> Result<Option<(Vec<u8>, String)>, Failure> {
+        if let (Item::ClientId, Some(id)) = (item, &self.spec.client_id) {
+            return Ok(Some((id.clone().into_bytes(), "spec.clientId".into())));
+        }
+        let Some(key) = self.key(item) else {
+            return Ok(None);
+        };
+        let origin = Origin::Key {
+            secret: &self.reference.name,
+            key,
+        };
+        Ok(self
+            .data
+            .bytes(key)
+            .map(|b| (b.to_vec(), origin.to_string())))
+    }
+
+    fn missing(&self, item: Item) -> Failure {
+        let name = &self.reference.name;
+        let key = self.key(item).unwrap_or("(none)");
+        Failure::new(
+            Reason::CredentialsNotFound,
+            format!("Secret {name} has no key {key}"),
+        )
+    }
+}
+
+/// Reads the credentials `spec` names (what its method needs) from its credentials Secret
+/// (`None`: the Secret does not exist in `namespace`).
 pub fn from_secret(
     spec: &OAuthClientSpec,
     namespace: &str,
     secret: Option<&dyn SecretData>,
 ) -> Result<Credentials, Failure> {
-    let reference = &spec.credentials_secret_ref;
-    let name = reference.name.as_str();
+    let Some(reference) = &spec.credentials_secret_ref else {
+        return Err(Failure::invalid_spec(
+            "spec.credentialsSecretRef is required unless clientAuthMethod is ServiceAccountToken",
+        ));
+    };
     let Some(data) = secret else {
         return Err(Failure::new(
             Reason::CredentialsNotFound,
-            format!("Secret {name} not found in namespace {namespace}"),
+            format!(
+                "Secret {} not found in namespace {namespace}",
+                reference.name
+            ),
         ));
     };
-    let key = |key: &str| {
-        value(data.bytes(key), Origin::Key { secret: name, key }, || {
-            Failure::new(
-                Reason::CredentialsNotFound,
-                format!("Secret {name} has no key {key}"),
-            )
-        })
+    read(
+        crate::spec::client_auth_method(spec),
+        &SecretSource {
+            spec,
+            reference,
+            data,
+        },
+    )
+}
+
+/// The audiences a ServiceAccount allows: its annotation's comma-separated entries, surrounding
+/// spaces ignored, empty entries dropped.
+pub fn allowed_audiences(annotation: &str) -> Vec<&str> {
+    annotation
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
+/// The ServiceAccount of a `ServiceAccountToken` client, if it opted in to `audience`
+/// (`annotations`: its annotations; `None`: it does not exist in `namespace`). The opt-in is
+/// checked before anything else, and refused as `ServiceAccountTokenDenied`.
+pub fn from_service_account(
+    client_id: &str,
+    name: &str,
+    audience: &str,
+    namespace: &str,
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Result<Credentials, Failure> {
+    let Some(annotations) = annotations else {
+        return Err(Failure::new(
+            Reason::CredentialsNotFound,
+            format!("ServiceAccount {name} not found in namespace {namespace}"),
+        ));
     };
-    let client_id = match &spec.client_id {
-        Some(id) => id.clone(),
-        None => key(&reference.client_id_key)?,
+    let denied = |why: String| {
+        Failure::new(
+            Reason::ServiceAccountTokenDenied,
+            format!(
+                "ServiceAccount {name} {why}; no token is requested for it (to allow it, list the audience in its annotation {TOKEN_AUDIENCES_ANNOTATION})"
+            ),
+        )
     };
+    let Some(listed) = annotations.get(TOKEN_AUDIENCES_ANNOTATION) else {
+        return Err(denied(format!(
+            "has not opted in to tokens for audience {audience}: it has no annotation {TOKEN_AUDIENCES_ANNOTATION}"
+        )));
+    };
+    if !allowed_audiences(listed).contains(&audience) {
+        return Err(denied(format!(
+            "has not opted in to tokens for audience {audience}: its annotation {TOKEN_AUDIENCES_ANNOTATION} lists {}",
+            shown(listed)
+        )));
+    }
     Ok(Credentials {
-        client_id,
-        client_secret: Sensitive::new(key(&reference.client_secret_key)?),
+        client_id: client_id.to_owned(),
+        proof: Proof::ServiceAccount(ServiceAccountGrant {
+            name: name.to_owned(),
+            audiences: listed.clone(),
+        }),
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(extra: serde_json::Value) -> OAuthClientSpec {
-        let mut spec = serde_json::json!({"tokenUrl": "https://idp/t", "credentialsSecretRef": {"name": "creds"}});
-        spec.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        serde_json::from_value(spec).unwrap()
+/// An annotation's value as a message shows it: at most 200 characters, `(nothing)` if empty.
+fn shown(value: &str) -> String {
+    let entries = allowed_audiences(value);
+    if entries.is_empty() {
+        return "nothing".into();
     }
-
-    fn data(pairs: &[(&str, &[u8])]) -> BTreeMap<String, Vec<u8>> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
-            .collect()
+    let joined = entries.join(", ");
+    let mut out: String = joined.chars().take(200).collect();
+    if out.len() < joined.len() {
+        out.push_str("...");
     }
-
-    fn refused(spec: &OAuthClientSpec, d: Option<&BTreeMap<String, Vec<u8>>>) -> Failure {
-        from_secret(spec, "ns", d.map(|d| d as &dyn SecretData)).unwrap_err()
-    }
-
-    #[test]
-    fn values_are_bytes_and_every_refusal_names_its_source() {
-        let s = spec(serde_json::json!({}));
-        let good = data(&[("client_id", b"id"), ("client_secret", b"s3cret\n")]);
-        let c = from_secret(&s, "ns", Some(&good)).unwrap();
-        assert_eq!(c.client_id, "id");
-        assert_eq!(c.client_secret.expose(), "s3cret\n", "byte for byte");
-
-        let f = refused(&s, None);
-        assert_eq!(f.reason, Reason::CredentialsNotFound);
-        assert_eq!(f.message, "Secret creds not found in namespace ns");
-        let f = refused(&s, Some(&data(&[("client_id", b"id")])));
-        assert_eq!(f.message, "Secret creds has no key client_secret");
-        let f = refused(
-            &s,
-            Some(&data(&[("client_id", b""), ("client_secret", b"x")])),
-        );
-        assert_eq!(
-            (f.reason, f.message.as_str()),
-            (
-                Reason::CredentialsNotFound,
-                "key client_id of Secret creds is empty"
-            )
-        );
-        let f = refused(
-            &s,
-            Some(&data(&[
-                ("client_id", b"id"),
-                ("client_secret", b"\xff\xfe"),
-            ])),
-        );
-        assert_eq!(
-            (f.reason, f.message.as_str()),
-            (
-                Reason::InvalidSpec,
-                "key client_secret of Secret creds is not valid UTF-8"
-            )
-        );
-    }
-
-    #[test]
-    fn an_inline_client_id_and_custom_keys() {
-        let s = spec(serde_json::json!({
-            "clientId": "inline",
-            "credentialsSecretRef": {"name": "creds", "clientSecretKey": "password"},
-        }));
-        let c = from_secret(&s, "ns", Some(&data(&[("password", b"pw")]))).unwrap();
-        assert_eq!(
-            (c.client_id.as_str(), c.client_secret.expose().as_str()),
-            ("inline", "pw")
-        );
-    }
-
-    #[test]
-    fn other_origins_are_named_as_written() {
-        let f = value(
-            Some(b""),
-            Origin::Other("--client-secret-file /tmp/s"),
-            || unreachable!(),
-        )
-        .unwrap_err();
-        assert_eq!(f.message, "--client-secret-file /tmp/s is empty");
-    }
+    out
 }
+
+#[cfg(test)]
+mod tests;

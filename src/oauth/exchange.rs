@@ -1,14 +1,18 @@
-//! One client-credentials exchange, end to end: build the request (pure), send it (HTTP), read
-//! the response (pure).
+//! One client-credentials exchange, end to end: build the client assertion and the request
+//! (pure), send it (HTTP, through the identity's own client for mutual TLS), read the response
+//! (pure).
 
 use std::time::Instant;
 
+use crate::api::crd::ClientAuthMethod;
 use crate::api::reason::Failure;
+use crate::oauth::assertion::{self, Signer};
+use crate::oauth::credentials::Proof;
 use crate::oauth::pool::TrustedClient;
 use crate::oauth::request::{self, Credentials};
 use crate::oauth::response::{self, ReadContext, Token};
-use crate::oauth::transport::Transport;
-use crate::output::redact::Scrubber;
+use crate::oauth::transport::{Reply, Transport};
+use crate::output::redact::{Scrubber, Sensitive};
 use crate::spec::ExchangeSettings;
 use crate::timing::clock::Clock;
 
@@ -24,7 +28,7 @@ impl Exchanger {
         Exchanger { transport }
     }
 
-    /// The transport (for the HTTP client of a trust configuration).
+    /// The transport (for the HTTP clients of trust configurations and identities).
     pub fn transport(&self) -> &Transport {
         &self.transport
     }
@@ -37,13 +41,30 @@ impl Exchanger {
         credentials: &Credentials,
         clock: &dyn Clock,
     ) -> Result<Token, Failure> {
-        let client = self.transport.default_client().clone();
+        let client = self.client_for(self.transport.default_client(), settings, credentials)?;
         self.exchange_via(&client, settings, credentials, clock)
             .await
     }
 
+    /// The HTTP client of the exchange: `trusted` (the client of its trust), or for TlsClientAuth
+    /// the client of the same trust that presents the credentials' certificate (pooled by trust
+    /// and identity; whoever keeps it keeps the client).
+    pub fn client_for(
+        &self,
+        trusted: &TrustedClient,
+        settings: &ExchangeSettings,
+        credentials: &Credentials,
+    ) -> Result<TrustedClient, Failure> {
+        match (settings.client_auth_method, credentials.identity()) {
+            (ClientAuthMethod::TlsClientAuth, Some(identity)) => {
+                self.transport.identity_client(trusted, identity)
+            }
+            _ => Ok(trusted.clone()),
+        }
+    }
+
     /// Exchanges the credentials for a token as `settings` describe, through `client` (see
-    /// [`Transport::client`]).
+    /// [`Exchanger::client_for`]).
     pub async fn exchange_via(
         &self,
         client: &TrustedClient,
@@ -51,17 +72,24 @@ impl Exchanger {
         credentials: &Credentials,
         clock: &dyn Clock,
     ) -> Result<Token, Failure> {
-        let request = request::build(settings, credentials)?;
+        check_identity(settings, credentials, client)?;
+        let assertion = client_assertion(settings, credentials, clock)?;
+        let request = request::build_with(settings, credentials, assertion.as_ref())?;
         let host = settings.token_url.host_str().unwrap_or("?");
         let sent_at = clock.now();
         let started = Instant::now();
         tracing::debug!(
             provider = settings.provider.as_str(),
+            method = settings.client_auth_method.as_str(),
             host,
             "requesting a token"
         );
         // Everything the endpoint says goes through this before it enters a message.
         let scrubber = Scrubber::for_credentials(credentials);
+        let scrubber = match &assertion {
+            Some(jwt) => scrubber.with_assertion(jwt.expose()),
+            None => scrubber,
+        };
         let reply = self.transport.send_via(client, &request, &scrubber).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let reply = match reply {
@@ -71,37 +99,102 @@ impl Exchanger {
                 return Err(failure);
             }
         };
-        let ctx = ReadContext {
-            fields: &settings.response_fields,
-            default_lifetime: settings.default_lifetime,
-            now: sent_at,
-            request_url: &settings.token_url,
-            scrubber: &scrubber,
-        };
-        let result = response::read(
-            &response::Response {
-                status: reply.status,
-                headers: &reply.headers,
-                body: &reply.body,
-            },
-            &ctx,
-        );
-        match &result {
-            Ok(token) => tracing::debug!(
-                host,
-                status = reply.status,
-                elapsed_ms,
-                expires_at = %token.expires_at,
-                "token received"
-            ),
-            Err(failure) => tracing::debug!(
-                host,
-                status = reply.status,
-                elapsed_ms,
-                reason = %failure.reason,
-                "token request refused"
-            ),
-        }
-        result
+        read_reply(settings, &reply, sent_at, &scrubber, elapsed_ms)
     }
+}
+
+/// The token in the reply (or why there is none), logged with the request's duration.
+fn read_reply(
+    settings: &ExchangeSettings,
+    reply: &Reply,
+    sent_at: jiff::Timestamp,
+    scrubber: &Scrubber<'_>,
+    elapsed_ms: u64,
+) -> Result<Token, Failure> {
+    let host = settings.token_url.host_str().unwrap_or("?");
+    let ctx = ReadContext {
+        fields: &settings.response_fields,
+        default_lifetime: settings.default_lifetime,
+        now: sent_at,
+        request_url: &settings.token_url,
+        scrubber,
+    };
+    let result = response::read(
+        &response::Response {
+            status: reply.status,
+            headers: &reply.headers,
+            body: &reply.body,
+        },
+        &ctx,
+    );
+    match &result {
+        Ok(token) => tracing::debug!(
+            host,
+            status = reply.status,
+            elapsed_ms,
+            expires_at = %token.expires_at,
+            "token received"
+        ),
+        Err(failure) => tracing::debug!(
+            host,
+            status = reply.status,
+            elapsed_ms,
+            reason = %failure.reason,
+            "token request refused"
+        ),
+    }
+    result
+}
+
+/// TlsClientAuth goes through the client of exactly the credentials' identity; the other
+/// methods through the shared client.
+fn check_identity(
+    settings: &ExchangeSettings,
+    credentials: &Credentials,
+    client: &TrustedClient,
+) -> Result<(), Failure> {
+    let mtls = settings.client_auth_method == ClientAuthMethod::TlsClientAuth;
+    let expected = credentials.identity().map(|i| i.key());
+    let presented = client.pooled().key().identity;
+    let fits = match presented {
+        Some(key) => mtls && expected == Some(key),
+        None => !mtls,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(Failure::invalid_credentials(
+            "the HTTP client does not present the credentials' certificate; the request is not sent",
+        ))
+    }
+}
+
+/// A new client assertion for this request (ClientSecretJwt, PrivateKeyJwt): `iat` now, a
+/// fresh random `jti`.
+fn client_assertion(
+    settings: &ExchangeSettings,
+    credentials: &Credentials,
+    clock: &dyn Clock,
+) -> Result<Option<Sensitive<String>>, Failure> {
+    let Some(assertion_settings) = &settings.assertion else {
+        return Ok(None);
+    };
+    let signer = match &credentials.proof {
+        Proof::Secret(secret) => Signer::Secret(secret),
+        Proof::Key(identity) => Signer::Key(identity),
+        _ => {
+            return Err(Failure::invalid_credentials(format!(
+                "clientAuthMethod {} needs a client_secret or a private key",
+                settings.client_auth_method.as_str()
+            )));
+        }
+    };
+    assertion::build(
+        assertion_settings,
+        &credentials.client_id,
+        signer,
+        clock.now(),
+        rand::random(),
+    )
+    .map(Some)
 }

@@ -2,8 +2,9 @@
 //! OAuthClient that uses it, dropped when none does.
 //!
 //! A configuration is a [`ClientKey`]: the trust anchors ([`TrustKey`]: the default trust, or a
-//! bundle by the hash of its certificates) and, once client certificates exist (mTLS), the
-//! client identity ([`IdentityKey`], a placeholder until then). Everything else — the token URL
+//! bundle by the hash of its certificates) and, for mutual TLS (`TlsClientAuth`), the client
+//! identity ([`IdentityKey`]: a digest of its key and certificate chain), whose clients present
+//! that certificate and never resume TLS sessions ([`mtls`]). Everything else — the token URL
 //! policy and its DNS resolver, the proxies, the timeouts, no redirects, the User-Agent — is the
 //! same for every client: it comes from one [`ClientTemplate`], so a pooled client can never
 //! skip a rule the default one follows.
@@ -17,6 +18,10 @@ use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use rustls::client::danger::ServerCertVerifier;
+
+use crate::api::reason::Failure;
+use crate::oauth::identity::{Identity, IdentityKey};
 use crate::oauth::proxy::ProxyConfig;
 use crate::oauth::transport::TransportError;
 use crate::oauth::trust::{CaBundle, Trust, TrustKey};
@@ -27,21 +32,18 @@ use crate::oauth::url_policy::{PolicyResolver, TokenUrlPolicy};
 pub struct ClientKey {
     /// The trust anchors.
     pub trust: TrustKey,
-    /// The client certificate presented in the handshake (mTLS); always `None` for now.
+    /// The client certificate presented in the handshake (mutual TLS), if any.
     pub identity: Option<IdentityKey>,
 }
 
-/// Placeholder for the client identity of mutual TLS (`TlsClientAuth`): the mTLS work replaces
-/// it with a hash of the certificate chain and private key, and gives [`ClientPool::get`] the
-/// identity to build with. Until then no key carries one, and this type has no values.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct IdentityKey {
-    _none: std::convert::Infallible,
-}
+mod mtls;
 
 /// One pooled HTTP client.
 pub struct PooledClient {
     key: ClientKey,
+    /// The trust it verifies endpoints against (its bundle's certificates are shared, not
+    /// copied), so that an identity client of the same trust can be built from it.
+    trust: Trust,
     client: reqwest::Client,
     /// The bundle's certificates (none for the default trust), counted against
     /// [`MAX_POOLED_ANCHORS`].
@@ -54,6 +56,11 @@ impl PooledClient {
         &self.key
     }
 
+    /// The trust it verifies endpoints against.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
     pub(crate) fn reqwest(&self) -> &reqwest::Client {
         &self.client
     }
@@ -63,6 +70,7 @@ impl fmt::Debug for PooledClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PooledClient")
             .field("trust", &self.key.trust.to_string())
+            .field("identity", &self.key.identity)
             .finish()
     }
 }
@@ -77,6 +85,14 @@ pub struct TrustedClient {
 }
 
 impl TrustedClient {
+    /// `client`, named for messages as this one is (an identity client of the same trust).
+    pub fn with_client(&self, client: Arc<PooledClient>) -> TrustedClient {
+        TrustedClient {
+            client,
+            verified_against: self.verified_against.clone(),
+        }
+    }
+
     /// The pooled client.
     pub fn pooled(&self) -> &Arc<PooledClient> {
         &self.client
@@ -113,8 +129,13 @@ pub struct ClientTemplate {
 }
 
 impl ClientTemplate {
-    /// Builds a client verifying endpoints against `trust`.
-    fn build(&self, trust: &Trust) -> Result<reqwest::Client, TransportError> {
+    /// Builds a client verifying endpoints against `trust`, presenting `identity` (with the
+    /// TLS of [`mtls`], verified by `verifier`) when there is one.
+    fn build(
+        &self,
+        trust: &Trust,
+        identity: Option<(&Identity, Arc<dyn ServerCertVerifier>)>,
+    ) -> Result<reqwest::Client, PoolError> {
         // Both kube and reqwest use rustls with ring; install it as the process default once.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let resolver = PolicyResolver::with_exempt(
@@ -132,14 +153,23 @@ impl ClientTemplate {
         for proxy in self.proxy.reqwest_proxies() {
             builder = builder.proxy(proxy);
         }
-        builder = match trust {
-            Trust::Default => match &self.ca_file {
-                Some(extra) => builder.tls_certs_merge(certificates(extra)?),
+        builder = match (identity, trust) {
+            (Some((identity, verifier)), _) => builder.use_preconfigured_tls(
+                mtls::tls_config(identity, verifier).map_err(PoolError::Tls)?,
+            ),
+            (None, Trust::Default) => match &self.ca_file {
+                Some(extra) => {
+                    builder.tls_certs_merge(certificates(extra).map_err(PoolError::Build)?)
+                }
                 None => builder,
             },
-            Trust::Bundle(bundle) => builder.tls_certs_only(certificates(bundle)?),
+            (None, Trust::Bundle(bundle)) => {
+                builder.tls_certs_only(certificates(bundle).map_err(PoolError::Build)?)
+            }
         };
-        builder.build().map_err(TransportError)
+        builder
+            .build()
+            .map_err(|e| PoolError::Build(TransportError(e)))
     }
 
     /// How messages name the default trust.
@@ -176,6 +206,9 @@ pub enum PoolError {
     /// The HTTP client could not be built.
     #[error(transparent)]
     Build(TransportError),
+    /// The TLS of a client identity could not be set up (mutual TLS).
+    #[error("{}", .0.message)]
+    Tls(Failure),
     /// [`MAX_BUNDLE_CLIENTS`] clients of distinct bundles are in use, or they hold
     /// [`MAX_POOLED_ANCHORS`] certificates with this one.
     #[error(
@@ -193,7 +226,7 @@ pub enum PoolError {
 fn bundle_load(entries: &HashMap<ClientKey, Weak<PooledClient>>) -> (usize, usize) {
     entries
         .iter()
-        .filter(|(key, _)| key.trust != TrustKey::Default)
+        .filter(|(key, _)| key.trust != TrustKey::Default && key.identity.is_none())
         .filter_map(|(_, client)| client.upgrade())
         .fold((0, 0), |(n, anchors), c| (n + 1, anchors + c.anchors))
 }
@@ -203,6 +236,8 @@ fn bundle_load(entries: &HashMap<ClientKey, Weak<PooledClient>>) -> (usize, usiz
 pub struct ClientPool {
     template: ClientTemplate,
     entries: Mutex<HashMap<ClientKey, Weak<PooledClient>>>,
+    /// The default trust's verifier for identity clients, built when the first is.
+    default_verifier: std::sync::OnceLock<Result<Arc<dyn ServerCertVerifier>, String>>,
 }
 
 impl ClientPool {
@@ -211,6 +246,7 @@ impl ClientPool {
         ClientPool {
             template,
             entries: Mutex::default(),
+            default_verifier: std::sync::OnceLock::new(),
         }
     }
 
@@ -226,16 +262,56 @@ impl ClientPool {
     /// operator's memory without end). The client is built outside the pool's lock, so that
     /// parsing a large bundle does not hold up the reconciles that need another one.
     pub fn get(&self, trust: &Trust) -> Result<Arc<PooledClient>, PoolError> {
+        self.get_for(trust, None)
+    }
+
+    /// The client for `trust` that presents `identity` in the handshake (mutual TLS): one per
+    /// distinct (trust, identity), shared by the OAuthClients that use the same certificate,
+    /// never by two identities. Identity clients are not counted against the bundle limits
+    /// (there is one per distinct certificate the cluster's Secrets hold).
+    pub fn get_with_identity(
+        &self,
+        trust: &Trust,
+        identity: &Identity,
+    ) -> Result<Arc<PooledClient>, PoolError> {
+        self.get_for(trust, Some(identity))
+    }
+
+    /// The verifier an identity client of `trust` checks endpoints with.
+    fn verifier(&self, trust: &Trust) -> Result<Arc<dyn ServerCertVerifier>, PoolError> {
+        let built = match trust {
+            Trust::Default => self
+                .default_verifier
+                .get_or_init(|| {
+                    let extra = self.template.ca_file.as_ref();
+                    mtls::default_verifier(extra.map(|b| b.certificates()).unwrap_or_default())
+                })
+                .clone(),
+            Trust::Bundle(bundle) => mtls::bundle_verifier(bundle),
+        };
+        built.map_err(|e| {
+            PoolError::Tls(Failure::new(
+                crate::api::reason::Reason::EndpointUnavailable,
+                e,
+            ))
+        })
+    }
+
+    fn get_for(
+        &self,
+        trust: &Trust,
+        identity: Option<&Identity>,
+    ) -> Result<Arc<PooledClient>, PoolError> {
         let key = ClientKey {
             trust: trust.key(),
-            identity: None,
+            identity: identity.map(Identity::key),
         };
         {
             let entries = self.entries.lock().expect("client pool lock");
             if let Some(client) = entries.get(&key).and_then(Weak::upgrade) {
                 return Ok(client);
             }
-            if let Trust::Bundle(bundle) = trust {
+            if let (Trust::Bundle(bundle), None) = (trust, identity) {
                 let (clients, anchors) = bundle_load(&entries);
                 if clients >= MAX_BUNDLE_CLIENTS
                     || anchors + bundle.certificates().len() > MAX_POOLED_ANCHORS
@@ -244,9 +320,14 @@ impl ClientPool {
                 }
             }
         }
+        let tls = match identity {
+            Some(identity) => Some((identity, self.verifier(trust)?)),
+            None => None,
+        };
         let built = Arc::new(PooledClient {
-            client: self.template.build(trust).map_err(PoolError::Build)?,
+            client: self.template.build(trust, tls)?,
             key: key.clone(),
+            trust: trust.clone(),
             anchors: match trust {
                 Trust::Default => 0,
                 Trust::Bundle(bundle) => bundle.certificates().len(),
@@ -261,6 +342,7 @@ impl ClientPool {
         entries.insert(key, Arc::downgrade(&built));
         tracing::debug!(
             trust = %built.key.trust,
+            mtls = built.key.identity.is_some(),
             clients = entries.len(),
             "built an HTTP client for token endpoints"
         );
@@ -351,6 +433,49 @@ mod tests {
         assert_eq!(pool.entries.lock().unwrap().len(), 2);
         drop(again);
         assert!(format!("{default:?}").contains("the default"));
+    }
+
+    fn identity(key: &str, cert: &str) -> Identity {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/client-auth/");
+        let read = |name: &str| std::fs::read(format!("{dir}{name}")).unwrap();
+        let cert = read(cert);
+        Identity::load(&read(key), "tls.key", Some((&cert, "tls.crt"))).unwrap()
+    }
+
+    #[test]
+    fn identity_clients_are_one_per_trust_and_identity_and_never_shared_across_either() {
+        let pool = pool();
+        let (a, b) = (
+            identity("ec-p256-sec1.pem", "ec-p256.crt"),
+            identity("rsa-pkcs8.pem", "rsa.crt"),
+        );
+        let bundle = Trust::Bundle(bundle("corp"));
+        let plain = pool.get(&Trust::Default).unwrap();
+        let a_default = pool.get_with_identity(&Trust::Default, &a).unwrap();
+        let a_again = pool.get_with_identity(&Trust::Default, &a).unwrap();
+        let b_default = pool.get_with_identity(&Trust::Default, &b).unwrap();
+        let a_bundle = pool.get_with_identity(&bundle, &a).unwrap();
+        assert!(
+            Arc::ptr_eq(&a_default, &a_again),
+            "same trust and identity: shared"
+        );
+        for (x, y) in [
+            (&a_default, &b_default),
+            (&a_default, &a_bundle),
+            (&a_default, &plain),
+        ] {
+            assert!(!Arc::ptr_eq(x, y));
+            assert_ne!(x.key(), y.key());
+        }
+        assert_eq!(a_default.key().identity, Some(a.key()));
+        assert_eq!(a_bundle.key().trust, bundle.key());
+        assert_eq!(a_bundle.trust(), &bundle);
+        assert_eq!(plain.key().identity, None);
+        // Identity clients do not count as bundle clients.
+        assert_eq!(bundle_load(&pool.entries.lock().unwrap()).0, 0);
+        assert_eq!(pool.live(), 4);
+        drop((a_default, a_again));
+        assert_eq!(pool.live(), 3, "an identity client nobody holds is gone");
     }
 
     #[test]

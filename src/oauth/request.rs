@@ -2,7 +2,11 @@
 //!
 //! The credentials travel exactly once: in the Basic header (ClientSecretBasic) or in the body
 //! (ClientSecretPost), never both. With ClientSecretBasic a preset may also put `client_id`
-//! alone in the body (iotspot's documented request does).
+//! alone in the body (iotspot's documented request does). The assertion methods
+//! (ClientSecretJwt, PrivateKeyJwt, ServiceAccountToken) send `client_id`,
+//! `client_assertion_type` and `client_assertion` (RFC 7523 section 2.2) and no secret;
+//! TlsClientAuth sends `client_id` alone (RFC 8705 section 2: the certificate is in the
+//! handshake).
 
 use std::fmt;
 
@@ -14,6 +18,8 @@ use url::Url;
 
 use crate::api::crd::{BasicAuthEncoding, ClientAuthMethod, RequestEncoding};
 use crate::api::reason::Failure;
+use crate::oauth::assertion::JWT_BEARER;
+use crate::oauth::credentials::Proof;
 use crate::output::redact::Sensitive;
 use crate::spec::ExchangeSettings;
 
@@ -57,7 +63,10 @@ impl TokenRequest {
 /// RFC 6749 section 2.3.1 requires, so `/ + = : %`, spaces and non-ASCII survive. `Raw` is
 /// `base64(id:secret)` for servers that do not decode.
 pub fn basic_authorization(credentials: &Credentials, encoding: BasicAuthEncoding) -> Sensitive {
-    let secret = credentials.client_secret.expose();
+    let secret = credentials
+        .client_secret()
+        .map(Sensitive::expose)
+        .map_or("", String::as_str);
     let pair = match encoding {
         BasicAuthEncoding::UrlEncoded => format!(
             "{}:{}",
@@ -69,15 +78,72 @@ pub fn basic_authorization(credentials: &Credentials, encoding: BasicAuthEncodin
     Sensitive::new(format!("Basic {}", BASE64.encode(pair)))
 }
 
-/// Builds the request for the merged settings and the credentials.
+/// How the request carries the client's authentication.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    /// The Basic header (ClientSecretBasic).
+    Basic,
+    /// client_id and client_secret in the body (ClientSecretPost).
+    Post(&'a str),
+    /// client_id and a client assertion in the body.
+    Assertion(&'a str),
+    /// client_id alone in the body (TlsClientAuth).
+    ClientId,
+}
+
+impl<'a> Auth<'a> {
+    /// What the method sends, given the credentials and, for the assertion methods, the
+    /// assertion built for this request.
+    fn of(
+        method: ClientAuthMethod,
+        credentials: &'a Credentials,
+        assertion: Option<&'a Sensitive<String>>,
+    ) -> Result<Self, Failure> {
+        use ClientAuthMethod::*;
+        let assertion = assertion
+            .map(|a| a.expose().as_str())
+            .or(match &credentials.proof {
+                Proof::Assertion(jwt) => Some(jwt.expose().as_str()),
+                _ => None,
+            });
+        Ok(match (method, &credentials.proof, assertion) {
+            (ClientSecretBasic, Proof::Secret(_), _) => Auth::Basic,
+            (ClientSecretPost, Proof::Secret(secret), _) => Auth::Post(secret.expose()),
+            (ClientSecretJwt | PrivateKeyJwt | ServiceAccountToken, _, Some(jwt)) => {
+                Auth::Assertion(jwt)
+            }
+            (TlsClientAuth, Proof::Key(_), _) => Auth::ClientId,
+            _ => {
+                return Err(Failure::invalid_credentials(format!(
+                    "the credentials do not fit clientAuthMethod {}",
+                    method.as_str()
+                )));
+            }
+        })
+    }
+}
+
+/// Builds the request for the merged settings and the credentials (the secret methods and
+/// TlsClientAuth, or a ready assertion in the credentials).
 pub fn build(
     settings: &ExchangeSettings,
     credentials: &Credentials,
 ) -> Result<TokenRequest, Failure> {
+    build_with(settings, credentials, None)
+}
+
+/// Builds the request, with the client assertion built for it (ClientSecretJwt,
+/// PrivateKeyJwt).
+pub fn build_with(
+    settings: &ExchangeSettings,
+    credentials: &Credentials,
+    assertion: Option<&Sensitive<String>>,
+) -> Result<TokenRequest, Failure> {
     check(settings, credentials)?;
-    let basic = settings.client_auth_method == ClientAuthMethod::ClientSecretBasic;
+    let auth = Auth::of(settings.client_auth_method, credentials, assertion)?;
+    let basic = matches!(auth, Auth::Basic);
     let scope = settings.scopes.join(" ");
-    let params = params(settings, credentials, basic, &scope);
+    let params = params(settings, credentials, auth, &scope);
     let (content_type, body) = encode(settings.request_encoding, &params);
     let mut headers = vec![
         (CONTENT_TYPE, HeaderValue::from_static(content_type)),
@@ -125,15 +191,20 @@ fn check(settings: &ExchangeSettings, credentials: &Credentials) -> Result<(), F
 fn params<'a>(
     settings: &'a ExchangeSettings,
     credentials: &'a Credentials,
-    basic: bool,
+    auth: Auth<'a>,
     scope: &'a str,
 ) -> Vec<(&'a str, &'a str)> {
     let mut params: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
-    if !basic || settings.client_id_in_body {
+    if !matches!(auth, Auth::Basic) || settings.client_id_in_body {
         params.push(("client_id", &credentials.client_id));
     }
-    if !basic {
-        params.push(("client_secret", credentials.client_secret.expose()));
+    match auth {
+        Auth::Post(secret) => params.push(("client_secret", secret)),
+        Auth::Assertion(jwt) => {
+            params.push(("client_assertion_type", JWT_BEARER));
+            params.push(("client_assertion", jwt));
+        }
+        Auth::Basic | Auth::ClientId => {}
     }
     if let Some(audience) = &settings.audience {
         params.push(("audience", audience));
@@ -181,10 +252,7 @@ mod tests {
     const AWKWARD_SECRET: &str = "z/tZ9VwFZqApmIQ+ZH1I5pLk/uB4ud:X2/8bL+wfFTt1rFw=";
 
     fn creds(id: &str, secret: &str) -> Credentials {
-        Credentials {
-            client_id: id.into(),
-            client_secret: Sensitive::from(secret),
-        }
+        Credentials::with_secret(id, secret)
     }
 
     fn settings(json: serde_json::Value) -> ExchangeSettings {
@@ -441,6 +509,91 @@ mod tests {
             settings(serde_json::json!({"provider": "aws-cognito", "tokenUrl": "https://idp/t"}));
         let err = build(&s, &creds("a:b", "x")).unwrap_err();
         assert!(err.message.contains("UrlEncoded"));
+    }
+
+    #[test]
+    fn assertion_methods_send_the_assertion_and_no_secret() {
+        for method in ["ClientSecretJwt", "PrivateKeyJwt"] {
+            let s = settings(serde_json::json!({
+                "tokenUrl": "https://idp.example/token",
+                "clientAuthMethod": method,
+                "scopes": ["a"],
+            }));
+            let jwt = Sensitive::new("header.claims.signature".to_owned());
+            let req = build_with(&s, &creds("id1", "sec1"), Some(&jwt)).unwrap();
+            assert!(req.header("authorization").is_none(), "{method}");
+            assert_eq!(
+                form(&req),
+                [
+                    ("grant_type".into(), "client_credentials".into()),
+                    ("client_id".into(), "id1".into()),
+                    (
+                        "client_assertion_type".into(),
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()
+                    ),
+                    ("client_assertion".into(), "header.claims.signature".into()),
+                    ("scope".into(), "a".into()),
+                ],
+                "{method}"
+            );
+            assert!(!body_text(&req).contains("sec1"));
+            // Without the assertion built for it, nothing is sent.
+            let f = build(&s, &creds("id1", "sec1")).unwrap_err();
+            assert_eq!(f.reason, crate::api::reason::Reason::InvalidCredentials);
+        }
+        // A ready assertion (ServiceAccountToken) travels the same way.
+        let mut spec: OAuthClientSpec = serde_json::from_value(serde_json::json!({
+            "tokenUrl": "https://idp.example/token",
+            "clientAuthMethod": "ServiceAccountToken",
+            "clientId": "app",
+            "serviceAccountToken": {"serviceAccountName": "sa", "audience": "api://x"},
+            "requestEncoding": "JSON",
+        }))
+        .unwrap();
+        spec.credentials_secret_ref = None;
+        let policy = Policy {
+            allow_service_account_tokens: true,
+            ..Policy::default()
+        };
+        let s = ClientSettings::resolve(&spec, &policy).unwrap().exchange;
+        let c = Credentials {
+            client_id: "app".into(),
+            proof: Proof::Assertion(Sensitive::new("k8s.token.sig".into())),
+        };
+        let req = build(&s, &c).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(req.body.expose()).unwrap();
+        assert_eq!(body["client_assertion"], "k8s.token.sig");
+        assert_eq!(body["client_id"], "app");
+        assert_eq!(body["client_assertion_type"], JWT_BEARER);
+    }
+
+    #[test]
+    fn tls_client_auth_sends_the_client_id_alone() {
+        let s = settings(serde_json::json!({
+            "tokenUrl": "https://idp.example/token",
+            "clientAuthMethod": "TlsClientAuth",
+        }));
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/client-auth/");
+        let read = |f: &str| std::fs::read(format!("{dir}{f}")).unwrap();
+        let identity = crate::oauth::identity::Identity::load(
+            &read("ec-p256-sec1.pem"),
+            "key tls.key",
+            Some((&read("ec-p256.crt"), "key tls.crt")),
+        )
+        .unwrap();
+        let c = Credentials {
+            client_id: "mtls-client".into(),
+            proof: Proof::Key(std::sync::Arc::new(identity)),
+        };
+        let req = build(&s, &c).unwrap();
+        assert!(req.header("authorization").is_none());
+        assert_eq!(
+            form(&req),
+            [
+                ("grant_type".into(), "client_credentials".into()),
+                ("client_id".into(), "mtls-client".into()),
+            ]
+        );
     }
 
     #[test]

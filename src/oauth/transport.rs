@@ -22,6 +22,9 @@
 //!   the name again: DNS rebinding between the two lookups is for the proxy's egress policy to
 //!   stop.
 //! * A proxy that refuses the CONNECT is `EndpointUnavailable` with the proxy's status.
+//! * Mutual TLS (TlsClientAuth): each client identity has its own HTTP client
+//!   (pooled by trust and identity, see [`crate::oauth::pool`]), with session resumption off,
+//!   so that requests for different identities never share a connection or a TLS session.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -35,6 +38,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use url::{Host, Url};
 
 use crate::api::reason::{Failure, Reason};
+use crate::oauth::identity::Identity;
 use crate::oauth::pool::{ClientPool, ClientTemplate, PoolError, TrustedClient};
 use crate::oauth::proxy::{ProxyConfig, ProxyServer, Route};
 use crate::oauth::request::TokenRequest;
@@ -149,7 +153,9 @@ impl Transport {
         let default = match pool.trusted(&Trust::Default, described) {
             Ok(client) => client,
             Err(PoolError::Build(e)) => return Err(e),
-            Err(PoolError::Full { .. }) => unreachable!("the default trust is never refused"),
+            Err(PoolError::Full { .. } | PoolError::Tls(_)) => {
+                unreachable!("the default trust is never refused, and has no identity")
+            }
         };
         Ok(Transport {
             pool,
@@ -177,7 +183,7 @@ impl Transport {
                 .map_err(|e| {
                     let problem = match &e {
                         PoolError::Build(e) => root_cause(e),
-                        PoolError::Full { .. } => e.to_string(),
+                        PoolError::Full { .. } | PoolError::Tls(_) => e.to_string(),
                     };
                     Failure::new(
                         Reason::EndpointUnavailable,
@@ -188,6 +194,27 @@ impl Transport {
                     )
                 }),
         }
+    }
+
+    /// The client of `trusted`'s trust that presents `identity` in the TLS handshake (mutual
+    /// TLS), pooled by (trust, identity): the one in use for them, or a new one. It lives while
+    /// someone holds it (the controller keeps it in the memory of each OAuthClient using it).
+    pub fn identity_client(
+        &self,
+        trusted: &TrustedClient,
+        identity: &Identity,
+    ) -> Result<TrustedClient, Failure> {
+        let client = self
+            .pool
+            .get_with_identity(trusted.pooled().trust(), identity)
+            .map_err(|e| match e {
+                PoolError::Tls(failure) => failure,
+                other => Failure::new(
+                    Reason::EndpointUnavailable,
+                    format!("cannot build the HTTP client for the client certificate: {other}"),
+                ),
+            })?;
+        Ok(trusted.with_client(client))
     }
 
     /// The number of HTTP clients in use (the default one included).

@@ -2,15 +2,24 @@
 //! current spec and credentials.
 //!
 //! It is an HMAC-SHA256, keyed with a random per-token salt, over the exchange settings, the
-//! client_id and the client_secret. It is stored as `v1:<salt>:<mac>` in an annotation of the
-//! managed Secret. It reveals nothing usable about the secret: it is not a plain or unsalted
-//! hash, and it changes with every token.
+//! client_id and every credential the method uses: the client_secret (the secret methods,
+//! ClientSecretJwt), or the private key and the certificate chain (PrivateKeyJwt,
+//! TlsClientAuth; through their [`IdentityKey`](crate::oauth::identity::IdentityKey) digest).
+//! ServiceAccountToken stores no credential: its token is requested anew for every exchange and
+//! is never kept, so the fingerprint covers what decides that token (the ServiceAccount's name,
+//! the audience and the lifetime, all in the settings) and the client_id; the ServiceAccount's
+//! opt-in is a permission checked before every TokenRequest, not a credential.
+//!
+//! It is stored as `v1:<salt>:<mac>` in an annotation of the managed Secret. It reveals nothing
+//! usable about the credentials: it is not a plain or unsalted hash, and it changes with every
+//! token.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::oauth::credentials::Proof;
 use crate::oauth::request::Credentials;
 use crate::spec::ExchangeSettings;
 
@@ -49,7 +58,15 @@ pub fn matches(stored: &str, settings: &ExchangeSettings, credentials: &Credenti
 /// A keyed digest of the credential values (HMAC-SHA256 under `key`), to tell whether they
 /// changed without keeping them: a metadata-only edit of the credentials Secret leaves it equal.
 pub fn credentials_digest(key: &[u8], credentials: &Credentials) -> [u8; 32] {
-    let canonical = serde_json::json!([credentials.client_id, credentials.client_secret.expose()]);
+    let id = &credentials.client_id;
+    let canonical = match &credentials.proof {
+        Proof::Secret(secret) => serde_json::json!([id, secret.expose()]),
+        Proof::Key(identity) => serde_json::json!([id, "key", identity.key().as_bytes()]),
+        Proof::ServiceAccount(grant) => {
+            serde_json::json!([id, "serviceAccount", grant.name, grant.audiences])
+        }
+        Proof::Assertion(jwt) => serde_json::json!([id, "assertion", jwt.expose()]),
+    };
     keyed_digest(key, canonical.to_string().as_bytes())
 }
 
@@ -68,7 +85,7 @@ fn mac(salt: &[u8], settings: &ExchangeSettings, credentials: &Credentials) -> H
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_bytes()))
         .collect();
-    let canonical = serde_json::json!({
+    let mut canonical = serde_json::json!({
         "tokenUrl": settings.token_url.as_str(),
         "clientAuthMethod": settings.client_auth_method,
         "basicAuthEncoding": settings.basic_auth_encoding,
@@ -81,13 +98,40 @@ fn mac(salt: &[u8], settings: &ExchangeSettings, credentials: &Credentials) -> H
         "responseFields": settings.response_fields,
         "clientId": credentials.client_id,
     });
+    // Only the methods that have them add these, so that the fingerprints of the secret
+    // methods stay what they were before the other methods existed.
+    if let Some(a) = &settings.assertion {
+        canonical["clientAssertion"] = serde_json::json!({
+            "algorithm": a.algorithm,
+            "keyId": a.key_id,
+            "audience": a.audience,
+            "lifetimeMs": a.lifetime.as_millis() as u64,
+        });
+    }
+    if let Some(sa) = &settings.service_account {
+        canonical["serviceAccountToken"] = serde_json::json!({
+            "serviceAccountName": sa.name,
+            "audience": sa.audience,
+            "expirationSeconds": sa.expiration_seconds,
+        });
+    }
     mac.update(canonical.to_string().as_bytes());
     mac.update(b"\0");
-    mac.update(
-        serde_json::Value::from(credentials.client_secret.expose().as_str())
-            .to_string()
-            .as_bytes(),
-    );
+    match &credentials.proof {
+        Proof::Secret(secret) => {
+            mac.update(
+                serde_json::Value::from(secret.expose().as_str())
+                    .to_string()
+                    .as_bytes(),
+            );
+        }
+        Proof::Key(identity) => {
+            mac.update(b"key:");
+            mac.update(identity.key().as_bytes());
+        }
+        // Nothing stored: see the module documentation.
+        Proof::ServiceAccount(_) | Proof::Assertion(_) => mac.update(b"serviceAccountToken"),
+    }
     mac
 }
 
@@ -95,7 +139,6 @@ fn mac(salt: &[u8], settings: &ExchangeSettings, credentials: &Credentials) -> H
 mod tests {
     use super::*;
     use crate::api::crd::OAuthClientSpec;
-    use crate::output::redact::Sensitive;
     use crate::spec::{ClientSettings, Policy};
 
     fn settings(audience: &str) -> ExchangeSettings {
@@ -109,10 +152,7 @@ mod tests {
     }
 
     fn creds(id: &str, secret: &str) -> Credentials {
-        Credentials {
-            client_id: id.into(),
-            client_secret: Sensitive::from(secret),
-        }
+        Credentials::with_secret(id, secret)
     }
 
     #[test]
@@ -159,6 +199,52 @@ mod tests {
         assert_ne!(a, credentials_digest(&key, &creds("id", "secret-2")));
         assert_ne!(a, credentials_digest(&key, &creds("id2", "secret-1")));
         assert_ne!(a, credentials_digest(&[8u8; 32], &creds("id", "secret-1")));
+    }
+
+    /// The credentials of a key (and certificate) fixture.
+    fn keyed(id: &str, key: &str, cert: Option<&str>) -> Credentials {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/client-auth/");
+        let read = |name: &str| std::fs::read(format!("{dir}{name}")).unwrap();
+        let cert = cert.map(read);
+        let identity = crate::oauth::identity::Identity::load(
+            &read(key),
+            "tls.key",
+            cert.as_deref().map(|c| (c, "tls.crt")),
+        )
+        .unwrap();
+        Credentials {
+            client_id: id.into(),
+            proof: Proof::Key(std::sync::Arc::new(identity)),
+        }
+    }
+
+    #[test]
+    fn covers_the_key_and_the_certificate() {
+        let salt = new_salt();
+        let with_cert = keyed("id", "ec-p256-sec1.pem", Some("ec-p256.crt"));
+        let fp = compute(&salt, &settings("a"), &with_cert);
+        assert!(matches(&fp, &settings("a"), &with_cert));
+        let again = keyed("id", "ec-p256-sec1.pem", Some("ec-p256.crt"));
+        assert!(matches(&fp, &settings("a"), &again));
+        for other in [
+            keyed("id", "ec-p256-sec1.pem", None),
+            keyed("id", "ec-p384-sec1.pem", Some("ec-p384.crt")),
+            keyed("id2", "ec-p256-sec1.pem", Some("ec-p256.crt")),
+            creds("id", "secret-1"),
+        ] {
+            assert!(!matches(&fp, &settings("a"), &other), "{other:?}");
+        }
+        let key = [7u8; 32];
+        let digest = credentials_digest(&key, &with_cert);
+        assert_eq!(digest, credentials_digest(&key, &again));
+        assert_ne!(
+            digest,
+            credentials_digest(&key, &keyed("id", "ec-p256-sec1.pem", None))
+        );
+        assert_ne!(
+            digest,
+            credentials_digest(&key, &keyed("id", "rsa-pkcs1.pem", Some("rsa.crt")))
+        );
     }
 
     fn hex(bytes: &[u8]) -> String {

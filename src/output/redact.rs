@@ -12,8 +12,10 @@
 //!
 //! The *needles* are the client secret (as sent and trimmed), `base64(id:secret)` of both Basic
 //! encodings (padded and not), the base64 of the secret alone (standard and URL-safe, padded and
-//! not), the access token once one is found in a body, and each of those as the message pipeline
-//! would normalise it ([`normalise`]: control characters, tags, whitespace).
+//! not), a private key (its PEM text and the base64 of its DER), a client assertion (the JWT
+//! built for the request, a ServiceAccount token) and its signature, the access token once one
+//! is found in a body, and each of those as the message pipeline would normalise it
+//! ([`normalise`]: control characters, tags, whitespace).
 //!
 //! A needle matches wherever the text spells it with each character either literally or in one
 //! of the encodings below, nested up to two deep (a JSON-escaped body echoed into an HTML page:
@@ -40,6 +42,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 
 use crate::api::crd::BasicAuthEncoding;
+use crate::oauth::credentials::Proof;
 use crate::oauth::request::{Credentials, basic_authorization};
 
 /// What `Debug` and `Display` print instead of a sensitive value, and what replaces a scrubbed
@@ -143,11 +146,29 @@ impl Scrubber<'static> {
         }
     }
 
-    /// A scrubber for the client secret of `credentials`, the Basic header values built from
-    /// them (both encodings) and the base64 of the secret alone. The client_id alone is not a
-    /// secret and is left in messages.
+    /// A scrubber for the secret part of `credentials`: the client secret, the Basic header
+    /// values built from it (both encodings) and the base64 of the secret alone; or the private
+    /// key's PEM text and DER base64; or a ready assertion and its signature. The client_id
+    /// alone is not a secret and is left in messages.
     pub fn for_credentials(credentials: &Credentials) -> Self {
-        let secret = credentials.client_secret.expose();
+        let secret = match &credentials.proof {
+            Proof::Secret(secret) => secret.expose(),
+            Proof::Key(identity) => {
+                let mut scrubber = Scrubber::none();
+                for form in identity.secret_forms().expose() {
+                    scrubber.add_value(Cow::Owned(form.clone()));
+                }
+                scrubber.order();
+                return scrubber;
+            }
+            Proof::Assertion(jwt) => {
+                let mut scrubber = Scrubber::none();
+                scrubber.add_jwt(Cow::Owned(jwt.expose().clone()));
+                scrubber.order();
+                return scrubber;
+            }
+            Proof::ServiceAccount(_) => return Scrubber::none(),
+        };
         let mut scrubber = Scrubber::none();
         scrubber.excerpts = long_enough(secret);
         scrubber.add_value(Cow::Owned(secret.clone()));
@@ -182,6 +203,18 @@ impl<'a> Scrubber<'a> {
         }
         scrubber.excerpts &= long_enough(token);
         scrubber.add_value(Cow::Borrowed(token));
+        scrubber.order();
+        scrubber
+    }
+
+    /// This scrubber extended with a client assertion (the JWT built for the request): the
+    /// whole JWT and its signature.
+    pub fn with_assertion<'b>(&self, jwt: &'b str) -> Scrubber<'b>
+    where
+        'a: 'b,
+    {
+        let mut scrubber: Scrubber<'b> = self.clone();
+        scrubber.add_jwt(Cow::Borrowed(jwt));
         scrubber.order();
         scrubber
     }
@@ -235,6 +268,22 @@ impl<'a> Scrubber<'a> {
             }
         }
         false
+    }
+
+    /// Adds a JWT and its signature (the part that makes it usable; header and claims are not
+    /// secret on their own).
+    fn add_jwt(&mut self, jwt: Cow<'a, str>) {
+        if jwt.is_empty() {
+            return;
+        }
+        let signature = match &jwt {
+            Cow::Borrowed(j) => j.rsplit('.').next().map(Cow::Borrowed),
+            Cow::Owned(j) => j.rsplit('.').next().map(|s| Cow::Owned(s.to_owned())),
+        };
+        if let Some(signature) = signature.filter(|s| s.len() >= MIN_SCRUBBABLE_LEN) {
+            self.push(signature);
+        }
+        self.add_value(jwt);
     }
 
     /// Adds a value, its trimmed form and its normalised forms.

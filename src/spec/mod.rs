@@ -5,6 +5,7 @@
 //! | file | checks |
 //! | --- | --- |
 //! | [`token_url`] | `tokenUrl` (scheme, host, the token URL policy) |
+//! | [`client_auth`] | `clientAuthMethod` and what it needs (`credentialsSecretRef`, `clientAssertion`, `serviceAccountToken`) |
 //! | [`scopes`] | `scopes` |
 //! | [`params`] | `extraParams` (reserved names) |
 //! | [`headers`] | `extraHeaders` (forbidden names, header values) |
@@ -30,6 +31,7 @@ use crate::spec::presets::preset;
 use crate::spec::template::Template;
 
 pub mod ca_bundle;
+pub mod client_auth;
 pub mod duration;
 pub mod headers;
 pub mod params;
@@ -40,6 +42,7 @@ pub mod target;
 pub mod template;
 pub mod token_url;
 
+pub use client_auth::{AssertionSettings, ServiceAccountSettings};
 pub use headers::FORBIDDEN_HEADERS;
 pub use params::RESERVED_PARAMS;
 pub use target::{
@@ -58,6 +61,8 @@ pub struct Policy {
     pub allow_insecure_http: bool,
     /// Where credentials may be sent (`--token-url-deny-cidrs`, `--token-url-allow-hosts`).
     pub token_urls: Arc<TokenUrlPolicy>,
+    /// Allow `clientAuthMethod: ServiceAccountToken` (`--allow-service-account-tokens`).
+    pub allow_service_account_tokens: bool,
 }
 
 /// How the token request is made.
@@ -69,6 +74,10 @@ pub struct ExchangeSettings {
     pub token_url: Url,
     /// Client authentication.
     pub client_auth_method: ClientAuthMethod,
+    /// The client assertion (ClientSecretJwt, PrivateKeyJwt).
+    pub assertion: Option<AssertionSettings>,
+    /// The ServiceAccount token (ServiceAccountToken).
+    pub service_account: Option<ServiceAccountSettings>,
     /// Basic header encoding.
     pub basic_auth_encoding: BasicAuthEncoding,
     /// Body encoding.
@@ -120,18 +129,18 @@ impl ClientSettings {
     /// Merges `spec` over its preset and validates the result.
     pub fn resolve(spec: &OAuthClientSpec, policy: &Policy) -> Result<Self, Failure> {
         let preset = preset(spec.provider);
-        if spec.credentials_secret_ref.namespace.is_some() {
-            return Err(Failure::invalid_spec(
-                "spec.credentialsSecretRef.namespace is not allowed: credentials are read only from the OAuthClient's own namespace",
-            ));
-        }
+        let method = client_auth_method(spec);
+        let token_url = token_url::token_url(spec, preset, policy)?;
+        let auth = client_auth::settings(spec, method, &token_url, policy)?;
         let refresh = spec.refresh.clone().unwrap_or_default();
         let target = spec.target.clone().unwrap_or_default();
         Ok(ClientSettings {
             exchange: ExchangeSettings {
                 provider: spec.provider,
-                token_url: token_url::token_url(spec, preset, policy)?,
-                client_auth_method: spec.client_auth_method.unwrap_or(preset.client_auth_method),
+                token_url,
+                client_auth_method: method,
+                assertion: auth.assertion,
+                service_account: auth.service_account,
                 basic_auth_encoding: spec
                     .basic_auth_encoding
                     .unwrap_or(preset.basic_auth_encoding),
@@ -149,6 +158,12 @@ impl ClientSettings {
             ca_bundle: ca_bundle::ca_bundle(spec)?,
         })
     }
+}
+
+/// The client authentication method of `spec`: its own, or its preset's.
+pub fn client_auth_method(spec: &OAuthClientSpec) -> ClientAuthMethod {
+    spec.client_auth_method
+        .unwrap_or(preset(spec.provider).client_auth_method)
 }
 
 /// The bounds the CRD schema also states, for specs that did not pass through it (the

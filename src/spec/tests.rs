@@ -135,7 +135,7 @@ fn size_bounds_and_namespaced_references_are_invalid_spec() {
     assert!(invalid(&s).contains("spec.target.template.n is 4097 bytes"));
 
     let mut s = generic("https://x/t");
-    s.credentials_secret_ref.namespace = Some("other-team".into());
+    s.credentials_secret_ref.as_mut().unwrap().namespace = Some("other-team".into());
     assert!(invalid(&s).contains("own namespace"));
 }
 
@@ -326,5 +326,181 @@ fn ca_bundle_refs_are_checked_and_kept_out_of_the_exchange_settings() {
     assert!(
         invalid(&with(CaBundleRef::config_map("corp-ca", "ca/crt")))
             .contains("spec.caBundleRef.key")
+    );
+}
+
+fn auth_spec(fields: serde_json::Value) -> OAuthClientSpec {
+    let mut spec = serde_json::json!({"tokenUrl": "https://idp.example/token"});
+    spec.as_object_mut()
+        .unwrap()
+        .extend(fields.as_object().unwrap().clone());
+    serde_json::from_value(spec).unwrap()
+}
+
+fn with_tokens() -> Policy {
+    Policy {
+        allow_service_account_tokens: true,
+        ..Policy::default()
+    }
+}
+
+/// [`with_tokens`], also allowing `http://` token URLs.
+fn insecure_with_tokens() -> Policy {
+    Policy {
+        allow_insecure_http: true,
+        ..with_tokens()
+    }
+}
+
+fn federated() -> serde_json::Value {
+    serde_json::json!({
+        "clientAuthMethod": "ServiceAccountToken",
+        "clientId": "app",
+        "serviceAccountToken": {"serviceAccountName": "workload", "audience": "api://AzureADTokenExchange"},
+    })
+}
+
+#[test]
+fn each_method_gets_its_settings_and_defaults() {
+    let creds = serde_json::json!({"name": "c"});
+    let s = resolve(&auth_spec(serde_json::json!({
+        "clientAuthMethod": "PrivateKeyJwt", "credentialsSecretRef": creds,
+    })))
+    .unwrap()
+    .exchange;
+    let a = s.assertion.unwrap();
+    assert_eq!(a.algorithm, None, "from the key");
+    assert_eq!(a.audience, "https://idp.example/token", "the token URL");
+    assert_eq!(a.lifetime, Duration::from_secs(300));
+    assert!(s.service_account.is_none());
+    let s = resolve(&auth_spec(serde_json::json!({
+        "clientAuthMethod": "ClientSecretJwt", "credentialsSecretRef": creds,
+        "clientAssertion": {"keyId": "k1", "audience": "https://issuer.example", "lifetime": "1h"},
+    })))
+    .unwrap()
+    .exchange;
+    let a = s.assertion.unwrap();
+    assert_eq!(
+        a.algorithm,
+        Some(crate::api::crd::AssertionAlgorithm::HS256)
+    );
+    assert_eq!(
+        (a.key_id.as_deref(), a.audience.as_str(), a.lifetime),
+        (
+            Some("k1"),
+            "https://issuer.example",
+            Duration::from_secs(3600)
+        )
+    );
+    let s = ClientSettings::resolve(&auth_spec(federated()), &with_tokens())
+        .unwrap()
+        .exchange;
+    let sa = s.service_account.unwrap();
+    assert_eq!(
+        (
+            sa.name.as_str(),
+            sa.audience.as_str(),
+            sa.expiration_seconds
+        ),
+        ("workload", "api://AzureADTokenExchange", 600)
+    );
+    assert!(s.assertion.is_none());
+}
+
+#[test]
+fn what_a_method_needs_and_forbids_is_checked_as_the_cel_rules_do() {
+    let creds = serde_json::json!({"name": "c"});
+    let cases = [
+        (serde_json::json!({}), "credentialsSecretRef is required"),
+        (
+            serde_json::json!({"credentialsSecretRef": creds, "clientAssertion": {}}),
+            "clientAssertion is only allowed with clientAuthMethod ClientSecretJwt or PrivateKeyJwt",
+        ),
+        (
+            serde_json::json!({"credentialsSecretRef": creds, "clientAuthMethod": "PrivateKeyJwt",
+                "clientAssertion": {"algorithm": "HS256"}}),
+            "does not fit clientAuthMethod PrivateKeyJwt",
+        ),
+        (
+            serde_json::json!({"credentialsSecretRef": creds, "clientAuthMethod": "ClientSecretJwt",
+                "clientAssertion": {"algorithm": "ES256"}}),
+            "does not fit clientAuthMethod ClientSecretJwt",
+        ),
+        (
+            serde_json::json!({"credentialsSecretRef": creds, "clientAuthMethod": "PrivateKeyJwt",
+                "clientAssertion": {"lifetime": "9s"}}),
+            "between 10s and 1h",
+        ),
+        (
+            serde_json::json!({"credentialsSecretRef": creds, "clientAuthMethod": "PrivateKeyJwt",
+                "clientAssertion": {"lifetime": "61m"}}),
+            "between 10s and 1h",
+        ),
+        (
+            serde_json::json!({"credentialsSecretRef": creds, "clientAuthMethod": "PrivateKeyJwt",
+                "clientAssertion": {"keyId": ""}}),
+            "spec.clientAssertion.keyId is 0 bytes",
+        ),
+        (
+            serde_json::json!({"credentialsSecretRef": creds, "serviceAccountToken":
+                {"serviceAccountName": "a", "audience": "b"}}),
+            "serviceAccountToken is only allowed with clientAuthMethod ServiceAccountToken",
+        ),
+        (
+            serde_json::json!({"clientAuthMethod": "ServiceAccountToken", "clientId": "x"}),
+            "requires spec.serviceAccountToken",
+        ),
+        (
+            serde_json::json!({"clientAuthMethod": "ServiceAccountToken",
+                "serviceAccountToken": {"serviceAccountName": "a", "audience": "b"}}),
+            "and spec.clientId",
+        ),
+        (
+            serde_json::json!({"clientAuthMethod": "TlsClientAuth", "credentialsSecretRef": creds,
+                "tokenUrl": "http://idp.example/token"}),
+            "TlsClientAuth presents the client certificate in the TLS handshake",
+        ),
+    ];
+    let policy = insecure_with_tokens();
+    for (fields, expected) in cases {
+        let err = ClientSettings::resolve(&auth_spec(fields.clone()), &policy).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidSpec, "{fields}");
+        assert!(err.message.contains(expected), "{fields}: {}", err.message);
+    }
+}
+
+#[test]
+fn service_account_and_assertion_bounds_are_checked_as_the_cel_rules_do() {
+    let creds = serde_json::json!({"name": "c"});
+    let policy = insecure_with_tokens();
+    let mut both = federated();
+    both["credentialsSecretRef"] = creds.clone();
+    let err = ClientSettings::resolve(&auth_spec(both), &policy).unwrap_err();
+    assert!(err.message.contains("must be absent"), "{}", err.message);
+    for seconds in [599, 86_401] {
+        let mut spec = federated();
+        spec["serviceAccountToken"]["expirationSeconds"] = serde_json::json!(seconds);
+        let err = ClientSettings::resolve(&auth_spec(spec), &policy).unwrap_err();
+        assert!(
+            err.message.contains("between 600 and 86400"),
+            "{}",
+            err.message
+        );
+    }
+    for lifetime in ["10s", "1h", "90s"] {
+        let spec = auth_spec(serde_json::json!({"credentialsSecretRef": creds,
+            "clientAuthMethod": "PrivateKeyJwt", "clientAssertion": {"lifetime": lifetime}}));
+        resolve(&spec).unwrap();
+    }
+}
+
+#[test]
+fn service_account_tokens_need_the_operator_flag() {
+    let err = resolve(&auth_spec(federated())).unwrap_err();
+    assert_eq!(err.reason, Reason::InvalidSpec);
+    assert!(
+        err.message.contains("--allow-service-account-tokens"),
+        "{}",
+        err.message
     );
 }

@@ -23,6 +23,11 @@
 //!   test).
 //! * **Faults:** fail the next N matching requests with a status, drop every open watch, add
 //!   latency to every request.
+//! * **ServiceAccounts:** stored and watched like the other kinds (metadata-only watches
+//!   included); `serviceaccounts/<name>/token` (TokenRequest) issues JWTs signed with a key the
+//!   double publishes ([`ApiServer::service_account_public_key`]); `/.well-known/openid-configuration`
+//!   names the issuer ([`tokens`]). A TokenRequest is refused with [`ApiServer::fail_next`] and
+//!   a `create serviceaccounts/token` matcher.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -39,6 +44,8 @@ use futures::SinkExt;
 use rand::Rng as _;
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, watch};
+
+pub mod tokens;
 
 // === resource kinds ===
 
@@ -119,13 +126,24 @@ pub const LEASES: Kind = Kind {
     tracks_generation: false,
 };
 
-const KINDS: [Kind; 6] = [
+pub const SERVICEACCOUNTS: Kind = Kind {
+    group: "",
+    version: "v1",
+    plural: "serviceaccounts",
+    kind: "ServiceAccount",
+    namespaced: true,
+    status_subresource: false,
+    tracks_generation: false,
+};
+
+const KINDS: [Kind; 7] = [
     SECRETS,
     CONFIGMAPS,
     OAUTHCLIENTS,
     EVENTS,
     CORE_EVENTS,
     LEASES,
+    SERVICEACCOUNTS,
 ];
 
 /// (group, plural, namespace, name)
@@ -246,6 +264,22 @@ struct Shared {
     /// Whether calls go to the shared log that the RBAC test reads (off for tests of the double
     /// itself, whose calls are not the controller's).
     log_calls: bool,
+    /// The operator configuration the calls are logged under (see [`ApiServer::set_profile`]).
+    profile: Mutex<&'static str>,
+    /// The ServiceAccount token issuer.
+    issuer: tokens::Issuer,
+}
+
+/// The profile of an operator run without `--allow-service-account-tokens`.
+pub const DEFAULT_PROFILE: &str = "default";
+/// The profile of an operator run with `--allow-service-account-tokens`.
+pub const SERVICE_ACCOUNT_TOKENS_PROFILE: &str = "service-account-tokens";
+
+impl Shared {
+    /// The profile to log calls under, when calls are logged.
+    fn log_profile(&self) -> Option<&'static str> {
+        self.log_calls.then(|| *self.profile.lock().unwrap())
+    }
 }
 
 /// A running API-server double.
@@ -316,6 +350,8 @@ impl ApiServer {
             latency_ms: AtomicU64::new(0),
             bookmark_ms: AtomicU64::new(1000),
             log_calls,
+            profile: Mutex::new(DEFAULT_PROFILE),
+            issuer: tokens::Issuer::new(),
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -355,6 +391,29 @@ impl ApiServer {
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         self.shared.store.lock().unwrap()
+    }
+
+    // --- ServiceAccount tokens ---
+
+    /// The issuer of the ServiceAccount tokens (as the discovery document names it).
+    pub fn service_account_issuer(&self) -> &'static str {
+        tokens::ISSUER
+    }
+
+    /// The public key (an uncompressed P-256 point) that verifies the ServiceAccount tokens.
+    pub fn service_account_public_key(&self) -> Vec<u8> {
+        self.shared.issuer.public_key()
+    }
+
+    /// Every ServiceAccount token issued so far.
+    pub fn issued_service_account_tokens(&self) -> Vec<String> {
+        self.shared.issuer.issued()
+    }
+
+    /// Logs the calls from now on (for the RBAC test) as made by an operator configured as
+    /// `profile` ([`DEFAULT_PROFILE`] or [`SERVICE_ACCOUNT_TOKENS_PROFILE`]).
+    pub fn set_profile(&self, profile: &'static str) {
+        *self.shared.profile.lock().unwrap() = profile;
     }
 
     // --- introspection ---
@@ -591,9 +650,10 @@ pub fn calls_log_path() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("api-calls-{run}.txt"))
 }
 
-fn log_call(call: &Call) {
+/// Appends `verb group resource subresource profile` (a non-resource URL as `verb - URL -`).
+fn log_call(call: &Call, profile: &'static str) {
     use std::io::Write;
-    static SEEN: std::sync::OnceLock<Mutex<std::collections::HashSet<Call>>> =
+    static SEEN: std::sync::OnceLock<Mutex<std::collections::HashSet<(Call, &'static str)>>> =
         std::sync::OnceLock::new();
     let mut signature = call.clone();
     signature.namespace = None;
@@ -601,16 +661,16 @@ fn log_call(call: &Call) {
         .get_or_init(Default::default)
         .lock()
         .unwrap()
-        .insert(signature);
+        .insert((signature, profile));
     if fresh {
+        let group = match call.group.as_str() {
+            "" if call.resource.starts_with('/') => "-",
+            "" => "core",
+            group => group,
+        };
         let line = format!(
-            "{} {} {} {}\n",
+            "{} {group} {} {} {profile}\n",
             call.verb,
-            if call.group.is_empty() {
-                "core"
-            } else {
-                &call.group
-            },
             call.resource,
             call.subresource.as_deref().unwrap_or("-")
         );
@@ -625,9 +685,9 @@ fn log_call(call: &Call) {
 }
 
 impl Store {
-    fn record(&mut self, call: Call, log: bool) {
-        if log {
-            log_call(&call);
+    fn record(&mut self, call: Call, log: Option<&'static str>) {
+        if let Some(profile) = log {
+            log_call(&call, profile);
         }
         *self.counts.entry(call.label()).or_default() += 1;
         self.calls.push(call);
@@ -1440,6 +1500,21 @@ async fn handle(
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
+    if uri.path() == "/.well-known/openid-configuration" && method == Method::GET {
+        let call = Call {
+            verb: "get".into(),
+            group: String::new(),
+            resource: uri.path().to_owned(),
+            subresource: None,
+            namespace: None,
+        };
+        shared
+            .store
+            .lock()
+            .unwrap()
+            .record(call, shared.log_profile());
+        return (StatusCode::OK, axum::Json(tokens::discovery())).into_response();
+    }
     let Some(target) = parse_path(uri.path()) else {
         return status_body(
             404,
@@ -1456,6 +1531,7 @@ async fn handle(
         (&Method::GET, false) => "list",
         (&Method::GET, true) => "get",
         (&Method::POST, false) => "create",
+        (&Method::POST, true) if target.subresource.as_deref() == Some("token") => "create",
         (&Method::PUT, true) => "update",
         (&Method::PATCH, true) => "patch",
         (&Method::DELETE, true) => "delete",
@@ -1471,7 +1547,7 @@ async fn handle(
     };
     let chaos = {
         let mut store = shared.store.lock().unwrap();
-        store.record(call.clone(), shared.log_calls);
+        store.record(call.clone(), shared.log_profile());
         if target.kind == OAUTHCLIENTS && !store.crd_installed {
             return status_body(404, "the server could not find the requested resource");
         }
@@ -1575,6 +1651,19 @@ fn write(
     let kind = target.kind;
     let namespace = target.namespace.clone().unwrap_or_default();
     let status_only = target.subresource.as_deref() == Some("status");
+    if kind == SERVICEACCOUNTS && target.subresource.as_deref() == Some("token") && verb == "create"
+    {
+        let name = target.name.clone().unwrap_or_default();
+        let key = (kind.group, kind.plural, namespace.clone(), name.clone());
+        let Some(sa) = store.objects.get(&key) else {
+            return Err((404, format!("serviceaccounts \"{name}\" not found")));
+        };
+        let request: Value = serde_json::from_slice(body).map_err(|e| (400, e.to_string()))?;
+        return shared
+            .issuer
+            .token_request(&namespace, sa, &request)
+            .map(|v| (201, v));
+    }
     if target.subresource.is_some() && !(status_only && kind.status_subresource) {
         return Err((404, "no such subresource".into()));
     }
@@ -1657,7 +1746,7 @@ fn write(
                                 subresource: None,
                                 namespace: Some(namespace.clone()),
                             },
-                            shared.log_calls,
+                            shared.log_profile(),
                         );
                         let mut object = config.clone();
                         object["metadata"]["name"] = json!(name);

@@ -10,7 +10,30 @@ use oauth_token_operator::spec::Policy;
 use oauth_token_operator::timing::clock::SystemClock;
 use serde_json::{Value, json};
 
-use super::apiserver::{ApiServer, EVENTS, OAUTHCLIENTS, SECRETS};
+use super::apiserver::{
+    ApiServer, DEFAULT_PROFILE, EVENTS, OAUTHCLIENTS, SECRETS, SERVICE_ACCOUNT_TOKENS_PROFILE,
+};
+
+/// How a test configures the controller.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Token request timeout.
+    pub request_timeout: Duration,
+    /// `--allow-service-account-tokens`.
+    pub service_account_tokens: bool,
+    /// `--ca-file`: trust anchors beside the system store (the test CA of an mTLS endpoint).
+    pub ca_file: Option<oauth_token_operator::oauth::trust::CaBundle>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            request_timeout: Duration::from_secs(2),
+            service_account_tokens: false,
+            ca_file: None,
+        }
+    }
+}
 
 /// A running controller.
 pub struct Operator {
@@ -40,10 +63,30 @@ impl Operator {
         max_concurrent_exchanges: usize,
         request_timeout: Duration,
     ) -> Self {
+        Operator::start_with(
+            api,
+            namespaces,
+            max_concurrent_exchanges,
+            Options {
+                request_timeout,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// As [`Operator::start`], configured as `options` say.
+    pub fn start_with(
+        api: &ApiServer,
+        namespaces: &[&str],
+        max_concurrent_exchanges: usize,
+        options: Options,
+    ) -> Self {
         Operator::start_configured(api, |config| {
             config.namespaces = namespaces.iter().map(|s| (*s).to_owned()).collect();
             config.max_concurrent_exchanges = max_concurrent_exchanges;
-            config.request_timeout = request_timeout;
+            config.request_timeout = options.request_timeout;
+            config.policy.allow_service_account_tokens = options.service_account_tokens;
+            config.ca_file = options.ca_file;
         })
     }
 
@@ -66,6 +109,11 @@ impl Operator {
             ca_file: None,
         };
         adjust(&mut config);
+        api.set_profile(if config.policy.allow_service_account_tokens {
+            SERVICE_ACCOUNT_TOKENS_PROFILE
+        } else {
+            DEFAULT_PROFILE
+        });
         let client = api.client();
         // A controller panic is written to a buffer that a timed-out wait prints.
         let logs = super::logs::Captured::default();
@@ -260,15 +308,38 @@ fn trace_logs() -> Option<&'static super::logs::Captured> {
     .as_ref()
 }
 
-/// Values that must never be logged: every client secret in the double's Secrets (and the
-/// `id:secret` pairs of its Basic header), every token the managed Secrets hold, and the prefix
-/// of every token the emulators issue. `assert_absent` looks for each in all its forms.
+/// Client assertions and tokens the emulators saw in this test binary (each registers what it
+/// received), scanned for as secrets too.
+pub fn seen_secret(value: &str) {
+    if !value.is_empty() {
+        SEEN.lock().unwrap().push(value.to_owned());
+    }
+}
+
+static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Values that must never be logged: every client secret and private key in the double's
+/// Secrets (and the `id:secret` pairs of its Basic header), every token the managed Secrets
+/// hold, the prefix of every token the emulators issue, every ServiceAccount token the double
+/// issued, and every client assertion the emulators received, with the signature of each JWT.
+/// `assert_absent` looks for each in all its forms.
 fn secret_values(api: &ApiServer) -> Vec<String> {
     use base64::Engine as _;
     let mut values = vec![
         "emulated-token-".to_owned(),
         super::vendors::MICROBILT_TOKEN.to_owned(),
     ];
+    let jwts: Vec<String> = api
+        .issued_service_account_tokens()
+        .into_iter()
+        .chain(SEEN.lock().unwrap().iter().cloned())
+        .collect();
+    for jwt in jwts {
+        if let Some((_, signature)) = jwt.rsplit_once('.') {
+            values.push(signature.to_owned());
+        }
+        values.push(jwt);
+    }
     for secret in api.list(SECRETS, None) {
         // The operator's seal key: random bytes, stored base64; never in a log, status or event.
         if secret["metadata"]["name"] == "oauth-token-operator-seal-key" {
@@ -291,7 +362,16 @@ fn secret_values(api: &ApiServer) -> Vec<String> {
             else {
                 continue;
             };
-            let sensitive = key.contains("secret") || key == "access_token";
+            let sensitive = key.contains("secret") || key.contains("key") || key == "access_token";
+            if sensitive && decoded.contains("PRIVATE KEY-----") {
+                // The PEM, and each line of its base64 body (what a log line might cut).
+                values.extend(
+                    decoded
+                        .lines()
+                        .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+                        .map(str::to_owned),
+                );
+            }
             if key == "client_id" {
                 client_id = Some(decoded.clone());
             }

@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod assertions;
 pub mod harness;
 pub mod logs;
+pub mod mtls;
 pub mod process;
 pub mod proxy;
 pub mod tls;

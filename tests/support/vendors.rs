@@ -14,7 +14,10 @@
 //!   `grant_type=client_credentials` in the body. Errors are Cognito's (`{"error":"..."}`, 400).
 //! * **Generic** (RFC 6749 section 4.4, `POST /token`): form body, client authentication by a
 //!   form-urlencoded Basic header or by body parameters but never both, 401 with
-//!   `WWW-Authenticate` for bad credentials.
+//!   `WWW-Authenticate` for bad credentials; or, for the clients registered with
+//!   [`TokenServer::expect_assertions`], by an RFC 7523 client assertion checked strictly
+//!   ([`super::assertions`]): private_key_jwt, client_secret_jwt, and workload identity
+//!   federation with a ServiceAccount token.
 //!
 //! Every emulator records the requests it got, can be scripted to answer the next requests
 //! with canned responses (status, headers, body, delay), and can issue the documents' exact
@@ -143,6 +146,8 @@ struct Inner {
     keep_records: std::sync::atomic::AtomicBool,
     chaos: Mutex<Option<Chaos>>,
     chaos_faults: AtomicUsize,
+    assertions: Mutex<Vec<super::assertions::Expectation>>,
+    verifier: super::assertions::Verifier,
 }
 
 /// Random misbehaviour of a token endpoint (the chaos soak): the share of requests answered
@@ -185,6 +190,8 @@ impl TokenServer {
             keep_records: std::sync::atomic::AtomicBool::new(true),
             chaos: Mutex::new(None),
             chaos_faults: AtomicUsize::new(0),
+            assertions: Mutex::default(),
+            verifier: Default::default(),
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -235,6 +242,14 @@ impl TokenServer {
     pub fn set_credentials(&self, client_id: &str, client_secret: &str) {
         *self.inner.client_id.lock().unwrap() = client_id.into();
         *self.inner.client_secret.lock().unwrap() = client_secret.into();
+    }
+
+    /// Registers (or replaces) a client that authenticates with an RFC 7523 client assertion
+    /// (Generic only).
+    pub fn expect_assertions(&self, expectation: super::assertions::Expectation) {
+        let mut list = self.inner.assertions.lock().unwrap();
+        list.retain(|e| e.client_id != expectation.client_id);
+        list.push(expectation);
     }
 
     /// Answers every request after `delay` (a realistic endpoint takes a few milliseconds).
@@ -604,6 +619,50 @@ fn iotspot(inner: &Inner, req: &Req<'_>) -> Answer {
     .to_string())
 }
 
+/// A client authenticating with an assertion: the registered expectation checked, then the
+/// token issued as for any generic client.
+fn assertion_client(
+    inner: &Inner,
+    req: &Req<'_>,
+    form: &[(String, String)],
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Answer {
+    let refuse = |description: &str| {
+        Err((
+            401,
+            json!({"error": "invalid_client", "error_description": description}).to_string(),
+            vec![],
+        ))
+    };
+    let client_id = get("client_id").unwrap_or_default();
+    let expectation = inner
+        .assertions
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|e| e.client_id == client_id)
+        .cloned();
+    let Some(expectation) = expectation else {
+        return refuse("unknown client");
+    };
+    if let Err(why) = inner.verifier.check(
+        &expectation,
+        form,
+        req.headers.get("authorization").is_some(),
+    ) {
+        return refuse(&why);
+    }
+    let mut body = json!({
+        "access_token": fresh_token(inner, "generic-documented-token"),
+        "token_type": "Bearer",
+        "expires_in": expires_in(inner, json!(3600)),
+    });
+    if let Some(scope) = get("scope") {
+        body["scope"] = json!(scope);
+    }
+    Ok(body.to_string())
+}
+
 fn generic(inner: &Inner, req: &Req<'_>) -> Answer {
     let rfc = |status: u16, code: &str, description: &str| {
         err(
@@ -626,6 +685,9 @@ fn generic(inner: &Inner, req: &Req<'_>) -> Answer {
             "unsupported_grant_type",
             "grant_type must be client_credentials",
         );
+    }
+    if get("client_assertion").is_some() || get("client_assertion_type").is_some() {
+        return assertion_client(inner, req, &form, &get);
     }
     let from_basic = req.basic().and_then(|decoded| {
         let decoded = String::from_utf8(decoded).ok()?;

@@ -72,6 +72,17 @@ block plain YAML. */}}
   verbs: ["create"]
 {{- end }}
 
+{{/* With serviceAccountTokens.enabled: read ServiceAccounts (their opt-in annotation) and
+request their tokens. Keep this block plain YAML: tests/rbac.rs reads it. */}}
+{{- define "oauth-token-operator.serviceAccountTokenRules" -}}
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["serviceaccounts/token"]
+  verbs: ["create"]
+{{- end }}
+
 {{/* Leader election: the Lease in the release namespace. Keep this block plain YAML. */}}
 {{- define "oauth-token-operator.leaderElectionRules" -}}
 - apiGroups: ["coordination.k8s.io"]

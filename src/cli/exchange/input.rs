@@ -6,17 +6,17 @@
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
+use std::path::PathBuf;
 
 use base64::Engine as _;
 use serde::Deserialize;
 
 use super::Outcome;
-use crate::api::crd::{CaBundleKind, OAuthClient};
+use crate::api::crd::{CaBundleKind, CredentialsSecretRef, OAuthClient};
 use crate::api::reason::{Failure, Reason};
 use crate::cli::ExchangeArgs;
-use crate::oauth::credentials::{self, Credentials, Origin, SecretData};
+use crate::oauth::credentials::{self, Credentials, Item, Origin, SecretData};
 use crate::oauth::trust::{self, Trust};
-use crate::output::redact::Sensitive;
 use crate::spec::ClientSettings;
 
 pub fn read_input(args: &ExchangeArgs) -> Result<String, Outcome> {
@@ -118,7 +118,7 @@ impl InputFile {
 impl FileSecret {
     /// The bytes of `key`: `stringData` wins over `data` (base64), as the API server merges
     /// them.
-    fn bytes(&self, key: &str) -> Result<Option<Vec<u8>>, Outcome> {
+    fn bytes(&self, key: &str) -> Result<Option<Vec<u8>>, Failure> {
         if let Some(v) = self.string_data.get(key) {
             return Ok(Some(v.clone().into_bytes()));
         }
@@ -127,7 +127,7 @@ impl FileSecret {
                 .decode(encoded.trim())
                 .map(Some)
                 .map_err(|_| {
-                    Outcome::Input(format!(
+                    Failure::invalid_credentials(format!(
                         "Secret {}: data.{key} is not valid base64",
                         self.metadata.name
                     ))
@@ -185,7 +185,7 @@ pub fn trust(
             .secrets
             .iter()
             .find(|s| s.metadata.name == name)
-            .map(|s| s.bytes(&reference.key)),
+            .map(|s| s.bytes(&reference.key).map_err(Outcome::from)),
     };
     let Some(value) = value.transpose()? else {
         return Err(Failure::new(
@@ -205,86 +205,171 @@ pub fn trust(
     Ok(Trust::Bundle(bundle))
 }
 
-/// The credentials: client_id from `--client-id` (or `OAUTH_CLIENT_ID`), else `spec.clientId`,
-/// else the Secret in the file; the secret from `--client-secret-file` (byte for byte), else
-/// `OAUTH_CLIENT_SECRET`, else the Secret in the file.
+/// The credentials the spec's method needs, by the operator's own reading rules
+/// ([`credentials::read`]): client_id from `--client-id` (or `OAUTH_CLIENT_ID`), else
+/// `spec.clientId`, else the Secret in the file; the secret from `--client-secret-file` (byte
+/// for byte), else `OAUTH_CLIENT_SECRET`, else the Secret in the file; the private key and the
+/// certificate chain from `--private-key-file` and `--certificate-file`, else the Secret in the
+/// file; a ready assertion (standing in for a ServiceAccount token) from `--assertion-file`.
 pub fn credentials(
     args: &ExchangeArgs,
     client: &OAuthClient,
     secrets: &[FileSecret],
 ) -> Result<Credentials, Outcome> {
-    let reference = &client.spec.credentials_secret_ref;
-    let file_secret = secrets.iter().find(|s| s.metadata.name == reference.name);
-    let in_file = |key: &str| -> Result<Option<Vec<u8>>, Outcome> {
-        file_secret
-            .map(|s| s.bytes(key))
-            .transpose()
-            .map(Option::flatten)
+    let reference = client.spec.credentials_secret_ref.as_ref();
+    let source = CliSource {
+        args,
+        spec_client_id: client.spec.client_id.as_deref(),
+        reference,
+        file_secret: reference.and_then(|r| secrets.iter().find(|s| s.metadata.name == r.name)),
+        files: Files::read(args)?,
     };
-    let no_client_id = || {
-        Failure::new(
-            Reason::CredentialsNotFound,
-            "no client_id: pass --client-id, set OAUTH_CLIENT_ID or spec.clientId, or include the credentials Secret in the file",
-        )
-    };
-    let client_id = match (&args.client_id, &client.spec.client_id) {
-        (Some(id), _) => credentials::value(
-            Some(id.as_bytes()),
-            Origin::Other("--client-id"),
-            no_client_id,
-        )?,
-        (None, Some(id)) => credentials::value(
-            Some(id.as_bytes()),
-            Origin::Other("spec.clientId"),
-            no_client_id,
-        )?,
-        (None, None) => {
-            let bytes = in_file(&reference.client_id_key)?;
-            let origin = Origin::Key {
-                secret: &reference.name,
-                key: &reference.client_id_key,
-            };
-            credentials::value(bytes.as_deref(), origin, no_client_id)?
+    Ok(credentials::read(
+        crate::spec::client_auth_method(&client.spec),
+        &source,
+    )?)
+}
+
+/// The files named on the command line, read once (a file that cannot be read is an input
+/// error naming it).
+struct Files {
+    client_secret: Option<Vec<u8>>,
+    private_key: Option<Vec<u8>>,
+    certificate: Option<Vec<u8>>,
+    assertion: Option<Vec<u8>>,
+}
+
+impl Files {
+    fn read(args: &ExchangeArgs) -> Result<Self, Outcome> {
+        let read = |flag: &str, path: &Option<PathBuf>| -> Result<Option<Vec<u8>>, Outcome> {
+            path.as_ref()
+                .map(|path| {
+                    std::fs::read(path).map_err(|e| {
+                        Outcome::Input(format!("cannot read {flag} {}: {e}", path.display()))
+                    })
+                })
+                .transpose()
+        };
+        let files = Files {
+            client_secret: read("--client-secret-file", &args.client_secret_file)?,
+            private_key: read("--private-key-file", &args.private_key_file)?,
+            certificate: read("--certificate-file", &args.certificate_file)?,
+            assertion: read("--assertion-file", &args.assertion_file)?,
+        };
+        if let (Some(bytes), Some(path)) = (&files.client_secret, &args.client_secret_file) {
+            if bytes.ends_with(b"\n") {
+                eprintln!(
+                    "warning: {} ends with a newline, which is sent as part of the secret (write it with printf or echo -n)",
+                    path.display()
+                );
+            }
         }
-    };
-    let no_secret = || {
-        Failure::new(
-            Reason::CredentialsNotFound,
-            "no client secret: pass --client-secret-file, set OAUTH_CLIENT_SECRET, or include the credentials Secret in the file",
-        )
-    };
-    let client_secret = if let Some(path) = &args.client_secret_file {
-        let bytes = std::fs::read(path).map_err(|e| {
-            Outcome::Input(format!(
-                "cannot read --client-secret-file {}: {e}",
-                path.display()
-            ))
-        })?;
-        if bytes.ends_with(b"\n") {
-            eprintln!(
-                "warning: {} ends with a newline, which is sent as part of the secret (write it with printf or echo -n)",
-                path.display()
-            );
-        }
-        let origin = format!("--client-secret-file {}", path.display());
-        credentials::value(Some(&bytes), Origin::Other(&origin), no_secret)?
-    } else if let Some(value) = std::env::var_os("OAUTH_CLIENT_SECRET") {
-        let bytes = value.into_encoded_bytes();
-        credentials::value(
-            Some(&bytes),
-            Origin::Other("OAUTH_CLIENT_SECRET"),
-            no_secret,
-        )?
-    } else {
-        let bytes = in_file(&reference.client_secret_key)?;
+        Ok(files)
+    }
+}
+
+/// The command line, the environment and the file's Secret as a credentials source.
+struct CliSource<'a> {
+    args: &'a ExchangeArgs,
+    spec_client_id: Option<&'a str>,
+    reference: Option<&'a CredentialsSecretRef>,
+    file_secret: Option<&'a FileSecret>,
+    files: Files,
+}
+
+impl CliSource<'_> {
+    /// The value of the Secret key for `item` in the file's Secret, if any.
+    fn in_file(&self, item: Item) -> Result<Option<(Vec<u8>, String)>, Failure> {
+        let (Some(reference), Some(secret)) = (self.reference, self.file_secret) else {
+            return Ok(None);
+        };
+        let key = match item {
+            Item::ClientId => &reference.client_id_key,
+            Item::ClientSecret => &reference.client_secret_key,
+            Item::PrivateKey => &reference.private_key_key,
+            Item::Certificate => &reference.certificate_key,
+            Item::Assertion => return Ok(None),
+        };
         let origin = Origin::Key {
             secret: &reference.name,
-            key: &reference.client_secret_key,
+            key,
         };
-        credentials::value(bytes.as_deref(), origin, no_secret)?
-    };
-    Ok(Credentials {
-        client_id,
-        client_secret: Sensitive::new(client_secret),
-    })
+        Ok(secret.bytes(key)?.map(|b| (b, origin.to_string())))
+    }
+
+    fn flag(&self, item: Item) -> Option<(Vec<u8>, String)> {
+        let (bytes, flag, path) = match item {
+            Item::ClientId => return None,
+            Item::ClientSecret => (
+                &self.files.client_secret,
+                "--client-secret-file",
+                &self.args.client_secret_file,
+            ),
+            Item::PrivateKey => (
+                &self.files.private_key,
+                "--private-key-file",
+                &self.args.private_key_file,
+            ),
+            Item::Certificate => (
+                &self.files.certificate,
+                "--certificate-file",
+                &self.args.certificate_file,
+            ),
+            Item::Assertion => (
+                &self.files.assertion,
+                "--assertion-file",
+                &self.args.assertion_file,
+            ),
+        };
+        let path = path.as_ref()?;
+        bytes
+            .clone()
+            .map(|b| (b, format!("{flag} {}", path.display())))
+    }
+}
+
+impl credentials::Source for CliSource<'_> {
+    fn get(&self, item: Item) -> Result<Option<(Vec<u8>, String)>, Failure> {
+        if item == Item::ClientId {
+            if let Some(id) = &self.args.client_id {
+                return Ok(Some((id.clone().into_bytes(), "--client-id".into())));
+            }
+            if let Some(id) = self.spec_client_id {
+                return Ok(Some((id.as_bytes().to_vec(), "spec.clientId".into())));
+            }
+        }
+        if let Some(found) = self.flag(item) {
+            return Ok(Some(found));
+        }
+        if item == Item::ClientSecret {
+            if let Some(value) = std::env::var_os("OAUTH_CLIENT_SECRET") {
+                return Ok(Some((
+                    value.into_encoded_bytes(),
+                    "OAUTH_CLIENT_SECRET".into(),
+                )));
+            }
+        }
+        self.in_file(item)
+    }
+
+    fn missing(&self, item: Item) -> Failure {
+        let message = match item {
+            Item::ClientId => {
+                "no client_id: pass --client-id, set OAUTH_CLIENT_ID or spec.clientId, or include the credentials Secret in the file"
+            }
+            Item::ClientSecret => {
+                "no client secret: pass --client-secret-file, set OAUTH_CLIENT_SECRET, or include the credentials Secret in the file"
+            }
+            Item::PrivateKey => {
+                "no private key: pass --private-key-file, or include the credentials Secret (with the key spec.credentialsSecretRef.privateKeyKey) in the file"
+            }
+            Item::Certificate => {
+                "no certificate: pass --certificate-file, or include the credentials Secret (with the key spec.credentialsSecretRef.certificateKey) in the file"
+            }
+            Item::Assertion => {
+                "no client assertion: clientAuthMethod ServiceAccountToken needs --assertion-file (a ServiceAccount token for the audience, e.g. from kubectl create token NAME --audience AUDIENCE)"
+            }
+        };
+        Failure::new(Reason::CredentialsNotFound, message)
+    }
 }

@@ -30,7 +30,9 @@ pub fn run(args: ExchangeArgs) -> ExitCode {
         }
         Err(Outcome::Failed(failure)) => {
             let code = match failure.reason {
-                Reason::InvalidSpec | Reason::CredentialsNotFound => EXIT_INPUT,
+                Reason::InvalidSpec | Reason::CredentialsNotFound | Reason::InvalidCredentials => {
+                    EXIT_INPUT
+                }
                 _ => EXIT_EXCHANGE,
             };
             report(output, Some(failure.reason), &failure.message);
@@ -75,6 +77,8 @@ fn run_inner(args: ExchangeArgs) -> Result<(), Outcome> {
     let policy = Policy {
         allow_insecure_http: args.allow_insecure_http,
         token_urls: std::sync::Arc::new(args.token_urls.policy()),
+        // ServiceAccountToken here sends the JWT of --assertion-file; no token is requested.
+        allow_service_account_tokens: true,
     };
     let settings = ClientSettings::resolve(&file.client.spec, &policy)?;
     let credentials = input::credentials(&args, &file.client, &file.secrets)?;
@@ -100,8 +104,9 @@ fn run_inner(args: ExchangeArgs) -> Result<(), Outcome> {
         ca_file,
     })
     .map_err(|e| Outcome::Input(e.to_string()))?;
-    let via = transport.client(&trust)?;
     let exchanger = Exchanger::new(transport);
+    let trusted = exchanger.transport().client(&trust)?;
+    let via = exchanger.client_for(&trusted, &settings.exchange, &credentials)?;
     let token = runtime.block_on(exchanger.exchange_via(
         &via,
         &settings.exchange,

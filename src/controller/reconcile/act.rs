@@ -9,11 +9,13 @@ use super::Error;
 use super::observe::{Observation, digest_of};
 use super::write;
 use crate::api::crd::OAuthClient;
-use crate::api::reason::{Failure, Reason};
+use crate::api::reason::Failure;
 use crate::controller::context::Context;
 use crate::controller::memo::{Change, Pending, queue_ref};
+use crate::controller::service_account;
 use crate::decide::{self, Attempt, Next, Plan, StoredToken, Trigger};
-use crate::oauth::credentials::Credentials;
+use crate::oauth::credentials::{Credentials, Proof};
+use crate::oauth::pool::TrustedClient;
 use crate::output::fingerprint;
 use crate::spec::ClientSettings;
 
@@ -106,35 +108,62 @@ async fn exchange(
         tracing::debug!(endpoint, "waiting for room at the exchange gate");
         return Ok(Acted::Deferred);
     };
-    let loaded = observation.credentials(client, ctx).await?.clone();
-    let credentials = match loaded.credentials {
-        Ok(credentials) => credentials,
-        Err(failure) => {
-            observation.counted = Some(refused(trigger, &failure));
-            return Ok(Acted::Done(Attempt::Failed(failure)));
-        }
+    let outcome = request(client, ctx, observation, trigger, &settings).await;
+    drop(pass);
+    let pending = match outcome? {
+        Ok(pending) => pending,
+        Err(failure) => return Ok(Acted::Done(Attempt::Failed(failure))),
     };
-    let via = match observation.trust(client, ctx).await?.client.clone() {
-        Ok(via) => via,
+    let attempt = write::store(client, ctx, observation, &settings, pending).await?;
+    Ok(Acted::Done(attempt))
+}
+
+/// One token request, counted: the credentials, what the method sends (a ServiceAccount's
+/// token, the identity's HTTP client), the exchange, and the token to write with its
+/// fingerprint. `Ok(Err(_))`: the attempt failed, before the request or at the endpoint.
+async fn request(
+    client: &OAuthClient,
+    ctx: &Context,
+    observation: &mut Observation,
+    trigger: Trigger,
+    settings: &ClientSettings,
+) -> Result<Result<Pending, Failure>, Error> {
+    let loaded = observation.credentials(client, ctx).await?.clone();
+    let via = match (
+        &loaded.credentials,
+        observation.trust(client, ctx).await?.client.clone(),
+    ) {
+        (Ok(_), Ok(via)) => Ok(via),
+        (Err(failure), _) => Err(failure.clone()),
+        (_, Err(failure)) => Err(failure),
+    };
+    let prepared = match (loaded.credentials.clone(), via) {
+        (Ok(credentials), Ok(via)) => {
+            prepare(ctx, &observation.key.namespace, settings, credentials, &via).await?
+        }
+        (Err(failure), _) | (_, Err(failure)) => Err(failure),
+    };
+    let (credentials, via) = match prepared {
+        Ok(prepared) => prepared,
         Err(failure) => {
             observation.counted = Some(refused(trigger, &failure));
-            return Ok(Acted::Done(Attempt::Failed(failure)));
+            return Ok(Err(failure));
         }
     };
     let started = Instant::now();
+    let clock = ctx.shared.clock.as_ref();
     let result = ctx
         .shared
         .exchanger
-        .exchange_via(
-            &via,
-            &settings.exchange,
-            &credentials,
-            ctx.shared.clock.as_ref(),
-        )
+        .exchange_via(&via, &settings.exchange, &credentials, clock)
         .await;
-    drop(pass);
+    // An identity client (TlsClientAuth) lives while the OAuthClient's memory holds it.
+    observation.learned.identity = match via.pooled().key().identity {
+        Some(_) => Change::Set(via),
+        None => Change::Clear,
+    };
     // Failures found before any request (the request could not be built) have no duration.
-    let sent = !matches!(&result, Err(f) if matches!(f.reason, Reason::InvalidSpec | Reason::CredentialsNotFound));
+    let sent = !matches!(&result, Err(f) if f.before_request());
     observation.counted = Some(Counted {
         trigger,
         result: result
@@ -142,11 +171,10 @@ async fn exchange(
             .map_or_else(|f| f.reason.as_str(), |_| "success"),
         seconds: sent.then(|| started.elapsed().as_secs_f64()),
     });
-    let token = match result {
-        Ok(token) => token,
-        Err(failure) => return Ok(Acted::Done(Attempt::Failed(failure))),
-    };
-    let pending = Pending {
+    // The credentials as read (a ServiceAccount, not its token) are what the stored token is
+    // fingerprinted with.
+    let credentials = loaded.credentials.clone().unwrap_or(credentials);
+    Ok(result.map(|token| Pending {
         fingerprint: fingerprint::compute(
             &fingerprint::new_salt(),
             &settings.exchange,
@@ -156,9 +184,37 @@ async fn exchange(
         settings: settings.exchange.clone(),
         credentials_rv: loaded.resource_version.clone(),
         credentials_digest: digest(ctx, &credentials),
+    }))
+}
+
+/// The credentials as the exchange sends them (for ServiceAccountToken, a new token of the
+/// ServiceAccount) and the HTTP client: `via`, the client of the trust, or for TlsClientAuth the
+/// one of that trust that presents the client's certificate. `Ok(Err(_))`: refused before any
+/// token request.
+async fn prepare(
+    ctx: &Context,
+    namespace: &str,
+    settings: &ClientSettings,
+    credentials: Credentials,
+    via: &TrustedClient,
+) -> Result<Result<(Credentials, TrustedClient), Failure>, Error> {
+    let credentials = match (&credentials.proof, &settings.exchange.service_account) {
+        (Proof::ServiceAccount(_), Some(service_account)) => {
+            match service_account::token(ctx, namespace, service_account).await? {
+                Ok(token) => Credentials {
+                    client_id: credentials.client_id,
+                    proof: Proof::Assertion(token),
+                },
+                Err(failure) => return Ok(Err(failure)),
+            }
+        }
+        _ => credentials,
     };
-    let attempt = write::store(client, ctx, observation, &settings, pending).await?;
-    Ok(Acted::Done(attempt))
+    Ok(ctx
+        .shared
+        .exchanger
+        .client_for(via, &settings.exchange, &credentials)
+        .map(|client| (credentials, client)))
 }
 
 fn digest(ctx: &Context, credentials: &Credentials) -> [u8; 32] {

@@ -13,6 +13,15 @@ pub enum Error {
     /// Reading the ConfigMap or Secret of `spec.caBundleRef`.
     #[error("reading the CA bundle: {0}")]
     ReadCaBundle(#[source] kube::Error),
+    /// Reading the ServiceAccount (ServiceAccountToken).
+    #[error("reading the ServiceAccount: {0}")]
+    ReadServiceAccount(#[source] kube::Error),
+    /// Reading the API server's issuer (ServiceAccountToken).
+    #[error("reading the API server's issuer: {0}")]
+    ReadIssuer(#[source] kube::Error),
+    /// Requesting the ServiceAccount's token (ServiceAccountToken).
+    #[error("requesting the ServiceAccount token: {0}")]
+    RequestToken(#[source] kube::Error),
     /// Reading the managed Secret (or its metadata).
     #[error("reading the managed Secret: {0}")]
     ReadSecret(#[source] kube::Error),
@@ -31,6 +40,9 @@ impl Error {
             Error::ReadClient(_) => "read_client",
             Error::ReadCredentials(_) => "read_credentials",
             Error::ReadCaBundle(_) => "read_ca_bundle",
+            Error::ReadServiceAccount(_) => "read_service_account",
+            Error::ReadIssuer(_) => "read_issuer",
+            Error::RequestToken(_) => "request_token",
             Error::ReadSecret(_) => "read_secret",
             Error::WriteSecret(_) => "write_secret",
             Error::WriteStatus(_) => "write_status",
@@ -49,6 +61,9 @@ mod tests {
             Error::ReadClient(e()),
             Error::ReadCredentials(e()),
             Error::ReadCaBundle(e()),
+            Error::ReadServiceAccount(e()),
+            Error::ReadIssuer(e()),
+            Error::RequestToken(e()),
             Error::ReadSecret(e()),
             Error::WriteSecret(e()),
             Error::WriteStatus(e()),
@@ -62,6 +77,9 @@ mod tests {
                 "read_client",
                 "read_credentials",
                 "read_ca_bundle",
+                "read_service_account",
+                "read_issuer",
+                "request_token",
                 "read_secret",
                 "write_secret",
                 "write_status"

@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::ResourceExt;
 use kube::api::Api;
 
 use super::Error;
 use super::trust::{self, LoadedTrust};
-use crate::api::crd::{CaBundleKind, OAuthClient, OAuthClientStatus};
+use crate::api::crd::{CaBundleKind, ClientAuthMethod, OAuthClient, OAuthClientStatus};
 use crate::api::keys::{
     EXPIRES_AT_ANNOTATION, FINGERPRINT_ANNOTATION, ISSUED_AT_ANNOTATION, MAC_ANNOTATION,
     REFRESH_REQUESTED_ANNOTATION, TARGET_HASH_ANNOTATION,
@@ -136,8 +136,7 @@ pub async fn observe(client: &OAuthClient, ctx: &Context) -> Result<Observation,
     let _ = ctx.secrets_synced.clone().wait_for(|synced| *synced).await;
     let key = NamespacedName::of(&client.metadata);
     let secret_name = secret::target_name(client);
-    let reference = &client.spec.credentials_secret_ref.name;
-    link(client, ctx, &key, &secret_name);
+    let credentials_rv = link(client, ctx, &key, &secret_name);
     let bundle = client.spec.ca_bundle_ref.as_ref();
     let mut observation = Observation {
         now: ctx.shared.clock.now(),
@@ -145,7 +144,7 @@ pub async fn observe(client: &OAuthClient, ctx: &Context) -> Result<Observation,
         generation: client.metadata.generation,
         uid: client.uid().unwrap_or_default(),
         settings: settings(client, &secret_name, ctx),
-        credentials_rv: ctx.secrets.resource_version(&key.namespace, reference),
+        credentials_rv,
         secret: SecretState::Absent,
         credentials: None,
         credentials_changed: false,
@@ -177,21 +176,41 @@ pub async fn observe(client: &OAuthClient, ctx: &Context) -> Result<Observation,
     Ok(observation)
 }
 
-/// Records which objects the client references, so that their watches find it: its credentials
-/// Secret, and the ConfigMap or Secret of its CA bundle.
-fn link(client: &OAuthClient, ctx: &Context, key: &NamespacedName, target: &str) {
-    let credentials = client.spec.credentials_secret_ref.name.as_str();
+/// Links the client to what it uses, for the watch mappers: its credentials source (a Secret, or
+/// a ServiceAccount), the object its `caBundleRef` names and the managed Secret it writes.
+/// Returns the credentials source's resourceVersion as the caches show it.
+fn link(client: &OAuthClient, ctx: &Context, key: &NamespacedName, target: &str) -> Option<String> {
     let bundle = client.spec.ca_bundle_ref.as_ref();
     let (secret_bundle, map_bundle) = match bundle.map(|b| (b.kind, b.name.as_str())) {
         Some((CaBundleKind::Secret, name)) => (Some(name), None),
         Some((CaBundleKind::ConfigMap, name)) => (None, Some(name)),
         None => (None, None),
     };
-    let secrets: Vec<&str> = std::iter::once(credentials).chain(secret_bundle).collect();
+    let source = source(client);
+    let credentials = match source {
+        Source::Secret(name) => Some(name),
+        Source::ServiceAccount(_) | Source::None => None,
+    };
+    let secrets: Vec<&str> = credentials.into_iter().chain(secret_bundle).collect();
     ctx.references.link_all(key, &secrets);
     let maps: Vec<&str> = map_bundle.into_iter().collect();
     ctx.config_map_references.link_all(key, &maps);
     ctx.references.link_target(key, target);
+    match source {
+        Source::Secret(name) => {
+            ctx.service_account_refs.unlink(key);
+            ctx.secrets.resource_version(&key.namespace, name)
+        }
+        Source::ServiceAccount(name) => {
+            ctx.service_account_refs.link(key, name);
+            let index = ctx.service_accounts.as_ref()?;
+            index.resource_version(&key.namespace, name)
+        }
+        Source::None => {
+            ctx.service_account_refs.unlink(key);
+            None
+        }
+    }
 }
 
 /// Whether the CA bundle's object changed since the last failure: the cache shows a version
@@ -225,11 +244,53 @@ fn settings(
     Ok(settings)
 }
 
-/// Reads the credentials Secret with one GET (Secret data is never cached).
+/// Where a client's credentials come from.
+enum Source<'a> {
+    /// The credentials Secret.
+    Secret(&'a str),
+    /// The ServiceAccount (ServiceAccountToken).
+    ServiceAccount(&'a str),
+    /// Nowhere the spec names (an unusable spec).
+    None,
+}
+
+fn source(client: &OAuthClient) -> Source<'_> {
+    let spec = &client.spec;
+    if spec.client_auth_method == Some(ClientAuthMethod::ServiceAccountToken) {
+        return spec
+            .service_account_token
+            .as_ref()
+            .map_or(Source::None, |s| {
+                Source::ServiceAccount(&s.service_account_name)
+            });
+    }
+    spec.credentials_secret_ref
+        .as_ref()
+        .map_or(Source::None, |r| Source::Secret(&r.name))
+}
+
+/// Reads the credentials with one GET: the credentials Secret (Secret data is never cached),
+/// or the ServiceAccount's metadata (ServiceAccountToken, only when the operator may request
+/// its tokens).
 pub async fn read_credentials(client: &OAuthClient, ctx: &Context) -> Result<Loaded, Error> {
     let namespace = client.namespace().unwrap_or_default();
+    let name = match source(client) {
+        Source::Secret(name) => name,
+        Source::ServiceAccount(name) if ctx.shared.policy.allow_service_account_tokens => {
+            return read_service_account(client, ctx, &namespace, name).await;
+        }
+        Source::ServiceAccount(_) | Source::None => {
+            // The spec is unusable; resolving it says why.
+            let failure = ClientSettings::resolve(&client.spec, &ctx.shared.policy)
+                .err()
+                .unwrap_or_else(|| Failure::invalid_spec("the spec names no credentials"));
+            return Ok(Loaded {
+                resource_version: None,
+                credentials: Err(failure),
+            });
+        }
+    };
     let api: Api<Secret> = Api::namespaced(ctx.shared.kube.clone(), &namespace);
-    let name = &client.spec.credentials_secret_ref.name;
     let secret = api.get_opt(name).await.map_err(Error::ReadCredentials)?;
     let data = secret.as_ref().map(|s| s.data.clone().unwrap_or_default());
     Ok(Loaded {
@@ -238,6 +299,36 @@ pub async fn read_credentials(client: &OAuthClient, ctx: &Context) -> Result<Loa
             &client.spec,
             &namespace,
             data.as_ref().map(|d| d as &dyn credentials::SecretData),
+        ),
+    })
+}
+
+/// Reads the ServiceAccount's metadata with one GET: whether it exists and opted in to the
+/// audience (its annotation).
+async fn read_service_account(
+    client: &OAuthClient,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Loaded, Error> {
+    let api: Api<ServiceAccount> = Api::namespaced(ctx.shared.kube.clone(), namespace);
+    let meta = api
+        .get_metadata_opt(name)
+        .await
+        .map_err(Error::ReadServiceAccount)?;
+    let audience = client
+        .spec
+        .service_account_token
+        .as_ref()
+        .map_or("", |s| s.audience.as_str());
+    Ok(Loaded {
+        resource_version: meta.as_ref().and_then(|m| m.resource_version()),
+        credentials: credentials::from_service_account(
+            client.spec.client_id.as_deref().unwrap_or_default(),
+            name,
+            audience,
+            namespace,
+            meta.as_ref().map(|m| m.annotations()),
         ),
     })
 }

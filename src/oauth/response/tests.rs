@@ -19,10 +19,7 @@ fn url() -> Url {
 }
 
 fn credentials(id: &str, secret: &str) -> crate::oauth::request::Credentials {
-    crate::oauth::request::Credentials {
-        client_id: id.into(),
-        client_secret: Sensitive::from(secret),
-    }
+    crate::oauth::request::Credentials::with_secret(id, secret)
 }
 
 fn read_with(
@@ -1334,4 +1331,152 @@ fn scopes_must_be_nqchar_tokens_separated_by_single_spaces() {
         let t = ok(200, &token_body("abcd", &format!(r#","scope":{scope}"#)));
         assert_eq!(t.scope.as_deref(), kept, "{scope}");
     }
+}
+
+/// The failure of reading `body` (JSON) with `status`, scrubbed by `scrubber`.
+fn refused_with(status: u16, body: &str, scrubber: &Scrubber<'_>) -> Failure {
+    let request_url = url();
+    let fields = ResponseFields::default();
+    let ctx = ReadContext {
+        fields: &fields,
+        default_lifetime: Duration::from_secs(3600),
+        now: now(),
+        request_url: &request_url,
+        scrubber,
+    };
+    let headers = HeaderMap::new();
+    let response = Response {
+        status,
+        headers: &headers,
+        body: body.as_bytes(),
+    };
+    read(&response, &ctx).expect_err("expected a failure")
+}
+
+/// Panics if `message` holds 20 characters in a row of `needle` (letters, digits, `-`, `_`:
+/// what no encoding changes), so that a cut excerpt is caught too.
+fn assert_no_run_of(message: &str, needle: &str, what: &str) {
+    let plain: Vec<char> = needle.chars().collect();
+    for window in plain.windows(20) {
+        if window
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        {
+            let run: String = window.iter().collect();
+            assert!(!message.contains(&run), "{what}: {run:?} in {message:?}");
+        }
+    }
+}
+
+/// What a request with a client assertion could expose: the private key (PEM text, DER base64),
+/// a private_key_jwt assertion signed with it, a client_secret and a client_secret_jwt assertion
+/// MAC'd with it.
+struct Exposed {
+    identity: std::sync::Arc<crate::oauth::identity::Identity>,
+    pem: &'static str,
+    der_b64: String,
+    signed: crate::output::redact::Sensitive<String>,
+    secret: crate::output::redact::Sensitive<String>,
+    maced: crate::output::redact::Sensitive<String>,
+}
+
+fn exposed() -> Exposed {
+    use crate::oauth::assertion::{Signer, build};
+    use crate::oauth::identity::Identity;
+    use crate::output::redact::Sensitive;
+    use crate::spec::AssertionSettings;
+
+    let pem = include_str!("../../../tests/fixtures/client-auth/rsa-pkcs8.pem");
+    let identity = std::sync::Arc::new(Identity::load(pem.as_bytes(), "tls.key", None).unwrap());
+    let settings = AssertionSettings {
+        algorithm: None,
+        key_id: None,
+        audience: url().to_string(),
+        lifetime: Duration::from_secs(300),
+    };
+    let signed = build(
+        &settings,
+        "client-id",
+        Signer::Key(&identity),
+        now(),
+        [7; 16],
+    )
+    .unwrap();
+    let secret = Sensitive::new("a-client-secret-for-hs256-000000".to_owned());
+    let maced = build(
+        &settings,
+        "client-id",
+        Signer::Secret(&secret),
+        now(),
+        [8; 16],
+    )
+    .unwrap();
+    Exposed {
+        identity,
+        pem,
+        der_b64: pem.lines().filter(|l| !l.starts_with("-----")).collect(),
+        signed,
+        secret,
+        maced,
+    }
+}
+
+/// Each of `needles`, in every text form, echoed in four kinds of error body: no message built
+/// with `scrubber` holds a 20-character run of any of them.
+fn assert_echoes_scrubbed(scrubber: &Scrubber<'_>, needles: &[&str]) {
+    use crate::output::redact::tests::text_forms;
+    for needle in needles {
+        for form in text_forms(needle) {
+            let echo = format!("you sent {form} as client_assertion");
+            let bodies = [
+                (
+                    400,
+                    serde_json::json!({"error": "invalid_client", "error_description": echo})
+                        .to_string(),
+                ),
+                (
+                    401,
+                    serde_json::json!({"errors": [{"message": echo}], "detail": form}).to_string(),
+                ),
+                (
+                    500,
+                    format!("<html><title>{form}</title><pre>{echo}</pre></html>"),
+                ),
+                (503, format!("plain {echo} {}", "z ".repeat(200))),
+            ];
+            for (status, body) in bodies {
+                let f = refused_with(status, &body, scrubber);
+                for n in needles {
+                    assert_no_run_of(&f.message, n, &format!("{status} {body:.60}"));
+                }
+            }
+        }
+    }
+}
+
+/// An endpoint that echoes a private_key_jwt, client_secret_jwt or ServiceAccountToken request
+/// (or the key it somehow learnt): the private key, the assertion and its signature, in every
+/// text form, never reach a message, nor any 20-character run of them.
+#[test]
+fn an_echoed_key_or_assertion_is_scrubbed_from_every_kind_of_message() {
+    use crate::oauth::credentials::{Credentials, Proof};
+    let e = exposed();
+    let with = |proof| Credentials {
+        client_id: "client-id".into(),
+        proof,
+    };
+    let signature = |jwt: &str| jwt.rsplit_once('.').unwrap().1.to_owned();
+    let (s1, s2) = (signature(e.signed.expose()), signature(e.maced.expose()));
+    let key = with(Proof::Key(e.identity.clone()));
+    let scrubber = Scrubber::for_credentials(&key).with_assertion(e.signed.expose());
+    assert_echoes_scrubbed(&scrubber, &[e.signed.expose(), &s1, e.pem, &e.der_b64]);
+    let mac = with(Proof::Secret(e.secret.clone()));
+    let scrubber = Scrubber::for_credentials(&mac).with_assertion(e.maced.expose());
+    assert_echoes_scrubbed(&scrubber, &[e.maced.expose(), &s2, e.secret.expose()]);
+    // ServiceAccountToken: the requested token is the credentials' ready assertion.
+    let federated = with(Proof::Assertion(e.signed.clone()));
+    assert_echoes_scrubbed(
+        &Scrubber::for_credentials(&federated),
+        &[e.signed.expose(), &s1],
+    );
 }

@@ -13,10 +13,7 @@ pub(crate) const NASTY: &str = "s3cr3t ~+/=&<x>\"'\n";
 pub(crate) const NASTY_ID: &str = "client id/1";
 
 pub(crate) fn credentials(id: &str, secret: &str) -> Credentials {
-    Credentials {
-        client_id: id.into(),
-        client_secret: Sensitive::from(secret),
-    }
+    Credentials::with_secret(id, secret)
 }
 
 /// Percent-encoding that leaves letters, digits and `keep` alone.

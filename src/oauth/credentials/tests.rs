@@ -1,0 +1,242 @@
+use super::*;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/client-auth/");
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{FIXTURES}{name}")).unwrap()
+}
+
+fn spec(extra: serde_json::Value) -> OAuthClientSpec {
+    let mut spec =
+        serde_json::json!({"tokenUrl": "https://idp/t", "credentialsSecretRef": {"name": "creds"}});
+    spec.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    serde_json::from_value(spec).unwrap()
+}
+
+fn data(pairs: &[(&str, &[u8])]) -> BTreeMap<String, Vec<u8>> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+        .collect()
+}
+
+fn refused(spec: &OAuthClientSpec, d: Option<&BTreeMap<String, Vec<u8>>>) -> Failure {
+    from_secret(spec, "ns", d.map(|d| d as &dyn SecretData)).unwrap_err()
+}
+
+#[test]
+fn values_are_bytes_and_every_refusal_names_its_source() {
+    let s = spec(serde_json::json!({}));
+    let good = data(&[("client_id", b"id"), ("client_secret", b"s3cret\n")]);
+    let c = from_secret(&s, "ns", Some(&good)).unwrap();
+    assert_eq!(c.client_id, "id");
+    assert_eq!(
+        c.client_secret().unwrap().expose(),
+        "s3cret\n",
+        "byte for byte"
+    );
+
+    let f = refused(&s, None);
+    assert_eq!(f.reason, Reason::CredentialsNotFound);
+    assert_eq!(f.message, "Secret creds not found in namespace ns");
+    let f = refused(&s, Some(&data(&[("client_id", b"id")])));
+    assert_eq!(f.message, "Secret creds has no key client_secret");
+    let f = refused(
+        &s,
+        Some(&data(&[("client_id", b""), ("client_secret", b"x")])),
+    );
+    assert_eq!(
+        (f.reason, f.message.as_str()),
+        (
+            Reason::CredentialsNotFound,
+            "key client_id of Secret creds is empty"
+        )
+    );
+    // The contract moved a value that is not UTF-8 from InvalidSpec to InvalidCredentials.
+    let f = refused(
+        &s,
+        Some(&data(&[
+            ("client_id", b"id"),
+            ("client_secret", b"\xff\xfe"),
+        ])),
+    );
+    assert_eq!(
+        (f.reason, f.message.as_str()),
+        (
+            Reason::InvalidCredentials,
+            "key client_secret of Secret creds is not valid UTF-8"
+        )
+    );
+    let f = refused(
+        &s,
+        Some(&data(&[("client_id", b"\xc3"), ("client_secret", b"x")])),
+    );
+    assert_eq!(
+        (f.reason, f.message.as_str()),
+        (
+            Reason::InvalidCredentials,
+            "key client_id of Secret creds is not valid UTF-8"
+        )
+    );
+}
+
+#[test]
+fn an_inline_client_id_and_custom_keys() {
+    let s = spec(serde_json::json!({
+        "clientId": "inline",
+        "credentialsSecretRef": {"name": "creds", "clientSecretKey": "password"},
+    }));
+    let c = from_secret(&s, "ns", Some(&data(&[("password", b"pw")]))).unwrap();
+    assert_eq!(
+        (
+            c.client_id.as_str(),
+            c.client_secret().unwrap().expose().as_str()
+        ),
+        ("inline", "pw")
+    );
+}
+
+#[test]
+fn other_origins_are_named_as_written() {
+    let f = value(
+        Some(b""),
+        Origin::Other("--client-secret-file /tmp/s"),
+        || unreachable!(),
+    )
+    .unwrap_err();
+    assert_eq!(f.message, "--client-secret-file /tmp/s is empty");
+}
+
+#[test]
+fn each_method_reads_only_what_it_uses() {
+    let key = fixture("ec-p256-sec1.pem");
+    let cert = fixture("ec-p256.crt");
+    let all = data(&[
+        ("client_id", b"id"),
+        ("client_secret", b"s"),
+        ("tls.key", &key),
+        ("tls.crt", &cert),
+    ]);
+    for method in ["ClientSecretBasic", "ClientSecretPost", "ClientSecretJwt"] {
+        let s = spec(serde_json::json!({"clientAuthMethod": method}));
+        let c = from_secret(&s, "ns", Some(&all)).unwrap();
+        assert!(matches!(c.proof, Proof::Secret(_)), "{method}");
+    }
+    // PrivateKeyJwt: the certificate is optional; with one, it is read and checked.
+    let s = spec(serde_json::json!({"clientAuthMethod": "PrivateKeyJwt"}));
+    let without = data(&[("client_id", b"id"), ("tls.key", &key)]);
+    let c = from_secret(&s, "ns", Some(&without)).unwrap();
+    assert!(c.identity().unwrap().certificates().is_none());
+    let c = from_secret(&s, "ns", Some(&all)).unwrap();
+    assert!(c.identity().unwrap().certificates().is_some());
+    assert_eq!(
+        refused(&s, Some(&data(&[("client_id", b"id")]))).message,
+        "Secret creds has no key tls.key"
+    );
+    // TlsClientAuth: the certificate is required.
+    let s = spec(serde_json::json!({"clientAuthMethod": "TlsClientAuth"}));
+    let f = refused(&s, Some(&without));
+    assert_eq!(
+        (f.reason, f.message.as_str()),
+        (
+            Reason::CredentialsNotFound,
+            "Secret creds has no key tls.crt"
+        )
+    );
+    let f = refused(
+        &s,
+        Some(&data(&[
+            ("client_id", b"id"),
+            ("tls.key", &key),
+            ("tls.crt", b""),
+        ])),
+    );
+    assert_eq!(f.message, "key tls.crt of Secret creds is empty");
+    // Custom keys.
+    let s = spec(serde_json::json!({
+        "clientAuthMethod": "TlsClientAuth",
+        "credentialsSecretRef": {"name": "creds", "privateKeyKey": "k", "certificateKey": "c"},
+    }));
+    let custom = data(&[("client_id", b"id"), ("k", &key), ("c", &cert)]);
+    let c = from_secret(&s, "ns", Some(&custom)).unwrap();
+    assert_eq!(c.identity().unwrap().key_origin(), "key k of Secret creds");
+}
+
+#[test]
+fn unusable_keys_are_invalid_credentials_naming_the_key_never_its_content() {
+    let s = spec(serde_json::json!({"clientAuthMethod": "PrivateKeyJwt"}));
+    let cases: [(&[u8], &str); 5] = [
+        (
+            b"not a key at all",
+            "key tls.key of Secret creds holds no PEM private key",
+        ),
+        (
+            b"-----BEGIN PRIVATE KEY-----\nAAAA!!!!\n-----END PRIVATE KEY-----\n",
+            "key tls.key of Secret creds is not valid PEM",
+        ),
+        (
+            b"-----BEGIN PRIVATE KEY-----\nMAMCAQA=\n-----END PRIVATE KEY-----\n",
+            "key tls.key of Secret creds: is not a usable private key",
+        ),
+        (
+            &fixture("rsa-encrypted-pkcs8.pem"),
+            "key tls.key of Secret creds holds an encrypted private key",
+        ),
+        (
+            &fixture("rsa-1024.pem"),
+            "key tls.key of Secret creds: the RSA key is smaller than 2048 bits",
+        ),
+    ];
+    for (key, expected) in cases {
+        let f = refused(&s, Some(&data(&[("client_id", b"id"), ("tls.key", key)])));
+        assert_eq!(f.reason, Reason::InvalidCredentials, "{}", f.message);
+        assert!(f.message.starts_with(expected), "{}", f.message);
+        assert!(!f.message.contains("MAMC") && !f.message.contains("AAAA"));
+    }
+    let legacy = fixture("rsa-encrypted-legacy.pem");
+    let f = refused(
+        &s,
+        Some(&data(&[("client_id", b"id"), ("tls.key", &legacy)])),
+    );
+    assert!(f.message.contains("encrypted private key"), "{}", f.message);
+}
+
+#[test]
+fn a_service_account_is_read_only_when_it_opted_in_to_the_audience() {
+    let annotations = |value: Option<&str>| -> BTreeMap<String, String> {
+        value
+            .map(|v| BTreeMap::from([(TOKEN_AUDIENCES_ANNOTATION.to_owned(), v.to_owned())]))
+            .unwrap_or_default()
+    };
+    let read = |a: Option<&BTreeMap<String, String>>| {
+        from_service_account("client", "sa", "api://AzureADTokenExchange", "ns", a)
+    };
+    let ok = annotations(Some(" other ,  api://AzureADTokenExchange , "));
+    let c = read(Some(&ok)).unwrap();
+    assert_eq!(c.client_id, "client");
+    assert!(matches!(c.proof, Proof::ServiceAccount(ref g) if g.name == "sa"));
+
+    let f = read(None).unwrap_err();
+    assert_eq!(
+        (f.reason, f.message.as_str()),
+        (
+            Reason::CredentialsNotFound,
+            "ServiceAccount sa not found in namespace ns"
+        )
+    );
+    let f = read(Some(&annotations(None))).unwrap_err();
+    assert_eq!(f.reason, Reason::ServiceAccountTokenDenied);
+    assert!(f.message.contains("it has no annotation"), "{}", f.message);
+    for listed in [
+        "",
+        "api://AzureADTokenExchange2",
+        "api://azureadtokenexchange",
+    ] {
+        let f = read(Some(&annotations(Some(listed)))).unwrap_err();
+        assert_eq!(f.reason, Reason::ServiceAccountTokenDenied, "{listed:?}");
+        assert!(f.message.contains("lists"), "{}", f.message);
+    }
+    assert_eq!(allowed_audiences(" a, ,b ,"), ["a", "b"]);
+}
