@@ -493,14 +493,14 @@ mod tests {
         assert!(gate.enter("quick:443", scope, &client("d")).is_some());
         gate.forget(scope, &client("e"));
         // An endpoint with a request out for longer than QUICK is not waited for.
-        let mut state = gate.state.lock().unwrap();
-        state
+        gate.state
+            .lock()
+            .unwrap()
             .endpoints
             .entry("hanging:443".into())
             .or_default()
             .in_flight
             .push(Instant::now() - QUICK);
-        drop(state);
         let started = Instant::now();
         assert!(
             gate.enter_patiently("hanging:443", scope, &client("f"))
