@@ -389,3 +389,109 @@ async fn a_short_refresh_margin_is_said_in_ready_and_warned_once() {
     assert_eq!(events(&api, "ShortRenewMargin").len(), 1);
     operator.stop().await;
 }
+
+// === every attempt counted exactly once ===
+
+/// The value of one series in the Prometheus text, 0 when absent.
+fn series(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The sum of every series of `metric`.
+fn total(metrics: &str, metric: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Each path through an exchange attempt — a token, a refusal by the endpoint, credentials
+/// missing, credentials that are not text, a bundle that cannot be read (refusals before any
+/// request) — is counted once per attempt in `exchanges_total` (by result) and in
+/// `exchange_triggers_total`, no more, no less: the counters equal the attempts the statuses
+/// report (`consecutiveFailures`) and the requests the endpoint received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_attempt_is_counted_exactly_once_on_every_path() {
+    let api = ApiServer::start().await;
+    let vendor = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let operator = Operator::start(&api, &[], 4);
+    let metrics = operator.metrics.clone();
+    credentials(&api, NS, "creds", ID, SECRET);
+    credentials(&api, NS, "wrong", ID, "not-the-secret-value");
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    api.create(
+        SECRETS,
+        json!({"metadata": {"name": "binary", "namespace": NS},
+               "data": {"client_id": b64(ID.as_bytes()), "client_secret": b64(&[0xff, 0xfe, 0x00])}}),
+    );
+    let with = |secret: &str| {
+        let mut s = spec(&vendor);
+        s["credentialsSecretRef"]["name"] = json!(secret);
+        s
+    };
+    let mut no_bundle = with("creds");
+    no_bundle["caBundleRef"] = json!({"name": "absent-ca"});
+    let cases = [
+        ("ok", with("creds"), "True", "TokenIssued"),
+        ("refused", with("wrong"), "False", "InvalidClient"),
+        ("missing", with("absent"), "False", "CredentialsNotFound"),
+        ("binary", with("binary"), "False", "InvalidCredentials"),
+        ("no-bundle", no_bundle, "False", "CredentialsNotFound"),
+    ];
+    for (name, spec, _, _) in &cases {
+        oauth_client(&api, NS, name, spec.clone());
+    }
+    for (name, _, status, reason) in &cases {
+        wait_ready(&api, NS, name, status, reason).await;
+    }
+    // Let the backoff retry the failures a few times.
+    sleep(4000).await;
+    operator.stop().await;
+    let text = metrics.encode();
+    let attempts = |name: &str| {
+        api.get(OAUTHCLIENTS, NS, name).unwrap()["status"]["consecutiveFailures"]
+            .as_f64()
+            .unwrap_or(0.0)
+    };
+    let result = |r: &str| {
+        series(
+            &text,
+            &format!("oauth_token_operator_exchanges_total{{provider=\"generic\",result=\"{r}\"}}"),
+        )
+    };
+    assert_eq!(result("success"), 1.0, "{text}");
+    assert_eq!(result("InvalidClient"), attempts("refused"), "{text}");
+    assert_eq!(
+        result("CredentialsNotFound"),
+        attempts("missing") + attempts("no-bundle"),
+        "{text}"
+    );
+    assert_eq!(result("InvalidCredentials"), attempts("binary"), "{text}");
+    for name in ["refused", "missing", "binary", "no-bundle"] {
+        assert!(attempts(name) >= 1.0, "{name} was attempted");
+    }
+    // Only the token and the endpoint's refusals reached the endpoint.
+    assert_eq!(
+        vendor.count() as f64,
+        result("success") + result("InvalidClient")
+    );
+    // The same attempts, by trigger.
+    let all = total(&text, "oauth_token_operator_exchanges_total");
+    assert_eq!(
+        total(&text, "oauth_token_operator_exchange_triggers_total"),
+        all,
+        "{text}"
+    );
+    assert_eq!(
+        all,
+        1.0 + ["refused", "missing", "binary", "no-bundle"]
+            .iter()
+            .map(|n| attempts(n))
+            .sum::<f64>()
+    );
+}

@@ -41,51 +41,24 @@ pub fn run(args: RunArgs) -> ExitCode {
 
 async fn run_async(args: RunArgs) -> Result<(), String> {
     let proxy = ProxyConfig::from_env();
-    let api = api_proxy::load(Source::Infer, &KubeConfigOptions::default(), &proxy)
-        .await
-        .map_err(|e| match e {
-            LoadError::Invalid(message) => {
-                format!("the Kubernetes configuration cannot be used: {message}")
-            }
-            e => format!(
-                "no Kubernetes configuration found (KUBECONFIG, ~/.kube/config or in-cluster): {e}"
-            ),
-        })?;
-    let config = api.config;
-    let url = config.cluster_url.to_string();
-    let default_namespace = config.default_namespace.clone();
-    let client = kube::Client::try_from(config)
-        .map_err(|e| format!("cannot create a Kubernetes client for {url}: {e}"))?;
+    let api = connect(&proxy).await?;
     let namespaces: Vec<String> = args
         .namespaces
         .iter()
         .map(|n| n.trim().to_owned())
         .filter(|n| !n.is_empty())
         .collect();
-    controller::preflight(&client, &namespaces, &url)
+    controller::preflight(&api.client, &namespaces, &api.url)
         .await
         .map_err(|e| e.to_string())?;
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
-    });
-
+    let stop = stop_on_signal();
     let health = Arc::new(Health::default());
     let metrics = Arc::new(Metrics::default());
     let server = health::serve(
         args.metrics_addr,
         health.clone(),
         metrics.clone(),
-        stopped(),
+        stopped(&stop),
     )
     .await
     .map_err(|e| format!("cannot listen on --metrics-addr {}: {e}", args.metrics_addr))?;
@@ -119,25 +92,95 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         max_concurrent_exchanges: usize::from(args.max_concurrent_exchanges),
         request_timeout: args.request_timeout,
         proxy,
-        namespace: crate::runtime::leader::own_namespace(&default_namespace),
+        namespace: crate::runtime::leader::own_namespace(&api.default_namespace),
         ca_file,
     };
-    let clock = Arc::new(SystemClock);
-
-    if !args.leader_elect {
-        controller::run(client, config, clock, health, metrics, stopped())
-            .await
-            .map_err(|e| e.to_string())?;
-        let _ = server.await;
-        tracing::info!("stopped");
-        return Ok(());
+    let controller = controller::run(
+        api.client.clone(),
+        config,
+        Arc::new(SystemClock),
+        health.clone(),
+        metrics,
+        stopped(&stop),
+    );
+    if args.leader_elect {
+        let leader = LeaderConfig::from_env(&api.default_namespace, args.lease_duration);
+        as_leader(api.client, &leader, &health, &stop, controller).await?;
+    } else {
+        controller.await.map_err(|e| e.to_string())?;
     }
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}
 
-    let leader = LeaderConfig::from_env(&default_namespace, args.lease_duration);
-    let mut leadership = Leadership::join(client.clone(), &leader)
+/// The Kubernetes API connection, as `run` makes it.
+struct Connected {
+    client: kube::Client,
+    url: String,
+    default_namespace: String,
+    route: api_proxy::ApiRoute,
+    warnings: Vec<String>,
+}
+
+/// Loads the Kubernetes configuration (kubeconfig or in-cluster, with its proxy) and makes the
+/// client.
+async fn connect(proxy: &ProxyConfig) -> Result<Connected, String> {
+    let api = api_proxy::load(Source::Infer, &KubeConfigOptions::default(), proxy)
+        .await
+        .map_err(|e| match e {
+            LoadError::Invalid(message) => {
+                format!("the Kubernetes configuration cannot be used: {message}")
+            }
+            e => format!(
+                "no Kubernetes configuration found (KUBECONFIG, ~/.kube/config or in-cluster): {e}"
+            ),
+        })?;
+    let config = api.config;
+    let url = config.cluster_url.to_string();
+    let default_namespace = config.default_namespace.clone();
+    let client = kube::Client::try_from(config)
+        .map_err(|e| format!("cannot create a Kubernetes client for {url}: {e}"))?;
+    Ok(Connected {
+        client,
+        url,
+        default_namespace,
+        route: api.route,
+        warnings: api.warnings,
+    })
+}
+
+/// A channel that turns true on SIGTERM or SIGINT.
+fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    stop_rx
+}
+
+/// Resolves once `stop` turns true.
+fn stopped(stop: &tokio::sync::watch::Receiver<bool>) -> impl Future<Output = ()> + use<> {
+    let mut rx = stop.clone();
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Waits for the lease (a standby is ready: it serves its purpose by waiting), then runs
+/// `controller` while holding it. Stopped while waiting: Ok.
+async fn as_leader(
+    client: kube::Client,
+    leader: &LeaderConfig,
+    health: &Health,
+    stop: &tokio::sync::watch::Receiver<bool>,
+    controller: impl Future<Output = Result<(), controller::StartError>>,
+) -> Result<(), String> {
+    let mut leadership = Leadership::join(client, leader)
         .await
         .map_err(|e| e.to_string())?;
-    // A standby is ready: it serves its purpose by waiting.
     health.set_ready();
     tracing::info!(identity = %leader.identity, namespace = %leader.namespace, "waiting for the lease");
     tokio::select! {
@@ -146,26 +189,19 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
                 return Err("leader election stopped unexpectedly".into());
             }
         }
-        _ = stopped() => {
+        _ = stopped(stop) => {
             leadership.release().await;
-            let _ = server.await;
-            tracing::info!("stopped");
             return Ok(());
         }
     }
     tracing::info!(identity = %leader.identity, "became the leader; starting the controller");
     let outcome = tokio::select! {
-        result = controller::run(client, config, clock, health, metrics, stopped()) => {
-            result.map_err(|e| e.to_string())
-        }
+        result = controller => result.map_err(|e| e.to_string()),
         // Dropping the controller future stops reconciling at once.
         _ = leadership.lost() => Err("lost the lease to another instance; exiting so that this one restarts as a standby".into()),
     };
     leadership.release().await;
-    outcome?;
-    let _ = server.await;
-    tracing::info!("stopped");
-    Ok(())
+    outcome
 }
 
 async fn wait_for_signal() {

@@ -109,11 +109,16 @@ impl State {
     }
 
     fn has_room(&self, endpoint: &str, now: Instant) -> bool {
+        self.has_room_beyond(endpoint, 0, now)
+    }
+
+    /// Whether `endpoint` has room for `extra` more requests and then one.
+    fn has_room_beyond(&self, endpoint: &str, extra: usize, now: Instant) -> bool {
         let here = self
             .endpoints
             .get(endpoint)
-            .is_none_or(|e| e.busy() < e.share(self.share, now));
-        here && self.busy() < self.max_total
+            .is_none_or(|e| e.busy() + extra < e.share(self.share, now));
+        here && self.busy() + extra < self.max_total
     }
 
     /// Drops lapsed holds, wakes the first waiters whose endpoints have room (holding a place
@@ -123,18 +128,26 @@ impl State {
             endpoint.held.retain(|(_, until)| *until > now);
         }
         let mut held = false;
-        while let Some(i) = self
-            .waiting
-            .iter()
-            .position(|(endpoint, _)| self.has_room(endpoint, now))
-        {
+        // Clients woken for a quick endpoint in this round: no place is held for them (their
+        // reconcile waits inside the gate like any other, see `enter_patiently`), so a place is
+        // never left idle for a client still far back in the controller's queue; but no more of
+        // them are woken than there is room.
+        let mut woken: HashMap<Box<str>, usize> = HashMap::new();
+        while let Some(i) = self.waiting.iter().position(|(endpoint, _)| {
+            let extra = woken.get(endpoint).copied().unwrap_or(0);
+            self.has_room_beyond(endpoint, extra, now)
+        }) {
             let (endpoint, who) = self.waiting.remove(i).expect("index from position");
             if let Some(trigger) = self.scopes.get(who.scope) {
                 let _ = trigger.send(who.client.clone());
             }
-            let entry = self.endpoints.entry(endpoint).or_default();
-            entry.held.push((who, now + HOLD));
-            held = true;
+            let entry = self.endpoints.entry(endpoint.clone()).or_default();
+            if entry.quick(now) {
+                *woken.entry(endpoint).or_default() += 1;
+            } else {
+                entry.held.push((who, now + HOLD));
+                held = true;
+            }
         }
         self.endpoints
             .retain(|_, e| !e.in_flight.is_empty() || !e.held.is_empty() || e.slow);
@@ -340,14 +353,30 @@ mod tests {
         ObjectRef::new(name).within("ns")
     }
 
+    /// Makes `pass`'s request look `by` older (past [`QUICK`]: its endpoint is no longer quick,
+    /// so waiters woken for it get a held place; past [`SLOW`]: it makes the endpoint slow).
+    fn age(gate: &ExchangeGate, pass: &mut Pass, by: Duration) {
+        let mut state = gate.state.lock().unwrap();
+        let entry = state.endpoints.get_mut(&pass.endpoint).unwrap();
+        let t = entry
+            .in_flight
+            .iter_mut()
+            .find(|t| **t == pass.started)
+            .unwrap();
+        *t -= by;
+        pass.started -= by;
+    }
+
     #[test]
     fn a_busy_endpoint_queues_its_clients_and_leaves_room_for_others() {
         let gate = ExchangeGate::new(8);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let scope = gate.add_scope(tx);
         assert_eq!(gate.max_per_endpoint(), 2);
-        let a = gate.enter("slow:443", scope, &client("a")).unwrap();
-        let _b = gate.enter("slow:443", scope, &client("b")).unwrap();
+        let mut a = gate.enter("slow:443", scope, &client("a")).unwrap();
+        let mut b = gate.enter("slow:443", scope, &client("b")).unwrap();
+        age(&gate, &mut a, QUICK);
+        age(&gate, &mut b, QUICK);
         assert!(gate.enter("slow:443", scope, &client("c")).is_none());
         assert!(gate.enter("slow:443", scope, &client("c")).is_none());
         assert_eq!(gate.load(), (2, 1), "c is queued once");
@@ -371,6 +400,7 @@ mod tests {
         assert!(gate.enter("other:443", scope, &client("f")).is_none());
         let _c = gate.enter("slow:443", scope, &client("c")).unwrap();
         assert_eq!(gate.load(), (8, 1));
+        drop(b);
     }
 
     /// Several hanging endpoints (two ports of one tarpit, `host` and `host.`) cannot take every
@@ -410,11 +440,33 @@ mod tests {
     }
 
     #[test]
+    fn a_quick_endpoint_wakes_no_more_than_it_has_room_for_and_holds_nothing() {
+        let gate = ExchangeGate::new(8);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let scope = gate.add_scope(tx);
+        let a = gate.enter("q:443", scope, &client("a")).unwrap();
+        let b = gate.enter("q:443", scope, &client("b")).unwrap();
+        for name in ["c", "d", "e"] {
+            assert!(gate.enter("q:443", scope, &client(name)).is_none());
+        }
+        drop(a);
+        assert_eq!(rx.try_recv().unwrap(), client("c"));
+        assert!(rx.try_recv().is_err(), "one place: one woken");
+        drop(b);
+        assert_eq!(rx.try_recv().unwrap(), client("d"));
+        assert_eq!(rx.try_recv().unwrap(), client("e"));
+        assert_eq!(gate.load(), (0, 0), "nothing held, nobody left queued");
+        // Nothing is held: a newcomer gets a place at once.
+        assert!(gate.enter("q:443", scope, &client("f")).is_some());
+    }
+
+    #[test]
     fn a_lapsed_hold_wakes_the_next_waiter() {
         let gate = ExchangeGate::new(1);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let scope = gate.add_scope(tx);
-        let a = gate.enter("x:443", scope, &client("a")).unwrap();
+        let mut a = gate.enter("x:443", scope, &client("a")).unwrap();
+        age(&gate, &mut a, SLOW);
         assert!(gate.enter("x:443", scope, &client("b")).is_none());
         assert!(gate.enter("x:443", scope, &client("c")).is_none());
         drop(a);
@@ -482,16 +534,13 @@ mod tests {
         assert_eq!(gate.load(), (1, 1), "d is queued");
         drop(c);
         assert_eq!(rx.try_recv().unwrap(), client("d"));
-        // The place is held for d: a patient newcomer does not take it (it is still waiting).
-        let e = client("e");
-        let patient = gate.enter_patiently("quick:443", scope, &e);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(300), patient)
-                .await
-                .is_err()
-        );
+        // No place is held for d at a quick endpoint: whoever reconciles first takes it (d
+        // will wait inside the gate like e), so no place sits idle for a client still far back
+        // in the controller's queue.
+        let e = gate.enter_patiently("quick:443", scope, &client("e")).await;
+        assert!(e.is_some(), "no place held at a quick endpoint");
+        drop(e);
         assert!(gate.enter("quick:443", scope, &client("d")).is_some());
-        gate.forget(scope, &client("e"));
         // An endpoint with a request out for longer than QUICK is not waited for.
         gate.state
             .lock()

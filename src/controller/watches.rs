@@ -43,60 +43,32 @@ pub fn scope_controller(
     concurrency: u16,
     shutdown: futures::future::Shared<impl Future<Output = ()> + Send + 'static>,
 ) -> (BoxFuture, BoxFuture) {
-    // `Api<PartialObjectMeta<_>>` makes metadata-only list and watch requests.
-    let kube = shared.kube.clone();
-    let ns = namespace.as_deref();
-    let secrets_api: Api<PartialObjectMeta<Secret>> = scoped_api(&kube, ns);
-    let clients_api: Api<PartialObjectMeta<OAuthClient>> = scoped_api(&kube, ns);
     // Readiness from each watch's first complete list (InitDone). kube's
     // `Store::wait_until_ready` wakes only one of several concurrent waiters, and the
     // controller itself waits on the OAuthClient store, so it is not used here.
     let synced = Arc::new(Synced::new(shared.policy.allow_service_account_tokens));
-    let managed = Arc::new(ManagedIndex::of_managed());
-    let managed_stream = indexed(
-        secrets_api.clone(),
-        watcher::Config::default().labels(MANAGED_SELECTOR),
-        managed.clone(),
-        synced.on_event(Synced::MANAGED),
-    );
-    let secrets = Arc::new(SecretIndex::of_versions());
-    let secrets_stream = indexed(
-        secrets_api,
-        watcher::Config::default(),
-        secrets.clone(),
-        synced.on_event(Synced::SECRETS),
-    );
-    let config_maps = Arc::new(ConfigMapIndex::of_versions());
-    let config_maps_stream = indexed(
-        scoped_api::<ConfigMap>(&kube, ns),
-        watcher::Config::default(),
-        config_maps.clone(),
-        synced.on_event(Synced::CONFIG_MAPS),
-    );
-    let service_accounts = shared
-        .policy
-        .allow_service_account_tokens
-        .then(|| service_account_watch(&kube, ns, &synced));
+    let ns = namespace.as_deref();
+    let clients_api: Api<PartialObjectMeta<OAuthClient>> = scoped_api(&shared.kube, ns);
+    let w = watched(&shared, ns, &synced);
     let (store, writer) = reflector::store::<PartialObjectMeta<OAuthClient>>();
+    let (service_account_index, service_account_stream) = w.service_accounts.unzip();
     // Clients the exchange gate wakes (see gate.rs) are reconciled through this channel.
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
-    let scope = shared.gate.add_scope(wake);
     let woken = futures::stream::unfold(woken, |mut rx| async move {
         rx.recv().await.map(|client| (client, rx))
     });
-    let (service_account_index, service_account_stream) = service_accounts.unzip();
     let ctx = Arc::new(Context {
+        scope: shared.gate.add_scope(wake),
         shared,
-        managed,
-        secrets,
-        config_maps,
+        managed: w.managed,
+        secrets: w.secrets,
+        config_maps: w.config_maps,
         memos: Memos::default(),
         references: References::default(),
         config_map_references: References::default(),
         service_accounts: service_account_index,
         service_account_refs: References::default(),
         secrets_synced: synced.secrets_ready(),
-        scope,
     });
     let clients_stream = clients(
         clients_api,
@@ -105,14 +77,14 @@ pub fn scope_controller(
         ctx.clone(),
     );
     let (cm_ctx, cm_store) = (ctx.clone(), store.clone());
-    let (gc_ctx, gc_store) = (ctx.clone(), store.clone());
+    let (run_ctx, run_store) = (ctx.clone(), store.clone());
     let mut controller = Controller::for_stream(clients_stream, store.clone())
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .reconcile_on(woken)
-        .watches_stream(managed_stream, users(ctx.clone(), store.clone()))
-        .watches_stream(secrets_stream, users(ctx.clone(), store.clone()))
+        .watches_stream(w.managed_stream, users(ctx.clone(), store.clone()))
+        .watches_stream(w.secrets_stream, users(ctx.clone(), store.clone()))
         .watches_stream(
-            config_maps_stream,
+            w.config_maps_stream,
             move |map: PartialObjectMeta<ConfigMap>| {
                 referencing(&cm_ctx.config_map_references, &cm_store, &map.metadata)
             },
@@ -123,22 +95,87 @@ pub fn scope_controller(
                 referencing(&ctx.service_account_refs, &store, &sa.metadata)
             });
     }
-    let running = controller
-        .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile::reconcile,
-            reconcile::error_policy,
-            gc_ctx.clone(),
-        )
+    let running = drive(
+        controller.graceful_shutdown_on(shutdown),
+        run_ctx,
+        run_store,
+    );
+    (running, all_synced(&synced))
+}
+
+type Watch<K> = futures::stream::BoxStream<'static, Result<PartialObjectMeta<K>, watcher::Error>>;
+
+/// The metadata-only watches of a scope besides the OAuthClients', and the indexes they keep.
+struct Watched {
+    managed: Arc<ManagedIndex>,
+    managed_stream: Watch<Secret>,
+    secrets: Arc<SecretIndex>,
+    secrets_stream: Watch<Secret>,
+    config_maps: Arc<ConfigMapIndex>,
+    config_maps_stream: Watch<ConfigMap>,
+    service_accounts: Option<(Arc<ServiceAccountIndex>, Watch<ServiceAccount>)>,
+}
+
+/// Starts nothing yet: the watch streams (`Api<PartialObjectMeta<_>>` makes metadata-only list
+/// and watch requests) and their indexes, each reporting its first complete list to `synced`.
+fn watched(shared: &Shared, ns: Option<&str>, synced: &Synced) -> Watched {
+    let kube = &shared.kube;
+    let secrets_api: Api<PartialObjectMeta<Secret>> = scoped_api(kube, ns);
+    let managed = Arc::new(ManagedIndex::of_managed());
+    let managed_stream = indexed(
+        secrets_api.clone(),
+        watcher::Config::default().labels(MANAGED_SELECTOR),
+        managed.clone(),
+        synced.on_event(Synced::MANAGED),
+    )
+    .boxed();
+    let secrets = Arc::new(SecretIndex::of_versions());
+    let secrets_stream = indexed(
+        secrets_api,
+        watcher::Config::default(),
+        secrets.clone(),
+        synced.on_event(Synced::SECRETS),
+    )
+    .boxed();
+    let config_maps = Arc::new(ConfigMapIndex::of_versions());
+    let config_maps_stream = indexed(
+        scoped_api::<ConfigMap>(kube, ns),
+        watcher::Config::default(),
+        config_maps.clone(),
+        synced.on_event(Synced::CONFIG_MAPS),
+    )
+    .boxed();
+    let service_accounts = shared.policy.allow_service_account_tokens.then(|| {
+        let (index, stream) = service_account_watch(kube, ns, synced);
+        (index, stream.boxed())
+    });
+    Watched {
+        managed,
+        managed_stream,
+        secrets,
+        secrets_stream,
+        config_maps,
+        config_maps_stream,
+        service_accounts,
+    }
+}
+
+/// Runs the controller's reconciles, forgetting deleted clients as it goes.
+fn drive(
+    controller: Controller<PartialObjectMeta<OAuthClient>>,
+    ctx: Arc<Context>,
+    store: Store<PartialObjectMeta<OAuthClient>>,
+) -> BoxFuture {
+    controller
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(move |result| {
             if let Err(error) = result {
                 tracing::debug!(%error, "controller event");
             }
-            forget_deleted(&gc_ctx, &gc_store);
+            forget_deleted(&ctx, &store);
             futures::future::ready(())
         })
-        .boxed();
-    (running, all_synced(&synced))
+        .boxed()
 }
 
 /// Resolves once every watch of the scope has listed completely.
