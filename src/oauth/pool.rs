@@ -383,17 +383,7 @@ mod tests {
     }
 
     fn bundle(name: &str) -> CaBundle {
-        CaBundle::parse(ca_pem(name).as_bytes(), name).unwrap()
-    }
-
-    fn ca_pem(name: &str) -> String {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let key = rcgen::KeyPair::generate().unwrap();
-        params.self_signed(&key).unwrap().pem()
+        CaBundle::parse(crate::oauth::trust::tests::ca(name).as_bytes(), name).unwrap()
     }
 
     #[test]
@@ -482,7 +472,7 @@ mod tests {
     fn clients_of_distinct_bundles_are_bounded_and_a_freed_place_is_reused() {
         let pool = pool();
         let pems: Vec<String> = (0..MAX_BUNDLE_CLIENTS)
-            .map(|i| ca_pem(&format!("ca-{i}")))
+            .map(|i| crate::oauth::trust::tests::ca(&format!("ca-{i}")))
             .collect();
         let held: Vec<_> = pems
             .iter()

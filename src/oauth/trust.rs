@@ -228,12 +228,13 @@ pub fn from_object(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
 
-    fn ca(name: &str) -> String {
+    /// A fresh self-signed CA certificate named `name`, PEM (also for the pool's tests).
+    pub(crate) fn ca(name: &str) -> String {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params
