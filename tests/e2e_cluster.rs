@@ -74,7 +74,13 @@ async fn real_cluster_end_to_end() {
         namespace: ns.clone(),
         ca_file: None,
     };
-    controller::preflight(&client, &config.namespaces, "the test cluster")
+    let needs = controller::Needs {
+        namespaces: &config.namespaces,
+        own_namespace: &ns,
+        service_account_tokens: false,
+        lease_namespace: None,
+    };
+    controller::preflight(&client, &needs, "the test cluster")
         .await
         .expect("the CRD is installed: kubectl apply -f crds/oauthclient.yaml");
     let operator = tokio::spawn({

@@ -87,6 +87,11 @@ fn from_call(call: &Call) -> Grant {
     )
 }
 
+/// What Kubernetes grants every authenticated user (`system:basic-user`), so no rule of the
+/// chart: the start-up check's access reviews.
+const DEFAULT_GRANTS: [(&str, &str, &str); 1] =
+    [("create", "authorization.k8s.io", "selfsubjectaccessreviews")];
+
 /// The non-resource URLs the controller may read without a rule of the chart (see the module
 /// documentation).
 const DEFAULT_NON_RESOURCE: [&str; 1] = ["/.well-known/openid-configuration"];
@@ -136,12 +141,17 @@ async fn scenarios(service_account_tokens: bool) -> Vec<Call> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     operator.stop().await;
     // The start-up check.
-    oauth_token_operator::controller::preflight(&api.client(), &[], "double")
-        .await
-        .unwrap();
-    oauth_token_operator::controller::preflight(&api.client(), &["ns".into()], "double")
-        .await
-        .unwrap();
+    for namespaces in [vec![], vec!["ns".to_owned()]] {
+        let needs = oauth_token_operator::controller::Needs {
+            namespaces: &namespaces,
+            own_namespace: "oauth-token-operator-system",
+            service_account_tokens,
+            lease_namespace: None,
+        };
+        oauth_token_operator::controller::preflight(&api.client(), &needs, "double")
+            .await
+            .unwrap();
+    }
     // Leader election.
     let config = LeaderConfig {
         namespace: "oauth-token-operator-system".into(),
@@ -244,6 +254,12 @@ async fn the_chart_grants_exactly_what_the_controller_uses_in_each_configuration
             } else {
                 used.insert(from_call(call));
             }
+        }
+        for (verb, group, resource) in DEFAULT_GRANTS {
+            assert!(
+                used.remove(&grant_of(verb, group, resource, None)),
+                "{profile}: the start-up check asks access reviews"
+            );
         }
         let missing: Vec<_> = used.difference(&granted).collect();
         assert!(

@@ -482,7 +482,6 @@ pub struct CredentialsSecretRef {
     /// Not allowed. Declared only so that the API server refuses it instead of silently
     /// dropping it: credentials are read only from the OAuthClient's own namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 0))]
     pub namespace: Option<String>,
 }
 
@@ -540,7 +539,6 @@ pub struct CaBundleRef {
     /// Not allowed. Declared only so that the API server refuses it instead of silently
     /// dropping it: the bundle is read only from the OAuthClient's own namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 0))]
     pub namespace: Option<String>,
 }
 

@@ -48,7 +48,14 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         .map(|n| n.trim().to_owned())
         .filter(|n| !n.is_empty())
         .collect();
-    controller::preflight(&api.client, &namespaces, &api.url)
+    let own_namespace = crate::runtime::leader::own_namespace(&api.default_namespace);
+    let needs = controller::Needs {
+        namespaces: &namespaces,
+        own_namespace: &own_namespace,
+        service_account_tokens: args.allow_service_account_tokens,
+        lease_namespace: args.leader_elect.then_some(own_namespace.as_str()),
+    };
+    controller::preflight(&api.client, &needs, &api.url)
         .await
         .map_err(|e| e.to_string())?;
     let stop = stop_on_signal();
@@ -92,7 +99,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         max_concurrent_exchanges: usize::from(args.max_concurrent_exchanges),
         request_timeout: args.request_timeout,
         proxy,
-        namespace: crate::runtime::leader::own_namespace(&api.default_namespace),
+        namespace: own_namespace,
         ca_file,
     };
     let controller = controller::run(

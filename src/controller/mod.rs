@@ -18,6 +18,7 @@ pub mod context;
 pub mod events;
 pub mod gate;
 pub mod memo;
+pub mod preflight;
 pub mod reconcile;
 pub mod seal_key;
 pub mod secret_index;
@@ -29,11 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
-use kube::api::{Api, ListParams};
 
-use crate::api::crd::OAuthClient;
 use crate::oauth::exchange::Exchanger;
 use crate::oauth::proxy::ProxyConfig;
 use crate::oauth::transport::{Transport, TransportConfig};
@@ -72,16 +70,13 @@ pub enum StartError {
         "the OAuthClient CRD (oauthclients.oauth.token-operator.dev) is not installed in this cluster; install it with `kubectl apply -f crds/oauthclient.yaml` (or the Helm chart)"
     )]
     CrdMissing,
-    /// RBAC forbids listing OAuthClients, Secrets or ConfigMaps (each watched).
-    #[error("not allowed to list {kind}{scope}: {message} (check the operator's RBAC)")]
-    Forbidden {
-        /// What (`OAuthClients`, `Secrets`, `ConfigMaps`).
-        kind: &'static str,
-        /// Where.
-        scope: String,
-        /// The API server's message.
-        message: String,
-    },
+    /// The operator's identity lacks rights it will use (each named, as `verb resource in
+    /// scope`).
+    #[error(
+        "the operator's RBAC does not grant: {} (check the operator's Role or ClusterRole; the chart grants exactly what the operator uses)",
+        .0.join("; ")
+    )]
+    MissingRights(Vec<String>),
     /// The API server cannot be reached or answered with an error.
     #[error("cannot reach the Kubernetes API server at {url}: {source}")]
     Unreachable {
@@ -99,62 +94,7 @@ pub enum StartError {
     SealKey(#[from] seal_key::SealKeyError),
 }
 
-/// Checks that the cluster is reachable, serves OAuthClients, and lets the operator list
-/// what it watches (OAuthClients, Secrets and ConfigMaps, metadata only) in every scope: a
-/// watch that is forbidden would otherwise retry forever and hold up every reconcile.
-pub async fn preflight(
-    client: &Client,
-    namespaces: &[String],
-    url: &str,
-) -> Result<(), StartError> {
-    let scopes: Vec<Option<&String>> = if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces.iter().map(Some).collect()
-    };
-    for scope in scopes {
-        let problem = |kind: &'static str, error: kube::Error| match error {
-            kube::Error::Api(e) if e.code == 404 && kind == "OAuthClients" => {
-                StartError::CrdMissing
-            }
-            kube::Error::Api(e) if e.code == 403 => StartError::Forbidden {
-                kind,
-                scope: scope
-                    .map(|ns| format!(" in namespace {ns}"))
-                    .unwrap_or_default(),
-                message: e.message,
-            },
-            source => StartError::Unreachable {
-                url: url.to_owned(),
-                source,
-            },
-        };
-        let one = ListParams::default().limit(1);
-        scoped::<OAuthClient>(client, scope)
-            .list_metadata(&one)
-            .await
-            .map_err(|e| problem("OAuthClients", e))?;
-        scoped::<Secret>(client, scope)
-            .list_metadata(&one)
-            .await
-            .map_err(|e| problem("Secrets", e))?;
-        scoped::<ConfigMap>(client, scope)
-            .list_metadata(&one)
-            .await
-            .map_err(|e| problem("ConfigMaps", e))?;
-    }
-    Ok(())
-}
-
-fn scoped<K>(client: &Client, namespace: Option<&String>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
+pub use preflight::{Needs, preflight};
 
 /// Runs the controller until `shutdown` resolves. `health` is marked ready once every watch
 /// cache has synced.

@@ -245,6 +245,8 @@ struct Store {
     calls: Vec<Call>,
     counts: HashMap<String, u64>,
     faults: Vec<Fault>,
+    /// Rights RBAC would not grant: matching requests get 403, and access reviews say no.
+    denied: Vec<Matcher>,
     injections: Vec<Injection>,
     chaos: Option<Chaos>,
     chaos_faults: u64,
@@ -336,6 +338,7 @@ impl ApiServer {
                 calls: Vec::new(),
                 counts: HashMap::new(),
                 faults: Vec::new(),
+                denied: Vec::new(),
                 injections: Vec::new(),
                 chaos: None,
                 chaos_faults: 0,
@@ -479,6 +482,17 @@ impl ApiServer {
             remaining: n,
             status,
         });
+    }
+
+    /// From now on, RBAC does not grant what `matcher` matches: such requests get 403 and
+    /// access reviews for them answer no.
+    pub fn deny(&self, matcher: Matcher) {
+        self.store().denied.push(matcher);
+    }
+
+    /// Grants again everything [`ApiServer::deny`] took away.
+    pub fn allow_all(&self) {
+        self.store().denied.clear();
     }
 
     /// Drops every fault still queued by [`ApiServer::fail_next`].
@@ -1489,6 +1503,37 @@ fn metadata_only(object: &Value) -> Value {
     })
 }
 
+/// A SelfSubjectAccessReview: allowed unless [`ApiServer::deny`] matches it. Recorded as the
+/// call `create selfsubjectaccessreviews`, which Kubernetes grants every authenticated user.
+fn self_subject_access_review(shared: &Shared, body: &[u8]) -> Response {
+    let Ok(mut review) = serde_json::from_slice::<Value>(body) else {
+        return status_body(400, "not a SelfSubjectAccessReview");
+    };
+    let attributes = &review["spec"]["resourceAttributes"];
+    let field = |name: &str| attributes[name].as_str().unwrap_or_default().to_owned();
+    let asked = Call {
+        verb: field("verb"),
+        group: field("group"),
+        resource: field("resource"),
+        subresource: Some(field("subresource")).filter(|s| !s.is_empty()),
+        namespace: Some(field("namespace")).filter(|s| !s.is_empty()),
+    };
+    let mut store = shared.store.lock().unwrap();
+    store.record(
+        Call {
+            verb: "create".into(),
+            group: "authorization.k8s.io".into(),
+            resource: "selfsubjectaccessreviews".into(),
+            subresource: None,
+            namespace: None,
+        },
+        shared.log_profile(),
+    );
+    let allowed = !store.denied.iter().any(|m| m.matches(&asked));
+    review["status"] = json!({"allowed": allowed});
+    (StatusCode::CREATED, axum::Json(review)).into_response()
+}
+
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -1514,6 +1559,11 @@ async fn handle(
             .unwrap()
             .record(call, shared.log_profile());
         return (StatusCode::OK, axum::Json(tokens::discovery())).into_response();
+    }
+    if uri.path() == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+        && method == Method::POST
+    {
+        return self_subject_access_review(&shared, &body);
     }
     let Some(target) = parse_path(uri.path()) else {
         return status_body(
@@ -1563,6 +1613,12 @@ async fn handle(
                 .to_owned();
             let created = store.create(&shared, injection.kind, &namespace, injection.object);
             assert!(created.is_ok(), "injected object: {created:?}");
+        }
+        if store.denied.iter().any(|m| m.matches(&call)) {
+            return status_body(
+                403,
+                &format!("{} is forbidden (denied by the test)", call.label()),
+            );
         }
         if let Some(fault) = store
             .faults

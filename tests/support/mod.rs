@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod assertions;
+pub mod control_plane;
 pub mod harness;
 pub mod logs;
 pub mod mtls;

@@ -64,6 +64,16 @@ pub fn spawn_with(
     Process { child, output }
 }
 
+impl Drop for Process {
+    /// A process a test did not stop (it failed first) is killed, never left running.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Process {
     pub fn text(&self) -> String {
         self.output.lock().unwrap().clone()

@@ -1,0 +1,148 @@
+//! TokenRequest for real: a `ServiceAccountToken` client's assertion is minted by the real API
+//! server; the token endpoint verifies its signature against the server's `/openid/v1/jwks` and
+//! its `iss`, `sub`, `aud` and `exp`. Audiences the API server itself accepts are refused with
+//! no TokenRequest.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::Api;
+use serde_json::{Value, json};
+
+use crate::common::*;
+use crate::support::assertions::{Expectation, VerifyingKey};
+use crate::support::control_plane::{ControlPlane, cluster};
+use crate::support::process::spawn_with;
+use crate::support::vendors::{TokenServer, Tokens, Vendor};
+
+/// The verifying key of the API server's ServiceAccount tokens, from its `/openid/v1/jwks`.
+pub async fn jwks_key(plane: &ControlPlane) -> VerifyingKey {
+    let client = plane.client().await;
+    let request = http::Request::get("/openid/v1/jwks")
+        .body(Vec::new())
+        .unwrap();
+    let jwks: Value =
+        serde_json::from_str(&client.request_text(request).await.expect("/openid/v1/jwks"))
+            .unwrap();
+    let key = &jwks["keys"][0];
+    assert_eq!(key["kty"], "EC", "{jwks}");
+    assert_eq!(key["crv"], "P-256", "{jwks}");
+    let coordinate = |name: &str| URL_SAFE_NO_PAD.decode(key[name].as_str().unwrap()).unwrap();
+    let mut point = vec![0x04];
+    point.extend(coordinate("x"));
+    point.extend(coordinate("y"));
+    VerifyingKey::Public(point, vec!["ES256"])
+}
+
+/// What the token endpoint expects of the assertions of `client_id`: tokens of the
+/// ServiceAccount `ns/account` for `audience`, issued by the real API server.
+pub async fn expectation(
+    plane: &ControlPlane,
+    client_id: &str,
+    ns: &str,
+    account: &str,
+    audience: &str,
+) -> Expectation {
+    Expectation {
+        client_id: client_id.into(),
+        issuer: Some(plane.issuer.clone()),
+        subject: Some(format!("system:serviceaccount:{ns}:{account}")),
+        audience: audience.into(),
+        key: jwks_key(plane).await,
+        max_lifetime: Duration::from_secs(3600),
+        skew: Duration::from_secs(5),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_tokens_come_from_the_real_token_request_api() {
+    let test = "service_account_tokens_come_from_the_real_token_request_api";
+    let Some(cluster) = cluster(test).await else {
+        return;
+    };
+    let Some(plane) = cluster.local_or_skip(test) else {
+        return;
+    };
+    let client = cluster.client().await;
+    let ns = cluster.namespace("token-request").await;
+    let audience = "api://AzureADTokenExchange";
+    let vendor = TokenServer::start(Vendor::Generic, "wif", "unused", Tokens::Unique).await;
+    vendor.expect_assertions(expectation(&plane, "wif", &ns, "workload", audience).await);
+    let origin = url::Url::parse(&vendor.url())
+        .unwrap()
+        .origin()
+        .ascii_serialization();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let account = |name: &str, audiences: &str| -> ServiceAccount {
+        serde_json::from_value(json!({"metadata": {"name": name, "annotations": {
+            "oauth.token-operator.dev/token-audiences": audiences,
+            "oauth.token-operator.dev/token-endpoints": origin,
+        }}}))
+        .unwrap()
+    };
+    accounts
+        .create(&Default::default(), &account("workload", audience))
+        .await
+        .unwrap();
+    // A ServiceAccount that opts in to the API server's own audience (its issuer): refused.
+    accounts
+        .create(&Default::default(), &account("api-audience", &plane.issuer))
+        .await
+        .unwrap();
+    let operator = spawn_with(
+        crate::support::process::BIN,
+        &cluster.kubeconfig,
+        &[
+            "--allow-service-account-tokens",
+            &format!("--namespaces={ns}"),
+        ],
+        "token-request-0",
+        &[("POD_NAMESPACE", ns.as_str())],
+    );
+    let spec = |account: &str, audience: &str| {
+        json!({"tokenUrl": vendor.url(), "clientAuthMethod": "ServiceAccountToken", "clientId": "wif",
+               "serviceAccountToken": {"serviceAccountName": account, "audience": audience}})
+    };
+    oauth_client(&client, &ns, "wif", spec("workload", audience)).await;
+    wait_ready(&client, &ns, "wif", "True", "TokenIssued", Some(&operator)).await;
+    assert_eq!(
+        vendor.count(),
+        1,
+        "one token request, its assertion verified"
+    );
+
+    oauth_client(
+        &client,
+        &ns,
+        "api-audience",
+        spec("api-audience", &plane.issuer),
+    )
+    .await;
+    let object = wait_ready(
+        &client,
+        &ns,
+        "api-audience",
+        "False",
+        "ServiceAccountTokenDenied",
+        Some(&operator),
+    )
+    .await;
+    let (_, _, message) = condition_of(&object, "Ready").unwrap();
+    assert!(message.contains(&plane.issuer), "{message}");
+    assert_eq!(vendor.count(), 1, "nothing sent for the refused audience");
+    let minted: Vec<_> = plane
+        .audit_events()
+        .into_iter()
+        .filter(|e| {
+            e.resource == "serviceaccounts" && e.subresource == "token" && e.namespace == ns
+        })
+        .collect();
+    assert!(
+        minted.iter().all(|e| !e.uri.contains("/api-audience/")),
+        "no TokenRequest for the refused audience: {minted:?}"
+    );
+    assert!(minted.iter().any(|e| e.uri.contains("/workload/")));
+    drop(operator);
+}
