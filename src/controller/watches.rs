@@ -15,6 +15,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
@@ -80,6 +81,9 @@ pub fn scope_controller(
     let (run_ctx, run_store) = (ctx.clone(), store.clone());
     let mut controller = Controller::for_stream(clients_stream, store.clone())
         .with_config(ControllerConfig::default().concurrency(concurrency))
+        // Each watch backs off on its own errors; the merged stream's backoff (kube's default
+        // grows to 30 s across every watch's errors) must not add to it.
+        .trigger_backoff(watch_backoff())
         .reconcile_on(woken)
         .watches_stream(w.managed_stream, users(ctx.clone(), store.clone()))
         .watches_stream(w.secrets_stream, users(ctx.clone(), store.clone()))
@@ -267,6 +271,44 @@ fn live_refs(
         .collect()
 }
 
+/// How a watch retries after an error: from 0.5 s, doubling, at most 5 s, each delay with up to
+/// a quarter less by jitter; back to 0.5 s after a minute without errors (kube's default grows to
+/// 30 s). A restarted kube-apiserver answers the first watches with connection errors and then
+/// `410 Gone` (its watch cache starts at a newer resourceVersion); with kube's default, those
+/// errors added up to more than 30 s before the relist on a real API server. A few lists every
+/// 5 s while the API server is down cost it nothing.
+fn watch_backoff() -> kube::runtime::utils::ResetTimerBackoff<WatchBackoff> {
+    kube::runtime::utils::ResetTimerBackoff::new(WatchBackoff::FIRST, Duration::from_secs(60))
+}
+
+/// The delays of [`watch_backoff`].
+struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: WatchBackoff = WatchBackoff {
+        next: Duration::from_millis(500),
+    };
+    const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (delay * 2).min(Self::MAX);
+        Some(delay.mul_f64(1.0 - rand::random::<f64>() / 4.0))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        *self = Self::FIRST;
+    }
+}
+
 /// A metadata-only watch (of Secrets, ConfigMaps or ServiceAccounts) that keeps `index` up to
 /// date.
 fn indexed<K, V>(
@@ -280,7 +322,7 @@ where
     V: Clone + Send + Sync + 'static,
 {
     watch(api, config)
-        .default_backoff()
+        .backoff(watch_backoff())
         .inspect(move |event| {
             if let Ok(event) = event {
                 index.apply(event);
@@ -301,7 +343,7 @@ fn clients(
     ctx: Arc<Context>,
 ) -> impl Stream<Item = Result<PartialObjectMeta<OAuthClient>, watcher::Error>> + Send + 'static {
     watch(api, watcher::Config::default())
-        .default_backoff()
+        .backoff(watch_backoff())
         .modify(|client| {
             // Only the name and namespace are read from the cache (each reconcile GETs the
             // object); everything else would be copied into the store and into every

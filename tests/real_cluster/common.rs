@@ -148,6 +148,23 @@ impl Install {
         spawn_with(BIN, kubeconfig, &args, pod, &env)
     }
 
+    /// The chart installed to watch only `namespaces` (plain HTTP allowed: the token endpoint
+    /// emulators listen on 127.0.0.1), `values` merged over that; and its pod started.
+    pub async fn watching(
+        cluster: &Cluster,
+        release: &str,
+        namespaces: &[&str],
+        values: Value,
+    ) -> (Install, Process) {
+        let mut all = json!({"allowInsecureHttp": true, "watchNamespaces": namespaces});
+        for (k, v) in values.as_object().into_iter().flatten() {
+            all[k] = v.clone();
+        }
+        let install = Install::new(cluster, release, all).await;
+        let pod = install.pod(&format!("{release}-0")).await;
+        (install, pod)
+    }
+
     /// `helm uninstall`.
     pub fn uninstall(&self) {
         self.cluster

@@ -10,8 +10,12 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cli;
 mod common;
 mod crd;
+mod leader;
+mod ownership;
 mod rbac;
 mod schema;
 mod token_request;
+mod watches;
