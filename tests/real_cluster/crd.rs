@@ -1,20 +1,119 @@
-//! The CRD on the real API server: structural, every CEL rule within the cost budget.
+//! The CRD and the examples on the real API server: `crds/oauthclient.yaml` is accepted
+//! (structural schema, every CEL rule within the cost budget) and established, and every file
+//! of `examples/` passes `kubectl apply --dry-run=server` (a Helm values file: its rendering of
+//! the chart does), with the namespaces it names and the third-party CRDs it uses in place.
 
-use crate::support::control_plane::cluster;
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::common::CHART;
+use crate::support::control_plane::{apply_crd_file, cluster, third_party_crd};
+
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
 
 #[tokio::test]
 async fn the_crd_is_accepted_and_established() {
     let Some(cluster) = cluster("the_crd_is_accepted_and_established").await else {
         return;
     };
-    let out = cluster
+    // `cluster` applied it (server-side) and waited until it was established; check it again
+    // as a user would, with the real kubectl.
+    let crd: Value = serde_json::from_str(
+        &cluster
+            .kubectl(&[
+                "get",
+                "crd",
+                "oauthclients.oauth.token-operator.dev",
+                "-o",
+                "json",
+            ])
+            .ok("kubectl get crd"),
+    )
+    .unwrap();
+    let conditions = crd["status"]["conditions"].as_array().unwrap();
+    for wanted in ["Established", "NamesAccepted"] {
+        assert!(
+            conditions
+                .iter()
+                .any(|c| c["type"] == wanted && c["status"] == "True"),
+            "{wanted}: {conditions:?}"
+        );
+    }
+    // No condition says the schema is not structural.
+    assert!(
+        !conditions
+            .iter()
+            .any(|c| c["type"] == "NonStructuralSchema"),
+        "{conditions:?}"
+    );
+    // A client-side apply as the README says works too (the CRD fits in the
+    // last-applied-configuration annotation).
+    cluster
         .kubectl(&[
-            "get",
-            "crd",
-            "oauthclients.oauth.token-operator.dev",
-            "-o",
-            "json",
+            "apply",
+            "-f",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/crds/oauthclient.yaml"),
         ])
-        .ok("kubectl get crd");
-    assert!(out.contains("Established"));
+        .ok("kubectl apply -f crds/oauthclient.yaml");
+}
+
+#[tokio::test]
+async fn every_example_passes_a_server_side_dry_run() {
+    let Some(cluster) = cluster("every_example_passes_a_server_side_dry_run").await else {
+        return;
+    };
+    let client = cluster.client().await;
+    for crd in [
+        "cert-manager.io_certificates.yaml",
+        "trust.cert-manager.io_bundles.yaml",
+    ] {
+        apply_crd_file(&client, &third_party_crd(crd))
+            .await
+            .unwrap_or_else(|e| panic!("{crd}: {e}"));
+    }
+    let mut files: Vec<_> = std::fs::read_dir(EXAMPLES)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "{files:?}");
+    let scratch = tempfile::tempdir().unwrap();
+    for path in files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let documents: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+        let path = path.to_string_lossy().into_owned();
+        let manifests = if documents.iter().all(|d| d.get("kind").is_none()) {
+            // A Helm values file: the chart rendered with it.
+            let ns = cluster.namespace("example-values").await;
+            let rendered = cluster
+                .helm(&["template", "example", CHART, "-n", &ns, "-f", &path])
+                .ok(&format!("helm template -f {name}"));
+            let file = scratch.path().join(&name);
+            std::fs::write(&file, rendered).unwrap();
+            file.to_string_lossy().into_owned()
+        } else {
+            path
+        };
+        let text = std::fs::read_to_string(&manifests).unwrap();
+        let namespaces: BTreeSet<String> = serde_yaml::Deserializer::from_str(&text)
+            .filter_map(|d| {
+                let doc: Value = serde::Deserialize::deserialize(d).ok()?;
+                doc["metadata"]["namespace"].as_str().map(str::to_owned)
+            })
+            .collect();
+        for ns in namespaces {
+            cluster.create_namespace(&ns).await;
+        }
+        let out = cluster.kubectl(&["apply", "--dry-run=server", "-f", &manifests]);
+        assert!(
+            out.success,
+            "{name}: kubectl apply --dry-run=server:\n{}{}",
+            out.stdout, out.stderr
+        );
+    }
 }
