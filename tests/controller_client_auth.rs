@@ -530,10 +530,24 @@ fn with_service_account_tokens() -> Options {
     }
 }
 
-fn service_account(api: &ApiServer, name: &str, audiences: Option<&str>) {
+/// The opt-in annotations of a ServiceAccount: `audiences`, and the origin of `token_url` as
+/// the one token endpoint its tokens may go to.
+fn opt_in(audiences: &str, token_url: &str) -> Value {
+    let origin = url::Url::parse(token_url)
+        .unwrap()
+        .origin()
+        .ascii_serialization();
+    json!({
+        "oauth.token-operator.dev/token-audiences": audiences,
+        "oauth.token-operator.dev/token-endpoints": origin,
+    })
+}
+
+/// A ServiceAccount that opted in to `audiences` at `token_url` (or not at all).
+fn service_account(api: &ApiServer, name: &str, audiences: Option<&str>, token_url: &str) {
     let mut meta = json!({"name": name, "namespace": NS});
     if let Some(a) = audiences {
-        meta["annotations"] = json!({"oauth.token-operator.dev/token-audiences": a});
+        meta["annotations"] = opt_in(a, token_url);
     }
     api.create(SERVICEACCOUNTS, json!({"metadata": meta}));
 }
@@ -567,7 +581,7 @@ async fn service_account_token_federation_needs_the_opt_in_and_survives_a_restar
     let operator = Operator::start_with(&api, &[], 4, with_service_account_tokens());
     let url = vendor.url();
     vendor.expect_assertions(federation(&api, "app", "workload"));
-    service_account(&api, "workload", Some(&format!("other, {AUDIENCE} ")));
+    service_account(&api, "workload", Some(&format!("other, {AUDIENCE} ")), &url);
     oauth_client(
         &api,
         NS,
@@ -579,7 +593,7 @@ async fn service_account_token_federation_needs_the_opt_in_and_survives_a_restar
 
     // No opt-in: denied before any TokenRequest; the annotation retries within seconds.
     vendor.expect_assertions(federation(&api, "shy-app", "shy"));
-    service_account(&api, "shy", None);
+    service_account(&api, "shy", None, &url);
     oauth_client(&api, NS, "shy", federated(&url, "shy-app", "shy", AUDIENCE));
     let (_, _, message) = wait_ready(&api, NS, "shy", "False", "ServiceAccountTokenDenied").await;
     assert!(message.contains("has not opted in"), "{message}");
@@ -591,8 +605,7 @@ async fn service_account_token_federation_needs_the_opt_in_and_survives_a_restar
     assert_eq!(api.count(TOKEN_REQUESTS), 1, "a label is no opt-in");
     let opted_in = Instant::now();
     api.modify(SERVICEACCOUNTS, NS, "shy", |sa| {
-        sa["metadata"]["annotations"] =
-            json!({"oauth.token-operator.dev/token-audiences": AUDIENCE})
+        sa["metadata"]["annotations"] = opt_in(AUDIENCE, &url)
     });
     wait_ready(&api, NS, "shy", "True", "TokenIssued").await;
     assert!(
@@ -615,6 +628,52 @@ async fn service_account_token_federation_needs_the_opt_in_and_survives_a_restar
     again.stop().await;
 }
 
+/// Security round three, item 2: a tenant who may create OAuthClients names a ServiceAccount
+/// that opted in to the identity provider's audience and points the token URL at their own
+/// server. No TokenRequest is made and nothing reaches their server; the ServiceAccount's owner
+/// listing that origin is what it takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_account_token_is_never_sent_to_an_endpoint_its_owner_did_not_list() {
+    let api = ApiServer::start().await;
+    let idp = TokenServer::start(Vendor::Generic, "-", "-", Tokens::Unique).await;
+    let attacker = TokenServer::start(Vendor::Generic, "-", "-", Tokens::Unique).await;
+    let operator = Operator::start_with(&api, &[], 4, with_service_account_tokens());
+    idp.expect_assertions(federation(&api, "app", "workload"));
+    attacker.expect_assertions(federation(&api, "app", "workload"));
+    service_account(&api, "workload", Some(AUDIENCE), &idp.url());
+    oauth_client(
+        &api,
+        NS,
+        "legit",
+        federated(&idp.url(), "app", "workload", AUDIENCE),
+    );
+    wait_ready(&api, NS, "legit", "True", "TokenIssued").await;
+    oauth_client(
+        &api,
+        NS,
+        "stolen",
+        federated(&attacker.url(), "app", "workload", AUDIENCE),
+    );
+    let (_, _, message) =
+        wait_ready(&api, NS, "stolen", "False", "ServiceAccountTokenDenied").await;
+    let origin = url::Url::parse(&attacker.url())
+        .unwrap()
+        .origin()
+        .ascii_serialization();
+    assert!(
+        message.contains(&origin) && message.contains("oauth.token-operator.dev/token-endpoints"),
+        "{message}"
+    );
+    sleep(1000).await;
+    assert_eq!(attacker.count(), 0, "nothing reached the tenant's server");
+    assert_eq!(
+        api.count(TOKEN_REQUESTS),
+        1,
+        "one TokenRequest, for the listed endpoint"
+    );
+    operator.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_account_token_refusals_send_nothing_to_the_token_endpoint() {
     let api = ApiServer::start().await;
@@ -627,6 +686,7 @@ async fn service_account_token_refusals_send_nothing_to_the_token_endpoint() {
         &api,
         "greedy",
         Some(&format!("{issuer},https://kubernetes.default.svc")),
+        &url,
     );
     oauth_client(&api, NS, "issuer", federated(&url, "g1", "greedy", issuer));
     oauth_client(
@@ -658,7 +718,7 @@ async fn service_account_token_refusals_send_nothing_to_the_token_endpoint() {
         subresource: Some("token"),
     };
     api.fail_next(token, 1, 403);
-    service_account(&api, "refused", Some(AUDIENCE));
+    service_account(&api, "refused", Some(AUDIENCE), &url);
     oauth_client(
         &api,
         NS,
@@ -678,7 +738,7 @@ async fn service_account_tokens_are_invalid_spec_without_the_flag_and_no_service
     let api = ApiServer::start().await;
     let vendor = TokenServer::start(Vendor::Generic, "-", "-", Tokens::Unique).await;
     let operator = Operator::start(&api, &[], 4);
-    service_account(&api, "workload", Some(AUDIENCE));
+    service_account(&api, "workload", Some(AUDIENCE), &vendor.url());
     oauth_client(
         &api,
         NS,

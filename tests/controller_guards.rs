@@ -22,15 +22,6 @@ fn spec(vendor: &TokenServer) -> Value {
     })
 }
 
-fn client_object(name: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": "oauth.token-operator.dev/v1alpha1",
-        "kind": "OAuthClient",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": spec,
-    })
-}
-
 fn events(api: &ApiServer, reason: &str) -> Vec<Value> {
     api.list(EVENTS, Some(NS))
         .into_iter()
@@ -42,49 +33,73 @@ async fn sleep(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
-// === the managed Secret can never become a cluster credential ===
+// === names that are not names (security round three, item 4) ===
 
+/// A reference name that would climb out of the namespace's path (behind a front end that
+/// normalises dot-segments it reads another namespace's Secret) never reaches a request path:
+/// the client is InvalidSpec naming the field, and nothing is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_schema_refuses_credential_secret_types_and_reserved_keys() {
+async fn a_reference_name_that_is_no_name_never_reaches_a_request_path() {
     let api = ApiServer::start().await;
     let vendor = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
-    let with_target = |target: Value| {
-        let mut s = spec(&vendor);
-        s["target"] = target;
-        client_object("escalate", s)
-    };
-    let refused = [
-        json!({"type": "kubernetes.io/service-account-token",
-               "annotations": {"kubernetes.io/service-account.name": "default"}}),
-        json!({"type": "kubernetes.io/service-account-token"}),
-        json!({"type": "bootstrap.kubernetes.io/token"}),
-        json!({"type": "kubernetes.io/dockerconfigjson"}),
-        json!({"annotations": {"kubernetes.io/service-account.name": "default"}}),
-        json!({"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}}),
-        json!({"annotations": {"app.kubernetes.io/name": "x"}}),
-        json!({"annotations": {"oauth.token-operator.dev/expires-at": "9999-01-01T00:00:00Z"}}),
-        json!({"annotations": {"oauth.token-operator.dev/fingerprint": "v1:AAAA:AAAA"}}),
-        json!({"labels": {"node.kubernetes.io/role": "x"}}),
-        json!({"labels": {"k8s.io/x": "y"}}),
-        json!({"labels": {"sub.k8s.io/x": "y"}}),
-        json!({"labels": {"oauth.token-operator.dev/client": "other"}}),
+    let operator = Operator::start_with(
+        &api,
+        &[],
+        4,
+        Options {
+            service_account_tokens: true,
+            ..Options::default()
+        },
+    );
+    let hostile = "../../victim/secrets/victim-creds";
+    let cases = [
+        (
+            "creds",
+            json!({"credentialsSecretRef": {"name": hostile}}),
+            "spec.credentialsSecretRef.name",
+        ),
+        (
+            "bundle",
+            json!({"caBundleRef": {"name": hostile}}),
+            "spec.caBundleRef.name",
+        ),
+        (
+            "target",
+            json!({"target": {"name": hostile}}),
+            "spec.target.name",
+        ),
+        (
+            "sa",
+            json!({"clientAuthMethod": "ServiceAccountToken", "clientId": "x", "credentialsSecretRef": null,
+                   "serviceAccountToken": {"serviceAccountName": hostile, "audience": "a"}}),
+            "spec.serviceAccountToken.serviceAccountName",
+        ),
     ];
-    for target in refused {
-        let result = api.try_create(OAUTHCLIENTS, with_target(target.clone()));
-        let (code, message) = result.expect_err(&format!("accepted {target}"));
-        assert_eq!(code, 422, "{target}: {message}");
+    for (name, fields, field) in cases {
+        let mut s = spec(&vendor);
+        for (k, v) in fields.as_object().unwrap() {
+            if v.is_null() {
+                s.as_object_mut().unwrap().remove(k);
+            } else {
+                s[k] = v.clone();
+            }
+        }
+        oauth_client(&api, NS, name, s);
+        let (_, _, message) = wait_ready(&api, NS, name, "False", "InvalidSpec").await;
+        assert!(
+            message.contains(field) && message.contains("is not a valid"),
+            "{name}: {message}"
+        );
     }
-    for target in [
-        json!({"type": "Opaque"}),
-        json!({"labels": {"app.kubernetes.io/name": "streamhub", "team": "a"}}),
-        json!({"annotations": {"example.com/owner": "team-a", "notkubernetes.io/x": "y"}}),
-    ] {
-        let name = format!("ok-{}", api.list(OAUTHCLIENTS, Some(NS)).len());
-        let mut object = with_target(target.clone());
-        object["metadata"]["name"] = json!(name);
-        api.try_create(OAUTHCLIENTS, object)
-            .unwrap_or_else(|e| panic!("{target} refused: {e:?}"));
-    }
+    sleep(500).await;
+    let climbing: Vec<String> = api
+        .paths()
+        .into_iter()
+        .filter(|p| p.contains("..") || p.contains("victim"))
+        .collect();
+    assert!(climbing.is_empty(), "{climbing:?}");
+    assert_eq!(vendor.count(), 0);
+    operator.stop().await;
 }
 
 // === refused and failed Secret writes ===

@@ -329,3 +329,137 @@ async fn a_rotated_seal_key_reseals_without_new_tokens() {
     assert!(restored_events(&api).is_empty(), "a rotation is no restore");
     operator.stop().await;
 }
+
+// === the seal covers what the operator writes (security round three, item 1) ===
+
+/// The Secret as an attacker leaves it: the token swapped, both expiries moved to 2099, and the
+/// seal replaced by `seal` (derived from the genuine one).
+fn forge(api: &ApiServer, seal: impl Fn(&str) -> String) {
+    let expiry = "2099-01-01T00:00:00Z";
+    api.modify(SECRETS, NS, TOKEN_SECRET, |s| {
+        let genuine = s["metadata"]["annotations"]["oauth.token-operator.dev/mac"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        s["data"]["access_token"] = b64("attacker-token");
+        s["data"]["Authorization"] = b64("Bearer attacker-token");
+        s["data"]["expires_at"] = b64(expiry);
+        s["metadata"]["annotations"]["oauth.token-operator.dev/expires-at"] = json!(expiry);
+        s["metadata"]["annotations"]["oauth.token-operator.dev/mac"] = json!(seal(&genuine));
+    });
+}
+
+/// `v2:<id>:<list tag>:<entries>` split into (id, list tag, entries).
+fn seal_parts(seal: &str) -> (String, String, Vec<String>) {
+    let parts: Vec<&str> = seal.splitn(4, ':').collect();
+    (
+        parts[1].to_owned(),
+        parts[2].to_owned(),
+        parts[3].split(',').map(str::to_owned).collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seal_emptied_cut_or_padded_never_hides_a_forged_token() {
+    let attacks: [(&str, fn(&str) -> String); 5] = [
+        ("the empty list", |seal| {
+            let (id, list, _) = seal_parts(seal);
+            format!("v2:{id}:{list}:")
+        }),
+        ("the empty list, former format", |seal| {
+            format!("v1:{}:", seal_parts(seal).0)
+        }),
+        ("the token's item dropped", |seal| {
+            let (id, list, entries) = seal_parts(seal);
+            let kept: Vec<String> = entries
+                .into_iter()
+                .filter(|e| !e.starts_with("data/access_token=") && !e.contains("expires"))
+                .collect();
+            format!("v2:{id}:{list}:{}", kept.join(","))
+        }),
+        ("the token's item dropped, former format", |seal| {
+            let (id, _, entries) = seal_parts(seal);
+            let kept: Vec<String> = entries
+                .into_iter()
+                .filter(|e| !e.starts_with("data/access_token=") && !e.contains("expires"))
+                .collect();
+            format!("v1:{id}:{}", kept.join(","))
+        }),
+        ("an item added", |seal| {
+            format!("{seal},data/extra=AAAAAAAAAAAAAAAA")
+        }),
+    ];
+    // Each attack on a client of its own (restores in a row slow down, by design).
+    for (attack, seal) in attacks {
+        let setup = ready().await;
+        forge(&setup.api, seal);
+        restored(&setup, attack, |s| {
+            s["metadata"]["annotations"]["oauth.token-operator.dev/expires-at"]
+                != "2099-01-01T00:00:00Z"
+        })
+        .await;
+        assert_eq!(
+            setup.vendor.count(),
+            2,
+            "{attack}: a new token replaced the forged one"
+        );
+        setup.operator.stop().await;
+    }
+}
+
+/// A Secret that does not carry this client's controller ownerReference is never adopted on
+/// the strength of a seal copied from the Secret of the same client before it was recreated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_secret_with_a_seal_copied_from_before_a_recreation_is_never_adopted() {
+    let setup = ready().await;
+    let old = setup.api.get(SECRETS, NS, TOKEN_SECRET).unwrap();
+    setup.operator.stop().await;
+    // The client is deleted (its Secret goes with it) and created again under the same name.
+    setup.api.delete(OAUTHCLIENTS, NS, "demo");
+    eventually("the Secret collected", Duration::from_secs(5), || {
+        setup
+            .api
+            .get(SECRETS, NS, TOKEN_SECRET)
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // The tenant puts back the old Secret, unowned, with the token swapped and the expiry in
+    // 2099, under each of the old seal's variants.
+    let mut foreign = old.clone();
+    foreign["metadata"] = json!({
+        "name": TOKEN_SECRET, "namespace": NS,
+        "labels": old["metadata"]["labels"].clone(),
+        "annotations": old["metadata"]["annotations"].clone(),
+    });
+    foreign["data"]["access_token"] = b64("attacker-token");
+    foreign["data"]["expires_at"] = b64("2099-01-01T00:00:00Z");
+    foreign["metadata"]["annotations"]["oauth.token-operator.dev/expires-at"] =
+        json!("2099-01-01T00:00:00Z");
+    setup.api.create(SECRETS, foreign);
+    oauth_client(
+        &setup.api,
+        NS,
+        "demo",
+        json!({
+            "tokenUrl": setup.vendor.url(),
+            "credentialsSecretRef": {"name": "creds"},
+            "target": {"template": {"Authorization": "Bearer {{ access_token }}"}},
+        }),
+    );
+    let operator = Operator::start(&setup.api, &[], 4);
+    wait_ready(&setup.api, NS, "demo", "False", "SecretConflict").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let secret = setup.api.get(SECRETS, NS, TOKEN_SECRET).unwrap();
+    assert_eq!(
+        secret_value(&setup.api, NS, TOKEN_SECRET, "access_token").as_deref(),
+        Some("attacker-token"),
+        "left untouched"
+    );
+    assert!(
+        secret["metadata"]["ownerReferences"].is_null(),
+        "not adopted"
+    );
+    assert_eq!(setup.vendor.count(), 1, "nothing exchanged for it");
+    operator.stop().await;
+}

@@ -1,5 +1,6 @@
 //! Every example under `examples/` is a spec the operator accepts: each OAuthClient in it passes
-//! the generated CRD's schema and CEL rules (applied by the API-server double) and resolves
+//! the generated CRD's OpenAPI schema (applied by the API-server double; the real-cluster suite
+//! dry-runs every example file on a real kube-apiserver, CEL rules included) and resolves
 //! against its preset. The README names every example file, and the client authentication
 //! examples the contract asks for exist.
 
@@ -116,5 +117,14 @@ fn the_federation_example_opts_its_service_account_in_to_its_audience() {
         allowed
             .split(',')
             .any(|a| a.trim() == source["audience"].as_str().unwrap())
+    );
+    let endpoints = account["metadata"]["annotations"]["oauth.token-operator.dev/token-endpoints"]
+        .as_str()
+        .unwrap();
+    let token_url = url::Url::parse(client["spec"]["tokenUrl"].as_str().unwrap()).unwrap();
+    assert!(
+        oauth_token_operator::oauth::credentials::allowed_endpoints(endpoints)
+            .contains(&Some(token_url.origin().ascii_serialization())),
+        "the example's ServiceAccount lists its token URL's origin"
     );
 }

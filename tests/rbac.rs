@@ -180,7 +180,10 @@ async fn service_account_scenario(api: &ApiServer, vendor: &TokenServer) {
     for (name, annotated) in [("workload", true), ("shy", false)] {
         let mut meta = json!({"name": name, "namespace": "ns"});
         if annotated {
-            meta["annotations"] = json!({"oauth.token-operator.dev/token-audiences": audience});
+            meta["annotations"] = json!({
+                "oauth.token-operator.dev/token-audiences": audience,
+                "oauth.token-operator.dev/token-endpoints": url::Url::parse(&vendor.url()).unwrap().origin().ascii_serialization(),
+            });
         }
         api.create(SERVICEACCOUNTS, json!({"metadata": meta}));
         let spec = json!({"tokenUrl": vendor.url(), "clientAuthMethod": "ServiceAccountToken",

@@ -405,8 +405,9 @@ pub const DEFAULT_EXPIRATION_SECONDS: i64 = 600;
 pub struct ServiceAccountTokenSource {
     /// ServiceAccount in the same namespace whose token is the client assertion. It must opt
     /// in: its annotation oauth.token-operator.dev/token-audiences lists the audiences it
-    /// allows (comma-separated).
-    #[schemars(length(min = 1, max = 253))]
+    /// allows, and oauth.token-operator.dev/token-endpoints the origins (scheme://host[:port])
+    /// of the token endpoints its tokens may be sent to (both comma-separated).
+    #[schemars(length(min = 1, max = 253), extend("x-kubernetes-validations" = [dns_subdomain_rule()]))]
     pub service_account_name: String,
 
     /// Audience of the Kubernetes token, as the identity provider's federation trust expects
@@ -415,9 +416,10 @@ pub struct ServiceAccountTokenSource {
     #[schemars(length(min = 1, max = 2048))]
     pub audience: String,
 
-    /// Lifetime requested from the TokenRequest API, 600 to 86400 seconds.
+    /// Lifetime requested from the TokenRequest API, 600 to 3600 seconds (the token is used
+    /// once, at once: a longer one would only help whoever captures it).
     #[serde(default = "default_expiration_seconds")]
-    #[schemars(range(min = 600, max = 86400))]
+    #[schemars(range(min = 600, max = 3600))]
     pub expiration_seconds: i64,
 }
 
@@ -444,6 +446,15 @@ pub enum RequestEncoding {
     Json,
 }
 
+/// The CEL rule that a name the operator puts in an API path is a name (a DNS subdomain, as
+/// Kubernetes names objects), with a message in words.
+fn dns_subdomain_rule() -> serde_json::Value {
+    serde_json::json!({
+        "rule": "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",
+        "message": "must be an object name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit (a DNS subdomain)"
+    })
+}
+
 /// Reference to the Secret holding the client credentials, in the OAuthClient's namespace.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -453,7 +464,7 @@ pub enum RequestEncoding {
 }]))]
 pub struct CredentialsSecretRef {
     /// Name of the Secret, in the same namespace as the OAuthClient.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), extend("x-kubernetes-validations" = [dns_subdomain_rule()]))]
     pub name: String,
 
     /// Key holding client_id (ignored when spec.clientId is set).
@@ -528,7 +539,7 @@ pub struct CaBundleRef {
     pub kind: CaBundleKind,
 
     /// Name of the ConfigMap or Secret, in the same namespace as the OAuthClient.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), extend("x-kubernetes-validations" = [dns_subdomain_rule()]))]
     pub name: String,
 
     /// Key holding one or more PEM certificates.
@@ -623,7 +634,7 @@ impl Default for ResponseFields {
 pub struct Target {
     /// Name of the managed Secret, in the same namespace. Defaults to <metadata.name>-token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), extend("x-kubernetes-validations" = [dns_subdomain_rule()]))]
     pub name: Option<String>,
 
     /// Type of the managed Secret. Only Opaque is allowed: a managed Secret must never become
@@ -939,7 +950,7 @@ mod tests {
         let seconds = &sa["properties"]["expirationSeconds"];
         assert_eq!(seconds["default"], DEFAULT_EXPIRATION_SECONDS);
         assert_eq!(seconds["minimum"].as_f64(), Some(600.0));
-        assert_eq!(seconds["maximum"].as_f64(), Some(86400.0));
+        assert_eq!(seconds["maximum"].as_f64(), Some(3600.0));
         let refresh = &props["refresh"]["properties"];
         assert_eq!(refresh["renewBeforePercentage"]["default"], 33);
         assert_eq!(

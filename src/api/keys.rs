@@ -33,6 +33,10 @@ pub const REFRESH_REQUESTED_ANNOTATION: &str = concat!(group!(), "/refresh-reque
 /// ServiceAccountToken`): the ServiceAccount's opt-in.
 pub const TOKEN_AUDIENCES_ANNOTATION: &str = concat!(group!(), "/token-audiences");
 
+/// Annotation on a ServiceAccount listing the token endpoints its tokens may be sent to
+/// (comma-separated origins `scheme://host[:port]`): the other half of its opt-in.
+pub const TOKEN_ENDPOINTS_ANNOTATION: &str = concat!(group!(), "/token-endpoints");
+
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = name!();
 
@@ -53,6 +57,7 @@ mod tests {
             MAC_ANNOTATION,
             REFRESH_REQUESTED_ANNOTATION,
             TOKEN_AUDIENCES_ANNOTATION,
+            TOKEN_ENDPOINTS_ANNOTATION,
         ] {
             assert!(key.starts_with(PREFIX), "{key}");
         }

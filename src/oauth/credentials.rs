@@ -19,7 +19,7 @@ use std::sync::Arc;
 use k8s_openapi::ByteString;
 
 use crate::api::crd::{ClientAuthMethod, CredentialsSecretRef, OAuthClientSpec};
-use crate::api::keys::TOKEN_AUDIENCES_ANNOTATION;
+use crate::api::keys::{TOKEN_AUDIENCES_ANNOTATION, TOKEN_ENDPOINTS_ANNOTATION};
 use crate::api::reason::{Failure, Reason};
 use crate::oauth::identity::Identity;
 use crate::output::redact::Sensitive;
@@ -49,13 +49,16 @@ pub enum Proof {
     Assertion(Sensitive<String>),
 }
 
-/// A ServiceAccount that opted in to the audience of a `ServiceAccountToken` client.
+/// A ServiceAccount that opted in to the audience and the token endpoint of a
+/// `ServiceAccountToken` client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceAccountGrant {
     /// The ServiceAccount's name.
     pub name: String,
     /// The value of its `oauth.token-operator.dev/token-audiences` annotation.
     pub audiences: String,
+    /// The value of its `oauth.token-operator.dev/token-endpoints` annotation.
+    pub endpoints: String,
 }
 
 impl Credentials {
@@ -328,13 +331,16 @@ pub fn allowed_audiences(annotation: &str) -> Vec<&str> {
         .collect()
 }
 
-/// The ServiceAccount of a `ServiceAccountToken` client, if it opted in to `audience`
-/// (`annotations`: its annotations; `None`: it does not exist in `namespace`). The opt-in is
-/// checked before anything else, and refused as `ServiceAccountTokenDenied`.
+/// The ServiceAccount of a `ServiceAccountToken` client, if it opted in to `audience` and to
+/// the origin of `token_url` (`annotations`: its annotations; `None`: it does not exist in
+/// `namespace`). The opt-in is checked before anything else, and refused as
+/// `ServiceAccountTokenDenied`: whoever may create an OAuthClient must not be able to have the
+/// token sent anywhere else than where the ServiceAccount's owner allows.
 pub fn from_service_account(
     client_id: &str,
     name: &str,
     audience: &str,
+    token_url: &url::Url,
     namespace: &str,
     annotations: Option<&BTreeMap<String, String>>,
 ) -> Result<Credentials, Failure> {
@@ -344,32 +350,93 @@ pub fn from_service_account(
             format!("ServiceAccount {name} not found in namespace {namespace}"),
         ));
     };
-    let denied = |why: String| {
+    let denied = |why: String, annotation: &str, what: &str| {
         Failure::new(
             Reason::ServiceAccountTokenDenied,
             format!(
-                "ServiceAccount {name} {why}; no token is requested for it (to allow it, list the audience in its annotation {TOKEN_AUDIENCES_ANNOTATION})"
+                "ServiceAccount {name} {why}; no token is requested for it (to allow it, its owner lists the {what} in its annotation {annotation})"
             ),
         )
     };
     let Some(listed) = annotations.get(TOKEN_AUDIENCES_ANNOTATION) else {
-        return Err(denied(format!(
-            "has not opted in to tokens for audience {audience}: it has no annotation {TOKEN_AUDIENCES_ANNOTATION}"
-        )));
+        return Err(denied(
+            format!(
+                "has not opted in to tokens for audience {audience}: it has no annotation {TOKEN_AUDIENCES_ANNOTATION}"
+            ),
+            TOKEN_AUDIENCES_ANNOTATION,
+            "audience",
+        ));
     };
     if !allowed_audiences(listed).contains(&audience) {
-        return Err(denied(format!(
-            "has not opted in to tokens for audience {audience}: its annotation {TOKEN_AUDIENCES_ANNOTATION} lists {}",
-            shown(listed)
-        )));
+        return Err(denied(
+            format!(
+                "has not opted in to tokens for audience {audience}: its annotation {TOKEN_AUDIENCES_ANNOTATION} lists {}",
+                shown(listed)
+            ),
+            TOKEN_AUDIENCES_ANNOTATION,
+            "audience",
+        ));
+    }
+    let origin = endpoint_origin(token_url);
+    let endpoints = annotations.get(TOKEN_ENDPOINTS_ANNOTATION);
+    let allowed = endpoints.is_some_and(|e| {
+        allowed_endpoints(e)
+            .iter()
+            .any(|entry| entry.as_deref() == Some(origin.as_str()))
+    });
+    if !allowed {
+        let why = match endpoints {
+            None => format!(
+                "has not opted in to sending its tokens to {origin}: it has no annotation {TOKEN_ENDPOINTS_ANNOTATION}"
+            ),
+            Some(listed) => format!(
+                "has not opted in to sending its tokens to {origin}: its annotation {TOKEN_ENDPOINTS_ANNOTATION} lists {}",
+                shown(listed)
+            ),
+        };
+        return Err(denied(
+            why,
+            TOKEN_ENDPOINTS_ANNOTATION,
+            "token endpoint's origin",
+        ));
     }
     Ok(Credentials {
         client_id: client_id.to_owned(),
         proof: Proof::ServiceAccount(ServiceAccountGrant {
             name: name.to_owned(),
             audiences: listed.clone(),
+            endpoints: endpoints.cloned().unwrap_or_default(),
         }),
     })
+}
+
+/// The origin of a token URL as the annotation compares it: `scheme://host[:port]`, the host
+/// lower-cased (IDNA), the scheme's default port dropped.
+pub fn endpoint_origin(url: &url::Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+/// The origins a ServiceAccount allows its tokens to be sent to: each comma-separated entry
+/// (surrounding spaces ignored) that is an `http` or `https` origin, normalised as
+/// [`endpoint_origin`]; an entry with a path (other than `/`), a query, a fragment or user
+/// information is no origin and matches nothing (`None`).
+pub fn allowed_endpoints(annotation: &str) -> Vec<Option<String>> {
+    annotation
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let url = url::Url::parse(entry).ok()?;
+            let origin_only = matches!(url.scheme(), "http" | "https")
+                && url.host().is_some()
+                && url.username().is_empty()
+                && url.password().is_none()
+                && url.path() == "/"
+                && url.query().is_none()
+                && url.fragment().is_none();
+            origin_only.then(|| endpoint_origin(&url))
+        })
+        .collect()
 }
 
 /// An annotation's value as a message shows it: at most 200 characters, `(nothing)` if empty.

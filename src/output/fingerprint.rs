@@ -63,7 +63,13 @@ pub fn credentials_digest(key: &[u8], credentials: &Credentials) -> [u8; 32] {
         Proof::Secret(secret) => serde_json::json!([id, secret.expose()]),
         Proof::Key(identity) => serde_json::json!([id, "key", identity.key().as_bytes()]),
         Proof::ServiceAccount(grant) => {
-            serde_json::json!([id, "serviceAccount", grant.name, grant.audiences])
+            serde_json::json!([
+                id,
+                "serviceAccount",
+                grant.name,
+                grant.audiences,
+                grant.endpoints
+            ])
         }
         Proof::Assertion(jwt) => serde_json::json!([id, "assertion", jwt.expose()]),
     };

@@ -4,14 +4,22 @@
 //! expiry, scope, the rendered templates) and its own annotations (issued-at, expires-at, the
 //! fingerprint, the target hash) — gets a keyed MAC (HMAC-SHA256 under a key only the operator
 //! holds, truncated to 96 bits), bound to the Secret's namespace and name and to the
-//! OAuthClient's uid. The tags are stored in one annotation,
-//! `oauth.token-operator.dev/mac: v1:<key id>:<item>=<tag>,...`. A reader of the Secret can see
-//! which items are sealed but cannot compute a tag, so a swapped token, a forged `expires-at` or
-//! a Secret copied from another client is noticed, also after a restart, and the changed items
-//! can be named (never their values).
+//! OAuthClient's uid; so does the list of sealed items itself. The tags are stored in one
+//! annotation, `oauth.token-operator.dev/mac: v2:<key id>:<list tag>:<item>=<tag>,...`.
+//!
+//! What a seal must cover does not come from the seal: the checker is told which items the
+//! operator writes for the current spec ([`Expected`]: the standard keys, every template key and
+//! the operator's annotations, plus the keys a token may or may not have, such as `scope`, when
+//! the Secret holds them). A seal that leaves out an expected item, names one the operator does
+//! not write, or whose list was edited is broken, so an emptied seal, a dropped or an added item
+//! cannot hide a swapped token or a forged expiry. A reader of the Secret can see which items
+//! are sealed but cannot compute a tag, so a swapped token, a forged `expires-at` or a Secret
+//! copied from another client is noticed, also after a restart, and the changed items can be
+//! named (never their values).
 //!
 //! Two keys can be held: the current one (new seals) and the previous one (seals made before a
-//! rotation still verify, and are re-sealed without a new exchange).
+//! rotation still verify, and are re-sealed without a new exchange). Seals of the former format
+//! (`v1`, no list tag) verify only when they list exactly the expected items, and are re-sealed.
 
 use std::fmt;
 
@@ -24,7 +32,14 @@ use crate::output::redact::Sensitive;
 
 type HmacSha256 = Hmac<Sha256>;
 
-const VERSION: &str = "v1";
+const VERSION: &str = "v2";
+
+/// The former format: no list tag (re-sealed when it lists exactly the expected items).
+const FORMER_VERSION: &str = "v1";
+
+/// The item name the list tag is computed under (no real item can have it: data items start
+/// with `data/`, annotation names have no `*`).
+const LIST_ITEM: &str = "*items*";
 
 /// Bytes of a tag kept (96 bits).
 const TAG_LEN: usize = 12;
@@ -132,11 +147,32 @@ pub fn data_item(key: &str) -> String {
 
 /// The seal annotation's value for `items`.
 pub fn seal(keys: &SealKeys, scope: &Scope<'_>, items: &[Item<'_>]) -> String {
+    let names: Vec<&str> = items.iter().map(|(item, _)| item.as_str()).collect();
     let tags: Vec<String> = items
         .iter()
         .map(|(item, value)| format!("{item}={}", keys.current.tag(scope, item, value)))
         .collect();
-    format!("{VERSION}:{}:{}", keys.current.id, tags.join(","))
+    format!(
+        "{VERSION}:{}:{}:{}",
+        keys.current.id,
+        list_tag(&keys.current, scope, &names),
+        tags.join(",")
+    )
+}
+
+/// The tag of the list of sealed item names, in the seal's order.
+fn list_tag(key: &SealKey, scope: &Scope<'_>, names: &[&str]) -> String {
+    key.tag(scope, LIST_ITEM, names.join("\n").as_bytes())
+}
+
+/// The items a seal must cover: those the operator always writes for the current spec, and
+/// those it writes only for some tokens (sealed exactly when the Secret holds them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// Always written (item names: `data/<key>` or an annotation name).
+    pub always: Vec<String>,
+    /// Written for some tokens only, e.g. `data/scope`.
+    pub sometimes: Vec<String>,
 }
 
 /// The outcome of checking a seal.
@@ -152,53 +188,126 @@ pub enum Check {
 }
 
 /// Checks the seal annotation `seal` against the observed values (`lookup` gives the value of
-/// a sealed item, `None` when it is gone).
+/// an item, `None` when it is gone) and the items the operator writes (`expected`).
 pub fn check<'v>(
     keys: &SealKeys,
     scope: &Scope<'_>,
     seal: Option<&str>,
+    expected: &Expected,
     lookup: impl Fn(&str) -> Option<&'v [u8]>,
 ) -> Check {
     let broken = || Check::Changed(vec!["seal".to_owned()]);
     let Some(seal) = seal else {
         return broken();
     };
-    let mut parts = seal.splitn(3, ':');
-    let (Some(VERSION), Some(id), Some(tags)) = (parts.next(), parts.next(), parts.next()) else {
+    let Some(parsed) = Parsed::of(seal) else {
         return broken();
     };
-    let Some((key, current)) = keys.by_id(id) else {
+    let Some((key, current)) = keys.by_id(parsed.key_id) else {
         return broken();
     };
-    let mut changed = Vec::new();
-    for entry in tags.split(',').filter(|e| !e.is_empty()) {
-        let Some((item, tag)) = entry.split_once('=') else {
-            return broken();
-        };
+    let names: Vec<&str> = parsed.entries.iter().map(|(item, _)| *item).collect();
+    match parsed.list_tag {
+        Some(tag) => {
+            if !constant_time_eq(list_tag(key, scope, &names).as_bytes(), tag.as_bytes()) {
+                return broken();
+            }
+        }
+        // The former format carries no list tag: only a list that is exactly what the
+        // operator writes is accepted (then re-sealed).
+        None => {
+            if coverage(expected, &names, &lookup).is_some() {
+                return broken();
+            }
+        }
+    }
+    let mut changed = coverage(expected, &names, &lookup).unwrap_or_default();
+    for (item, tag) in &parsed.entries {
         let intact = lookup(item).is_some_and(|value| {
             let expected = key.tag(scope, item, value);
             constant_time_eq(expected.as_bytes(), tag.as_bytes())
         });
-        if !intact {
-            changed.push(item.to_owned());
+        if !intact && !changed.iter().any(|c| c == item) {
+            changed.push((*item).to_owned());
         }
     }
-    match (changed.is_empty(), current) {
+    match (changed.is_empty(), current && parsed.list_tag.is_some()) {
         (false, _) => Check::Changed(changed),
         (true, true) => Check::Valid,
         (true, false) => Check::ValidWithPrevious,
     }
 }
 
+/// The items a seal listing `names` fails to cover or covers wrongly: an expected item it
+/// leaves out, an item the operator does not write, an item written for some tokens only that
+/// the Secret holds but the seal leaves out (or the other way round), a name listed twice.
+/// `None` when the list is exactly right.
+fn coverage<'v>(
+    expected: &Expected,
+    names: &[&str],
+    lookup: &impl Fn(&str) -> Option<&'v [u8]>,
+) -> Option<Vec<String>> {
+    let mut wrong: Vec<String> = Vec::new();
+    for item in &expected.always {
+        if !names.contains(&item.as_str()) {
+            wrong.push(item.clone());
+        }
+    }
+    for item in &expected.sometimes {
+        if names.contains(&item.as_str()) != lookup(item).is_some() {
+            wrong.push(item.clone());
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
+        let known = expected
+            .always
+            .iter()
+            .chain(&expected.sometimes)
+            .any(|e| e == name);
+        if (!known || names[..i].contains(name)) && !wrong.iter().any(|w| w == name) {
+            wrong.push((*name).to_owned());
+        }
+    }
+    (!wrong.is_empty()).then_some(wrong)
+}
+
+/// A seal annotation, parsed.
+struct Parsed<'s> {
+    key_id: &'s str,
+    /// `None` in the former format.
+    list_tag: Option<&'s str>,
+    entries: Vec<(&'s str, &'s str)>,
+}
+
+impl<'s> Parsed<'s> {
+    fn of(seal: &'s str) -> Option<Parsed<'s>> {
+        let (version, rest) = seal.split_once(':')?;
+        let (key_id, rest) = rest.split_once(':')?;
+        let (list_tag, tags) = match version {
+            VERSION => {
+                let (tag, tags) = rest.split_once(':')?;
+                (Some(tag), tags)
+            }
+            FORMER_VERSION => (None, rest),
+            _ => return None,
+        };
+        let entries = tags
+            .split(',')
+            .filter(|e| !e.is_empty())
+            .map(|e| e.split_once('='))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Parsed {
+            key_id,
+            list_tag,
+            entries,
+        })
+    }
+}
+
 /// The items a seal names, without checking it.
 pub fn sealed_items(seal: &str) -> Vec<&str> {
-    seal.splitn(3, ':')
-        .nth(2)
-        .map(|tags| {
-            tags.split(',')
-                .filter_map(|e| e.split_once('=').map(|(item, _)| item))
-                .collect()
-        })
+    Parsed::of(seal)
+        .map(|p| p.entries.iter().map(|(item, _)| *item).collect())
         .unwrap_or_default()
 }
 
@@ -216,14 +325,20 @@ mod tests {
         owner_uid: "uid-1",
     };
 
+    const EXPIRES: &str = "oauth.token-operator.dev/expires-at";
+
     fn items() -> Vec<(String, Vec<u8>)> {
         vec![
             (data_item("access_token"), b"tok-1".to_vec()),
-            (
-                "oauth.token-operator.dev/expires-at".to_owned(),
-                b"2026-01-01T00:00:00Z".to_vec(),
-            ),
+            (EXPIRES.to_owned(), b"2026-01-01T00:00:00Z".to_vec()),
         ]
+    }
+
+    fn expected() -> Expected {
+        Expected {
+            always: vec![data_item("access_token"), EXPIRES.to_owned()],
+            sometimes: vec![data_item("scope")],
+        }
     }
 
     fn borrowed(items: &[(String, Vec<u8>)]) -> Vec<Item<'_>> {
@@ -239,7 +354,7 @@ mod tests {
         seal: &str,
         values: &[(String, Vec<u8>)],
     ) -> Check {
-        check(keys, scope, Some(seal), |item| {
+        check(keys, scope, Some(seal), &expected(), |item| {
             values
                 .iter()
                 .find(|(i, _)| i == item)
@@ -247,12 +362,21 @@ mod tests {
         })
     }
 
+    /// The values with the token swapped and the expiry moved to 2099: what an attacker wants
+    /// the operator to accept.
+    fn forged() -> Vec<(String, Vec<u8>)> {
+        vec![
+            (data_item("access_token"), b"attacker-token".to_vec()),
+            (EXPIRES.to_owned(), b"2099-01-01T00:00:00Z".to_vec()),
+        ]
+    }
+
     #[test]
     fn an_untouched_secret_verifies_and_every_change_is_named() {
         let keys = SealKeys::random();
         let values = items();
         let seal = seal(&keys, &SCOPE, &borrowed(&values));
-        assert!(seal.starts_with(&format!("v1:{}:", keys.current.id())));
+        assert!(seal.starts_with(&format!("v2:{}:", keys.current.id())));
         assert_eq!(check_with(&keys, &SCOPE, &seal, &values), Check::Valid);
         // A swapped token, a forged expiry, a removed key.
         let mut swapped = values.clone();
@@ -265,7 +389,7 @@ mod tests {
         forged[1].1 = b"9999-01-01T00:00:00Z".to_vec();
         assert_eq!(
             check_with(&keys, &SCOPE, &seal, &forged),
-            Check::Changed(vec!["oauth.token-operator.dev/expires-at".into()])
+            Check::Changed(vec![EXPIRES.into()])
         );
         assert_eq!(
             check_with(&keys, &SCOPE, &seal, &values[1..]),
@@ -276,24 +400,109 @@ mod tests {
             owner_uid: "uid-2",
             ..SCOPE
         };
-        assert!(
-            matches!(check_with(&keys, &other, &seal, &values), Check::Changed(c) if c.len() == 2)
+        assert_eq!(
+            check_with(&keys, &other, &seal, &values),
+            Check::Changed(vec!["seal".into()])
         );
         assert_eq!(
             check_with(&SealKeys::random(), &SCOPE, &seal, &values),
             Check::Changed(vec!["seal".into()])
         );
-        for broken in ["", "v1", "v2:x:y", "v1:nokey:a=b"] {
+        for broken in ["", "v1", "v2:x:y", "v1:nokey:a=b", "v3:x:y:z"] {
             assert_eq!(
                 check_with(&keys, &SCOPE, broken, &values),
                 Check::Changed(vec!["seal".into()]),
                 "{broken}"
             );
         }
+        assert_eq!(sealed_items(&seal), ["data/access_token", EXPIRES]);
+    }
+
+    /// The attacks of the third security review: the seal's list emptied, an item dropped or
+    /// added, a seal copied from the Secret of a recreated client; each with the token swapped
+    /// and the expiry moved to 2099. None verifies.
+    #[test]
+    fn a_seal_whose_list_was_emptied_cut_or_padded_does_not_verify() {
+        let keys = SealKeys::random();
+        let genuine = items();
+        let seal = seal(&keys, &SCOPE, &borrowed(&genuine));
+        let parts: Vec<&str> = seal.splitn(4, ':').collect();
+        let (id, list, entries) = (parts[1], parts[2], parts[3]);
+        let token_entry = entries.split(',').next().unwrap();
+        let expiry_entry = entries.split(',').nth(1).unwrap();
+        let forged = forged();
+        // The empty list, in both formats (the former one has no list tag).
+        for empty in [format!("v2:{id}:{list}:"), format!("v1:{id}:")] {
+            assert!(
+                matches!(check_with(&keys, &SCOPE, &empty, &forged), Check::Changed(c) if !c.is_empty()),
+                "{empty}"
+            );
+        }
+        // One item dropped (the token, so that its swap is not checked), with the list tag
+        // kept or the former format.
+        for cut in [
+            format!("v2:{id}:{list}:{expiry_entry}"),
+            format!("v1:{id}:{expiry_entry}"),
+        ] {
+            let mut only_token_swapped = genuine.clone();
+            only_token_swapped[0].1 = b"attacker-token".to_vec();
+            assert!(
+                matches!(check_with(&keys, &SCOPE, &cut, &only_token_swapped), Check::Changed(c) if !c.is_empty()),
+                "{cut}"
+            );
+            assert!(matches!(
+                check_with(&keys, &SCOPE, &cut, &forged),
+                Check::Changed(_)
+            ));
+        }
+        // One item added (an item the operator does not write, or one listed twice).
+        for padded in [
+            format!("{seal},data/extra=AAAAAAAAAAAAAAAA"),
+            format!("v2:{id}:{list}:{token_entry},{token_entry},{expiry_entry}"),
+        ] {
+            assert!(matches!(
+                check_with(&keys, &SCOPE, &padded, &genuine),
+                Check::Changed(_)
+            ));
+        }
+        // The Secret holds a key written for some tokens only (scope) that its seal leaves out.
+        let mut with_scope = genuine.clone();
+        with_scope.push((data_item("scope"), b"admin".to_vec()));
         assert_eq!(
-            sealed_items(&seal),
-            ["data/access_token", "oauth.token-operator.dev/expires-at"]
+            check_with(&keys, &SCOPE, &seal, &with_scope),
+            Check::Changed(vec!["data/scope".into()])
         );
+        // A seal copied from the Secret of the same client before it was recreated (another
+        // uid), onto the forged values and onto the values it was made for.
+        let recreated = Scope {
+            owner_uid: "uid-of-the-recreated-client",
+            ..SCOPE
+        };
+        for values in [&forged, &genuine] {
+            assert!(matches!(
+                check_with(&keys, &recreated, &seal, values),
+                Check::Changed(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn a_former_seal_listing_exactly_the_expected_items_verifies_and_is_resealed() {
+        let keys = SealKeys::random();
+        let values = items();
+        let v2 = seal(&keys, &SCOPE, &borrowed(&values));
+        let parts: Vec<&str> = v2.splitn(4, ':').collect();
+        let former = format!("v1:{}:{}", parts[1], parts[3]);
+        assert_eq!(
+            check_with(&keys, &SCOPE, &former, &values),
+            Check::ValidWithPrevious
+        );
+        let mut swapped = values.clone();
+        swapped[0].1 = b"tok-2".to_vec();
+        assert!(matches!(
+            check_with(&keys, &SCOPE, &former, &swapped),
+            Check::Changed(_)
+        ));
     }
 
     #[test]

@@ -214,8 +214,39 @@ pub fn managed_secret(
     })
 }
 
+/// Data keys every token has.
+const ALWAYS_KEYS: [&str; 3] = ["access_token", "token_type", "expires_at"];
+
+/// Data keys only some tokens have (written when the endpoint said).
+const SOMETIMES_KEYS: [&str; 1] = ["scope"];
+
+/// The items the operator writes into `client`'s managed Secret, which its seal must cover:
+/// every data key (the standard ones, and each `target.template` key of the spec) and the
+/// sealed annotations; `scope` only when the token has one. The seal's own list is never the
+/// authority on this.
+pub fn expected_items(client: &OAuthClient) -> mac::Expected {
+    let templates = client
+        .spec
+        .target
+        .as_ref()
+        .and_then(|t| t.template.as_ref())
+        .map(|t| t.keys().cloned().collect::<Vec<_>>())
+        .unwrap_or_default();
+    let always = ALWAYS_KEYS
+        .iter()
+        .map(|k| mac::data_item(k))
+        .chain(templates.iter().map(|k| mac::data_item(k)))
+        .chain(SEALED_ANNOTATIONS.iter().map(|a| (*a).to_owned()))
+        .collect();
+    mac::Expected {
+        always,
+        sometimes: SOMETIMES_KEYS.iter().map(|k| mac::data_item(k)).collect(),
+    }
+}
+
 /// Checks the seal of a managed Secret as read: are its operator-written data and annotations
-/// as the operator wrote them, for this OAuthClient?
+/// as the operator wrote them, for this OAuthClient, and does the seal cover every item the
+/// operator writes for its current spec?
 pub fn check_seal(secret: &Secret, client: &OAuthClient, keys: &SealKeys) -> Check {
     let annotations = secret.metadata.annotations.as_ref();
     let data = secret.data.as_ref();
@@ -230,12 +261,16 @@ pub fn check_seal(secret: &Secret, client: &OAuthClient, keys: &SealKeys) -> Che
     let seal = annotations
         .and_then(|a| a.get(MAC_ANNOTATION))
         .map(String::as_str);
-    mac::check(keys, &scope, seal, |item| {
-        match item.strip_prefix("data/") {
+    mac::check(
+        keys,
+        &scope,
+        seal,
+        &expected_items(client),
+        |item| match item.strip_prefix("data/") {
             Some(key) => data.and_then(|d| d.get(key)).map(|v| v.0.as_slice()),
             None => annotations.and_then(|a| a.get(item)).map(|v| v.as_bytes()),
-        }
-    })
+        },
+    )
 }
 
 /// What of the managed Secret's metadata the operator owns and finds changed: its labels, the

@@ -5,7 +5,7 @@
 
 use crate::api::crd::{CaBundleRef, OAuthClientSpec};
 use crate::api::reason::Failure;
-use crate::spec::target::dns_subdomain;
+use crate::spec::target::check_reference_name;
 
 /// The reference, checked: no namespace, a valid object name and key.
 pub fn ca_bundle(spec: &OAuthClientSpec) -> Result<Option<CaBundleRef>, Failure> {
@@ -17,12 +17,11 @@ pub fn ca_bundle(spec: &OAuthClientSpec) -> Result<Option<CaBundleRef>, Failure>
             "spec.caBundleRef.namespace is not allowed: the bundle is read only from the OAuthClient's own namespace",
         ));
     }
-    if !dns_subdomain(&reference.name) {
-        let shown: String = reference.name.chars().take(80).collect();
-        return Err(Failure::invalid_spec(format!(
-            "spec.caBundleRef.name {shown:?} is not a valid object name (lowercase letters, digits, '-' and '.', at most 253)"
-        )));
-    }
+    let kind = match reference.kind {
+        crate::api::crd::CaBundleKind::ConfigMap => "ConfigMap",
+        crate::api::crd::CaBundleKind::Secret => "Secret",
+    };
+    check_reference_name("spec.caBundleRef.name", kind, &reference.name)?;
     let key = &reference.key;
     let valid_key = !key.is_empty()
         && key.len() <= 253

@@ -12,14 +12,14 @@ use crate::api::crd::{
     ServiceAccountTokenSource,
 };
 use crate::api::reason::Failure;
-use crate::spec::{Policy, check_object_name, duration};
+use crate::spec::{Policy, check_reference_name, duration};
 
 /// Shortest `clientAssertion.lifetime`.
 pub const MIN_ASSERTION_LIFETIME: Duration = Duration::from_secs(10);
 /// Longest `clientAssertion.lifetime`.
 pub const MAX_ASSERTION_LIFETIME: Duration = Duration::from_secs(3600);
 /// Bounds of `serviceAccountToken.expirationSeconds`.
-pub const EXPIRATION_SECONDS: std::ops::RangeInclusive<i64> = 600..=86_400;
+pub const EXPIRATION_SECONDS: std::ops::RangeInclusive<i64> = 600..=3_600;
 
 /// How the client assertion of ClientSecretJwt and PrivateKeyJwt is built.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +111,9 @@ fn check_references(spec: &OAuthClientSpec, method: ClientAuthMethod) -> Result<
                 "spec.credentialsSecretRef.namespace is not allowed: credentials are read only from the OAuthClient's own namespace",
             ));
         }
+        (Some(reference), false) => {
+            check_reference_name("spec.credentialsSecretRef.name", "Secret", &reference.name)?;
+        }
         _ => {}
     }
     if federated && (spec.service_account_token.is_none() || spec.client_id.is_none()) {
@@ -182,11 +185,11 @@ fn service_account(
             "clientAuthMethod ServiceAccountToken is not enabled in this operator: it runs without --allow-service-account-tokens (chart value serviceAccountTokens.enabled), so it requests no ServiceAccount tokens",
         ));
     }
-    check_object_name(
+    check_reference_name(
         "spec.serviceAccountToken.serviceAccountName",
+        "ServiceAccount",
         &source.service_account_name,
-    )
-    .map_err(|f| Failure::invalid_spec(f.message.replace("Secret name", "ServiceAccount name")))?;
+    )?;
     bounded(
         "spec.serviceAccountToken.audience",
         Some(&source.audience),
@@ -194,7 +197,7 @@ fn service_account(
     )?;
     if !EXPIRATION_SECONDS.contains(&source.expiration_seconds) {
         return Err(Failure::invalid_spec(format!(
-            "spec.serviceAccountToken.expirationSeconds must be between 600 and 86400, not {}",
+            "spec.serviceAccountToken.expirationSeconds must be between 600 and 3600 (the token is used once, at once), not {}",
             source.expiration_seconds
         )));
     }

@@ -46,8 +46,8 @@ pub use client_auth::{AssertionSettings, ServiceAccountSettings};
 pub use headers::FORBIDDEN_HEADERS;
 pub use params::RESERVED_PARAMS;
 pub use target::{
-    MAX_OBJECT_NAME, SECRET_TYPES, STANDARD_KEYS, check_object_name, dns_subdomain, label_name,
-    reserved_metadata_key,
+    MAX_OBJECT_NAME, SECRET_TYPES, STANDARD_KEYS, check_object_name, check_reference_name,
+    dns_subdomain, label_name, reserved_metadata_key,
 };
 pub use token_url::check_token_url;
 

@@ -158,12 +158,18 @@ pub fn dns_subdomain(text: &str) -> bool {
 
 /// Checks the name of an object the operator writes (the managed Secret).
 pub fn check_object_name(field: &str, name: &str) -> Result<(), Failure> {
+    check_reference_name(field, "Secret", name)
+}
+
+/// Checks a name the operator puts in an API path (`kind`: what it names, for the message):
+/// a DNS subdomain, so that no name can reach another path (`..`, `/`, `%2F`, `?`).
+pub fn check_reference_name(field: &str, kind: &str, name: &str) -> Result<(), Failure> {
     if dns_subdomain(name) {
         return Ok(());
     }
     let shown: String = name.chars().take(80).collect();
     Err(Failure::invalid_spec(format!(
-        "{field} {shown:?} ({} characters) is not a valid Secret name: at most {MAX_OBJECT_NAME} lowercase letters, digits, '-' and '.'",
+        "{field} {shown:?} ({} characters) is not a valid {kind} name: at most {MAX_OBJECT_NAME} lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
         name.chars().count()
     )))
 }

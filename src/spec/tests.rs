@@ -482,7 +482,7 @@ fn service_account_and_assertion_bounds_are_checked_as_the_cel_rules_do() {
         spec["serviceAccountToken"]["expirationSeconds"] = serde_json::json!(seconds);
         let err = ClientSettings::resolve(&auth_spec(spec), &policy).unwrap_err();
         assert!(
-            err.message.contains("between 600 and 86400"),
+            err.message.contains("between 600 and 3600"),
             "{}",
             err.message
         );

@@ -143,6 +143,7 @@ async fn the_schema_refuses_namespaced_references_and_oversize_specs() {
         (generic(json!({"scopes": vec!["s"; 65]})), "Too many"),
         (generic(json!({"audience": "a".repeat(2049)})), "Too long"),
     ];
+
     assert_refused(&clients, refused).await;
     // Exactly at every limit is accepted.
     let at_limit = generic(json!({
@@ -152,6 +153,64 @@ async fn the_schema_refuses_namespaced_references_and_oversize_specs() {
         "scopes": vec!["s"; 64],
     }));
     assert_accepted(&clients, "at-limit", vec![at_limit]).await;
+}
+
+/// Security round three, item 4: every name the operator puts in an API path is a name.
+#[tokio::test]
+async fn the_schema_refuses_names_that_are_not_object_names() {
+    let Some(cluster) = cluster("the_schema_refuses_names_that_are_not_object_names").await else {
+        return;
+    };
+    let ns = cluster.namespace("schema-names").await;
+    let clients: Api<OAuthClient> = Api::namespaced(cluster.client().await, &ns);
+    let hostile = [
+        "../../victim/secrets/victim-creds",
+        "creds/../x",
+        "creds%2F..",
+        "Creds",
+        "-creds",
+        "creds?x=1",
+        "a b",
+        "creds.",
+    ];
+    for (i, name) in hostile.iter().enumerate() {
+        for (field, spec) in [
+            (
+                "spec.credentialsSecretRef.name",
+                generic(json!({"credentialsSecretRef": {"name": name}})),
+            ),
+            (
+                "spec.caBundleRef.name",
+                generic(json!({"caBundleRef": {"name": name}})),
+            ),
+            (
+                "spec.target.name",
+                generic(json!({"target": {"name": name}})),
+            ),
+            (
+                "spec.serviceAccountToken.serviceAccountName",
+                json!({"tokenUrl": URL, "clientAuthMethod": "ServiceAccountToken", "clientId": "id",
+                       "serviceAccountToken": {"serviceAccountName": name, "audience": "a"}}),
+            ),
+        ] {
+            let err = clients
+                .create(
+                    &PostParams::default(),
+                    &with_spec(&format!("bad-{i}"), spec),
+                )
+                .await
+                .expect_err(&format!("{field} {name:?} accepted"));
+            let kube::Error::Api(status) = err else {
+                panic!("{err}")
+            };
+            assert_eq!(status.code, 422, "{}", status.message);
+            assert!(
+                status.message.contains(field) && status.message.contains("must be an object name"),
+                "{field} {name:?}: {}",
+                status.message
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -218,10 +277,19 @@ async fn the_schema_holds_the_client_authentication_rules() {
             "credentialsSecretRef": {"name": "tls", "privateKeyKey": "key.pem", "certificateKey": "chain.pem"}}),
         json!({"tokenUrl": URL, "clientAuthMethod": "ServiceAccountToken", "clientId": "id",
             "serviceAccountToken": sa}),
+        json!({"provider": "iotspot", "credentialsSecretRef": creds}),
     ];
     assert_accepted(&clients, "ok", accepted).await;
     let refused = vec![
         (json!({"tokenUrl": URL}), "credentialsSecretRef is required"),
+        (
+            json!({"credentialsSecretRef": creds}),
+            "spec.tokenUrl is required unless provider is one of",
+        ),
+        (
+            json!({"provider": "okta", "credentialsSecretRef": creds}),
+            "spec.tokenUrl is required unless provider is one of",
+        ),
         (
             json!({"tokenUrl": URL, "clientAuthMethod": "ServiceAccountToken", "clientId": "id",
                 "serviceAccountToken": sa, "credentialsSecretRef": creds}),
@@ -300,7 +368,7 @@ async fn the_schema_holds_the_client_authentication_rules() {
         ),
         (
             json!({"tokenUrl": URL, "clientAuthMethod": "ServiceAccountToken", "clientId": "id",
-                "serviceAccountToken": {"serviceAccountName": "w", "audience": "a", "expirationSeconds": 86401}}),
+                "serviceAccountToken": {"serviceAccountName": "w", "audience": "a", "expirationSeconds": 3601}}),
             "expirationSeconds",
         ),
     ];

@@ -290,6 +290,15 @@ pub async fn read_credentials(client: &OAuthClient, ctx: &Context) -> Result<Loa
             });
         }
     };
+    // A name that is not one never reaches the request path.
+    if let Err(failure) =
+        crate::spec::check_reference_name("spec.credentialsSecretRef.name", "Secret", name)
+    {
+        return Ok(Loaded {
+            resource_version: None,
+            credentials: Err(failure),
+        });
+    }
     let api: Api<Secret> = Api::namespaced(ctx.shared.kube.clone(), &namespace);
     let secret = api.get_opt(name).await.map_err(Error::ReadCredentials)?;
     let data = secret.as_ref().map(|s| s.data.clone().unwrap_or_default());
@@ -311,6 +320,16 @@ async fn read_service_account(
     namespace: &str,
     name: &str,
 ) -> Result<Loaded, Error> {
+    // The spec (the ServiceAccount's name among it) is checked before its name reaches a path.
+    let settings = match ClientSettings::resolve(&client.spec, &ctx.shared.policy) {
+        Ok(settings) => settings,
+        Err(failure) => {
+            return Ok(Loaded {
+                resource_version: None,
+                credentials: Err(failure),
+            });
+        }
+    };
     let api: Api<ServiceAccount> = Api::namespaced(ctx.shared.kube.clone(), namespace);
     let meta = api
         .get_metadata_opt(name)
@@ -321,15 +340,19 @@ async fn read_service_account(
         .service_account_token
         .as_ref()
         .map_or("", |s| s.audience.as_str());
-    Ok(Loaded {
-        resource_version: meta.as_ref().and_then(|m| m.resource_version()),
-        credentials: credentials::from_service_account(
+    let credentials = Ok(settings).and_then(|s| {
+        credentials::from_service_account(
             client.spec.client_id.as_deref().unwrap_or_default(),
             name,
             audience,
+            &s.exchange.token_url,
             namespace,
             meta.as_ref().map(|m| m.annotations()),
-        ),
+        )
+    });
+    Ok(Loaded {
+        resource_version: meta.as_ref().and_then(|m| m.resource_version()),
+        credentials,
     })
 }
 

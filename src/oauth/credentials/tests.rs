@@ -203,16 +203,33 @@ fn unusable_keys_are_invalid_credentials_naming_the_key_never_its_content() {
     assert!(f.message.contains("encrypted private key"), "{}", f.message);
 }
 
+/// Annotations of a ServiceAccount: the audiences and the token endpoints it allows.
+fn opted_in(audiences: Option<&str>, endpoints: Option<&str>) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    if let Some(v) = audiences {
+        map.insert(TOKEN_AUDIENCES_ANNOTATION.to_owned(), v.to_owned());
+    }
+    if let Some(v) = endpoints {
+        map.insert(TOKEN_ENDPOINTS_ANNOTATION.to_owned(), v.to_owned());
+    }
+    map
+}
+
+const IDP: &str = "https://login.microsoftonline.com/tenant/oauth2/v2.0/token";
+
+fn read_sa(
+    url: &str,
+    a: Option<&BTreeMap<String, String>>,
+) -> Result<Credentials, crate::api::reason::Failure> {
+    let url = url::Url::parse(url).unwrap();
+    from_service_account("client", "sa", "api://AzureADTokenExchange", &url, "ns", a)
+}
+
 #[test]
 fn a_service_account_is_read_only_when_it_opted_in_to_the_audience() {
-    let annotations = |value: Option<&str>| -> BTreeMap<String, String> {
-        value
-            .map(|v| BTreeMap::from([(TOKEN_AUDIENCES_ANNOTATION.to_owned(), v.to_owned())]))
-            .unwrap_or_default()
-    };
-    let read = |a: Option<&BTreeMap<String, String>>| {
-        from_service_account("client", "sa", "api://AzureADTokenExchange", "ns", a)
-    };
+    let endpoints = Some("https://login.microsoftonline.com");
+    let annotations = |value: Option<&str>| opted_in(value, endpoints);
+    let read = |a: Option<&BTreeMap<String, String>>| read_sa(IDP, a);
     let ok = annotations(Some(" other ,  api://AzureADTokenExchange , "));
     let c = read(Some(&ok)).unwrap();
     assert_eq!(c.client_id, "client");
@@ -239,4 +256,67 @@ fn a_service_account_is_read_only_when_it_opted_in_to_the_audience() {
         assert!(f.message.contains("lists"), "{}", f.message);
     }
     assert_eq!(allowed_audiences(" a, ,b ,"), ["a", "b"]);
+}
+
+/// Security round three, item 2: an OAuthClient creator names an opted-in ServiceAccount and
+/// points the token URL at their own server. The audience opt-in alone let the token go there;
+/// the ServiceAccount must also list the token endpoint's origin.
+#[test]
+fn a_service_account_token_goes_only_to_the_endpoints_its_owner_lists() {
+    let audience = Some("api://AzureADTokenExchange");
+    let listed = |endpoints: Option<&str>| opted_in(audience, endpoints);
+    // Listed: compared after lower-casing the host and dropping the default port.
+    for (url, endpoints) in [
+        (IDP, "https://login.microsoftonline.com"),
+        (IDP, "https://LOGIN.microsoftonline.com:443/"),
+        (
+            IDP,
+            "https://other.example, https://login.microsoftonline.com",
+        ),
+        ("https://idp.example:8443/token", "https://idp.example:8443"),
+        ("http://127.0.0.1:8080/token", "http://127.0.0.1:8080"),
+    ] {
+        read_sa(url, Some(&listed(Some(endpoints))))
+            .unwrap_or_else(|f| panic!("{url} with {endpoints}: {}", f.message));
+    }
+    // The attacker's endpoint, or anything but the exact origin.
+    for (url, endpoints) in [
+        ("https://attacker.example/token", None),
+        ("https://attacker.example/token", Some("")),
+        (
+            "https://attacker.example/token",
+            Some("https://login.microsoftonline.com"),
+        ),
+        (
+            "https://login.microsoftonline.com.attacker.example/token",
+            Some("https://login.microsoftonline.com"),
+        ),
+        (
+            "https://login.microsoftonline.com:8443/token",
+            Some("https://login.microsoftonline.com"),
+        ),
+        (
+            "http://login.microsoftonline.com/token",
+            Some("https://login.microsoftonline.com"),
+        ),
+        (IDP, Some("login.microsoftonline.com")),
+        (IDP, Some("https://login.microsoftonline.com/tenant")),
+        (IDP, Some("https://user@login.microsoftonline.com")),
+        (IDP, Some("https://*.microsoftonline.com")),
+        (IDP, Some("*")),
+    ] {
+        let f = read_sa(url, Some(&listed(endpoints))).unwrap_err();
+        assert_eq!(
+            f.reason,
+            Reason::ServiceAccountTokenDenied,
+            "{url} {endpoints:?}"
+        );
+        assert!(
+            f.message.contains(TOKEN_ENDPOINTS_ANNOTATION)
+                && f.message
+                    .contains(&endpoint_origin(&url::Url::parse(url).unwrap())),
+            "{}",
+            f.message
+        );
+    }
 }
