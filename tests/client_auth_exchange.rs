@@ -252,8 +252,8 @@ async fn mutual_tls_never_shares_a_connection_or_a_tls_session_between_identitie
     let a = keyed("a", identity("ec-p256-sec1.pem", Some("ec-p256.crt")));
     let b = keyed("b", identity("rsa-pkcs8.pem", Some("rsa.crt")));
     let default = exchanger.transport().default_client().clone();
-    let lease_a = exchanger.client_for(&default, &s, &a).unwrap();
-    let lease_b = exchanger.client_for(&default, &s, &b).unwrap();
+    let lease_a = exchanger.client_for(&default, &s, &a, "ns").unwrap();
+    let lease_b = exchanger.client_for(&default, &s, &b, "ns").unwrap();
     // The default client and one per identity.
     assert_eq!(exchanger.transport().clients_in_use(), 3);
     // Kept-alive connections: A's second request reuses A's connection; B gets its own.

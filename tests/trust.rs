@@ -44,6 +44,7 @@ fn transport(ca_file: Option<CaBundle>, proxy: ProxyConfig, deny: &str) -> Trans
         )),
         proxy,
         ca_file,
+        limits: Default::default(),
     })
     .unwrap()
 }
@@ -57,7 +58,7 @@ async fn exchange(transport: &Transport, trust: &Trust, url: &str) -> Result<Tok
         serde_json::from_value(json!({"tokenUrl": url, "credentialsSecretRef": {"name": "c"}}))
             .unwrap();
     let settings = ClientSettings::resolve(&spec, &Policy::default())?;
-    let client = transport.client(trust)?;
+    let client = transport.client(trust, "ns")?;
     Exchanger::new(transport.clone())
         .exchange_via(&client, &settings.exchange, &creds(), &SystemClock)
         .await
@@ -233,10 +234,10 @@ async fn clients_are_pooled_per_distinct_trust_and_dropped_when_unused() {
     let transport = transport_without_ca_file();
     assert_eq!(transport.clients_in_use(), 1, "the default client");
     let first = transport
-        .client(&Trust::Bundle(bundle(&a, "ConfigMap one")))
+        .client(&Trust::Bundle(bundle(&a, "ConfigMap one")), "ns")
         .unwrap();
     let second = transport
-        .client(&Trust::Bundle(bundle(&a, "Secret two")))
+        .client(&Trust::Bundle(bundle(&a, "Secret two")), "ns")
         .unwrap();
     assert!(
         Arc::ptr_eq(first.pooled(), second.pooled()),
@@ -244,7 +245,7 @@ async fn clients_are_pooled_per_distinct_trust_and_dropped_when_unused() {
     );
     assert_eq!(second.verified_against(), "Secret two alone");
     let third = transport
-        .client(&Trust::Bundle(bundle(&b, "ConfigMap three")))
+        .client(&Trust::Bundle(bundle(&b, "ConfigMap three")), "ns")
         .unwrap();
     assert_eq!(transport.clients_in_use(), 3);
     drop((first, second));

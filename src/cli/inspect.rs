@@ -8,6 +8,7 @@
 //! credentials Secret is never read, and the output is scrubbed of the token and its signature
 //! before it is printed, as a second guard.
 
+use crate::cli::terminal::{errln, out};
 use base64::Engine as _;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
@@ -187,10 +188,10 @@ fn print_view(view: &View, format: OutputFormat, token: &Sensitive) {
         OutputFormat::Json => format!("{:#}\n", json_of(view, now)),
     };
     // A second guard: nothing printed may hold the token or its signature.
-    print!("{}", scrub_token(&output, token.expose()));
+    out!("{}", scrub_token(&output, token.expose()));
     if format == OutputFormat::Text {
         for w in warnings(view, now) {
-            eprintln!("warning: {}", scrub_token(&w, token.expose()));
+            errln!("warning: {}", scrub_token(&w, token.expose()));
         }
     }
 }

@@ -11,6 +11,7 @@
 //! * The connection follows the kubeconfig's `proxy-url` and the proxy variables, as kubectl
 //!   does ([`super::api_proxy`]).
 
+use crate::cli::terminal::errln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -112,7 +113,7 @@ impl CliError {
 
     /// Prints the message and returns the exit code.
     pub fn report(self) -> ExitCode {
-        eprintln!("error: {}", self.message);
+        errln!("error: {}", self.message);
         ExitCode::from(self.code)
     }
 }

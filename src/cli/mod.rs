@@ -1,12 +1,15 @@
 //! The command line: `run`, `crd` and `exchange`, and the day-2 commands `status`, `renew` and
 //! `inspect` (also as the kubectl plugin `kubectl oauth-token`).
 
+use crate::cli::terminal::out;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::builder::TypedValueParser as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::oauth::pool::PoolLimits;
 use crate::oauth::url_policy::{CidrList, DEFAULT_DENY_CIDRS, HostPattern, TokenUrlPolicy};
 
 mod api_proxy;
@@ -18,6 +21,7 @@ mod renew;
 mod run;
 mod status;
 mod table;
+pub(crate) mod terminal;
 
 pub use inspect::InspectArgs;
 pub use kube_config::KubeArgs;
@@ -184,6 +188,51 @@ pub struct RunArgs {
     #[arg(long, env = "OAUTH_TOKEN_OPERATOR_LEASE_DURATION", value_parser = parse_duration,
           default_value = "15s", value_name = "DURATION")]
     pub lease_duration: Duration,
+
+    /// The bounds on the HTTP clients OAuthClients can make the operator hold.
+    #[command(flatten)]
+    pub limits: PoolLimitArgs,
+}
+
+/// `run`'s bounds on the HTTP clients of distinct CA bundles and client certificates: each
+/// costs memory, so OAuthClients naming distinct ones are refused past a bound
+/// (`EndpointUnavailable` saying which), and one namespace only up to its share, so that it
+/// cannot exhaust the bound for the others.
+#[derive(Args, Debug, Clone)]
+pub struct PoolLimitArgs {
+    /// Most HTTP clients of distinct CA bundles (spec.caBundleRef) held at once.
+    #[arg(long, env = "OAUTH_TOKEN_OPERATOR_MAX_CA_BUNDLES", default_value_t = PoolLimits::default().bundles,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_ca_bundles: usize,
+
+    /// Of those, most held for the OAuthClients of one namespace.
+    #[arg(long, env = "OAUTH_TOKEN_OPERATOR_MAX_CA_BUNDLES_PER_NAMESPACE",
+          default_value_t = PoolLimits::default().bundles_per_namespace,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_ca_bundles_per_namespace: usize,
+
+    /// Most HTTP clients of distinct client certificates (TlsClientAuth) held at once.
+    #[arg(long, env = "OAUTH_TOKEN_OPERATOR_MAX_TLS_IDENTITIES", default_value_t = PoolLimits::default().identities,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_tls_identities: usize,
+
+    /// Of those, most held for the OAuthClients of one namespace.
+    #[arg(long, env = "OAUTH_TOKEN_OPERATOR_MAX_TLS_IDENTITIES_PER_NAMESPACE",
+          default_value_t = PoolLimits::default().identities_per_namespace,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_tls_identities_per_namespace: usize,
+}
+
+impl PoolLimitArgs {
+    /// The bounds as the transport takes them.
+    pub fn limits(&self) -> PoolLimits {
+        PoolLimits {
+            bundles: self.max_ca_bundles,
+            bundles_per_namespace: self.max_ca_bundles_per_namespace,
+            identities: self.max_tls_identities,
+            identities_per_namespace: self.max_tls_identities_per_namespace,
+        }
+    }
 }
 
 /// How `exchange` prints its result.
@@ -259,9 +308,11 @@ pub enum LogFormat {
 pub fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // No colours: every byte goes through the terminal filter (escape sequences become `?`).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(false)
+        .with_writer(|| terminal::SafeStderr);
     // A second initialisation (tests calling in twice) is harmless.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -277,7 +328,7 @@ const CLUSTER_COMMAND_LOGS: &str = "warn,kube_client::client=off";
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Crd => {
-            print!("{}", crate::api::crd::crd_yaml());
+            out!("{}", crate::api::crd::crd_yaml());
             ExitCode::SUCCESS
         }
         Command::Run(args) => {

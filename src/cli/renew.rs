@@ -9,6 +9,7 @@
 //!   and message), or `--timeout` passes (what was last seen is printed). Exit 1 when any
 //!   renewal failed or timed out.
 
+use crate::cli::terminal::{errln, outln};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -80,7 +81,7 @@ pub(super) async fn run(args: RenewArgs) -> Result<u8, CliError> {
         None => list_clients(&connection, args.all_namespaces).await?,
     };
     if clients.is_empty() {
-        eprintln!("No OAuthClients found; nothing to renew.");
+        errln!("No OAuthClients found; nothing to renew.");
         return Ok(0);
     }
     let mut pending = Vec::new();
@@ -142,7 +143,7 @@ async fn request(connection: &Connection, client: &OAuthClient) -> Result<Pendin
     let failures = status.consecutive_failures.unwrap_or(0);
     let requested = match pending_request(client, now) {
         Some(requested) => {
-            println!(
+            outln!(
                 "{namespace}/{name}: a renewal requested at {} is already pending; not requesting another",
                 rfc3339(requested)
             );
@@ -161,7 +162,7 @@ async fn request(connection: &Connection, client: &OAuthClient) -> Result<Pendin
                         &connection.url,
                     )
                 })?;
-            println!(
+            outln!(
                 "{namespace}/{name}: renewal requested at {}",
                 rfc3339(requested)
             );
@@ -176,7 +177,7 @@ async fn request(connection: &Connection, client: &OAuthClient) -> Result<Pendin
             || "at its next retry".into(),
             |t| format!("at its next retry, {}", when(t, now)),
         );
-        println!(
+        outln!(
             "  it is failing ({}, {failures} consecutive failures): the operator serves the request {retry}, not sooner",
             printable(&reason)
         );
@@ -243,7 +244,7 @@ async fn wait(
 ) -> Result<u8, CliError> {
     let started = tokio::time::Instant::now();
     let deadline = started + timeout;
-    eprintln!(
+    errln!(
         "Waiting up to {} for {} new token{}...",
         crate::spec::duration::format(timeout),
         pending.len(),
@@ -292,18 +293,18 @@ fn settle_round(
     pending.retain(|p| {
         let key = (p.namespace.clone(), p.name.clone());
         let Some(client) = current.get(&key) else {
-            println!("{}/{}: deleted while waiting", p.namespace, p.name);
+            outln!("{}/{}: deleted while waiting", p.namespace, p.name);
             failed = true;
             return false;
         };
         seen.insert(key, client.clone());
         match outcome(p, client, now) {
             Some(Outcome::Renewed(text)) => {
-                println!("{}/{}: {text}", p.namespace, p.name);
+                outln!("{}/{}: {text}", p.namespace, p.name);
                 false
             }
             Some(Outcome::Failed(text)) => {
-                println!("{}/{}: {text}", p.namespace, p.name);
+                outln!("{}/{}: {text}", p.namespace, p.name);
                 failed = true;
                 false
             }
@@ -331,9 +332,10 @@ fn report_timeouts(
         let error = last_error
             .map(|e| format!("; last error: {}", printable(e)))
             .unwrap_or_default();
-        println!(
+        outln!(
             "{}/{}: timed out after {waited} waiting for a new token; last seen: {seen}{error}",
-            p.namespace, p.name
+            p.namespace,
+            p.name
         );
     }
 }

@@ -101,6 +101,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         proxy,
         namespace: own_namespace,
         ca_file,
+        limits: args.limits.limits(),
     };
     let controller = controller::run(
         api.client.clone(),

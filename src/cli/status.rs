@@ -4,6 +4,7 @@
 //! their age, every status field, the managed Secret's keys and sizes (never values) and its
 //! recent events, deduplicated. Exit 1 when any listed client is not Ready.
 
+use crate::cli::terminal::{errln, out, outln};
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
@@ -138,7 +139,7 @@ async fn list(connection: &Connection, all: bool, format: StatusFormat) -> Resul
     match format {
         StatusFormat::Json => {
             let items: Vec<Value> = clients.iter().map(|c| list_item(c, now)).collect();
-            println!("{:#}", json!({"items": items, "allReady": all_ready}));
+            outln!("{:#}", json!({"items": items, "allReady": all_ready}));
         }
         StatusFormat::Table | StatusFormat::Wide => {
             if clients.is_empty() {
@@ -147,15 +148,15 @@ async fn list(connection: &Connection, all: bool, format: StatusFormat) -> Resul
                 } else {
                     format!("in namespace {}", connection.namespace)
                 };
-                eprintln!("No OAuthClients found {scope}.");
+                errln!("No OAuthClients found {scope}.");
             } else {
-                print!(
+                out!(
                     "{}",
                     table(&clients, format == StatusFormat::Wide, now).render("")
                 );
             }
             for w in &warnings {
-                eprintln!("warning: {w}");
+                errln!("warning: {w}");
             }
         }
     }
@@ -301,18 +302,18 @@ async fn detail(connection: &Connection, name: &str, format: StatusFormat) -> Re
     let warnings: Vec<String> = warning(&client).into_iter().collect();
     match format {
         StatusFormat::Json => {
-            println!(
+            outln!(
                 "{:#}",
                 detail_json(&client, &secret_name, &secret, &events, &warnings)
             );
         }
         StatusFormat::Table | StatusFormat::Wide => {
-            print!(
+            out!(
                 "{}",
                 detail_text(&client, &secret_name, &secret, &events, now)
             );
             for w in &warnings {
-                eprintln!("warning: {w}");
+                errln!("warning: {w}");
             }
         }
     }

@@ -60,6 +60,8 @@ pub struct Config {
     /// `--ca-file`: extra trust anchors for every endpoint without its own `caBundleRef`, on
     /// top of the system store.
     pub ca_file: Option<CaBundle>,
+    /// The bounds on the HTTP clients of CA bundles and client certificates.
+    pub limits: crate::oauth::pool::PoolLimits,
 }
 
 /// Why the controller could not start.
@@ -111,6 +113,7 @@ pub async fn run(
         policy: config.policy.token_urls.clone(),
         proxy: config.proxy.clone(),
         ca_file: config.ca_file.clone(),
+        limits: config.limits,
     })?;
     let instance = std::env::var("POD_NAME").unwrap_or_else(|_| crate::NAME.to_owned());
     let seal_keys = seal_key::load_or_create(&client, &config.namespace).await?;

@@ -41,7 +41,7 @@ impl Exchanger {
         credentials: &Credentials,
         clock: &dyn Clock,
     ) -> Result<Token, Failure> {
-        let client = self.client_for(self.transport.default_client(), settings, credentials)?;
+        let client = self.client_for(self.transport.default_client(), settings, credentials, "")?;
         self.exchange_via(&client, settings, credentials, clock)
             .await
     }
@@ -54,10 +54,11 @@ impl Exchanger {
         trusted: &TrustedClient,
         settings: &ExchangeSettings,
         credentials: &Credentials,
+        namespace: &str,
     ) -> Result<TrustedClient, Failure> {
         match (settings.client_auth_method, credentials.identity()) {
             (ClientAuthMethod::TlsClientAuth, Some(identity)) => {
-                self.transport.identity_client(trusted, identity)
+                self.transport.identity_client(trusted, identity, namespace)
             }
             _ => Ok(trusted.clone()),
         }

@@ -82,14 +82,21 @@ impl fmt::Debug for PooledClient {
 pub struct TrustedClient {
     client: Arc<PooledClient>,
     verified_against: Arc<str>,
+    /// The namespace's hold on the client (counted against its share of the bounds), while
+    /// anyone keeps this.
+    _claim: Option<Arc<Claim>>,
 }
 
 impl TrustedClient {
     /// `client`, named for messages as this one is (an identity client of the same trust).
-    pub fn with_client(&self, client: Arc<PooledClient>) -> TrustedClient {
+    fn with_client(
+        &self,
+        (client, claim): (Arc<PooledClient>, Option<Arc<Claim>>),
+    ) -> TrustedClient {
         TrustedClient {
             client,
             verified_against: self.verified_against.clone(),
+            _claim: claim,
         }
     }
 
@@ -189,16 +196,50 @@ fn certificates(bundle: &CaBundle) -> Result<Vec<reqwest::Certificate>, Transpor
         .collect()
 }
 
-/// The most clients of distinct CA bundles in use at once. A client costs about its bundle's
-/// parsed anchors plus a connection pool (`cargo bench --bench trust_pool`: see
-/// docs/performance.md), so this bounds what OAuthClients naming distinct bundles can make the
-/// operator hold; OAuthClients sharing a bundle share one client and count once.
+/// The most clients of distinct CA bundles in use at once, by default (`--max-ca-bundles`). A
+/// client costs about its bundle's parsed anchors plus a connection pool (`cargo bench --bench
+/// trust_pool`: see docs/performance.md), so this bounds what OAuthClients naming distinct
+/// bundles can make the operator hold; OAuthClients sharing a bundle share one client and count
+/// once.
 pub const MAX_BUNDLE_CLIENTS: usize = 256;
 
 /// The most certificates the clients of distinct bundles hold between them. A client's memory
 /// grows with its anchors (about 0.7 KiB each: a bundle of the Debian store's 145 certificates
-/// costs about 105 KiB), so this bounds it to about 14 MiB whatever the bundles' sizes.
+/// costs about 105 KiB), so this bounds it to about 14 MiB whatever the bundles' sizes. Each
+/// namespace may hold the same share of it as of `--max-ca-bundles`.
 pub const MAX_POOLED_ANCHORS: usize = 20_000;
+
+/// The bounds on the HTTP clients OAuthClients can make the operator hold, globally and per
+/// namespace (a namespace that reaches its share fails only its own clients).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolLimits {
+    /// Clients of distinct CA bundles (`--max-ca-bundles`).
+    pub bundles: usize,
+    /// Of those, held for one namespace (`--max-ca-bundles-per-namespace`).
+    pub bundles_per_namespace: usize,
+    /// Clients of distinct mutual-TLS identities (`--max-tls-identities`).
+    pub identities: usize,
+    /// Of those, held for one namespace (`--max-tls-identities-per-namespace`).
+    pub identities_per_namespace: usize,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        PoolLimits {
+            bundles: MAX_BUNDLE_CLIENTS,
+            bundles_per_namespace: 64,
+            identities: 1024,
+            identities_per_namespace: 128,
+        }
+    }
+}
+
+impl PoolLimits {
+    /// One namespace's share of [`MAX_POOLED_ANCHORS`]: the share it has of the bundles.
+    fn anchors_per_namespace(&self) -> usize {
+        MAX_POOLED_ANCHORS * self.bundles_per_namespace.min(self.bundles) / self.bundles.max(1)
+    }
+}
 
 /// Why the pool has no client to give.
 #[derive(Debug, thiserror::Error)]
@@ -209,17 +250,74 @@ pub enum PoolError {
     /// The TLS of a client identity could not be set up (mutual TLS).
     #[error("{}", .0.message)]
     Tls(Failure),
-    /// [`MAX_BUNDLE_CLIENTS`] clients of distinct bundles are in use, or they hold
+    /// The bundle clients in use reach `--max-ca-bundles`, or would pass
     /// [`MAX_POOLED_ANCHORS`] certificates with this one.
     #[error(
-        "the operator already holds HTTP clients for {clients} distinct CA bundles with {anchors} certificates, and this one would pass its limit ({MAX_BUNDLE_CLIENTS} bundles, {MAX_POOLED_ANCHORS} certificates); OAuthClients that trust the same CA should name the same bundle (trust-manager distributes one into every namespace)"
+        "the operator already holds HTTP clients for {clients} distinct CA bundles with {anchors} certificates, and this one would pass its bound (--max-ca-bundles={limit}, {MAX_POOLED_ANCHORS} certificates); OAuthClients that trust the same CA should name the same bundle (trust-manager distributes one into every namespace), or raise --max-ca-bundles (chart value limits.caBundles)"
     )]
     Full {
         /// Bundle clients in use.
         clients: usize,
         /// Their certificates.
         anchors: usize,
+        /// `--max-ca-bundles`.
+        limit: usize,
     },
+    /// The identity clients in use reach `--max-tls-identities`.
+    #[error(
+        "the operator already holds HTTP clients for {identities} distinct client certificates (--max-tls-identities={limit}); OAuthClients of the same certificate share one: raise --max-tls-identities (chart value limits.tlsIdentities)"
+    )]
+    IdentitiesFull {
+        /// Identity clients in use.
+        identities: usize,
+        /// `--max-tls-identities`.
+        limit: usize,
+    },
+    /// The namespace holds its share of a bound already.
+    #[error(
+        "namespace {namespace} already holds {held} {what} (its share: {flag}={limit}{extra}); this OAuthClient's would pass it, and only this namespace's clients are refused: {advice}, or raise {flag}"
+    )]
+    NamespaceFull {
+        /// The namespace.
+        namespace: String,
+        /// What it holds (`HTTP clients of distinct CA bundles`).
+        what: &'static str,
+        /// How many.
+        held: usize,
+        /// Its share.
+        limit: usize,
+        /// The flag that sets the share.
+        flag: &'static str,
+        /// More about the bound (the certificates of the bundles).
+        extra: String,
+        /// What to do instead.
+        advice: &'static str,
+    },
+}
+
+/// A namespace's hold on a pooled client: counted against its share while anyone keeps it.
+#[derive(Debug)]
+pub struct Claim;
+
+/// What kind of bound a client counts against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bound {
+    /// A client of a CA bundle (no identity).
+    Bundle,
+    /// A client presenting an identity (mutual TLS).
+    Identity,
+}
+
+impl ClientKey {
+    /// The bound this client counts against (`None`: the default trust without an identity,
+    /// which is never refused).
+    fn bound(&self) -> Option<Bound> {
+        match (&self.trust, &self.identity) {
+            (_, Some(_)) => Some(Bound::Identity),
+            (TrustKey::Default, None) => None,
+            (_, None) => Some(Bound::Bundle),
+        }
+    }
 }
 
 /// The bundle clients in use and their certificates.
@@ -235,18 +333,28 @@ fn bundle_load(entries: &HashMap<ClientKey, Weak<PooledClient>>) -> (usize, usiz
 #[derive(Debug)]
 pub struct ClientPool {
     template: ClientTemplate,
+    limits: PoolLimits,
     entries: Mutex<HashMap<ClientKey, Weak<PooledClient>>>,
+    /// Which namespaces hold which clients (the per-namespace shares of the bounds).
+    claims: Mutex<HashMap<(String, ClientKey), Weak<Claim>>>,
     /// The default trust's verifier for identity clients, built when the first is.
     default_verifier: std::sync::OnceLock<Result<Arc<dyn ServerCertVerifier>, String>>,
+    /// The verifier of each bundle that identity clients use, shared by all of them (a root
+    /// store per identity client would let distinct throwaway certificates multiply a large
+    /// bundle's memory).
+    bundle_verifiers: Mutex<HashMap<TrustKey, Weak<dyn ServerCertVerifier>>>,
 }
 
 impl ClientPool {
-    /// An empty pool building clients from `template`.
-    pub fn new(template: ClientTemplate) -> Self {
+    /// An empty pool building clients from `template`, within `limits`.
+    pub fn new(template: ClientTemplate, limits: PoolLimits) -> Self {
         ClientPool {
             template,
+            limits,
             entries: Mutex::default(),
+            claims: Mutex::default(),
             default_verifier: std::sync::OnceLock::new(),
+            bundle_verifiers: Mutex::default(),
         }
     }
 
@@ -255,26 +363,32 @@ impl ClientPool {
         &self.template
     }
 
-    /// The client for `trust`: the one in use if there is one, else a new one. A new client for
-    /// a bundle is refused while [`MAX_BUNDLE_CLIENTS`] bundle clients are in use or when its
-    /// certificates would take theirs past [`MAX_POOLED_ANCHORS`] (each client holds its
-    /// parsed anchors: without a bound, OAuthClients naming distinct bundles would grow the
-    /// operator's memory without end). The client is built outside the pool's lock, so that
-    /// parsing a large bundle does not hold up the reconciles that need another one.
-    pub fn get(&self, trust: &Trust) -> Result<Arc<PooledClient>, PoolError> {
-        self.get_for(trust, None)
+    /// The client for `trust`, held for `namespace`: the one in use if there is one, else a new
+    /// one. A new client for a bundle is refused while `--max-ca-bundles` bundle clients are in
+    /// use or when its certificates would take theirs past [`MAX_POOLED_ANCHORS`], and when the
+    /// namespace holds its share of either (each client holds its parsed anchors: without a
+    /// bound, OAuthClients naming distinct bundles would grow the operator's memory without
+    /// end). The client is built outside the pool's lock, so that parsing a large bundle does
+    /// not hold up the reconciles that need another one.
+    pub fn get(
+        &self,
+        trust: &Trust,
+        namespace: &str,
+    ) -> Result<(Arc<PooledClient>, Option<Arc<Claim>>), PoolError> {
+        self.get_for(trust, None, namespace)
     }
 
     /// The client for `trust` that presents `identity` in the handshake (mutual TLS): one per
     /// distinct (trust, identity), shared by the OAuthClients that use the same certificate,
-    /// never by two identities. Identity clients are not counted against the bundle limits
-    /// (there is one per distinct certificate the cluster's Secrets hold).
+    /// never by two identities; bounded by `--max-tls-identities` and the namespace's share.
+    /// Identity clients of one trust share its verifier (one root store per bundle).
     pub fn get_with_identity(
         &self,
         trust: &Trust,
         identity: &Identity,
-    ) -> Result<Arc<PooledClient>, PoolError> {
-        self.get_for(trust, Some(identity))
+        namespace: &str,
+    ) -> Result<(Arc<PooledClient>, Option<Arc<Claim>>), PoolError> {
+        self.get_for(trust, Some(identity), namespace)
     }
 
     /// The verifier an identity client of `trust` checks endpoints with.
@@ -287,7 +401,21 @@ impl ClientPool {
                     mtls::default_verifier(extra.map(|b| b.certificates()).unwrap_or_default())
                 })
                 .clone(),
-            Trust::Bundle(bundle) => mtls::bundle_verifier(bundle),
+            Trust::Bundle(bundle) => {
+                let key = trust.key();
+                let mut verifiers = self.bundle_verifiers.lock().expect("verifier lock");
+                match verifiers.get(&key).and_then(Weak::upgrade) {
+                    Some(verifier) => Ok(verifier),
+                    None => {
+                        let built = mtls::bundle_verifier(bundle);
+                        if let Ok(verifier) = &built {
+                            verifiers.retain(|_, v| v.strong_count() > 0);
+                            verifiers.insert(key, Arc::downgrade(verifier));
+                        }
+                        built
+                    }
+                }
+            }
         };
         built.map_err(|e| {
             PoolError::Tls(Failure::new(
@@ -297,27 +425,115 @@ impl ClientPool {
         })
     }
 
+    /// `namespace`'s hold on the client of `key`: the one it has, or a new one if its share of
+    /// the key's bound allows (`anchors`: the bundle's certificates).
+    fn claim(
+        &self,
+        namespace: &str,
+        key: &ClientKey,
+        anchors: usize,
+    ) -> Result<Option<Arc<Claim>>, PoolError> {
+        let Some(bound) = key.bound() else {
+            return Ok(None);
+        };
+        let mut claims = self.claims.lock().expect("claims lock");
+        let id = (namespace.to_owned(), key.clone());
+        if let Some(claim) = claims.get(&id).and_then(Weak::upgrade) {
+            return Ok(Some(claim));
+        }
+        claims.retain(|_, c| c.strong_count() > 0);
+        let entries = self.entries.lock().expect("client pool lock");
+        let held: Vec<&ClientKey> = claims
+            .keys()
+            .filter(|(ns, k)| ns == namespace && k.bound() == Some(bound))
+            .map(|(_, k)| k)
+            .collect();
+        let limits = &self.limits;
+        let refused = match bound {
+            Bound::Bundle => {
+                let held_anchors: usize = held
+                    .iter()
+                    .filter_map(|k| entries.get(*k).and_then(Weak::upgrade))
+                    .map(|c| c.anchors)
+                    .sum();
+                let share = limits.anchors_per_namespace();
+                (held.len() >= limits.bundles_per_namespace || held_anchors + anchors > share)
+                    .then(|| PoolError::NamespaceFull {
+                        namespace: namespace.to_owned(),
+                        what: "HTTP clients of distinct CA bundles",
+                        held: held.len(),
+                        limit: limits.bundles_per_namespace,
+                        flag: "--max-ca-bundles-per-namespace",
+                        extra: format!(
+                            ", and {share} of the {MAX_POOLED_ANCHORS} certificates; it holds {held_anchors}"
+                        ),
+                        advice: "OAuthClients that trust the same CA should name the same bundle",
+                    })
+            }
+            Bound::Identity => {
+                (held.len() >= limits.identities_per_namespace).then(|| PoolError::NamespaceFull {
+                    namespace: namespace.to_owned(),
+                    what: "HTTP clients of distinct client certificates (mutual TLS)",
+                    held: held.len(),
+                    limit: limits.identities_per_namespace,
+                    flag: "--max-tls-identities-per-namespace",
+                    extra: String::new(),
+                    advice: "OAuthClients of one workload should share one certificate",
+                })
+            }
+        };
+        if let Some(error) = refused {
+            return Err(error);
+        }
+        let claim = Arc::new(Claim);
+        claims.insert(id, Arc::downgrade(&claim));
+        Ok(Some(claim))
+    }
+
     fn get_for(
         &self,
         trust: &Trust,
         identity: Option<&Identity>,
-    ) -> Result<Arc<PooledClient>, PoolError> {
+        namespace: &str,
+    ) -> Result<(Arc<PooledClient>, Option<Arc<Claim>>), PoolError> {
         let key = ClientKey {
             trust: trust.key(),
             identity: identity.map(Identity::key),
         };
+        let anchors = match (trust, identity) {
+            (Trust::Bundle(bundle), None) => bundle.certificates().len(),
+            _ => 0,
+        };
+        let claim = self.claim(namespace, &key, anchors)?;
         {
             let entries = self.entries.lock().expect("client pool lock");
             if let Some(client) = entries.get(&key).and_then(Weak::upgrade) {
-                return Ok(client);
+                return Ok((client, claim));
             }
-            if let (Trust::Bundle(bundle), None) = (trust, identity) {
-                let (clients, anchors) = bundle_load(&entries);
-                if clients >= MAX_BUNDLE_CLIENTS
-                    || anchors + bundle.certificates().len() > MAX_POOLED_ANCHORS
-                {
-                    return Err(PoolError::Full { clients, anchors });
+            match key.bound() {
+                Some(Bound::Bundle) => {
+                    let (clients, held) = bundle_load(&entries);
+                    if clients >= self.limits.bundles || held + anchors > MAX_POOLED_ANCHORS {
+                        return Err(PoolError::Full {
+                            clients,
+                            anchors: held,
+                            limit: self.limits.bundles,
+                        });
+                    }
                 }
+                Some(Bound::Identity) => {
+                    let identities = entries
+                        .iter()
+                        .filter(|(k, c)| k.identity.is_some() && c.strong_count() > 0)
+                        .count();
+                    if identities >= self.limits.identities {
+                        return Err(PoolError::IdentitiesFull {
+                            identities,
+                            limit: self.limits.identities,
+                        });
+                    }
+                }
+                None => {}
             }
         }
         let tls = match identity {
@@ -328,15 +544,12 @@ impl ClientPool {
             client: self.template.build(trust, tls)?,
             key: key.clone(),
             trust: trust.clone(),
-            anchors: match trust {
-                Trust::Default => 0,
-                Trust::Bundle(bundle) => bundle.certificates().len(),
-            },
+            anchors,
         });
         let mut entries = self.entries.lock().expect("client pool lock");
         // Another reconcile may have built the same one meanwhile: use theirs.
         if let Some(client) = entries.get(&key).and_then(Weak::upgrade) {
-            return Ok(client);
+            return Ok((client, claim));
         }
         entries.retain(|_, client| client.strong_count() > 0);
         entries.insert(key, Arc::downgrade(&built));
@@ -346,19 +559,39 @@ impl ClientPool {
             clients = entries.len(),
             "built an HTTP client for token endpoints"
         );
-        Ok(built)
+        Ok((built, claim))
     }
 
-    /// A client for `trust`, named for messages.
+    /// A client for `trust`, held for `namespace`, named for messages.
     pub fn trusted(
         &self,
         trust: &Trust,
+        namespace: &str,
         verified_against: impl Into<Arc<str>>,
     ) -> Result<TrustedClient, PoolError> {
+        let (client, claim) = self.get(trust, namespace)?;
         Ok(TrustedClient {
-            client: self.get(trust)?,
+            client,
             verified_against: verified_against.into(),
+            _claim: claim,
         })
+    }
+
+    /// `trusted`'s trust presenting `identity`, held for `namespace`, named as `trusted` is.
+    pub fn trusted_with_identity(
+        &self,
+        trusted: &TrustedClient,
+        identity: &Identity,
+        namespace: &str,
+    ) -> Result<TrustedClient, PoolError> {
+        let held = self.get_with_identity(trusted.pooled().trust(), identity, namespace)?;
+        Ok(trusted.with_client(held))
+    }
+
+    /// The number of live verifiers of bundles that identity clients share.
+    pub fn bundle_verifiers(&self) -> usize {
+        let verifiers = self.bundle_verifiers.lock().expect("verifier lock");
+        verifiers.values().filter(|v| v.strong_count() > 0).count()
     }
 
     /// The number of clients someone still holds.
@@ -373,13 +606,44 @@ mod tests {
     use super::*;
 
     fn pool() -> ClientPool {
-        ClientPool::new(ClientTemplate {
-            timeout: Duration::from_secs(1),
-            policy: Arc::default(),
-            proxy: Arc::default(),
-            proxy_hosts: Arc::default(),
-            ca_file: None,
-        })
+        pool_with(PoolLimits::default())
+    }
+
+    fn pool_with(limits: PoolLimits) -> ClientPool {
+        ClientPool::new(
+            ClientTemplate {
+                timeout: Duration::from_secs(1),
+                policy: Arc::default(),
+                proxy: Arc::default(),
+                proxy_hosts: Arc::default(),
+                ca_file: None,
+            },
+            limits,
+        )
+    }
+
+    /// Every bound as high as the global one: the per-namespace shares out of the way.
+    fn unshared() -> PoolLimits {
+        let d = PoolLimits::default();
+        PoolLimits {
+            bundles_per_namespace: d.bundles,
+            identities_per_namespace: d.identities,
+            ..d
+        }
+    }
+
+    /// The client only (its claim dropped at once: for tests of the clients themselves).
+    fn get(pool: &ClientPool, trust: &Trust) -> Result<Arc<PooledClient>, PoolError> {
+        pool.get(trust, "ns").map(|(client, _)| client)
+    }
+
+    fn get_with_identity(
+        pool: &ClientPool,
+        trust: &Trust,
+        identity: &Identity,
+    ) -> Result<Arc<PooledClient>, PoolError> {
+        pool.get_with_identity(trust, identity, "ns")
+            .map(|(client, _)| client)
     }
 
     fn bundle(name: &str) -> CaBundle {
@@ -390,7 +654,7 @@ mod tests {
     fn one_client_per_distinct_trust_shared_and_dropped_when_unused() {
         let pool = pool();
         let (a, b) = (bundle("a"), bundle("b"));
-        let first = pool.get(&Trust::Bundle(a.clone())).unwrap();
+        let first = get(&pool, &Trust::Bundle(a.clone())).unwrap();
         // Another origin with the same certificates shares the client.
         let same = CaBundle::parse(
             &a.certificates()
@@ -407,18 +671,18 @@ mod tests {
             "elsewhere",
         )
         .unwrap();
-        let shared = pool.get(&Trust::Bundle(same)).unwrap();
+        let shared = get(&pool, &Trust::Bundle(same)).unwrap();
         assert!(Arc::ptr_eq(&first, &shared));
-        let other = pool.get(&Trust::Bundle(b)).unwrap();
+        let other = get(&pool, &Trust::Bundle(b)).unwrap();
         assert!(!Arc::ptr_eq(&first, &other));
-        let default = pool.trusted(&Trust::Default, "the default").unwrap();
+        let default = pool.trusted(&Trust::Default, "ns", "the default").unwrap();
         assert_eq!(default.pooled().key().trust, TrustKey::Default);
         assert_eq!(pool.live(), 3);
         drop((first, shared));
         assert_eq!(pool.live(), 2, "a client nobody holds is gone");
         drop(other);
         // Dead entries are swept when a client is added.
-        let again = pool.get(&Trust::Bundle(a)).unwrap();
+        let again = get(&pool, &Trust::Bundle(a)).unwrap();
         assert_eq!(pool.live(), 2);
         assert_eq!(pool.entries.lock().unwrap().len(), 2);
         drop(again);
@@ -440,11 +704,11 @@ mod tests {
             identity("rsa-pkcs8.pem", "rsa.crt"),
         );
         let bundle = Trust::Bundle(bundle("corp"));
-        let plain = pool.get(&Trust::Default).unwrap();
-        let a_default = pool.get_with_identity(&Trust::Default, &a).unwrap();
-        let a_again = pool.get_with_identity(&Trust::Default, &a).unwrap();
-        let b_default = pool.get_with_identity(&Trust::Default, &b).unwrap();
-        let a_bundle = pool.get_with_identity(&bundle, &a).unwrap();
+        let plain = get(&pool, &Trust::Default).unwrap();
+        let a_default = get_with_identity(&pool, &Trust::Default, &a).unwrap();
+        let a_again = get_with_identity(&pool, &Trust::Default, &a).unwrap();
+        let b_default = get_with_identity(&pool, &Trust::Default, &b).unwrap();
+        let a_bundle = get_with_identity(&pool, &bundle, &a).unwrap();
         assert!(
             Arc::ptr_eq(&a_default, &a_again),
             "same trust and identity: shared"
@@ -470,7 +734,7 @@ mod tests {
 
     #[test]
     fn clients_of_distinct_bundles_are_bounded_and_a_freed_place_is_reused() {
-        let pool = pool();
+        let pool = pool_with(unshared());
         let pems: Vec<String> = (0..MAX_BUNDLE_CLIENTS)
             .map(|i| crate::oauth::trust::tests::ca(&format!("ca-{i}")))
             .collect();
@@ -478,18 +742,17 @@ mod tests {
             .iter()
             .map(|pem| {
                 let bundle = CaBundle::parse(pem.as_bytes(), "ConfigMap ca").unwrap();
-                pool.get(&Trust::Bundle(bundle)).unwrap()
+                get(&pool, &Trust::Bundle(bundle)).unwrap()
             })
             .collect();
-        let default = pool.get(&Trust::Default).unwrap();
+        let default = get(&pool, &Trust::Default).unwrap();
         // One more distinct bundle is refused, with a message that says what to do.
-        let refused = pool
-            .get(&Trust::Bundle(bundle("one-too-many")))
-            .unwrap_err();
+        let refused = get(&pool, &Trust::Bundle(bundle("one-too-many"))).unwrap_err();
         assert!(matches!(
             refused,
             PoolError::Full {
                 clients: MAX_BUNDLE_CLIENTS,
+                limit: MAX_BUNDLE_CLIENTS,
                 ..
             }
         ));
@@ -497,19 +760,19 @@ mod tests {
         // A bundle already in use is still shared, and the default trust is never refused.
         let again = CaBundle::parse(pems[0].as_bytes(), "ConfigMap again").unwrap();
         assert!(Arc::ptr_eq(
-            &pool.get(&Trust::Bundle(again)).unwrap(),
+            &get(&pool, &Trust::Bundle(again)).unwrap(),
             &held[0]
         ));
-        assert!(Arc::ptr_eq(&pool.get(&Trust::Default).unwrap(), &default));
+        assert!(Arc::ptr_eq(&get(&pool, &Trust::Default).unwrap(), &default));
         // Dropping one frees its place.
         let mut held = held;
         held.pop();
-        assert!(pool.get(&Trust::Bundle(bundle("now-fits"))).is_ok());
+        assert!(get(&pool, &Trust::Bundle(bundle("now-fits"))).is_ok());
     }
 
     #[test]
     fn the_certificates_of_bundle_clients_are_bounded_too() {
-        let pool = pool();
+        let pool = pool_with(unshared());
         let per = crate::oauth::trust::MAX_BUNDLE_CERTIFICATES;
         // One CA's certificate re-issued: distinct certificates, cheap to make.
         let key = rcgen::KeyPair::generate().unwrap();
@@ -527,17 +790,118 @@ mod tests {
         };
         let fits = MAX_POOLED_ANCHORS / per;
         let held: Vec<_> = (0..fits)
-            .map(|i| pool.get(&Trust::Bundle(big(i))).unwrap())
+            .map(|i| get(&pool, &Trust::Bundle(big(i))).unwrap())
             .collect();
-        let refused = pool.get(&Trust::Bundle(big(fits))).unwrap_err();
+        let refused = get(&pool, &Trust::Bundle(big(fits))).unwrap_err();
         assert!(
-            matches!(refused, PoolError::Full { clients, anchors } if clients == fits && anchors == fits * per),
+            matches!(refused, PoolError::Full { clients, anchors, .. } if clients == fits && anchors == fits * per),
             "{refused}"
         );
         // A small bundle still fits in what is left, if anything is.
         let left = MAX_POOLED_ANCHORS - fits * per;
-        assert_eq!(pool.get(&Trust::Bundle(bundle("small"))).is_ok(), left >= 1);
+        assert_eq!(
+            get(&pool, &Trust::Bundle(bundle("small"))).is_ok(),
+            left >= 1
+        );
         drop(held);
-        assert!(pool.get(&Trust::Bundle(big(0))).is_ok());
+        assert!(get(&pool, &Trust::Bundle(big(0))).is_ok());
+    }
+
+    /// Security round three, item 3: one namespace naming 256 distinct bundles holds only its
+    /// share, and another namespace's first bundle is still served; bundle clients held for a
+    /// namespace count once however many of its OAuthClients use them.
+    #[test]
+    fn one_namespace_reaching_its_share_of_bundles_fails_only_its_own_clients() {
+        let pool = pool();
+        let share = PoolLimits::default().bundles_per_namespace;
+        let mut held = Vec::new();
+        let mut refused = None;
+        for i in 0..MAX_BUNDLE_CLIENTS {
+            let trust = Trust::Bundle(bundle(&format!("tenant-{i}")));
+            match pool.get(&trust, "noisy") {
+                Ok(claimed) => held.push(claimed),
+                Err(e) => {
+                    refused = Some((i, e));
+                    break;
+                }
+            }
+        }
+        let (at, error) = refused.expect("the namespace's share is bounded");
+        assert_eq!(at, share);
+        let message = error.to_string();
+        assert!(
+            message.contains("namespace noisy")
+                && message.contains("--max-ca-bundles-per-namespace=64")
+                && message.contains("only this namespace's clients are refused"),
+            "{message}"
+        );
+        // Another namespace's first bundle is served, and so is a bundle the noisy namespace
+        // already holds.
+        assert!(pool.get(&Trust::Bundle(bundle("quiet")), "quiet").is_ok());
+        // The noisy namespace's clients freed: its share is free again.
+        held.clear();
+        assert!(pool.get(&Trust::Bundle(bundle("later")), "noisy").is_ok());
+    }
+
+    #[test]
+    fn identity_clients_are_bounded_in_all_and_per_namespace_and_share_one_verifier_per_bundle() {
+        let limits = PoolLimits {
+            identities: 3,
+            identities_per_namespace: 2,
+            ..PoolLimits::default()
+        };
+        let pool = pool_with(limits);
+        let corp = Trust::Bundle(bundle("corp"));
+        let identities = [
+            identity("ec-p256-sec1.pem", "ec-p256.crt"),
+            identity("rsa-pkcs8.pem", "rsa.crt"),
+            identity("ec-p384-sec1.pem", "ec-p384.crt"),
+            identity("ed25519-pkcs8.pem", "ed25519.crt"),
+        ];
+        let a = pool
+            .get_with_identity(&corp, &identities[0], "team-a")
+            .unwrap();
+        let b = pool
+            .get_with_identity(&corp, &identities[1], "team-a")
+            .unwrap();
+        // The same identity again in the same namespace: shared, not counted twice.
+        let a2 = pool
+            .get_with_identity(&corp, &identities[0], "team-a")
+            .unwrap();
+        assert!(Arc::ptr_eq(&a.0, &a2.0));
+        let refused = pool
+            .get_with_identity(&corp, &identities[2], "team-a")
+            .unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("--max-tls-identities-per-namespace=2"),
+            "{refused}"
+        );
+        // Another namespace is not refused by team-a's share, but by the global bound.
+        let c = pool
+            .get_with_identity(&corp, &identities[2], "team-b")
+            .unwrap();
+        let refused = pool
+            .get_with_identity(&corp, &identities[3], "team-b")
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                PoolError::IdentitiesFull {
+                    identities: 3,
+                    limit: 3
+                }
+            ),
+            "{refused}"
+        );
+        // Every identity client of the bundle verifies with one shared root store.
+        assert_eq!(pool.bundle_verifiers(), 1);
+        drop((a, a2, b, c));
+        assert_eq!(
+            pool.bundle_verifiers(),
+            0,
+            "dropped with its last identity client"
+        );
     }
 }

@@ -39,7 +39,7 @@ use url::{Host, Url};
 
 use crate::api::reason::{Failure, Reason};
 use crate::oauth::identity::Identity;
-use crate::oauth::pool::{ClientPool, ClientTemplate, PoolError, TrustedClient};
+use crate::oauth::pool::{ClientPool, ClientTemplate, PoolError, PoolLimits, TrustedClient};
 use crate::oauth::proxy::{ProxyConfig, ProxyServer, Route};
 use crate::oauth::request::TokenRequest;
 use crate::oauth::response::sanitise;
@@ -100,6 +100,8 @@ pub struct TransportConfig {
     pub proxy: ProxyConfig,
     /// `--ca-file`: extra trust anchors of the default trust, on top of the system store.
     pub ca_file: Option<CaBundle>,
+    /// The bounds on the clients of CA bundles and mutual-TLS identities.
+    pub limits: PoolLimits,
 }
 
 /// An HTTP client could not be built (no usable TLS trust store, for instance).
@@ -134,6 +136,7 @@ impl Transport {
             policy,
             proxy,
             ca_file: None,
+            limits: PoolLimits::default(),
         })
     }
 
@@ -142,20 +145,21 @@ impl Transport {
     pub fn from_config(config: TransportConfig) -> Result<Self, TransportError> {
         let proxy = Arc::new(config.proxy);
         let proxy_hosts = Arc::new(proxy.proxy_host_names());
-        let pool = Arc::new(ClientPool::new(ClientTemplate {
-            timeout: config.timeout,
-            policy: config.policy.clone(),
-            proxy: proxy.clone(),
-            proxy_hosts: proxy_hosts.clone(),
-            ca_file: config.ca_file,
-        }));
+        let pool = Arc::new(ClientPool::new(
+            ClientTemplate {
+                timeout: config.timeout,
+                policy: config.policy.clone(),
+                proxy: proxy.clone(),
+                proxy_hosts: proxy_hosts.clone(),
+                ca_file: config.ca_file,
+            },
+            config.limits,
+        ));
         let described = pool.template().default_trust_description();
-        let default = match pool.trusted(&Trust::Default, described) {
+        let default = match pool.trusted(&Trust::Default, "", described) {
             Ok(client) => client,
             Err(PoolError::Build(e)) => return Err(e),
-            Err(PoolError::Full { .. } | PoolError::Tls(_)) => {
-                unreachable!("the default trust is never refused, and has no identity")
-            }
+            Err(_) => unreachable!("the default trust is never refused, and has no identity"),
         };
         Ok(Transport {
             pool,
@@ -172,18 +176,19 @@ impl Transport {
         &self.default
     }
 
-    /// The client for `trust` (the pooled one if another OAuthClient uses the same), named for
-    /// messages by `verified_against`. A client that cannot be built is `EndpointUnavailable`.
-    pub fn client(&self, trust: &Trust) -> Result<TrustedClient, Failure> {
+    /// The client for `trust` (the pooled one if another OAuthClient uses the same), held for
+    /// `namespace` (its share of the bounds). A client that cannot be built, or that the bounds
+    /// refuse, is `EndpointUnavailable` saying which bound and how to raise it.
+    pub fn client(&self, trust: &Trust, namespace: &str) -> Result<TrustedClient, Failure> {
         match trust {
             Trust::Default => Ok(self.default.clone()),
             Trust::Bundle(bundle) => self
                 .pool
-                .trusted(trust, format!("{} alone", bundle.origin()))
+                .trusted(trust, namespace, format!("{} alone", bundle.origin()))
                 .map_err(|e| {
                     let problem = match &e {
                         PoolError::Build(e) => root_cause(e),
-                        PoolError::Full { .. } | PoolError::Tls(_) => e.to_string(),
+                        _ => e.to_string(),
                     };
                     Failure::new(
                         Reason::EndpointUnavailable,
@@ -197,24 +202,29 @@ impl Transport {
     }
 
     /// The client of `trusted`'s trust that presents `identity` in the TLS handshake (mutual
-    /// TLS), pooled by (trust, identity): the one in use for them, or a new one. It lives while
-    /// someone holds it (the controller keeps it in the memory of each OAuthClient using it).
+    /// TLS), pooled by (trust, identity) and held for `namespace`: the one in use for them, or a
+    /// new one. It lives while someone holds it (the controller keeps it in the memory of each
+    /// OAuthClient using it).
     pub fn identity_client(
         &self,
         trusted: &TrustedClient,
         identity: &Identity,
+        namespace: &str,
     ) -> Result<TrustedClient, Failure> {
-        let client = self
-            .pool
-            .get_with_identity(trusted.pooled().trust(), identity)
+        self.pool
+            .trusted_with_identity(trusted, identity, namespace)
             .map_err(|e| match e {
                 PoolError::Tls(failure) => failure,
                 other => Failure::new(
                     Reason::EndpointUnavailable,
                     format!("cannot build the HTTP client for the client certificate: {other}"),
                 ),
-            })?;
-        Ok(trusted.with_client(client))
+            })
+    }
+
+    /// The number of verifiers of CA bundles that identity clients share (one per bundle).
+    pub fn shared_verifiers(&self) -> usize {
+        self.pool.bundle_verifiers()
     }
 
     /// The number of HTTP clients in use (the default one included).

@@ -107,6 +107,7 @@ impl Operator {
             proxy: Default::default(),
             namespace: "oauth-token-operator-system".into(),
             ca_file: None,
+            limits: Default::default(),
         };
         adjust(&mut config);
         api.set_profile(if config.policy.allow_service_account_tokens {

@@ -4,6 +4,7 @@
 //! ([`crate::oauth::credentials::value`]) — and the trust: `--ca-bundle-file`, else the bundle
 //! `caBundleRef` names in the file, else the default trust.
 
+use crate::cli::terminal::errln;
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -258,7 +259,7 @@ impl Files {
         };
         if let (Some(bytes), Some(path)) = (&files.client_secret, &args.client_secret_file) {
             if bytes.ends_with(b"\n") {
-                eprintln!(
+                errln!(
                     "warning: {} ends with a newline, which is sent as part of the secret (write it with printf or echo -n)",
                     path.display()
                 );

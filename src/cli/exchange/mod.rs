@@ -6,6 +6,7 @@
 mod input;
 mod output;
 
+use crate::cli::terminal::{errln, outln};
 use std::process::ExitCode;
 
 use serde_json::json;
@@ -63,11 +64,11 @@ fn report(output: OutputFormat, reason: Option<Reason>, message: &str) {
                 "reason": reason.map(Reason::as_str),
                 "message": message,
             });
-            println!("{value:#}");
+            outln!("{value:#}");
         }
         OutputFormat::Text => match reason {
-            Some(reason) => eprintln!("error: exchange failed: {reason}: {message}"),
-            None => eprintln!("error: {message}"),
+            Some(reason) => errln!("error: exchange failed: {reason}: {message}"),
+            None => errln!("error: {message}"),
         },
     }
 }
@@ -88,7 +89,7 @@ fn run_inner(args: ExchangeArgs) -> Result<(), Outcome> {
         .map_err(|e| Outcome::Input(format!("cannot start the async runtime: {e}")))?;
     let proxy = ProxyConfig::from_env();
     for warning in proxy.warnings() {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     let trust = input::trust(&args, &settings, &file)?;
     let ca_file = args
@@ -102,11 +103,12 @@ fn run_inner(args: ExchangeArgs) -> Result<(), Outcome> {
         policy: policy.token_urls.clone(),
         proxy,
         ca_file,
+        limits: Default::default(),
     })
     .map_err(|e| Outcome::Input(e.to_string()))?;
     let exchanger = Exchanger::new(transport);
-    let trusted = exchanger.transport().client(&trust)?;
-    let via = exchanger.client_for(&trusted, &settings.exchange, &credentials)?;
+    let trusted = exchanger.transport().client(&trust, "")?;
+    let via = exchanger.client_for(&trusted, &settings.exchange, &credentials, "")?;
     let token = runtime.block_on(exchanger.exchange_via(
         &via,
         &settings.exchange,

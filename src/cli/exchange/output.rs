@@ -1,6 +1,7 @@
 //! What `exchange` prints: the Secret the operator would store (the token redacted unless
 //! `--show-token`), as text or JSON.
 
+use crate::cli::terminal::{out, outln};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
@@ -52,8 +53,8 @@ pub fn print(args: &ExchangeArgs, client: &OAuthClient, settings: &ClientSetting
         redacted: !args.show_token,
     };
     match args.output {
-        OutputFormat::Json => println!("{:#}", stored.json(settings, token)),
-        OutputFormat::Text => print!("{}", stored.text(settings, token)),
+        OutputFormat::Json => outln!("{:#}", stored.json(settings, token)),
+        OutputFormat::Text => out!("{}", stored.text(settings, token)),
     }
 }
 

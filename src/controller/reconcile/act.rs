@@ -213,7 +213,7 @@ async fn prepare(
     Ok(ctx
         .shared
         .exchanger
-        .client_for(via, &settings.exchange, &credentials)
+        .client_for(via, &settings.exchange, &credentials, namespace)
         .map(|client| (credentials, client)))
 }
 

@@ -77,7 +77,7 @@ pub async fn load(
         &namespace,
         data.as_ref().map(|d| d as &dyn SecretData),
     )
-    .and_then(|bundle| transport.client(&Trust::Bundle(bundle)));
+    .and_then(|bundle| transport.client(&Trust::Bundle(bundle), &namespace));
     observation.learned.trust = match (&built, &resource_version) {
         (Ok(built), Some(rv)) => Change::Set(TrustMemo {
             reference,
