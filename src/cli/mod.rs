@@ -152,6 +152,17 @@ pub struct RunArgs {
     #[arg(long, env = "OAUTH_TOKEN_OPERATOR_ALLOW_SERVICE_ACCOUNT_TOKENS")]
     pub allow_service_account_tokens: bool,
 
+    /// Audiences never requested for a ServiceAccount token (comma-separated), besides the API
+    /// server's issuer, the kubernetes.default.svc names and its own audiences (learned at
+    /// start): for audiences that other components of the cluster accept.
+    #[arg(
+        long,
+        env = "OAUTH_TOKEN_OPERATOR_REFUSED_TOKEN_AUDIENCES",
+        value_delimiter = ',',
+        value_name = "AUDIENCES"
+    )]
+    pub refused_token_audiences: Vec<String>,
+
     /// Address of /metrics, /healthz and /readyz.
     #[arg(
         long,

@@ -49,11 +49,21 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         .filter(|n| !n.is_empty())
         .collect();
     let own_namespace = crate::runtime::leader::own_namespace(&api.default_namespace);
+    let own_service_account = if args.allow_service_account_tokens {
+        controller::service_account::own_service_account(&api.client)
+            .await
+            .map_err(|e| format!("cannot tell which identity the operator runs as (SelfSubjectReview at {}): {e}", api.url))?
+    } else {
+        None
+    };
     let needs = controller::Needs {
         namespaces: &namespaces,
         own_namespace: &own_namespace,
         service_account_tokens: args.allow_service_account_tokens,
         lease_namespace: args.leader_elect.then_some(own_namespace.as_str()),
+        own_service_account: own_service_account
+            .as_ref()
+            .map(|(ns, name)| (ns.as_str(), name.as_str())),
     };
     controller::preflight(&api.client, &needs, &api.url)
         .await
@@ -102,6 +112,13 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         namespace: own_namespace,
         ca_file,
         limits: args.limits.limits(),
+        refused_token_audiences: args
+            .refused_token_audiences
+            .iter()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect(),
+        own_service_account,
     };
     let controller = controller::run(
         api.client.clone(),

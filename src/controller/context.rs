@@ -42,6 +42,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The API server's issuer (ServiceAccountToken), read when first needed.
     pub issuer: Issuer,
+    /// Audiences never requested for a ServiceAccount token, besides the issuer and the
+    /// in-cluster names: the API server's own (learned at start) and `--refused-token-audiences`.
+    pub refused_audiences: Vec<String>,
 }
 
 /// The context of one controller scope (all namespaces, or one).

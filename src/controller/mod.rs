@@ -62,6 +62,12 @@ pub struct Config {
     pub ca_file: Option<CaBundle>,
     /// The bounds on the HTTP clients of CA bundles and client certificates.
     pub limits: crate::oauth::pool::PoolLimits,
+    /// `--refused-token-audiences`: never requested for a ServiceAccount token, besides the
+    /// API server's audiences (learned at start).
+    pub refused_token_audiences: Vec<String>,
+    /// The ServiceAccount the operator runs as (namespace, name), whose TokenRequest with no
+    /// audience tells the API server's own audiences; `None` when it runs as a user.
+    pub own_service_account: Option<(String, String)>,
 }
 
 /// Why the controller could not start.
@@ -94,9 +100,33 @@ pub enum StartError {
     /// The seal key could not be read or created.
     #[error(transparent)]
     SealKey(#[from] seal_key::SealKeyError),
+    /// The API server's own audiences could not be learned (`--allow-service-account-tokens`).
+    #[error(
+        "cannot learn the API server's own audiences (a TokenRequest for the operator's own ServiceAccount, with no audience): {0}; the operator needs create on serviceaccounts/token for its own ServiceAccount (the chart grants it with serviceAccountTokens.enabled)"
+    )]
+    Audiences(String),
 }
 
 pub use preflight::{Needs, preflight};
+
+/// The API server's own audiences, learned with a TokenRequest for the operator's own
+/// ServiceAccount (none to learn when it runs as a user, with a note in the log).
+async fn api_audiences(
+    client: &Client,
+    own: Option<&(String, String)>,
+) -> Result<Vec<String>, StartError> {
+    let Some((namespace, name)) = own else {
+        tracing::info!(
+            "not running as a ServiceAccount: the API server's own audiences are not learned (its issuer, the kubernetes.default.svc names and --refused-token-audiences are refused)"
+        );
+        return Ok(Vec::new());
+    };
+    let audiences = service_account::learn_api_audiences(client, namespace, name)
+        .await
+        .map_err(|e| StartError::Audiences(e.to_string()))?;
+    tracing::info!(audiences = ?audiences, "the API server's own audiences, never requested for a ServiceAccount token");
+    Ok(audiences)
+}
 
 /// Runs the controller until `shutdown` resolves. `health` is marked ready once every watch
 /// cache has synced.
@@ -117,6 +147,11 @@ pub async fn run(
     })?;
     let instance = std::env::var("POD_NAME").unwrap_or_else(|_| crate::NAME.to_owned());
     let seal_keys = seal_key::load_or_create(&client, &config.namespace).await?;
+    let mut refused_audiences = config.refused_token_audiences.clone();
+    if config.policy.allow_service_account_tokens {
+        refused_audiences
+            .extend(api_audiences(&client, config.own_service_account.as_ref()).await?);
+    }
     let shared = Arc::new(Shared {
         kube: client.clone(),
         exchanger: Exchanger::new(transport),
@@ -129,6 +164,7 @@ pub async fn run(
         events: events::EventPublisher::new(client.clone(), instance),
         metrics,
         issuer: service_account::Issuer::default(),
+        refused_audiences,
     });
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]

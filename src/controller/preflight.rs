@@ -27,7 +27,7 @@ pub struct Right {
     /// The namespace (`None`: all namespaces).
     pub namespace: Option<String>,
     /// The object's name, for a right granted for one object only.
-    pub name: Option<&'static str>,
+    pub name: Option<String>,
 }
 
 impl std::fmt::Display for Right {
@@ -40,7 +40,7 @@ impl std::fmt::Display for Right {
         if !self.group.is_empty() {
             write!(f, " ({})", self.group)?;
         }
-        if let Some(name) = self.name {
+        if let Some(name) = &self.name {
             write!(f, " named {name}")?;
         }
         match &self.namespace {
@@ -61,6 +61,10 @@ pub struct Needs<'a> {
     pub service_account_tokens: bool,
     /// With `--leader-elect`: the Lease's namespace.
     pub lease_namespace: Option<&'a str>,
+    /// With `--allow-service-account-tokens`, when it runs as a ServiceAccount: that one
+    /// (namespace, name), whose token it requests once at start to learn the API server's
+    /// audiences.
+    pub own_service_account: Option<(&'a str, &'a str)>,
 }
 
 /// Every right the controller uses, configured as `needs` says (the chart's RBAC grants exactly
@@ -113,15 +117,27 @@ pub fn rights(needs: &Needs<'_>) -> Vec<Right> {
     }
     let own = Some(needs.own_namespace.to_owned());
     rights.push(Right {
-        name: Some(super::seal_key::SECRET_NAME),
+        name: Some(super::seal_key::SECRET_NAME.to_owned()),
         ..right("get", "", "secrets", None, &own)
     });
     rights.push(right("create", "", "secrets", None, &own));
+    if let (true, Some((namespace, name))) =
+        (needs.service_account_tokens, needs.own_service_account)
+    {
+        rights.push(Right {
+            verb: "create",
+            group: "",
+            resource: "serviceaccounts",
+            subresource: Some("token"),
+            namespace: Some(namespace.to_owned()),
+            name: Some(name.to_owned()),
+        });
+    }
     if let Some(lease_namespace) = needs.lease_namespace {
         let lease = Some(lease_namespace.to_owned());
         for verb in ["get", "create", "patch"] {
             rights.push(Right {
-                name: (verb != "create").then_some(crate::NAME),
+                name: (verb != "create").then(|| crate::NAME.to_owned()),
                 ..right(verb, "coordination.k8s.io", "leases", None, &lease)
             });
         }
@@ -139,7 +155,7 @@ async fn allowed(client: &Client, right: &Right) -> Result<bool, kube::Error> {
                 resource: Some(right.resource.to_owned()),
                 subresource: right.subresource.map(str::to_owned),
                 namespace: right.namespace.clone(),
-                name: right.name.map(str::to_owned),
+                name: right.name.clone(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -256,6 +272,7 @@ mod tests {
             own_namespace: "ops",
             service_account_tokens: false,
             lease_namespace: None,
+            own_service_account: None,
         };
         let all = labels(&wide);
         assert!(all.contains(
@@ -275,6 +292,7 @@ mod tests {
             namespaces: &namespaces,
             service_account_tokens: true,
             lease_namespace: Some("ops"),
+            own_service_account: Some(("ops", "operator")),
             ..wide
         };
         let all = labels(&scoped);
@@ -290,5 +308,10 @@ mod tests {
             )
         );
         assert!(all.contains(&"create leases (coordination.k8s.io) in namespace ops".to_owned()));
+        assert!(
+            all.contains(
+                &"create serviceaccounts/token named operator in namespace ops".to_owned()
+            )
+        );
     }
 }

@@ -8,12 +8,15 @@
 //! cluster. Those audiences are the API server's issuer (from its
 //! `/.well-known/openid-configuration`, which every ServiceAccount may read through the
 //! default `system:service-account-issuer-discovery` binding) and the
-//! `kubernetes.default.svc` forms.
+//! `kubernetes.default.svc` forms; the API server's own audiences (`--api-audiences`, which
+//! distributions extend), learned at start from a TokenRequest for the operator's own
+//! ServiceAccount with no audience, which the server fills with them ([`learn_api_audiences`]);
+//! and those given with `--refused-token-audiences`.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 
@@ -83,14 +86,93 @@ fn unknown_issuer(why: &str) -> Failure {
     )
 }
 
-/// Whether the API server accepts `audience` (its issuer or an in-cluster name; compared
-/// without letter case and a trailing `/`, to refuse near spellings too).
-pub fn accepted_by_the_api_server(audience: &str, issuer: &str) -> bool {
+/// Whether the API server accepts `audience`: its issuer, an in-cluster name, or one of
+/// `refused` (its audiences as learned at start, and `--refused-token-audiences`); compared
+/// without letter case and a trailing `/`, to refuse near spellings too.
+pub fn accepted_by_the_api_server(audience: &str, issuer: &str, refused: &[String]) -> bool {
     let normal = |a: &str| a.trim().trim_end_matches('/').to_ascii_lowercase();
     let audience = normal(audience);
     std::iter::once(issuer)
         .chain(IN_CLUSTER_AUDIENCES)
+        .chain(refused.iter().map(String::as_str))
         .any(|accepted| normal(accepted) == audience)
+}
+
+/// The operator's own ServiceAccount (namespace, name), as the API server names the identity
+/// of its credentials (a SelfSubjectReview, which every authenticated user may create); `None`
+/// when it runs as something else (a user's kubeconfig).
+pub async fn own_service_account(
+    client: &kube::Client,
+) -> Result<Option<(String, String)>, kube::Error> {
+    let api: Api<SelfSubjectReview> = Api::all(client.clone());
+    let review = api
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await?;
+    let username = review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .unwrap_or_default();
+    Ok(username
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(ns, name)| (ns.to_owned(), name.to_owned())))
+}
+
+/// The API server's own audiences (those it accepts as its own tokens'): a TokenRequest for the
+/// ServiceAccount `namespace/name` with no audience is filled with them. The token itself is
+/// dropped unused.
+pub async fn learn_api_audiences(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<String>, kube::Error> {
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: Vec::new(),
+            expiration_seconds: Some(600),
+            bound_object_ref: None,
+        },
+        ..Default::default()
+    };
+    let answer = api
+        .create_token_request(name, &PostParams::default(), &request)
+        .await?;
+    let mut audiences = answer.spec.audiences;
+    if audiences.is_empty() {
+        // An API server that does not echo them: the token's own `aud` (not verified: it comes
+        // straight from the server).
+        let token = answer.status.map(|s| Sensitive::new(s.token));
+        audiences = token
+            .as_ref()
+            .map(|t| token_audiences(t.expose()))
+            .unwrap_or_default();
+    }
+    Ok(audiences)
+}
+
+/// The `aud` claim of a JWT, unverified.
+fn token_audiences(jwt: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let claims = jwt
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .unwrap_or_default();
+    match &claims["aud"] {
+        serde_json::Value::String(a) => vec![a.clone()],
+        serde_json::Value::Array(list) => list
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// A new token of the ServiceAccount for the settings' audience and lifetime. `Ok(Err(_))`:
@@ -105,11 +187,11 @@ pub async fn token(
         Ok(issuer) => issuer,
         Err(failure) => return Ok(Err(failure)),
     };
-    if accepted_by_the_api_server(&settings.audience, &issuer) {
+    if accepted_by_the_api_server(&settings.audience, &issuer, &ctx.shared.refused_audiences) {
         return Ok(Err(Failure::new(
             Reason::ServiceAccountTokenDenied,
             format!(
-                "spec.serviceAccountToken.audience {} is accepted by the Kubernetes API server itself (its issuer, or kubernetes.default.svc): a token for it would let the token endpoint act as ServiceAccount {} towards the cluster, so none is requested",
+                "spec.serviceAccountToken.audience {} is accepted by the Kubernetes API server itself (its issuer, kubernetes.default.svc, its own audiences or --refused-token-audiences): a token for it would let the token endpoint act as ServiceAccount {} towards the cluster, so none is requested",
                 settings.audience, settings.name
             ),
         )));
@@ -183,7 +265,10 @@ mod tests {
             "https://kubernetes.default.svc.cluster.local",
             " https://Kubernetes.Default.Svc.cluster.local ",
         ] {
-            assert!(accepted_by_the_api_server(audience, issuer), "{audience}");
+            assert!(
+                accepted_by_the_api_server(audience, issuer, &[]),
+                "{audience}"
+            );
         }
         for audience in [
             "api://AzureADTokenExchange",
@@ -191,7 +276,22 @@ mod tests {
             "https://kubernetes.default.svc.example",
             "sts.amazonaws.com",
         ] {
-            assert!(!accepted_by_the_api_server(audience, issuer), "{audience}");
+            assert!(
+                !accepted_by_the_api_server(audience, issuer, &[]),
+                "{audience}"
+            );
         }
+        // Learned or configured audiences are refused too.
+        let learned = [
+            "https://api.cluster-1.example".to_owned(),
+            "vault".to_owned(),
+        ];
+        for audience in ["https://api.cluster-1.example/", "VAULT", "vault"] {
+            assert!(
+                accepted_by_the_api_server(audience, issuer, &learned),
+                "{audience}"
+            );
+        }
+        assert!(!accepted_by_the_api_server("vaults", issuer, &learned));
     }
 }

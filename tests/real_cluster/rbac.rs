@@ -232,7 +232,9 @@ async fn the_cluster_wide_chart_grants_everything_the_operator_uses() {
     assert_operator_never_refused(&cluster, &install.user());
 }
 
-/// The namespace-scoped chart (`watchNamespaces`): Roles only, nothing cluster-wide.
+/// The namespace-scoped chart (`watchNamespaces`), with `serviceAccountTokens.enabled`: Roles
+/// only, nothing cluster-wide (the operator's own TokenRequest, which tells it the API server's
+/// audiences, through a Role in the release namespace).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_namespaced_chart_grants_everything_the_operator_uses() {
     let Some(cluster) = cluster("the_namespaced_chart_grants_everything_the_operator_uses").await
@@ -244,12 +246,19 @@ async fn the_namespaced_chart_grants_everything_the_operator_uses() {
     let install = Install::new(
         &cluster,
         "rbac-ns",
-        json!({"allowInsecureHttp": true, "watchNamespaces": [a, b]}),
+        json!({"allowInsecureHttp": true, "watchNamespaces": [a, b],
+               "serviceAccountTokens": {"enabled": true}}),
     )
     .await;
     let operator = install.pod("rbac-ns-0").await;
+    service_account_life(&cluster, &operator, &a).await;
     life(&cluster, &operator, &a).await;
     life(&cluster, &operator, &b).await;
+    assert!(
+        operator.text().contains("the API server's own audiences"),
+        "learned at start:\n{}",
+        operator.text()
+    );
     drop(operator);
     assert_operator_never_refused(&cluster, &install.user());
 }

@@ -146,3 +146,80 @@ async fn service_account_tokens_come_from_the_real_token_request_api() {
     assert!(minted.iter().any(|e| e.uri.contains("/workload/")));
     drop(operator);
 }
+
+/// Security round three, item 6: audiences the API server accepts besides its issuer (a
+/// distribution's `--api-audiences`) are learned at start, from a TokenRequest for the
+/// operator's own ServiceAccount, and refused even when a ServiceAccount lists them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_servers_own_audiences_are_learned_at_start_and_refused() {
+    let test = "the_api_servers_own_audiences_are_learned_at_start_and_refused";
+    let extra = "https://api.cluster-1.example";
+    let options = crate::support::control_plane::Options {
+        apiserver_flags: vec![format!("--api-audiences={extra}")],
+        ..Default::default()
+    };
+    let Some(cluster) = crate::support::control_plane::own_control_plane(test, options).await
+    else {
+        return;
+    };
+    let client = cluster.client().await;
+    let ns = cluster.namespace("api-audiences").await;
+    let install = Install::new(
+        &cluster,
+        "api-audiences",
+        json!({"allowInsecureHttp": true, "watchNamespaces": [ns],
+               "serviceAccountTokens": {"enabled": true, "refusedAudiences": ["vault"]}}),
+    )
+    .await;
+    let operator = install.pod("api-audiences-0").await;
+    let vendor = TokenServer::start(Vendor::Generic, "wif", "unused", Tokens::Unique).await;
+    let origin = url::Url::parse(&vendor.url())
+        .unwrap()
+        .origin()
+        .ascii_serialization();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let greedy: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "greedy", "annotations": {
+            "oauth.token-operator.dev/token-audiences": format!("{extra},vault"),
+            "oauth.token-operator.dev/token-endpoints": origin,
+        }}}))
+        .unwrap();
+    accounts.create(&Default::default(), &greedy).await.unwrap();
+    for (name, audience) in [("learned", extra), ("configured", "vault")] {
+        oauth_client(
+            &client,
+            &ns,
+            name,
+            json!({"tokenUrl": vendor.url(), "clientAuthMethod": "ServiceAccountToken", "clientId": "wif",
+                   "serviceAccountToken": {"serviceAccountName": "greedy", "audience": audience}}),
+        )
+        .await;
+        let object = wait_ready(
+            &client,
+            &ns,
+            name,
+            "False",
+            "ServiceAccountTokenDenied",
+            Some(&operator),
+        )
+        .await;
+        let (_, _, message) = condition_of(&object, "Ready").unwrap();
+        assert!(
+            message.contains("accepted by the Kubernetes API server"),
+            "{message}"
+        );
+    }
+    assert_eq!(vendor.count(), 0, "nothing sent for either");
+    let plane = cluster.local.clone().unwrap();
+    let minted: Vec<_> = plane
+        .audit_events()
+        .into_iter()
+        .filter(|e| e.subresource == "token" && e.namespace == ns)
+        .collect();
+    assert!(
+        minted.is_empty(),
+        "no TokenRequest for the workload: {minted:?}"
+    );
+    drop(operator);
+    assert_operator_never_refused(&cluster, &install.user());
+}

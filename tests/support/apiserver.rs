@@ -273,6 +273,8 @@ struct Shared {
     profile: Mutex<&'static str>,
     /// The ServiceAccount token issuer.
     issuer: tokens::Issuer,
+    /// The user name SelfSubjectReviews answer (a user's by default, not a ServiceAccount's).
+    username: Mutex<String>,
 }
 
 /// The profile of an operator run without `--allow-service-account-tokens`.
@@ -359,6 +361,7 @@ impl ApiServer {
             log_calls,
             profile: Mutex::new(DEFAULT_PROFILE),
             issuer: tokens::Issuer::new(),
+            username: Mutex::new("test".into()),
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -410,6 +413,19 @@ impl ApiServer {
     /// The public key (an uncompressed P-256 point) that verifies the ServiceAccount tokens.
     pub fn service_account_public_key(&self) -> Vec<u8> {
         self.shared.issuer.public_key()
+    }
+
+    /// From now on, SelfSubjectReviews name the client `username` (e.g.
+    /// `system:serviceaccount:NS:NAME` for an operator running as that ServiceAccount).
+    pub fn set_username(&self, username: &str) {
+        *self.shared.username.lock().unwrap() = username.to_owned();
+    }
+
+    /// Sets the API server's own audiences, which fill a TokenRequest with no audience.
+    pub fn set_api_audiences(&self, audiences: &[&str]) {
+        self.shared
+            .issuer
+            .set_api_audiences(audiences.iter().map(|a| (*a).to_owned()).collect());
     }
 
     /// Every ServiceAccount token issued so far.
@@ -1480,6 +1496,27 @@ fn self_subject_access_review(shared: &Shared, body: &[u8]) -> Response {
     (StatusCode::CREATED, axum::Json(review)).into_response()
 }
 
+/// A SelfSubjectReview: the user the double takes its clients for ([`ApiServer::set_username`]).
+/// Recorded as `create selfsubjectreviews`, which Kubernetes grants every authenticated user.
+fn self_subject_review(shared: &Shared) -> Response {
+    let username = shared.username.lock().unwrap().clone();
+    shared.store.lock().unwrap().record(
+        Call {
+            verb: "create".into(),
+            group: "authentication.k8s.io".into(),
+            resource: "selfsubjectreviews".into(),
+            subresource: None,
+            namespace: None,
+        },
+        shared.log_profile(),
+    );
+    let review = json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview",
+        "metadata": {}, "status": {"userInfo": {"username": username}},
+    });
+    (StatusCode::CREATED, axum::Json(review)).into_response()
+}
+
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -1516,6 +1553,9 @@ async fn handle(
         && method == Method::POST
     {
         return self_subject_access_review(&shared, &body);
+    }
+    if uri.path() == "/apis/authentication.k8s.io/v1/selfsubjectreviews" && method == Method::POST {
+        return self_subject_review(&shared);
     }
     let Some(target) = parse_path(uri.path()) else {
         return status_body(

@@ -108,6 +108,8 @@ impl Operator {
             namespace: "oauth-token-operator-system".into(),
             ca_file: None,
             limits: Default::default(),
+            refused_token_audiences: Vec::new(),
+            own_service_account: None,
         };
         adjust(&mut config);
         api.set_profile(if config.policy.allow_service_account_tokens {

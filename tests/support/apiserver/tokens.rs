@@ -22,6 +22,9 @@ pub const KID: &str = "double-signing-key";
 pub struct Issuer {
     key: EcdsaKeyPair,
     issued: Mutex<Vec<String>>,
+    /// The API server's own audiences (`--api-audiences`): a TokenRequest with no audience is
+    /// filled with them, as a real API server does.
+    api_audiences: Mutex<Vec<String>>,
 }
 
 impl Issuer {
@@ -38,7 +41,13 @@ impl Issuer {
         Issuer {
             key,
             issued: Mutex::default(),
+            api_audiences: Mutex::new(vec![ISSUER.to_owned()]),
         }
+    }
+
+    /// Sets the API server's own audiences.
+    pub fn set_api_audiences(&self, audiences: Vec<String>) {
+        *self.api_audiences.lock().unwrap() = audiences;
     }
 
     /// The public key (an uncompressed P-256 point), to verify the tokens with.
@@ -59,7 +68,7 @@ impl Issuer {
         body: &Value,
     ) -> Result<Value, (u16, String)> {
         let name = sa["metadata"]["name"].as_str().unwrap_or_default();
-        let audiences: Vec<String> = body["spec"]["audiences"]
+        let mut audiences: Vec<String> = body["spec"]["audiences"]
             .as_array()
             .map(|a| {
                 a.iter()
@@ -67,6 +76,11 @@ impl Issuer {
                     .collect()
             })
             .unwrap_or_default();
+        if audiences.is_empty() {
+            audiences = self.api_audiences.lock().unwrap().clone();
+        }
+        let mut spec = body["spec"].clone();
+        spec["audiences"] = json!(audiences);
         let seconds = body["spec"]["expirationSeconds"].as_i64().unwrap_or(3600);
         if seconds < 600 {
             return Err((
@@ -78,7 +92,7 @@ impl Issuer {
         }
         let now = jiff::Timestamp::now().as_second();
         let claims = json!({
-            "aud": if audiences.is_empty() { json!([ISSUER]) } else { json!(audiences) },
+            "aud": audiences,
             "exp": now + seconds,
             "iat": now,
             "nbf": now,
@@ -100,7 +114,7 @@ impl Issuer {
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
             "metadata": {"name": name, "namespace": namespace},
-            "spec": body["spec"],
+            "spec": spec,
             "status": {"token": token, "expirationTimestamp": expires},
         }))
     }
