@@ -150,6 +150,7 @@ async fn scenarios(service_account_tokens: bool) -> Vec<Call> {
             own_namespace: "oauth-token-operator-system",
             service_account_tokens,
             lease_namespace: None,
+            metrics_reviews: false,
             own_service_account: None,
         };
         oauth_token_operator::controller::preflight(&api.client(), &needs, "double")
@@ -346,9 +347,14 @@ fn the_plain_manifest_has_the_same_rules() {
     let mut cluster = None;
     let mut leader = None;
     let mut seal_key = None;
+    let mut metrics_auth = None;
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let value: Value = serde::Deserialize::deserialize(doc).unwrap();
         match (value["kind"].as_str(), value["metadata"]["name"].as_str()) {
+            (Some("ClusterRole"), Some(name)) if name.ends_with("-metrics-auth") => {
+                metrics_auth = Some(grants(value["rules"].as_array().unwrap()))
+            }
+            (Some("ClusterRole"), Some(name)) if name.ends_with("-metrics-reader") => {}
             (Some("ClusterRole"), _) => cluster = Some(grants(value["rules"].as_array().unwrap())),
             (Some("Role"), Some(name)) if name.ends_with("leader-election") => {
                 leader = Some(grants(value["rules"].as_array().unwrap()))
@@ -370,5 +376,9 @@ fn the_plain_manifest_has_the_same_rules() {
     assert_eq!(
         seal_key.unwrap(),
         serde_json::to_value(rules("oauth-token-operator.sealKeyRules")).unwrap()
+    );
+    assert_eq!(
+        metrics_auth.unwrap(),
+        grants(&rules("oauth-token-operator.metricsAuthRules"))
     );
 }

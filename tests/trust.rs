@@ -569,6 +569,7 @@ async fn a_missing_list_permission_on_what_is_watched_stops_the_start_with_its_n
             own_namespace: "ops",
             service_account_tokens: false,
             lease_namespace: None,
+            metrics_reviews: false,
             own_service_account: None,
         };
         preflight(&client, &needs, "double").await.unwrap();

@@ -171,6 +171,24 @@ pub struct RunArgs {
     )]
     pub metrics_addr: std::net::SocketAddr,
 
+    /// Serve the metrics endpoint over TLS, with /metrics only for callers whose bearer token
+    /// the API server accepts (TokenReview) and who may get the non-resource URL /metrics
+    /// (SubjectAccessReview); /healthz and /readyz stay open. `--metrics-secure=false` serves
+    /// plain HTTP with /metrics open to whoever reaches the port.
+    #[arg(long, env = "OAUTH_TOKEN_OPERATOR_METRICS_SECURE", default_value_t = true,
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub metrics_secure: bool,
+
+    /// Folder holding tls.crt and tls.key for the metrics endpoint (a mounted cert-manager
+    /// Secret; read again when they change). Without it, a self-signed certificate is made at
+    /// start.
+    #[arg(
+        long,
+        env = "OAUTH_TOKEN_OPERATOR_METRICS_CERT_DIR",
+        value_name = "DIR"
+    )]
+    pub metrics_cert_dir: Option<PathBuf>,
+
     /// Most token exchanges in flight at once.
     #[arg(long, env = "OAUTH_TOKEN_OPERATOR_MAX_CONCURRENT_EXCHANGES", default_value_t = 32,
           value_parser = clap::value_parser!(u16).range(1..))]

@@ -61,6 +61,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         own_namespace: &own_namespace,
         service_account_tokens: args.allow_service_account_tokens,
         lease_namespace: args.leader_elect.then_some(own_namespace.as_str()),
+        metrics_reviews: args.metrics_secure,
         own_service_account: own_service_account
             .as_ref()
             .map(|(ns, name)| (ns.as_str(), name.as_str())),
@@ -71,10 +72,27 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
     let stop = stop_on_signal();
     let health = Arc::new(Health::default());
     let metrics = Arc::new(Metrics::default());
+    let security = if args.metrics_secure {
+        let names = vec![
+            "localhost".to_owned(),
+            std::env::var("POD_NAME").unwrap_or_else(|_| crate::NAME.to_owned()),
+        ];
+        let tls = crate::runtime::tls::server_config(args.metrics_cert_dir.as_deref(), &names)
+            .map_err(|e| format!("the metrics endpoint's TLS: {e}"))?;
+        health::Security::Secure {
+            tls,
+            auth: Arc::new(crate::runtime::metrics_auth::MetricsAuth::new(
+                api.client.clone(),
+            )),
+        }
+    } else {
+        health::Security::Plain
+    };
     let server = health::serve(
         args.metrics_addr,
         health.clone(),
         metrics.clone(),
+        security,
         stopped(&stop),
     )
     .await

@@ -61,6 +61,8 @@ pub struct Needs<'a> {
     pub service_account_tokens: bool,
     /// With `--leader-elect`: the Lease's namespace.
     pub lease_namespace: Option<&'a str>,
+    /// `--metrics-secure`: the token and access reviews of the callers of `/metrics`.
+    pub metrics_reviews: bool,
     /// With `--allow-service-account-tokens`, when it runs as a ServiceAccount: that one
     /// (namespace, name), whose token it requests once at start to learn the API server's
     /// audiences.
@@ -132,6 +134,22 @@ pub fn rights(needs: &Needs<'_>) -> Vec<Right> {
             namespace: Some(namespace.to_owned()),
             name: Some(name.to_owned()),
         });
+    }
+    if needs.metrics_reviews {
+        rights.push(right(
+            "create",
+            "authentication.k8s.io",
+            "tokenreviews",
+            None,
+            &None,
+        ));
+        rights.push(right(
+            "create",
+            "authorization.k8s.io",
+            "subjectaccessreviews",
+            None,
+            &None,
+        ));
     }
     if let Some(lease_namespace) = needs.lease_namespace {
         let lease = Some(lease_namespace.to_owned());
@@ -272,6 +290,7 @@ mod tests {
             own_namespace: "ops",
             service_account_tokens: false,
             lease_namespace: None,
+            metrics_reviews: false,
             own_service_account: None,
         };
         let all = labels(&wide);
@@ -293,10 +312,16 @@ mod tests {
             service_account_tokens: true,
             lease_namespace: Some("ops"),
             own_service_account: Some(("ops", "operator")),
+            metrics_reviews: true,
             ..wide
         };
         let all = labels(&scoped);
-        assert!(!all.iter().any(|r| r.contains("all namespaces")));
+        // Nothing cluster-wide but the reviews of /metrics (cluster-scoped kinds).
+        assert!(
+            all.iter()
+                .filter(|r| r.contains("all namespaces"))
+                .all(|r| r.contains("reviews"))
+        );
         for ns in ["a", "b"] {
             assert!(all.contains(&format!("create serviceaccounts/token in namespace {ns}")));
             assert!(all.contains(&format!("watch secrets in namespace {ns}")));

@@ -1,5 +1,7 @@
 //! The health and metrics endpoint on `--metrics-addr`: `/healthz` (the process is alive),
-//! `/readyz` (the watch caches have synced) and `/metrics`.
+//! `/readyz` (the watch caches have synced) and `/metrics`. By default over TLS with `/metrics`
+//! behind authentication and authorization ([`crate::runtime::metrics_auth`]; the probes stay
+//! open: kubelets probe without a token); plain HTTP with `--metrics-secure=false`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +13,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 
 use crate::runtime::metrics::Metrics;
+use crate::runtime::metrics_auth::{Decision, MetricsAuth};
+use crate::runtime::tls::TlsListener;
 
 /// Liveness and readiness, shared with the controller.
 #[derive(Debug, Default)]
@@ -45,16 +49,71 @@ async fn readyz(State(health): State<Arc<Health>>) -> (StatusCode, &'static str)
     }
 }
 
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 async fn metrics(
     State(metrics): State<Arc<Metrics>>,
 ) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(axum::http::header::CONTENT_TYPE, OPENMETRICS)],
         metrics.encode(),
     )
+}
+
+/// `/metrics` for an authenticated caller allowed to get it.
+async fn guarded_metrics(
+    State((metrics, auth)): State<(Arc<Metrics>, Arc<MetricsAuth>)>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match auth.decide(authorization).await {
+        Ok(Decision::Allowed) => (
+            [(axum::http::header::CONTENT_TYPE, OPENMETRICS)],
+            metrics.encode(),
+        )
+            .into_response(),
+        Ok(Decision::Unauthenticated) => (
+            StatusCode::UNAUTHORIZED,
+            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+            "Unauthorized: present a bearer token the Kubernetes API server accepts\n",
+        )
+            .into_response(),
+        Ok(Decision::Forbidden(user)) => {
+            tracing::debug!(
+                user,
+                "/metrics refused: no get on the non-resource URL /metrics"
+            );
+            (
+                StatusCode::FORBIDDEN,
+                "Forbidden: the identity may not get the non-resource URL /metrics (bind it to the chart's metrics-reader ClusterRole)\n",
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "/metrics: the API server could not review the caller's token");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the Kubernetes API server could not review the token\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// How the endpoint is served.
+pub enum Security {
+    /// Plain HTTP; `/metrics` open to whoever reaches the port (`--metrics-secure=false`).
+    Plain,
+    /// TLS with this configuration; `/metrics` behind `auth`.
+    Secure {
+        /// The server's TLS.
+        tls: Arc<rustls::ServerConfig>,
+        /// Who may read `/metrics`.
+        auth: Arc<MetricsAuth>,
+    },
 }
 
 /// Binds `addr`; the returned future serves until `shutdown` resolves.
@@ -62,23 +121,35 @@ pub async fn serve(
     addr: SocketAddr,
     health: Arc<Health>,
     metrics_registry: Arc<Metrics>,
+    security: Security,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<impl std::future::Future<Output = std::io::Result<()>>> {
     let probes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(health);
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .with_state(metrics_registry)
-        .merge(probes);
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    if let Ok(bound) = listener.local_addr() {
-        tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
-    }
-    Ok(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-    })
+    let bound = listener.local_addr()?;
+    let served = match security {
+        Security::Plain => {
+            tracing::info!(addr = %bound, scheme = "http", "serving /metrics, /healthz and /readyz");
+            let app = Router::new()
+                .route("/metrics", get(metrics))
+                .with_state(metrics_registry)
+                .merge(probes);
+            let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+            futures::future::Either::Left(async move { server.await })
+        }
+        Security::Secure { tls, auth } => {
+            tracing::info!(addr = %bound, scheme = "https", "serving /metrics, /healthz and /readyz");
+            let app = Router::new()
+                .route("/metrics", get(guarded_metrics))
+                .with_state((metrics_registry, auth))
+                .merge(probes);
+            let listener = TlsListener::new(listener, tls)?;
+            let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+            futures::future::Either::Right(async move { server.await })
+        }
+    };
+    Ok(served)
 }

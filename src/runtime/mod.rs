@@ -1,6 +1,8 @@
-//! The running process around the controller: health and metrics endpoints, the metrics
-//! themselves, and leader election.
+//! The running process around the controller: health and metrics endpoints (TLS, and who may
+//! read `/metrics`), the metrics themselves, and leader election.
 
 pub mod health;
 pub mod leader;
 pub mod metrics;
+pub mod metrics_auth;
+pub mod tls;

@@ -15,6 +15,7 @@ mod common;
 mod crd;
 mod helm;
 mod leader;
+mod metrics;
 mod ownership;
 mod rbac;
 mod scale;

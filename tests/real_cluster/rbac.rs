@@ -303,49 +303,55 @@ async fn a_missing_rule_is_named_at_start() {
     )
     .await;
     let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(cluster.client().await);
-    let role = roles.get(&install.fullname()).await.unwrap();
-    let rules = serde_json::to_value(role.rules.clone().unwrap()).unwrap();
-    let rules = rules.as_array().unwrap().clone();
-    for (i, rule) in rules.iter().enumerate() {
-        for verb in rule["verbs"].as_array().unwrap() {
-            let mut reduced: Vec<Value> = rules.clone();
-            let verbs: Vec<Value> = rule["verbs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|v| *v != verb)
-                .cloned()
-                .collect();
-            if verbs.is_empty() {
-                reduced.remove(i);
-            } else {
-                reduced[i]["verbs"] = json!(verbs);
+    // The controller's role, and the reviews of whoever reads /metrics.
+    for role_name in [
+        install.fullname(),
+        format!("{}-metrics-auth", install.fullname()),
+    ] {
+        let role = roles.get(&role_name).await.unwrap();
+        let rules = serde_json::to_value(role.rules.clone().unwrap()).unwrap();
+        let rules = rules.as_array().unwrap().clone();
+        for (i, rule) in rules.iter().enumerate() {
+            for verb in rule["verbs"].as_array().unwrap() {
+                let mut reduced: Vec<Value> = rules.clone();
+                let verbs: Vec<Value> = rule["verbs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|v| *v != verb)
+                    .cloned()
+                    .collect();
+                if verbs.is_empty() {
+                    reduced.remove(i);
+                } else {
+                    reduced[i]["verbs"] = json!(verbs);
+                }
+                roles
+                    .patch(
+                        &role_name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"rules": reduced})),
+                    )
+                    .await
+                    .unwrap();
+                let resource = rule["resources"][0].as_str().unwrap();
+                let verb = verb.as_str().unwrap();
+                let operator = install.pod("rbac-missing-0").await;
+                let (code, output) = operator.wait_exit(Duration::from_secs(20)).await;
+                assert_eq!(code, 1, "started without {verb} {resource}:\n{output}");
+                assert!(
+                    output.contains(&format!("{verb} {resource}")),
+                    "the start-up check does not name {verb} {resource}:\n{output}"
+                );
             }
-            roles
-                .patch(
-                    &install.fullname(),
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"rules": reduced})),
-                )
-                .await
-                .unwrap();
-            let resource = rule["resources"][0].as_str().unwrap();
-            let verb = verb.as_str().unwrap();
-            let operator = install.pod("rbac-missing-0").await;
-            let (code, output) = operator.wait_exit(Duration::from_secs(20)).await;
-            assert_eq!(code, 1, "started without {verb} {resource}:\n{output}");
-            assert!(
-                output.contains(&format!("{verb} {resource}")),
-                "the start-up check does not name {verb} {resource}:\n{output}"
-            );
         }
+        roles
+            .patch(
+                &role_name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"rules": rules})),
+            )
+            .await
+            .unwrap();
     }
-    roles
-        .patch(
-            &install.fullname(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"rules": rules})),
-        )
-        .await
-        .unwrap();
 }

@@ -38,6 +38,9 @@ pub fn spawn_with(
         .env("POD_NAMESPACE", "oauth-token-operator-system")
         .env("KUBECONFIG", kubeconfig)
         .env("OAUTH_TOKEN_OPERATOR_METRICS_ADDR", "127.0.0.1:0")
+        // The double reviews no tokens: plain HTTP unless the test (or the chart's arguments)
+        // says otherwise (tests/real_cluster/metrics.rs scrapes the secure endpoint).
+        .env("OAUTH_TOKEN_OPERATOR_METRICS_SECURE", "false")
         .env("OAUTH_TOKEN_OPERATOR_ALLOW_INSECURE_HTTP", "true")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")

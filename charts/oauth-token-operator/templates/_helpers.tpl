@@ -83,6 +83,17 @@ request their tokens. Keep this block plain YAML: tests/rbac.rs reads it. */}}
   verbs: ["create"]
 {{- end }}
 
+{{/* With metrics.secure: the reviews of whoever reads /metrics (cluster-scoped kinds, so a
+ClusterRole even for a namespaced install). Keep this block plain YAML. */}}
+{{- define "oauth-token-operator.metricsAuthRules" -}}
+- apiGroups: ["authentication.k8s.io"]
+  resources: ["tokenreviews"]
+  verbs: ["create"]
+- apiGroups: ["authorization.k8s.io"]
+  resources: ["subjectaccessreviews"]
+  verbs: ["create"]
+{{- end }}
+
 {{/* Leader election: the Lease in the release namespace. Keep this block plain YAML. */}}
 {{- define "oauth-token-operator.leaderElectionRules" -}}
 - apiGroups: ["coordination.k8s.io"]

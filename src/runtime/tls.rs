@@ -1,0 +1,210 @@
+//! TLS for the metrics endpoint: the certificate and key of `--metrics-cert-dir` (`tls.crt`,
+//! `tls.key`: a cert-manager Certificate's Secret mounted as it is; read again when they change,
+//! so a renewal needs no restart), or a self-signed certificate made at start. Handshakes run
+//! beside the accept loop (at most [`MAX_HANDSHAKES`] at once, each at most
+//! [`HANDSHAKE_TIME`]), so that a slow client cannot hold up the probes.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+
+/// Handshakes in progress at most.
+const MAX_HANDSHAKES: usize = 64;
+/// How long a handshake may take.
+const HANDSHAKE_TIME: Duration = Duration::from_secs(5);
+/// How often the certificate files are looked at again.
+const RELOAD_EVERY: Duration = Duration::from_secs(10);
+
+/// Why the metrics endpoint has no certificate.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(String);
+
+/// The server TLS configuration: from `cert_dir`, or self-signed for `names`.
+pub fn server_config(
+    cert_dir: Option<&Path>,
+    names: &[String],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let resolver: Arc<dyn ResolvesServerCert> = match cert_dir {
+        Some(dir) => Arc::new(Reloading::new(dir)?),
+        None => Arc::new(Fixed(Arc::new(self_signed(names)?))),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn certified(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<CertifiedKey, TlsError> {
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(chain, key, &provider)
+        .map_err(|e| TlsError(format!("the metrics certificate and key do not fit: {e}")))
+}
+
+fn self_signed(names: &[String]) -> Result<CertifiedKey, TlsError> {
+    let key = rcgen::KeyPair::generate().map_err(|e| TlsError(e.to_string()))?;
+    let mut params =
+        rcgen::CertificateParams::new(names.to_vec()).map_err(|e| TlsError(e.to_string()))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, crate::NAME);
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| TlsError(e.to_string()))?;
+    let key = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| TlsError(e.to_string()))?;
+    certified(vec![cert.der().clone()], key)
+}
+
+/// One certificate for every handshake.
+#[derive(Debug)]
+struct Fixed(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Fixed {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// The certificate of a folder, read again when its files change.
+#[derive(Debug)]
+struct Reloading {
+    dir: PathBuf,
+    current: Mutex<(Arc<CertifiedKey>, Option<SystemTime>, Instant)>,
+}
+
+impl Reloading {
+    fn new(dir: &Path) -> Result<Self, TlsError> {
+        let (key, stamp) = read(dir)?;
+        Ok(Reloading {
+            dir: dir.to_owned(),
+            current: Mutex::new((Arc::new(key), stamp, Instant::now())),
+        })
+    }
+}
+
+/// The newest modification time of the folder's two files (a Secret volume swaps a symlink).
+fn stamp(dir: &Path) -> Option<SystemTime> {
+    ["tls.crt", "tls.key"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok()?.modified().ok())
+        .max()
+}
+
+fn read(dir: &Path) -> Result<(CertifiedKey, Option<SystemTime>), TlsError> {
+    use rustls::pki_types::pem::PemObject as _;
+    let stamp = stamp(dir);
+    let file = |name: &str| {
+        std::fs::read(dir.join(name)).map_err(|e| {
+            TlsError(format!(
+                "--metrics-cert-dir: cannot read {}: {e}",
+                dir.join(name).display()
+            ))
+        })
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&file("tls.crt")?)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError(format!("--metrics-cert-dir: tls.crt: {e}")))?;
+    if chain.is_empty() {
+        return Err(TlsError(
+            "--metrics-cert-dir: tls.crt holds no certificate".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&file("tls.key")?)
+        .map_err(|e| TlsError(format!("--metrics-cert-dir: tls.key: {e}")))?;
+    Ok((certified(chain, key)?, stamp))
+}
+
+impl ResolvesServerCert for Reloading {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let mut current = self.current.lock().ok()?;
+        if current.2.elapsed() >= RELOAD_EVERY {
+            current.2 = Instant::now();
+            let now = stamp(&self.dir);
+            if now != current.1 {
+                match read(&self.dir) {
+                    Ok((key, stamp)) => {
+                        tracing::info!(dir = %self.dir.display(), "metrics certificate reloaded");
+                        *current = (Arc::new(key), stamp, Instant::now());
+                    }
+                    Err(e) => tracing::warn!("{e}; the previous metrics certificate stays"),
+                }
+            }
+        }
+        Some(current.0.clone())
+    }
+}
+
+/// A TCP listener whose connections are TLS, handshaken beside the accept loop.
+pub struct TlsListener {
+    local: std::net::SocketAddr,
+    accepted: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, std::net::SocketAddr)>,
+}
+
+impl TlsListener {
+    /// Serves TLS with `config` on `listener`.
+    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (tx, accepted) = tokio::sync::mpsc::channel(MAX_HANDSHAKES);
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+        tokio::spawn(async move {
+            loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let (socket, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "metrics endpoint: accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if tx.is_closed() {
+                    return;
+                }
+                let (acceptor, sender) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIME, acceptor.accept(socket)).await;
+                    drop(slot);
+                    if let Ok(Ok(stream)) = handshake {
+                        let _ = sender.send((stream, peer)).await;
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { local, accepted })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.accepted.recv().await {
+            Some(accepted) => accepted,
+            // The accept loop ended (the runtime is shutting down): wait for the shutdown.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
