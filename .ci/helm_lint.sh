@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lints the chart with the real helm (built by controlplane/build.sh) for its defaults, each
-# value set under charts/oauth-token-operator/ci/ and the README's behind-a-proxy values, as
+# value set under charts/oauth-token-operator/ci/ and examples/behind-a-proxy.yaml, as
 # `helm lint --strict` (warnings fail); helm checks values.schema.json on each. A misspelt value
 # must be refused by the schema.
 set -euo pipefail

@@ -5,15 +5,15 @@
 //!
 //! | module | holds | I/O |
 //! | --- | --- | --- |
-//! | [`api`] | the `OAuthClient` types and CRD, label and annotation names, conditions, reasons | none |
-//! | [`spec`] | a spec merged over its vendor preset and validated (URL, scopes, parameters, headers, refresh, target, templates) | none |
-//! | [`oauth`] | the exchange: credentials, request, response, transport, proxies, token URL policy | HTTP, DNS |
+//! | [`api`] | the `OAuthClient` types and CRD, label and annotation names, conditions, reasons, `NamespacedName` | none |
+//! | [`spec`] | a spec merged over its vendor preset and validated (URL, client authentication, CA bundle reference, scopes, parameters, headers, refresh, target, templates, durations) | none |
+//! | [`oauth`] | the exchange: credentials, client assertions, keys and certificates, request, response, trust, the pool of HTTP clients (mutual TLS included), transport, TLS failures in words, proxies, token URL policy | HTTP, DNS |
 //! | [`timing`] | refresh time, failure backoff, time arithmetic, the clock | none |
 //! | [`decide`] | what a reconcile does (why an exchange is due, status, events, requeue) | none |
-//! | [`output`] | the managed Secret's content, its fingerprint, keeping secrets out of output | none |
-//! | [`controller`] | watches, the per-client memory and the reconcile pipeline | API, HTTP |
-//! | [`runtime`] | `/healthz`, `/readyz`, `/metrics`, the metrics, leader election | HTTP, API |
-//! | [`cli`] | the command line: `run`, `crd`, `exchange` | files, HTTP |
+//! | [`output`] | the managed Secret's content, its fingerprint, its seal, keeping secrets out of output | none |
+//! | [`controller`] | the start-up check, watches, the per-client memory, the exchange gate, the seal key, events, ServiceAccount tokens and the reconcile pipeline | API, HTTP |
+//! | [`runtime`] | `/healthz`, `/readyz`, `/metrics` (TLS, TokenReview and SubjectAccessReview), the metrics, leader election | HTTP, API |
+//! | [`cli`] | the command line: `run`, `crd`, `exchange`; `status`, `renew`, `inspect`; the kubectl plugin | files, HTTP, API |
 #![forbid(unsafe_code)]
 
 /// The API group, as a literal for `concat!` (every name under it is built from this).

@@ -11,7 +11,7 @@
 //! of the RBAC test's log.
 //!
 //! `cargo test --test cli_day2 -- --nocapture` prints every command and its output (the
-//! README's Troubleshooting section is copied from such a run).
+//! Troubleshooting section of `docs/operations.md` is copied from such a run).
 
 mod support;
 
@@ -158,7 +158,7 @@ async fn cli_as(
     })
     .await
     .unwrap();
-    // The trace lines are long; the README shows what a user sees without RUST_LOG.
+    // The trace lines are long; docs/operations.md shows what a user sees without RUST_LOG.
     let visible: String = run
         .stderr
         .lines()

@@ -1,8 +1,8 @@
 //! Every example under `examples/` is a spec the operator accepts: each OAuthClient in it passes
 //! the generated CRD's OpenAPI schema (applied by the API-server double; the real-cluster suite
 //! dry-runs every example file on a real kube-apiserver, CEL rules included) and resolves
-//! against its preset. The README names every example file, and the client authentication
-//! examples the contract asks for exist.
+//! against its preset. The documentation (the README or a page under `docs/`) names every
+//! example file, and the client authentication examples the contract asks for exist.
 
 mod support;
 
@@ -17,6 +17,7 @@ use support::apiserver::ApiServer;
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
 const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+const DOCS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs");
 
 /// The YAML examples: (file name, its documents).
 fn examples() -> Vec<(String, Vec<Value>)> {
@@ -83,13 +84,29 @@ async fn every_example_oauthclient_passes_the_crd_and_resolves() {
     with("mtls-cert-manager.yaml", ClientAuthMethod::TlsClientAuth);
 }
 
+/// The README and every page under `docs/`, as one text.
+fn documentation() -> String {
+    let mut pages: Vec<_> = std::fs::read_dir(DOCS)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    pages.sort();
+    assert!(!pages.is_empty(), "no pages under docs/");
+    let mut text = std::fs::read_to_string(README).unwrap();
+    for page in pages {
+        text.push_str(&std::fs::read_to_string(page).unwrap());
+    }
+    text
+}
+
 #[test]
-fn the_readme_names_every_example() {
-    let readme = std::fs::read_to_string(README).unwrap();
+fn the_documentation_names_every_example() {
+    let docs = documentation();
     for (file, _) in examples() {
         assert!(
-            readme.contains(&format!("examples/{file}")),
-            "the README does not mention examples/{file}"
+            docs.contains(&format!("examples/{file}")),
+            "neither the README nor a page under docs/ mentions examples/{file}"
         );
     }
 }

@@ -27,7 +27,7 @@ pub struct Preset {
     pub scopes: &'static [&'static str],
     /// With ClientSecretBasic, also send `client_id` (never the secret) in the body.
     pub client_id_in_body: bool,
-    /// One line for the README's presets table.
+    /// One line for the presets table of `docs/reference.md`.
     pub notes: &'static str,
 }
 

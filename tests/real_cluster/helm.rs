@@ -1,5 +1,5 @@
 //! The chart with the real `helm`: installed with its defaults and with each value set under
-//! `charts/oauth-token-operator/ci/` (and the README's behind-a-proxy values), upgraded to
+//! `charts/oauth-token-operator/ci/` (and `examples/behind-a-proxy.yaml`), upgraded to
 //! another value set, and uninstalled. After each step every object `helm template` renders for
 //! the step's values exists as rendered (kind, name, namespace, and for the Deployment its
 //! arguments), objects the new values no longer render are gone, and nothing of the release is
