@@ -349,13 +349,14 @@ fn forge(api: &ApiServer, seal: impl Fn(&str) -> String) {
     });
 }
 
-/// `v2:<id>:<list tag>:<entries>` split into (id, list tag, entries).
+/// `v2:<id>:<all tag>:<token tag>:<entries>` split into (id, the two group tags joined as
+/// they are written, entries).
 fn seal_parts(seal: &str) -> (String, String, Vec<String>) {
-    let parts: Vec<&str> = seal.splitn(4, ':').collect();
+    let parts: Vec<&str> = seal.splitn(5, ':').collect();
     (
         parts[1].to_owned(),
-        parts[2].to_owned(),
-        parts[3].split(',').map(str::to_owned).collect(),
+        format!("{}:{}", parts[2], parts[3]),
+        parts[4].split(',').map(str::to_owned).collect(),
     )
 }
 

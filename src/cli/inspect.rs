@@ -17,7 +17,7 @@ use kube::api::Api;
 use serde_json::{Map, Value, json};
 
 use super::OutputFormat;
-use super::kube_config::{CliError, Connection, KubeArgs};
+use super::kube_config::{CliError, Connection, KubeArgs, checked_name};
 use super::table::{
     margin_warning, parse_time, printable, relative, short_margin, truncate, when, when_text,
 };
@@ -203,6 +203,7 @@ async fn read_client(
     name: &str,
 ) -> Result<(Option<OAuthClient>, Option<String>), CliError> {
     let namespace = &connection.namespace;
+    let name = checked_name("OAuthClient", name)?;
     let api: Api<OAuthClient> = Api::namespaced(connection.client.clone(), namespace);
     match api.get(name).await {
         Ok(client) => Ok((Some(client), None)),
@@ -227,6 +228,7 @@ async fn read_secret(
     secret_name: &str,
 ) -> Result<Secret, CliError> {
     let namespace = &connection.namespace;
+    let secret_name = checked_name("Secret", secret_name)?;
     let secrets: Api<Secret> = Api::namespaced(connection.client.clone(), namespace);
     secrets.get(secret_name).await.map_err(|e| {
         let mut error = CliError::api(

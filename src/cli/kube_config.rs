@@ -177,6 +177,7 @@ impl KubeArgs {
             Some(ns) => ns.trim().to_owned(),
             None => config.default_namespace.clone(),
         };
+        let namespace = checked_namespace(&namespace)?.to_owned();
         let client = kube::Client::try_from(config)
             .map_err(|e| CliError::usage(format!("cannot create a client for {url}: {e}")))?;
         Ok(Connection {
@@ -184,6 +185,33 @@ impl KubeArgs {
             namespace,
             url: url.trim_end_matches('/').to_owned(),
         })
+    }
+}
+
+/// `namespace`, if it is a namespace's name (a DNS label): anything else would reach another
+/// API path.
+pub(super) fn checked_namespace(namespace: &str) -> Result<&str, CliError> {
+    let label =
+        namespace.len() <= 63 && !namespace.contains('.') && crate::spec::dns_subdomain(namespace);
+    if label {
+        Ok(namespace)
+    } else {
+        Err(CliError::usage(format!(
+            "{namespace:?} is not a namespace name (at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit)"
+        )))
+    }
+}
+
+/// `name`, if it is an object's name (a DNS subdomain) of `kind`: a name given on the command
+/// line, or read from the cluster (`spec.target.name`, `status.secretName`), never reaches an
+/// API path unless it is one.
+pub(super) fn checked_name<'a>(kind: &str, name: &'a str) -> Result<&'a str, CliError> {
+    if crate::spec::dns_subdomain(name) {
+        Ok(name)
+    } else {
+        Err(CliError::usage(format!(
+            "{name:?} is not a valid {kind} name (at most 253 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit); nothing was read"
+        )))
     }
 }
 

@@ -43,9 +43,24 @@ impl Cli {
                 .mut_subcommand("run", |c| c.hide(true))
                 .mut_subcommand("crd", |c| c.hide(true));
         }
-        let matches = command.get_matches_from(args);
-        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+        let parsed = command
+            .try_get_matches_from(args)
+            .and_then(|matches| Cli::from_arg_matches(&matches));
+        parsed.unwrap_or_else(|e| exit_with(&e))
     }
+}
+
+/// Prints clap's message (help, version or a usage error) as plain text through the terminal
+/// filter (a usage error quotes the argument as given, escape sequences included), and exits
+/// with clap's code.
+fn exit_with(error: &clap::Error) -> ! {
+    let text = super::terminal::safe(&error.render().to_string());
+    if error.use_stderr() {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+    std::process::exit(error.exit_code())
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use super::kube_config::{CliError, Connection, EXIT_NOT_OK, KubeArgs};
+use super::kube_config::{CliError, Connection, EXIT_NOT_OK, KubeArgs, checked_name};
 use super::status::{Summary, list_clients};
 use super::table::{parse_time, printable, relative, span, when};
 use crate::api::conditions::{self, DEGRADED};
@@ -99,6 +99,7 @@ async fn get(
     namespace: &str,
     name: &str,
 ) -> Result<OAuthClient, CliError> {
+    let name = checked_name("OAuthClient", name)?;
     let api: Api<OAuthClient> = Api::namespaced(connection.client.clone(), namespace);
     api.get(name).await.map_err(|e| {
         CliError::api(

@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 
-use super::kube_config::{CliError, Connection, EXIT_NOT_OK, KubeArgs, list_error};
+use super::kube_config::{CliError, Connection, EXIT_NOT_OK, KubeArgs, checked_name, list_error};
 use super::table::{
     Table, margin_warning, parse_time, printable, relative, short_margin, truncate, when_text,
 };
@@ -281,6 +281,7 @@ struct EventGroup {
 }
 
 async fn detail(connection: &Connection, name: &str, format: StatusFormat) -> Result<u8, CliError> {
+    let name = checked_name("OAuthClient", name)?;
     let namespace = &connection.namespace;
     let api: Api<OAuthClient> = Api::namespaced(connection.client.clone(), namespace);
     let client = api.get(name).await.map_err(|e| {
@@ -327,6 +328,9 @@ async fn secret_view(
     secret_name: &str,
 ) -> SecretView {
     let namespace = &connection.namespace;
+    if let Err(e) = checked_name("Secret", secret_name) {
+        return SecretView::Unreadable(e.message);
+    }
     let secrets: Api<Secret> = Api::namespaced(connection.client.clone(), namespace);
     match secrets.get_opt(secret_name).await {
         Ok(Some(secret)) => SecretView::Found {

@@ -264,6 +264,7 @@ pub struct Settled {
     pub issued_events: Option<IssuedEvents>,
 }
 
+pub mod managed_secret;
 mod plan;
 mod settle;
 

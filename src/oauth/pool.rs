@@ -48,6 +48,10 @@ pub struct PooledClient {
     /// The bundle's certificates (none for the default trust), counted against
     /// [`MAX_POOLED_ANCHORS`].
     anchors: usize,
+    /// What it holds in DER bytes (the bundle's certificates, or the identity's chain),
+    /// counted against [`MAX_POOLED_BUNDLE_BYTES`] or [`MAX_POOLED_IDENTITY_BYTES`]: a
+    /// certificate's cost grows with its size, which its count does not say.
+    bytes: usize,
 }
 
 impl PooledClient {
@@ -209,6 +213,14 @@ pub const MAX_BUNDLE_CLIENTS: usize = 256;
 /// namespace may hold the same share of it as of `--max-ca-bundles`.
 pub const MAX_POOLED_ANCHORS: usize = 20_000;
 
+/// The most DER bytes the clients of distinct bundles hold between them (16 MiB); each
+/// namespace may hold the same share of it as of `--max-ca-bundles`.
+pub const MAX_POOLED_BUNDLE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The most DER bytes of certificate chains the identity clients hold between them (16 MiB);
+/// each namespace may hold the same share of it as of `--max-tls-identities`.
+pub const MAX_POOLED_IDENTITY_BYTES: usize = 16 * 1024 * 1024;
+
 /// The bounds on the HTTP clients OAuthClients can make the operator hold, globally and per
 /// namespace (a namespace that reaches its share fails only its own clients).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,10 +247,38 @@ impl Default for PoolLimits {
 }
 
 impl PoolLimits {
+    /// One namespace's share of `total`, for a bound of which it may hold `share` of `all`.
+    fn share_of(total: usize, share: usize, all: usize) -> usize {
+        total / all.max(1) * share.min(all)
+    }
+
     /// One namespace's share of [`MAX_POOLED_ANCHORS`]: the share it has of the bundles.
     fn anchors_per_namespace(&self) -> usize {
-        MAX_POOLED_ANCHORS * self.bundles_per_namespace.min(self.bundles) / self.bundles.max(1)
+        Self::share_of(MAX_POOLED_ANCHORS, self.bundles_per_namespace, self.bundles)
     }
+
+    /// One namespace's share of [`MAX_POOLED_BUNDLE_BYTES`].
+    fn bundle_bytes_per_namespace(&self) -> usize {
+        Self::share_of(
+            MAX_POOLED_BUNDLE_BYTES,
+            self.bundles_per_namespace,
+            self.bundles,
+        )
+    }
+
+    /// One namespace's share of [`MAX_POOLED_IDENTITY_BYTES`].
+    fn identity_bytes_per_namespace(&self) -> usize {
+        Self::share_of(
+            MAX_POOLED_IDENTITY_BYTES,
+            self.identities_per_namespace,
+            self.identities,
+        )
+    }
+}
+
+/// The DER bytes of certificates.
+fn der_bytes(certificates: &[rustls::pki_types::CertificateDer<'_>]) -> usize {
+    certificates.iter().map(|c| c.as_ref().len()).sum()
 }
 
 /// Why the pool has no client to give.
@@ -251,25 +291,30 @@ pub enum PoolError {
     #[error("{}", .0.message)]
     Tls(Failure),
     /// The bundle clients in use reach `--max-ca-bundles`, or would pass
-    /// [`MAX_POOLED_ANCHORS`] certificates with this one.
+    /// [`MAX_POOLED_ANCHORS`] certificates or [`MAX_POOLED_BUNDLE_BYTES`] with this one.
     #[error(
-        "the operator already holds HTTP clients for {clients} distinct CA bundles with {anchors} certificates, and this one would pass its bound (--max-ca-bundles={limit}, {MAX_POOLED_ANCHORS} certificates); OAuthClients that trust the same CA should name the same bundle (trust-manager distributes one into every namespace), or raise --max-ca-bundles (chart value limits.caBundles)"
+        "the operator already holds HTTP clients for {clients} distinct CA bundles with {anchors} certificates ({bytes} bytes), and this one would pass its bound (--max-ca-bundles={limit}, {MAX_POOLED_ANCHORS} certificates, {MAX_POOLED_BUNDLE_BYTES} bytes); OAuthClients that trust the same CA should name the same bundle (trust-manager distributes one into every namespace), or raise --max-ca-bundles (chart value limits.caBundles)"
     )]
     Full {
         /// Bundle clients in use.
         clients: usize,
         /// Their certificates.
         anchors: usize,
+        /// Their certificates' DER bytes.
+        bytes: usize,
         /// `--max-ca-bundles`.
         limit: usize,
     },
-    /// The identity clients in use reach `--max-tls-identities`.
+    /// The identity clients in use reach `--max-tls-identities`, or would pass
+    /// [`MAX_POOLED_IDENTITY_BYTES`] with this one.
     #[error(
-        "the operator already holds HTTP clients for {identities} distinct client certificates (--max-tls-identities={limit}); OAuthClients of the same certificate share one: raise --max-tls-identities (chart value limits.tlsIdentities)"
+        "the operator already holds HTTP clients for {identities} distinct client certificates ({bytes} bytes of certificate chains), and this one would pass the bound (--max-tls-identities={limit}, {MAX_POOLED_IDENTITY_BYTES} bytes); OAuthClients of the same certificate share one: raise --max-tls-identities (chart value limits.tlsIdentities)"
     )]
     IdentitiesFull {
         /// Identity clients in use.
         identities: usize,
+        /// Their chains' DER bytes.
+        bytes: usize,
         /// `--max-tls-identities`.
         limit: usize,
     },
@@ -320,13 +365,15 @@ impl ClientKey {
     }
 }
 
-/// The bundle clients in use and their certificates.
-fn bundle_load(entries: &HashMap<ClientKey, Weak<PooledClient>>) -> (usize, usize) {
+/// The clients in use that count against `bound`: how many, their certificates, their bytes.
+fn load(entries: &HashMap<ClientKey, Weak<PooledClient>>, bound: Bound) -> (usize, usize, usize) {
     entries
         .iter()
-        .filter(|(key, _)| key.trust != TrustKey::Default && key.identity.is_none())
+        .filter(|(key, _)| key.bound() == Some(bound))
         .filter_map(|(_, client)| client.upgrade())
-        .fold((0, 0), |(n, anchors), c| (n + 1, anchors + c.anchors))
+        .fold((0, 0, 0), |(n, anchors, bytes), c| {
+            (n + 1, anchors + c.anchors, bytes + c.bytes)
+        })
 }
 
 /// The clients in use, by key.
@@ -432,6 +479,7 @@ impl ClientPool {
         namespace: &str,
         key: &ClientKey,
         anchors: usize,
+        bytes: usize,
     ) -> Result<Option<Arc<Claim>>, PoolError> {
         let Some(bound) = key.bound() else {
             return Ok(None);
@@ -449,15 +497,17 @@ impl ClientPool {
             .map(|(_, k)| k)
             .collect();
         let limits = &self.limits;
+        let (held_anchors, held_bytes) = held
+            .iter()
+            .filter_map(|k| entries.get(*k).and_then(Weak::upgrade))
+            .fold((0, 0), |(a, b), c| (a + c.anchors, b + c.bytes));
         let refused = match bound {
             Bound::Bundle => {
-                let held_anchors: usize = held
-                    .iter()
-                    .filter_map(|k| entries.get(*k).and_then(Weak::upgrade))
-                    .map(|c| c.anchors)
-                    .sum();
-                let share = limits.anchors_per_namespace();
-                (held.len() >= limits.bundles_per_namespace || held_anchors + anchors > share)
+                let anchor_share = limits.anchors_per_namespace();
+                let byte_share = limits.bundle_bytes_per_namespace();
+                (held.len() >= limits.bundles_per_namespace
+                    || held_anchors + anchors > anchor_share
+                    || held_bytes + bytes > byte_share)
                     .then(|| PoolError::NamespaceFull {
                         namespace: namespace.to_owned(),
                         what: "HTTP clients of distinct CA bundles",
@@ -465,21 +515,25 @@ impl ClientPool {
                         limit: limits.bundles_per_namespace,
                         flag: "--max-ca-bundles-per-namespace",
                         extra: format!(
-                            ", and {share} of the {MAX_POOLED_ANCHORS} certificates; it holds {held_anchors}"
+                            ", and {anchor_share} certificates of {byte_share} bytes in all; it holds {held_anchors} of {held_bytes} bytes, this bundle {anchors} of {bytes}"
                         ),
                         advice: "OAuthClients that trust the same CA should name the same bundle",
                     })
             }
             Bound::Identity => {
-                (held.len() >= limits.identities_per_namespace).then(|| PoolError::NamespaceFull {
-                    namespace: namespace.to_owned(),
-                    what: "HTTP clients of distinct client certificates (mutual TLS)",
-                    held: held.len(),
-                    limit: limits.identities_per_namespace,
-                    flag: "--max-tls-identities-per-namespace",
-                    extra: String::new(),
-                    advice: "OAuthClients of one workload should share one certificate",
-                })
+                let byte_share = limits.identity_bytes_per_namespace();
+                (held.len() >= limits.identities_per_namespace || held_bytes + bytes > byte_share)
+                    .then(|| PoolError::NamespaceFull {
+                        namespace: namespace.to_owned(),
+                        what: "HTTP clients of distinct client certificates (mutual TLS)",
+                        held: held.len(),
+                        limit: limits.identities_per_namespace,
+                        flag: "--max-tls-identities-per-namespace",
+                        extra: format!(
+                            ", and {byte_share} bytes of certificate chains; it holds {held_bytes}, this chain {bytes}"
+                        ),
+                        advice: "OAuthClients of one workload should share one certificate",
+                    })
             }
         };
         if let Some(error) = refused {
@@ -500,11 +554,18 @@ impl ClientPool {
             trust: trust.key(),
             identity: identity.map(Identity::key),
         };
-        let anchors = match (trust, identity) {
-            (Trust::Bundle(bundle), None) => bundle.certificates().len(),
-            _ => 0,
+        let (anchors, bytes) = match (trust, identity) {
+            (Trust::Bundle(bundle), None) => (
+                bundle.certificates().len(),
+                der_bytes(bundle.certificates()),
+            ),
+            (_, Some(identity)) => (
+                0,
+                identity.certificates().map_or(0, |c| der_bytes(c.chain())),
+            ),
+            _ => (0, 0),
         };
-        let claim = self.claim(namespace, &key, anchors)?;
+        let claim = self.claim(namespace, &key, anchors, bytes)?;
         {
             let entries = self.entries.lock().expect("client pool lock");
             if let Some(client) = entries.get(&key).and_then(Weak::upgrade) {
@@ -512,23 +573,27 @@ impl ClientPool {
             }
             match key.bound() {
                 Some(Bound::Bundle) => {
-                    let (clients, held) = bundle_load(&entries);
-                    if clients >= self.limits.bundles || held + anchors > MAX_POOLED_ANCHORS {
+                    let (clients, held, held_bytes) = load(&entries, Bound::Bundle);
+                    if clients >= self.limits.bundles
+                        || held + anchors > MAX_POOLED_ANCHORS
+                        || held_bytes + bytes > MAX_POOLED_BUNDLE_BYTES
+                    {
                         return Err(PoolError::Full {
                             clients,
                             anchors: held,
+                            bytes: held_bytes,
                             limit: self.limits.bundles,
                         });
                     }
                 }
                 Some(Bound::Identity) => {
-                    let identities = entries
-                        .iter()
-                        .filter(|(k, c)| k.identity.is_some() && c.strong_count() > 0)
-                        .count();
-                    if identities >= self.limits.identities {
+                    let (identities, _, held_bytes) = load(&entries, Bound::Identity);
+                    if identities >= self.limits.identities
+                        || held_bytes + bytes > MAX_POOLED_IDENTITY_BYTES
+                    {
                         return Err(PoolError::IdentitiesFull {
                             identities,
+                            bytes: held_bytes,
                             limit: self.limits.identities,
                         });
                     }
@@ -545,6 +610,7 @@ impl ClientPool {
             key: key.clone(),
             trust: trust.clone(),
             anchors,
+            bytes,
         });
         let mut entries = self.entries.lock().expect("client pool lock");
         // Another reconcile may have built the same one meanwhile: use theirs.
@@ -726,7 +792,7 @@ mod tests {
         assert_eq!(a_bundle.trust(), &bundle);
         assert_eq!(plain.key().identity, None);
         // Identity clients do not count as bundle clients.
-        assert_eq!(bundle_load(&pool.entries.lock().unwrap()).0, 0);
+        assert_eq!(load(&pool.entries.lock().unwrap(), Bound::Bundle).0, 0);
         assert_eq!(pool.live(), 4);
         drop((a_default, a_again));
         assert_eq!(pool.live(), 3, "an identity client nobody holds is gone");
@@ -890,7 +956,8 @@ mod tests {
                 refused,
                 PoolError::IdentitiesFull {
                     identities: 3,
-                    limit: 3
+                    limit: 3,
+                    ..
                 }
             ),
             "{refused}"

@@ -4,8 +4,12 @@
 //! expiry, scope, the rendered templates) and its own annotations (issued-at, expires-at, the
 //! fingerprint, the target hash) — gets a keyed MAC (HMAC-SHA256 under a key only the operator
 //! holds, truncated to 96 bits), bound to the Secret's namespace and name and to the
-//! OAuthClient's uid; so does the list of sealed items itself. The tags are stored in one
-//! annotation, `oauth.token-operator.dev/mac: v2:<key id>:<list tag>:<item>=<tag>,...`.
+//! OAuthClient's uid. Two more tags cover items together, names and values: every item in the
+//! seal's order (so that no item, and no tag, can be taken from another seal: the items were
+//! sealed together or not at all), and the token's items (the token, its type, times, scope and
+//! fingerprint: the group a re-rendering may trust while only its templates changed). The tags
+//! are stored in one annotation,
+//! `oauth.token-operator.dev/mac: v2:<key id>:<all tag>:<token tag>:<item>=<tag>,...`.
 //!
 //! What a seal must cover does not come from the seal: the checker is told which items the
 //! operator writes for the current spec ([`Expected`]: the standard keys, every template key and
@@ -37,9 +41,10 @@ const VERSION: &str = "v2";
 /// The former format: no list tag (re-sealed when it lists exactly the expected items).
 const FORMER_VERSION: &str = "v1";
 
-/// The item name the list tag is computed under (no real item can have it: data items start
-/// with `data/`, annotation names have no `*`).
-const LIST_ITEM: &str = "*items*";
+/// The item names the group tags are computed under (no real item can have them: data items
+/// start with `data/`, annotation names have no `*`).
+const ALL_ITEMS: &str = "*items*";
+const TOKEN_ITEMS: &str = "*token*";
 
 /// Bytes of a tag kept (96 bits).
 const TAG_LEN: usize = 12;
@@ -145,24 +150,42 @@ pub fn data_item(key: &str) -> String {
     format!("data/{key}")
 }
 
-/// The seal annotation's value for `items`.
-pub fn seal(keys: &SealKeys, scope: &Scope<'_>, items: &[Item<'_>]) -> String {
-    let names: Vec<&str> = items.iter().map(|(item, _)| item.as_str()).collect();
+/// The seal annotation's value for `items`, `token` naming the items of the token's group.
+pub fn seal(keys: &SealKeys, scope: &Scope<'_>, items: &[Item<'_>], token: &[String]) -> String {
     let tags: Vec<String> = items
         .iter()
         .map(|(item, value)| format!("{item}={}", keys.current.tag(scope, item, value)))
         .collect();
+    let pairs: Vec<(&str, &[u8])> = items.iter().map(|(i, v)| (i.as_str(), *v)).collect();
+    let key = &keys.current;
     format!(
-        "{VERSION}:{}:{}:{}",
-        keys.current.id,
-        list_tag(&keys.current, scope, &names),
+        "{VERSION}:{}:{}:{}:{}",
+        key.id,
+        group_tag(key, scope, ALL_ITEMS, &pairs),
+        group_tag(key, scope, TOKEN_ITEMS, &of_group(&pairs, token)),
         tags.join(",")
     )
 }
 
-/// The tag of the list of sealed item names, in the seal's order.
-fn list_tag(key: &SealKey, scope: &Scope<'_>, names: &[&str]) -> String {
-    key.tag(scope, LIST_ITEM, names.join("\n").as_bytes())
+/// The items of `pairs` named in `group`, in `pairs`' order.
+fn of_group<'v>(pairs: &[(&'v str, &'v [u8])], group: &[String]) -> Vec<(&'v str, &'v [u8])> {
+    pairs
+        .iter()
+        .filter(|(name, _)| group.iter().any(|g| g == name))
+        .copied()
+        .collect()
+}
+
+/// The tag of items together: each name and value, length-prefixed, in order.
+fn group_tag(key: &SealKey, scope: &Scope<'_>, group: &str, pairs: &[(&str, &[u8])]) -> String {
+    let mut joined = Vec::new();
+    for (name, value) in pairs {
+        for part in [name.as_bytes(), value] {
+            joined.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            joined.extend_from_slice(part);
+        }
+    }
+    key.tag(scope, group, &joined)
 }
 
 /// The items a seal must cover: those the operator always writes for the current spec, and
@@ -173,18 +196,36 @@ pub struct Expected {
     pub always: Vec<String>,
     /// Written for some tokens only, e.g. `data/scope`.
     pub sometimes: Vec<String>,
+    /// The token's items (among the above), sealed together as a group too.
+    pub token: Vec<String>,
 }
 
 /// The outcome of checking a seal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Check {
-    /// Every sealed item is as sealed, with the current key.
+    /// Every sealed item is as sealed, together, with the current key.
     Valid,
-    /// As sealed, with the previous key: re-seal.
+    /// As sealed, with the previous key or in the former format: re-seal.
     ValidWithPrevious,
-    /// These items were changed or removed (or the seal is missing, unreadable or made with an
-    /// unknown key: `["seal"]`).
-    Changed(Vec<String>),
+    /// These items were changed or removed (or the seal is missing, unreadable, made with an
+    /// unknown key, or its items were not sealed together: `seal`).
+    Changed {
+        /// What changed (item names, or `seal`).
+        items: Vec<String>,
+        /// Whether the token's items are still exactly as sealed together (so that only
+        /// rendered templates or other items changed, and the token may be re-rendered).
+        token_intact: bool,
+    },
+}
+
+impl Check {
+    /// A seal that proves nothing.
+    fn broken() -> Check {
+        Check::Changed {
+            items: vec!["seal".to_owned()],
+            token_intact: false,
+        }
+    }
 }
 
 /// Checks the seal annotation `seal` against the observed values (`lookup` gives the value of
@@ -196,43 +237,54 @@ pub fn check<'v>(
     expected: &Expected,
     lookup: impl Fn(&str) -> Option<&'v [u8]>,
 ) -> Check {
-    let broken = || Check::Changed(vec!["seal".to_owned()]);
-    let Some(seal) = seal else {
-        return broken();
-    };
-    let Some(parsed) = Parsed::of(seal) else {
-        return broken();
+    let Some(parsed) = seal.and_then(Parsed::of) else {
+        return Check::broken();
     };
     let Some((key, current)) = keys.by_id(parsed.key_id) else {
-        return broken();
+        return Check::broken();
     };
     let names: Vec<&str> = parsed.entries.iter().map(|(item, _)| *item).collect();
-    match parsed.list_tag {
-        Some(tag) => {
-            if !constant_time_eq(list_tag(key, scope, &names).as_bytes(), tag.as_bytes()) {
-                return broken();
-            }
-        }
-        // The former format carries no list tag: only a list that is exactly what the
-        // operator writes is accepted (then re-sealed).
-        None => {
-            if coverage(expected, &names, &lookup).is_some() {
-                return broken();
-            }
-        }
+    let wrong = coverage(expected, &names, &lookup);
+    // The former format carries no group tags: only a list that is exactly what the operator
+    // writes is accepted (then re-sealed), and its token is never trusted on its own.
+    if parsed.groups.is_none() && wrong.is_some() {
+        return Check::broken();
     }
-    let mut changed = coverage(expected, &names, &lookup).unwrap_or_default();
+    let mut changed = wrong.unwrap_or_default();
     for (item, tag) in &parsed.entries {
         let intact = lookup(item).is_some_and(|value| {
-            let expected = key.tag(scope, item, value);
-            constant_time_eq(expected.as_bytes(), tag.as_bytes())
+            constant_time_eq(key.tag(scope, item, value).as_bytes(), tag.as_bytes())
         });
         if !intact && !changed.iter().any(|c| c == item) {
             changed.push((*item).to_owned());
         }
     }
-    match (changed.is_empty(), current && parsed.list_tag.is_some()) {
-        (false, _) => Check::Changed(changed),
+    let values: Option<Vec<(&str, &[u8])>> = names
+        .iter()
+        .map(|name| lookup(name).map(|v| (*name, v)))
+        .collect();
+    let groups_intact = |group: &str, tag: &str, pairs: &[(&str, &[u8])]| {
+        constant_time_eq(
+            group_tag(key, scope, group, pairs).as_bytes(),
+            tag.as_bytes(),
+        )
+    };
+    let (all_intact, token_intact) = match (&parsed.groups, &values) {
+        (Some((all, token)), Some(values)) => (
+            groups_intact(ALL_ITEMS, all, values),
+            groups_intact(TOKEN_ITEMS, token, &of_group(values, &expected.token))
+                && !changed.iter().any(|c| expected.token.contains(c)),
+        ),
+        _ => (parsed.groups.is_none(), false),
+    };
+    if changed.is_empty() && !all_intact {
+        changed.push("seal".to_owned());
+    }
+    match (changed.is_empty(), current && parsed.groups.is_some()) {
+        (false, _) => Check::Changed {
+            items: changed,
+            token_intact,
+        },
         (true, true) => Check::Valid,
         (true, false) => Check::ValidWithPrevious,
     }
@@ -274,8 +326,8 @@ fn coverage<'v>(
 /// A seal annotation, parsed.
 struct Parsed<'s> {
     key_id: &'s str,
-    /// `None` in the former format.
-    list_tag: Option<&'s str>,
+    /// The tags of all items and of the token's items (`None` in the former format).
+    groups: Option<(&'s str, &'s str)>,
     entries: Vec<(&'s str, &'s str)>,
 }
 
@@ -283,10 +335,11 @@ impl<'s> Parsed<'s> {
     fn of(seal: &'s str) -> Option<Parsed<'s>> {
         let (version, rest) = seal.split_once(':')?;
         let (key_id, rest) = rest.split_once(':')?;
-        let (list_tag, tags) = match version {
+        let (groups, tags) = match version {
             VERSION => {
-                let (tag, tags) = rest.split_once(':')?;
-                (Some(tag), tags)
+                let (all, rest) = rest.split_once(':')?;
+                let (token, tags) = rest.split_once(':')?;
+                (Some((all, token)), tags)
             }
             FORMER_VERSION => (None, rest),
             _ => return None,
@@ -298,7 +351,7 @@ impl<'s> Parsed<'s> {
             .collect::<Option<Vec<_>>>()?;
         Some(Parsed {
             key_id,
-            list_tag,
+            groups,
             entries,
         })
     }
@@ -338,6 +391,7 @@ mod tests {
         Expected {
             always: vec![data_item("access_token"), EXPIRES.to_owned()],
             sometimes: vec![data_item("scope")],
+            token: vec![data_item("access_token"), EXPIRES.to_owned()],
         }
     }
 
@@ -346,6 +400,15 @@ mod tests {
             .iter()
             .map(|(i, v)| (i.clone(), v.as_slice()))
             .collect()
+    }
+
+    fn seal(keys: &SealKeys, scope: &Scope<'_>, items: &[Item<'_>]) -> String {
+        super::seal(keys, scope, items, &expected().token)
+    }
+
+    /// `Changed` with exactly `items`.
+    fn changed(check: &Check, items: &[&str]) -> bool {
+        matches!(check, Check::Changed { items: c, .. } if c.iter().map(String::as_str).eq(items.iter().copied()))
     }
 
     fn check_with(
@@ -381,37 +444,39 @@ mod tests {
         // A swapped token, a forged expiry, a removed key.
         let mut swapped = values.clone();
         swapped[0].1 = b"tok-2".to_vec();
-        assert_eq!(
-            check_with(&keys, &SCOPE, &seal, &swapped),
-            Check::Changed(vec!["data/access_token".into()])
-        );
+        assert!(changed(
+            &check_with(&keys, &SCOPE, &seal, &swapped),
+            &["data/access_token"]
+        ));
         let mut forged = values.clone();
         forged[1].1 = b"9999-01-01T00:00:00Z".to_vec();
-        assert_eq!(
-            check_with(&keys, &SCOPE, &seal, &forged),
-            Check::Changed(vec![EXPIRES.into()])
-        );
-        assert_eq!(
-            check_with(&keys, &SCOPE, &seal, &values[1..]),
-            Check::Changed(vec!["data/access_token".into()])
-        );
+        assert!(changed(
+            &check_with(&keys, &SCOPE, &seal, &forged),
+            &[EXPIRES]
+        ));
+        assert!(changed(
+            &check_with(&keys, &SCOPE, &seal, &values[1..]),
+            &["data/access_token"]
+        ));
         // Copied to another Secret or another client, or sealed with a key the operator lacks.
         let other = Scope {
             owner_uid: "uid-2",
             ..SCOPE
         };
-        assert_eq!(
+        assert!(matches!(
             check_with(&keys, &other, &seal, &values),
-            Check::Changed(vec!["seal".into()])
-        );
-        assert_eq!(
-            check_with(&SealKeys::random(), &SCOPE, &seal, &values),
-            Check::Changed(vec!["seal".into()])
-        );
-        for broken in ["", "v1", "v2:x:y", "v1:nokey:a=b", "v3:x:y:z"] {
-            assert_eq!(
-                check_with(&keys, &SCOPE, broken, &values),
-                Check::Changed(vec!["seal".into()]),
+            Check::Changed {
+                token_intact: false,
+                ..
+            }
+        ));
+        assert!(changed(
+            &check_with(&SealKeys::random(), &SCOPE, &seal, &values),
+            &["seal"]
+        ));
+        for broken in ["", "v1", "v2:x:y", "v1:nokey:a=b", "v3:x:y:z:w"] {
+            assert!(
+                changed(&check_with(&keys, &SCOPE, broken, &values), &["seal"]),
                 "{broken}"
             );
         }
@@ -426,15 +491,15 @@ mod tests {
         let keys = SealKeys::random();
         let genuine = items();
         let seal = seal(&keys, &SCOPE, &borrowed(&genuine));
-        let parts: Vec<&str> = seal.splitn(4, ':').collect();
-        let (id, list, entries) = (parts[1], parts[2], parts[3]);
+        let parts: Vec<&str> = seal.splitn(5, ':').collect();
+        let (id, list, entries) = (parts[1], format!("{}:{}", parts[2], parts[3]), parts[4]);
         let token_entry = entries.split(',').next().unwrap();
         let expiry_entry = entries.split(',').nth(1).unwrap();
         let forged = forged();
         // The empty list, in both formats (the former one has no list tag).
         for empty in [format!("v2:{id}:{list}:"), format!("v1:{id}:")] {
             assert!(
-                matches!(check_with(&keys, &SCOPE, &empty, &forged), Check::Changed(c) if !c.is_empty()),
+                matches!(check_with(&keys, &SCOPE, &empty, &forged), Check::Changed { items, token_intact: false } if !items.is_empty()),
                 "{empty}"
             );
         }
@@ -447,12 +512,12 @@ mod tests {
             let mut only_token_swapped = genuine.clone();
             only_token_swapped[0].1 = b"attacker-token".to_vec();
             assert!(
-                matches!(check_with(&keys, &SCOPE, &cut, &only_token_swapped), Check::Changed(c) if !c.is_empty()),
+                matches!(check_with(&keys, &SCOPE, &cut, &only_token_swapped), Check::Changed { items, token_intact: false } if !items.is_empty()),
                 "{cut}"
             );
             assert!(matches!(
                 check_with(&keys, &SCOPE, &cut, &forged),
-                Check::Changed(_)
+                Check::Changed { .. }
             ));
         }
         // One item added (an item the operator does not write, or one listed twice).
@@ -462,16 +527,16 @@ mod tests {
         ] {
             assert!(matches!(
                 check_with(&keys, &SCOPE, &padded, &genuine),
-                Check::Changed(_)
+                Check::Changed { .. }
             ));
         }
         // The Secret holds a key written for some tokens only (scope) that its seal leaves out.
         let mut with_scope = genuine.clone();
         with_scope.push((data_item("scope"), b"admin".to_vec()));
-        assert_eq!(
-            check_with(&keys, &SCOPE, &seal, &with_scope),
-            Check::Changed(vec!["data/scope".into()])
-        );
+        assert!(changed(
+            &check_with(&keys, &SCOPE, &seal, &with_scope),
+            &["data/scope"]
+        ));
         // A seal copied from the Secret of the same client before it was recreated (another
         // uid), onto the forged values and onto the values it was made for.
         let recreated = Scope {
@@ -481,7 +546,10 @@ mod tests {
         for values in [&forged, &genuine] {
             assert!(matches!(
                 check_with(&keys, &recreated, &seal, values),
-                Check::Changed(_)
+                Check::Changed {
+                    token_intact: false,
+                    ..
+                }
             ));
         }
     }
@@ -491,8 +559,8 @@ mod tests {
         let keys = SealKeys::random();
         let values = items();
         let v2 = seal(&keys, &SCOPE, &borrowed(&values));
-        let parts: Vec<&str> = v2.splitn(4, ':').collect();
-        let former = format!("v1:{}:{}", parts[1], parts[3]);
+        let parts: Vec<&str> = v2.splitn(5, ':').collect();
+        let former = format!("v1:{}:{}", parts[1], parts[4]);
         assert_eq!(
             check_with(&keys, &SCOPE, &former, &values),
             Check::ValidWithPrevious
@@ -501,7 +569,10 @@ mod tests {
         swapped[0].1 = b"tok-2".to_vec();
         assert!(matches!(
             check_with(&keys, &SCOPE, &former, &swapped),
-            Check::Changed(_)
+            Check::Changed {
+                token_intact: false,
+                ..
+            }
         ));
     }
 
@@ -519,5 +590,75 @@ mod tests {
             Check::ValidWithPrevious
         );
         assert!(!format!("{rotated:?}").contains(&format!("{:?}", old.current.key.expose())));
+    }
+
+    /// The review of the fixes: tags taken from two genuine seals of the same Secret (the old
+    /// token's under the new expiry's) verify item by item but were never sealed together.
+    #[test]
+    fn items_of_two_genuine_seals_spliced_together_do_not_verify() {
+        let keys = SealKeys::random();
+        let first = items();
+        let second = vec![
+            (data_item("access_token"), b"tok-2".to_vec()),
+            (EXPIRES.to_owned(), b"2027-01-01T00:00:00Z".to_vec()),
+        ];
+        let s1 = seal(&keys, &SCOPE, &borrowed(&first));
+        let s2 = seal(&keys, &SCOPE, &borrowed(&second));
+        let tag = |seal: &str, item: &str| {
+            seal.rsplit(':')
+                .next()
+                .unwrap()
+                .split(',')
+                .find(|e| e.starts_with(&format!("{item}=")))
+                .unwrap()
+                .to_owned()
+        };
+        let head: Vec<&str> = s2.splitn(5, ':').collect();
+        let spliced = format!(
+            "v2:{}:{}:{}:{},{}",
+            head[1],
+            head[2],
+            head[3],
+            tag(&s1, "data/access_token"),
+            tag(&s2, EXPIRES)
+        );
+        let values = vec![first[0].clone(), second[1].clone()];
+        let check = check_with(&keys, &SCOPE, &spliced, &values);
+        assert!(
+            matches!(
+                check,
+                Check::Changed {
+                    token_intact: false,
+                    ..
+                }
+            ),
+            "{check:?}"
+        );
+        // Only a rendered template changed: the token is intact (it may be re-rendered).
+        let mut templated = first.clone();
+        templated.push((data_item("Authorization"), b"Bearer tok-1".to_vec()));
+        let with_template = Expected {
+            always: vec![
+                data_item("access_token"),
+                EXPIRES.to_owned(),
+                data_item("Authorization"),
+            ],
+            ..expected()
+        };
+        let sealed = super::seal(&keys, &SCOPE, &borrowed(&templated), &with_template.token);
+        templated[2].1 = b"Bearer edited".to_vec();
+        let outcome = super::check(&keys, &SCOPE, Some(&sealed), &with_template, |item| {
+            templated
+                .iter()
+                .find(|(i, _)| i == item)
+                .map(|(_, v)| v.as_slice())
+        });
+        assert_eq!(
+            outcome,
+            Check::Changed {
+                items: vec!["data/Authorization".into()],
+                token_intact: true
+            }
+        );
     }
 }

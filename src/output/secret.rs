@@ -190,7 +190,7 @@ pub fn managed_secret(
         let value = annotations.get(*a).map_or(&[][..], |v| v.as_bytes());
         ((*a).to_owned(), value)
     }));
-    let seal = mac::seal(keys, &scope, &items);
+    let seal = mac::seal(keys, &scope, &items, &token_items());
     annotations.insert(MAC_ANNOTATION.into(), seal);
     let data: BTreeMap<&str, String> = entries
         .iter()
@@ -241,7 +241,27 @@ pub fn expected_items(client: &OAuthClient) -> mac::Expected {
     mac::Expected {
         always,
         sometimes: SOMETIMES_KEYS.iter().map(|k| mac::data_item(k)).collect(),
+        token: token_items(),
     }
+}
+
+/// The token's items, sealed together as a group: what a re-rendering may trust while only
+/// template keys or metadata changed.
+fn token_items() -> Vec<String> {
+    ALWAYS_KEYS
+        .iter()
+        .chain(&SOMETIMES_KEYS)
+        .map(|k| mac::data_item(k))
+        .chain(
+            [
+                ISSUED_AT_ANNOTATION,
+                EXPIRES_AT_ANNOTATION,
+                FINGERPRINT_ANNOTATION,
+            ]
+            .iter()
+            .map(|a| (*a).to_owned()),
+        )
+        .collect()
 }
 
 /// Checks the seal of a managed Secret as read: are its operator-written data and annotations

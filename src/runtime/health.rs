@@ -81,6 +81,12 @@ async fn guarded_metrics(
             "Unauthorized: present a bearer token the Kubernetes API server accepts\n",
         )
             .into_response(),
+        Ok(Decision::Throttled) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(axum::http::header::RETRY_AFTER, "1")],
+            "Too many distinct tokens to review at once; try again\n",
+        )
+            .into_response(),
         Ok(Decision::Forbidden(user)) => {
             tracing::debug!(
                 user,

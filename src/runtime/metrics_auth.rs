@@ -5,7 +5,9 @@
 //! accept: 401; an identity without the right: 403. An allowed token is remembered for a minute
 //! (by its SHA-256; never the token), so that scrapes cost the API server two requests a minute
 //! per scraper, not two per scrape; a refusal for 5 seconds, so that a new binding takes effect
-//! at once.
+//! at once. Tokens not seen before are reviewed at most [`REVIEWS_PER_SECOND`] a second (a
+//! burst of twice that): a caller sending a new bogus token with every request gets 429, and the
+//! API server is not asked for it.
 //!
 //! Every metric names tenants' clients and their token times: plain HTTP (`--metrics-secure=false`)
 //! is an explicit choice, to be fenced by the NetworkPolicy.
@@ -27,6 +29,8 @@ const TTL: Duration = Duration::from_secs(60);
 const REFUSED_TTL: Duration = Duration::from_secs(5);
 /// The most decisions kept (distinct tokens seen within [`TTL`]).
 const MAX_CACHED: usize = 1024;
+/// Reviews of tokens not in the cache, per second at most.
+pub const REVIEWS_PER_SECOND: f64 = 10.0;
 /// The path authorized.
 pub const METRICS_PATH: &str = "/metrics";
 
@@ -39,12 +43,16 @@ pub enum Decision {
     Unauthenticated,
     /// Authenticated as this user, who may not get `/metrics` (403).
     Forbidden(String),
+    /// Too many tokens to review at once (429): asked again later.
+    Throttled,
 }
 
 /// Decides on the bearer tokens presented to `/metrics`.
 pub struct MetricsAuth {
     client: kube::Client,
     cache: Mutex<HashMap<[u8; 32], (Decision, Instant)>>,
+    /// Reviews left to make now, and when that was counted (a token bucket).
+    budget: Mutex<(f64, Instant)>,
 }
 
 impl std::fmt::Debug for MetricsAuth {
@@ -59,6 +67,7 @@ impl MetricsAuth {
         MetricsAuth {
             client,
             cache: Mutex::default(),
+            budget: Mutex::new((2.0 * REVIEWS_PER_SECOND, Instant::now())),
         }
     }
 
@@ -86,6 +95,9 @@ impl MetricsAuth {
                 return Ok(decision);
             }
         }
+        if !self.take_review() {
+            return Ok(Decision::Throttled);
+        }
         let decision = self.ask(token).await?;
         let mut cache = self.cache.lock().expect("auth cache");
         if cache.len() >= MAX_CACHED {
@@ -96,6 +108,22 @@ impl MetricsAuth {
         }
         cache.insert(key, (decision.clone(), Instant::now()));
         Ok(decision)
+    }
+
+    /// One review from the budget, if there is one left.
+    fn take_review(&self) -> bool {
+        let mut budget = self.budget.lock().expect("review budget");
+        let (left, at) = *budget;
+        let now = Instant::now();
+        let left =
+            (left + at.elapsed().as_secs_f64() * REVIEWS_PER_SECOND).min(2.0 * REVIEWS_PER_SECOND);
+        *budget = (left - 1.0, now);
+        if left >= 1.0 {
+            true
+        } else {
+            budget.0 = left;
+            false
+        }
     }
 
     async fn ask(&self, token: &str) -> Result<Decision, kube::Error> {

@@ -1,8 +1,10 @@
 //! TLS for the metrics endpoint: the certificate and key of `--metrics-cert-dir` (`tls.crt`,
 //! `tls.key`: a cert-manager Certificate's Secret mounted as it is; read again when they change,
 //! so a renewal needs no restart), or a self-signed certificate made at start. Handshakes run
-//! beside the accept loop (at most [`MAX_HANDSHAKES`] at once, each at most
-//! [`HANDSHAKE_TIME`]), so that a slow client cannot hold up the probes.
+//! beside the accept loop, each at most [`HANDSHAKE_TIME`]; the accept loop never waits for
+//! them: past [`MAX_HANDSHAKES`] in progress, the oldest is dropped. Connections that send
+//! nothing cannot hold up the probes (a real client's handshake takes milliseconds; idle ones
+//! would have to arrive faster than that to crowd it out).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -14,10 +16,10 @@ use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 
-/// Handshakes in progress at most.
-const MAX_HANDSHAKES: usize = 64;
+/// Handshakes in progress at most (past it, the oldest is dropped).
+const MAX_HANDSHAKES: usize = 128;
 /// How long a handshake may take.
-const HANDSHAKE_TIME: Duration = Duration::from_secs(5);
+const HANDSHAKE_TIME: Duration = Duration::from_secs(3);
 /// How often the certificate files are looked at again.
 const RELOAD_EVERY: Duration = Duration::from_secs(10);
 
@@ -160,12 +162,10 @@ impl TlsListener {
         let local = listener.local_addr()?;
         let (tx, accepted) = tokio::sync::mpsc::channel(MAX_HANDSHAKES);
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
+            let mut in_progress: std::collections::VecDeque<tokio::task::AbortHandle> =
+                std::collections::VecDeque::new();
             loop {
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    return;
-                };
                 let (socket, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -177,15 +177,21 @@ impl TlsListener {
                 if tx.is_closed() {
                     return;
                 }
+                in_progress.retain(|h| !h.is_finished());
+                if in_progress.len() >= MAX_HANDSHAKES
+                    && let Some(oldest) = in_progress.pop_front()
+                {
+                    oldest.abort();
+                }
                 let (acceptor, sender) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let handshake =
                         tokio::time::timeout(HANDSHAKE_TIME, acceptor.accept(socket)).await;
-                    drop(slot);
                     if let Ok(Ok(stream)) = handshake {
                         let _ = sender.send((stream, peer)).await;
                     }
                 });
+                in_progress.push_back(task.abort_handle());
             }
         });
         Ok(TlsListener { local, accepted })

@@ -20,9 +20,9 @@ use crate::api::name::NamespacedName;
 use crate::api::reason::Failure;
 use crate::controller::context::Context;
 use crate::controller::memo::{Change, FailedWith, Learned, Memo, Verified};
+use crate::decide::managed_secret::ReadSecret;
 use crate::decide::{Observed, SecretState, StoredToken};
 use crate::oauth::credentials::{self, Credentials};
-use crate::output::mac::Check;
 use crate::output::{fingerprint, secret};
 use crate::spec::ClientSettings;
 
@@ -76,6 +76,9 @@ pub struct Observation {
     pub counted: Option<super::act::Counted>,
     /// The managed Secret's metadata (owned by the operator) that someone else changed.
     pub drift: Option<Vec<String>>,
+    /// The managed Secret's token and fingerprint, as read and found intact (sealed together,
+    /// and the token the status records): what a re-rendering writes again.
+    pub verified_token: Option<(crate::oauth::response::Token, String)>,
 }
 
 impl Observation {
@@ -159,6 +162,7 @@ pub async fn observe(client: &OAuthClient, ctx: &Context) -> Result<Observation,
         learned: Learned::default(),
         counted: None,
         drift: None,
+        verified_token: None,
         secret_name,
         key,
     };
@@ -510,7 +514,8 @@ async fn managed_secret(
 }
 
 /// Checks a managed Secret as read: whose it is, whether what the operator wrote is intact
-/// (the seal), and whether the metadata it owns was changed.
+/// (the seal), whether the metadata it owns was changed ([`crate::decide::managed_secret`]
+/// decides); keeps its token for a re-rendering when it may be written again as it is.
 fn inspect(
     client: &OAuthClient,
     ctx: &Context,
@@ -518,60 +523,37 @@ fn inspect(
     secret: &Secret,
 ) -> (SecretState, Option<String>) {
     let refs = secret.metadata.owner_references.clone().unwrap_or_default();
-    let ours = secret::controlled_by(&refs, client);
     let check = secret::check_seal(secret, client, &ctx.shared.seal_keys);
-    let sealed = matches!(check, Check::Valid | Check::ValidWithPrevious);
-    if !ours && !sealed {
-        return conflict(
-            &observation.secret_name,
-            "exists and is not managed by this OAuthClient",
-        );
-    }
     let annotations = secret.annotations().clone();
     let (state, fingerprint) = from_annotations(client, &annotations);
-    let Check::Changed(items) = check else {
-        let drift = secret::drift(secret, client);
-        if drift.is_empty() && check == Check::Valid {
-            let version = secret.resource_version().unwrap_or_default();
-            observation.learned.trusted_rv = Change::Set(version);
-            return (state, fingerprint);
-        }
-        // Re-applied from the stored token: the metadata restored, the seal renewed.
-        let state = match state {
-            SecretState::Owned(Some(token)) => SecretState::Owned(Some(StoredToken {
-                target_current: false,
-                ..token
-            })),
-            other => other,
-        };
-        observation.drift = (!drift.is_empty()).then_some(drift);
-        return (state, fingerprint);
+    let token = match &state {
+        SecretState::Owned(token) => *token,
+        _ => None,
     };
-    // A Secret the operator created but never filled (its apply failed) holds no token yet.
-    if state == SecretState::Owned(None) && !annotations.contains_key(MAC_ANNOTATION) {
-        return (state, None);
-    }
-    // Only rendered template keys changed: the token and its times are intact, so the
-    // templates are rendered again from them (no new token).
-    let templates_only = items.iter().all(|item| {
-        item.strip_prefix("data/")
-            .is_some_and(|key| !crate::spec::STANDARD_KEYS.contains(&key))
+    let status_time = |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
+    let verdict = crate::decide::managed_secret::classify(&ReadSecret {
+        name: &observation.secret_name,
+        controlled: secret::controlled_by(&refs, client),
+        check: &check,
+        sealed: annotations.contains_key(MAC_ANNOTATION),
+        drift: secret::drift(secret, client),
+        token,
+        status_issued_at: status_time(&observation.status.issued_at),
+        status_expires_at: status_time(&observation.status.expires_at),
     });
-    if templates_only && let SecretState::Owned(Some(token)) = state {
-        let mut drift = secret::drift(secret, client);
-        drift.extend(
-            items
-                .iter()
-                .map(|i| format!("data key {}", &i["data/".len()..])),
-        );
-        observation.drift = Some(drift);
-        let token = StoredToken {
-            target_current: false,
-            ..token
-        };
-        return (SecretState::Owned(Some(token)), fingerprint);
+    if verdict.trusted {
+        let version = secret.resource_version().unwrap_or_default();
+        observation.learned.trusted_rv = Change::Set(version);
     }
-    (SecretState::Tampered(items), None)
+    if verdict.token_trusted {
+        observation.verified_token = secret::stored_token(secret).zip(fingerprint.clone());
+    }
+    observation.drift = verdict.drift;
+    let fingerprint = match verdict.state {
+        SecretState::Owned(Some(_)) => fingerprint,
+        _ => None,
+    };
+    (verdict.state, fingerprint)
 }
 
 fn conflict(name: &str, what: &str) -> (SecretState, Option<String>) {

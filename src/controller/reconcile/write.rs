@@ -12,11 +12,13 @@ use super::Error;
 use super::observe::Observation;
 use crate::api::crd::OAuthClient;
 use crate::api::keys::{
-    CLIENT_LABEL, FIELD_MANAGER, FINGERPRINT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+    CLIENT_LABEL, EXPIRES_AT_ANNOTATION, FIELD_MANAGER, FINGERPRINT_ANNOTATION,
+    ISSUED_AT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
 };
 use crate::api::reason::{Failure, Reason};
 use crate::controller::context::Context;
 use crate::controller::memo::{Change, Pending, Verified, Written};
+use crate::decide::managed_secret::ReadSecret;
 use crate::decide::{Attempt, SecretState};
 use crate::oauth::response::{Token, sanitise};
 use crate::output::redact::Scrubber;
@@ -173,18 +175,16 @@ pub async fn rerender(
     observation: &mut Observation,
     settings: &ClientSettings,
 ) -> Result<Option<Failure>, Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.shared.kube.clone(), &observation.key.namespace);
-    let Some(current) = api
-        .get_opt(&observation.secret_name)
-        .await
-        .map_err(Error::ReadSecret)?
-    else {
-        return Ok(None);
+    // The token as observed and found intact; or, when the reconcile did not read the Secret
+    // (its own last write, a spec change), read now and checked like any read: a token that is
+    // not exactly as sealed, and the one the status records, is never written again (the next
+    // reconcile finds the Secret changed and exchanges anew).
+    let verified = match observation.verified_token.take() {
+        Some(verified) => Some(verified),
+        None => read_intact(client, ctx, observation).await?,
     };
-    let (Some(token), Some(fp)) = (
-        secret::stored_token(&current),
-        current.annotations().get(FINGERPRINT_ANNOTATION).cloned(),
-    ) else {
+    let Some((token, fp)) = verified else {
+        observation.learned.trusted_rv = Change::Clear;
         return Ok(None);
     };
     if let Err(failure) = secret::check_size(&token, &settings.templates) {
@@ -199,6 +199,56 @@ pub async fn rerender(
             Ok(Some(refusal(&observation.secret_name, &message, &token)))
         }
     }
+}
+
+/// Reads the managed Secret and returns its token and fingerprint if it may be written again
+/// as it is.
+async fn read_intact(
+    client: &OAuthClient,
+    ctx: &Context,
+    observation: &Observation,
+) -> Result<Option<(Token, String)>, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.shared.kube.clone(), &observation.key.namespace);
+    let Some(current) = api
+        .get_opt(&observation.secret_name)
+        .await
+        .map_err(Error::ReadSecret)?
+    else {
+        return Ok(None);
+    };
+    let check = secret::check_seal(&current, client, &ctx.shared.seal_keys);
+    let annotations = current.annotations();
+    let time = |key: &str| annotations.get(key).and_then(|t| t.parse().ok());
+    let token = match (time(ISSUED_AT_ANNOTATION), time(EXPIRES_AT_ANNOTATION)) {
+        (Some(issued_at), Some(expires_at)) => Some(crate::decide::StoredToken {
+            issued_at,
+            expires_at,
+            current: false,
+            target_current: false,
+        }),
+        _ => None,
+    };
+    let status_time = |t: &Option<String>| t.as_deref().and_then(|t| t.parse().ok());
+    let refs = current
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default();
+    let verdict = crate::decide::managed_secret::classify(&ReadSecret {
+        name: &observation.secret_name,
+        controlled: secret::controlled_by(&refs, client),
+        check: &check,
+        sealed: annotations.contains_key(crate::api::keys::MAC_ANNOTATION),
+        drift: secret::drift(&current, client),
+        token,
+        status_issued_at: status_time(&observation.status.issued_at),
+        status_expires_at: status_time(&observation.status.expires_at),
+    });
+    Ok(verdict
+        .token_trusted
+        .then(|| secret::stored_token(&current))
+        .flatten()
+        .zip(annotations.get(FINGERPRINT_ANNOTATION).cloned()))
 }
 
 /// Applies the managed Secret (server-side apply, forced, asking for the written metadata

@@ -1,0 +1,365 @@
+//! What the managed Secret, as read, is (pure): not ours (a conflict), ours as the operator
+//! wrote it, ours with metadata or rendered templates changed (restored from its token, which is
+//! intact), or ours with its token no longer trustworthy (tampered: a new token). The seal is
+//! checked by [`crate::output::secret::check_seal`]; this decides what that means.
+//!
+//! The status is the anchor against a Secret put back from an earlier version (every item
+//! genuine, sealed together, but older): the token the Secret holds must be the one the status
+//! records (`issuedAt`, `expiresAt`), which only the operator writes.
+
+use jiff::Timestamp;
+
+use super::{SecretState, StoredToken};
+use crate::output::mac::Check;
+
+/// What a reconcile read of the managed Secret.
+#[derive(Clone, Debug)]
+pub struct ReadSecret<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// It carries this OAuthClient's controller ownerReference.
+    pub controlled: bool,
+    /// Its seal, checked against the items the current spec writes.
+    pub check: &'a Check,
+    /// It carries a seal at all.
+    pub sealed: bool,
+    /// The metadata the operator owns that someone changed (labels, `target.annotations`, the
+    /// ownerReference), named.
+    pub drift: Vec<String>,
+    /// Its token as its annotations describe it (`None`: it holds none).
+    pub token: Option<StoredToken>,
+    /// When the status says the current token was issued and expires.
+    pub status_issued_at: Option<Timestamp>,
+    /// See `status_issued_at`.
+    pub status_expires_at: Option<Timestamp>,
+}
+
+/// The decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// The state the planner sees.
+    pub state: SecretState,
+    /// This version is exactly as the operator wrote it: remember it, read it no more.
+    pub trusted: bool,
+    /// Its token may be written again as it is (re-rendered, its metadata restored): its items
+    /// are intact as sealed together and are the ones the status records.
+    pub token_trusted: bool,
+    /// What is restored without a new token, named (keys, never values), for the event.
+    pub drift: Option<Vec<String>>,
+}
+
+impl Verdict {
+    fn conflict(name: &str, what: &str) -> Verdict {
+        Verdict {
+            state: SecretState::Conflict(format!(
+                "Secret {name} {what}; it is left untouched (choose another spec.target.name or delete it)"
+            )),
+            trusted: false,
+            token_trusted: false,
+            drift: None,
+        }
+    }
+
+    fn tampered(items: Vec<String>) -> Verdict {
+        Verdict {
+            state: SecretState::Tampered(items),
+            trusted: false,
+            token_trusted: false,
+            drift: None,
+        }
+    }
+}
+
+/// What `secret` is for its OAuthClient.
+pub fn classify(secret: &ReadSecret<'_>) -> Verdict {
+    let sealed_as_written = matches!(secret.check, Check::Valid | Check::ValidWithPrevious);
+    if !secret.controlled && !sealed_as_written {
+        return Verdict::conflict(secret.name, "exists and is not managed by this OAuthClient");
+    }
+    // A Secret the operator created but never filled (its write failed) holds no token yet.
+    if secret.token.is_none() && !secret.sealed {
+        return Verdict {
+            state: SecretState::Owned(None),
+            trusted: false,
+            token_trusted: false,
+            drift: None,
+        };
+    }
+    let token_intact = match secret.check {
+        Check::Valid | Check::ValidWithPrevious => true,
+        Check::Changed { token_intact, .. } => *token_intact,
+    };
+    if token_intact && let Some(token) = &secret.token {
+        let replaced = secret
+            .status_issued_at
+            .is_some_and(|t| t != token.issued_at)
+            || secret
+                .status_expires_at
+                .is_some_and(|t| t != token.expires_at);
+        if replaced {
+            return Verdict::tampered(vec![
+                "the token (not the one the status records: an earlier version put back)".into(),
+            ]);
+        }
+    }
+    let stale = |token: &Option<StoredToken>| {
+        token.map(|token| StoredToken {
+            target_current: false,
+            ..token
+        })
+    };
+    match secret.check {
+        Check::Valid if secret.drift.is_empty() => Verdict {
+            state: SecretState::Owned(secret.token),
+            trusted: true,
+            token_trusted: true,
+            drift: None,
+        },
+        // Written again from the stored token: the metadata restored, the seal renewed.
+        Check::Valid | Check::ValidWithPrevious => Verdict {
+            state: SecretState::Owned(stale(&secret.token)),
+            trusted: false,
+            token_trusted: true,
+            drift: (!secret.drift.is_empty()).then(|| secret.drift.clone()),
+        },
+        // Only rendered template keys (or how the items are sealed together) changed: the
+        // token's items are intact, so the templates are rendered again from them.
+        Check::Changed {
+            items,
+            token_intact: true,
+        } if secret.token.is_some() && items.iter().all(|i| i == "seal" || template_key(i)) => {
+            let mut drift = secret.drift.clone();
+            drift.extend(
+                items
+                    .iter()
+                    .filter(|i| template_key(i))
+                    .map(|i| format!("data key {}", &i["data/".len()..])),
+            );
+            Verdict {
+                state: SecretState::Owned(stale(&secret.token)),
+                trusted: false,
+                token_trusted: true,
+                drift: Some(drift),
+            }
+        }
+        Check::Changed { items, .. } => Verdict::tampered(items.clone()),
+    }
+}
+
+/// A data key that is not one of the standard ones (a rendered template).
+fn template_key(item: &str) -> bool {
+    item.strip_prefix("data/")
+        .is_some_and(|key| !crate::spec::STANDARD_KEYS.contains(&key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    const TOKEN: StoredToken = StoredToken {
+        issued_at: Timestamp::UNIX_EPOCH,
+        expires_at: Timestamp::UNIX_EPOCH,
+        current: false,
+        target_current: true,
+    };
+
+    fn token() -> StoredToken {
+        StoredToken {
+            issued_at: at(1000),
+            expires_at: at(4600),
+            ..TOKEN
+        }
+    }
+
+    fn read<'a>(check: &'a Check) -> ReadSecret<'a> {
+        ReadSecret {
+            name: "demo-token",
+            controlled: true,
+            check,
+            sealed: true,
+            drift: Vec::new(),
+            token: Some(token()),
+            status_issued_at: Some(at(1000)),
+            status_expires_at: Some(at(4600)),
+        }
+    }
+
+    fn changed(items: &[&str], token_intact: bool) -> Check {
+        Check::Changed {
+            items: items.iter().map(|s| (*s).to_owned()).collect(),
+            token_intact,
+        }
+    }
+
+    /// The table of cases, as cert-manager tests its policy checks: each read Secret and the
+    /// state it must be.
+    #[test]
+    fn every_kind_of_managed_secret_is_classified() {
+        let valid = Check::Valid;
+        let previous = Check::ValidWithPrevious;
+        let template = changed(&["data/Authorization"], true);
+        let spliced_templates = changed(&["seal"], true);
+        let token_swapped = changed(&["data/access_token"], false);
+        let template_but_token_not_intact = changed(&["data/Authorization"], false);
+        let broken = changed(&["seal"], false);
+        let stale = StoredToken {
+            target_current: false,
+            ..token()
+        };
+        struct Case<'a> {
+            what: &'a str,
+            read: ReadSecret<'a>,
+            state: SecretState,
+            trusted: bool,
+            token_trusted: bool,
+        }
+        let cases = [
+            Case {
+                what: "as written",
+                read: read(&valid),
+                state: SecretState::Owned(Some(token())),
+                trusted: true,
+                token_trusted: true,
+            },
+            Case {
+                what: "sealed with the previous key",
+                read: read(&previous),
+                state: SecretState::Owned(Some(stale)),
+                trusted: false,
+                token_trusted: true,
+            },
+            Case {
+                what: "a label removed",
+                read: ReadSecret {
+                    drift: vec!["label team".into()],
+                    ..read(&valid)
+                },
+                state: SecretState::Owned(Some(stale)),
+                trusted: false,
+                token_trusted: true,
+            },
+            Case {
+                what: "the ownerReference removed, the seal intact",
+                read: ReadSecret {
+                    controlled: false,
+                    drift: vec!["ownerReference".into()],
+                    ..read(&valid)
+                },
+                state: SecretState::Owned(Some(stale)),
+                trusted: false,
+                token_trusted: true,
+            },
+            Case {
+                what: "a template key edited",
+                read: read(&template),
+                state: SecretState::Owned(Some(stale)),
+                trusted: false,
+                token_trusted: true,
+            },
+            Case {
+                what: "template tags spliced from another seal, the token intact",
+                read: read(&spliced_templates),
+                state: SecretState::Owned(Some(stale)),
+                trusted: false,
+                token_trusted: true,
+            },
+            Case {
+                what: "the token swapped",
+                read: read(&token_swapped),
+                state: SecretState::Tampered(vec!["data/access_token".into()]),
+                trusted: false,
+                token_trusted: false,
+            },
+            Case {
+                what: "a template edited while the token's group does not verify",
+                read: read(&template_but_token_not_intact),
+                state: SecretState::Tampered(vec!["data/Authorization".into()]),
+                trusted: false,
+                token_trusted: false,
+            },
+            Case {
+                what: "a seal that proves nothing",
+                read: read(&broken),
+                state: SecretState::Tampered(vec!["seal".into()]),
+                trusted: false,
+                token_trusted: false,
+            },
+            Case {
+                what: "an earlier version put back (genuine, older than the status)",
+                read: ReadSecret {
+                    token: Some(StoredToken {
+                        issued_at: at(900),
+                        expires_at: at(4500),
+                        ..TOKEN
+                    }),
+                    ..read(&valid)
+                },
+                state: SecretState::Tampered(vec![
+                    "the token (not the one the status records: an earlier version put back)"
+                        .into(),
+                ]),
+                trusted: false,
+                token_trusted: false,
+            },
+            Case {
+                what: "an earlier, longer expiry under the current token",
+                read: ReadSecret {
+                    token: Some(StoredToken {
+                        expires_at: at(1000 + 365 * 86_400),
+                        ..token()
+                    }),
+                    ..read(&valid)
+                },
+                state: SecretState::Tampered(vec![
+                    "the token (not the one the status records: an earlier version put back)"
+                        .into(),
+                ]),
+                trusted: false,
+                token_trusted: false,
+            },
+            Case {
+                what: "no status yet (its first write failed): the seal alone",
+                read: ReadSecret {
+                    status_issued_at: None,
+                    status_expires_at: None,
+                    ..read(&valid)
+                },
+                state: SecretState::Owned(Some(token())),
+                trusted: true,
+                token_trusted: true,
+            },
+            Case {
+                what: "created, never filled",
+                read: ReadSecret {
+                    token: None,
+                    sealed: false,
+                    ..read(&broken)
+                },
+                state: SecretState::Owned(None),
+                trusted: false,
+                token_trusted: false,
+            },
+        ];
+        for case in cases {
+            let verdict = classify(&case.read);
+            assert_eq!(verdict.state, case.state, "{}", case.what);
+            assert_eq!(verdict.trusted, case.trusted, "{}", case.what);
+            assert_eq!(verdict.token_trusted, case.token_trusted, "{}", case.what);
+        }
+        // Foreign Secrets: never adopted, whatever their seal says unless it is exactly ours.
+        for check in [&token_swapped, &broken, &template] {
+            let verdict = classify(&ReadSecret {
+                controlled: false,
+                ..read(check)
+            });
+            assert!(
+                matches!(verdict.state, SecretState::Conflict(ref m) if m.contains("demo-token")),
+                "{verdict:?}"
+            );
+        }
+    }
+}
