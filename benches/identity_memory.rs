@@ -18,7 +18,7 @@
 //! ```
 
 #[path = "../tests/support/mod.rs"]
-#[allow(unused_imports, dead_code)]
+#[allow(unused_imports)]
 mod support;
 
 use std::collections::BTreeMap;

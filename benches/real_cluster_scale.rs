@@ -8,7 +8,7 @@
 //! ```
 
 #[path = "../tests/support/mod.rs"]
-#[allow(unused_imports, dead_code)]
+#[allow(unused_imports)]
 mod support;
 
 #[path = "../tests/real_cluster/common.rs"]

@@ -55,7 +55,9 @@ fn hold_clients(transport: &Transport, pems: &[String]) -> (Vec<TrustedClient>, 
         .enumerate()
         .map(|(i, pem)| {
             let bundle = CaBundle::parse(pem.as_bytes(), format!("ConfigMap ca-{i}")).unwrap();
-            transport.client(&Trust::Bundle(bundle)).unwrap()
+            transport
+                .client(&Trust::Bundle(bundle), &format!("ns-{i}"))
+                .unwrap()
         })
         .collect();
     let grown = rss_kib().saturating_sub(before) as f64;
@@ -139,7 +141,9 @@ async fn main() {
         .map(|i| {
             let bundle =
                 CaBundle::parse(shared_pem.as_bytes(), format!("ConfigMap same-{i}")).unwrap();
-            transport.client(&Trust::Bundle(bundle)).unwrap()
+            transport
+                .client(&Trust::Bundle(bundle), &format!("ns-{i}"))
+                .unwrap()
         })
         .collect();
     let distinct = shared

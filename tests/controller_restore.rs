@@ -362,7 +362,8 @@ fn seal_parts(seal: &str) -> (String, String, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seal_emptied_cut_or_padded_never_hides_a_forged_token() {
-    let attacks: [(&str, fn(&str) -> String); 5] = [
+    type Forgery = fn(&str) -> String;
+    let attacks: [(&str, Forgery); 5] = [
         ("the empty list", |seal| {
             let (id, list, _) = seal_parts(seal);
             format!("v2:{id}:{list}:")

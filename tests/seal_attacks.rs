@@ -143,7 +143,7 @@ fn splicing_the_tags_of_two_genuine_seals_verifies() {
     let s1 = seal(&borrowed(&first));
     let s2 = seal(&borrowed(&second));
     // The old token with the new (later) expiry.
-    let forged_values = vec![first[0].clone(), second[1].clone()];
+    let forged_values = [first[0].clone(), second[1].clone()];
     let forged_seal = splice(&s2, &s1, &["data/access_token"]);
     let expected = Expected {
         always: vec![mac::data_item("access_token"), EXPIRES.to_owned()],

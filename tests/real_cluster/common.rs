@@ -3,7 +3,6 @@
 //! token of its ServiceAccount: exactly the rights the chart grants), and typed access to
 //! OAuthClients and Secrets through the real API.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -328,11 +327,4 @@ pub fn secret_text(secret: &Secret, key: &str) -> Option<String> {
 /// Base64 of `text` (for JSON patches of Secret data).
 pub fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
-}
-
-/// A folder for the test's files.
-pub fn scratch() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_owned();
-    (dir, path)
 }
