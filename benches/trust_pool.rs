@@ -15,12 +15,11 @@
 //! cargo bench --bench trust_pool -- 1000 100
 //! ```
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use oauth_token_operator::oauth::pool::TrustedClient;
+use oauth_token_operator::oauth::transport::HttpClient;
+use oauth_token_operator::oauth::transport::trust::{CaBundle, Trust};
 use oauth_token_operator::oauth::transport::{Transport, TransportConfig};
-use oauth_token_operator::oauth::trust::{CaBundle, Trust};
 
 /// Where Debian-based images keep the system store as one PEM file.
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -48,15 +47,15 @@ fn private_ca(serial: usize) -> String {
 
 /// Builds one client per PEM text (each bundle dropped once its client exists, as the
 /// controller does) and returns the clients and the RSS growth per client in KiB.
-fn hold_clients(transport: &Transport, pems: &[String]) -> (Vec<TrustedClient>, f64) {
+fn hold_clients(transport: &Transport, pems: &[String]) -> (Vec<HttpClient>, f64) {
     let before = rss_kib();
-    let clients: Vec<TrustedClient> = pems
+    let clients: Vec<HttpClient> = pems
         .iter()
         .enumerate()
         .map(|(i, pem)| {
             let bundle = CaBundle::parse(pem.as_bytes(), format!("ConfigMap ca-{i}")).unwrap();
             transport
-                .client(&Trust::Bundle(bundle), &format!("ns-{i}"))
+                .client(&Trust::Bundle(bundle), None, &format!("ns-{i}"))
                 .unwrap()
         })
         .collect();
@@ -109,7 +108,7 @@ async fn main() {
     );
 
     // Bundles at the size limit: each of MAX_BUNDLE_CERTIFICATES distinct certificates.
-    let per = oauth_token_operator::oauth::trust::MAX_BUNDLE_CERTIFICATES;
+    let per = oauth_token_operator::oauth::transport::trust::MAX_BUNDLE_CERTIFICATES;
     let key = rcgen::KeyPair::generate().unwrap();
     let biggest: Vec<String> = (0..5)
         .map(|i| {
@@ -129,28 +128,28 @@ async fn main() {
     println!(
         "5 distinct bundles of {per} certificates (the limit): {per_biggest:.1} KiB per client, {:.2} KiB per certificate; MAX_POOLED_ANCHORS ({}) certificates cost about {:.1} MiB",
         per_biggest / per as f64,
-        oauth_token_operator::oauth::pool::MAX_POOLED_ANCHORS,
-        per_biggest / per as f64 * oauth_token_operator::oauth::pool::MAX_POOLED_ANCHORS as f64
+        oauth_token_operator::oauth::transport::pool::MAX_POOLED_ANCHORS,
+        per_biggest / per as f64
+            * oauth_token_operator::oauth::transport::pool::MAX_POOLED_ANCHORS as f64
             / 1024.0
     );
     drop(biggest_clients);
 
     let shared_pem = private_ca(usize::MAX / 2);
     let before = rss_kib();
-    let shared: Vec<TrustedClient> = (0..1000)
+    let shared: Vec<HttpClient> = (0..1000)
         .map(|i| {
             let bundle =
                 CaBundle::parse(shared_pem.as_bytes(), format!("ConfigMap same-{i}")).unwrap();
             transport
-                .client(&Trust::Bundle(bundle), &format!("ns-{i}"))
+                .client(&Trust::Bundle(bundle), None, &format!("ns-{i}"))
                 .unwrap()
         })
         .collect();
-    let distinct = shared
+    let distinct = 1 + shared
         .iter()
-        .map(|c| Arc::as_ptr(c.pooled()))
-        .collect::<std::collections::HashSet<_>>()
-        .len();
+        .filter(|c| !c.shares_pool_with(&shared[0]))
+        .count();
     println!(
         "1000 OAuthClients with one bundle: {distinct} client, {:.0} KiB in all",
         rss_kib().saturating_sub(before) as f64

@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use oauth_token_operator::api::crd::OAuthClientSpec;
 use oauth_token_operator::api::reason::{Failure, Reason};
+use oauth_token_operator::base::clock::SystemClock;
 use oauth_token_operator::oauth::credentials::{Credentials, Proof};
-use oauth_token_operator::oauth::exchange::Exchanger;
+use oauth_token_operator::oauth::exchange;
 use oauth_token_operator::oauth::identity::Identity;
 use oauth_token_operator::oauth::response::Token;
+use oauth_token_operator::oauth::transport::trust::{CaBundle, Trust};
 use oauth_token_operator::oauth::transport::{Transport, TransportConfig};
-use oauth_token_operator::oauth::trust::CaBundle;
 use oauth_token_operator::spec::{ClientSettings, ExchangeSettings, Policy};
-use oauth_token_operator::timing::clock::SystemClock;
 use rustls::pki_types::pem::PemObject as _;
 use serde_json::{Value, json};
 use support::assertions::{Expectation, VerifyingKey};
@@ -56,24 +56,22 @@ fn keyed(client_id: &str, identity: Arc<Identity>) -> Credentials {
     }
 }
 
-fn exchanger() -> Exchanger {
+fn transport() -> Transport {
     let ca = CaBundle::parse(&fixture("ca.crt"), "the test CA").unwrap();
-    Exchanger::new(
-        Transport::from_config(TransportConfig {
-            timeout: Duration::from_secs(5),
-            ca_file: Some(ca),
-            ..TransportConfig::default()
-        })
-        .unwrap(),
-    )
+    Transport::from_config(TransportConfig {
+        timeout: Duration::from_secs(5),
+        ca_file: Some(ca),
+        ..TransportConfig::default()
+    })
+    .unwrap()
 }
 
 async fn exchange(
-    exchanger: &Exchanger,
+    transport: &Transport,
     s: &ExchangeSettings,
     c: &Credentials,
 ) -> Result<Token, Failure> {
-    exchanger.exchange(s, c, &SystemClock).await
+    exchange::exchange_once(transport, &Trust::Default, s, c, &SystemClock).await
 }
 
 // === RFC 7523 assertions ===
@@ -90,7 +88,7 @@ async fn every_algorithm_passes_the_strict_verifier_with_a_fresh_assertion_per_r
         ("ec-p384-pkcs8.pem", "ec-p384.crt", None, "ES384"),
         ("ed25519-pkcs8.pem", "ed25519.crt", None, "EdDSA"),
     ];
-    let exchanger = exchanger();
+    let transport = transport();
     for (i, (key, cert, algorithm, alg)) in cases.into_iter().enumerate() {
         let id = format!("client-{i}");
         let registered = VerifyingKey::of_certificate(&fixture(cert), &[alg]);
@@ -104,7 +102,7 @@ async fn every_algorithm_passes_the_strict_verifier_with_a_fresh_assertion_per_r
         }));
         let c = keyed(&id, identity(key, Some(cert)));
         for _ in 0..2 {
-            exchange(&exchanger, &s, &c)
+            exchange(&transport, &s, &c)
                 .await
                 .unwrap_or_else(|f| panic!("{key} {alg}: {f}"));
         }
@@ -141,10 +139,10 @@ async fn the_verifier_refuses_replays_wrong_keys_audiences_and_long_lifetimes() 
     let url = server.url();
     let registered = VerifyingKey::of_certificate(&fixture("ec-p256.crt"), &["ES256"]);
     server.expect_assertions(Expectation::of_client("app", registered.clone(), &url));
-    let exchanger = exchanger();
+    let transport = transport();
     let p256 = keyed("app", identity("ec-p256-sec1.pem", None));
     let s = settings(json!({"tokenUrl": url, "clientAuthMethod": "PrivateKeyJwt"}));
-    exchange(&exchanger, &s, &p256).await.unwrap();
+    exchange(&transport, &s, &p256).await.unwrap();
 
     // The same request again: the endpoint has seen its jti.
     let body = server.requests()[0].body.clone();
@@ -168,19 +166,19 @@ async fn the_verifier_refuses_replays_wrong_keys_audiences_and_long_lifetimes() 
     let other = keyed("app", identity("ec-p256-pkcs8.pem", None));
     let rsa = keyed("app", identity("rsa-other-pkcs1.pem", None));
     refused(Reason::InvalidClient, "alg RS256 is not allowed")(
-        exchange(&exchanger, &s, &rsa).await.unwrap_err(),
+        exchange(&transport, &s, &rsa).await.unwrap_err(),
     );
-    exchange(&exchanger, &s, &other).await.unwrap();
+    exchange(&transport, &s, &other).await.unwrap();
     // An audience the endpoint does not expect, and a lifetime longer than it allows.
     let elsewhere = settings(json!({"tokenUrl": url, "clientAuthMethod": "PrivateKeyJwt",
         "clientAssertion": {"audience": "https://another.example"}}));
     refused(Reason::InvalidClient, "aud must be")(
-        exchange(&exchanger, &elsewhere, &p256).await.unwrap_err(),
+        exchange(&transport, &elsewhere, &p256).await.unwrap_err(),
     );
     let long = settings(json!({"tokenUrl": url, "clientAuthMethod": "PrivateKeyJwt",
         "clientAssertion": {"lifetime": "1h"}}));
     refused(Reason::InvalidClient, "exp is too far")(
-        exchange(&exchanger, &long, &p256).await.unwrap_err(),
+        exchange(&transport, &long, &p256).await.unwrap_err(),
     );
     // The issuer identifier as audience, for servers that want it (RFC 7523bis, FAPI 2).
     server.expect_assertions(Expectation::of_client(
@@ -190,7 +188,7 @@ async fn the_verifier_refuses_replays_wrong_keys_audiences_and_long_lifetimes() 
     ));
     let issuer = settings(json!({"tokenUrl": url, "clientAuthMethod": "PrivateKeyJwt",
         "clientAssertion": {"audience": "https://idp.example"}}));
-    exchange(&exchanger, &issuer, &p256).await.unwrap();
+    exchange(&transport, &issuer, &p256).await.unwrap();
 }
 
 #[tokio::test]
@@ -218,7 +216,7 @@ async fn a_ready_assertion_is_sent_as_it_is_and_never_shown() {
         client_id: "app".into(),
         proof: Proof::Assertion(jwt.to_owned().into()),
     };
-    let f = exchange(&exchanger(), &s, &c).await.unwrap_err();
+    let f = exchange(&transport(), &s, &c).await.unwrap_err();
     assert_eq!(f.reason, Reason::InvalidClient);
     assert!(
         !f.message.contains(jwt) && !f.message.contains("c2lnbmF0dXJlLWJ5dGVz"),
@@ -248,18 +246,21 @@ async fn mutual_tls_never_shares_a_connection_or_a_tls_session_between_identitie
     server.register("a", &fixture("ec-p256.crt"));
     server.register("b", &fixture("rsa.crt"));
     let s = settings(json!({"tokenUrl": server.url(), "clientAuthMethod": "TlsClientAuth"}));
-    let exchanger = exchanger();
+    let transport = transport();
     let a = keyed("a", identity("ec-p256-sec1.pem", Some("ec-p256.crt")));
     let b = keyed("b", identity("rsa-pkcs8.pem", Some("rsa.crt")));
-    let default = exchanger.transport().default_client().clone();
-    let lease_a = exchanger.client_for(&default, &s, &a, "ns").unwrap();
-    let lease_b = exchanger.client_for(&default, &s, &b, "ns").unwrap();
+    let client_for = |c: &Credentials| {
+        transport
+            .client(&Trust::Default, exchange::identity(&s, c), "ns")
+            .unwrap()
+    };
+    let lease_a = client_for(&a);
+    let lease_b = client_for(&b);
     // The default client and one per identity.
-    assert_eq!(exchanger.transport().clients_in_use(), 3);
+    assert_eq!(transport.clients_in_use(), 3);
     // Kept-alive connections: A's second request reuses A's connection; B gets its own.
     for (c, lease) in [(&a, &lease_a), (&a, &lease_a), (&b, &lease_b)] {
-        exchanger
-            .exchange_via(lease, &s, c, &SystemClock)
+        exchange::exchange(lease, &s, c, &SystemClock)
             .await
             .unwrap();
     }
@@ -274,8 +275,7 @@ async fn mutual_tls_never_shares_a_connection_or_a_tls_session_between_identitie
         Some(&leaf("rsa.crt")[..])
     );
     // A request through the wrong identity's client is not sent.
-    let f = exchanger
-        .exchange_via(&lease_b, &s, &a, &SystemClock)
+    let f = exchange::exchange(&lease_b, &s, &a, &SystemClock)
         .await
         .unwrap_err();
     assert_eq!(f.reason, Reason::InvalidCredentials);
@@ -285,12 +285,12 @@ async fn mutual_tls_never_shares_a_connection_or_a_tls_session_between_identitie
     server.close_after_answer(true);
     drop((lease_a, lease_b));
     assert_eq!(
-        exchanger.transport().clients_in_use(),
+        transport.clients_in_use(),
         1,
         "the identity clients are dropped with their leases"
     );
     for c in [&a, &a, &b, &a] {
-        exchanger.exchange(&s, c, &SystemClock).await.unwrap();
+        exchange(&transport, &s, c).await.unwrap();
     }
     let later = &server.handshakes()[2..];
     assert_eq!(later.len(), 4, "{later:?}");
@@ -394,12 +394,12 @@ async fn the_mtls_endpoint_refuses_a_missing_or_foreign_certificate() {
     // The same key with a foreign CA's certificate, and the test CA's certificate of another
     // client.
     let s = settings(json!({"tokenUrl": server.url(), "clientAuthMethod": "TlsClientAuth"}));
-    let exchanger = exchanger();
+    let transport = transport();
     let foreign = keyed(
         "a",
         identity("ec-p256-sec1.pem", Some("ec-p256-foreign.crt")),
     );
-    let f = exchange(&exchanger, &s, &foreign).await.unwrap_err();
+    let f = exchange(&transport, &s, &foreign).await.unwrap_err();
     assert_eq!(f.reason, Reason::InvalidClient);
     assert!(
         f.message.contains("not issued by a trusted CA"),
@@ -407,7 +407,7 @@ async fn the_mtls_endpoint_refuses_a_missing_or_foreign_certificate() {
         f.message
     );
     let someone_else = keyed("a", identity("rsa-pkcs1.pem", Some("rsa.crt")));
-    let f = exchange(&exchanger, &s, &someone_else).await.unwrap_err();
+    let f = exchange(&transport, &s, &someone_else).await.unwrap_err();
     assert!(
         f.message.contains("not the one registered"),
         "{}",

@@ -384,8 +384,11 @@ async fn client_secret_jwt_is_macd_with_the_secret_a_wrong_secret_is_invalid_cli
 fn trusting_the_test_ca() -> Options {
     Options {
         ca_file: Some(
-            oauth_token_operator::oauth::trust::CaBundle::parse(&fixture("ca.crt"), "the test CA")
-                .unwrap(),
+            oauth_token_operator::oauth::transport::trust::CaBundle::parse(
+                &fixture("ca.crt"),
+                "the test CA",
+            )
+            .unwrap(),
         ),
         ..Options::default()
     }

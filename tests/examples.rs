@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use kube::api::{Api, PostParams};
 use oauth_token_operator::api::crd::{ClientAuthMethod, OAuthClient};
-use oauth_token_operator::oauth::url_policy::TokenUrlPolicy;
+use oauth_token_operator::spec::url_policy::TokenUrlPolicy;
 use oauth_token_operator::spec::{ClientSettings, Policy};
 use serde_json::Value;
 use support::apiserver::ApiServer;

@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 
 use oauth_token_operator::api::crd::OAuthClientSpec;
 use oauth_token_operator::api::reason::{Failure, Reason};
-use oauth_token_operator::oauth::exchange::Exchanger;
+use oauth_token_operator::base::clock::SystemClock;
+use oauth_token_operator::oauth::exchange;
 use oauth_token_operator::oauth::request::Credentials;
 use oauth_token_operator::oauth::response::Token;
+use oauth_token_operator::oauth::transport::trust::Trust;
 use oauth_token_operator::oauth::transport::{MAX_BODY, Transport};
-use oauth_token_operator::oauth::url_policy::{CidrList, HostPattern, TokenUrlPolicy};
+use oauth_token_operator::spec::url_policy::{CidrList, HostPattern, TokenUrlPolicy};
 use oauth_token_operator::spec::{ClientSettings, Policy};
-use oauth_token_operator::timing::clock::SystemClock;
 use serde_json::{Value, json};
 use support::vendors::*;
 
@@ -38,11 +39,15 @@ async fn exchange_with(
     policy: Policy,
 ) -> Result<Token, Failure> {
     let settings = ClientSettings::resolve(&spec(fields), &policy)?;
-    let exchanger =
-        Exchanger::new(Transport::with_policy(timeout, policy.token_urls.clone()).unwrap());
-    exchanger
-        .exchange(&settings.exchange, credentials, &SystemClock)
-        .await
+    let transport = Transport::with_policy(timeout, policy.token_urls.clone()).unwrap();
+    exchange::exchange_once(
+        &transport,
+        &Trust::Default,
+        &settings.exchange,
+        credentials,
+        &SystemClock,
+    )
+    .await
 }
 
 async fn exchange(fields: Value, credentials: &Credentials) -> Result<Token, Failure> {
@@ -608,10 +613,15 @@ async fn through_strict_transport(url: &str, deny: &str) -> Result<Token, Failur
     let settings = ClientSettings::resolve(&spec(json!({"tokenUrl": url})), &policy("", &[]))
         .expect("no policy at resolve time");
     let strict = policy(deny, &[]).token_urls;
-    let exchanger = Exchanger::new(Transport::with_policy(Duration::from_secs(5), strict).unwrap());
-    exchanger
-        .exchange(&settings.exchange, &creds(ID, SECRET), &SystemClock)
-        .await
+    let transport = Transport::with_policy(Duration::from_secs(5), strict).unwrap();
+    exchange::exchange_once(
+        &transport,
+        &Trust::Default,
+        &settings.exchange,
+        &creds(ID, SECRET),
+        &SystemClock,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -675,10 +685,15 @@ async fn this_host_and_ipv6_forms_of_loopback_are_refused_without_connecting() {
             let transport =
                 Transport::with_policy(Duration::from_secs(5), policy(deny, &[]).token_urls)
                     .unwrap();
-            let failure = Exchanger::new(transport)
-                .exchange(&settings.exchange, &creds(ID, SECRET), &SystemClock)
-                .await
-                .expect_err("this host, in the transport");
+            let failure = exchange::exchange_once(
+                &transport,
+                &Trust::Default,
+                &settings.exchange,
+                &creds(ID, SECRET),
+                &SystemClock,
+            )
+            .await
+            .expect_err("this host, in the transport");
             assert_eq!(
                 failure.reason,
                 Reason::InvalidSpec,

@@ -17,9 +17,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use oauth_token_operator::api::crd::ResponseFields;
+use oauth_token_operator::base::Scrubber;
 use oauth_token_operator::oauth::credentials::Credentials;
 use oauth_token_operator::oauth::response::{self, ReadContext, Response};
-use oauth_token_operator::output::redact::Scrubber;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]

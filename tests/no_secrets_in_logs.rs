@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use oauth_token_operator::api::crd::OAuthClientSpec;
 use oauth_token_operator::api::reason::Failure;
-use oauth_token_operator::oauth::exchange::Exchanger;
+use oauth_token_operator::base::clock::SystemClock;
+use oauth_token_operator::oauth::exchange;
 use oauth_token_operator::oauth::request::Credentials;
 use oauth_token_operator::oauth::response::Token;
 use oauth_token_operator::oauth::transport::Transport;
+use oauth_token_operator::oauth::transport::trust::Trust;
 use oauth_token_operator::spec::{ClientSettings, Policy};
-use oauth_token_operator::timing::clock::SystemClock;
 use serde_json::{Value, json};
 use support::vendors::*;
 
@@ -35,10 +36,15 @@ async fn exchange_with(fields: Value, credentials: &Credentials) -> Result<Token
         ..Default::default()
     };
     let settings = ClientSettings::resolve(&spec, &policy)?;
-    let exchanger = Exchanger::new(Transport::new(Duration::from_secs(5)).unwrap());
-    exchanger
-        .exchange(&settings.exchange, credentials, &SystemClock)
-        .await
+    let transport = Transport::new(Duration::from_secs(5)).unwrap();
+    exchange::exchange_once(
+        &transport,
+        &Trust::Default,
+        &settings.exchange,
+        credentials,
+        &SystemClock,
+    )
+    .await
 }
 
 #[test]

@@ -195,7 +195,7 @@ fn the_chart_default_deny_list_is_the_operators() {
         .collect();
     assert_eq!(
         chart.join(","),
-        oauth_token_operator::oauth::url_policy::DEFAULT_DENY_CIDRS
+        oauth_token_operator::spec::url_policy::DEFAULT_DENY_CIDRS
     );
 }
 
@@ -228,7 +228,7 @@ fn the_chart_mounts_the_extra_ca_bundle_and_sets_the_proxy_environment() {
     }
     // The operator reads these entries as the chart writes them (the kubelet fills in the
     // service host first; an entry it could not expand is ignored, not fatal).
-    let rules = oauth_token_operator::oauth::proxy::NoProxy::parse(&no_proxy.join(","));
+    let rules = oauth_token_operator::oauth::transport::proxy::NoProxy::parse(&no_proxy.join(","));
     assert!(rules.matches(&"https://kubernetes.default.svc/".parse().unwrap()));
     assert!(rules.matches(&"https://keycloak.auth.svc.cluster.local/".parse().unwrap()));
     assert!(!rules.matches(&"https://idp.example.com/".parse().unwrap()));

@@ -141,5 +141,5 @@ proptest! {
 }
 
 fn plan_rfc3339(t: Timestamp) -> String {
-    oauth_token_operator::timing::time::rfc3339(t)
+    oauth_token_operator::base::time::rfc3339(t)
 }

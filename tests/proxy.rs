@@ -13,14 +13,15 @@ use std::time::Duration;
 use base64::Engine as _;
 use oauth_token_operator::api::crd::OAuthClientSpec;
 use oauth_token_operator::api::reason::{Failure, Reason};
-use oauth_token_operator::oauth::exchange::Exchanger;
-use oauth_token_operator::oauth::proxy::ProxyConfig;
+use oauth_token_operator::base::clock::SystemClock;
+use oauth_token_operator::oauth::exchange;
 use oauth_token_operator::oauth::request::Credentials;
 use oauth_token_operator::oauth::response::Token;
 use oauth_token_operator::oauth::transport::Transport;
-use oauth_token_operator::oauth::url_policy::{CidrList, HostPattern, TokenUrlPolicy};
+use oauth_token_operator::oauth::transport::proxy::ProxyConfig;
+use oauth_token_operator::oauth::transport::trust::Trust;
+use oauth_token_operator::spec::url_policy::{CidrList, HostPattern, TokenUrlPolicy};
 use oauth_token_operator::spec::{ClientSettings, Policy};
-use oauth_token_operator::timing::clock::SystemClock;
 use serde_json::json;
 use support::proxy::ProxyDouble;
 use support::vendors::*;
@@ -73,9 +74,14 @@ async fn exchange_via(url: &str, policy: Policy, proxy: ProxyConfig) -> Result<T
     let settings = ClientSettings::resolve(&spec(url), &policy)?;
     let transport =
         Transport::with_proxy(Duration::from_secs(5), policy.token_urls.clone(), proxy).unwrap();
-    Exchanger::new(transport)
-        .exchange(&settings.exchange, &creds(), &SystemClock)
-        .await
+    exchange::exchange_once(
+        &transport,
+        &Trust::Default,
+        &settings.exchange,
+        &creds(),
+        &SystemClock,
+    )
+    .await
 }
 
 fn assert_no_secret(failure: &Failure) {
@@ -237,10 +243,15 @@ async fn the_transport_applies_the_policy_before_the_proxy_on_its_own() {
     let strict = policy("127.0.0.0/8", &[]).token_urls;
     let transport =
         Transport::with_proxy(Duration::from_secs(5), strict, through(&proxy.url())).unwrap();
-    let failure = Exchanger::new(transport)
-        .exchange(&settings.exchange, &creds(), &SystemClock)
-        .await
-        .expect_err("denied by the transport");
+    let failure = exchange::exchange_once(
+        &transport,
+        &Trust::Default,
+        &settings.exchange,
+        &creds(),
+        &SystemClock,
+    )
+    .await
+    .expect_err("denied by the transport");
     assert_eq!(failure.reason, Reason::InvalidSpec, "{}", failure.message);
     assert_eq!(proxy.connections(), 0);
 }

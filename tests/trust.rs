@@ -12,15 +12,15 @@ use std::time::Duration;
 use base64::Engine as _;
 use oauth_token_operator::api::crd::OAuthClientSpec;
 use oauth_token_operator::api::reason::{Failure, Reason};
-use oauth_token_operator::oauth::exchange::Exchanger;
-use oauth_token_operator::oauth::proxy::ProxyConfig;
+use oauth_token_operator::base::clock::SystemClock;
+use oauth_token_operator::oauth::exchange;
 use oauth_token_operator::oauth::request::Credentials;
 use oauth_token_operator::oauth::response::Token;
+use oauth_token_operator::oauth::transport::proxy::ProxyConfig;
+use oauth_token_operator::oauth::transport::trust::{CaBundle, Trust};
 use oauth_token_operator::oauth::transport::{Transport, TransportConfig};
-use oauth_token_operator::oauth::trust::{CaBundle, Trust};
-use oauth_token_operator::oauth::url_policy::{CidrList, TokenUrlPolicy};
+use oauth_token_operator::spec::url_policy::{CidrList, TokenUrlPolicy};
 use oauth_token_operator::spec::{ClientSettings, Policy};
-use oauth_token_operator::timing::clock::SystemClock;
 use serde_json::{Value, json};
 use support::apiserver::{ApiServer, CONFIGMAPS, OAUTHCLIENTS, SECRETS};
 use support::harness::*;
@@ -58,10 +58,8 @@ async fn exchange(transport: &Transport, trust: &Trust, url: &str) -> Result<Tok
         serde_json::from_value(json!({"tokenUrl": url, "credentialsSecretRef": {"name": "c"}}))
             .unwrap();
     let settings = ClientSettings::resolve(&spec, &Policy::default())?;
-    let client = transport.client(trust, "ns")?;
-    Exchanger::new(transport.clone())
-        .exchange_via(&client, &settings.exchange, &creds(), &SystemClock)
-        .await
+    let client = transport.client(trust, None, "ns")?;
+    exchange::exchange(&client, &settings.exchange, &creds(), &SystemClock).await
 }
 
 /// A token server behind a TLS front whose certificate `issue` makes with `ca`.
@@ -234,18 +232,18 @@ async fn clients_are_pooled_per_distinct_trust_and_dropped_when_unused() {
     let transport = transport_without_ca_file();
     assert_eq!(transport.clients_in_use(), 1, "the default client");
     let first = transport
-        .client(&Trust::Bundle(bundle(&a, "ConfigMap one")), "ns")
+        .client(&Trust::Bundle(bundle(&a, "ConfigMap one")), None, "ns")
         .unwrap();
     let second = transport
-        .client(&Trust::Bundle(bundle(&a, "Secret two")), "ns")
+        .client(&Trust::Bundle(bundle(&a, "Secret two")), None, "ns")
         .unwrap();
     assert!(
-        Arc::ptr_eq(first.pooled(), second.pooled()),
+        first.shares_pool_with(&second),
         "same certificates, one client"
     );
     assert_eq!(second.verified_against(), "Secret two alone");
     let third = transport
-        .client(&Trust::Bundle(bundle(&b, "ConfigMap three")), "ns")
+        .client(&Trust::Bundle(bundle(&b, "ConfigMap three")), None, "ns")
         .unwrap();
     assert_eq!(transport.clients_in_use(), 3);
     drop((first, second));

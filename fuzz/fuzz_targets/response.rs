@@ -17,7 +17,7 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use oauth_token_operator::api::crd::ResponseFields;
-use oauth_token_operator::output::redact::Scrubber;
+use oauth_token_operator::base::Scrubber;
 use oauth_token_operator::oauth::request::Credentials;
 use oauth_token_operator::oauth::response::{self, ReadContext, Response};
 

@@ -35,7 +35,7 @@ pub fn set(
     now: Timestamp,
 ) {
     let status = status_str(status);
-    let now = Time(crate::timing::time::truncate_to_seconds(now));
+    let now = Time(crate::base::time::truncate_to_seconds(now));
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(existing) => {
             if existing.status != status {

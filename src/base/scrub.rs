@@ -1,12 +1,10 @@
-//! Keeping secrets and tokens out of everything the operator prints.
-//!
-//! * [`Sensitive`]: a value (client secret, access token) that must never reach a log line.
-//!   `Debug` and `Display` print `[redacted]`; the only way to the value is
-//!   [`Sensitive::expose`], so every place that handles the real value is easy to find with grep.
-//! * [`Scrubber`]: removes a credential or token from outside text (an endpoint's error
-//!   description, a body excerpt) before it enters a message, in every form an endpoint that
-//!   echoes the request may have written it. Messages become conditions and events, which anyone
-//!   with the default `view` role reads: they are public.
+//! Keeping secrets and tokens out of everything the operator prints: the [`Scrubber`] removes a
+//! credential or token from outside text (an endpoint's error description, a body excerpt)
+//! before it enters a message, in every form an endpoint that echoes the request may have
+//! written it. Messages become conditions and events, which anyone with the default `view` role
+//! reads: they are public. (The values themselves travel as [`super::Sensitive`].) The scrubber
+//! of an exchange's credentials is built where the Basic header is
+//! (`Scrubber::for_credentials`, in [`crate::oauth::request`]).
 //!
 //! ## What the scrubber looks for
 //!
@@ -41,13 +39,7 @@ use std::sync::OnceLock;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 
-use crate::api::crd::BasicAuthEncoding;
-use crate::oauth::credentials::Proof;
-use crate::oauth::request::{Credentials, basic_authorization};
-
-/// What `Debug` and `Display` print instead of a sensitive value, and what replaces a scrubbed
-/// needle.
-pub const REDACTED: &str = "[redacted]";
+use super::sensitive::REDACTED;
 
 /// A client secret (or access token) shorter than this, in characters and without surrounding
 /// whitespace, cannot be scrubbed reliably: scrubbing it would shred ordinary words, and a cut
@@ -66,58 +58,11 @@ pub const BUDGET: usize = 1 << 21;
 /// How deep encodings may nest (JSON inside HTML, say).
 const DEPTH: u8 = 2;
 
-// === impl Sensitive ===
-
-/// A secret or token. Cloning is allowed (the controller needs copies), printing is not.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Sensitive<T = String>(T);
-
-impl<T> Sensitive<T> {
-    /// Wraps a sensitive value.
-    pub fn new(value: T) -> Self {
-        Sensitive(value)
-    }
-
-    /// The real value. Callers must not log it.
-    pub fn expose(&self) -> &T {
-        &self.0
-    }
-
-    /// Consumes the wrapper, returning the real value. Callers must not log it.
-    pub fn into_exposed(self) -> T {
-        self.0
-    }
-}
-
-impl<T> fmt::Debug for Sensitive<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
-    }
-}
-
-impl<T> fmt::Display for Sensitive<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
-    }
-}
-
-impl From<String> for Sensitive<String> {
-    fn from(value: String) -> Self {
-        Sensitive(value)
-    }
-}
-
-impl From<&str> for Sensitive<String> {
-    fn from(value: &str) -> Self {
-        Sensitive(value.to_owned())
-    }
-}
-
 // === impl Scrubber ===
 
 /// Removes credentials and tokens, in every form, from outside text. See the module docs.
 ///
-/// Built from the credentials of an exchange ([`Scrubber::for_credentials`]) and extended with
+/// Built from the credentials of an exchange (`Scrubber::for_credentials`) and extended with
 /// the access token found in a body ([`Scrubber::with_token`]). Its `Debug` shows only how many
 /// needles it holds.
 #[derive(Clone)]
@@ -146,44 +91,41 @@ impl Scrubber<'static> {
         }
     }
 
-    /// A scrubber for the secret part of `credentials`: the client secret, the Basic header
-    /// values built from it (both encodings) and the base64 of the secret alone; or the private
-    /// key's PEM text and DER base64; or a ready assertion and its signature. The client_id
-    /// alone is not a secret and is left in messages.
-    pub fn for_credentials(credentials: &Credentials) -> Self {
-        let secret = match &credentials.proof {
-            Proof::Secret(secret) => secret.expose(),
-            Proof::Key(identity) => {
-                let mut scrubber = Scrubber::none();
-                for form in identity.secret_forms().expose() {
-                    scrubber.add_value(Cow::Owned(form.clone()));
-                }
-                scrubber.order();
-                return scrubber;
-            }
-            Proof::Assertion(jwt) => {
-                let mut scrubber = Scrubber::none();
-                scrubber.add_jwt(Cow::Owned(jwt.expose().clone()));
-                scrubber.order();
-                return scrubber;
-            }
-            Proof::ServiceAccount(_) => return Scrubber::none(),
-        };
+    /// A scrubber for a client secret and the values a request carries it in (`encoded`: the
+    /// Basic header values built from it), and the base64 of the secret alone; excerpts only
+    /// when the secret is at least [`MIN_SCRUBBABLE_LEN`] long.
+    pub fn for_secret(secret: &str, encoded: impl IntoIterator<Item = String>) -> Self {
         let mut scrubber = Scrubber::none();
         scrubber.excerpts = long_enough(secret);
-        scrubber.add_value(Cow::Owned(secret.clone()));
-        for encoding in [BasicAuthEncoding::UrlEncoded, BasicAuthEncoding::Raw] {
-            let header = basic_authorization(credentials, encoding);
-            let value = header.expose();
-            let encoded = value.strip_prefix("Basic ").unwrap_or(value);
-            scrubber.push(Cow::Owned(encoded.to_owned()));
-            scrubber.push(Cow::Owned(encoded.trim_end_matches('=').to_owned()));
+        scrubber.add_value(Cow::Owned(secret.to_owned()));
+        for value in encoded {
+            scrubber.push(Cow::Owned(value));
         }
         if !secret.is_empty() {
             for engine in [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD] {
                 scrubber.push(Cow::Owned(engine.encode(secret)));
             }
         }
+        scrubber.order();
+        scrubber
+    }
+
+    /// A scrubber for secret values in every form (the forms of a private key: its PEM text,
+    /// the base64 of its DER).
+    pub fn for_values(values: impl IntoIterator<Item = String>) -> Self {
+        let mut scrubber = Scrubber::none();
+        for value in values {
+            scrubber.add_value(Cow::Owned(value));
+        }
+        scrubber.order();
+        scrubber
+    }
+
+    /// A scrubber for a JWT (a ready client assertion, a ServiceAccount token) and its
+    /// signature.
+    pub fn for_jwt(jwt: &str) -> Self {
+        let mut scrubber = Scrubber::none();
+        scrubber.add_jwt(Cow::Owned(jwt.to_owned()));
         scrubber.order();
         scrubber
     }
@@ -734,4 +676,36 @@ fn html_names(c: char) -> &'static [&'static str] {
 }
 
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests {
+    use super::*;
+    use crate::base::Sensitive;
+
+    #[test]
+    fn debug_and_display_hide_the_value() {
+        let s = Sensitive::from("hunter2-super-secret");
+        assert_eq!(format!("{s:?}"), "[redacted]");
+        assert_eq!(format!("{s}"), "[redacted]");
+        assert_eq!(format!("{:?}", Some(s.clone())), "Some([redacted])");
+        assert_eq!(s.expose(), "hunter2-super-secret");
+    }
+
+    #[test]
+    fn normalise_cleans_like_the_message_pipeline() {
+        assert_eq!(normalise("  a\r\n\tb\u{7}  c ", false), "a b c");
+        assert_eq!(normalise("<h1>Bad\ngateway</h1>", true), "Bad gateway");
+        assert_eq!(normalise("abcd<efgh>ijkl", true), "abcd ijkl");
+        assert_eq!(normalise("a<b", true), "a");
+        assert_eq!(normalise("a > b", true), "a > b");
+        for text in [
+            "plain", "one two", "a<b>c", " lead", "trail ", "a  b", "a\tb", "",
+        ] {
+            for strip in [false, true] {
+                assert_eq!(
+                    is_normal(text, strip),
+                    normalise(text, strip) == text,
+                    "{text:?} {strip}"
+                );
+            }
+        }
+    }
+}

@@ -11,7 +11,7 @@
 //!   is `KUBERNETES_SERVICE_HOST` (an address): `NO_PROXY` must hold it (the chart's default
 //!   does) for the connection to stay direct.
 //! * A proxy variable that is not a usable URL leaves the API connection direct, with a warning
-//!   (token requests it would carry are refused instead; see [`crate::oauth::proxy`]).
+//!   (token requests it would carry are refused instead; see [`crate::oauth::transport::proxy`]).
 //!
 //! kube-rs reads `HTTPS_PROXY` itself when it loads a kubeconfig (uppercase first, `NO_PROXY`
 //! compared with the proxy's own address, and a `NO_PROXY` entry it cannot parse, such as the
@@ -29,7 +29,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 use url::{Host, Url};
 
-use crate::oauth::proxy::{ProxyConfig, Route};
+use crate::oauth::transport::proxy::{ProxyConfig, Route};
 
 /// How the API connection goes, for the start-up log (never with the proxy's userinfo).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,9 +23,9 @@ use super::table::{
 };
 use crate::api::crd::{OAuthClient, OAuthClientSpec};
 use crate::api::keys::ISSUED_AT_ANNOTATION;
-use crate::output::redact::{Scrubber, Sensitive};
+use crate::base::time::rfc3339;
+use crate::base::{Scrubber, Sensitive};
 use crate::output::secret::target_name;
-use crate::timing::time::rfc3339;
 
 /// Arguments of `inspect`.
 #[derive(Debug, clap::Args)]

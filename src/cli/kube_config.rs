@@ -20,7 +20,7 @@ use kube::config::KubeConfigOptions;
 
 use super::EXIT_INPUT;
 use super::api_proxy::{self, LoadError, Source};
-use crate::oauth::proxy::ProxyConfig;
+use crate::oauth::transport::proxy::ProxyConfig;
 
 /// Exit code when a listed client is not Ready, a renewal failed or timed out, or the object
 /// does not exist.

@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::oauth::pool::PoolLimits;
-use crate::oauth::url_policy::{CidrList, DEFAULT_DENY_CIDRS, HostPattern, TokenUrlPolicy};
+use crate::oauth::transport::pool::PoolLimits;
+use crate::spec::url_policy::{CidrList, DEFAULT_DENY_CIDRS, HostPattern, TokenUrlPolicy};
 
 mod api_proxy;
 mod exchange;
@@ -313,10 +313,12 @@ impl TokenUrlArgs {
 pub(crate) fn read_ca_bundle_file(
     flag: &str,
     path: &std::path::Path,
-) -> Result<Result<crate::oauth::trust::CaBundle, crate::api::reason::Failure>, String> {
+) -> Result<Result<crate::oauth::transport::trust::CaBundle, crate::api::reason::Failure>, String> {
     let origin = format!("{flag} {}", path.display());
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {origin}: {e}"))?;
-    Ok(crate::oauth::trust::CaBundle::parse(&bytes, origin))
+    Ok(crate::oauth::transport::trust::CaBundle::parse(
+        &bytes, origin,
+    ))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

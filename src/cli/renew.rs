@@ -24,7 +24,7 @@ use super::table::{parse_time, printable, relative, span, when};
 use crate::api::conditions::{self, DEGRADED};
 use crate::api::crd::OAuthClient;
 use crate::api::keys::REFRESH_REQUESTED_ANNOTATION;
-use crate::timing::time::rfc3339;
+use crate::base::time::rfc3339;
 
 /// Arguments of `renew`.
 #[derive(Debug, clap::Args)]

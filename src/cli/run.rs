@@ -6,13 +6,13 @@ use std::sync::Arc;
 use kube::config::KubeConfigOptions;
 
 use super::api_proxy::{self, LoadError, Source};
+use crate::base::clock::SystemClock;
 use crate::controller::{self, Config};
-use crate::oauth::proxy::ProxyConfig;
+use crate::oauth::transport::proxy::ProxyConfig;
 use crate::runtime::health::{self, Health};
 use crate::runtime::leader::{LeaderConfig, Leadership};
 use crate::runtime::metrics::Metrics;
 use crate::spec::Policy;
-use crate::timing::clock::SystemClock;
 
 use super::RunArgs;
 

@@ -487,7 +487,7 @@ fn header_text(client: &OAuthClient, now: Timestamp) -> String {
         .metadata
         .creation_timestamp
         .as_ref()
-        .map(|t| crate::timing::time::rfc3339(t.0));
+        .map(|t| crate::base::time::rfc3339(t.0));
     field("Created", when_text(created.as_deref(), now));
     if let Some(requested) = client.annotations().get(REFRESH_REQUESTED_ANNOTATION) {
         field("Refresh requested", when_text(Some(requested), now));
@@ -648,7 +648,7 @@ fn detail_json(
                     "reason": g.reason,
                     "note": g.note,
                     "count": g.count,
-                    "last": g.last.map(crate::timing::time::rfc3339),
+                    "last": g.last.map(crate::base::time::rfc3339),
                 }))
                 .collect::<Vec<_>>()
         ),

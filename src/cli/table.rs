@@ -6,7 +6,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::api::conditions::{self, READY};
 use crate::api::crd::OAuthClientStatus;
-use crate::timing::time::rfc3339;
+use crate::base::time::rfc3339;
 
 /// [`crate::timing::refresh::SHORT_MARGIN`] as a signed duration.
 pub const SHORT_MARGIN: SignedDuration =

@@ -1,4 +1,4 @@
-//! What every reconcile shares: the Kubernetes client, the exchanger and its gate, the clock,
+//! What every reconcile shares: the Kubernetes client, the transport and the exchange gate, the clock,
 //! the caches and indexes of its scope, and the per-client memory.
 
 use std::sync::Arc;
@@ -8,21 +8,22 @@ use kube::Client;
 
 use super::events::EventPublisher;
 use super::gate::ExchangeGate;
-use super::memo::{Memos, References, queue_ref};
+use super::issuer::Issuer;
+use super::memory::{Memories, queue_ref};
+use super::references::References;
 use super::secret_index::{ConfigMapIndex, ManagedIndex, SecretIndex, ServiceAccountIndex};
-use super::service_account::Issuer;
 use crate::api::name::NamespacedName;
-use crate::oauth::exchange::Exchanger;
+use crate::base::clock::Clock;
+use crate::oauth::transport::Transport;
 use crate::runtime::metrics::Metrics;
 use crate::spec::Policy;
-use crate::timing::clock::Clock;
 
 /// Shared by every scope (namespace) of the controller.
 pub struct Shared {
     /// The Kubernetes API client.
     pub kube: Client,
-    /// Token exchanges.
-    pub exchanger: Exchanger,
+    /// Chooses the HTTP client of each token request (the pool of clients by trust and identity).
+    pub transport: Transport,
     /// Rules a spec must satisfy.
     pub policy: Policy,
     /// The clock: every reading of the current time goes through it.
@@ -58,7 +59,7 @@ pub struct Context {
     /// Names and resourceVersions of all ConfigMaps in scope (CA bundles).
     pub config_maps: Arc<ConfigMapIndex>,
     /// Per-OAuthClient memory.
-    pub memos: Memos,
+    pub memories: Memories,
     /// Which OAuthClients reference which Secrets (credentials, CA bundles).
     pub references: References,
     /// Which OAuthClients reference which ConfigMaps (CA bundles).
@@ -79,13 +80,13 @@ impl Context {
     /// Forgets an OAuthClient that no longer exists (memory, references, metrics, the gate).
     pub fn forget(&self, key: &NamespacedName) {
         self.shared.metrics.forget_client(&key.namespace, &key.name);
-        self.memos.forget(key);
+        self.memories.forget(key);
         self.references.unlink(key);
         self.config_map_references.unlink(key);
         self.service_account_refs.unlink(key);
         self.shared.gate.forget(self.scope, &queue_ref(key));
         // Its HTTP client (if no other client shares it) went with its memory.
-        let transport = self.shared.exchanger.transport();
-        self.shared.metrics.http_clients(transport.clients_in_use());
+        let in_use = self.shared.transport.clients_in_use();
+        self.shared.metrics.http_clients(in_use);
     }
 }

@@ -17,9 +17,11 @@
 pub mod context;
 pub mod events;
 pub mod gate;
-pub mod memo;
+pub mod issuer;
+pub mod memory;
 pub mod preflight;
 pub mod reconcile;
+pub mod references;
 pub mod seal_key;
 pub mod secret_index;
 pub mod service_account;
@@ -32,14 +34,13 @@ use std::time::Duration;
 use futures::FutureExt;
 use kube::Client;
 
-use crate::oauth::exchange::Exchanger;
-use crate::oauth::proxy::ProxyConfig;
+use crate::base::clock::Clock;
+use crate::oauth::transport::proxy::ProxyConfig;
+use crate::oauth::transport::trust::CaBundle;
 use crate::oauth::transport::{Transport, TransportConfig};
-use crate::oauth::trust::CaBundle;
 use crate::runtime::health::Health;
 use crate::runtime::metrics::Metrics;
 use crate::spec::Policy;
-use crate::timing::clock::Clock;
 use context::Shared;
 
 /// The controller's configuration (from the `run` command line).
@@ -61,7 +62,7 @@ pub struct Config {
     /// top of the system store.
     pub ca_file: Option<CaBundle>,
     /// The bounds on the HTTP clients of CA bundles and client certificates.
-    pub limits: crate::oauth::pool::PoolLimits,
+    pub limits: crate::oauth::transport::pool::PoolLimits,
     /// `--refused-token-audiences`: never requested for a ServiceAccount token, besides the
     /// API server's audiences (learned at start).
     pub refused_token_audiences: Vec<String>,
@@ -96,7 +97,7 @@ pub enum StartError {
     },
     /// The HTTP client for token endpoints could not be built.
     #[error(transparent)]
-    Transport(#[from] crate::oauth::transport::TransportError),
+    Transport(#[from] crate::oauth::transport::BuildError),
     /// The seal key could not be read or created.
     #[error(transparent)]
     SealKey(#[from] seal_key::SealKeyError),
@@ -154,7 +155,7 @@ pub async fn run(
     }
     let shared = Arc::new(Shared {
         kube: client.clone(),
-        exchanger: Exchanger::new(transport),
+        transport,
         policy: config.policy,
         clock,
         gate: gate::ExchangeGate::new(config.max_concurrent_exchanges),
@@ -163,7 +164,7 @@ pub async fn run(
         seal_keys,
         events: events::EventPublisher::new(client.clone(), instance),
         metrics,
-        issuer: service_account::Issuer::default(),
+        issuer: issuer::Issuer::default(),
         refused_audiences,
     });
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {

@@ -27,8 +27,9 @@ use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, watcher as watch};
 
 use super::context::{Context, Shared};
-use super::memo::{Memos, References, queue_ref};
+use super::memory::{Memories, queue_ref};
 use super::reconcile;
+use super::references::References;
 use super::secret_index::{ConfigMapIndex, Index, ManagedIndex, SecretIndex, ServiceAccountIndex};
 use crate::api::crd::OAuthClient;
 use crate::api::keys::MANAGED_SELECTOR;
@@ -64,7 +65,7 @@ pub fn scope_controller(
         managed: w.managed,
         secrets: w.secrets,
         config_maps: w.config_maps,
-        memos: Memos::default(),
+        memories: Memories::default(),
         references: References::default(),
         config_map_references: References::default(),
         service_accounts: service_account_index,
@@ -436,7 +437,7 @@ impl Synced {
 
 /// Drops memory of OAuthClients that left the store (now and then, cheaply).
 fn forget_deleted(ctx: &Context, store: &Store<PartialObjectMeta<OAuthClient>>) {
-    if ctx.memos.len() <= store.len() {
+    if ctx.memories.len() <= store.len() {
         return;
     }
     let live: HashSet<NamespacedName> = store
@@ -444,7 +445,7 @@ fn forget_deleted(ctx: &Context, store: &Store<PartialObjectMeta<OAuthClient>>) 
         .iter()
         .map(|o| NamespacedName::of(&o.metadata))
         .collect();
-    for key in ctx.memos.stale(|k| live.contains(k)) {
+    for key in ctx.memories.stale(|k| live.contains(k)) {
         ctx.forget(&key);
     }
 }

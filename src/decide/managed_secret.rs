@@ -7,10 +7,21 @@
 //! genuine, sealed together, but older): the token the Secret holds must be the one the status
 //! records (`issuedAt`, `expiresAt`), which only the operator writes.
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 
 use super::{SecretState, StoredToken};
-use crate::output::mac::Check;
+use crate::api::crd::{OAuthClient, OAuthClientStatus};
+use crate::api::keys::{
+    EXPIRES_AT_ANNOTATION, FINGERPRINT_ANNOTATION, ISSUED_AT_ANNOTATION, MAC_ANNOTATION,
+    TARGET_HASH_ANNOTATION,
+};
+use crate::oauth::response::Token;
+use crate::output::mac::{Check, SealKeys};
+use crate::output::secret;
 
 /// What a reconcile read of the managed Secret.
 #[derive(Clone, Debug)]
@@ -32,6 +43,124 @@ pub struct ReadSecret<'a> {
     pub status_issued_at: Option<Timestamp>,
     /// See `status_issued_at`.
     pub status_expires_at: Option<Timestamp>,
+}
+
+/// The token a managed Secret holds as its annotations describe it (not yet checked against
+/// the current spec and credentials), and the fingerprint it was stored with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Described {
+    /// The token (`None`: the annotations describe none).
+    pub token: Option<StoredToken>,
+    /// The fingerprint annotation (only with a token).
+    pub fingerprint: Option<String>,
+}
+
+/// What the annotations of the managed Secret of `client` say about its token.
+pub fn describe(client: &OAuthClient, annotations: &BTreeMap<String, String>) -> Described {
+    let time = |key: &str| {
+        annotations
+            .get(key)
+            .and_then(|t| t.parse::<Timestamp>().ok())
+    };
+    let target = client.spec.target.clone().unwrap_or_default();
+    let token = match (time(ISSUED_AT_ANNOTATION), time(EXPIRES_AT_ANNOTATION)) {
+        (Some(issued_at), Some(expires_at)) => Some(StoredToken {
+            issued_at,
+            expires_at,
+            current: false,
+            target_current: annotations.get(TARGET_HASH_ANNOTATION)
+                == Some(&secret::target_hash(&target)),
+        }),
+        _ => None,
+    };
+    Described {
+        token,
+        fingerprint: token.and(annotations.get(FINGERPRINT_ANNOTATION).cloned()),
+    }
+}
+
+/// The Secret a reconcile of `client` should not read in full, if it is not `client`'s: only a
+/// Secret it controls, or one that carries the operator's seal (its ownerReference removed), is
+/// read (another owner's data never is). `cached`: the operator's label-selected cache shows it.
+pub fn refuse_unread(
+    name: &str,
+    controlled: bool,
+    sealed: bool,
+    cached: bool,
+) -> Option<SecretState> {
+    if controlled || sealed {
+        return None;
+    }
+    let what = if cached {
+        "is controlled by another owner"
+    } else {
+        "exists and is not managed by this OAuthClient"
+    };
+    Some(Verdict::conflict(name, what).state)
+}
+
+/// A token read back from the managed Secret that may be written again as it is.
+#[derive(Clone, Debug)]
+pub struct IntactToken {
+    /// The token.
+    pub token: Token,
+    /// Its fingerprint.
+    pub fingerprint: String,
+}
+
+/// A managed Secret read in full, inspected.
+#[derive(Clone, Debug)]
+pub struct Inspection {
+    /// What it is.
+    pub verdict: Verdict,
+    /// Its fingerprint, when it holds a token of this client.
+    pub fingerprint: Option<String>,
+    /// Its token, when it may be written again as it is.
+    pub intact_token: Option<IntactToken>,
+    /// Its resourceVersion.
+    pub resource_version: String,
+}
+
+/// Inspects the managed Secret `secret` of `client` as read: whose it is, whether what the
+/// operator wrote is intact (the seal, anchored by `status`), whether the metadata it owns
+/// was changed.
+pub fn inspect(
+    secret: &Secret,
+    client: &OAuthClient,
+    keys: &SealKeys,
+    status: &OAuthClientStatus,
+) -> Inspection {
+    let refs = secret.metadata.owner_references.clone().unwrap_or_default();
+    let check = secret::check_seal(secret, client, keys);
+    let annotations = secret.annotations();
+    let described = describe(client, annotations);
+    let status_time = |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
+    let verdict = classify(&ReadSecret {
+        name: secret.metadata.name.as_deref().unwrap_or_default(),
+        controlled: secret::controlled_by(&refs, client),
+        check: &check,
+        sealed: annotations.contains_key(MAC_ANNOTATION),
+        drift: secret::drift(secret, client),
+        token: described.token,
+        status_issued_at: status_time(&status.issued_at),
+        status_expires_at: status_time(&status.expires_at),
+    });
+    let intact_token = verdict
+        .token_trusted
+        .then(|| secret::stored_token(secret))
+        .flatten()
+        .zip(described.fingerprint.clone())
+        .map(|(token, fingerprint)| IntactToken { token, fingerprint });
+    let fingerprint = match verdict.state {
+        SecretState::Owned(Some(_)) => described.fingerprint,
+        _ => None,
+    };
+    Inspection {
+        verdict,
+        fingerprint,
+        intact_token,
+        resource_version: secret.resource_version().unwrap_or_default(),
+    }
 }
 
 /// The decision.

@@ -4,9 +4,9 @@ use jiff::Timestamp;
 
 use super::{Next, Observed, Plan, SecretState, StoredToken, Trigger, current_token, valid_token};
 use crate::api::reason::{Failure, Reason};
+use crate::base::time::{self, add};
 use crate::spec::RefreshSettings;
 use crate::timing::refresh;
-use crate::timing::time::{self, add};
 
 /// When a stored token should be refreshed. The time keeps its sub-second part so that refreshes
 /// spread evenly instead of bunching at second boundaries; the status shows it rounded up.

@@ -4,8 +4,8 @@ use super::*;
 use crate::api::conditions::find;
 use crate::api::conditions::{DEGRADED, READY, REFRESH_SUCCEEDED, TOKEN_ISSUED};
 use crate::api::reason::Reason;
+use crate::base::time::{ceil_second, rfc3339};
 use crate::timing::refresh::token_jitter;
-use crate::timing::time::{ceil_second, rfc3339};
 
 const UID: &str = "0f0e0d0c-uid";
 const SECRET: &str = "demo-token";
@@ -505,7 +505,7 @@ fn every_exchange_names_its_trigger() {
     // A current token: its refresh time, or a request.
     let mut case = Case::new(SecretState::Owned(Some(token(0, 3600))));
     case.status.observed_generation = Some(1);
-    case.status.issued_at = Some(crate::timing::time::rfc3339(t(0)));
+    case.status.issued_at = Some(crate::base::time::rfc3339(t(0)));
     assert_eq!(trigger(&case, 10), None);
     assert_eq!(trigger(&case, 3000), Some(Trigger::RefreshDue));
     case.requested = Some(t(20));
@@ -514,7 +514,7 @@ fn every_exchange_names_its_trigger() {
     let mut case = Case::new(SecretState::Absent);
     case.status.observed_generation = Some(1);
     case.status.consecutive_failures = Some(2);
-    case.status.next_refresh_at = Some(crate::timing::time::rfc3339(t(600)));
+    case.status.next_refresh_at = Some(crate::base::time::rfc3339(t(600)));
     assert_eq!(trigger(&case, 10), None, "backing off");
     case.credentials_changed = true;
     assert_eq!(trigger(&case, 10), Some(Trigger::CredentialsChanged));
@@ -529,7 +529,7 @@ fn a_request_in_the_second_of_the_exchange_that_served_it_is_not_served_twice() 
     // served a request made at 00:00:00.036. The precise time of the exchange tells.
     let mut case = Case::new(SecretState::Owned(Some(token(0, 3600))));
     case.status.observed_generation = Some(1);
-    case.status.issued_at = Some(crate::timing::time::rfc3339(t(0)));
+    case.status.issued_at = Some(crate::base::time::rfc3339(t(0)));
     case.requested = Some(Timestamp::from_millisecond(1_700_000_000_036).unwrap());
     let mut observed = case.observed();
     observed.last_exchange_at = Some(Timestamp::from_millisecond(1_700_000_000_400).unwrap());

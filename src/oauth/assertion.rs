@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use crate::api::crd::AssertionAlgorithm;
 use crate::api::reason::Failure;
+use crate::base::Sensitive;
 use crate::oauth::identity::Identity;
-use crate::output::redact::Sensitive;
 use crate::spec::AssertionSettings;
 
 /// `client_assertion_type` of RFC 7523 section 2.2.

@@ -21,8 +21,8 @@ use k8s_openapi::ByteString;
 use crate::api::crd::{ClientAuthMethod, CredentialsSecretRef, OAuthClientSpec};
 use crate::api::keys::{TOKEN_AUDIENCES_ANNOTATION, TOKEN_ENDPOINTS_ANNOTATION};
 use crate::api::reason::{Failure, Reason};
+use crate::base::Sensitive;
 use crate::oauth::identity::Identity;
-use crate::output::redact::Sensitive;
 
 /// Client credentials: the client_id (not a secret) and what proves the client holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,107 +1,85 @@
 //! One client-credentials exchange, end to end: build the client assertion and the request
-//! (pure), send it (HTTP, through the identity's own client for mutual TLS), read the response
-//! (pure).
+//! (pure), send it (HTTP, through the client the transport chose: for mutual TLS, the one that
+//! presents the credentials' certificate), read the response (pure).
 
 use std::time::Instant;
 
 use crate::api::crd::ClientAuthMethod;
 use crate::api::reason::Failure;
+use crate::base::clock::Clock;
+use crate::base::{Scrubber, Sensitive};
 use crate::oauth::assertion::{self, Signer};
 use crate::oauth::credentials::Proof;
-use crate::oauth::pool::TrustedClient;
+use crate::oauth::identity::Identity;
 use crate::oauth::request::{self, Credentials};
 use crate::oauth::response::{self, ReadContext, Token};
-use crate::oauth::transport::{Reply, Transport};
-use crate::output::redact::{Scrubber, Sensitive};
+use crate::oauth::transport::trust::Trust;
+use crate::oauth::transport::{HttpClient, Reply, Transport};
 use crate::spec::ExchangeSettings;
-use crate::timing::clock::Clock;
 
-/// Performs exchanges with one transport.
-#[derive(Clone, Debug)]
-pub struct Exchanger {
-    transport: Transport,
+/// The identity the HTTP client of an exchange presents in the TLS handshake: the credentials'
+/// certificate for TlsClientAuth, none for every other method (see
+/// [`crate::oauth::transport::Transport::client`]).
+pub fn identity<'a>(
+    settings: &ExchangeSettings,
+    credentials: &'a Credentials,
+) -> Option<&'a Identity> {
+    match settings.client_auth_method {
+        ClientAuthMethod::TlsClientAuth => credentials.identity().map(|i| &**i),
+        _ => None,
+    }
 }
 
-impl Exchanger {
-    /// An exchanger sending through `transport`.
-    pub fn new(transport: Transport) -> Self {
-        Exchanger { transport }
-    }
+/// Exchanges the credentials for a token as `settings` describe, through the client `transport`
+/// chooses for `trust` and [`identity`], held for no namespace: one exchange, for callers that
+/// keep no client (the `exchange` command).
+pub async fn exchange_once(
+    transport: &Transport,
+    trust: &Trust,
+    settings: &ExchangeSettings,
+    credentials: &Credentials,
+    clock: &dyn Clock,
+) -> Result<Token, Failure> {
+    let client = transport.client(trust, identity(settings, credentials), "")?;
+    exchange(&client, settings, credentials, clock).await
+}
 
-    /// The transport (for the HTTP clients of trust configurations and identities).
-    pub fn transport(&self) -> &Transport {
-        &self.transport
-    }
-
-    /// Exchanges the credentials for a token as `settings` describe, verifying the endpoint
-    /// against the default trust.
-    pub async fn exchange(
-        &self,
-        settings: &ExchangeSettings,
-        credentials: &Credentials,
-        clock: &dyn Clock,
-    ) -> Result<Token, Failure> {
-        let client = self.client_for(self.transport.default_client(), settings, credentials, "")?;
-        self.exchange_via(&client, settings, credentials, clock)
-            .await
-    }
-
-    /// The HTTP client of the exchange: `trusted` (the client of its trust), or for TlsClientAuth
-    /// the client of the same trust that presents the credentials' certificate (pooled by trust
-    /// and identity; whoever keeps it keeps the client).
-    pub fn client_for(
-        &self,
-        trusted: &TrustedClient,
-        settings: &ExchangeSettings,
-        credentials: &Credentials,
-        namespace: &str,
-    ) -> Result<TrustedClient, Failure> {
-        match (settings.client_auth_method, credentials.identity()) {
-            (ClientAuthMethod::TlsClientAuth, Some(identity)) => {
-                self.transport.identity_client(trusted, identity, namespace)
-            }
-            _ => Ok(trusted.clone()),
+/// Exchanges the credentials for a token as `settings` describe, through `client` (chosen for
+/// the endpoint's trust and [`identity`]).
+pub async fn exchange(
+    client: &HttpClient,
+    settings: &ExchangeSettings,
+    credentials: &Credentials,
+    clock: &dyn Clock,
+) -> Result<Token, Failure> {
+    check_identity(settings, credentials, client)?;
+    let assertion = client_assertion(settings, credentials, clock)?;
+    let request = request::build_with(settings, credentials, assertion.as_ref())?;
+    let host = settings.token_url.host_str().unwrap_or("?");
+    let sent_at = clock.now();
+    let started = Instant::now();
+    tracing::debug!(
+        provider = settings.provider.as_str(),
+        method = settings.client_auth_method.as_str(),
+        host,
+        "requesting a token"
+    );
+    // Everything the endpoint says goes through this before it enters a message.
+    let scrubber = Scrubber::for_credentials(credentials);
+    let scrubber = match &assertion {
+        Some(jwt) => scrubber.with_assertion(jwt.expose()),
+        None => scrubber,
+    };
+    let reply = client.send(&request, &scrubber).await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let reply = match reply {
+        Ok(reply) => reply,
+        Err(failure) => {
+            tracing::debug!(host, elapsed_ms, reason = %failure.reason, "token request failed");
+            return Err(failure);
         }
-    }
-
-    /// Exchanges the credentials for a token as `settings` describe, through `client` (see
-    /// [`Exchanger::client_for`]).
-    pub async fn exchange_via(
-        &self,
-        client: &TrustedClient,
-        settings: &ExchangeSettings,
-        credentials: &Credentials,
-        clock: &dyn Clock,
-    ) -> Result<Token, Failure> {
-        check_identity(settings, credentials, client)?;
-        let assertion = client_assertion(settings, credentials, clock)?;
-        let request = request::build_with(settings, credentials, assertion.as_ref())?;
-        let host = settings.token_url.host_str().unwrap_or("?");
-        let sent_at = clock.now();
-        let started = Instant::now();
-        tracing::debug!(
-            provider = settings.provider.as_str(),
-            method = settings.client_auth_method.as_str(),
-            host,
-            "requesting a token"
-        );
-        // Everything the endpoint says goes through this before it enters a message.
-        let scrubber = Scrubber::for_credentials(credentials);
-        let scrubber = match &assertion {
-            Some(jwt) => scrubber.with_assertion(jwt.expose()),
-            None => scrubber,
-        };
-        let reply = self.transport.send_via(client, &request, &scrubber).await;
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        let reply = match reply {
-            Ok(reply) => reply,
-            Err(failure) => {
-                tracing::debug!(host, elapsed_ms, reason = %failure.reason, "token request failed");
-                return Err(failure);
-            }
-        };
-        read_reply(settings, &reply, sent_at, &scrubber, elapsed_ms)
-    }
+    };
+    read_reply(settings, &reply, sent_at, &scrubber, elapsed_ms)
 }
 
 /// The token in the reply (or why there is none), logged with the request's duration.
@@ -152,11 +130,11 @@ fn read_reply(
 fn check_identity(
     settings: &ExchangeSettings,
     credentials: &Credentials,
-    client: &TrustedClient,
+    client: &HttpClient,
 ) -> Result<(), Failure> {
     let mtls = settings.client_auth_method == ClientAuthMethod::TlsClientAuth;
     let expected = credentials.identity().map(|i| i.key());
-    let presented = client.pooled().key().identity;
+    let presented = client.presents();
     let fits = match presented {
         Some(key) => mtls && expected == Some(key),
         None => !mtls,

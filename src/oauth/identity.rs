@@ -22,7 +22,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::api::crd::AssertionAlgorithm;
 use crate::api::reason::Failure;
-use crate::output::redact::Sensitive;
+use crate::base::Sensitive;
 
 /// The type of a client key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

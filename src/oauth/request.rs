@@ -18,9 +18,9 @@ use url::Url;
 
 use crate::api::crd::{BasicAuthEncoding, ClientAuthMethod, RequestEncoding};
 use crate::api::reason::Failure;
+use crate::base::{Scrubber, Sensitive};
 use crate::oauth::assertion::JWT_BEARER;
 use crate::oauth::credentials::Proof;
-use crate::output::redact::Sensitive;
 use crate::spec::ExchangeSettings;
 
 pub use crate::oauth::credentials::Credentials;
@@ -76,6 +76,33 @@ pub fn basic_authorization(credentials: &Credentials, encoding: BasicAuthEncodin
         BasicAuthEncoding::Raw => format!("{}:{}", credentials.client_id, secret),
     };
     Sensitive::new(format!("Basic {}", BASE64.encode(pair)))
+}
+
+impl Scrubber<'static> {
+    /// A scrubber for the secret part of `credentials`: the client secret, the Basic header
+    /// values built from it (both encodings, padded and not) and the base64 of the secret alone;
+    /// or the private key's PEM text and DER base64; or a ready assertion and its signature. The
+    /// client_id alone is not a secret and is left in messages.
+    pub fn for_credentials(credentials: &Credentials) -> Self {
+        match &credentials.proof {
+            Proof::Secret(secret) => {
+                let basic = [BasicAuthEncoding::UrlEncoded, BasicAuthEncoding::Raw]
+                    .into_iter()
+                    .flat_map(|encoding| {
+                        let header = basic_authorization(credentials, encoding);
+                        let value = header.expose();
+                        let encoded = value.strip_prefix("Basic ").unwrap_or(value).to_owned();
+                        let unpadded = encoded.trim_end_matches('=').to_owned();
+                        [encoded, unpadded]
+                    })
+                    .collect::<Vec<_>>();
+                Scrubber::for_secret(secret.expose(), basic)
+            }
+            Proof::Key(identity) => Scrubber::for_values(identity.secret_forms().expose().clone()),
+            Proof::Assertion(jwt) => Scrubber::for_jwt(jwt.expose()),
+            Proof::ServiceAccount(_) => Scrubber::none(),
+        }
+    }
 }
 
 /// How the request carries the client's authentication.
@@ -241,6 +268,10 @@ fn encode(encoding: RequestEncoding, params: &[(&str, &str)]) -> (&'static str, 
         }
     }
 }
+
+/// The credential scrubber attacked with a secret in every encoding an endpoint might echo.
+#[cfg(test)]
+pub(crate) mod scrubbing_tests;
 
 #[cfg(test)]
 mod tests {

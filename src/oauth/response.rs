@@ -38,7 +38,7 @@
 //!   endpoint goes through [`sanitise`]: the client secret, the Basic header values and the
 //!   access token are scrubbed in every encoding ([`Scrubber`]) before anything is trimmed,
 //!   stripped or cut, and a text that would end with part of one is dropped whole. With a
-//!   client secret (or access token) shorter than [`crate::output::redact::MIN_SCRUBBABLE_LEN`]
+//!   client secret (or access token) shorter than [`crate::base::scrub::MIN_SCRUBBABLE_LEN`]
 //!   characters no text of the body is kept at all: the message carries the HTTP status and,
 //!   when it is one of RFC 6749's, the `error` code.
 //! * `Retry-After` is read as delta-seconds or an HTTP date.
@@ -57,8 +57,9 @@ use url::Url;
 
 use crate::api::crd::ResponseFields;
 use crate::api::reason::{Failure, Reason};
-use crate::output::redact::{REDACTED, Scrubber, Sensitive, normalise};
-use crate::timing::time::add;
+use crate::base::scrub::normalise;
+use crate::base::time::add;
+use crate::base::{REDACTED, Scrubber, Sensitive};
 
 mod body;
 

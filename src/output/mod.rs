@@ -3,5 +3,4 @@
 
 pub mod fingerprint;
 pub mod mac;
-pub mod redact;
 pub mod secret;

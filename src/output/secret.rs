@@ -15,11 +15,11 @@ use crate::api::keys::{
     CLIENT_LABEL, EXPIRES_AT_ANNOTATION, FINGERPRINT_ANNOTATION, ISSUED_AT_ANNOTATION,
     MAC_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TARGET_HASH_ANNOTATION,
 };
+use crate::base::Sensitive;
+use crate::base::time::rfc3339;
 use crate::oauth::response::Token;
 use crate::output::mac::{self, Check, Scope, SealKeys};
-use crate::output::redact::Sensitive;
 use crate::spec::template::{Template, Values};
-use crate::timing::time::rfc3339;
 
 /// The managed Secret's name: `spec.target.name`, else `<name>-token`.
 pub fn target_name(client: &OAuthClient) -> String {

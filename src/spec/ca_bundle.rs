@@ -1,7 +1,7 @@
 //! `spec.caBundleRef`: the token endpoint's own trust anchors, in the OAuthClient's namespace.
 //!
 //! Only the reference is checked here (pure); the bundle itself is read when an exchange needs
-//! it ([`crate::oauth::trust::from_object`]).
+//! it ([`crate::oauth::transport::trust::from_object`]).
 
 use crate::api::crd::{CaBundleRef, OAuthClientSpec};
 use crate::api::reason::Failure;

@@ -26,9 +26,9 @@ use crate::api::crd::{
     OAuthClientSpec, Provider, RequestEncoding, ResponseFields,
 };
 use crate::api::reason::Failure;
-use crate::oauth::url_policy::TokenUrlPolicy;
 use crate::spec::presets::preset;
 use crate::spec::template::Template;
+use crate::spec::url_policy::TokenUrlPolicy;
 
 pub mod ca_bundle;
 pub mod client_auth;
@@ -41,6 +41,7 @@ pub mod scopes;
 pub mod target;
 pub mod template;
 pub mod token_url;
+pub mod url_policy;
 
 pub use client_auth::{AssertionSettings, ServiceAccountSettings};
 pub use headers::FORBIDDEN_HEADERS;

@@ -2,6 +2,4 @@
 //! the clock every reading of the current time goes through. All pure but the clock.
 
 pub mod backoff;
-pub mod clock;
 pub mod refresh;
-pub mod time;

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use oauth_token_operator::base::clock::SystemClock;
 use oauth_token_operator::controller::{self, Config};
 use oauth_token_operator::runtime::health::Health;
 use oauth_token_operator::runtime::metrics::Metrics;
 use oauth_token_operator::spec::Policy;
-use oauth_token_operator::timing::clock::SystemClock;
 use serde_json::{Value, json};
 
 use super::apiserver::{
@@ -22,7 +22,7 @@ pub struct Options {
     /// `--allow-service-account-tokens`.
     pub service_account_tokens: bool,
     /// `--ca-file`: trust anchors beside the system store (the test CA of an mTLS endpoint).
-    pub ca_file: Option<oauth_token_operator::oauth::trust::CaBundle>,
+    pub ca_file: Option<oauth_token_operator::oauth::transport::trust::CaBundle>,
 }
 
 impl Default for Options {

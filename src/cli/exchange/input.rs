@@ -17,7 +17,7 @@ use crate::api::crd::{CaBundleKind, CredentialsSecretRef, OAuthClient};
 use crate::api::reason::{Failure, Reason};
 use crate::cli::ExchangeArgs;
 use crate::oauth::credentials::{self, Credentials, Item, Origin, SecretData};
-use crate::oauth::trust::{self, Trust};
+use crate::oauth::transport::trust::{self, Trust};
 use crate::spec::ClientSettings;
 
 pub fn read_input(args: &ExchangeArgs) -> Result<String, Outcome> {

@@ -13,12 +13,12 @@ use serde_json::json;
 
 use super::{EXIT_EXCHANGE, EXIT_INPUT, ExchangeArgs, OutputFormat};
 use crate::api::reason::{Failure, Reason};
-use crate::oauth::exchange::Exchanger;
-use crate::oauth::proxy::ProxyConfig;
+use crate::base::clock::SystemClock;
+use crate::oauth::exchange;
+use crate::oauth::transport::proxy::ProxyConfig;
 use crate::oauth::transport::{Transport, TransportConfig};
 use crate::output::secret;
 use crate::spec::{ClientSettings, Policy};
-use crate::timing::clock::SystemClock;
 
 /// Runs the command and maps the outcome to the exit code.
 pub fn run(args: ExchangeArgs) -> ExitCode {
@@ -106,11 +106,9 @@ fn run_inner(args: ExchangeArgs) -> Result<(), Outcome> {
         limits: Default::default(),
     })
     .map_err(|e| Outcome::Input(e.to_string()))?;
-    let exchanger = Exchanger::new(transport);
-    let trusted = exchanger.transport().client(&trust, "")?;
-    let via = exchanger.client_for(&trusted, &settings.exchange, &credentials, "")?;
-    let token = runtime.block_on(exchanger.exchange_via(
-        &via,
+    let token = runtime.block_on(exchange::exchange_once(
+        &transport,
+        &trust,
         &settings.exchange,
         &credentials,
         &SystemClock,

@@ -6,13 +6,13 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
 use crate::api::crd::OAuthClient;
+use crate::base::REDACTED;
+use crate::base::time::rfc3339;
 use crate::cli::{ExchangeArgs, OutputFormat};
 use crate::oauth::response::Token;
-use crate::output::redact::REDACTED;
 use crate::output::secret::token_entries;
 use crate::spec::ClientSettings;
 use crate::timing::refresh;
-use crate::timing::time::rfc3339;
 
 /// Prints the result of a successful exchange.
 pub fn print(args: &ExchangeArgs, client: &OAuthClient, settings: &ClientSettings, token: &Token) {

@@ -1,20 +1,31 @@
-//! One reconcile, as its steps:
+//! One reconcile, as a pipeline of steps, each returning its own type:
 //!
-//! 1. **observe** ([`observe`]; caches, memo, the API only when they cannot tell): the
-//!    OAuthClient, its managed Secret, whether the stored token is current, its credentials;
-//! 2. **decide** ([`crate::decide::plan`], pure): is an exchange due, and why;
-//! 3. **exchange** ([`act`], HTTP, through the exchange gate) when due, through the HTTP
-//!    client of the endpoint's trust ([`trust`]: the default one, or the CA bundle's);
-//! 4. **write the Secret** ([`write`]) when there is a new token or a new rendering;
-//! 5. **write the status** ([`status`]) when it changed, after settling it
-//!    ([`crate::decide::settle`], pure);
-//! 6. **record** ([`record`]) what was learned, once: memo, metrics, log; emit the event;
-//!    requeue at the next refresh or retry.
+//! 1. **observe** ([`observe`]; the caches, the client's memory, the API only when they cannot
+//!    tell) → an immutable [`observe::Snapshot`]: the OAuthClient, its managed Secret (what it
+//!    is, decided purely by [`crate::decide::managed_secret`]), whether the stored token is
+//!    current;
+//! 2. **plan** ([`crate::decide::plan()`], pure): is an exchange due, and why;
+//! 3. **act** on the plan: an **exchange** — the outbox's token when it can still be written,
+//!    else a place at the gate ([`exchange::admit`]), the inputs ([`inputs`]: credentials, the
+//!    HTTP client of the trust and identity, a ServiceAccount token) and the request
+//!    ([`exchange::send`]) — or a **re-render**, a refusal, or nothing;
+//! 4. **write** the managed Secret ([`write`]) with a new token or a new rendering;
+//! 5. **settle** ([`crate::decide::settle()`], pure): the status, the event, when to look again;
+//! 6. **status** ([`status`]) when it changed;
+//! 7. **record** ([`record`]) what was learned, once: memory, metrics, log;
+//! 8. **events**, and the requeue.
+//!
+//! No step calls a later one: the driver below ([`run`]) calls them in order and hands each the
+//! outputs it needs.
 
-mod act;
+mod credentials;
 mod error;
+mod exchange;
+mod inputs;
 mod observe;
 mod record;
+mod retries;
+mod service_account_token;
 mod status;
 mod trust;
 mod write;
@@ -27,13 +38,17 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 
-pub use error::Error;
-
+pub use self::error::Error;
+use self::exchange::{Counted, Exchanged};
+use self::inputs::Ready;
+use self::observe::Snapshot;
+use self::record::{Acted, Outputs};
 use super::context::Context;
+use super::memory::Change;
 use crate::api::crd::OAuthClient;
 use crate::api::name::NamespacedName;
 use crate::api::reason::Reason;
-use crate::decide;
+use crate::decide::{self, Attempt, Next, Settled, Trigger};
 use crate::timing::backoff;
 
 /// Runs one reconcile of the OAuthClient the watch cache shows (metadata only), counted in the
@@ -54,45 +69,122 @@ pub async fn reconcile(
     let error = result.as_ref().err().map(Error::metric_label);
     let metrics = &ctx.shared.metrics;
     metrics.reconcile(started.elapsed().as_secs_f64(), error);
-    metrics.http_clients(ctx.shared.exchanger.transport().clients_in_use());
+    metrics.http_clients(ctx.shared.transport.clients_in_use());
     result
 }
 
+/// The pipeline: observe → plan → exchange / re-render / fail / idle (→ write) → settle →
+/// status → record → events → requeue.
 #[tracing::instrument(skip_all, fields(namespace = client.namespace().unwrap_or_default(), name = client.name_any()))]
 async fn run(client: &OAuthClient, ctx: &Context) -> Result<Action, Error> {
-    let mut observation = observe::observe(client, ctx).await?;
-    let plan = decide::plan(&observation.view(), observation.now);
+    let seen = observe::observe(client, ctx).await?;
+    let plan = decide::plan(&seen.view(), seen.now);
     tracing::debug!(next = ?plan.next, due_at = %plan.due_at, "planned");
-    let attempt = match act::act(client, ctx, &mut observation, &plan).await {
-        Ok(act::Acted::Done(attempt)) => attempt,
-        Ok(act::Acted::Deferred) => {
-            record::unsettled(ctx, client, observation);
-            return Ok(Action::requeue(act::deferred_wait(ctx)));
+    let mut outputs = Outputs::default();
+    let acted = match &plan.next {
+        Next::Idle => Acted::Attempted(Attempt::None),
+        Next::Fail(trigger, failure) => outputs.refused(*trigger, failure),
+        Next::Exchange(trigger) => exchange(client, ctx, &seen, *trigger, &mut outputs).await,
+        Next::Rerender => {
+            let settings = seen.usable_settings();
+            outputs.rerendered(write::rerender(client, ctx, &seen, settings).await)
         }
-        Err(error) => {
-            record::unsettled(ctx, client, observation);
+    };
+    let attempt = match acted {
+        Acted::Attempted(attempt) => attempt,
+        Acted::Deferred => {
+            record::unsettled(ctx, client, &seen, outputs);
+            return Ok(Action::requeue(exchange::deferred_wait(ctx)));
+        }
+        Acted::Interrupted(error) => {
+            record::unsettled(ctx, client, &seen, outputs);
             return Err(error);
         }
     };
-    let settled = decide::settle(
-        &observation.view(),
-        &plan,
-        &attempt,
-        observation.now,
-        rand::random::<f64>(),
-    );
-    let current = std::mem::take(&mut observation.status);
-    record::settled(ctx, client, observation, &attempt, &settled);
-    status::write(client, ctx, &current, &settled.status).await?;
+    let jitter = rand::random::<f64>();
+    let settled = decide::settle(&seen.view(), &plan, &attempt, seen.now, jitter);
+    record::settled(ctx, client, &seen, outputs, &attempt, &settled);
+    status::write(client, ctx, &seen.status, &settled.status).await?;
+    publish_events(ctx, client, &settled).await;
+    Ok(Action::requeue(requeue_after(ctx, &settled)))
+}
+
+/// The exchange branch: the outbox's token when it may still be written, else a place at the
+/// gate, the inputs and the request; then the write of the token obtained.
+async fn exchange(
+    client: &OAuthClient,
+    ctx: &Context,
+    seen: &Snapshot,
+    trigger: Trigger,
+    outputs: &mut Outputs,
+) -> Acted {
+    tracing::debug!(%trigger, "exchange due");
+    let settings = seen.usable_settings();
+    if let Some(pending) = &seen.memory.outbox.pending {
+        outputs.outbox = Change::Clear;
+        let settings_now = &settings.exchange;
+        let credentials_rv = seen.credentials_rv.as_ref();
+        if pending.still_fresh(settings_now, &settings.refresh, credentials_rv, seen.now) {
+            let loaded = match inputs::credentials(client, ctx, seen).await {
+                Ok(loaded) => loaded,
+                Err(error) => return Acted::Interrupted(error),
+            };
+            let key = &ctx.shared.credentials_key;
+            let same = loaded.credentials.is_ok() && pending.issued_with(Some(loaded.digest(key)));
+            outputs.credentials = Some(loaded);
+            if same {
+                let stored = write::store(client, ctx, seen, settings, pending.clone()).await;
+                return outputs.stored(stored);
+            }
+        }
+    }
+    let Some(pass) = exchange::admit(ctx, seen, settings).await else {
+        return Acted::Deferred;
+    };
+    let known = outputs.credentials.take();
+    let inputs = match inputs::load(client, ctx, seen, settings, known).await {
+        Ok(inputs) => inputs,
+        Err(error) => return Acted::Interrupted(error),
+    };
+    let (as_read, trust) = (inputs.credentials, inputs.trust);
+    let exchanged = match &inputs.ready {
+        Ready::Refused(failure) => {
+            outputs.counted = Some(Counted::refused(trigger, failure));
+            Exchanged::Failed(failure.clone())
+        }
+        Ready::Send {
+            credentials,
+            client: http,
+        } => {
+            let sent = exchange::send(ctx, &pass, trigger, settings, &as_read, credentials, http);
+            outputs.sent(sent.await)
+        }
+    };
+    drop(pass);
+    outputs.credentials = Some(as_read);
+    outputs.trust = Some(trust);
+    match exchanged {
+        Exchanged::Failed(failure) => Acted::Attempted(Attempt::Failed(failure)),
+        Exchanged::Issued(token) => {
+            outputs.stored(write::store(client, ctx, seen, settings, token).await)
+        }
+    }
+}
+
+/// Publishes the settled event and notices.
+async fn publish_events(ctx: &Context, client: &OAuthClient, settled: &Settled) {
     for note in settled.event.iter().chain(&settled.notices) {
         let now = ctx.shared.clock.now();
         ctx.shared.events.publish(client, note, now).await;
     }
+}
+
+/// How long until the settled time to look again (never less than [`decide::MIN_WAIT`]).
+fn requeue_after(ctx: &Context, settled: &Settled) -> Duration {
     let wait = settled.requeue_at.duration_since(ctx.shared.clock.now());
-    let wait = Duration::try_from(wait)
+    Duration::try_from(wait)
         .unwrap_or(decide::MIN_WAIT)
-        .max(decide::MIN_WAIT);
-    Ok(Action::requeue(wait))
+        .max(decide::MIN_WAIT)
 }
 
 /// After an API error: retry with exponential backoff from 5 s up to 5 min.
@@ -101,7 +193,9 @@ pub fn error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    let errors = ctx.memos.count_error(&NamespacedName::of(&meta.metadata));
+    let errors = ctx
+        .memories
+        .count_error(&NamespacedName::of(&meta.metadata));
     let delay = backoff::retry_delay(
         Reason::EndpointUnavailable,
         errors,

@@ -1,43 +1,30 @@
-//! Step 1, observe: everything a reconcile knows before it decides, gathered once — from the
-//! object, the watch caches and indexes, the client's memo, and (only when the caches cannot
-//! tell) the API server. The credentials and the CA bundle are read when needed, once.
-
-use std::collections::BTreeMap;
+//! Step 1, observe: everything a reconcile knows before it decides, gathered once into an
+//! immutable [`Snapshot`] — from the object, the watch caches and indexes, the client's memory,
+//! and (only when those cannot tell) the API server. What the managed Secret is, is decided
+//! purely by [`crate::decide::managed_secret`]; this step does the reads.
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 
-use super::Error;
-use super::trust::{self, LoadedTrust};
-use crate::api::crd::{CaBundleKind, ClientAuthMethod, OAuthClient, OAuthClientStatus};
-use crate::api::keys::{
-    EXPIRES_AT_ANNOTATION, FINGERPRINT_ANNOTATION, ISSUED_AT_ANNOTATION, MAC_ANNOTATION,
-    REFRESH_REQUESTED_ANNOTATION, TARGET_HASH_ANNOTATION,
-};
+use super::credentials::{self, Loaded, Source};
+use super::error::Error;
+use crate::api::crd::{CaBundleKind, CaBundleRef, OAuthClient, OAuthClientStatus};
+use crate::api::keys::{MAC_ANNOTATION, REFRESH_REQUESTED_ANNOTATION};
 use crate::api::name::NamespacedName;
 use crate::api::reason::Failure;
 use crate::controller::context::Context;
-use crate::controller::memo::{Change, FailedWith, Learned, Memo, Verified};
-use crate::decide::managed_secret::ReadSecret;
-use crate::decide::{Observed, SecretState, StoredToken};
-use crate::oauth::credentials::{self, Credentials};
+use crate::controller::memory::{CacheUpdate, Change, FailedWith, Memory, Verified};
+use crate::decide::managed_secret::{self, Described, IntactToken};
+use crate::decide::{Observed, SecretState};
 use crate::output::{fingerprint, secret};
 use crate::spec::ClientSettings;
 
-/// The credentials as read, and the resourceVersion of the Secret they were read from.
-#[derive(Clone, Debug)]
-pub struct Loaded {
-    /// resourceVersion of the credentials Secret (None: it does not exist).
-    pub resource_version: Option<String>,
-    /// The credentials, or why they cannot be used.
-    pub credentials: Result<Credentials, Failure>,
-}
-
-/// What one reconcile knows about its client.
+/// What one reconcile saw of its client, as it started. Never changed once built: the steps
+/// after it return what they did.
 #[derive(Debug)]
-pub struct Observation {
+pub struct Snapshot {
     /// When the reconcile started (by the clock).
     pub now: Timestamp,
     /// The client's key.
@@ -52,11 +39,11 @@ pub struct Observation {
     pub secret_name: String,
     /// The spec, resolved, or why it is unusable.
     pub settings: Result<ClientSettings, Failure>,
-    /// resourceVersion of the credentials Secret, as the cache shows it.
+    /// resourceVersion of the credentials Secret (or ServiceAccount), as the cache shows it.
     pub credentials_rv: Option<String>,
     /// The managed Secret.
     pub secret: SecretState,
-    /// The credentials, when they had to be read.
+    /// The credentials, when observing had to read them.
     pub credentials: Option<Loaded>,
     /// The credentials changed since the last failure.
     pub credentials_changed: bool,
@@ -64,24 +51,32 @@ pub struct Observation {
     pub trust_rv: Option<String>,
     /// The CA bundle's object changed since the last failure.
     pub trust_changed: bool,
-    /// The HTTP client of the exchange, when it had to be chosen.
-    pub trust: Option<LoadedTrust>,
     /// `oauth.token-operator.dev/refresh-requested-at`, when set and readable.
     pub refresh_requested_at: Option<Timestamp>,
-    /// The client's memo as the reconcile started.
-    pub memo: Memo,
-    /// What this reconcile learned, recorded at its end.
-    pub learned: Learned,
-    /// The exchange attempt (or refusal before one) made, for the metrics.
-    pub counted: Option<super::act::Counted>,
+    /// The client's memory as the reconcile started.
+    pub memory: Memory,
     /// The managed Secret's metadata (owned by the operator) that someone else changed.
     pub drift: Option<Vec<String>>,
     /// The managed Secret's token and fingerprint, as read and found intact (sealed together,
     /// and the token the status records): what a re-rendering writes again.
-    pub verified_token: Option<(crate::oauth::response::Token, String)>,
+    pub intact_token: Option<IntactToken>,
+    /// What observing learned that later reconciles should know.
+    pub found: Found,
 }
 
-impl Observation {
+/// What observing learned for the memory.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The fingerprint check, the managed Secret's trusted version, the end of this process's
+    /// write being ahead of the cache.
+    pub caches: CacheUpdate,
+    /// The credentials that failed, seen again with the same values under a new version.
+    pub failed_with: Option<FailedWith>,
+    /// `spec.caBundleRef` is gone: its HTTP client is let go.
+    pub trust_released: bool,
+}
+
+impl Snapshot {
     /// What the pure planner looks at.
     pub fn view(&self) -> Observed<'_> {
         Observed {
@@ -98,42 +93,38 @@ impl Observation {
             trust_changed: self.trust_changed,
             uid: &self.uid,
             secret_name: &self.secret_name,
-            failure_streak: self.memo.failure_streak,
-            issued_events: self.memo.issued_events,
-            last_exchange_at: self.memo.last_exchange_at,
+            failure_streak: self.memory.retry.failure_streak,
+            issued_events: self.memory.ledger.issued,
+            last_exchange_at: self.memory.retry.last_exchange_at,
             drift: self.drift.as_deref(),
-            restore_streak: self.memo.restore_streak,
-            margin_warned: self.memo.margin_warned,
+            restore_streak: self.memory.retry.restore_streak,
+            margin_warned: self.memory.ledger.margin_warned,
         }
     }
 
-    /// The credentials, read once per reconcile.
-    pub async fn credentials(
-        &mut self,
-        client: &OAuthClient,
-        ctx: &Context,
-    ) -> Result<&Loaded, Error> {
-        if self.credentials.is_none() {
-            self.credentials = Some(read_credentials(client, ctx).await?);
-        }
-        Ok(self.credentials.as_ref().expect("read above"))
+    /// The settings of a spec the plan found usable.
+    pub fn usable_settings(&self) -> &ClientSettings {
+        self.settings
+            .as_ref()
+            .expect("an exchange or a re-render is planned for a usable spec only")
     }
+}
 
-    /// The HTTP client of the exchange (its trust), chosen once per reconcile.
-    pub async fn trust(
-        &mut self,
-        client: &OAuthClient,
-        ctx: &Context,
-    ) -> Result<&LoadedTrust, Error> {
-        if self.trust.is_none() {
-            self.trust = Some(trust::load(client, ctx, self).await?);
+/// The credentials, read at most once while observing.
+#[derive(Default)]
+struct Reader(Option<Loaded>);
+
+impl Reader {
+    async fn get(&mut self, client: &OAuthClient, ctx: &Context) -> Result<&Loaded, Error> {
+        if self.0.is_none() {
+            self.0 = Some(credentials::read(client, ctx).await?);
         }
-        Ok(self.trust.as_ref().expect("loaded above"))
+        Ok(self.0.as_ref().expect("read above"))
     }
 }
 
 /// Gathers what a reconcile of `client` knows.
-pub async fn observe(client: &OAuthClient, ctx: &Context) -> Result<Observation, Error> {
+pub async fn observe(client: &OAuthClient, ctx: &Context) -> Result<Snapshot, Error> {
     // The Secret caches must be complete before anything is concluded from them (after a
     // restart, a missing entry would otherwise look like a missing token).
     let _ = ctx.secrets_synced.clone().wait_for(|synced| *synced).await;
@@ -141,43 +132,62 @@ pub async fn observe(client: &OAuthClient, ctx: &Context) -> Result<Observation,
     let secret_name = secret::target_name(client);
     let credentials_rv = link(client, ctx, &key, &secret_name);
     let bundle = client.spec.ca_bundle_ref.as_ref();
-    let mut observation = Observation {
-        now: ctx.shared.clock.now(),
-        status: client.status.clone().unwrap_or_default(),
-        generation: client.metadata.generation,
-        uid: client.uid().unwrap_or_default(),
-        settings: settings(client, &secret_name, ctx),
-        credentials_rv,
-        secret: SecretState::Absent,
-        credentials: None,
-        credentials_changed: false,
-        trust_rv: trust::cached_version(ctx, &key.namespace, bundle),
-        trust_changed: false,
-        trust: None,
+    let memory = ctx.memories.snapshot(&key);
+    let status = client.status.clone().unwrap_or_default();
+    let settings = settings(client, &secret_name, ctx);
+    let now = ctx.shared.clock.now();
+    let managed = managed_secret(client, ctx, &key, &secret_name, &memory, &status).await?;
+    let mut reader = Reader::default();
+    let mut caches = managed.caches;
+    let mut secret = managed.state;
+    if let (Some(stored), Ok(settings)) = (&managed.fingerprint, &settings) {
+        let check = verify(
+            client,
+            ctx,
+            &mut reader,
+            &memory,
+            settings,
+            stored,
+            &credentials_rv,
+        );
+        let check = check.await?;
+        if let SecretState::Owned(Some(token)) = &mut secret {
+            token.current = check.verified.matched;
+        }
+        if check.new {
+            caches.verified = Change::Set(check.verified);
+        }
+    }
+    let since_failure = changed_since_failure(client, ctx, &mut reader, &memory, &credentials_rv);
+    let since_failure = since_failure.await?;
+    let trust_rv = cached_version(ctx, &key.namespace, bundle);
+    Ok(Snapshot {
+        now,
+        trust_changed: trust_changed_since_failure(&memory, trust_rv.as_ref()),
+        trust_rv,
+        found: Found {
+            caches,
+            failed_with: since_failure.same_values,
+            trust_released: bundle.is_none() && memory.handles.trust.is_some(),
+        },
+        credentials_changed: since_failure.changed,
+        credentials: reader.0,
         refresh_requested_at: client
             .annotations()
             .get(REFRESH_REQUESTED_ANNOTATION)
             .and_then(|t| t.parse().ok()),
-        memo: ctx.memos.snapshot(&key),
-        learned: Learned::default(),
-        counted: None,
-        drift: None,
-        verified_token: None,
+        generation: client.metadata.generation,
+        uid: client.uid().unwrap_or_default(),
+        drift: managed.drift,
+        intact_token: managed.intact_token,
+        secret,
+        status,
+        settings,
+        credentials_rv,
         secret_name,
+        memory,
         key,
-    };
-    let (state, stored_fingerprint) = managed_secret(client, ctx, &mut observation).await?;
-    observation.secret = state;
-    if let Some(stored) = stored_fingerprint {
-        verify(client, ctx, &mut observation, &stored).await?;
-    }
-    observation.credentials_changed = changed_since_failure(client, ctx, &mut observation).await?;
-    observation.trust_changed = trust_changed_since_failure(&observation);
-    if bundle.is_none() && observation.memo.trust.is_some() {
-        // The reference is gone: let go of its client.
-        observation.learned.trust = Change::Clear;
-    }
-    Ok(observation)
+    })
 }
 
 /// Links the client to what it uses, for the watch mappers: its credentials source (a Secret, or
@@ -190,7 +200,7 @@ fn link(client: &OAuthClient, ctx: &Context, key: &NamespacedName, target: &str)
         Some((CaBundleKind::ConfigMap, name)) => (None, Some(name)),
         None => (None, None),
     };
-    let source = source(client);
+    let source = credentials::source(client);
     let credentials = match source {
         Source::Secret(name) => Some(name),
         Source::ServiceAccount(_) | Source::None => None,
@@ -217,10 +227,23 @@ fn link(client: &OAuthClient, ctx: &Context, key: &NamespacedName, target: &str)
     }
 }
 
+/// The resourceVersion of the object `reference` names, as the watch caches show it.
+pub fn cached_version(
+    ctx: &Context,
+    namespace: &str,
+    reference: Option<&CaBundleRef>,
+) -> Option<String> {
+    let reference = reference?;
+    match reference.kind {
+        CaBundleKind::ConfigMap => ctx.config_maps.resource_version(namespace, &reference.name),
+        CaBundleKind::Secret => ctx.secrets.resource_version(namespace, &reference.name),
+    }
+}
+
 /// Whether the CA bundle's object changed since the last failure: the cache shows a version
 /// other than the one the failure happened with (a cache that shows none changes nothing).
-fn trust_changed_since_failure(observation: &Observation) -> bool {
-    let (Some(failed), Some(now)) = (&observation.memo.failed_with, &observation.trust_rv) else {
+fn trust_changed_since_failure(memory: &Memory, trust_rv: Option<&String>) -> bool {
+    let (Some(failed), Some(now)) = (&memory.retry.failed_with, trust_rv) else {
         return false;
     };
     failed.trust_rv.as_ref() != Some(now)
@@ -248,156 +271,56 @@ fn settings(
     Ok(settings)
 }
 
-/// Where a client's credentials come from.
-enum Source<'a> {
-    /// The credentials Secret.
-    Secret(&'a str),
-    /// The ServiceAccount (ServiceAccountToken).
-    ServiceAccount(&'a str),
-    /// Nowhere the spec names (an unusable spec).
-    None,
-}
-
-fn source(client: &OAuthClient) -> Source<'_> {
-    let spec = &client.spec;
-    if spec.client_auth_method == Some(ClientAuthMethod::ServiceAccountToken) {
-        return spec
-            .service_account_token
-            .as_ref()
-            .map_or(Source::None, |s| {
-                Source::ServiceAccount(&s.service_account_name)
-            });
-    }
-    spec.credentials_secret_ref
-        .as_ref()
-        .map_or(Source::None, |r| Source::Secret(&r.name))
-}
-
-/// Reads the credentials with one GET: the credentials Secret (Secret data is never cached),
-/// or the ServiceAccount's metadata (ServiceAccountToken, only when the operator may request
-/// its tokens).
-pub async fn read_credentials(client: &OAuthClient, ctx: &Context) -> Result<Loaded, Error> {
-    let namespace = client.namespace().unwrap_or_default();
-    let name = match source(client) {
-        Source::Secret(name) => name,
-        Source::ServiceAccount(name) if ctx.shared.policy.allow_service_account_tokens => {
-            return read_service_account(client, ctx, &namespace, name).await;
-        }
-        Source::ServiceAccount(_) | Source::None => {
-            // The spec is unusable; resolving it says why.
-            let failure = ClientSettings::resolve(&client.spec, &ctx.shared.policy)
-                .err()
-                .unwrap_or_else(|| Failure::invalid_spec("the spec names no credentials"));
-            return Ok(Loaded {
-                resource_version: None,
-                credentials: Err(failure),
-            });
-        }
-    };
-    // A name that is not one never reaches the request path.
-    if let Err(failure) =
-        crate::spec::check_reference_name("spec.credentialsSecretRef.name", "Secret", name)
-    {
-        return Ok(Loaded {
-            resource_version: None,
-            credentials: Err(failure),
-        });
-    }
-    let api: Api<Secret> = Api::namespaced(ctx.shared.kube.clone(), &namespace);
-    let secret = api.get_opt(name).await.map_err(Error::ReadCredentials)?;
-    let data = secret.as_ref().map(|s| s.data.clone().unwrap_or_default());
-    Ok(Loaded {
-        resource_version: secret.as_ref().and_then(|s| s.resource_version()),
-        credentials: credentials::from_secret(
-            &client.spec,
-            &namespace,
-            data.as_ref().map(|d| d as &dyn credentials::SecretData),
-        ),
-    })
-}
-
-/// Reads the ServiceAccount's metadata with one GET: whether it exists and opted in to the
-/// audience (its annotation).
-async fn read_service_account(
-    client: &OAuthClient,
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-) -> Result<Loaded, Error> {
-    // The spec (the ServiceAccount's name among it) is checked before its name reaches a path.
-    let settings = match ClientSettings::resolve(&client.spec, &ctx.shared.policy) {
-        Ok(settings) => settings,
-        Err(failure) => {
-            return Ok(Loaded {
-                resource_version: None,
-                credentials: Err(failure),
-            });
-        }
-    };
-    let api: Api<ServiceAccount> = Api::namespaced(ctx.shared.kube.clone(), namespace);
-    let meta = api
-        .get_metadata_opt(name)
-        .await
-        .map_err(Error::ReadServiceAccount)?;
-    let audience = client
-        .spec
-        .service_account_token
-        .as_ref()
-        .map_or("", |s| s.audience.as_str());
-    let credentials = Ok(settings).and_then(|s| {
-        credentials::from_service_account(
-            client.spec.client_id.as_deref().unwrap_or_default(),
-            name,
-            audience,
-            &s.exchange.token_url,
-            namespace,
-            meta.as_ref().map(|m| m.annotations()),
-        )
-    });
-    Ok(Loaded {
-        resource_version: meta.as_ref().and_then(|m| m.resource_version()),
-        credentials,
-    })
-}
-
 /// Whether the stored token was issued for the current spec and credentials: its fingerprint
-/// checked against them (a check not repeated while its inputs stay the same).
+/// checked against them (a check not repeated while its inputs stay the same). `new`: made now.
 async fn verify(
     client: &OAuthClient,
     ctx: &Context,
-    observation: &mut Observation,
+    reader: &mut Reader,
+    memory: &Memory,
+    settings: &ClientSettings,
     stored: &str,
-) -> Result<(), Error> {
-    let Ok(settings) = &observation.settings else {
-        return Ok(());
-    };
-    let fresh = observation.memo.verified.as_ref().filter(|v| {
-        v.credentials_rv == observation.credentials_rv
-            && v.fingerprint == stored
-            && v.generation == observation.generation
+    credentials_rv: &Option<String>,
+) -> Result<Check, Error> {
+    let generation = client.metadata.generation;
+    let remembered = memory.caches.verified.as_ref().filter(|v| {
+        &v.credentials_rv == credentials_rv && v.fingerprint == stored && v.generation == generation
     });
-    let matched = match fresh {
-        Some(v) => v.matched,
-        None => {
-            let exchange = settings.exchange.clone();
-            let loaded = observation.credentials(client, ctx).await?;
-            let matched = loaded
-                .credentials
-                .as_ref()
-                .is_ok_and(|c| fingerprint::matches(stored, &exchange, c));
-            observation.learned.verified = Change::Set(Verified {
-                credentials_rv: observation.credentials_rv.clone(),
-                fingerprint: stored.to_owned(),
-                generation: observation.generation,
-                matched,
-            });
-            matched
-        }
-    };
-    if let SecretState::Owned(Some(token)) = &mut observation.secret {
-        token.current = matched;
+    if let Some(verified) = remembered {
+        return Ok(Check {
+            verified: verified.clone(),
+            new: false,
+        });
     }
-    Ok(())
+    let loaded = reader.get(client, ctx).await?;
+    let matched = loaded
+        .credentials
+        .as_ref()
+        .is_ok_and(|c| fingerprint::matches(stored, &settings.exchange, c));
+    Ok(Check {
+        verified: Verified {
+            credentials_rv: credentials_rv.clone(),
+            fingerprint: stored.to_owned(),
+            generation,
+            matched,
+        },
+        new: true,
+    })
+}
+
+/// A fingerprint check, and whether it was made by this reconcile.
+struct Check {
+    verified: Verified,
+    new: bool,
+}
+
+/// Whether the credentials changed since the last failure.
+struct SinceFailure {
+    /// They did.
+    changed: bool,
+    /// They did not, but the same values were seen under a new version: remember it, so that
+    /// they are not read again.
+    same_values: Option<FailedWith>,
 }
 
 /// Whether the credentials changed since the last failure: the cache shows a version other than
@@ -406,185 +329,149 @@ async fn verify(
 async fn changed_since_failure(
     client: &OAuthClient,
     ctx: &Context,
-    observation: &mut Observation,
-) -> Result<bool, Error> {
-    let Some(failed) = observation.memo.failed_with.clone() else {
-        return Ok(false);
+    reader: &mut Reader,
+    memory: &Memory,
+    credentials_rv: &Option<String>,
+) -> Result<SinceFailure, Error> {
+    let unchanged = SinceFailure {
+        changed: false,
+        same_values: None,
     };
-    let Some(now_rv) = observation.credentials_rv.clone() else {
-        return Ok(false);
+    let (Some(failed), Some(now_rv)) = (&memory.retry.failed_with, credentials_rv) else {
+        return Ok(unchanged);
     };
-    if failed.resource_version.as_ref() == Some(&now_rv) {
-        return Ok(false);
+    if failed.resource_version.as_ref() == Some(now_rv) {
+        return Ok(unchanged);
     }
-    let loaded = observation.credentials(client, ctx).await?.clone();
-    let digest = digest_of(ctx, &loaded);
-    if digest == failed.digest {
-        // The same values under a new version: remember the version, so that it is not read
-        // again.
-        observation.learned.failed_with = Change::Set(FailedWith {
-            resource_version: loaded.resource_version,
-            digest,
-            trust_rv: failed.trust_rv,
+    let loaded = reader.get(client, ctx).await?;
+    let digest = Some(loaded.digest(&ctx.shared.credentials_key));
+    if digest != failed.digest {
+        return Ok(SinceFailure {
+            changed: true,
+            same_values: None,
         });
-        return Ok(false);
     }
-    Ok(true)
+    Ok(SinceFailure {
+        changed: false,
+        same_values: Some(FailedWith {
+            resource_version: loaded.resource_version.clone(),
+            digest,
+            trust_rv: failed.trust_rv.clone(),
+        }),
+    })
 }
 
-/// The keyed digest of loaded credentials, or of why they could not be used (a Secret that
-/// appears, or gains its missing key, is a change).
-pub fn digest_of(ctx: &Context, loaded: &Loaded) -> Option<[u8; 32]> {
-    let key = &ctx.shared.credentials_key;
-    Some(match &loaded.credentials {
-        Ok(credentials) => fingerprint::credentials_digest(key, credentials),
-        Err(failure) => fingerprint::keyed_digest(key, failure.message.as_bytes()),
-    })
+/// The managed Secret as observed.
+struct Managed {
+    state: SecretState,
+    /// The fingerprint stored with its token.
+    fingerprint: Option<String>,
+    caches: CacheUpdate,
+    drift: Option<Vec<String>>,
+    intact_token: Option<IntactToken>,
+}
+
+impl Managed {
+    fn described(described: Described, caches: CacheUpdate) -> Managed {
+        Managed {
+            state: SecretState::Owned(described.token),
+            fingerprint: described.fingerprint,
+            caches,
+            drift: None,
+            intact_token: None,
+        }
+    }
+
+    fn seen(state: SecretState, caches: CacheUpdate) -> Managed {
+        Managed {
+            state,
+            fingerprint: None,
+            caches,
+            drift: None,
+            intact_token: None,
+        }
+    }
 }
 
 /// The managed Secret as the caches (or this process's own recent write) show it, and the
 /// fingerprint it carries. A version this process did not write or verify (someone else changed
-/// it, or the process just started) is read once and its seal checked.
+/// it, or the process just started) is read once and inspected.
 async fn managed_secret(
     client: &OAuthClient,
     ctx: &Context,
-    observation: &mut Observation,
-) -> Result<(SecretState, Option<String>), Error> {
-    let (namespace, name) = (&observation.key.namespace, observation.secret_name.as_str());
+    key: &NamespacedName,
+    name: &str,
+    memory: &Memory,
+    status: &OAuthClientStatus,
+) -> Result<Managed, Error> {
+    let namespace = &key.namespace;
     let cached = ctx.managed.get(namespace, name);
     let cached_rv = cached.as_ref().map(|m| m.resource_version.to_string());
     // Our own last write wins while the cache still shows the Secret as it was before it.
-    let recent = observation
-        .memo
-        .written_secret
-        .as_ref()
-        .and_then(|w| w.if_cache_is_behind(cached_rv.as_ref()));
-    if recent.is_none() && observation.memo.written_secret.is_some() {
-        observation.learned.written_secret = Change::Clear;
+    let written = memory.caches.written.as_ref();
+    let recent = written.and_then(|w| w.if_cache_is_behind(cached_rv.as_ref()));
+    let mut caches = CacheUpdate::default();
+    if recent.is_none() && written.is_some() {
+        caches.written = Change::Clear;
     }
     if let Some(annotations) = recent {
-        return Ok(from_annotations(client, &annotations));
+        return Ok(Managed::described(
+            managed_secret::describe(client, &annotations),
+            caches,
+        ));
     }
     if let Some(managed) = &cached
         && cached_rv.is_some()
-        && cached_rv == observation.memo.trusted_rv
+        && cached_rv == memory.caches.trusted_rv
     {
-        return Ok(from_annotations(client, &managed.annotation_map()));
+        let described = managed_secret::describe(client, &managed.annotation_map());
+        return Ok(Managed::described(described, caches));
     }
     let api: Api<Secret> = Api::namespaced(ctx.shared.kube.clone(), namespace);
-    let name = name.to_owned();
-    // Whose is it? The cache tells, or (without the operator's label) one metadata GET. Only a
-    // Secret this client controls, or one that carries the operator's seal (its ownerReference
-    // removed), is read in full: another owner's data is never read.
+    // Whose is it? The cache tells, or (without the operator's label) one metadata GET.
     let uid = client.uid().unwrap_or_default();
-    let plausible = match &cached {
-        Some(managed) => {
-            managed.controlled_by(&uid) || managed.annotation_map().contains_key(MAC_ANNOTATION)
-        }
+    let refused = match &cached {
+        Some(managed) => managed_secret::refuse_unread(
+            name,
+            managed.controlled_by(&uid),
+            managed.annotation_map().contains_key(MAC_ANNOTATION),
+            true,
+        ),
         None => {
-            if ctx.secrets.resource_version(namespace, &name).is_none() {
-                return Ok((SecretState::Absent, None));
+            if ctx.secrets.resource_version(namespace, name).is_none() {
+                return Ok(Managed::seen(SecretState::Absent, caches));
             }
-            match api
-                .get_metadata_opt(&name)
+            let meta = api
+                .get_metadata_opt(name)
                 .await
-                .map_err(Error::ReadSecret)?
-            {
-                None => return Ok((SecretState::Absent, None)),
-                Some(meta) => {
-                    let refs = meta.metadata.owner_references.clone().unwrap_or_default();
-                    secret::controlled_by(&refs, client)
-                        || meta.annotations().contains_key(MAC_ANNOTATION)
-                }
-            }
+                .map_err(Error::ReadSecret)?;
+            let Some(meta) = meta else {
+                return Ok(Managed::seen(SecretState::Absent, caches));
+            };
+            let refs = meta.metadata.owner_references.clone().unwrap_or_default();
+            managed_secret::refuse_unread(
+                name,
+                secret::controlled_by(&refs, client),
+                meta.annotations().contains_key(MAC_ANNOTATION),
+                false,
+            )
         }
     };
-    if !plausible {
-        let what = if cached.is_some() {
-            "is controlled by another owner"
-        } else {
-            "exists and is not managed by this OAuthClient"
-        };
-        return Ok(conflict(&name, what));
+    if let Some(conflict) = refused {
+        return Ok(Managed::seen(conflict, caches));
     }
-    match api.get_opt(&name).await.map_err(Error::ReadSecret)? {
-        None => Ok((SecretState::Absent, None)),
-        Some(secret) => Ok(inspect(client, ctx, observation, &secret)),
+    let Some(read) = api.get_opt(name).await.map_err(Error::ReadSecret)? else {
+        return Ok(Managed::seen(SecretState::Absent, caches));
+    };
+    let inspection = managed_secret::inspect(&read, client, &ctx.shared.seal_keys, status);
+    if inspection.verdict.trusted {
+        caches.trusted_rv = Change::Set(inspection.resource_version);
     }
-}
-
-/// Checks a managed Secret as read: whose it is, whether what the operator wrote is intact
-/// (the seal), whether the metadata it owns was changed ([`crate::decide::managed_secret`]
-/// decides); keeps its token for a re-rendering when it may be written again as it is.
-fn inspect(
-    client: &OAuthClient,
-    ctx: &Context,
-    observation: &mut Observation,
-    secret: &Secret,
-) -> (SecretState, Option<String>) {
-    let refs = secret.metadata.owner_references.clone().unwrap_or_default();
-    let check = secret::check_seal(secret, client, &ctx.shared.seal_keys);
-    let annotations = secret.annotations().clone();
-    let (state, fingerprint) = from_annotations(client, &annotations);
-    let token = match &state {
-        SecretState::Owned(token) => *token,
-        _ => None,
-    };
-    let status_time = |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
-    let verdict = crate::decide::managed_secret::classify(&ReadSecret {
-        name: &observation.secret_name,
-        controlled: secret::controlled_by(&refs, client),
-        check: &check,
-        sealed: annotations.contains_key(MAC_ANNOTATION),
-        drift: secret::drift(secret, client),
-        token,
-        status_issued_at: status_time(&observation.status.issued_at),
-        status_expires_at: status_time(&observation.status.expires_at),
-    });
-    if verdict.trusted {
-        let version = secret.resource_version().unwrap_or_default();
-        observation.learned.trusted_rv = Change::Set(version);
-    }
-    if verdict.token_trusted {
-        observation.verified_token = secret::stored_token(secret).zip(fingerprint.clone());
-    }
-    observation.drift = verdict.drift;
-    let fingerprint = match verdict.state {
-        SecretState::Owned(Some(_)) => fingerprint,
-        _ => None,
-    };
-    (verdict.state, fingerprint)
-}
-
-fn conflict(name: &str, what: &str) -> (SecretState, Option<String>) {
-    let message = format!(
-        "Secret {name} {what}; it is left untouched (choose another spec.target.name or delete it)"
-    );
-    (SecretState::Conflict(message), None)
-}
-
-/// The stored token as the Secret's annotations describe it (not yet checked against the
-/// current spec and credentials), and its fingerprint.
-fn from_annotations(
-    client: &OAuthClient,
-    annotations: &BTreeMap<String, String>,
-) -> (SecretState, Option<String>) {
-    let time = |key: &str| {
-        annotations
-            .get(key)
-            .and_then(|t| t.parse::<Timestamp>().ok())
-    };
-    let target = client.spec.target.clone().unwrap_or_default();
-    let token = match (time(ISSUED_AT_ANNOTATION), time(EXPIRES_AT_ANNOTATION)) {
-        (Some(issued_at), Some(expires_at)) => Some(StoredToken {
-            issued_at,
-            expires_at,
-            current: false,
-            target_current: annotations.get(TARGET_HASH_ANNOTATION)
-                == Some(&secret::target_hash(&target)),
-        }),
-        _ => None,
-    };
-    let fingerprint = token.and(annotations.get(FINGERPRINT_ANNOTATION).cloned());
-    (SecretState::Owned(token), fingerprint)
+    Ok(Managed {
+        state: inspection.verdict.state,
+        fingerprint: inspection.fingerprint,
+        caches,
+        drift: inspection.verdict.drift,
+        intact_token: inspection.intact_token,
+    })
 }

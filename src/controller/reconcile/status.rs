@@ -1,11 +1,11 @@
-//! Step 5, write the status: server-side apply of the whole status, only when it changed.
+//! Step 6, write the status: server-side apply of the whole status, only when it changed.
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::Error;
-use super::write::with_retries;
+use super::error::Error;
+use super::retries::with_retries;
 use crate::api::crd::{OAuthClient, OAuthClientStatus};
 use crate::api::keys::FIELD_MANAGER;
 use crate::controller::context::Context;

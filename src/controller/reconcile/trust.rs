@@ -1,6 +1,6 @@
-//! The HTTP client an exchange goes through: the default trust's, or the one of the bundle
+//! The trust an exchange verifies its endpoint against: the default trust, or the bundle
 //! `spec.caBundleRef` names — read with one GET of its ConfigMap or Secret when the client's
-//! memo does not hold a client for that reference at the object's current resourceVersion.
+//! memory does not hold a client for that reference at the object's current resourceVersion.
 //! The bundle's data is never kept: the pooled client built from it is (and the pool shares
 //! it with every OAuthClient whose bundle holds the same certificates).
 
@@ -10,47 +10,38 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 use kube::api::Api;
 
-use super::Error;
-use super::observe::Observation;
+use super::error::Error;
+use super::observe::Snapshot;
 use crate::api::crd::{CaBundleKind, CaBundleRef, OAuthClient};
 use crate::api::reason::Failure;
 use crate::controller::context::Context;
-use crate::controller::memo::{Change, TrustMemo};
+use crate::controller::memory::{Change, TrustHandle};
 use crate::oauth::credentials::SecretData;
-use crate::oauth::pool::TrustedClient;
-use crate::oauth::trust::{self, Trust};
+use crate::oauth::transport::HttpClient;
+use crate::oauth::transport::trust::{self, Trust};
 
-/// The client to use, and the resourceVersion of the bundle's object it came from.
+/// The HTTP client of the trust (without an identity), and the resourceVersion of the bundle's
+/// object it came from.
 #[derive(Clone, Debug)]
 pub struct LoadedTrust {
     /// resourceVersion of the object (None: no `caBundleRef`, or the object does not exist).
     pub resource_version: Option<String>,
     /// The client, or why the bundle cannot be used.
-    pub client: Result<TrustedClient, Failure>,
+    pub client: Result<HttpClient, Failure>,
+    /// What the client's memory keeps of it.
+    pub handle: Change<TrustHandle>,
 }
 
-/// The resourceVersion of the object `reference` names, as the watch caches show it.
-pub fn cached_version(
-    ctx: &Context,
-    namespace: &str,
-    reference: Option<&CaBundleRef>,
-) -> Option<String> {
-    let reference = reference?;
-    match reference.kind {
-        CaBundleKind::ConfigMap => ctx.config_maps.resource_version(namespace, &reference.name),
-        CaBundleKind::Secret => ctx.secrets.resource_version(namespace, &reference.name),
-    }
-}
-
-/// The client of the observed spec (from the memo when it is current, else read and built;
-/// what was learned goes to the observation).
+/// The client of the observed spec's trust: the one the memory holds when it is current, else
+/// the bundle read and its client built.
 pub async fn load(
     client: &OAuthClient,
     ctx: &Context,
-    observation: &mut Observation,
+    seen: &Snapshot,
 ) -> Result<LoadedTrust, Error> {
-    let transport = ctx.shared.exchanger.transport();
-    let reference = observation
+    let transport = &ctx.shared.transport;
+    let namespace = client.namespace().unwrap_or_default();
+    let reference = seen
         .settings
         .as_ref()
         .ok()
@@ -58,28 +49,32 @@ pub async fn load(
     let Some(reference) = reference else {
         return Ok(LoadedTrust {
             resource_version: None,
-            client: Ok(transport.default_client().clone()),
+            client: transport.client(&Trust::Default, None, &namespace),
+            handle: Change::Keep,
         });
     };
-    let current = observation.memo.trust.as_ref().filter(|memo| {
-        memo.reference == reference && Some(&memo.resource_version) == observation.trust_rv.as_ref()
+    let current = seen.memory.handles.trust.as_ref().filter(|held| {
+        held.reference == reference && Some(&held.resource_version) == seen.trust_rv.as_ref()
     });
-    if let Some(memo) = current {
+    if let Some(held) = current {
         return Ok(LoadedTrust {
-            resource_version: Some(memo.resource_version.clone()),
-            client: Ok(memo.client.clone()),
+            resource_version: Some(held.resource_version.clone()),
+            client: Ok(held.client.clone()),
+            handle: Change::Keep,
         });
     }
-    let namespace = client.namespace().unwrap_or_default();
-    let (resource_version, data) = read(ctx, &namespace, &reference).await?;
+    let BundleObject {
+        resource_version,
+        data,
+    } = read(ctx, &namespace, &reference).await?;
     let built = trust::from_object(
         &reference,
         &namespace,
         data.as_ref().map(|d| d as &dyn SecretData),
     )
-    .and_then(|bundle| transport.client(&Trust::Bundle(bundle), &namespace));
-    observation.learned.trust = match (&built, &resource_version) {
-        (Ok(built), Some(rv)) => Change::Set(TrustMemo {
+    .and_then(|bundle| transport.client(&Trust::Bundle(bundle), None, &namespace));
+    let handle = match (&built, &resource_version) {
+        (Ok(built), Some(rv)) => Change::Set(TrustHandle {
             reference,
             resource_version: rv.clone(),
             client: built.clone(),
@@ -89,16 +84,24 @@ pub async fn load(
     Ok(LoadedTrust {
         resource_version,
         client: built,
+        handle,
     })
 }
 
-/// The object's resourceVersion and the value of the reference's key (`None`: no object; an
-/// empty map: no such key).
+/// The bundle's object as read.
+struct BundleObject {
+    /// Its resourceVersion (None: no object).
+    resource_version: Option<String>,
+    /// The value of the reference's key (`None`: no object; an empty map: no such key).
+    data: Option<BTreeMap<String, Vec<u8>>>,
+}
+
+/// Reads the object the reference names.
 async fn read(
     ctx: &Context,
     namespace: &str,
     reference: &CaBundleRef,
-) -> Result<(Option<String>, Option<BTreeMap<String, Vec<u8>>>), Error> {
+) -> Result<BundleObject, Error> {
     let kube = ctx.shared.kube.clone();
     let key = reference.key.as_str();
     let found = match reference.kind {
@@ -137,10 +140,13 @@ async fn read(
         }
     };
     Ok(match found {
-        None => (None, None),
-        Some((rv, value)) => (
-            rv,
-            Some(value.map(|v| (key.to_owned(), v)).into_iter().collect()),
-        ),
+        None => BundleObject {
+            resource_version: None,
+            data: None,
+        },
+        Some((resource_version, value)) => BundleObject {
+            resource_version,
+            data: Some(value.map(|v| (key.to_owned(), v)).into_iter().collect()),
+        },
     })
 }

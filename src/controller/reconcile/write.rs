@@ -1,34 +1,72 @@
-//! Step 4, write the managed Secret: create it (when absent, so that one created meanwhile is
-//! never taken over), apply it, re-render it; and the one write-retry helper of every write.
+//! Step 5, write the managed Secret: create it (when absent, so that one created meanwhile is
+//! never taken over), apply it, re-render it; each returns what it did.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{ResourceExt, api::ObjectMeta};
 
-use super::Error;
-use super::observe::Observation;
+use jiff::Timestamp;
+
+use super::error::Error;
+use super::observe::Snapshot;
+use super::retries::with_retries;
 use crate::api::crd::OAuthClient;
-use crate::api::keys::{
-    CLIENT_LABEL, EXPIRES_AT_ANNOTATION, FIELD_MANAGER, FINGERPRINT_ANNOTATION,
-    ISSUED_AT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
-};
+use crate::api::keys::{CLIENT_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::api::reason::{Failure, Reason};
+use crate::base::Scrubber;
+use crate::base::time::truncate_to_seconds;
 use crate::controller::context::Context;
-use crate::controller::memo::{Change, Pending, Verified, Written};
-use crate::decide::managed_secret::ReadSecret;
+use crate::controller::memory::{Pending, Verified, Written};
+use crate::decide::managed_secret::{self, IntactToken};
 use crate::decide::{Attempt, SecretState};
 use crate::oauth::response::{Token, sanitise};
-use crate::output::redact::Scrubber;
 use crate::output::secret;
 use crate::spec::ClientSettings;
-use crate::timing::time::truncate_to_seconds;
 
-/// Writes are retried this many times in place before the reconcile gives up, so that a
-/// transient API error right after an exchange does not cost the new token.
-const WRITE_ATTEMPTS: u32 = 3;
+/// What a write of the managed Secret leaves for the memory.
+#[derive(Clone, Debug)]
+pub struct WriteRecord {
+    /// The version written, known to be as the operator wrote it.
+    pub trusted_rv: Option<String>,
+    /// The annotations written, trusted over a cache that has not caught up.
+    pub written: Written,
+}
+
+/// What writing a new token came to.
+#[derive(Debug)]
+pub enum Stored {
+    /// The managed Secret holds the token.
+    Written {
+        /// The attempt, as the settle step sees it.
+        attempt: Attempt,
+        /// The write.
+        record: WriteRecord,
+        /// The stored token's fingerprint, checked by construction.
+        verified: Verified,
+        /// When the request that obtained it was sent.
+        exchanged_at: Timestamp,
+    },
+    /// Not written, for a reason the status reports (the API server refused it, a Secret of
+    /// that name appeared, the token is too large); the token is kept for the next attempt
+    /// unless it can never be written.
+    Refused {
+        /// Why.
+        failure: Failure,
+        /// The token, kept.
+        kept: Option<Box<Pending>>,
+    },
+    /// Not written, transiently (after the in-place retries): the reconcile ends with the
+    /// error, the token kept.
+    Interrupted {
+        /// The API error.
+        error: Error,
+        /// The token, kept.
+        kept: Box<Pending>,
+    },
+}
 
 /// Writes a new token into the managed Secret. A write the API server refuses (any 4xx but a
 /// conflict or a rate limit) is a failure (`InvalidSpec`, with the server's message); a transient
@@ -37,13 +75,16 @@ const WRITE_ATTEMPTS: u32 = 3;
 pub async fn store(
     client: &OAuthClient,
     ctx: &Context,
-    observation: &mut Observation,
+    seen: &Snapshot,
     settings: &ClientSettings,
-    pending: Pending,
-) -> Result<Attempt, Error> {
+    pending: Box<Pending>,
+) -> Stored {
     let token = &pending.token;
     if let Err(failure) = secret::check_size(token, &settings.templates) {
-        return Ok(Attempt::Failed(failure));
+        return Stored::Refused {
+            failure,
+            kept: None,
+        };
     }
     let keys = &ctx.shared.seal_keys;
     let body = secret::managed_secret(
@@ -61,48 +102,60 @@ pub async fn store(
         token_type: token.token_type.clone(),
         scope: token.scope.clone(),
     };
-    let absent = observation.secret == SecretState::Absent;
-    let failure = match create_and_apply(client, ctx, observation, &body, absent).await {
-        Ok(None) => {
-            observation.learned.verified = Change::Set(Verified {
-                credentials_rv: pending.credentials_rv.clone(),
-                fingerprint: pending.fingerprint.clone(),
-                generation: client.metadata.generation,
-                matched: true,
-            });
-            observation.learned.pending = Change::Clear;
-            // The exchange that obtained it counts as served (refresh requests, the least
-            // interval) once its token is stored.
-            observation.learned.last_exchange_at = Some(token.issued_at);
-            return Ok(attempt);
+    let absent = seen.secret == SecretState::Absent;
+    let failure = match create_and_apply(client, ctx, seen, &body, absent).await {
+        Ok(Created::Applied(record)) => {
+            return Stored::Written {
+                attempt,
+                record,
+                verified: Verified {
+                    credentials_rv: pending.credentials_rv.clone(),
+                    fingerprint: pending.fingerprint.clone(),
+                    generation: client.metadata.generation,
+                    matched: true,
+                },
+                exchanged_at: token.issued_at,
+            };
         }
-        Ok(Some(failure)) => failure,
-        Err(WriteError::Refused(message)) => refusal(&observation.secret_name, &message, token),
+        Ok(Created::Conflict(failure)) => failure,
+        Err(WriteError::Refused(message)) => refusal(&seen.secret_name, &message, token),
         Err(WriteError::Failed(error)) => {
-            observation.learned.pending = Change::Set(Box::new(pending));
-            return Err(error);
+            return Stored::Interrupted {
+                error,
+                kept: pending,
+            };
         }
     };
-    observation.learned.pending = Change::Set(Box::new(pending));
-    Ok(Attempt::Failed(failure))
+    Stored::Refused {
+        failure,
+        kept: Some(pending),
+    }
 }
 
-/// Creates the Secret when the caches show none, then applies it. `Some(failure)` when a Secret
-/// of that name was created by someone else meanwhile.
+/// What creating (when absent) and applying came to.
+enum Created {
+    /// Applied.
+    Applied(WriteRecord),
+    /// A Secret of that name was created by someone else meanwhile.
+    Conflict(Failure),
+}
+
+/// Creates the Secret when the caches show none, then applies it.
 async fn create_and_apply(
     client: &OAuthClient,
     ctx: &Context,
-    observation: &mut Observation,
+    seen: &Snapshot,
     body: &serde_json::Value,
     absent: bool,
-) -> Result<Option<Failure>, WriteError> {
-    let name = observation.secret_name.clone();
+) -> Result<Created, WriteError> {
+    let name = &seen.secret_name;
     let mut created = None;
     if absent {
-        match create_if_absent(client, ctx, &observation.key.namespace, &name).await? {
-            Some(version) => created = version,
-            None => {
-                return Ok(Some(Failure::new(
+        match create_if_absent(client, ctx, &seen.key.namespace, name).await? {
+            Creation::Created(version) => created = version,
+            Creation::Existed => {}
+            Creation::Foreign => {
+                return Ok(Created::Conflict(Failure::new(
                     Reason::SecretConflict,
                     format!(
                         "Secret {name} was created by someone else meanwhile and is not managed by this OAuthClient; it is left untouched (choose another spec.target.name or delete it)"
@@ -111,22 +164,29 @@ async fn create_and_apply(
             }
         }
     }
-    apply(ctx, observation, body, created).await?;
-    Ok(None)
+    Ok(Created::Applied(apply(ctx, seen, body, created).await?))
+}
+
+/// What creating the Secret came to.
+enum Creation {
+    /// Created, at this resourceVersion.
+    Created(Option<String>),
+    /// It existed already, controlled by this OAuthClient.
+    Existed,
+    /// It exists and is not controlled by this OAuthClient.
+    Foreign,
 }
 
 /// Creates the managed Secret when the caches show none, so that a Secret someone created
 /// meanwhile is never taken over (a server-side apply would merge into it). Only what identifies
 /// it is created (name, type, the operator's labels, the ownerReference): the apply that follows
-/// writes everything else and owns it alone. `None` when a Secret of that name exists and is not
-/// controlled by this OAuthClient; else the resourceVersion of the Secret created (None when it
-/// existed already, controlled by this OAuthClient).
+/// writes everything else and owns it alone.
 async fn create_if_absent(
     client: &OAuthClient,
     ctx: &Context,
     namespace: &str,
     name: &str,
-) -> Result<Option<Option<String>>, WriteError> {
+) -> Result<Creation, WriteError> {
     let api: Api<Secret> = Api::namespaced(ctx.shared.kube.clone(), namespace);
     let labels = BTreeMap::from([
         (MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned()),
@@ -151,7 +211,7 @@ async fn create_if_absent(
         ..Default::default()
     };
     match with_retries(|| api.create(&params, &object)).await {
-        Ok(secret) => Ok(Some(secret.resource_version())),
+        Ok(secret) => Ok(Creation::Created(secret.resource_version())),
         Err(kube::Error::Api(e)) if e.code == 409 => {
             let existing = api
                 .get_metadata_opt(name)
@@ -161,106 +221,91 @@ async fn create_if_absent(
                 let refs = meta.metadata.owner_references.unwrap_or_default();
                 secret::controlled_by(&refs, client)
             });
-            Ok(ours.then_some(None))
+            Ok(if ours {
+                Creation::Existed
+            } else {
+                Creation::Foreign
+            })
         }
         Err(e) => Err(WriteError::classify(e)),
     }
 }
 
+/// What re-rendering came to.
+#[derive(Debug)]
+pub enum Rerendered {
+    /// Written again from its token.
+    Written(WriteRecord),
+    /// Its token, read back, is not exactly as sealed or not the one the status records: nothing
+    /// is written and its version is no longer trusted (the next reconcile finds the Secret
+    /// changed and exchanges anew).
+    NotIntact,
+    /// The API server refused the result (or it is too large).
+    Refused(Failure),
+    /// A transient API error, after the in-place retries.
+    Interrupted(Error),
+}
+
 /// Re-renders the managed Secret from the token it holds (the target settings changed, the
-/// token did not). `Some(failure)` when the API server refuses the result.
+/// token did not).
 pub async fn rerender(
     client: &OAuthClient,
     ctx: &Context,
-    observation: &mut Observation,
+    seen: &Snapshot,
     settings: &ClientSettings,
-) -> Result<Option<Failure>, Error> {
+) -> Rerendered {
     // The token as observed and found intact; or, when the reconcile did not read the Secret
-    // (its own last write, a spec change), read now and checked like any read: a token that is
-    // not exactly as sealed, and the one the status records, is never written again (the next
-    // reconcile finds the Secret changed and exchanges anew).
-    let verified = match observation.verified_token.take() {
-        Some(verified) => Some(verified),
-        None => read_intact(client, ctx, observation).await?,
+    // (its own last write, a spec change), read now and checked like any read.
+    let intact = match &seen.intact_token {
+        Some(intact) => Some(intact.clone()),
+        None => match read_intact(client, ctx, seen).await {
+            Ok(intact) => intact,
+            Err(error) => return Rerendered::Interrupted(error),
+        },
     };
-    let Some((token, fp)) = verified else {
-        observation.learned.trusted_rv = Change::Clear;
-        return Ok(None);
+    let Some(IntactToken { token, fingerprint }) = intact else {
+        return Rerendered::NotIntact;
     };
     if let Err(failure) = secret::check_size(&token, &settings.templates) {
-        return Ok(Some(failure));
+        return Rerendered::Refused(failure);
     }
     let keys = &ctx.shared.seal_keys;
-    let body = secret::managed_secret(client, &token, &settings.templates, &fp, keys);
-    match apply(ctx, observation, &body, None).await {
-        Ok(()) => Ok(None),
-        Err(WriteError::Failed(error)) => Err(error),
+    let body = secret::managed_secret(client, &token, &settings.templates, &fingerprint, keys);
+    match apply(ctx, seen, &body, None).await {
+        Ok(record) => Rerendered::Written(record),
+        Err(WriteError::Failed(error)) => Rerendered::Interrupted(error),
         Err(WriteError::Refused(message)) => {
-            Ok(Some(refusal(&observation.secret_name, &message, &token)))
+            Rerendered::Refused(refusal(&seen.secret_name, &message, &token))
         }
     }
 }
 
-/// Reads the managed Secret and returns its token and fingerprint if it may be written again
-/// as it is.
+/// Reads the managed Secret and returns its token if it may be written again as it is.
 async fn read_intact(
     client: &OAuthClient,
     ctx: &Context,
-    observation: &Observation,
-) -> Result<Option<(Token, String)>, Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.shared.kube.clone(), &observation.key.namespace);
-    let Some(current) = api
-        .get_opt(&observation.secret_name)
+    seen: &Snapshot,
+) -> Result<Option<IntactToken>, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.shared.kube.clone(), &seen.key.namespace);
+    let current = api
+        .get_opt(&seen.secret_name)
         .await
-        .map_err(Error::ReadSecret)?
-    else {
-        return Ok(None);
-    };
-    let check = secret::check_seal(&current, client, &ctx.shared.seal_keys);
-    let annotations = current.annotations();
-    let time = |key: &str| annotations.get(key).and_then(|t| t.parse().ok());
-    let token = match (time(ISSUED_AT_ANNOTATION), time(EXPIRES_AT_ANNOTATION)) {
-        (Some(issued_at), Some(expires_at)) => Some(crate::decide::StoredToken {
-            issued_at,
-            expires_at,
-            current: false,
-            target_current: false,
-        }),
-        _ => None,
-    };
-    let status_time = |t: &Option<String>| t.as_deref().and_then(|t| t.parse().ok());
-    let refs = current
-        .metadata
-        .owner_references
-        .clone()
-        .unwrap_or_default();
-    let verdict = crate::decide::managed_secret::classify(&ReadSecret {
-        name: &observation.secret_name,
-        controlled: secret::controlled_by(&refs, client),
-        check: &check,
-        sealed: annotations.contains_key(crate::api::keys::MAC_ANNOTATION),
-        drift: secret::drift(&current, client),
-        token,
-        status_issued_at: status_time(&observation.status.issued_at),
-        status_expires_at: status_time(&observation.status.expires_at),
-    });
-    Ok(verdict
-        .token_trusted
-        .then(|| secret::stored_token(&current))
-        .flatten()
-        .zip(annotations.get(FINGERPRINT_ANNOTATION).cloned()))
+        .map_err(Error::ReadSecret)?;
+    Ok(current.and_then(|current| {
+        managed_secret::inspect(&current, client, &ctx.shared.seal_keys, &seen.status).intact_token
+    }))
 }
 
 /// Applies the managed Secret (server-side apply, forced, asking for the written metadata
-/// only) and remembers the annotations written. `created`: the resourceVersion of the Secret the
-/// operator just created for it, which the cache may show next.
+/// only); returns what was written. `created`: the resourceVersion of the Secret the operator
+/// just created for it, which the cache may show next.
 async fn apply(
     ctx: &Context,
-    observation: &mut Observation,
+    seen: &Snapshot,
     body: &serde_json::Value,
     created: Option<String>,
-) -> Result<(), WriteError> {
-    let (namespace, name) = (&observation.key.namespace, observation.secret_name.as_str());
+) -> Result<WriteRecord, WriteError> {
+    let (namespace, name) = (&seen.key.namespace, seen.secret_name.as_str());
     let api: Api<Secret> = Api::namespaced(ctx.shared.kube.clone(), namespace);
     let mut before = vec![
         ctx.managed
@@ -275,15 +320,14 @@ async fn apply(
     let written = with_retries(|| api.patch_metadata(name, &params, &patch))
         .await
         .map_err(WriteError::classify)?;
-    if let Some(version) = written.resource_version() {
-        observation.learned.trusted_rv = Change::Set(version);
-    }
-    observation.learned.written_secret = Change::Set(Written {
-        before,
-        at: Instant::now(),
-        annotations: written.annotations().clone(),
-    });
-    Ok(())
+    Ok(WriteRecord {
+        trusted_rv: written.resource_version(),
+        written: Written {
+            before,
+            at: Instant::now(),
+            annotations: written.annotations().clone(),
+        },
+    })
 }
 
 /// Why a write of the managed Secret did not happen.
@@ -317,34 +361,5 @@ fn refusal(name: &str, message: &str, token: &Token) -> Failure {
             "the API server refused the managed Secret {name}: {detail}"
         )),
         None => Failure::invalid_spec(format!("the API server refused the managed Secret {name}")),
-    }
-}
-
-/// Runs a write up to [`WRITE_ATTEMPTS`] times while it fails transiently (5xx, 429, 409
-/// conflicts of versions, connection errors).
-pub async fn with_retries<T, F, Fut>(mut write: F) -> Result<T, kube::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, kube::Error>>,
-{
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match write().await {
-            Err(e) if attempt < WRITE_ATTEMPTS && retriable(&e) => {
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-            }
-            result => return result,
-        }
-    }
-}
-
-fn retriable(error: &kube::Error) -> bool {
-    match error {
-        // 409 is a conflict of versions (worth retrying), or AlreadyExists (not).
-        kube::Error::Api(e) => {
-            e.code >= 500 || e.code == 429 || (e.code == 409 && e.reason != "AlreadyExists")
-        }
-        _ => true,
     }
 }

@@ -5,9 +5,9 @@ use jiff::Timestamp;
 use super::Settling;
 use crate::api::conditions::{self, DEGRADED};
 use crate::api::reason::{Failure, Reason};
+use crate::base::time::{add, ceil_second, rfc3339};
 use crate::decide::{EventNote, FailureStreak, MIN_WAIT};
 use crate::timing::backoff;
-use crate::timing::time::{add, ceil_second, rfc3339};
 
 /// One more failure: the backoff step, the retry time, Degraded (and Ready once the token is
 /// gone), an `ExchangeFailed` event unless it repeats the last failure. Returns when to look

@@ -4,10 +4,10 @@ use jiff::Timestamp;
 
 use super::Settling;
 use crate::api::conditions::{DEGRADED, REFRESH_SUCCEEDED};
+use crate::base::time::{add, ceil_second, rfc3339};
 use crate::decide::{
     Attempt, EventNote, ISSUED_EVENT_INTERVAL, IssuedEvents, StoredToken, refresh_time,
 };
-use crate::timing::time::{add, ceil_second, rfc3339};
 
 /// Ready and not Degraded, the new token's times, the refresh time; a `TokenIssued` event at
 /// most once a minute. Returns when to look again: the refresh time.

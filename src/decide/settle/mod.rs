@@ -15,8 +15,8 @@ use super::{
 use crate::api::conditions::{self, DEGRADED, READY, TOKEN_ISSUED};
 use crate::api::crd::OAuthClientStatus;
 use crate::api::reason::{Failure, Reason};
+use crate::base::time::{add, rfc3339};
 use crate::timing::refresh::SHORT_MARGIN;
-use crate::timing::time::{add, rfc3339};
 
 /// Computes the status, event and requeue time after the attempt.
 ///

@@ -5,9 +5,9 @@ use jiff::Timestamp;
 use super::Settling;
 use crate::api::conditions::{self, DEGRADED, READY, REFRESH_SUCCEEDED};
 use crate::api::reason::Reason;
+use crate::base::time::{ceil_second, rfc3339};
 use crate::decide::{Plan, StoredToken, current_token, valid_token};
 use crate::timing::refresh;
-use crate::timing::time::{ceil_second, rfc3339};
 
 /// Ready while the stored token is valid; TokenExpired (saying why) while a token that lives
 /// shorter than the least exchange interval waits for its refresh; the failure conditions while

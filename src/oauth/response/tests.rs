@@ -778,7 +778,7 @@ fn memory_probe() {
 
 // === echoed secrets (attacks) ===
 
-use crate::output::redact::tests::{NASTY, NASTY_ID, echo_forms, text_forms};
+use crate::oauth::request::scrubbing_tests::{NASTY, NASTY_ID, echo_forms, text_forms};
 
 const ECHO_TOKEN: &str = "tok/en+value=0123456789";
 
@@ -1375,15 +1375,15 @@ struct Exposed {
     identity: std::sync::Arc<crate::oauth::identity::Identity>,
     pem: &'static str,
     der_b64: String,
-    signed: crate::output::redact::Sensitive<String>,
-    secret: crate::output::redact::Sensitive<String>,
-    maced: crate::output::redact::Sensitive<String>,
+    signed: crate::base::Sensitive<String>,
+    secret: crate::base::Sensitive<String>,
+    maced: crate::base::Sensitive<String>,
 }
 
 fn exposed() -> Exposed {
+    use crate::base::Sensitive;
     use crate::oauth::assertion::{Signer, build};
     use crate::oauth::identity::Identity;
-    use crate::output::redact::Sensitive;
     use crate::spec::AssertionSettings;
 
     let pem = include_str!("../../../tests/fixtures/client-auth/rsa-pkcs8.pem");
@@ -1424,7 +1424,7 @@ fn exposed() -> Exposed {
 /// Each of `needles`, in every text form, echoed in four kinds of error body: no message built
 /// with `scrubber` holds a 20-character run of any of them.
 fn assert_echoes_scrubbed(scrubber: &Scrubber<'_>, needles: &[&str]) {
-    use crate::output::redact::tests::text_forms;
+    use crate::oauth::request::scrubbing_tests::text_forms;
     for needle in needles {
         for form in text_forms(needle) {
             let echo = format!("you sent {form} as client_assertion");

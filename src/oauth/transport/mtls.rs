@@ -84,7 +84,7 @@ pub(super) fn default_verifier(
 
 /// The verifier of a bundle alone.
 pub(super) fn bundle_verifier(
-    bundle: &crate::oauth::trust::CaBundle,
+    bundle: &crate::oauth::transport::trust::CaBundle,
 ) -> Result<Arc<dyn ServerCertVerifier>, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(bundle.certificates().iter().cloned());

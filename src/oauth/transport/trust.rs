@@ -13,7 +13,7 @@
 //!
 //! Bundles are identified by [`TrustKey`], a SHA-256 over their certificates (sorted, without
 //! duplicates), so that OAuthClients whose bundles hold the same certificates share one HTTP
-//! client ([`crate::oauth::pool`]). The parsed certificates are kept only until that client is
+//! client ([`crate::oauth::transport::pool`]). The parsed certificates are kept only until that client is
 //! built.
 
 use std::fmt;

@@ -22,11 +22,9 @@
 //!
 //! A refused URL is an `InvalidSpec` failure naming the rule; no request is sent.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
-use std::sync::Arc;
 
 use ipnet::IpNet;
 use url::{Host, Url};
@@ -240,7 +238,7 @@ impl TokenUrlPolicy {
 
     /// Checks what the URL itself shows: its host against `--token-url-allow-hosts`, and an IP
     /// literal against `--token-url-deny-cidrs`. Names are checked again once resolved (see
-    /// [`PolicyResolver`]).
+    /// [`crate::oauth::transport::resolver::PolicyResolver`]).
     pub fn check_url(&self, url: &Url) -> Result<(), Failure> {
         let host = match url.host() {
             Some(Host::Domain(name)) => name.trim_end_matches('.').to_ascii_lowercase(),
@@ -337,57 +335,6 @@ impl DeniedAddress {
     /// The failure reported for it.
     pub fn failure(&self) -> Failure {
         Failure::invalid_spec(self.to_string())
-    }
-}
-
-/// The DNS resolver of the token transport: the system resolver, with the addresses the policy
-/// denies removed. Because the check runs on the addresses the connection will use, a name
-/// that resolves (or re-resolves, DNS rebinding) to a denied address is refused.
-///
-/// The configured proxies' own host names are resolved without the check: the operator's
-/// administrator chose them (an in-cluster proxy in `10.0.0.0/8` must stay reachable when that
-/// range is denied to tenants). The transport checks a token URL whose host is a proxy's name
-/// itself before it connects.
-#[derive(Clone, Debug)]
-pub struct PolicyResolver {
-    policy: Arc<TokenUrlPolicy>,
-    exempt: Arc<HashSet<String>>,
-}
-
-impl PolicyResolver {
-    /// A resolver enforcing `policy`.
-    pub fn new(policy: Arc<TokenUrlPolicy>) -> Self {
-        PolicyResolver::with_exempt(policy, HashSet::new())
-    }
-
-    /// A resolver enforcing `policy` on every name except `exempt` (lowercase host names: the
-    /// configured proxies).
-    pub fn with_exempt(policy: Arc<TokenUrlPolicy>, exempt: HashSet<String>) -> Self {
-        PolicyResolver {
-            policy,
-            exempt: Arc::new(exempt),
-        }
-    }
-}
-
-impl reqwest::dns::Resolve for PolicyResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let policy = Arc::clone(&self.policy);
-        let host = name.as_str().to_owned();
-        let exempt = self
-            .exempt
-            .contains(&host.trim_end_matches('.').to_ascii_lowercase());
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed = if exempt {
-                addrs
-            } else {
-                policy.filter(&host, addrs)?
-            };
-            let addrs: reqwest::dns::Addrs = Box::new(allowed.into_iter());
-            Ok(addrs)
-        })
     }
 }
 

@@ -25,7 +25,7 @@ use ipnet::IpNet;
 use percent_encoding::percent_decode_str;
 use url::{Host, Url};
 
-use crate::output::redact::{REDACTED, Sensitive};
+use crate::base::{REDACTED, Sensitive};
 
 /// The proxy configuration of the token transport.
 #[derive(Clone, Debug, Default)]

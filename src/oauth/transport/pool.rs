@@ -1,7 +1,7 @@
 //! The HTTP clients for token endpoints: one per distinct client configuration, shared by every
 //! OAuthClient that uses it, dropped when none does.
 //!
-//! A configuration is a [`ClientKey`]: the trust anchors ([`TrustKey`]: the default trust, or a
+//! A configuration is a [`PoolKey`]: the trust anchors ([`TrustKey`]: the default trust, or a
 //! bundle by the hash of its certificates) and, for mutual TLS (`TlsClientAuth`), the client
 //! identity ([`IdentityKey`]: a digest of its key and certificate chain), whose clients present
 //! that certificate and never resume TLS sessions ([`mtls`]). Everything else — the token URL
@@ -20,27 +20,26 @@ use std::time::Duration;
 
 use rustls::client::danger::ServerCertVerifier;
 
+use super::mtls;
+use super::proxy::ProxyConfig;
+use super::resolver::PolicyResolver;
+use super::trust::{CaBundle, Trust, TrustKey};
 use crate::api::reason::Failure;
 use crate::oauth::identity::{Identity, IdentityKey};
-use crate::oauth::proxy::ProxyConfig;
-use crate::oauth::transport::TransportError;
-use crate::oauth::trust::{CaBundle, Trust, TrustKey};
-use crate::oauth::url_policy::{PolicyResolver, TokenUrlPolicy};
+use crate::spec::url_policy::TokenUrlPolicy;
 
 /// What makes two pooled clients different.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ClientKey {
+pub struct PoolKey {
     /// The trust anchors.
     pub trust: TrustKey,
     /// The client certificate presented in the handshake (mutual TLS), if any.
     pub identity: Option<IdentityKey>,
 }
 
-mod mtls;
-
-/// One pooled HTTP client.
-pub struct PooledClient {
-    key: ClientKey,
+/// One pooled reqwest client and what it was built for.
+pub struct Pooled {
+    key: PoolKey,
     /// The trust it verifies endpoints against (its bundle's certificates are shared, not
     /// copied), so that an identity client of the same trust can be built from it.
     trust: Trust,
@@ -54,9 +53,9 @@ pub struct PooledClient {
     bytes: usize,
 }
 
-impl PooledClient {
+impl Pooled {
     /// What it was built for.
-    pub fn key(&self) -> &ClientKey {
+    pub fn key(&self) -> &PoolKey {
         &self.key
     }
 
@@ -65,64 +64,34 @@ impl PooledClient {
         &self.trust
     }
 
-    pub(crate) fn reqwest(&self) -> &reqwest::Client {
+    pub(super) fn reqwest(&self) -> &reqwest::Client {
         &self.client
     }
 }
 
-impl fmt::Debug for PooledClient {
+impl fmt::Debug for Pooled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PooledClient")
+        f.debug_struct("Pooled")
             .field("trust", &self.key.trust.to_string())
             .field("identity", &self.key.identity)
             .finish()
     }
 }
 
-/// A pooled client and, for messages, what it verifies endpoints against as the OAuthClient
-/// using it names it (`key ca.crt of ConfigMap corp-ca (spec.caBundleRef) alone`). Cloning
-/// shares the client.
-#[derive(Clone)]
-pub struct TrustedClient {
-    client: Arc<PooledClient>,
-    verified_against: Arc<str>,
-    /// The namespace's hold on the client (counted against its share of the bounds), while
-    /// anyone keeps this.
-    _claim: Option<Arc<Claim>>,
+/// A pooled client and `namespace`'s hold on it (counted against the namespace's share of the
+/// bounds while anyone keeps it).
+#[derive(Clone, Debug)]
+pub struct Held {
+    /// The client.
+    pub pooled: Arc<Pooled>,
+    /// The namespace's claim (none for the default trust without an identity).
+    pub claim: Option<Arc<Claim>>,
 }
 
-impl TrustedClient {
-    /// `client`, named for messages as this one is (an identity client of the same trust).
-    fn with_client(
-        &self,
-        (client, claim): (Arc<PooledClient>, Option<Arc<Claim>>),
-    ) -> TrustedClient {
-        TrustedClient {
-            client,
-            verified_against: self.verified_against.clone(),
-            _claim: claim,
-        }
-    }
-
-    /// The pooled client.
-    pub fn pooled(&self) -> &Arc<PooledClient> {
-        &self.client
-    }
-
-    /// What the endpoint's certificate is verified against, in words.
-    pub fn verified_against(&self) -> &str {
-        &self.verified_against
-    }
-}
-
-impl fmt::Debug for TrustedClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TrustedClient")
-            .field("trust", &self.client.key.trust.to_string())
-            .field("verified_against", &self.verified_against)
-            .finish()
-    }
-}
+/// An HTTP client could not be built (no usable TLS trust store, for instance).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct BuildError(#[source] pub(crate) reqwest::Error);
 
 /// What every pooled client shares, and how one is built.
 #[derive(Debug)]
@@ -178,9 +147,7 @@ impl ClientTemplate {
                 builder.tls_certs_only(certificates(bundle).map_err(PoolError::Build)?)
             }
         };
-        builder
-            .build()
-            .map_err(|e| PoolError::Build(TransportError(e)))
+        builder.build().map_err(|e| PoolError::Build(BuildError(e)))
     }
 
     /// How messages name the default trust.
@@ -192,11 +159,11 @@ impl ClientTemplate {
     }
 }
 
-fn certificates(bundle: &CaBundle) -> Result<Vec<reqwest::Certificate>, TransportError> {
+fn certificates(bundle: &CaBundle) -> Result<Vec<reqwest::Certificate>, BuildError> {
     bundle
         .certificates()
         .iter()
-        .map(|der| reqwest::Certificate::from_der(der.as_ref()).map_err(TransportError))
+        .map(|der| reqwest::Certificate::from_der(der.as_ref()).map_err(BuildError))
         .collect()
 }
 
@@ -286,7 +253,7 @@ fn der_bytes(certificates: &[rustls::pki_types::CertificateDer<'_>]) -> usize {
 pub enum PoolError {
     /// The HTTP client could not be built.
     #[error(transparent)]
-    Build(TransportError),
+    Build(BuildError),
     /// The TLS of a client identity could not be set up (mutual TLS).
     #[error("{}", .0.message)]
     Tls(Failure),
@@ -353,7 +320,7 @@ enum Bound {
     Identity,
 }
 
-impl ClientKey {
+impl PoolKey {
     /// The bound this client counts against (`None`: the default trust without an identity,
     /// which is never refused).
     fn bound(&self) -> Option<Bound> {
@@ -366,7 +333,7 @@ impl ClientKey {
 }
 
 /// The clients in use that count against `bound`: how many, their certificates, their bytes.
-fn load(entries: &HashMap<ClientKey, Weak<PooledClient>>, bound: Bound) -> (usize, usize, usize) {
+fn load(entries: &HashMap<PoolKey, Weak<Pooled>>, bound: Bound) -> (usize, usize, usize) {
     entries
         .iter()
         .filter(|(key, _)| key.bound() == Some(bound))
@@ -379,11 +346,11 @@ fn load(entries: &HashMap<ClientKey, Weak<PooledClient>>, bound: Bound) -> (usiz
 /// The clients in use, by key.
 #[derive(Debug)]
 pub struct ClientPool {
-    template: ClientTemplate,
+    template: Arc<ClientTemplate>,
     limits: PoolLimits,
-    entries: Mutex<HashMap<ClientKey, Weak<PooledClient>>>,
+    entries: Mutex<HashMap<PoolKey, Weak<Pooled>>>,
     /// Which namespaces hold which clients (the per-namespace shares of the bounds).
-    claims: Mutex<HashMap<(String, ClientKey), Weak<Claim>>>,
+    claims: Mutex<HashMap<(String, PoolKey), Weak<Claim>>>,
     /// The default trust's verifier for identity clients, built when the first is.
     default_verifier: std::sync::OnceLock<Result<Arc<dyn ServerCertVerifier>, String>>,
     /// The verifier of each bundle that identity clients use, shared by all of them (a root
@@ -396,7 +363,7 @@ impl ClientPool {
     /// An empty pool building clients from `template`, within `limits`.
     pub fn new(template: ClientTemplate, limits: PoolLimits) -> Self {
         ClientPool {
-            template,
+            template: Arc::new(template),
             limits,
             entries: Mutex::default(),
             claims: Mutex::default(),
@@ -406,36 +373,8 @@ impl ClientPool {
     }
 
     /// What its clients share.
-    pub fn template(&self) -> &ClientTemplate {
+    pub fn template(&self) -> &Arc<ClientTemplate> {
         &self.template
-    }
-
-    /// The client for `trust`, held for `namespace`: the one in use if there is one, else a new
-    /// one. A new client for a bundle is refused while `--max-ca-bundles` bundle clients are in
-    /// use or when its certificates would take theirs past [`MAX_POOLED_ANCHORS`], and when the
-    /// namespace holds its share of either (each client holds its parsed anchors: without a
-    /// bound, OAuthClients naming distinct bundles would grow the operator's memory without
-    /// end). The client is built outside the pool's lock, so that parsing a large bundle does
-    /// not hold up the reconciles that need another one.
-    pub fn get(
-        &self,
-        trust: &Trust,
-        namespace: &str,
-    ) -> Result<(Arc<PooledClient>, Option<Arc<Claim>>), PoolError> {
-        self.get_for(trust, None, namespace)
-    }
-
-    /// The client for `trust` that presents `identity` in the handshake (mutual TLS): one per
-    /// distinct (trust, identity), shared by the OAuthClients that use the same certificate,
-    /// never by two identities; bounded by `--max-tls-identities` and the namespace's share.
-    /// Identity clients of one trust share its verifier (one root store per bundle).
-    pub fn get_with_identity(
-        &self,
-        trust: &Trust,
-        identity: &Identity,
-        namespace: &str,
-    ) -> Result<(Arc<PooledClient>, Option<Arc<Claim>>), PoolError> {
-        self.get_for(trust, Some(identity), namespace)
     }
 
     /// The verifier an identity client of `trust` checks endpoints with.
@@ -477,7 +416,7 @@ impl ClientPool {
     fn claim(
         &self,
         namespace: &str,
-        key: &ClientKey,
+        key: &PoolKey,
         anchors: usize,
         bytes: usize,
     ) -> Result<Option<Arc<Claim>>, PoolError> {
@@ -491,7 +430,7 @@ impl ClientPool {
         }
         claims.retain(|_, c| c.strong_count() > 0);
         let entries = self.entries.lock().expect("client pool lock");
-        let held: Vec<&ClientKey> = claims
+        let held: Vec<&PoolKey> = claims
             .keys()
             .filter(|(ns, k)| ns == namespace && k.bound() == Some(bound))
             .map(|(_, k)| k)
@@ -544,13 +483,25 @@ impl ClientPool {
         Ok(Some(claim))
     }
 
-    fn get_for(
+    /// The client for `trust`, presenting `identity` in the handshake when there is one (mutual
+    /// TLS), held for `namespace`: the one in use if there is one, else a new one.
+    ///
+    /// A new client for a bundle is refused while `--max-ca-bundles` bundle clients are in use
+    /// or when its certificates would take theirs past [`MAX_POOLED_ANCHORS`], and when the
+    /// namespace holds its share of either (each client holds its parsed anchors: without a
+    /// bound, OAuthClients naming distinct bundles would grow the operator's memory without
+    /// end). Identity clients are one per distinct (trust, identity), shared by the OAuthClients
+    /// that use the same certificate, never by two identities; bounded by
+    /// `--max-tls-identities` and the namespace's share, and those of one trust share its
+    /// verifier (one root store per bundle). A client is built outside the pool's lock, so that
+    /// parsing a large bundle does not hold up the reconciles that need another one.
+    pub fn get(
         &self,
         trust: &Trust,
         identity: Option<&Identity>,
         namespace: &str,
-    ) -> Result<(Arc<PooledClient>, Option<Arc<Claim>>), PoolError> {
-        let key = ClientKey {
+    ) -> Result<Held, PoolError> {
+        let key = PoolKey {
             trust: trust.key(),
             identity: identity.map(Identity::key),
         };
@@ -569,7 +520,10 @@ impl ClientPool {
         {
             let entries = self.entries.lock().expect("client pool lock");
             if let Some(client) = entries.get(&key).and_then(Weak::upgrade) {
-                return Ok((client, claim));
+                return Ok(Held {
+                    pooled: client,
+                    claim,
+                });
             }
             match key.bound() {
                 Some(Bound::Bundle) => {
@@ -605,7 +559,7 @@ impl ClientPool {
             Some(identity) => Some((identity, self.verifier(trust)?)),
             None => None,
         };
-        let built = Arc::new(PooledClient {
+        let built = Arc::new(Pooled {
             client: self.template.build(trust, tls)?,
             key: key.clone(),
             trust: trust.clone(),
@@ -615,7 +569,10 @@ impl ClientPool {
         let mut entries = self.entries.lock().expect("client pool lock");
         // Another reconcile may have built the same one meanwhile: use theirs.
         if let Some(client) = entries.get(&key).and_then(Weak::upgrade) {
-            return Ok((client, claim));
+            return Ok(Held {
+                pooled: client,
+                claim,
+            });
         }
         entries.retain(|_, client| client.strong_count() > 0);
         entries.insert(key, Arc::downgrade(&built));
@@ -625,33 +582,10 @@ impl ClientPool {
             clients = entries.len(),
             "built an HTTP client for token endpoints"
         );
-        Ok((built, claim))
-    }
-
-    /// A client for `trust`, held for `namespace`, named for messages.
-    pub fn trusted(
-        &self,
-        trust: &Trust,
-        namespace: &str,
-        verified_against: impl Into<Arc<str>>,
-    ) -> Result<TrustedClient, PoolError> {
-        let (client, claim) = self.get(trust, namespace)?;
-        Ok(TrustedClient {
-            client,
-            verified_against: verified_against.into(),
-            _claim: claim,
+        Ok(Held {
+            pooled: built,
+            claim,
         })
-    }
-
-    /// `trusted`'s trust presenting `identity`, held for `namespace`, named as `trusted` is.
-    pub fn trusted_with_identity(
-        &self,
-        trusted: &TrustedClient,
-        identity: &Identity,
-        namespace: &str,
-    ) -> Result<TrustedClient, PoolError> {
-        let held = self.get_with_identity(trusted.pooled().trust(), identity, namespace)?;
-        Ok(trusted.with_client(held))
     }
 
     /// The number of live verifiers of bundles that identity clients share.
@@ -668,307 +602,4 @@ impl ClientPool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pool() -> ClientPool {
-        pool_with(PoolLimits::default())
-    }
-
-    fn pool_with(limits: PoolLimits) -> ClientPool {
-        ClientPool::new(
-            ClientTemplate {
-                timeout: Duration::from_secs(1),
-                policy: Arc::default(),
-                proxy: Arc::default(),
-                proxy_hosts: Arc::default(),
-                ca_file: None,
-            },
-            limits,
-        )
-    }
-
-    /// Every bound as high as the global one: the per-namespace shares out of the way.
-    fn unshared() -> PoolLimits {
-        let d = PoolLimits::default();
-        PoolLimits {
-            bundles_per_namespace: d.bundles,
-            identities_per_namespace: d.identities,
-            ..d
-        }
-    }
-
-    /// The client only (its claim dropped at once: for tests of the clients themselves).
-    fn get(pool: &ClientPool, trust: &Trust) -> Result<Arc<PooledClient>, PoolError> {
-        pool.get(trust, "ns").map(|(client, _)| client)
-    }
-
-    fn get_with_identity(
-        pool: &ClientPool,
-        trust: &Trust,
-        identity: &Identity,
-    ) -> Result<Arc<PooledClient>, PoolError> {
-        pool.get_with_identity(trust, identity, "ns")
-            .map(|(client, _)| client)
-    }
-
-    fn bundle(name: &str) -> CaBundle {
-        CaBundle::parse(crate::oauth::trust::tests::ca(name).as_bytes(), name).unwrap()
-    }
-
-    #[test]
-    fn one_client_per_distinct_trust_shared_and_dropped_when_unused() {
-        let pool = pool();
-        let (a, b) = (bundle("a"), bundle("b"));
-        let first = get(&pool, &Trust::Bundle(a.clone())).unwrap();
-        // Another origin with the same certificates shares the client.
-        let same = CaBundle::parse(
-            &a.certificates()
-                .iter()
-                .map(|der| {
-                    let text = base64::Engine::encode(
-                        &base64::engine::general_purpose::STANDARD,
-                        der.as_ref(),
-                    );
-                    format!("-----BEGIN CERTIFICATE-----\n{text}\n-----END CERTIFICATE-----\n")
-                })
-                .collect::<String>()
-                .into_bytes(),
-            "elsewhere",
-        )
-        .unwrap();
-        let shared = get(&pool, &Trust::Bundle(same)).unwrap();
-        assert!(Arc::ptr_eq(&first, &shared));
-        let other = get(&pool, &Trust::Bundle(b)).unwrap();
-        assert!(!Arc::ptr_eq(&first, &other));
-        let default = pool.trusted(&Trust::Default, "ns", "the default").unwrap();
-        assert_eq!(default.pooled().key().trust, TrustKey::Default);
-        assert_eq!(pool.live(), 3);
-        drop((first, shared));
-        assert_eq!(pool.live(), 2, "a client nobody holds is gone");
-        drop(other);
-        // Dead entries are swept when a client is added.
-        let again = get(&pool, &Trust::Bundle(a)).unwrap();
-        assert_eq!(pool.live(), 2);
-        assert_eq!(pool.entries.lock().unwrap().len(), 2);
-        drop(again);
-        assert!(format!("{default:?}").contains("the default"));
-    }
-
-    fn identity(key: &str, cert: &str) -> Identity {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/client-auth/");
-        let read = |name: &str| std::fs::read(format!("{dir}{name}")).unwrap();
-        let cert = read(cert);
-        Identity::load(&read(key), "tls.key", Some((&cert, "tls.crt"))).unwrap()
-    }
-
-    #[test]
-    fn identity_clients_are_one_per_trust_and_identity_and_never_shared_across_either() {
-        let pool = pool();
-        let (a, b) = (
-            identity("ec-p256-sec1.pem", "ec-p256.crt"),
-            identity("rsa-pkcs8.pem", "rsa.crt"),
-        );
-        let bundle = Trust::Bundle(bundle("corp"));
-        let plain = get(&pool, &Trust::Default).unwrap();
-        let a_default = get_with_identity(&pool, &Trust::Default, &a).unwrap();
-        let a_again = get_with_identity(&pool, &Trust::Default, &a).unwrap();
-        let b_default = get_with_identity(&pool, &Trust::Default, &b).unwrap();
-        let a_bundle = get_with_identity(&pool, &bundle, &a).unwrap();
-        assert!(
-            Arc::ptr_eq(&a_default, &a_again),
-            "same trust and identity: shared"
-        );
-        for (x, y) in [
-            (&a_default, &b_default),
-            (&a_default, &a_bundle),
-            (&a_default, &plain),
-        ] {
-            assert!(!Arc::ptr_eq(x, y));
-            assert_ne!(x.key(), y.key());
-        }
-        assert_eq!(a_default.key().identity, Some(a.key()));
-        assert_eq!(a_bundle.key().trust, bundle.key());
-        assert_eq!(a_bundle.trust(), &bundle);
-        assert_eq!(plain.key().identity, None);
-        // Identity clients do not count as bundle clients.
-        assert_eq!(load(&pool.entries.lock().unwrap(), Bound::Bundle).0, 0);
-        assert_eq!(pool.live(), 4);
-        drop((a_default, a_again));
-        assert_eq!(pool.live(), 3, "an identity client nobody holds is gone");
-    }
-
-    #[test]
-    fn clients_of_distinct_bundles_are_bounded_and_a_freed_place_is_reused() {
-        let pool = pool_with(unshared());
-        let pems: Vec<String> = (0..MAX_BUNDLE_CLIENTS)
-            .map(|i| crate::oauth::trust::tests::ca(&format!("ca-{i}")))
-            .collect();
-        let held: Vec<_> = pems
-            .iter()
-            .map(|pem| {
-                let bundle = CaBundle::parse(pem.as_bytes(), "ConfigMap ca").unwrap();
-                get(&pool, &Trust::Bundle(bundle)).unwrap()
-            })
-            .collect();
-        let default = get(&pool, &Trust::Default).unwrap();
-        // One more distinct bundle is refused, with a message that says what to do.
-        let refused = get(&pool, &Trust::Bundle(bundle("one-too-many"))).unwrap_err();
-        assert!(matches!(
-            refused,
-            PoolError::Full {
-                clients: MAX_BUNDLE_CLIENTS,
-                limit: MAX_BUNDLE_CLIENTS,
-                ..
-            }
-        ));
-        assert!(refused.to_string().contains("same bundle"), "{refused}");
-        // A bundle already in use is still shared, and the default trust is never refused.
-        let again = CaBundle::parse(pems[0].as_bytes(), "ConfigMap again").unwrap();
-        assert!(Arc::ptr_eq(
-            &get(&pool, &Trust::Bundle(again)).unwrap(),
-            &held[0]
-        ));
-        assert!(Arc::ptr_eq(&get(&pool, &Trust::Default).unwrap(), &default));
-        // Dropping one frees its place.
-        let mut held = held;
-        held.pop();
-        assert!(get(&pool, &Trust::Bundle(bundle("now-fits"))).is_ok());
-    }
-
-    #[test]
-    fn the_certificates_of_bundle_clients_are_bounded_too() {
-        let pool = pool_with(unshared());
-        let per = crate::oauth::trust::MAX_BUNDLE_CERTIFICATES;
-        // One CA's certificate re-issued: distinct certificates, cheap to make.
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = |i: usize, j: usize| {
-            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, format!("ca-{i}-{j}"));
-            params.self_signed(&key).unwrap().pem()
-        };
-        let big = |i: usize| {
-            let pem: String = (0..per).map(|j| cert(i, j)).collect();
-            CaBundle::parse(pem.as_bytes(), "ConfigMap big").unwrap()
-        };
-        let fits = MAX_POOLED_ANCHORS / per;
-        let held: Vec<_> = (0..fits)
-            .map(|i| get(&pool, &Trust::Bundle(big(i))).unwrap())
-            .collect();
-        let refused = get(&pool, &Trust::Bundle(big(fits))).unwrap_err();
-        assert!(
-            matches!(refused, PoolError::Full { clients, anchors, .. } if clients == fits && anchors == fits * per),
-            "{refused}"
-        );
-        // A small bundle still fits in what is left, if anything is.
-        let left = MAX_POOLED_ANCHORS - fits * per;
-        assert_eq!(
-            get(&pool, &Trust::Bundle(bundle("small"))).is_ok(),
-            left >= 1
-        );
-        drop(held);
-        assert!(get(&pool, &Trust::Bundle(big(0))).is_ok());
-    }
-
-    /// Security round three, item 3: one namespace naming 256 distinct bundles holds only its
-    /// share, and another namespace's first bundle is still served; bundle clients held for a
-    /// namespace count once however many of its OAuthClients use them.
-    #[test]
-    fn one_namespace_reaching_its_share_of_bundles_fails_only_its_own_clients() {
-        let pool = pool();
-        let share = PoolLimits::default().bundles_per_namespace;
-        let mut held = Vec::new();
-        let mut refused = None;
-        for i in 0..MAX_BUNDLE_CLIENTS {
-            let trust = Trust::Bundle(bundle(&format!("tenant-{i}")));
-            match pool.get(&trust, "noisy") {
-                Ok(claimed) => held.push(claimed),
-                Err(e) => {
-                    refused = Some((i, e));
-                    break;
-                }
-            }
-        }
-        let (at, error) = refused.expect("the namespace's share is bounded");
-        assert_eq!(at, share);
-        let message = error.to_string();
-        assert!(
-            message.contains("namespace noisy")
-                && message.contains("--max-ca-bundles-per-namespace=64")
-                && message.contains("only this namespace's clients are refused"),
-            "{message}"
-        );
-        // Another namespace's first bundle is served, and so is a bundle the noisy namespace
-        // already holds.
-        assert!(pool.get(&Trust::Bundle(bundle("quiet")), "quiet").is_ok());
-        // The noisy namespace's clients freed: its share is free again.
-        held.clear();
-        assert!(pool.get(&Trust::Bundle(bundle("later")), "noisy").is_ok());
-    }
-
-    #[test]
-    fn identity_clients_are_bounded_in_all_and_per_namespace_and_share_one_verifier_per_bundle() {
-        let limits = PoolLimits {
-            identities: 3,
-            identities_per_namespace: 2,
-            ..PoolLimits::default()
-        };
-        let pool = pool_with(limits);
-        let corp = Trust::Bundle(bundle("corp"));
-        let identities = [
-            identity("ec-p256-sec1.pem", "ec-p256.crt"),
-            identity("rsa-pkcs8.pem", "rsa.crt"),
-            identity("ec-p384-sec1.pem", "ec-p384.crt"),
-            identity("ed25519-pkcs8.pem", "ed25519.crt"),
-        ];
-        let a = pool
-            .get_with_identity(&corp, &identities[0], "team-a")
-            .unwrap();
-        let b = pool
-            .get_with_identity(&corp, &identities[1], "team-a")
-            .unwrap();
-        // The same identity again in the same namespace: shared, not counted twice.
-        let a2 = pool
-            .get_with_identity(&corp, &identities[0], "team-a")
-            .unwrap();
-        assert!(Arc::ptr_eq(&a.0, &a2.0));
-        let refused = pool
-            .get_with_identity(&corp, &identities[2], "team-a")
-            .unwrap_err();
-        assert!(
-            refused
-                .to_string()
-                .contains("--max-tls-identities-per-namespace=2"),
-            "{refused}"
-        );
-        // Another namespace is not refused by team-a's share, but by the global bound.
-        let c = pool
-            .get_with_identity(&corp, &identities[2], "team-b")
-            .unwrap();
-        let refused = pool
-            .get_with_identity(&corp, &identities[3], "team-b")
-            .unwrap_err();
-        assert!(
-            matches!(
-                refused,
-                PoolError::IdentitiesFull {
-                    identities: 3,
-                    limit: 3,
-                    ..
-                }
-            ),
-            "{refused}"
-        );
-        // Every identity client of the bundle verifies with one shared root store.
-        assert_eq!(pool.bundle_verifiers(), 1);
-        drop((a, a2, b, c));
-        assert_eq!(
-            pool.bundle_verifiers(),
-            0,
-            "dropped with its last identity client"
-        );
-    }
-}
+mod tests;

@@ -1,32 +1,7 @@
-//! The one HTTP transport for token requests: reqwest with rustls.
-//!
-//! * TLS is always verified: against the system trust store plus `--ca-file` (the default
-//!   trust), or against an OAuthClient's own bundle alone ([`crate::oauth::trust`]); no option
-//!   turns verification off. Each trust configuration has its own pooled client
-//!   ([`crate::oauth::pool`]), built from one template, so the rules below hold for every one.
-//! * A certificate or handshake failure is `EndpointUnavailable` with a message that starts
-//!   with what went wrong in words ([`crate::oauth::tls_failure`]).
-//! * Redirects are never followed: credentials must not be re-sent to another URL. A 3xx is
-//!   handed back to [`crate::oauth::response`], which reports it as `InvalidResponse`.
-//! * Every request has a timeout.
-//! * The response body is read with a cap ([`MAX_BODY`]); reading stops as soon as it is
-//!   exceeded.
-//! * The User-Agent is `oauth-token-operator/<version>`.
-//! * The token URL policy ([`crate::oauth::url_policy`]) is enforced on the URL and, through the DNS
-//!   resolver, on every address connected to.
-//! * Proxies come from a [`ProxyConfig`] only (reqwest's own reading of the environment is off).
-//!   Before anything is sent to a proxy, the transport resolves the token URL's host itself and
-//!   applies the policy to **every** address (a proxy cannot be kept to the allowed ones). A
-//!   host that cannot be resolved locally goes through the proxy only when
-//!   `--token-url-allow-hosts` names it; otherwise the request is refused. The proxy resolves
-//!   the name again: DNS rebinding between the two lookups is for the proxy's egress policy to
-//!   stop.
-//! * A proxy that refuses the CONNECT is `EndpointUnavailable` with the proxy's status.
-//! * Mutual TLS (TlsClientAuth): each client identity has its own HTTP client
-//!   (pooled by trust and identity, see [`crate::oauth::pool`]), with session resumption off,
-//!   so that requests for different identities never share a connection or a TLS session.
+//! The HTTP client of a token request, as the transport hands it out ([`HttpClient`]): a pooled
+//! reqwest client for one trust (and, for mutual TLS, one identity), the rules every request
+//! follows (see [`crate::oauth::transport`]), and the words for what went wrong.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,22 +12,19 @@ use http::HeaderMap;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use url::{Host, Url};
 
+use super::pool::{Claim, ClientTemplate, Held, Pooled};
+use super::proxy::{ProxyServer, Route};
+use super::tls_failure::TlsProblem;
+use super::trust::{Trust, TrustKey};
 use crate::api::reason::{Failure, Reason};
-use crate::oauth::identity::Identity;
-use crate::oauth::pool::{ClientPool, ClientTemplate, PoolError, PoolLimits, TrustedClient};
-use crate::oauth::proxy::{ProxyConfig, ProxyServer, Route};
+use crate::base::Scrubber;
+use crate::oauth::identity::IdentityKey;
 use crate::oauth::request::TokenRequest;
 use crate::oauth::response::sanitise;
-use crate::oauth::tls_failure::TlsProblem;
-use crate::oauth::trust::{CaBundle, Trust, TrustKey};
-use crate::oauth::url_policy::{DeniedAddress, TokenUrlPolicy};
-use crate::output::redact::Scrubber;
+use crate::spec::url_policy::DeniedAddress;
 
 /// Largest response body read (1 MiB).
 pub const MAX_BODY: usize = 1024 * 1024;
-
-/// Default request timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A received response, body capped. Its `Debug` shows the status, the header names and the
 /// body's length, never the body (it holds the access token).
@@ -76,187 +48,81 @@ impl fmt::Debug for Reply {
     }
 }
 
-/// The transport for token requests: the pool of HTTP clients (one per trust configuration;
-/// see [`crate::oauth::pool`]), the default one, and the checks made before a request leaves.
-#[derive(Clone, Debug)]
-pub struct Transport {
-    pool: Arc<ClientPool>,
-    default: TrustedClient,
-    timeout: Duration,
-    policy: Arc<TokenUrlPolicy>,
-    proxy: Arc<ProxyConfig>,
-    /// The proxies' host names, which the resolver does not check.
-    proxy_hosts: Arc<HashSet<String>>,
+/// The HTTP client a token request goes through: verifies the endpoint against one trust and,
+/// for mutual TLS, presents one identity. Pooled: cloning it, or getting it again for the same
+/// trust and identity, shares one connection pool; it lives while someone holds it.
+#[derive(Clone)]
+pub struct HttpClient {
+    pooled: Arc<Pooled>,
+    /// What the endpoint's certificate is verified against, in words (`key ca.crt of ConfigMap
+    /// corp-ca (spec.caBundleRef) alone`).
+    verified_against: Arc<str>,
+    /// What every client shares: the policy, the proxies, the timeout.
+    template: Arc<ClientTemplate>,
+    /// The namespace's hold on the client (counted against its share of the bounds), while
+    /// anyone keeps this.
+    _claim: Option<Arc<Claim>>,
 }
 
-/// Everything a transport is built from.
-#[derive(Clone, Debug, Default)]
-pub struct TransportConfig {
-    /// Request timeout.
-    pub timeout: Duration,
-    /// Where credentials may be sent.
-    pub policy: Arc<TokenUrlPolicy>,
-    /// Proxies (`run` and `exchange` pass [`ProxyConfig::from_env`]).
-    pub proxy: ProxyConfig,
-    /// `--ca-file`: extra trust anchors of the default trust, on top of the system store.
-    pub ca_file: Option<CaBundle>,
-    /// The bounds on the clients of CA bundles and mutual-TLS identities.
-    pub limits: PoolLimits,
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("trust", &self.pooled.key().trust.to_string())
+            .field("mtls", &self.pooled.key().identity.is_some())
+            .field("verified_against", &self.verified_against)
+            .finish()
+    }
 }
 
-/// An HTTP client could not be built (no usable TLS trust store, for instance).
-#[derive(Debug, thiserror::Error)]
-#[error("cannot build the HTTP client: {0}")]
-pub struct TransportError(#[source] pub(crate) reqwest::Error);
-
-impl Transport {
-    /// A transport with the given request timeout and the default token URL policy.
-    pub fn new(timeout: Duration) -> Result<Self, TransportError> {
-        Transport::with_policy(timeout, Arc::default())
-    }
-
-    /// A transport with the given request timeout and token URL policy, connecting directly
-    /// (no proxy, whatever the environment says).
-    pub fn with_policy(
-        timeout: Duration,
-        policy: Arc<TokenUrlPolicy>,
-    ) -> Result<Self, TransportError> {
-        Transport::with_proxy(timeout, policy, ProxyConfig::none())
-    }
-
-    /// A transport with the given request timeout, token URL policy and proxies, and the
-    /// system trust store as its default trust.
-    pub fn with_proxy(
-        timeout: Duration,
-        policy: Arc<TokenUrlPolicy>,
-        proxy: ProxyConfig,
-    ) -> Result<Self, TransportError> {
-        Transport::from_config(TransportConfig {
-            timeout,
-            policy,
-            proxy,
-            ca_file: None,
-            limits: PoolLimits::default(),
-        })
-    }
-
-    /// A transport as `config` describes it. Its default client (the default trust) is built
-    /// at once, so that a platform without a usable trust store is found at start-up.
-    pub fn from_config(config: TransportConfig) -> Result<Self, TransportError> {
-        let proxy = Arc::new(config.proxy);
-        let proxy_hosts = Arc::new(proxy.proxy_host_names());
-        let pool = Arc::new(ClientPool::new(
-            ClientTemplate {
-                timeout: config.timeout,
-                policy: config.policy.clone(),
-                proxy: proxy.clone(),
-                proxy_hosts: proxy_hosts.clone(),
-                ca_file: config.ca_file,
-            },
-            config.limits,
-        ));
-        let described = pool.template().default_trust_description();
-        let default = match pool.trusted(&Trust::Default, "", described) {
-            Ok(client) => client,
-            Err(PoolError::Build(e)) => return Err(e),
-            Err(_) => unreachable!("the default trust is never refused, and has no identity"),
-        };
-        Ok(Transport {
-            pool,
-            default,
-            timeout: config.timeout,
-            policy: config.policy,
-            proxy,
-            proxy_hosts,
-        })
-    }
-
-    /// The client of the default trust (the system store, plus `--ca-file`).
-    pub fn default_client(&self) -> &TrustedClient {
-        &self.default
-    }
-
-    /// The client for `trust` (the pooled one if another OAuthClient uses the same), held for
-    /// `namespace` (its share of the bounds). A client that cannot be built, or that the bounds
-    /// refuse, is `EndpointUnavailable` saying which bound and how to raise it.
-    pub fn client(&self, trust: &Trust, namespace: &str) -> Result<TrustedClient, Failure> {
-        match trust {
-            Trust::Default => Ok(self.default.clone()),
-            Trust::Bundle(bundle) => self
-                .pool
-                .trusted(trust, namespace, format!("{} alone", bundle.origin()))
-                .map_err(|e| {
-                    let problem = match &e {
-                        PoolError::Build(e) => root_cause(e),
-                        _ => e.to_string(),
-                    };
-                    Failure::new(
-                        Reason::EndpointUnavailable,
-                        format!(
-                            "cannot build an HTTP client for {}: {problem}",
-                            bundle.origin()
-                        ),
-                    )
-                }),
+impl HttpClient {
+    pub(super) fn new(
+        held: Held,
+        verified_against: Arc<str>,
+        template: Arc<ClientTemplate>,
+    ) -> Self {
+        HttpClient {
+            pooled: held.pooled,
+            verified_against,
+            template,
+            _claim: held.claim,
         }
     }
 
-    /// The client of `trusted`'s trust that presents `identity` in the TLS handshake (mutual
-    /// TLS), pooled by (trust, identity) and held for `namespace`: the one in use for them, or a
-    /// new one. It lives while someone holds it (the controller keeps it in the memory of each
-    /// OAuthClient using it).
-    pub fn identity_client(
-        &self,
-        trusted: &TrustedClient,
-        identity: &Identity,
-        namespace: &str,
-    ) -> Result<TrustedClient, Failure> {
-        self.pool
-            .trusted_with_identity(trusted, identity, namespace)
-            .map_err(|e| match e {
-                PoolError::Tls(failure) => failure,
-                other => Failure::new(
-                    Reason::EndpointUnavailable,
-                    format!("cannot build the HTTP client for the client certificate: {other}"),
-                ),
-            })
+    /// The trust it verifies endpoints against.
+    pub fn trust(&self) -> &Trust {
+        self.pooled.trust()
     }
 
-    /// The number of verifiers of CA bundles that identity clients share (one per bundle).
-    pub fn shared_verifiers(&self) -> usize {
-        self.pool.bundle_verifiers()
+    /// The identity it presents in the handshake (mutual TLS), if any.
+    pub fn presents(&self) -> Option<IdentityKey> {
+        self.pooled.key().identity
     }
 
-    /// The number of HTTP clients in use (the default one included).
-    pub fn clients_in_use(&self) -> usize {
-        self.pool.live()
+    /// What the endpoint's certificate is verified against, in words.
+    pub fn verified_against(&self) -> &str {
+        &self.verified_against
     }
 
-    /// Sends a token request with the default client; see [`Transport::send_via`].
+    /// Whether it shares its connection pool with `other` (the same trust and identity).
+    pub fn shares_pool_with(&self, other: &HttpClient) -> bool {
+        Arc::ptr_eq(&self.pooled, &other.pooled)
+    }
+
+    /// Sends a token request and reads the reply with the body cap. Error messages are
+    /// scrubbed with `scrubber` (the request's credentials).
     pub async fn send(
         &self,
         request: &TokenRequest,
         scrubber: &Scrubber<'_>,
     ) -> Result<Reply, Failure> {
-        self.send_via(&self.default, request, scrubber).await
-    }
-
-    /// Sends a token request through `client` and reads the reply with the body cap. Error
-    /// messages are scrubbed with `scrubber` (the request's credentials).
-    pub async fn send_via(
-        &self,
-        client: &TrustedClient,
-        request: &TokenRequest,
-        scrubber: &Scrubber<'_>,
-    ) -> Result<Reply, Failure> {
         let url = &request.url;
         let host = url.host_str().unwrap_or("?").to_owned();
-        self.policy.check_url(url)?;
-        let route = self.proxy.route(url);
+        self.template.policy.check_url(url)?;
+        let route = self.template.proxy.route(url);
         match route {
             Route::Direct => self.check_direct_to_a_proxy_host(url).await?,
             Route::Proxy(proxy) => {
-                refuse_tls_proxy_with_bundle(url, proxy, client)?;
+                refuse_tls_proxy_with_bundle(url, proxy, self)?;
                 self.check_before_proxy(url, proxy).await?
             }
             Route::Unusable(unusable) => {
@@ -268,8 +134,8 @@ impl Transport {
                 ));
             }
         }
-        let mut builder = client
-            .pooled()
+        let mut builder = self
+            .pooled
             .reqwest()
             .post(url.clone())
             .body(request.body.expose().clone());
@@ -279,9 +145,7 @@ impl Transport {
         let response = match builder.send().await {
             Ok(response) => response,
             Err(e) => {
-                return Err(self
-                    .transport_failure(url, route, client, &e, scrubber)
-                    .await);
+                return Err(self.transport_failure(url, route, &e, scrubber).await);
             }
         };
         let status = response.status().as_u16();
@@ -302,9 +166,7 @@ impl Transport {
             Ok(body) => body,
             Err(Read::TooLarge(failure)) => return Err(failure),
             Err(Read::Broken(e)) => {
-                return Err(self
-                    .transport_failure(url, route, client, &e, scrubber)
-                    .await);
+                return Err(self.transport_failure(url, route, &e, scrubber).await);
             }
         };
         Ok(Reply {
@@ -322,10 +184,16 @@ impl Transport {
             return Ok(());
         };
         let problem = match self.lookup(url, name).await {
-            Ok(addrs) => return self.policy.check_all(name, &addrs).map_err(|d| d.failure()),
+            Ok(addrs) => {
+                return self
+                    .template
+                    .policy
+                    .check_all(name, &addrs)
+                    .map_err(|d| d.failure());
+            }
             Err(problem) => problem,
         };
-        if self.policy.names_host(name) {
+        if self.template.policy.names_host(name) {
             tracing::debug!(
                 host = name,
                 %proxy,
@@ -348,11 +216,15 @@ impl Transport {
             return Ok(());
         };
         let lowercase = name.trim_end_matches('.').to_ascii_lowercase();
-        if !self.proxy_hosts.contains(&lowercase) {
+        if !self.template.proxy_hosts.contains(&lowercase) {
             return Ok(());
         }
         match self.lookup(url, name).await {
-            Ok(addrs) => self.policy.check_all(name, &addrs).map_err(|d| d.failure()),
+            Ok(addrs) => self
+                .template
+                .policy
+                .check_all(name, &addrs)
+                .map_err(|d| d.failure()),
             // The connection will fail the same way.
             Err(_) => Ok(()),
         }
@@ -362,7 +234,9 @@ impl Transport {
     /// comes back.
     async fn lookup(&self, url: &Url, name: &str) -> Result<Vec<SocketAddr>, String> {
         let port = url.port_or_known_default().unwrap_or(443);
-        match tokio::time::timeout(self.timeout, tokio::net::lookup_host((name, port))).await {
+        match tokio::time::timeout(self.template.timeout, tokio::net::lookup_host((name, port)))
+            .await
+        {
             Ok(Ok(addrs)) => {
                 let addrs: Vec<SocketAddr> = addrs.collect();
                 if addrs.is_empty() {
@@ -373,7 +247,10 @@ impl Transport {
             }
             Ok(Err(e)) => Err(sanitise(&e.to_string(), &Scrubber::none())
                 .unwrap_or_else(|| "the lookup failed".to_owned())),
-            Err(_) => Err(format!("no answer within {}s", self.timeout.as_secs_f32())),
+            Err(_) => Err(format!(
+                "no answer within {}s",
+                self.template.timeout.as_secs_f32()
+            )),
         }
     }
 
@@ -381,7 +258,6 @@ impl Transport {
         &self,
         url: &Url,
         route: Route<'_>,
-        client: &TrustedClient,
         error: &reqwest::Error,
         scrubber: &Scrubber<'_>,
     ) -> Failure {
@@ -402,11 +278,11 @@ impl Transport {
             _ => String::new(),
         };
         if let Some(problem) = TlsProblem::find(error) {
-            return tls_failure(url, &problem, &via, client);
+            return tls_failure(url, &problem, &via, self);
         }
         // What happened, with the library's detail, and the same without it.
         let (what, short) = if error.is_timeout() {
-            let what = format!("timed out after {}s", self.timeout.as_secs_f32());
+            let what = format!("timed out after {}s", self.template.timeout.as_secs_f32());
             (what.clone(), what)
         } else if error.is_connect() {
             let short = "could not connect".to_owned();
@@ -462,7 +338,7 @@ impl Transport {
             ),
             // hyper-util reports any other answer without its status: ask once more to learn it
             // (a bare CONNECT: no token request, nothing of the client's).
-            _ => match connect_status(proxy, &target, self.timeout).await {
+            _ => match connect_status(proxy, &target, self.template.timeout).await {
                 Ok(status) => refused(status_text(status)),
                 Err(why) => refused(format!("its answer could not be read ({why})")),
             },
@@ -478,9 +354,9 @@ impl Transport {
 fn refuse_tls_proxy_with_bundle(
     url: &Url,
     proxy: &ProxyServer,
-    client: &TrustedClient,
+    client: &HttpClient,
 ) -> Result<(), Failure> {
-    if proxy.url().scheme() != "https" || client.pooled().key().trust == TrustKey::Default {
+    if proxy.url().scheme() != "https" || client.pooled.key().trust == TrustKey::Default {
         return Ok(());
     }
     Err(Failure::new(
@@ -492,7 +368,7 @@ fn refuse_tls_proxy_with_bundle(
     ))
 }
 
-fn tls_failure(url: &Url, problem: &TlsProblem, via: &str, client: &TrustedClient) -> Failure {
+fn tls_failure(url: &Url, problem: &TlsProblem, via: &str, client: &HttpClient) -> Failure {
     let host = url.host_str().unwrap_or("?");
     let port = url.port_or_known_default().unwrap_or(443);
     let headline = problem.message(host);
@@ -622,7 +498,7 @@ fn too_large(status: u16) -> Failure {
 }
 
 /// The innermost error message (reqwest's top level only says "error sending request").
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut current = error;
     while let Some(source) = current.source() {
         current = source;
