@@ -2,7 +2,7 @@
 //! the operator's resourceVersion too old (`410 Gone`): the operator reconnects or relists,
 //! re-issues no valid token, stays Ready, and serves a client created afterwards.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -45,6 +45,7 @@ async fn the_operator_survives_an_apiserver_restart_and_a_compaction_without_rei
     tokio::time::sleep(Duration::from_secs(2)).await;
     plane.start_apiserver().await;
     let client = cluster.client().await;
+    let created = Instant::now();
     oauth_client(&client, &ns, "after-restart", spec.clone()).await;
     wait_ready(
         &client,
@@ -55,6 +56,13 @@ async fn the_operator_survives_an_apiserver_restart_and_a_compaction_without_rei
         Some(&operator),
     )
     .await;
+    // The watches each back off on their own (at most 5 s); their errors must not add up.
+    let took = created.elapsed();
+    eprintln!("real-cluster suite: a client created after the restart was Ready in {took:.1?}");
+    assert!(
+        took < Duration::from_secs(12),
+        "a client created after the restart took {took:?}"
+    );
     wait_ready(
         &client,
         &ns,
