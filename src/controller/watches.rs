@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, watcher as watch};
 
@@ -34,6 +34,7 @@ use super::secret_index::{ConfigMapIndex, Index, ManagedIndex, SecretIndex, Serv
 use crate::api::crd::OAuthClient;
 use crate::api::keys::MANAGED_SELECTOR;
 use crate::api::name::NamespacedName;
+use crate::base::clock::Clock;
 
 type BoxFuture = futures::future::BoxFuture<'static, ()>;
 
@@ -59,6 +60,7 @@ pub fn scope_controller(
     let woken = futures::stream::unfold(woken, |mut rx| async move {
         rx.recv().await.map(|client| (client, rx))
     });
+    let shared_clock = shared.clock.clone();
     let ctx = Arc::new(Context {
         scope: shared.gate.add_scope(wake),
         shared,
@@ -86,6 +88,7 @@ pub fn scope_controller(
         // (see [`NoDelay`]).
         .trigger_backoff(NoDelay)
         .reconcile_on(woken)
+        .reconcile_on(clock_moves(&shared_clock, store.clone()))
         .watches_stream(w.managed_stream, users(ctx.clone(), store.clone()))
         .watches_stream(w.secrets_stream, users(ctx.clone(), store.clone()))
         .watches_stream(
@@ -280,6 +283,28 @@ fn live_refs(
 /// 5 s while the API server is down cost it nothing.
 fn watch_backoff() -> kube::runtime::utils::ResetTimerBackoff<WatchBackoff> {
     kube::runtime::utils::ResetTimerBackoff::new(WatchBackoff::FIRST, Duration::from_secs(60))
+}
+
+/// Every client in `store`, each time the clock jumps (a [`crate::base::clock::ManualClock`] in
+/// tests): what is due at the new time is done at once. Nothing for a clock that flows.
+fn clock_moves(
+    clock: &Arc<dyn Clock>,
+    store: Store<PartialObjectMeta<OAuthClient>>,
+) -> impl Stream<Item = ObjectRef<PartialObjectMeta<OAuthClient>>> + Send + 'static {
+    futures::stream::iter(clock.moved())
+        .flat_map(|moves| {
+            futures::stream::unfold(moves, |mut moves| async move {
+                moves.changed().await.ok().map(|()| ((), moves))
+            })
+        })
+        .flat_map(move |()| {
+            let all: Vec<_> = store
+                .state()
+                .iter()
+                .map(|client| queue_ref(&NamespacedName::of(&client.metadata)))
+                .collect();
+            futures::stream::iter(all)
+        })
 }
 
 /// The merged stream of every watch's events goes on at once after an error: each watch has

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use oauth_token_operator::base::clock::SystemClock;
+use oauth_token_operator::base::clock::{Clock, SystemClock};
 use oauth_token_operator::controller::{self, Config};
 use oauth_token_operator::runtime::health::Health;
 use oauth_token_operator::runtime::metrics::Metrics;
@@ -93,6 +93,16 @@ impl Operator {
     /// Starts the controller against `api` with the test defaults (all namespaces, 4 exchanges,
     /// a 2 s request timeout, http:// allowed) as `adjust` changes them.
     pub fn start_configured(api: &ApiServer, adjust: impl FnOnce(&mut Config)) -> Self {
+        Operator::start_on_clock(api, Arc::new(SystemClock), adjust)
+    }
+
+    /// As [`Operator::start_configured`], on `clock`: with a [`oauth_token_operator::base::clock::ManualClock`], time passes only
+    /// when the test moves it, and every client is looked at again when it does.
+    pub fn start_on_clock(
+        api: &ApiServer,
+        clock: Arc<dyn Clock>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         let _ = trace_logs();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let health = Arc::new(Health::default());
@@ -131,7 +141,7 @@ impl Operator {
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            let run = controller::run(client, config, Arc::new(SystemClock), h, m, shutdown);
+            let run = controller::run(client, config, clock, h, m, shutdown);
             match std::panic::AssertUnwindSafe(run).catch_unwind().await {
                 Ok(result) => result.expect("controller runs"),
                 Err(panic) => {

@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod assertions;
+pub mod builders;
 pub mod control_plane;
 pub mod harness;
 pub mod logs;

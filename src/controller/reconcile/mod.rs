@@ -30,6 +30,9 @@ mod status;
 mod trust;
 mod write;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -131,8 +131,9 @@ impl Outputs {
 /// Records a reconcile that ended before it settled (deferred at the gate, or an API error).
 pub fn unsettled(ctx: &Context, client: &OAuthClient, seen: &Snapshot, outputs: Outputs) {
     count(ctx, client, &outputs);
+    let key = &ctx.shared.credentials_key;
     ctx.memories
-        .record(&seen.key, learned(ctx, seen, outputs, None));
+        .record(&seen.key, learned(key, seen, outputs, None));
 }
 
 /// Records a reconcile that settled.
@@ -155,14 +156,15 @@ pub fn settled(
         }
         Attempt::None => {}
     }
-    let learned = learned(ctx, seen, outputs, Some((attempt, settled)));
+    let key = &ctx.shared.credentials_key;
+    let learned = learned(key, seen, outputs, Some((attempt, settled)));
     ctx.memories.record(&seen.key, learned);
 }
 
 /// What the memory learns from the snapshot, the steps' outputs and (when it settled) the
-/// attempt and the settled decision.
-fn learned(
-    ctx: &Context,
+/// attempt and the settled decision (pure; `credentials_key` keys the credentials' digest).
+pub(super) fn learned(
+    credentials_key: &[u8; 32],
     seen: &Snapshot,
     outputs: Outputs,
     settled: Option<(&Attempt, &Settled)>,
@@ -197,7 +199,7 @@ fn learned(
     if let Some((attempt, settled)) = settled {
         match attempt {
             Attempt::Failed(_) => {
-                retry.failed_with = Change::Set(failed_with(ctx, seen, &outputs));
+                retry.failed_with = Change::Set(failed_with(credentials_key, seen, &outputs));
             }
             Attempt::Issued { .. } => {
                 retry.failed_with = Change::Clear;
@@ -252,7 +254,7 @@ fn count(ctx: &Context, client: &OAuthClient, outputs: &Outputs) {
 /// The credentials a failure happened with: as read, else as the cache shows them; and the CA
 /// bundle's object, as read, else as the cache shows it (always the current view, so that the
 /// same version never counts as a change twice).
-fn failed_with(ctx: &Context, seen: &Snapshot, outputs: &Outputs) -> FailedWith {
+fn failed_with(credentials_key: &[u8; 32], seen: &Snapshot, outputs: &Outputs) -> FailedWith {
     let trust_rv = match &outputs.trust {
         Some(loaded) => loaded.resource_version.clone(),
         None => seen.trust_rv.clone(),
@@ -260,7 +262,7 @@ fn failed_with(ctx: &Context, seen: &Snapshot, outputs: &Outputs) -> FailedWith 
     match outputs.credentials(seen) {
         Some(loaded) => FailedWith {
             resource_version: loaded.resource_version.clone(),
-            digest: Some(loaded.digest(&ctx.shared.credentials_key)),
+            digest: Some(loaded.digest(credentials_key)),
             trust_rv,
         },
         None => FailedWith {
