@@ -874,7 +874,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_enums_and_the_token_url_rule_are_in_the_schema() {
+    fn the_enums_and_the_credentials_keys_defaults_are_in_the_schema() {
         let crd = crd_json();
         let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
         let props = &spec["properties"];
@@ -918,6 +918,13 @@ mod tests {
         assert_eq!(creds["clientSecretKey"]["default"], "client_secret");
         assert_eq!(creds["privateKeyKey"]["default"], "tls.key");
         assert_eq!(creds["certificateKey"]["default"], "tls.crt");
+    }
+
+    #[test]
+    fn the_rules_bounds_and_other_defaults_are_in_the_schema() {
+        let crd = crd_json();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let props = &spec["properties"];
         // credentialsSecretRef is required unless ServiceAccountToken (a CEL rule, below), so
         // the schema itself requires nothing.
         assert!(spec["required"].is_null(), "{}", spec["required"]);

@@ -324,29 +324,51 @@ mod tests {
         }
     }
 
-    /// The table of cases, as cert-manager tests its policy checks: each read Secret and the
-    /// state it must be.
-    #[test]
-    fn every_kind_of_managed_secret_is_classified() {
-        let valid = Check::Valid;
-        let previous = Check::ValidWithPrevious;
-        let template = changed(&["data/Authorization"], true);
-        let spliced_templates = changed(&["seal"], true);
-        let token_swapped = changed(&["data/access_token"], false);
-        let template_but_token_not_intact = changed(&["data/Authorization"], false);
-        let broken = changed(&["seal"], false);
-        let stale = StoredToken {
+    struct Case<'a> {
+        what: &'a str,
+        read: ReadSecret<'a>,
+        state: SecretState,
+        trusted: bool,
+        token_trusted: bool,
+    }
+
+    fn check(cases: Vec<Case<'_>>) {
+        for case in cases {
+            let verdict = classify(&case.read);
+            assert_eq!(verdict.state, case.state, "{}", case.what);
+            assert_eq!(verdict.trusted, case.trusted, "{}", case.what);
+            assert_eq!(verdict.token_trusted, case.token_trusted, "{}", case.what);
+        }
+    }
+
+    fn stale() -> StoredToken {
+        StoredToken {
             target_current: false,
             ..token()
-        };
-        struct Case<'a> {
-            what: &'a str,
-            read: ReadSecret<'a>,
-            state: SecretState,
-            trusted: bool,
-            token_trusted: bool,
         }
-        let cases = [
+    }
+
+    fn put_back() -> SecretState {
+        SecretState::Tampered(vec![
+            "the token (not the one the status records: an earlier version put back)".into(),
+        ])
+    }
+
+    /// The table of cases, as cert-manager tests its policy checks: each read Secret and the
+    /// state it must be. First, what is written again from its own token.
+    #[test]
+    fn a_secret_whose_token_is_intact_is_kept_or_restored_from_it() {
+        let (valid, previous) = (Check::Valid, Check::ValidWithPrevious);
+        let template = changed(&["data/Authorization"], true);
+        let spliced_templates = changed(&["seal"], true);
+        let restored = |what, read| Case {
+            what,
+            read,
+            state: SecretState::Owned(Some(stale())),
+            trusted: false,
+            token_trusted: true,
+        };
+        check(vec![
             Case {
                 what: "as written",
                 read: read(&valid),
@@ -354,102 +376,27 @@ mod tests {
                 trusted: true,
                 token_trusted: true,
             },
-            Case {
-                what: "sealed with the previous key",
-                read: read(&previous),
-                state: SecretState::Owned(Some(stale)),
-                trusted: false,
-                token_trusted: true,
-            },
-            Case {
-                what: "a label removed",
-                read: ReadSecret {
+            restored("sealed with the previous key", read(&previous)),
+            restored(
+                "a label removed",
+                ReadSecret {
                     drift: vec!["label team".into()],
                     ..read(&valid)
                 },
-                state: SecretState::Owned(Some(stale)),
-                trusted: false,
-                token_trusted: true,
-            },
-            Case {
-                what: "the ownerReference removed, the seal intact",
-                read: ReadSecret {
+            ),
+            restored(
+                "the ownerReference removed, the seal intact",
+                ReadSecret {
                     controlled: false,
                     drift: vec!["ownerReference".into()],
                     ..read(&valid)
                 },
-                state: SecretState::Owned(Some(stale)),
-                trusted: false,
-                token_trusted: true,
-            },
-            Case {
-                what: "a template key edited",
-                read: read(&template),
-                state: SecretState::Owned(Some(stale)),
-                trusted: false,
-                token_trusted: true,
-            },
-            Case {
-                what: "template tags spliced from another seal, the token intact",
-                read: read(&spliced_templates),
-                state: SecretState::Owned(Some(stale)),
-                trusted: false,
-                token_trusted: true,
-            },
-            Case {
-                what: "the token swapped",
-                read: read(&token_swapped),
-                state: SecretState::Tampered(vec!["data/access_token".into()]),
-                trusted: false,
-                token_trusted: false,
-            },
-            Case {
-                what: "a template edited while the token's group does not verify",
-                read: read(&template_but_token_not_intact),
-                state: SecretState::Tampered(vec!["data/Authorization".into()]),
-                trusted: false,
-                token_trusted: false,
-            },
-            Case {
-                what: "a seal that proves nothing",
-                read: read(&broken),
-                state: SecretState::Tampered(vec!["seal".into()]),
-                trusted: false,
-                token_trusted: false,
-            },
-            Case {
-                what: "an earlier version put back (genuine, older than the status)",
-                read: ReadSecret {
-                    token: Some(StoredToken {
-                        issued_at: at(900),
-                        expires_at: at(4500),
-                        ..TOKEN
-                    }),
-                    ..read(&valid)
-                },
-                state: SecretState::Tampered(vec![
-                    "the token (not the one the status records: an earlier version put back)"
-                        .into(),
-                ]),
-                trusted: false,
-                token_trusted: false,
-            },
-            Case {
-                what: "an earlier, longer expiry under the current token",
-                read: ReadSecret {
-                    token: Some(StoredToken {
-                        expires_at: at(1000 + 365 * 86_400),
-                        ..token()
-                    }),
-                    ..read(&valid)
-                },
-                state: SecretState::Tampered(vec![
-                    "the token (not the one the status records: an earlier version put back)"
-                        .into(),
-                ]),
-                trusted: false,
-                token_trusted: false,
-            },
+            ),
+            restored("a template key edited", read(&template)),
+            restored(
+                "template tags spliced from another seal, the token intact",
+                read(&spliced_templates),
+            ),
             Case {
                 what: "no status yet (its first write failed): the seal alone",
                 read: ReadSecret {
@@ -461,25 +408,83 @@ mod tests {
                 trusted: true,
                 token_trusted: true,
             },
-            Case {
-                what: "created, never filled",
-                read: ReadSecret {
-                    token: None,
-                    sealed: false,
-                    ..read(&broken)
+        ]);
+    }
+
+    /// What a new token replaces.
+    #[test]
+    fn a_secret_whose_token_cannot_be_trusted_is_tampered() {
+        let valid = Check::Valid;
+        let token_swapped = changed(&["data/access_token"], false);
+        let template_but_token_not_intact = changed(&["data/Authorization"], false);
+        let broken = changed(&["seal"], false);
+        let tampered = |what, read, state| Case {
+            what,
+            read,
+            state,
+            trusted: false,
+            token_trusted: false,
+        };
+        check(vec![
+            tampered(
+                "the token swapped",
+                read(&token_swapped),
+                SecretState::Tampered(vec!["data/access_token".into()]),
+            ),
+            tampered(
+                "a template edited while the token's group does not verify",
+                read(&template_but_token_not_intact),
+                SecretState::Tampered(vec!["data/Authorization".into()]),
+            ),
+            tampered(
+                "a seal that proves nothing",
+                read(&broken),
+                SecretState::Tampered(vec!["seal".into()]),
+            ),
+            tampered(
+                "an earlier version put back (genuine, older than the status)",
+                ReadSecret {
+                    token: Some(StoredToken {
+                        issued_at: at(900),
+                        expires_at: at(4500),
+                        ..TOKEN
+                    }),
+                    ..read(&valid)
                 },
-                state: SecretState::Owned(None),
-                trusted: false,
-                token_trusted: false,
+                put_back(),
+            ),
+            tampered(
+                "an earlier, longer expiry under the current token",
+                ReadSecret {
+                    token: Some(StoredToken {
+                        expires_at: at(1000 + 365 * 86_400),
+                        ..token()
+                    }),
+                    ..read(&valid)
+                },
+                put_back(),
+            ),
+        ]);
+    }
+
+    /// What is not adopted, and what holds nothing yet.
+    #[test]
+    fn foreign_secrets_are_never_adopted_and_an_empty_one_holds_no_token() {
+        let token_swapped = changed(&["data/access_token"], false);
+        let broken = changed(&["seal"], false);
+        let template = changed(&["data/Authorization"], true);
+        check(vec![Case {
+            what: "created, never filled",
+            read: ReadSecret {
+                token: None,
+                sealed: false,
+                ..read(&broken)
             },
-        ];
-        for case in cases {
-            let verdict = classify(&case.read);
-            assert_eq!(verdict.state, case.state, "{}", case.what);
-            assert_eq!(verdict.trusted, case.trusted, "{}", case.what);
-            assert_eq!(verdict.token_trusted, case.token_trusted, "{}", case.what);
-        }
-        // Foreign Secrets: never adopted, whatever their seal says unless it is exactly ours.
+            state: SecretState::Owned(None),
+            trusted: false,
+            token_trusted: false,
+        }]);
+        // Whatever their seal says unless it is exactly ours.
         for check in [&token_swapped, &broken, &template] {
             let verdict = classify(&ReadSecret {
                 controlled: false,
@@ -490,5 +495,11 @@ mod tests {
                 "{verdict:?}"
             );
         }
+        assert!(refuse_unread("demo-token", true, false, true).is_none());
+        assert!(refuse_unread("demo-token", false, true, false).is_none());
+        assert!(matches!(
+            refuse_unread("demo-token", false, false, true),
+            Some(SecretState::Conflict(m)) if m.contains("controlled by another owner")
+        ));
     }
 }

@@ -80,9 +80,17 @@ async fn kubectl_shows_the_printer_columns_and_runs_the_plugin() {
     )
     .await;
 
-    // Printer columns, rendered by the real server's Table.
+    printer_columns(&cluster, &ns);
+    plugin_commands(&cluster, &client, &ns, &vendor).await;
+    drop(operator);
+    assert_operator_never_refused(&cluster, &install.user());
+}
+
+/// `kubectl get oac` (and `-o wide`, and by category) shows the contract's printer columns for
+/// the Ready client `billing` of `ns`, rendered by the real server's Table.
+fn printer_columns(cluster: &Cluster, ns: &str) {
     let table = cluster
-        .kubectl(&["get", "oac", "-n", &ns])
+        .kubectl(&["get", "oac", "-n", ns])
         .ok("kubectl get oac");
     assert_eq!(
         header(&table),
@@ -95,7 +103,7 @@ async fn kubectl_shows_the_printer_columns_and_runs_the_plugin() {
         "{table}"
     );
     let wide = cluster
-        .kubectl(&["get", "oac", "-n", &ns, "-o", "wide"])
+        .kubectl(&["get", "oac", "-n", ns, "-o", "wide"])
         .ok("kubectl get oac -o wide");
     assert_eq!(
         header(&wide),
@@ -118,17 +126,20 @@ async fn kubectl_shows_the_printer_columns_and_runs_the_plugin() {
     );
     // The short name and the category.
     let by_category = cluster
-        .kubectl(&["get", "oauth", "-n", &ns])
+        .kubectl(&["get", "oauth", "-n", ns])
         .ok("kubectl get oauth");
     assert!(by_category.contains("billing"), "{by_category}");
+}
 
-    // The plugin.
+/// `kubectl oauth-token status|renew --wait|inspect` run the binary as a plugin on the PATH for
+/// the Ready client `billing` of `ns`; inspect never prints the token.
+async fn plugin_commands(cluster: &Cluster, client: &kube::Client, ns: &str, vendor: &TokenServer) {
     let plugins = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(BIN, plugins.path().join("kubectl-oauth_token")).unwrap();
     let (code, out, err) = kubectl_with_plugin(
-        &cluster,
+        cluster,
         plugins.path(),
-        &["oauth-token", "status", "-n", &ns],
+        &["oauth-token", "status", "-n", ns],
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(
@@ -136,9 +147,9 @@ async fn kubectl_shows_the_printer_columns_and_runs_the_plugin() {
         "{out}"
     );
     let (code, out, err) = kubectl_with_plugin(
-        &cluster,
+        cluster,
         plugins.path(),
-        &["oauth-token", "status", "billing", "-n", &ns],
+        &["oauth-token", "status", "billing", "-n", ns],
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(
@@ -147,14 +158,14 @@ async fn kubectl_shows_the_printer_columns_and_runs_the_plugin() {
     );
     let before = vendor.count();
     let (code, out, err) = kubectl_with_plugin(
-        &cluster,
+        cluster,
         plugins.path(),
         &[
             "oauth-token",
             "renew",
             "billing",
             "-n",
-            &ns,
+            ns,
             "--wait",
             "--timeout",
             "30s",
@@ -167,20 +178,18 @@ async fn kubectl_shows_the_printer_columns_and_runs_the_plugin() {
         "renew --wait: one exchange\n{out}{err}"
     );
     let (code, out, err) = kubectl_with_plugin(
-        &cluster,
+        cluster,
         plugins.path(),
-        &["oauth-token", "inspect", "billing", "-n", &ns],
+        &["oauth-token", "inspect", "billing", "-n", ns],
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("Bearer"), "{out}");
     let token = secret_text(
-        &get_secret(&client, &ns, "billing-token").await.unwrap(),
+        &get_secret(client, ns, "billing-token").await.unwrap(),
         "access_token",
     )
     .unwrap();
     for text in [&out, &err] {
         assert!(!text.contains(&token), "inspect never prints the token");
     }
-    drop(operator);
-    assert_operator_never_refused(&cluster, &install.user());
 }

@@ -959,6 +959,121 @@ fn a_cut_never_leaves_part_of_a_secret() {
     }
 }
 
+/// An error answer, what is shown of it when the secret is too short to scrub reliably, and
+/// its reason.
+type ShortSecretCase = (
+    u16,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+    &'static str,
+    Reason,
+);
+
+/// The answers of [`short_secrets_keep_no_body_text_only_rfc_codes`], each mentioning the short
+/// secrets `abc` and `abcdefg`.
+fn short_secret_cases() -> Vec<ShortSecretCase> {
+    vec![
+        (
+            401,
+            &[],
+            r#"{"error":"invalid_client","error_description":"bad abc for abcdefg"}"#,
+            "HTTP 401 Unauthorized: invalid_client",
+            Reason::InvalidClient,
+        ),
+        (
+            400,
+            &[],
+            r#"{"error":"custom_error","error_description":"abc"}"#,
+            "HTTP 400 Bad Request",
+            Reason::InvalidRequest,
+        ),
+        (
+            400,
+            &[],
+            r#"{"error":"invalid_scope","error_description":"nope abc"}"#,
+            "HTTP 400 Bad Request: invalid_scope",
+            Reason::InvalidScope,
+        ),
+        (
+            400,
+            &[],
+            r#"{"error":"access_denied"}"#,
+            "HTTP 400 Bad Request",
+            Reason::AccessDenied,
+        ),
+        (
+            401,
+            &[],
+            r#"{"ErrorCode":"invalid_client","Error":"Client abc is invalid"}"#,
+            "HTTP 401 Unauthorized: invalid_client",
+            Reason::InvalidClient,
+        ),
+        (
+            401,
+            &[],
+            r#"{"fault":{"faultstring":"Invalid ApiKey abc","detail":{"errorcode":"oauth.v2.InvalidApiKey"}}}"#,
+            "HTTP 401 Unauthorized",
+            Reason::InvalidClient,
+        ),
+        (
+            502,
+            &[],
+            "<html><title>abc gateway</title></html>",
+            "HTTP 502 Bad Gateway",
+            Reason::EndpointUnavailable,
+        ),
+        (
+            500,
+            &[],
+            "abc plain text",
+            "HTTP 500 Internal Server Error",
+            Reason::EndpointUnavailable,
+        ),
+        (
+            429,
+            &[("retry-after", "30")],
+            r#"{"error":"slow_down","error_description":"abc"}"#,
+            "HTTP 429 Too Many Requests (Retry-After 30s)",
+            Reason::RateLimited,
+        ),
+        (
+            200,
+            &[],
+            r#"{"error":"invalid_client","error_description":"abc"}"#,
+            "HTTP 200 OK carries an error instead of a token: invalid_client",
+            Reason::InvalidResponse,
+        ),
+        (
+            200,
+            &[],
+            r#"{"error":"server_error","access_token":"abcdefgh-token"}"#,
+            "HTTP 200 OK carries an error instead of a token",
+            Reason::InvalidResponse,
+        ),
+        (
+            200,
+            &[],
+            r#"{"token":"abc","abcdefg":1}"#,
+            "HTTP 200 OK has no access_token; set spec.responseFields.accessToken if the token is elsewhere",
+            Reason::InvalidResponse,
+        ),
+        (
+            200,
+            &[("content-type", "text/abc")],
+            "<html><title>abc</title></html>",
+            "HTTP 200 OK with a body that is neither a JSON object nor form-encoded",
+            Reason::InvalidResponse,
+        ),
+        (
+            302,
+            &[("location", "https://abcdefg.example/")],
+            "",
+            "HTTP 302 Found redirect to a host not shown; redirects are not followed so that credentials are never sent to another URL: set spec.tokenUrl to the final URL",
+            Reason::InvalidResponse,
+        ),
+    ]
+}
+
 #[test]
 fn short_secrets_keep_no_body_text_only_rfc_codes() {
     for secret in ["abc", "abcdefg"] {
@@ -973,111 +1088,11 @@ fn short_secrets_keep_no_body_text_only_rfc_codes() {
             )
             .unwrap_err()
         };
-        type Case<'a> = (u16, &'a [(&'a str, &'a str)], &'a str, &'a str, Reason);
-        let cases: &[Case<'_>] = &[
-            (
-                401,
-                &[],
-                r#"{"error":"invalid_client","error_description":"bad abc for abcdefg"}"#,
-                "HTTP 401 Unauthorized: invalid_client",
-                Reason::InvalidClient,
-            ),
-            (
-                400,
-                &[],
-                r#"{"error":"custom_error","error_description":"abc"}"#,
-                "HTTP 400 Bad Request",
-                Reason::InvalidRequest,
-            ),
-            (
-                400,
-                &[],
-                r#"{"error":"invalid_scope","error_description":"nope abc"}"#,
-                "HTTP 400 Bad Request: invalid_scope",
-                Reason::InvalidScope,
-            ),
-            (
-                400,
-                &[],
-                r#"{"error":"access_denied"}"#,
-                "HTTP 400 Bad Request",
-                Reason::AccessDenied,
-            ),
-            (
-                401,
-                &[],
-                r#"{"ErrorCode":"invalid_client","Error":"Client abc is invalid"}"#,
-                "HTTP 401 Unauthorized: invalid_client",
-                Reason::InvalidClient,
-            ),
-            (
-                401,
-                &[],
-                r#"{"fault":{"faultstring":"Invalid ApiKey abc","detail":{"errorcode":"oauth.v2.InvalidApiKey"}}}"#,
-                "HTTP 401 Unauthorized",
-                Reason::InvalidClient,
-            ),
-            (
-                502,
-                &[],
-                "<html><title>abc gateway</title></html>",
-                "HTTP 502 Bad Gateway",
-                Reason::EndpointUnavailable,
-            ),
-            (
-                500,
-                &[],
-                "abc plain text",
-                "HTTP 500 Internal Server Error",
-                Reason::EndpointUnavailable,
-            ),
-            (
-                429,
-                &[("retry-after", "30")],
-                r#"{"error":"slow_down","error_description":"abc"}"#,
-                "HTTP 429 Too Many Requests (Retry-After 30s)",
-                Reason::RateLimited,
-            ),
-            (
-                200,
-                &[],
-                r#"{"error":"invalid_client","error_description":"abc"}"#,
-                "HTTP 200 OK carries an error instead of a token: invalid_client",
-                Reason::InvalidResponse,
-            ),
-            (
-                200,
-                &[],
-                r#"{"error":"server_error","access_token":"abcdefgh-token"}"#,
-                "HTTP 200 OK carries an error instead of a token",
-                Reason::InvalidResponse,
-            ),
-            (
-                200,
-                &[],
-                r#"{"token":"abc","abcdefg":1}"#,
-                "HTTP 200 OK has no access_token; set spec.responseFields.accessToken if the token is elsewhere",
-                Reason::InvalidResponse,
-            ),
-            (
-                200,
-                &[("content-type", "text/abc")],
-                "<html><title>abc</title></html>",
-                "HTTP 200 OK with a body that is neither a JSON object nor form-encoded",
-                Reason::InvalidResponse,
-            ),
-            (
-                302,
-                &[("location", "https://abcdefg.example/")],
-                "",
-                "HTTP 302 Found redirect to a host not shown; redirects are not followed so that credentials are never sent to another URL: set spec.tokenUrl to the final URL",
-                Reason::InvalidResponse,
-            ),
-        ];
+        let cases = short_secret_cases();
         for (status, headers, body, message, reason) in cases {
-            let f = read(*status, headers, body);
-            assert_eq!(&f.message, message, "{secret}: {status} {body}");
-            assert_eq!(f.reason, *reason, "{secret}: {status} {body}");
+            let f = read(status, headers, body);
+            assert_eq!(f.message, message, "{secret}: {status} {body}");
+            assert_eq!(f.reason, reason, "{secret}: {status} {body}");
         }
     }
 }
