@@ -281,3 +281,64 @@ fn no_two_source_files_import_each_other() {
             .join("\n")
     );
 }
+
+/// The files `docs/development.md`'s source layout names (folders `src/x/` and the files under
+/// them, indented), as paths relative to `src/`.
+fn documented_layout() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/development.md"))
+        .unwrap();
+    let block = text
+        .split("```text\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a ```text block in docs/development.md");
+    let mut folder = String::new();
+    let mut files = BTreeSet::new();
+    for line in block.lines() {
+        let first = line.split_whitespace().next().unwrap_or_default();
+        if let Some(path) = first.strip_prefix("src/") {
+            if path.ends_with('/') {
+                folder = path.to_owned();
+            } else {
+                files.insert(path.to_owned());
+            }
+        } else if line.starts_with("  ") && !line.starts_with("   ") && first.ends_with(".rs") {
+            files.insert(format!("{folder}{first}"));
+        }
+    }
+    files
+}
+
+#[test]
+fn the_documented_source_layout_names_every_file_and_only_those() {
+    let mut stack = vec![PathBuf::from(SRC)];
+    let mut actual = BTreeSet::new();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let rel = path
+                    .strip_prefix(SRC)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                actual.insert(rel);
+            }
+        }
+    }
+    for layer in layers() {
+        assert!(
+            actual.contains(&format!("{layer}/mod.rs")),
+            "src/lib.rs's table names {layer}, which is not a folder of src/"
+        );
+    }
+    let documented = documented_layout();
+    let missing: Vec<_> = actual.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&actual).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "docs/development.md's layout: missing {missing:?}, naming files that do not exist {extra:?}"
+    );
+}
