@@ -1,5 +1,5 @@
-//! Time: when to refresh, how long to back off after a failure, time arithmetic and formats, and
-//! the clock every reading of the current time goes through. All pure but the clock.
+//! Timing, as pure functions: when to refresh a token ([`refresh`]) and how long to back off
+//! after a failure ([`backoff`]). Time formats and the clock are in [`crate::base`].
 
 pub mod backoff;
 pub mod refresh;
