@@ -8,16 +8,15 @@
 //! it only on writes after the upgrade (objects stored before keep it, and CEL ratcheting lets
 //! unchanged fields through updates).
 
-mod support;
-
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use crate::common::serve;
+use crate::support::process::BIN;
 use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use base64::Engine as _;
 use serde_json::json;
-use support::process::BIN;
 
 const CLIMB: &str = "../../victim/secrets/victim-token";
 
@@ -90,12 +89,7 @@ async fn front_end(paths: Arc<Mutex<Vec<String>>>) -> String {
             (StatusCode::NOT_FOUND, axum::Json(status)).into_response()
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.ok();
-    });
-    format!("http://{addr}")
+    serve(app).await
 }
 
 fn kubeconfig(dir: &std::path::Path, server: &str) -> std::path::PathBuf {

@@ -5,16 +5,15 @@
 //! holding them; no line of standard output or error holds a control character but newline and
 //! tab, even at `RUST_LOG=trace`.
 
-mod support;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 
+use crate::common::serve;
+use crate::support::process::BIN;
 use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use serde_json::json;
-use support::process::BIN;
 
 /// Every escape a terminal might act on.
 const HOSTILE: &str = "x\u{1b}]52;c;ZWNobyBwd25lZA==\u{7}\u{1b}]0;owned\u{7}\u{9b}2J\u{1b}[31mred\u{202e}gnp.exe\u{2066}\r\u{8}\u{0}\u{7f}y";
@@ -60,12 +59,7 @@ async fn hostile_api(code: Arc<AtomicU16>) -> String {
             (StatusCode::from_u16(c).unwrap(), axum::Json(status(c))).into_response()
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.ok();
-    });
-    format!("http://{addr}")
+    serve(app).await
 }
 
 fn kubeconfig(dir: &std::path::Path, server: &str, context: &str) -> std::path::PathBuf {

@@ -1,28 +1,23 @@
 //! The compiled binary's `run` command as a separate process, with a kubeconfig pointing at the
-//! API-server double.
-
-mod support;
+//! API-server double: it issues tokens, serves its probes and metrics (a deleted client's gauges
+//! go with it) and stops on SIGTERM without printing a secret; a missing CRD, a cluster that is
+//! gone and invalid flags are each one clear error; with leader election one instance is active
+//! and a standby takes over without re-fetching valid tokens.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::apiserver::ApiServer;
-use support::harness::*;
-use support::process::{spawn, spawn_as};
-use support::vendors::*;
 
-use support::process::BIN;
+use crate::common::unreachable_kubeconfig;
+use crate::support::apiserver::ApiServer;
+use crate::support::builders::{Spec, create_client};
+use crate::support::harness::*;
+use crate::support::process::{BIN, spawn, spawn_as};
+use crate::support::vendors::*;
+
 const ID: &str = "binary-client";
 const SECRET: &str = "binary-secret-value";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn http_get(port: u16, path: &str) -> Option<u16> {
     fetch(port, path).await.map(|(status, _)| status)
@@ -56,12 +51,10 @@ async fn the_binary_issues_tokens_serves_probes_and_stops_on_sigterm() {
     let port = child.metrics_port().await;
 
     credentials(&api, "facilities", "iotspot-credentials", ID, SECRET);
-    oauth_client(
-        &api,
-        "facilities",
-        "iotspot",
-        json!({"provider": "iotspot", "tokenUrl": vendor.url(), "credentialsSecretRef": {"name": "iotspot-credentials"}}),
-    );
+    let spec = Spec::to(&vendor.url())
+        .provider("iotspot")
+        .credentials("iotspot-credentials");
+    create_client(&api, "facilities", "iotspot", &spec);
     wait_ready(&api, "facilities", "iotspot", "True", "TokenIssued").await;
     assert_eq!(vendor.count(), 1);
     assert_eq!(http_get(port, "/healthz").await, Some(200));
@@ -80,7 +73,11 @@ async fn the_binary_issues_tokens_serves_probes_and_stops_on_sigterm() {
     );
     assert_eq!(exchanges, Some(1.0), "{text}");
     let expires_at: jiff::Timestamp = api
-        .get(support::apiserver::OAUTHCLIENTS, "facilities", "iotspot")
+        .get(
+            crate::support::apiserver::OAUTHCLIENTS,
+            "facilities",
+            "iotspot",
+        )
         .unwrap()["status"]["expiresAt"]
         .as_str()
         .unwrap()
@@ -104,7 +101,11 @@ async fn the_binary_issues_tokens_serves_probes_and_stops_on_sigterm() {
     );
     assert!(sample(&text, "oauth_token_operator_reconcile_total").is_some_and(|n| n >= 1.0));
     // Deleting the OAuthClient removes its gauges.
-    api.delete(support::apiserver::OAUTHCLIENTS, "facilities", "iotspot");
+    api.delete(
+        crate::support::apiserver::OAUTHCLIENTS,
+        "facilities",
+        "iotspot",
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let text = fetch(port, "/metrics").await.unwrap().1;
@@ -122,7 +123,7 @@ async fn the_binary_issues_tokens_serves_probes_and_stops_on_sigterm() {
     let (code, output) = child.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("shutting down"), "{output}");
-    support::logs::assert_absent(&output, &[SECRET, &vendor.issued()[0]], "operator logs");
+    crate::support::logs::assert_absent(&output, &[SECRET, &vendor.issued()[0]], "operator logs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,13 +150,7 @@ async fn a_missing_crd_is_one_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_cluster_is_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let path = dir.path().join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: gone\n  context:\n    cluster: gone\ncurrent-context: gone\nusers: []\n"),
-    )
-    .unwrap();
+    let (path, port) = unreachable_kubeconfig(dir.path());
     let child = spawn(&path, &[]);
     let (code, output) = child.wait_exit(Duration::from_secs(20)).await;
     assert_eq!(code, 1, "{output}");
@@ -198,7 +193,7 @@ async fn flags_are_validated_with_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_election_keeps_one_active_instance_and_fails_over_without_refetching() {
-    use support::apiserver::{LEASES, OAUTHCLIENTS};
+    use crate::support::apiserver::{LEASES, OAUTHCLIENTS};
     let api = ApiServer::start().await;
     let vendor = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
     let dir = tempfile::tempdir().unwrap();
@@ -211,12 +206,7 @@ async fn leader_election_keeps_one_active_instance_and_fails_over_without_refetc
 
     credentials(&api, "ns", "creds", ID, SECRET);
     for i in 0..3 {
-        oauth_client(
-            &api,
-            "ns",
-            &format!("c{i}"),
-            json!({"tokenUrl": vendor.url(), "credentialsSecretRef": {"name": "creds"}}),
-        );
+        create_client(&api, "ns", &format!("c{i}"), &Spec::to(&vendor.url()));
     }
     for i in 0..3 {
         wait_ready(&api, "ns", &format!("c{i}"), "True", "TokenIssued").await;
