@@ -334,6 +334,40 @@ async fn exchange_verifies_against_the_bundle_alone_or_the_ca_file_on_top_of_the
     assert_eq!(server.count(), 3);
 }
 
+/// An endpoint whose certificate authority is unknown is the tenant's misconfiguration: the
+/// command says so once, and no dependency adds an `ERROR` line (the TLS verifier logged one for
+/// every refused certificate), at the default level or at `RUST_LOG=info` as deployments set it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_authority_is_said_once_and_logs_no_error_line() {
+    let corp = TestCa::new("Corp Root CA");
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let front = TlsFront::start(&corp.issue(&["localhost"]), port_of(&server.url())).await;
+    let url = https_url(&server.url(), "localhost", &front);
+    let dir = tempfile::tempdir().unwrap();
+    let file = client_file(dir.path(), "plain.yaml", &url, "");
+    for level in [None, Some("info"), Some("debug")] {
+        let output = std::process::Command::new(BIN)
+            .args(["exchange", "-f", &file])
+            .env("OAUTH_CLIENT_SECRET", SECRET)
+            .env_remove("RUST_LOG")
+            .env_remove("OAUTH_TOKEN_OPERATOR_CA_FILE")
+            .envs(level.map(|l| ("RUST_LOG", l)))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{stderr}");
+        assert!(
+            stderr.contains("certificate signed by an unknown authority"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.lines().any(|l| l.contains("ERROR"))
+                && !stderr.contains("failed to verify TLS certificate"),
+            "RUST_LOG={level:?}: {stderr}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exchange_goes_through_the_proxy_of_the_environment_and_verifies_through_the_tunnel() {
     let corp = TestCa::new("Corp Root CA");

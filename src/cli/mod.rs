@@ -335,10 +335,23 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sends `tracing` output to standard error, filtered by `RUST_LOG` (default: `default_level`).
+/// Dependencies whose log lines repeat, at `ERROR`, a failure the operator reports itself at the
+/// level it deserves: the TLS verifier logs every certificate it refuses (a tenant's endpoint
+/// with an unknown authority, an expected failure the client's status names). Off unless
+/// `RUST_LOG` names them.
+const REPEATING_DEPENDENCIES: [&str; 1] = ["rustls_platform_verifier"];
+
+/// Sends `tracing` output to standard error, filtered by `RUST_LOG` (default: `default_level`),
+/// without the [`REPEATING_DEPENDENCIES`].
 pub fn init_logging(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let asked = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    for target in REPEATING_DEPENDENCIES {
+        if !asked.contains(target) {
+            filter = filter.add_directive(format!("{target}=off").parse().expect("a directive"));
+        }
+    }
     // No colours: every byte goes through the terminal filter (escape sequences become `?`).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
