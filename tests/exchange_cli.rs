@@ -272,7 +272,7 @@ async fn unusable_input_exits_2_with_a_clear_message() {
                 "--client-secret-file",
                 &secret_file,
             ]),
-            "not a valid OAuthClient",
+            "spec.provider: \"nope\" is not one of generic, microboxlabs",
         ),
         (
             args(&[
@@ -594,4 +594,162 @@ async fn exchange_applies_the_256_kib_secret_limit() {
         "{}",
         out.stderr
     );
+}
+
+/// `exchange` is as strict as the cluster (issue 22, item 2): a misspelt field is an error naming
+/// it and the field it most likely meant, before anything is sent. Before, `tokenURL:` was
+/// dropped and the request (credentials included) went to the preset's production endpoint, and
+/// `scope:` printed `Exchange succeeded` with no scope.
+#[tokio::test]
+async fn misspelt_fields_are_refused_before_anything_is_sent() {
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = write(dir.path(), "secret", SECRET);
+    let url = server.url();
+    let cases = [
+        (
+            format!(
+                "apiVersion: oauth.token-operator.dev/v1alpha1\nkind: OAuthClient\nmetadata:\n  name: demo\nspec:\n  provider: microboxlabs\n  audience: https://api.example\n  tokenURL: {url}\n  credentialsSecretRef:\n    name: demo-credentials\n"
+            ),
+            "spec.tokenURL: unknown field (did you mean tokenUrl?)",
+        ),
+        (
+            client_yaml("generic", &url, "  scope: [read]\n"),
+            "spec.scope: unknown field (did you mean scopes?)",
+        ),
+        (
+            client_yaml("generic", &url, "  refresh:\n    renewbefore: 5m\n"),
+            "spec.refresh.renewbefore: unknown field (did you mean renewBefore?)",
+        ),
+        (
+            client_yaml("generic", &url, "  clientAuthMethod: client_secret_basic\n"),
+            "spec.clientAuthMethod: \"client_secret_basic\" is not one of",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let file = write(dir.path(), "typo.yaml", &yaml);
+        let argv = args(&[
+            "exchange",
+            "-f",
+            &file,
+            "--client-id",
+            ID,
+            "--client-secret-file",
+            &secret_file,
+            "--allow-insecure-http",
+        ]);
+        let out = run(argv.clone(), vec![]).await;
+        assert_eq!(out.code, 2, "{expected}: {}", out.stderr);
+        assert!(out.stderr.contains(expected), "{expected}: {}", out.stderr);
+        assert!(out.stderr.contains("nothing was sent"), "{}", out.stderr);
+        let mut json = argv;
+        json.extend(args(&["-o", "json"]));
+        let out = run(json, vec![]).await;
+        assert_eq!(out.code, 2);
+        let value = out.json();
+        assert_eq!(value["ok"], false);
+        assert!(
+            value["message"].as_str().unwrap().contains(expected),
+            "{value}"
+        );
+    }
+    assert_eq!(server.count(), 0, "a request was sent despite a typo");
+}
+
+/// Placeholder credentials left from an example and a refresh margin under two minutes are
+/// warned about, as text on standard error and as `warnings` in `-o json` (the exchange itself
+/// goes ahead: the vendor is the judge of a secret). The warning never holds the value.
+#[tokio::test]
+async fn placeholders_and_a_short_refresh_margin_are_warned_about() {
+    let placeholder = "YOUR_CLIENT_SECRET";
+    let server = TokenServer::start(Vendor::Generic, ID, placeholder, Tokens::Unique).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: demo-credentials\nstringData:\n  client_id: {ID}\n  client_secret: {placeholder}\n---\n{}",
+        client_yaml("generic", &server.url(), "")
+    );
+    let file = write(dir.path(), "placeholder.yaml", &yaml);
+    let text = run(
+        args(&["exchange", "-f", &file, "--allow-insecure-http"]),
+        vec![],
+    )
+    .await;
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(
+        text.stderr
+            .contains("warning: the client_secret looks like a placeholder from an example"),
+        "{}",
+        text.stderr
+    );
+    let json = run(
+        args(&[
+            "exchange",
+            "-f",
+            &file,
+            "--allow-insecure-http",
+            "-o",
+            "json",
+        ]),
+        vec![],
+    )
+    .await;
+    let warnings = json.json()["warnings"].clone();
+    assert!(
+        warnings[0]
+            .as_str()
+            .is_some_and(|w| w.contains("client_secret looks like a placeholder")),
+        "{warnings}"
+    );
+    for out in [&text, &json] {
+        let shown = format!("{}{}", out.stdout, out.stderr);
+        assert!(!shown.contains(placeholder), "{shown}");
+    }
+
+    // A token of 100 s leaves a margin under two minutes whatever renewBefore says.
+    let short = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Documented).await;
+    short.push(Canned::new(
+        200,
+        serde_json::json!({"access_token": "t", "token_type": "Bearer", "expires_in": 100})
+            .to_string(),
+    ));
+    short.push(Canned::new(
+        200,
+        serde_json::json!({"access_token": "t", "token_type": "Bearer", "expires_in": 100})
+            .to_string(),
+    ));
+    let secret_file = write(dir.path(), "secret", SECRET);
+    let file = write(
+        dir.path(),
+        "short.yaml",
+        &client_yaml("generic", &short.url(), ""),
+    );
+    let base = args(&[
+        "exchange",
+        "-f",
+        &file,
+        "--client-id",
+        ID,
+        "--client-secret-file",
+        &secret_file,
+        "--allow-insecure-http",
+    ]);
+    let text = run(base.clone(), vec![]).await;
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(
+        text.stderr
+            .contains("warning: the operator would warn: its refresh margin of")
+            && text.stderr.contains("is under 120s"),
+        "{}",
+        text.stderr
+    );
+    let mut json = base;
+    json.extend(args(&["-o", "json"]));
+    let value = run(json, vec![]).await.json();
+    assert!(
+        value["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("refresh margin")),
+        "{value}"
+    );
+    assert_eq!(short.count(), 2);
 }

@@ -782,6 +782,12 @@ pub struct OAuthClientStatus {
     pub consecutive_failures: Option<i64>,
 }
 
+/// The CRD's OpenAPI schema of an OAuthClient (`openAPIV3Schema`), as JSON.
+pub fn schema() -> serde_json::Value {
+    let crd = serde_json::to_value(OAuthClient::crd()).expect("a CRD always serialises to JSON");
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
 /// The CRD as YAML, exactly as `oauth-token-operator crd` prints it.
 pub fn crd_yaml() -> String {
     let crd = OAuthClient::crd();

@@ -28,6 +28,20 @@ pub const FLOOR_SHARE: f64 = 0.10;
 /// strategy on large clusters).
 pub const SHORT_MARGIN: Duration = Duration::from_secs(120);
 
+/// The warning about a refresh margin (expiry minus refresh) under [`SHORT_MARGIN`], or `None`
+/// when the margin is long enough: the operator puts it in the Ready condition and a
+/// `ShortRenewMargin` event, `exchange` prints it.
+pub fn short_margin_warning(refresh_at: Timestamp, expires_at: Timestamp) -> Option<String> {
+    let margin = expires_at.duration_since(refresh_at).as_secs();
+    (margin < SHORT_MARGIN.as_secs() as i64).then(|| {
+        format!(
+            "its refresh margin of {}s (expiry minus refresh) is under {}s: pods that mount the Secret may read an expired token, since the kubelet updates mounted Secrets only every 60-90 s; set refresh.renewBefore to at least 2m or use longer-lived tokens",
+            margin.max(0),
+            SHORT_MARGIN.as_secs()
+        )
+    })
+}
+
 /// The least time between a client's exchange and its next scheduled refresh. A token that
 /// lives shorter is expired in between (and such lifetimes are too short for mounted Secrets
 /// anyway: the kubelet refreshes those only about once a minute).

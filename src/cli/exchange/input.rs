@@ -81,6 +81,17 @@ impl InputFile {
             let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
             match kind {
                 "OAuthClient" => {
+                    let json = serde_json::to_value(&value).map_err(|e| {
+                        Outcome::Input(format!("document {} is not JSON-like: {e}", index + 1))
+                    })?;
+                    let problems = super::strict::problems(&json, &crate::api::crd::schema());
+                    if !problems.is_empty() {
+                        return Err(Outcome::Input(format!(
+                            "document {} is not an OAuthClient the cluster would accept; nothing was sent:\n  {}",
+                            index + 1,
+                            problems.join("\n  ")
+                        )));
+                    }
                     let client: OAuthClient = serde_yaml::from_value(value).map_err(|e| {
                         Outcome::Input(format!(
                             "document {} is not a valid OAuthClient: {e}",

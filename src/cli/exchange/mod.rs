@@ -5,6 +5,8 @@
 
 mod input;
 mod output;
+mod strict;
+mod warnings;
 
 use crate::cli::terminal::{errln, outln};
 use std::process::ExitCode;
@@ -23,10 +25,11 @@ use crate::spec::{ClientSettings, Policy};
 /// Runs the command and maps the outcome to the exit code.
 pub fn run(args: ExchangeArgs) -> ExitCode {
     let output = args.output;
-    match run_inner(args) {
+    let mut warnings = warnings::Warnings::new(output);
+    match run_inner(args, &mut warnings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Outcome::Input(message)) => {
-            report(output, None, &message);
+            report(output, None, &message, &warnings);
             ExitCode::from(EXIT_INPUT)
         }
         Err(Outcome::Failed(failure)) => {
@@ -36,7 +39,7 @@ pub fn run(args: ExchangeArgs) -> ExitCode {
                 }
                 _ => EXIT_EXCHANGE,
             };
-            report(output, Some(failure.reason), &failure.message);
+            report(output, Some(failure.reason), &failure.message, &warnings);
             ExitCode::from(code)
         }
     }
@@ -56,13 +59,19 @@ impl From<Failure> for Outcome {
     }
 }
 
-fn report(output: OutputFormat, reason: Option<Reason>, message: &str) {
+fn report(
+    output: OutputFormat,
+    reason: Option<Reason>,
+    message: &str,
+    warnings: &warnings::Warnings,
+) {
     match output {
         OutputFormat::Json => {
             let value = json!({
                 "ok": false,
                 "reason": reason.map(Reason::as_str),
                 "message": message,
+                "warnings": warnings.all(),
             });
             outln!("{value:#}");
         }
@@ -73,7 +82,7 @@ fn report(output: OutputFormat, reason: Option<Reason>, message: &str) {
     }
 }
 
-fn run_inner(args: ExchangeArgs) -> Result<(), Outcome> {
+fn run_inner(args: ExchangeArgs, warnings: &mut warnings::Warnings) -> Result<(), Outcome> {
     let file = input::InputFile::parse(&input::read_input(&args)?)?;
     let policy = Policy {
         allow_insecure_http: args.allow_insecure_http,
@@ -83,13 +92,16 @@ fn run_inner(args: ExchangeArgs) -> Result<(), Outcome> {
     };
     let settings = ClientSettings::resolve(&file.client.spec, &policy)?;
     let credentials = input::credentials(&args, &file.client, &file.secrets)?;
+    for warning in warnings::placeholders(&credentials) {
+        warnings.add(warning);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Outcome::Input(format!("cannot start the async runtime: {e}")))?;
     let proxy = ProxyConfig::from_env();
     for warning in proxy.warnings() {
-        errln!("warning: {warning}");
+        warnings.add(warning.to_string());
     }
     let trust = input::trust(&args, &settings, &file)?;
     let ca_file = args
@@ -115,6 +127,6 @@ fn run_inner(args: ExchangeArgs) -> Result<(), Outcome> {
     ))?;
     // The operator refuses a Secret over its size limit before writing it; so does this.
     secret::check_size(&token, &settings.templates)?;
-    output::print(&args, &file.client, &settings, &token);
+    output::print(&args, &file.client, &settings, &token, warnings);
     Ok(())
 }

@@ -5,6 +5,7 @@ use crate::cli::terminal::{out, outln};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
+use super::warnings::{self, Warnings};
 use crate::api::crd::OAuthClient;
 use crate::base::REDACTED;
 use crate::base::time::rfc3339;
@@ -15,7 +16,13 @@ use crate::spec::ClientSettings;
 use crate::timing::refresh;
 
 /// Prints the result of a successful exchange.
-pub fn print(args: &ExchangeArgs, client: &OAuthClient, settings: &ClientSettings, token: &Token) {
+pub fn print(
+    args: &ExchangeArgs,
+    client: &OAuthClient,
+    settings: &ClientSettings,
+    token: &Token,
+    warnings: &mut Warnings,
+) {
     let name = client
         .metadata
         .name
@@ -52,8 +59,15 @@ pub fn print(args: &ExchangeArgs, client: &OAuthClient, settings: &ClientSetting
         ),
         redacted: !args.show_token,
     };
+    if let Some(warning) = warnings::short_margin(stored.next_refresh, token.expires_at) {
+        warnings.add(warning);
+    }
     match args.output {
-        OutputFormat::Json => outln!("{:#}", stored.json(settings, token)),
+        OutputFormat::Json => {
+            let mut value = stored.json(settings, token);
+            value["warnings"] = warnings.all().into();
+            outln!("{value:#}");
+        }
         OutputFormat::Text => out!("{}", stored.text(settings, token)),
     }
 }

@@ -16,7 +16,7 @@ use crate::api::conditions::{self, DEGRADED, READY, TOKEN_ISSUED};
 use crate::api::crd::OAuthClientStatus;
 use crate::api::reason::{Failure, Reason};
 use crate::base::time::{add, rfc3339};
-use crate::timing::refresh::SHORT_MARGIN;
+use crate::timing::refresh::short_margin_warning;
 
 /// Computes the status, event and requeue time after the attempt.
 ///
@@ -139,15 +139,7 @@ impl<'o, 'a> Settling<'o, 'a> {
             self.observed.secret_name,
             rfc3339(expires_at)
         );
-        let short = refresh_at
-            .map(|at| expires_at.duration_since(at))
-            .filter(|margin| margin.as_secs() < SHORT_MARGIN.as_secs() as i64);
-        if let Some(margin) = short {
-            let warning = format!(
-                "its refresh margin of {}s (expiry minus refresh) is under {}s: pods that mount the Secret may read an expired token, since the kubelet updates mounted Secrets only every 60-90 s; set refresh.renewBefore to at least 2m or use longer-lived tokens",
-                margin.as_secs().max(0),
-                SHORT_MARGIN.as_secs()
-            );
+        if let Some(warning) = refresh_at.and_then(|at| short_margin_warning(at, expires_at)) {
             message.push_str("; ");
             message.push_str(&warning);
             let generation = self.observed.generation;
