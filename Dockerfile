@@ -14,8 +14,11 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && rustup target add x86_64-unknown-linux-musl
 WORKDIR /src
+# The manifest declares the benchmarks as targets: cargo reads their paths even to build the
+# binary alone, so benches/ is part of the build context (tests/packaging.rs builds this context).
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY benches ./benches
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin oauth-token-operator \
  && cp target/x86_64-unknown-linux-musl/release/oauth-token-operator /oauth-token-operator
 

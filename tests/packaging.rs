@@ -303,3 +303,101 @@ fn the_private_ca_example_names_the_bundle_trust_manager_writes() {
     );
     assert!(read(".ci/helm_lint.sh").contains("examples/behind-a-proxy.yaml"));
 }
+
+/// The paths a `.dockerignore` excludes: its entries, as prefixes (`target/`) or suffixes (`*.md`).
+fn ignored(ignore: &str, path: &str) -> bool {
+    ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .any(|pattern| match pattern.strip_prefix('*') {
+            Some(suffix) => path.ends_with(suffix),
+            None => {
+                let pattern = pattern.trim_end_matches('/');
+                path == pattern || path.starts_with(&format!("{pattern}/"))
+            }
+        })
+}
+
+/// Copies `from` (relative to the repository) into `to`, leaving out what `.dockerignore`
+/// excludes.
+fn copy_context(from: &str, to: &std::path::Path, ignore: &str) {
+    let source = std::path::Path::new(ROOT).join(from);
+    if source.is_file() {
+        if !ignored(ignore, from) {
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&source, to).unwrap();
+        }
+        return;
+    }
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        copy_context(&format!("{from}/{name}"), &to.join(&name), ignore);
+    }
+}
+
+/// The image's build stage, on exactly its build context: the files its `COPY` lines name, less
+/// what `.dockerignore` excludes, in an empty directory; then its cargo command, offline (for the
+/// host, as the musl target needs the image's toolchain). The manifest names benchmark targets,
+/// so a context without them fails here as it did in `docker build`.
+#[test]
+fn the_image_builds_from_its_own_context() {
+    let steps = instructions(&read("Dockerfile"));
+    let build_stage: Vec<&(String, String)> = steps
+        .iter()
+        .skip(1)
+        .take_while(|(k, _)| k != "FROM")
+        .collect();
+    let ignore = read(".dockerignore");
+    let context = tempfile::tempdir().unwrap();
+    for (_, rest) in build_stage.iter().filter(|(k, _)| k == "COPY") {
+        let parts: Vec<&str> = rest.split_whitespace().collect();
+        let (sources, dest) = parts.split_at(parts.len() - 1);
+        for source in sources {
+            let target = match dest[0].trim_end_matches('/') {
+                "." => context.path().join(source),
+                dir => context.path().join(dir.trim_start_matches("./")),
+            };
+            copy_context(source, &target, &ignore);
+        }
+    }
+    let run = build_stage
+        .iter()
+        .find(|(k, r)| k == "RUN" && r.contains("cargo build"))
+        .map(|(_, r)| r.as_str())
+        .expect("a cargo build in the build stage");
+    let cargo = run
+        .split("&&")
+        .map(str::trim)
+        .find(|c| c.starts_with("cargo build"))
+        .unwrap();
+    let mut args: Vec<&str> = cargo.split_whitespace().skip(1).collect();
+    if let Some(at) = args.iter().position(|a| *a == "--target") {
+        args.drain(at..at + 2);
+    }
+    assert!(
+        args.contains(&"--locked") && args.contains(&"--release"),
+        "{cargo}"
+    );
+    args.push("--offline");
+    // A target directory of its own (cargo holds the test run's), kept between runs.
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
+    let target = format!("{home}/.cache/oauth-token-operator/image-build-target");
+    let output = std::process::Command::new(env!("CARGO"))
+        .args(&args)
+        .current_dir(context.path())
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "cargo {} on the image's build context failed:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        std::path::Path::new(&target)
+            .join("release/oauth-token-operator")
+            .is_file()
+    );
+}
