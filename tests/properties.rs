@@ -97,6 +97,8 @@ proptest! {
                 failure_streak: streak,
                 issued_events,
                 last_exchange_at: None,
+                last_attempt_at: None,
+                failure_seen_here: true,
                 drift: None,
                 restore_streak: 0,
                 margin_warned: None,

@@ -125,12 +125,21 @@ fn pending_request(client: &OAuthClient, now: Timestamp) -> Option<Timestamp> {
     (unserved && due).then_some(requested)
 }
 
-/// The time to request: now, in whole seconds, and later than `issuedAt` (a request at the
-/// second the token was issued would not count as later).
+/// The time to request: now, in whole seconds, and later than `issuedAt` and than the request
+/// already there (a request at the same second would not count as later, and the operator
+/// serves each request once).
 fn request_time(client: &OAuthClient, now: Timestamp) -> Timestamp {
     let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
-    match parse_time(client.status.as_ref().and_then(|s| s.issued_at.as_deref())) {
-        Some(issued) if issued >= now => issued + SignedDuration::from_secs(1),
+    let issued = parse_time(client.status.as_ref().and_then(|s| s.issued_at.as_deref()));
+    let previous = parse_time(
+        client
+            .annotations()
+            .get(REFRESH_REQUESTED_ANNOTATION)
+            .map(String::as_str),
+    )
+    .filter(|p| *p <= now + SignedDuration::from_secs(1));
+    match issued.into_iter().chain(previous).max() {
+        Some(latest) if latest >= now => latest + SignedDuration::from_secs(1),
         _ => now,
     }
 }
@@ -142,7 +151,14 @@ async fn request(connection: &Connection, client: &OAuthClient) -> Result<Pendin
     let now = Timestamp::now();
     let status = client.status.clone().unwrap_or_default();
     let failures = status.consecutive_failures.unwrap_or(0);
-    let requested = match pending_request(client, now) {
+    // A failing client's request may have been served by a failed attempt already (the status
+    // does not say): a new one is made, which the operator serves at once, once.
+    let pending = if failures > 0 {
+        None
+    } else {
+        pending_request(client, now)
+    };
+    let requested = match pending {
         Some(requested) => {
             outln!(
                 "{namespace}/{name}: a renewal requested at {} is already pending; not requesting another",
@@ -174,12 +190,8 @@ async fn request(connection: &Connection, client: &OAuthClient) -> Result<Pendin
         let reason = conditions::find(&status.conditions, DEGRADED)
             .filter(|c| c.status == "True")
             .map_or_else(|| Summary::of(client).reason, |c| c.reason.clone());
-        let retry = parse_time(status.next_refresh_at.as_deref()).map_or_else(
-            || "at its next retry".into(),
-            |t| format!("at its next retry, {}", when(t, now)),
-        );
         outln!(
-            "  it is failing ({}, {failures} consecutive failures): the operator serves the request {retry}, not sooner",
+            "  it is failing ({}, {failures} consecutive failures): the operator tries again now, whatever its backoff (once per request, at least 5s after its last attempt)",
             printable(&reason)
         );
     }
@@ -204,8 +216,10 @@ fn outcome(pending: &Pending, client: &OAuthClient, now: Timestamp) -> Option<Ou
         )));
     }
     let degraded = conditions::find(&status.conditions, DEGRADED).filter(|c| c.status == "True")?;
-    let newer = degraded.last_transition_time.0 >= pending.requested
-        || status.consecutive_failures.unwrap_or(0) > pending.failures;
+    // A failure after the request: one more than when it was made, or (for a client that was
+    // not failing) a Degraded condition that turned True since.
+    let newer = status.consecutive_failures.unwrap_or(0) > pending.failures
+        || (pending.failures == 0 && degraded.last_transition_time.0 >= pending.requested);
     if !newer {
         return None;
     }

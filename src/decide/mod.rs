@@ -25,7 +25,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::api::crd::OAuthClientStatus;
-use crate::api::reason::Failure;
+use crate::api::reason::{Failure, Reason};
 use crate::spec::RefreshSettings;
 
 /// Nothing is planned sooner than this after now (no tight loops).
@@ -81,14 +81,19 @@ pub struct Observed<'a> {
     pub uid: &'a str,
     /// The managed Secret's name.
     pub secret_name: &'a str,
-    /// The current run of consecutive failures of one kind, as this process saw it:
-    /// (transient?, how many). `None` after a restart or a success.
+    /// The current run of consecutive failures of one reason, as this process saw it. `None`
+    /// after a restart (the status tells it then) or a success.
     pub failure_streak: Option<FailureStreak>,
     /// The last `TokenIssued` event of this client, as this process saw it.
     pub issued_events: Option<IssuedEvents>,
     /// When this process last sent a token request for this client (to the nanosecond; the
     /// Secret keeps whole seconds).
     pub last_exchange_at: Option<Timestamp>,
+    /// When this process last attempted an exchange for this client, failed or not.
+    pub last_attempt_at: Option<Timestamp>,
+    /// Whether this process recorded the current failure itself (`false` on the first look
+    /// after a start: the failure in the status may stem from another process's flags).
+    pub failure_seen_here: bool,
     /// The managed Secret's metadata the operator owns that someone else changed (its sealed
     /// data and annotations are intact): restored without a new token.
     pub drift: Option<&'a [String]>,
@@ -112,12 +117,13 @@ pub struct IssuedEvents {
 /// At most one `TokenIssued` event per client in this time.
 pub const ISSUED_EVENT_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Consecutive failures of one kind (transient, or fixed by a person), which set the backoff
-/// step: a 401 after two 429s waits about 1 min, the next 401 about 2 min.
+/// Consecutive failures of one reason, which set the backoff step: another reason starts again
+/// (two `InvalidSpec` then a `CredentialsNotFound` waits about 1 min, not 4; a 401 after two
+/// 429s about 1 min).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FailureStreak {
-    /// Whether the failures are transient.
-    pub transient: bool,
+    /// The failures' reason.
+    pub reason: Reason,
     /// How many in a row.
     pub count: u32,
 }

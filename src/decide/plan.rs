@@ -3,6 +3,7 @@
 use jiff::Timestamp;
 
 use super::{Next, Observed, Plan, SecretState, StoredToken, Trigger, current_token, valid_token};
+use crate::api::conditions::{self, DEGRADED};
 use crate::api::reason::{Failure, Reason};
 use crate::base::time::{self, add};
 use crate::spec::RefreshSettings;
@@ -36,15 +37,20 @@ pub fn refresh_time(
 ///   it has expired already (a lifetime shorter than the least exchange interval): never in a
 ///   loop.
 /// * Without a current token, an exchange is due at once.
-/// * After a failure, the retry schedule (`status.nextRefreshAt`) rules until the spec, the
-///   credentials or the CA bundle change, which retries at once.
-/// * A refresh request later than the last exchange makes one due at its time; a request made
-///   while failing is served by the retry schedule.
+/// * After a failure, the retry schedule (`status.nextRefreshAt`) rules until a change that can
+///   resolve it: the spec, the credentials or the CA bundle changed, or the failure's cause is
+///   gone ([`cause_gone`]); then it retries at once.
+/// * A refresh request later than the last exchange and the last attempt makes one due at its
+///   time, whatever the backoff (once per request), never sooner than
+///   [`refresh::MIN_EXCHANGE_INTERVAL`] after the last attempt.
 pub fn plan(observed: &Observed<'_>, now: Timestamp) -> Plan {
     let status = observed.status;
     let failing = status.consecutive_failures.unwrap_or(0) > 0;
     let spec_changed = status.observed_generation != observed.generation;
-    let input_changed = spec_changed || observed.credentials_changed || observed.trust_changed;
+    let input_changed = spec_changed
+        || observed.credentials_changed
+        || observed.trust_changed
+        || (failing && cause_gone(observed));
     let backing_off = failing && !input_changed;
 
     let mut due_at = if backing_off {
@@ -58,9 +64,12 @@ pub fn plan(observed: &Observed<'_>, now: Timestamp) -> Plan {
             _ => now,
         }
     };
-    let requested = pending_request(observed).filter(|_| !backing_off);
+    let requested = pending_request(observed);
     if let Some(requested) = requested {
-        due_at = due_at.min(requested);
+        let earliest = observed
+            .last_attempt_at
+            .map(|at| add(at, refresh::MIN_EXCHANGE_INTERVAL));
+        due_at = due_at.min(earliest.map_or(requested, |e| requested.max(e)));
     }
 
     let next = if now >= due_at {
@@ -99,17 +108,44 @@ fn restore_time(observed: &Observed<'_>, now: Timestamp) -> Timestamp {
     add(last, wait).max(now)
 }
 
-/// The time of a refresh request not served yet: later than the last exchange, which this
-/// process knows to the nanosecond (the status keeps whole seconds, so a request made in the
-/// same second as the exchange that served it would otherwise look new again).
+/// The time of a refresh request not served yet: later than the last exchange and the last
+/// attempt, which this process knows to the nanosecond (the status keeps whole seconds, so a
+/// request made in the same second as the exchange that served it would otherwise look new
+/// again), and than the start of the current failure streak (a request older than a failed
+/// attempt was served by it, also before a restart).
 fn pending_request(observed: &Observed<'_>) -> Option<Timestamp> {
     let requested = observed.refresh_requested_at?;
-    let issued = time::parse(observed.status.issued_at.as_deref());
-    let served = match (issued, observed.last_exchange_at) {
-        (Some(issued), Some(exchanged)) => Some(issued.max(exchanged)),
-        (issued, exchanged) => issued.or(exchanged),
-    };
+    let failing_since = conditions::find(&observed.status.conditions, DEGRADED)
+        .filter(|c| c.status == "True")
+        .map(|c| c.last_transition_time.0);
+    let served = [
+        time::parse(observed.status.issued_at.as_deref()),
+        observed.last_exchange_at,
+        observed.last_attempt_at,
+        failing_since,
+    ]
+    .into_iter()
+    .flatten()
+    .max();
     served.is_none_or(|s| requested > s).then_some(requested)
+}
+
+/// Whether the cause of the failure in the status is gone, so that waiting out the backoff
+/// would only delay the fix: the Secret that was in the way (`SecretConflict`) is gone or is
+/// this client's now; or a spec refused (`InvalidSpec`) resolves now on the first look of a
+/// process (its flags, such as `--allow-service-account-tokens`, `--allow-insecure-http` or a
+/// token-URL policy, may allow what the previous process refused; a failure this process saw
+/// itself follows its backoff, so a refusal after the request, such as the size limit, cannot
+/// loop).
+fn cause_gone(observed: &Observed<'_>) -> bool {
+    let reason = conditions::find(&observed.status.conditions, DEGRADED)
+        .filter(|c| c.status == "True")
+        .map(|c| c.reason.as_str());
+    match reason {
+        Some("SecretConflict") => !matches!(observed.secret, SecretState::Conflict(_)),
+        Some("InvalidSpec") => !observed.failure_seen_here && observed.refresh.is_ok(),
+        _ => false,
+    }
 }
 
 /// Why the exchange that is due is due. A change that cut a backoff short is named first; then

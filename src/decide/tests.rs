@@ -42,6 +42,9 @@ struct Case {
     streak: Option<FailureStreak>,
     issued_events: Option<IssuedEvents>,
     margin_warned: Option<i64>,
+    /// When this "process" last attempted, and whether it saw the failure itself.
+    attempted: Option<Timestamp>,
+    seen_here: bool,
 }
 
 impl Case {
@@ -58,7 +61,15 @@ impl Case {
             streak: None,
             issued_events: None,
             margin_warned: None,
+            attempted: None,
+            seen_here: false,
         }
+    }
+    /// What a new process knows: the status alone.
+    fn restart(&mut self) {
+        self.streak = None;
+        self.attempted = None;
+        self.seen_here = false;
     }
     fn observed(&self) -> Observed<'_> {
         Observed {
@@ -75,6 +86,8 @@ impl Case {
             failure_streak: self.streak,
             issued_events: self.issued_events,
             last_exchange_at: None,
+            last_attempt_at: self.attempted,
+            failure_seen_here: self.seen_here,
             drift: None,
             restore_streak: 0,
             margin_warned: self.margin_warned,
@@ -89,6 +102,10 @@ impl Case {
         let settled = settle(&self.observed(), &p, &attempt, now, 0.0);
         self.status = settled.status.clone();
         self.streak = settled.failure_streak;
+        if !matches!(attempt, Attempt::None) {
+            self.attempted = Some(now);
+        }
+        self.seen_here = matches!(attempt, Attempt::Failed(_));
         self.issued_events = settled.issued_events;
         self.margin_warned = settled.margin_warned;
         settled
@@ -344,15 +361,17 @@ fn repeated_identical_failures_emit_one_event_and_back_off() {
 }
 
 #[test]
-fn a_failure_of_the_other_kind_starts_its_schedule_from_the_first_step() {
+fn a_failure_of_another_reason_starts_its_schedule_from_the_first_step() {
     let mut case = Case::new(SecretState::Absent);
     let mut now = t(0);
     let mut delays = Vec::new();
     for attempt in [
         failed(Reason::RateLimited, "HTTP 429"),
+        failed(Reason::RateLimited, "HTTP 429"),
         failed(Reason::EndpointUnavailable, "HTTP 503"),
-        failed(Reason::InvalidClient, "HTTP 401"),
-        failed(Reason::InvalidClient, "HTTP 401"),
+        failed(Reason::InvalidSpec, "spec.tokenUrl: not https"),
+        failed(Reason::InvalidSpec, "spec.tokenUrl: not https"),
+        failed(Reason::CredentialsNotFound, "Secret creds not found"),
         failed(Reason::EndpointUnavailable, "HTTP 503"),
     ] {
         let settled = case.step(now, attempt);
@@ -360,28 +379,42 @@ fn a_failure_of_the_other_kind_starts_its_schedule_from_the_first_step() {
         delays.push(next.duration_since(now).as_secs());
         now = next;
     }
-    // 5 s, 10 s; then about 1 min (not 4) for the first 401, 2 min for the second; a
-    // transient failure after them starts again at 5 s.
-    assert_eq!(delays, [5, 10, 60, 120, 5]);
-    assert_eq!(case.status.consecutive_failures, Some(5));
+    // 5 s, 10 s for two 429s; a 503 starts again at 5 s; two InvalidSpec 1 min, 2 min; then
+    // CredentialsNotFound about 1 min (not 4); a 503 after them 5 s again.
+    assert_eq!(delays, [5, 10, 5, 60, 120, 60, 5]);
+    assert_eq!(
+        case.status.consecutive_failures,
+        Some(7),
+        "failed attempts since the last success"
+    );
+}
 
-    // After a restart this process has no streak: the status's count and the kind of the last
-    // failure (in Degraded) decide.
-    case.streak = None;
-    let settled = case.step(now, failed(Reason::EndpointUnavailable, "HTTP 503"));
+#[test]
+fn after_a_restart_the_status_tells_the_streak() {
+    let mut case = Case::new(SecretState::Absent);
+    let mut now = t(0);
+    for expected in [60, 120, 240] {
+        let settled = case.step(now, failed(Reason::InvalidClient, "HTTP 401"));
+        let next: Timestamp = next_at(&settled);
+        assert_eq!(next.duration_since(now).as_secs(), expected);
+        now = next;
+    }
+    // A new process has no streak: Degraded's reason and consecutiveFailures decide.
+    case.restart();
+    let settled = case.step(now, failed(Reason::InvalidClient, "HTTP 401"));
     let next: Timestamp = next_at(&settled);
     assert_eq!(
         next.duration_since(now).as_secs(),
-        160,
-        "6th failure: 5 s x 2^5"
+        480,
+        "4th 401: 1 min x 2^3"
     );
-    case.streak = None;
-    let settled = case.step(next, failed(Reason::InvalidClient, "HTTP 401"));
+    case.restart();
+    let settled = case.step(next, failed(Reason::EndpointUnavailable, "HTTP 503"));
     let after: Timestamp = next_at(&settled);
     assert_eq!(
         after.duration_since(next).as_secs(),
-        60,
-        "other kind: first step"
+        5,
+        "another reason: first step"
     );
 }
 
@@ -435,12 +468,87 @@ fn force_refresh_exchanges_exactly_once() {
 }
 
 #[test]
-fn force_refresh_while_failing_follows_the_backoff() {
+fn force_refresh_while_failing_acts_at_once_once_per_request() {
     let mut case = Case::new(SecretState::Owned(Some(token(0, 3600))));
-    case.step(t(0), failed(Reason::EndpointUnavailable, "HTTP 503"));
-    case.requested = Some(t(1));
-    assert_eq!(case.plan(t(2)).next, Next::Idle);
-    assert!(matches!(case.plan(t(5)).next, Next::Exchange(_)));
+    // Three 401s: the next retry is 4 min after the third.
+    let mut now = t(0);
+    for _ in 0..3 {
+        let settled = case.step(now, failed(Reason::InvalidClient, "HTTP 401"));
+        now = next_at(&settled);
+    }
+    assert_eq!(now, t(180 + 240));
+    // A request one second after the last attempt waits for the 5 s minimum, not the backoff.
+    case.requested = Some(t(181));
+    assert_eq!(case.plan(t(182)).next, Next::Idle);
+    assert_eq!(case.plan(t(182)).due_at, t(185));
+    let Next::Exchange(trigger) = case.plan(t(185)).next else {
+        panic!("{:?}", case.plan(t(185)))
+    };
+    assert_eq!(trigger, Trigger::Requested);
+    let settled = case.step(t(185), failed(Reason::InvalidClient, "HTTP 401"));
+    // Served once: the backoff rules again.
+    assert_eq!(case.plan(t(190)).next, Next::Idle);
+    assert!(
+        next_at(&settled) > t(185 + 400),
+        "the streak goes on: 8 min"
+    );
+    // A new process knows only the status: a request older than the streak's start was
+    // served; one made during the streak is served once more (the status keeps no time of the
+    // last attempt).
+    case.restart();
+    case.requested = Some(t(0) - jiff::SignedDuration::from_secs(1));
+    assert_eq!(case.plan(t(200)).next, Next::Idle);
+    case.requested = Some(t(181));
+    assert!(matches!(
+        case.plan(t(200)).next,
+        Next::Exchange(Trigger::Requested)
+    ));
+}
+
+#[test]
+fn a_conflict_that_is_gone_retries_at_once() {
+    let mut case = Case::new(SecretState::Conflict(
+        "Secret t is not managed by this client".into(),
+    ));
+    let Next::Fail(_, failure) = case.plan(t(0)).next else {
+        panic!()
+    };
+    case.step(t(0), Attempt::Failed(failure));
+    assert_eq!(
+        case.plan(t(10)).next,
+        Next::Idle,
+        "still in the way: backoff"
+    );
+    case.secret = SecretState::Absent;
+    assert!(
+        matches!(case.plan(t(10)).next, Next::Exchange(_)),
+        "deleted: at once"
+    );
+}
+
+#[test]
+fn an_invalid_spec_that_resolves_on_a_new_process_retries_at_once_and_only_then() {
+    let mut case = Case::new(SecretState::Absent);
+    case.refresh = Err(Failure::invalid_spec(
+        "ServiceAccountToken needs --allow-service-account-tokens",
+    ));
+    let Next::Fail(_, failure) = case.plan(t(0)).next else {
+        panic!()
+    };
+    case.step(t(0), Attempt::Failed(failure));
+    // The same process with the same flags: the backoff.
+    case.refresh = Ok(pct33());
+    assert_eq!(case.plan(t(10)).next, Next::Idle);
+    // A process started with the flag: at once.
+    case.restart();
+    assert!(matches!(case.plan(t(10)).next, Next::Exchange(_)));
+    // A refusal after the request (the size limit) seen by this process follows the backoff.
+    let settled = case.step(
+        t(10),
+        failed(Reason::InvalidSpec, "the Secret would exceed 256 KiB"),
+    );
+    assert_eq!(case.plan(t(11)).next, Next::Idle);
+    assert_eq!(next_at(&settled), t(130), "the second InvalidSpec: 2 min");
 }
 
 #[test]

@@ -136,33 +136,53 @@ async fn wait_prints_the_failure_and_that_the_previous_token_stays() {
     served.operator.stop().await;
 }
 
-/// A failing client: the request waits for the retry schedule, and says so.
+/// A failing client: a request is served at once whatever the backoff (the first 401 waits a
+/// minute), once per request; `renew` says so. Before, it answered that the operator would serve
+/// the request "at its next retry (in 59s), not sooner" and `--wait` timed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_for_a_failing_client_waits_for_its_next_retry() {
+async fn a_request_for_a_failing_client_is_served_at_once() {
     let served = Served::start().await;
     served.fail_a_renewal().await;
-    let run = served.run(&["renew", "streamhub", "-n", "telemetry"]).await;
-    assert_eq!(run.code, 0);
+    let before = served.vendor.count();
+    let started = std::time::Instant::now();
+    let run = served
+        .run(&[
+            "renew",
+            "streamhub",
+            "-n",
+            "telemetry",
+            "--wait",
+            "--timeout",
+            "20s",
+        ])
+        .await;
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(
-        run.stdout.contains("a renewal requested at ")
-            && run
-                .stdout
-                .contains("is already pending; not requesting another"),
+        run.stdout.contains("renewal requested at ")
+            && run.stdout.contains(
+                "  it is failing (InvalidClient, 1 consecutive failures): the operator tries again now, whatever its backoff"
+            ),
         "{}",
         run.stdout
     );
     assert!(
         run.stdout
-            .contains("  it is failing (InvalidClient, 1 consecutive failures)"),
+            .contains("telemetry/streamhub: renewal failed: InvalidClient: "),
         "{}",
         run.stdout
     );
     assert!(
-        run.stdout
-            .contains("the operator serves the request at its next retry"),
-        "{}",
-        run.stdout
+        started.elapsed() < Duration::from_secs(15),
+        "served within seconds, not at the retry a minute later: {:?}",
+        started.elapsed()
     );
+    assert_eq!(
+        served.vendor.count(),
+        before + 1,
+        "one request, one exchange"
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(served.vendor.count(), before + 1, "served once");
     served.operator.stop().await;
 }
 

@@ -58,6 +58,34 @@ async fn secrets_not_controlled_by_the_client_are_never_touched() {
     operator.stop().await;
 }
 
+/// Deleting the Secret that was in the way retries within seconds (before, the next scheduled
+/// retry came about a minute later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_conflicting_secret_issues_a_token_within_seconds() {
+    let Setup {
+        api,
+        vendor,
+        operator,
+    } = setup(Vendor::Generic).await;
+    credentials(&api, NS, "creds", ID, SECRET);
+    SecretObject::named("demo-token")
+        .entry("keep", "me")
+        .create(&api, NS);
+    create_client(&api, NS, "demo", &generic_spec(&vendor));
+    wait_ready(&api, NS, "demo", "False", "SecretConflict").await;
+    sleep(1000).await;
+    let deleted = Instant::now();
+    api.delete(SECRETS, NS, "demo-token");
+    wait_ready(&api, NS, "demo", "True", "TokenIssued").await;
+    assert!(
+        deleted.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        deleted.elapsed()
+    );
+    assert_eq!(vendor.count(), 1);
+    operator.stop().await;
+}
+
 // === no adoption race ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::common::sleep;
-use crate::support::apiserver::{ApiServer, Matcher, SERVICEACCOUNTS};
+use crate::support::apiserver::{ApiServer, Matcher, OAUTHCLIENTS, SERVICEACCOUNTS};
 use crate::support::assertions::{Expectation, VerifyingKey};
 use crate::support::builders::{Spec, create_client};
 use crate::support::harness::*;
@@ -350,6 +350,38 @@ async fn service_account_token_refusals_send_nothing_to_the_token_endpoint() {
     assert_eq!(vendor.count(), 0, "no token request for any refusal");
     assert!(api.violations().is_empty(), "{:?}", api.violations());
     operator.stop().await;
+}
+
+/// `helm upgrade --set serviceAccountTokens.enabled=true`: a client refused for the missing
+/// flag is retried at once by the operator started with it, not after the backoff the previous
+/// process recorded (a minute after one failure, up to 30 min after a streak).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_started_with_the_flag_retries_the_refused_client_at_once() {
+    let api = ApiServer::start().await;
+    let vendor = TokenServer::start(Vendor::Generic, "-", "-", Tokens::Unique).await;
+    let url = vendor.url();
+    vendor.expect_assertions(federation(&api, "app", "workload"));
+    service_account(&api, "workload", Some(AUDIENCE), &url);
+    let without = Operator::start(&api, &[], 4);
+    create_client(
+        &api,
+        NS,
+        "app",
+        &federated(&url, "app", "workload", AUDIENCE),
+    );
+    wait_ready(&api, NS, "app", "False", "InvalidSpec").await;
+    without.stop().await;
+    let retry_at = api.get(OAUTHCLIENTS, NS, "app").unwrap()["status"]["nextRefreshAt"].clone();
+    let started = Instant::now();
+    let with = Operator::start_with(&api, &[], 4, with_service_account_tokens());
+    wait_ready(&api, NS, "app", "True", "TokenIssued").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?} (the recorded retry was {retry_at})",
+        started.elapsed()
+    );
+    assert_eq!(vendor.count(), 1);
+    with.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

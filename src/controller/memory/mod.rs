@@ -156,7 +156,7 @@ mod tests {
         assert_eq!(memories.count_error(&key), 1);
         assert_eq!(memories.count_error(&key), 2);
         let streak = FailureStreak {
-            transient: true,
+            reason: crate::api::reason::Reason::RateLimited,
             count: 2,
         };
         memories.record(

@@ -26,13 +26,15 @@ pub struct FailedWith {
 pub struct RetryState {
     /// The credentials of the last failure.
     pub failed_with: Option<FailedWith>,
-    /// Consecutive exchange failures of one kind, for the backoff step (as this process saw
+    /// Consecutive exchange failures of one reason, for the backoff step (as this process saw
     /// them; after a restart the settle step derives the streak from the status).
     pub failure_streak: Option<FailureStreak>,
     /// Restores with a new token in a row.
     pub restore_streak: u32,
     /// When the last token request that gave a token was sent.
     pub last_exchange_at: Option<Timestamp>,
+    /// When this process last attempted an exchange (sent, or refused before sending).
+    pub last_attempt_at: Option<Timestamp>,
     /// Consecutive reconcile errors (API failures), for the error backoff.
     pub errors: u32,
 }
@@ -49,6 +51,8 @@ pub struct RetryUpdate {
     pub restore_streak: Option<u32>,
     /// When a token request that gave a token (now written) was sent.
     pub last_exchange_at: Option<Timestamp>,
+    /// When an attempt was made.
+    pub last_attempt_at: Option<Timestamp>,
 }
 
 impl RetryState {
@@ -63,6 +67,9 @@ impl RetryState {
         }
         if let Some(at) = update.last_exchange_at {
             self.last_exchange_at = Some(at);
+        }
+        if let Some(at) = update.last_attempt_at {
+            self.last_attempt_at = Some(at);
         }
     }
 

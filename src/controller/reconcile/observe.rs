@@ -96,6 +96,8 @@ impl Snapshot {
             failure_streak: self.memory.retry.failure_streak,
             issued_events: self.memory.ledger.issued,
             last_exchange_at: self.memory.retry.last_exchange_at,
+            last_attempt_at: self.memory.retry.last_attempt_at,
+            failure_seen_here: self.memory.retry.failed_with.is_some(),
             drift: self.drift.as_deref(),
             restore_streak: self.memory.retry.restore_streak,
             margin_warned: self.memory.ledger.margin_warned,

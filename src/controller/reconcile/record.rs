@@ -197,6 +197,9 @@ pub(super) fn learned(
     };
     let mut ledger = None;
     if let Some((attempt, settled)) = settled {
+        if !matches!(attempt, Attempt::None) {
+            retry.last_attempt_at = Some(seen.now);
+        }
         match attempt {
             Attempt::Failed(_) => {
                 retry.failed_with = Change::Set(failed_with(credentials_key, seen, &outputs));

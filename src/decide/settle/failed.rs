@@ -37,25 +37,25 @@ pub(super) fn settle(out: &mut Settling<'_, '_>, failure: &Failure, jitter: f64)
     out.wake_for(retry_at)
 }
 
-/// The backoff step counts consecutive failures of one kind (transient, or fixed by a person).
-/// This process knows the streak; after a restart, the status tells the count and the last
-/// failure's kind.
+/// The backoff step counts consecutive failures of one reason. This process knows the streak;
+/// after a restart, the status tells it: the Degraded condition's reason, and the failures
+/// since the last success (`consecutiveFailures`) when they were all of that reason as far as
+/// the status shows.
 fn streak(out: &Settling<'_, '_>, failure: &Failure, failures: i64) -> FailureStreak {
-    let transient = failure.reason.is_transient();
+    let reason = failure.reason;
     let count = match out.observed.failure_streak {
-        Some(streak) if streak.transient == transient => streak.count.saturating_add(1),
+        Some(streak) if streak.reason == reason => streak.count.saturating_add(1),
         Some(_) => 1,
         None => {
-            let previous_kind = conditions::find(&out.observed.status.conditions, DEGRADED)
+            let previous = conditions::find(&out.observed.status.conditions, DEGRADED)
                 .filter(|c| c.status == "True")
-                .and_then(|c| Reason::ALL.iter().find(|r| r.as_str() == c.reason))
-                .map(|r| r.is_transient());
-            if previous_kind == Some(transient) {
+                .and_then(|c| Reason::ALL.iter().find(|r| r.as_str() == c.reason));
+            if previous == Some(&reason) {
                 u32::try_from(failures).unwrap_or(u32::MAX)
             } else {
                 1
             }
         }
     };
-    FailureStreak { transient, count }
+    FailureStreak { reason, count }
 }

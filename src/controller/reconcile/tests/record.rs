@@ -94,7 +94,7 @@ async fn a_failure_remembers_the_credentials_and_bundle_it_happened_with() {
         ..Outputs::default()
     };
     let streak = FailureStreak {
-        transient: false,
+        reason: crate::api::reason::Reason::InvalidClient,
         count: 1,
     };
     let attempt = Attempt::Failed(Failure::invalid_credentials("no key"));
