@@ -224,8 +224,10 @@ async fn microboxlabs_rejects_form_bodies_missing_audience_and_wrong_audience() 
     .await;
     assert_eq!(f.reason, Reason::InvalidRequest);
     assert!(f.message.contains("application/json"), "{}", f.message);
+    // The preset refuses a spec without audience before sending (a unit test of spec/); the
+    // emulator refuses the same request shape sent without one.
     let f = fail(
-        json!({"provider": "microboxlabs", "tokenUrl": url}),
+        json!({"provider": "generic", "tokenUrl": url, "clientAuthMethod": "ClientSecretPost", "requestEncoding": "JSON"}),
         &creds(ID, SECRET),
     )
     .await;
@@ -317,6 +319,21 @@ async fn rate_limited_carries_retry_after() {
     assert_eq!(f.retry_after, Some(Duration::from_secs(17)));
 }
 
+/// An HTTP error names the token URL it came from, without its query (a wrong path was
+/// `InvalidRequest: HTTP 404 Not Found: not_found`, with nothing to say which URL).
+#[tokio::test]
+async fn an_http_error_names_the_token_url_without_its_query() {
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    server.push(Canned::new(404, r#"{"error":"not_found"}"#));
+    let url = format!("{}?tenant=a&key=hidden", server.url());
+    let f = fail(json!({"tokenUrl": url}), &creds(ID, SECRET)).await;
+    assert_eq!(
+        f.message,
+        format!("HTTP 404 Not Found: not_found (token URL {})", server.url())
+    );
+    assert!(!f.message.contains("hidden"));
+}
+
 #[tokio::test]
 async fn endpoint_unavailable_for_5xx_html_refused_connections_and_timeouts() {
     let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
@@ -331,7 +348,10 @@ async fn endpoint_unavailable_for_5xx_html_refused_connections_and_timeouts() {
     assert_eq!(f.reason, Reason::EndpointUnavailable);
     assert_eq!(
         f.message,
-        "HTTP 503 Service Unavailable: 503 Service Unavailable"
+        format!(
+            "HTTP 503 Service Unavailable: 503 Service Unavailable (token URL {})",
+            server.url()
+        )
     );
 
     // Nothing listens on a port we bound and released.
@@ -963,7 +983,18 @@ async fn an_endpoint_that_echoes_the_request_never_gets_a_secret_into_a_message(
                         "text500" => "HTTP 500 Internal Server Error",
                         _ => "HTTP 200 OK carries an error instead of a token",
                     };
-                    assert_eq!(failure.message, expected, "{mode} {method}");
+                    // Nothing the endpoint said; for an HTTP error, the token URL it came from.
+                    let rest = failure
+                        .message
+                        .strip_prefix(expected)
+                        .unwrap_or_else(|| panic!("{mode} {method}: {}", failure.message));
+                    assert!(
+                        rest.is_empty()
+                            || (rest.starts_with(" (token URL http://127.0.0.1:")
+                                && rest.ends_with(&format!("/{mode})"))),
+                        "{mode} {method}: {}",
+                        failure.message
+                    );
                 }
                 tracing::info!(%failure, "echo failure");
                 messages.push_str(&failure.message);

@@ -377,7 +377,7 @@ pub struct ClientAssertion {
 
     /// exp - iat of the assertion, 10s to 1h (for example 90s, 5m).
     #[serde(default = "default_assertion_lifetime")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|h|m|s))+$"), length(max = 64))]
+    #[schemars(length(max = 64), extend("x-kubernetes-validations" = [duration_rule()]))]
     pub lifetime: String,
 }
 
@@ -448,6 +448,15 @@ pub enum RequestEncoding {
 
 /// The CEL rule that a name the operator puts in an API path is a name (a DNS subdomain, as
 /// Kubernetes names objects), with a message in words.
+/// A duration field's rule, with a message in words (a `pattern` made the API server answer
+/// with the regular expression).
+fn duration_rule() -> serde_json::Value {
+    serde_json::json!({
+        "rule": "self.matches('^([0-9]+([.][0-9]+)?(ms|h|m|s))+$')",
+        "message": "must be a duration: a number and a unit (ms, s, m or h), repeated, such as 90s, 5m or 1h30m"
+    })
+}
+
 fn dns_subdomain_rule() -> serde_json::Value {
     serde_json::json!({
         "rule": "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",
@@ -700,7 +709,7 @@ pub struct Refresh {
     /// Refresh this long before expiry (for example 90s, 5m, 1h30m). When unset,
     /// renewBeforePercentage applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|h|m|s))+$"), length(max = 64))]
+    #[schemars(length(max = 64), extend("x-kubernetes-validations" = [duration_rule()]))]
     pub renew_before: Option<String>,
 
     /// When renewBefore is unset: refresh when this share of the lifetime remains (33 refreshes
@@ -712,7 +721,7 @@ pub struct Refresh {
     /// Lifetime assumed when the response has no usable expires_in and the token is not a JWT
     /// with exp.
     #[serde(default = "default_lifetime")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|h|m|s))+$"), length(max = 64))]
+    #[schemars(length(max = 64), extend("x-kubernetes-validations" = [duration_rule()]))]
     pub default_lifetime: String,
 }
 

@@ -122,7 +122,26 @@ fn read_reply(
             "token request refused"
         ),
     }
-    result
+    result.map_err(|mut failure| {
+        if reply.status >= 400
+            && let Some(url) = shown_url(&settings.token_url, scrubber)
+        {
+            failure.message.push_str(&format!(" (token URL {url})"));
+        }
+        failure
+    })
+}
+
+/// The token URL an HTTP error came from, so that a wrong path or host shows at once: scheme,
+/// host, port and path (never a query or user information), scrubbed like anything an
+/// endpoint says.
+fn shown_url(url: &url::Url, scrubber: &Scrubber<'_>) -> Option<String> {
+    let mut shown = url.clone();
+    shown.set_query(None);
+    shown.set_fragment(None);
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    response::sanitise(shown.as_str(), scrubber)
 }
 
 /// TlsClientAuth goes through the client of exactly the credentials' identity; the other

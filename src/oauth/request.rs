@@ -504,8 +504,9 @@ mod tests {
         ];
         let c = creds("id/1", "se:cret");
         for (provider, basic, raw, json) in cases {
-            let s =
-                settings(serde_json::json!({"provider": provider, "tokenUrl": "https://idp/t"}));
+            let s = settings(
+                serde_json::json!({"provider": provider, "tokenUrl": "https://idp/t", "audience": "https://api"}),
+            );
             let req = build(&s, &c).unwrap();
             let auth = req
                 .header("authorization")

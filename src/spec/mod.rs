@@ -132,6 +132,12 @@ impl ClientSettings {
         let preset = preset(spec.provider);
         let method = client_auth_method(spec);
         let token_url = token_url::token_url(spec, preset, policy)?;
+        if preset.needs_audience && spec.audience.as_deref().is_none_or(|a| a.trim().is_empty()) {
+            return Err(Failure::invalid_spec(format!(
+                "spec.audience is required by the {} preset: set it to the API identifier the vendor gave with the credentials",
+                spec.provider.as_str()
+            )));
+        }
         let auth = client_auth::settings(spec, method, &token_url, policy)?;
         let refresh = spec.refresh.clone().unwrap_or_default();
         let target = spec.target.clone().unwrap_or_default();

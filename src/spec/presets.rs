@@ -27,6 +27,9 @@ pub struct Preset {
     pub scopes: &'static [&'static str],
     /// With ClientSecretBasic, also send `client_id` (never the secret) in the body.
     pub client_id_in_body: bool,
+    /// The vendor refuses a request without `audience` (the API identifier it gave with the
+    /// credentials): a spec without one is refused before any request.
+    pub needs_audience: bool,
     /// One line for the presets table of `docs/reference.md`.
     pub notes: &'static str,
 }
@@ -40,6 +43,7 @@ const fn row(provider: Provider) -> Preset {
         request_encoding: RequestEncoding::Form,
         scopes: &[],
         client_id_in_body: false,
+        needs_audience: false,
         notes: "",
     }
 }
@@ -62,6 +66,7 @@ pub const PRESETS: [Preset; 10] = [
         token_url: Some("https://api.microboxlabs.com/api/v1/login"),
         client_auth_method: ClientAuthMethod::ClientSecretPost,
         request_encoding: RequestEncoding::Json,
+        needs_audience: true,
         notes: "audience expected",
         ..row(Provider::Microboxlabs)
     },
@@ -90,6 +95,7 @@ pub const PRESETS: [Preset; 10] = [
     Preset {
         client_auth_method: ClientAuthMethod::ClientSecretPost,
         request_encoding: RequestEncoding::Json,
+        needs_audience: true,
         notes: "audience expected",
         ..row(Provider::Auth0)
     },

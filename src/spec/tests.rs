@@ -504,3 +504,28 @@ fn service_account_tokens_need_the_operator_flag() {
         err.message
     );
 }
+
+/// A preset whose vendor refuses a request without `audience` refuses the spec first, naming the
+/// field (before, the vendor's 400 said it, after the credentials were sent).
+#[test]
+fn presets_that_need_an_audience_refuse_a_spec_without_one() {
+    for provider in [Provider::Microboxlabs, Provider::Auth0] {
+        let mut s = spec(provider);
+        s.token_url = Some("https://tenant.example/oauth/token".into());
+        assert_eq!(
+            invalid(&s),
+            format!(
+                "spec.audience is required by the {} preset: set it to the API identifier the vendor gave with the credentials",
+                provider.as_str()
+            )
+        );
+        s.audience = Some(" ".into());
+        assert!(invalid(&s).starts_with("spec.audience is required"));
+        s.audience = Some("https://api.example".into());
+        assert!(resolve(&s).is_ok());
+    }
+    assert!(
+        resolve(&spec(Provider::Iotspot)).is_ok(),
+        "no audience needed"
+    );
+}

@@ -94,9 +94,11 @@ fn refusals() -> [Refusal; 6] {
         refusal(
             Vendor::Microboxlabs,
             "microboxlabs",
+            // The preset needs an audience: refused before any request (the vendor's 400
+            // said it before).
             |s| s.unset("audience"),
-            "InvalidRequest",
-            "audience",
+            "InvalidSpec",
+            "spec.audience is required by the microboxlabs preset",
         ),
         refusal(
             Vendor::Iotspot,

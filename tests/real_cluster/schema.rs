@@ -142,6 +142,15 @@ async fn the_schema_refuses_namespaced_references_and_oversize_specs() {
         ),
         (generic(json!({"scopes": vec!["s"; 65]})), "Too many"),
         (generic(json!({"audience": "a".repeat(2049)})), "Too long"),
+        // Durations are refused in words, not with the regular expression (issue 22).
+        (
+            generic(json!({"refresh": {"renewBefore": "5 minutes"}})),
+            "must be a duration: a number and a unit (ms, s, m or h), repeated, such as 90s, 5m or 1h30m",
+        ),
+        (
+            generic(json!({"refresh": {"defaultLifetime": "1d"}})),
+            "must be a duration: a number and a unit",
+        ),
     ];
 
     assert_refused(&clients, refused).await;
@@ -151,6 +160,7 @@ async fn the_schema_refuses_namespaced_references_and_oversize_specs() {
         "extraHeaders": map(MAX_MAP_ENTRIES, MAX_NAME_LEN, MAX_VALUE_LEN),
         "target": {"template": map(MAX_MAP_ENTRIES, 253, MAX_VALUE_LEN)},
         "scopes": vec!["s"; 64],
+        "refresh": {"renewBefore": "1h30m", "defaultLifetime": "1.5h"},
     }));
     assert_accepted(&clients, "at-limit", vec![at_limit]).await;
 }
