@@ -446,6 +446,70 @@ fn token_url(client: &OAuthClient) -> String {
     }
 }
 
+/// The client authentication method, and whether the preset chose it.
+fn client_auth(client: &OAuthClient) -> String {
+    let method = crate::spec::client_auth_method(&client.spec).as_str();
+    if client.spec.client_auth_method.is_some() {
+        method.to_owned()
+    } else {
+        format!("{method} (preset {})", client.spec.provider.as_str())
+    }
+}
+
+/// The objects the client reads, as `(label, what)`: the credentials Secret and the keys the
+/// method uses, or the ServiceAccount and its audience; the CA bundle's object and key.
+fn references(client: &OAuthClient) -> Vec<(&'static str, String)> {
+    use crate::api::crd::ClientAuthMethod as M;
+    let spec = &client.spec;
+    let method = crate::spec::client_auth_method(spec);
+    let mut found = Vec::new();
+    match (
+        method,
+        &spec.service_account_token,
+        &spec.credentials_secret_ref,
+    ) {
+        (M::ServiceAccountToken, Some(sa), _) => found.push((
+            "Credentials",
+            format!(
+                "ServiceAccount {} (audience {})",
+                sa.service_account_name, sa.audience
+            ),
+        )),
+        (_, _, Some(secret)) => {
+            let id = if spec.client_id.is_some() {
+                "client_id from spec.clientId".to_owned()
+            } else {
+                format!("key {}", secret.client_id_key)
+            };
+            let proof = match method {
+                M::ClientSecretBasic | M::ClientSecretPost | M::ClientSecretJwt => {
+                    format!("key {}", secret.client_secret_key)
+                }
+                M::PrivateKeyJwt => format!("key {}", secret.private_key_key),
+                M::TlsClientAuth => {
+                    format!(
+                        "keys {}, {}",
+                        secret.private_key_key, secret.certificate_key
+                    )
+                }
+                M::ServiceAccountToken => "-".to_owned(),
+            };
+            found.push((
+                "Credentials",
+                format!("Secret {} ({id}; {proof})", secret.name),
+            ));
+        }
+        _ => found.push(("Credentials", "-".to_owned())),
+    }
+    if let Some(bundle) = &spec.ca_bundle_ref {
+        found.push((
+            "CA bundle",
+            format!("{:?} {} (key {})", bundle.kind, bundle.name, bundle.key),
+        ));
+    }
+    found
+}
+
 fn detail_text(
     client: &OAuthClient,
     secret_name: &str,
@@ -483,6 +547,10 @@ fn header_text(client: &OAuthClient, now: Timestamp) -> String {
     field("Namespace", client.namespace().unwrap_or_default());
     field("Provider", client.spec.provider.as_str().into());
     field("Token URL", token_url(client));
+    field("Client auth", client_auth(client));
+    for (label, value) in references(client) {
+        field(label, value);
+    }
     let created = client
         .metadata
         .creation_timestamp
@@ -659,6 +727,11 @@ fn detail_json(
         "name": s.name,
         "provider": s.provider,
         "tokenUrl": token_url(client),
+        "clientAuth": client_auth(client),
+        "references": references(client)
+            .into_iter()
+            .map(|(label, what)| json!({"what": label, "object": what}))
+            .collect::<Vec<_>>(),
         "ready": s.ready,
         "reason": s.reason,
         "message": s.message,

@@ -177,6 +177,10 @@ async fn the_detail_view_of_a_ready_client_shows_conditions_the_secrets_keys_and
         "Namespace:           telemetry",
         "Provider:            generic",
         &format!("Token URL:           {}", fleet.jwt_vendor.url()),
+        // What one needs for a 401: the method and the objects read (issue 22, item 5).
+        "Client auth:         ClientSecretBasic (preset generic)",
+        "Credentials:         Secret ",
+        "(key client_id; key client_secret)",
         "Conditions:",
         "  secretName:           streamhub-token",
         "  tokenType:            Bearer",
