@@ -41,7 +41,7 @@ async fn token(headers: HeaderMap, body: String) -> (StatusCode, axum::Json<serd
         return (StatusCode::UNAUTHORIZED, axum::Json(body));
     }
     let token = format!("demo-{:032x}", rand::random::<u128>());
-    let mut body = json!({"access_token": token, "token_type": "bearer", "expires_in": 300});
+    let mut body = json!({"access_token": token, "token_type": "bearer", "expires_in": 600});
     if let Some(scope) = get("scope") {
         body["scope"] = json!(scope);
     }
