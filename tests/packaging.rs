@@ -401,3 +401,58 @@ fn the_image_builds_from_its_own_context() {
             .is_file()
     );
 }
+
+/// The chart values table of `docs/reference.md` names every value of `values.yaml`: each
+/// top-level key, and each key under it (as `key.child` or `.child` in the key's row), except
+/// the free-form maps (`resources`, labels and annotations) whose keys are Kubernetes' own.
+#[test]
+fn the_values_table_names_every_value() {
+    let reference = read("docs/reference.md");
+    let start = reference
+        .find("## Chart values")
+        .expect("a Chart values section");
+    let table: Vec<&str> = reference[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("## "))
+        .filter(|l| l.starts_with("| `"))
+        .collect();
+    let values: serde_yaml::Value =
+        serde_yaml::from_str(&read("charts/oauth-token-operator/values.yaml")).unwrap();
+    let free_form = [
+        "resources",
+        "podAnnotations",
+        "podLabels",
+        "nodeSelector",
+        "affinity",
+    ];
+    let mut missing = Vec::new();
+    for (key, value) in values.as_mapping().unwrap() {
+        let key = key.as_str().unwrap();
+        let rows: Vec<&&str> = table
+            .iter()
+            .filter(|row| row.contains(&format!("`{key}`")) || row.contains(&format!("`{key}.")))
+            .collect();
+        if rows.is_empty() {
+            missing.push(key.to_owned());
+            continue;
+        }
+        let Some(children) = value.as_mapping().filter(|_| !free_form.contains(&key)) else {
+            continue;
+        };
+        for child in children.keys().filter_map(|c| c.as_str()) {
+            let named = rows.iter().any(|row| {
+                row.contains(&format!("`{key}.{child}"))
+                    || row.contains(&format!("`.{child}`"))
+                    || row.contains(&format!("`.{child}."))
+            });
+            if !named {
+                missing.push(format!("{key}.{child}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "values.yaml holds values the table of docs/reference.md does not name: {missing:?}"
+    );
+}
