@@ -7,7 +7,8 @@
 //! ```
 //!
 //! It accepts client_id `demo-client` and client_secret `demo-secret` (Basic header or body),
-//! and answers with a fresh opaque token valid for 5 minutes.
+//! and answers with a fresh opaque token valid for 10 minutes. The playground
+//! (`scripts/playground.sh`) serves the same routes ([`app`]).
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
@@ -48,9 +49,14 @@ async fn token(headers: HeaderMap, body: String) -> (StatusCode, axum::Json<serd
     (StatusCode::OK, axum::Json(body))
 }
 
+/// The endpoint's routes.
+pub fn app() -> axum::Router {
+    axum::Router::new().route("/token", post(token))
+}
+
 #[tokio::main]
 async fn main() {
-    let app = axum::Router::new().route("/token", post(token));
+    let app = app();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:8089")
         .await
         .expect("port 8089 is free");

@@ -17,6 +17,7 @@ mod helm;
 mod leader;
 mod metrics;
 mod ownership;
+mod playground;
 mod rbac;
 mod scale;
 mod schema;
