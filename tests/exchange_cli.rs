@@ -753,3 +753,46 @@ async fn placeholders_and_a_short_refresh_margin_are_warned_about() {
     );
     assert_eq!(short.count(), 2);
 }
+
+/// YAML merge keys are applied before the strict check, as kubectl applies them.
+#[tokio::test]
+async fn yaml_merge_keys_are_applied_before_the_check() {
+    let server = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = write(dir.path(), "secret", SECRET);
+    let yaml = format!(
+        "apiVersion: oauth.token-operator.dev/v1alpha1\nkind: OAuthClient\nmetadata:\n  name: demo\nspec:\n  base: &base\n    tokenUrl: {}\n  <<: *base\n  credentialsSecretRef:\n    name: demo-credentials\n",
+        server.url()
+    );
+    // `base` itself is no field of the spec: refused, naming it; without it the merge passes.
+    let file = write(dir.path(), "merge.yaml", &yaml);
+    let argv = |file: &str| {
+        args(&[
+            "exchange",
+            "-f",
+            file,
+            "--client-id",
+            ID,
+            "--client-secret-file",
+            &secret_file,
+            "--allow-insecure-http",
+        ])
+    };
+    let out = run(argv(&file), vec![]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("spec.base: unknown field"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("<<"), "{}", out.stderr);
+    let anchored = format!(
+        "x-defaults: &base\n  tokenUrl: {}\n---\napiVersion: oauth.token-operator.dev/v1alpha1\nkind: OAuthClient\nmetadata:\n  name: demo\nspec:\n  <<: {{tokenUrl: {}}}\n  credentialsSecretRef:\n    name: demo-credentials\n",
+        server.url(),
+        server.url()
+    );
+    let file = write(dir.path(), "merged.yaml", &anchored);
+    let out = run(argv(&file), vec![]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(server.count(), 1);
+}

@@ -98,6 +98,7 @@ proptest! {
                 issued_events,
                 last_exchange_at: None,
                 last_attempt_at: None,
+                served_request: None,
                 failure_seen_here: true,
                 drift: None,
                 restore_streak: 0,

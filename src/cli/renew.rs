@@ -138,7 +138,21 @@ fn request_time(client: &OAuthClient, now: Timestamp) -> Timestamp {
             .map(String::as_str),
     )
     .filter(|p| *p <= now + SignedDuration::from_secs(1));
-    match issued.into_iter().chain(previous).max() {
+    // While failing, later than the streak's start too: an operator that restarted since
+    // counts a request older than that as served.
+    let failing_since = client
+        .status
+        .as_ref()
+        .filter(|s| s.consecutive_failures.unwrap_or(0) > 0)
+        .and_then(|s| conditions::find(&s.conditions, DEGRADED))
+        .filter(|c| c.status == "True")
+        .map(|c| c.last_transition_time.0);
+    match issued
+        .into_iter()
+        .chain(previous)
+        .chain(failing_since)
+        .max()
+    {
         Some(latest) if latest >= now => latest + SignedDuration::from_secs(1),
         _ => now,
     }

@@ -91,6 +91,8 @@ pub struct Observed<'a> {
     pub last_exchange_at: Option<Timestamp>,
     /// When this process last attempted an exchange for this client, failed or not.
     pub last_attempt_at: Option<Timestamp>,
+    /// The refresh request on the object at that attempt (served by it).
+    pub served_request: Option<Timestamp>,
     /// Whether this process recorded the current failure itself (`false` on the first look
     /// after a start: the failure in the status may stem from another process's flags).
     pub failure_seen_here: bool,

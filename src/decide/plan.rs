@@ -66,10 +66,7 @@ pub fn plan(observed: &Observed<'_>, now: Timestamp) -> Plan {
     };
     let requested = pending_request(observed);
     if let Some(requested) = requested {
-        let earliest = observed
-            .last_attempt_at
-            .map(|at| add(at, refresh::MIN_EXCHANGE_INTERVAL));
-        due_at = due_at.min(earliest.map_or(requested, |e| requested.max(e)));
+        due_at = due_at.min(requested.max(earliest_attempt(observed)));
     }
 
     let next = if now >= due_at {
@@ -84,6 +81,27 @@ pub fn plan(observed: &Observed<'_>, now: Timestamp) -> Plan {
         Next::Idle
     };
     Plan { next, due_at }
+}
+
+/// The earliest time of the next attempt: [`refresh::MIN_EXCHANGE_INTERVAL`] after the last
+/// attempt this process knows of, or (after a restart) after the last issue or the start of the
+/// failure streak as the status shows them.
+fn earliest_attempt(observed: &Observed<'_>) -> Timestamp {
+    let failing_since = conditions::find(&observed.status.conditions, DEGRADED)
+        .filter(|c| c.status == "True")
+        .map(|c| c.last_transition_time.0);
+    let last = [
+        observed.last_attempt_at,
+        observed.last_exchange_at,
+        time::parse(observed.status.issued_at.as_deref()),
+        failing_since,
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    last.map_or(Timestamp::UNIX_EPOCH, |at| {
+        add(at, refresh::MIN_EXCHANGE_INTERVAL)
+    })
 }
 
 /// Restores with a new token wait at least [`refresh::MIN_EXCHANGE_INTERVAL`] after the last
@@ -108,20 +126,24 @@ fn restore_time(observed: &Observed<'_>, now: Timestamp) -> Timestamp {
     add(last, wait).max(now)
 }
 
-/// The time of a refresh request not served yet: later than the last exchange and the last
-/// attempt, which this process knows to the nanosecond (the status keeps whole seconds, so a
-/// request made in the same second as the exchange that served it would otherwise look new
-/// again), and than the start of the current failure streak (a request older than a failed
-/// attempt was served by it, also before a restart).
+/// The time of a refresh request not served yet: later than the last exchange, which this
+/// process knows to the nanosecond (the status keeps whole seconds, so a request made in the
+/// same second as the exchange that served it would otherwise look new again), and not the
+/// request this process's last attempt served (requests are stamped in whole seconds: one made
+/// just after an attempt, in the same second, is still a new one). A process that has made no
+/// attempt yet knows only the status: a request older than the current failure streak was
+/// served by its first failure.
 fn pending_request(observed: &Observed<'_>) -> Option<Timestamp> {
     let requested = observed.refresh_requested_at?;
+    if observed.last_attempt_at.is_some() && observed.served_request == Some(requested) {
+        return None;
+    }
     let failing_since = conditions::find(&observed.status.conditions, DEGRADED)
-        .filter(|c| c.status == "True")
+        .filter(|c| c.status == "True" && observed.last_attempt_at.is_none())
         .map(|c| c.last_transition_time.0);
     let served = [
         time::parse(observed.status.issued_at.as_deref()),
         observed.last_exchange_at,
-        observed.last_attempt_at,
         failing_since,
     ]
     .into_iter()

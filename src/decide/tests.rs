@@ -4,7 +4,7 @@ use super::*;
 use crate::api::conditions::find;
 use crate::api::conditions::{DEGRADED, READY, REFRESH_SUCCEEDED, TOKEN_ISSUED};
 use crate::api::reason::Reason;
-use crate::base::time::{ceil_second, rfc3339};
+use crate::base::time::{add, ceil_second, rfc3339};
 use crate::timing::refresh::token_jitter;
 
 const UID: &str = "0f0e0d0c-uid";
@@ -44,6 +44,7 @@ struct Case {
     margin_warned: Option<i64>,
     /// When this "process" last attempted, and whether it saw the failure itself.
     attempted: Option<Timestamp>,
+    served: Option<Timestamp>,
     seen_here: bool,
 }
 
@@ -62,6 +63,7 @@ impl Case {
             issued_events: None,
             margin_warned: None,
             attempted: None,
+            served: None,
             seen_here: false,
         }
     }
@@ -69,6 +71,7 @@ impl Case {
     fn restart(&mut self) {
         self.streak = None;
         self.attempted = None;
+        self.served = None;
         self.seen_here = false;
     }
     fn observed(&self) -> Observed<'_> {
@@ -87,6 +90,7 @@ impl Case {
             issued_events: self.issued_events,
             last_exchange_at: None,
             last_attempt_at: self.attempted,
+            served_request: self.served,
             failure_seen_here: self.seen_here,
             drift: None,
             restore_streak: 0,
@@ -104,6 +108,7 @@ impl Case {
         self.streak = settled.failure_streak;
         if !matches!(attempt, Attempt::None) {
             self.attempted = Some(now);
+            self.served = self.requested;
         }
         self.seen_here = matches!(attempt, Attempt::Failed(_));
         self.issued_events = settled.issued_events;
@@ -492,6 +497,20 @@ fn force_refresh_while_failing_acts_at_once_once_per_request() {
         next_at(&settled) > t(185 + 400),
         "the streak goes on: 8 min"
     );
+    // Requests are stamped in whole seconds: one made just after an attempt, in its second, is
+    // a new request all the same (the attempt served the one before it).
+    let attempt_at = Timestamp::from_millisecond(1_700_000_190_094).unwrap();
+    case.requested = Some(t(189));
+    case.step(attempt_at, failed(Reason::InvalidClient, "HTTP 401"));
+    case.requested = Some(t(190));
+    assert_eq!(
+        case.plan(t(191)).due_at,
+        add(attempt_at, Duration::from_secs(5))
+    );
+    assert!(matches!(
+        case.plan(t(196)).next,
+        Next::Exchange(Trigger::Requested)
+    ));
     // A new process knows only the status: a request older than the streak's start was
     // served; one made during the streak is served once more (the status keeps no time of the
     // last attempt).
@@ -642,9 +661,11 @@ fn a_request_in_the_second_of_the_exchange_that_served_it_is_not_served_twice() 
     let mut observed = case.observed();
     observed.last_exchange_at = Some(Timestamp::from_millisecond(1_700_000_000_400).unwrap());
     assert_eq!(plan(&observed, t(1)).next, Next::Idle);
-    // Without it (after a restart) the request counts as newer: one exchange, not a loop.
+    // Without it (after a restart) the request counts as newer: one exchange, not a loop, and
+    // still 5 s after the exchange the status shows.
+    assert_eq!(case.plan(t(1)).due_at, t(5));
     assert!(matches!(
-        case.plan(t(1)).next,
+        case.plan(t(5)).next,
         Next::Exchange(Trigger::Requested)
     ));
 }

@@ -95,7 +95,7 @@ pub const PRESETS: [Preset; 10] = [
     Preset {
         client_auth_method: ClientAuthMethod::ClientSecretPost,
         request_encoding: RequestEncoding::Json,
-        needs_audience: true,
+        // Not required: a tenant's Default Audience stands in for a missing one.
         notes: "audience expected",
         ..row(Provider::Auth0)
     },

@@ -72,7 +72,11 @@ impl InputFile {
         let mut secrets = Vec::new();
         let mut config_maps = Vec::new();
         for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let value = serde_yaml::Value::deserialize(document).map_err(|e| {
+            let mut value = serde_yaml::Value::deserialize(document).map_err(|e| {
+                Outcome::Input(format!("document {} is not valid YAML: {e}", index + 1))
+            })?;
+            // Merge keys (`<<: *base`) as kubectl applies them, before anything is checked.
+            value.apply_merge().map_err(|e| {
                 Outcome::Input(format!("document {} is not valid YAML: {e}", index + 1))
             })?;
             if value.is_null() {

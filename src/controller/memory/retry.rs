@@ -35,6 +35,8 @@ pub struct RetryState {
     pub last_exchange_at: Option<Timestamp>,
     /// When this process last attempted an exchange (sent, or refused before sending).
     pub last_attempt_at: Option<Timestamp>,
+    /// The refresh request (`refresh-requested-at`) on the object at that attempt: served.
+    pub served_request: Option<Timestamp>,
     /// Consecutive reconcile errors (API failures), for the error backoff.
     pub errors: u32,
 }
@@ -51,8 +53,8 @@ pub struct RetryUpdate {
     pub restore_streak: Option<u32>,
     /// When a token request that gave a token (now written) was sent.
     pub last_exchange_at: Option<Timestamp>,
-    /// When an attempt was made.
-    pub last_attempt_at: Option<Timestamp>,
+    /// When an attempt was made, and the refresh request on the object then.
+    pub last_attempt_at: Option<(Timestamp, Option<Timestamp>)>,
 }
 
 impl RetryState {
@@ -68,8 +70,9 @@ impl RetryState {
         if let Some(at) = update.last_exchange_at {
             self.last_exchange_at = Some(at);
         }
-        if let Some(at) = update.last_attempt_at {
+        if let Some((at, request)) = update.last_attempt_at {
             self.last_attempt_at = Some(at);
+            self.served_request = request;
         }
     }
 

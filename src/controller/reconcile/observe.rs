@@ -97,6 +97,7 @@ impl Snapshot {
             issued_events: self.memory.ledger.issued,
             last_exchange_at: self.memory.retry.last_exchange_at,
             last_attempt_at: self.memory.retry.last_attempt_at,
+            served_request: self.memory.retry.served_request,
             failure_seen_here: self.memory.retry.failed_with.is_some(),
             drift: self.drift.as_deref(),
             restore_streak: self.memory.retry.restore_streak,

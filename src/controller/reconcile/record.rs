@@ -198,7 +198,7 @@ pub(super) fn learned(
     let mut ledger = None;
     if let Some((attempt, settled)) = settled {
         if !matches!(attempt, Attempt::None) {
-            retry.last_attempt_at = Some(seen.now);
+            retry.last_attempt_at = Some((seen.now, seen.refresh_requested_at));
         }
         match attempt {
             Attempt::Failed(_) => {

@@ -38,9 +38,10 @@ pub(super) fn settle(out: &mut Settling<'_, '_>, failure: &Failure, jitter: f64)
 }
 
 /// The backoff step counts consecutive failures of one reason. This process knows the streak;
-/// after a restart, the status tells it: the Degraded condition's reason, and the failures
-/// since the last success (`consecutiveFailures`) when they were all of that reason as far as
-/// the status shows.
+/// after a restart, the status tells what it can: when the Degraded condition names the same
+/// reason, the streak is taken as `consecutiveFailures` (the failures since the last success;
+/// the status keeps no count per reason, so a run that mixed reasons before the restart waits
+/// longer, within the cap, never shorter); another reason starts again.
 fn streak(out: &Settling<'_, '_>, failure: &Failure, failures: i64) -> FailureStreak {
     let reason = failure.reason;
     let count = match out.observed.failure_streak {
