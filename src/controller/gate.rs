@@ -20,7 +20,10 @@
 //! An endpoint's share is a quarter of the bound (at least one), and only one request while it
 //! is slow: when its last request took longer than [`SLOW`], or one of its requests in flight
 //! has been waiting that long. So a tarpit endpoint, or several, delays only the clients that use
-//! them.
+//! them. An endpoint that has proven quick (its last request came back within [`QUICK`], in the
+//! last [`PROVEN_FOR`], and none is out for longer now) may use the whole bound while no client
+//! of another endpoint waits: the common installation, many clients of one vendor, runs at the
+//! full budget; a tarpit never proves quick and stays at its quarter.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -52,6 +55,9 @@ pub const QUICK: Duration = Duration::from_secs(1);
 /// request is quick again.
 pub const SLOW: Duration = Duration::from_secs(5);
 
+/// How long a quick answer counts as proof that an endpoint is quick.
+pub const PROVEN_FOR: Duration = Duration::from_secs(60);
+
 /// Who is waiting: the scope whose controller must be triggered, and the client.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Waiter {
@@ -67,6 +73,8 @@ struct Endpoint {
     held: Vec<(Waiter, Instant)>,
     /// The last request took longer than [`SLOW`].
     slow: bool,
+    /// When its last request came back within [`QUICK`] (`None`: never, or the last did not).
+    proven: Option<Instant>,
 }
 
 impl Endpoint {
@@ -79,13 +87,27 @@ impl Endpoint {
                 .all(|t| now.duration_since(*t) < QUICK)
     }
 
-    /// How many requests it may have in flight now.
-    fn share(&self, share: usize, now: Instant) -> usize {
+    /// Whether it has proven quick lately and nothing of it is out for long now.
+    fn proven_quick(&self, now: Instant) -> bool {
+        self.proven
+            .is_some_and(|at| now.duration_since(at) < PROVEN_FOR)
+            && self.quick(now)
+    }
+
+    /// How many requests it may have in flight now: one while slow; the whole bound when it has
+    /// proven quick and `alone` (no client of another endpoint waits); else `share`.
+    fn share(&self, share: usize, max_total: usize, alone: bool, now: Instant) -> usize {
         let stuck = self
             .in_flight
             .iter()
             .any(|t| now.duration_since(*t) >= SLOW);
-        if self.slow || stuck { 1 } else { share }
+        if self.slow || stuck {
+            1
+        } else if alone && self.proven_quick(now) {
+            max_total
+        } else {
+            share
+        }
     }
 
     fn busy(&self) -> usize {
@@ -114,10 +136,16 @@ impl State {
 
     /// Whether `endpoint` has room for `extra` more requests and then one.
     fn has_room_beyond(&self, endpoint: &str, extra: usize, now: Instant) -> bool {
+        // Work-conserving: the whole bound for a quick endpoint while nobody else waits.
+        let alone = !self.waiting.iter().any(|(e, _)| &**e != endpoint)
+            && self
+                .endpoints
+                .iter()
+                .all(|(e, entry)| &**e == endpoint || entry.held.is_empty());
         let here = self
             .endpoints
             .get(endpoint)
-            .is_none_or(|e| e.busy() + extra < e.share(self.share, now));
+            .is_none_or(|e| e.busy() + extra < e.share(self.share, self.max_total, alone, now));
         here && self.busy() + extra < self.max_total
     }
 
@@ -149,8 +177,13 @@ impl State {
                 held = true;
             }
         }
-        self.endpoints
-            .retain(|_, e| !e.in_flight.is_empty() || !e.held.is_empty() || e.slow);
+        self.endpoints.retain(|_, e| {
+            !e.in_flight.is_empty()
+                || !e.held.is_empty()
+                || e.slow
+                || e.proven
+                    .is_some_and(|at| now.duration_since(at) < PROVEN_FOR)
+        });
         held
     }
 }
@@ -306,7 +339,9 @@ impl Drop for Pass {
             if let Some(i) = entry.in_flight.iter().position(|t| *t == self.started) {
                 entry.in_flight.swap_remove(i);
             }
-            entry.slow = now.duration_since(self.started) >= SLOW;
+            let took = now.duration_since(self.started);
+            entry.slow = took >= SLOW;
+            entry.proven = (took < QUICK).then_some(now);
         }
         let held = state.wake(now);
         drop(state);
@@ -365,6 +400,48 @@ mod tests {
             .unwrap();
         *t -= by;
         pass.started -= by;
+    }
+
+    /// Issue 23, work-conserving part: one endpoint that has proven quick and 600 clients
+    /// waiting uses the whole bound (a quarter before: 8 of 32); an endpoint that never
+    /// answered quickly (a tarpit) stays at its quarter; once a client of another endpoint
+    /// waits, the quick one is back at its quarter.
+    #[test]
+    fn a_quick_endpoint_alone_uses_the_whole_bound_and_shares_it_when_others_wait() {
+        let gate = ExchangeGate::new(32);
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let scope = gate.add_scope(tx);
+        // Unproven: a quarter.
+        let first: Vec<Pass> = (0..8)
+            .map(|i| {
+                gate.enter("vendor:443", scope, &client(&format!("p{i}")))
+                    .unwrap()
+            })
+            .collect();
+        assert!(gate.enter("vendor:443", scope, &client("p8")).is_none());
+        // Its answers come back quickly: proven, and alone, it takes the whole bound.
+        drop(first);
+        let mut passes = Vec::new();
+        for i in 0..600 {
+            if let Some(pass) = gate.enter("vendor:443", scope, &client(&format!("c{i}"))) {
+                passes.push(pass);
+            }
+        }
+        assert_eq!(passes.len(), 32, "the whole bound at one quick endpoint");
+        // Another endpoint's client waits: the quick endpoint gets no more than its quarter
+        // from now on, and the newcomer the first place given back.
+        assert!(gate.enter("other:443", scope, &client("o")).is_none());
+        passes.truncate(31);
+        assert!(gate.enter("vendor:443", scope, &client("c600")).is_none());
+        assert!(gate.enter("other:443", scope, &client("o")).is_some());
+
+        // A tarpit never proves quick: a quarter, whatever waits.
+        let gate = ExchangeGate::new(32);
+        let tarpit: Vec<Pass> = (0..40)
+            .filter_map(|i| gate.enter("tarpit:443", scope, &client(&format!("t{i}"))))
+            .collect();
+        assert_eq!(tarpit.len(), 8);
+        assert!(gate.enter("healthy:443", scope, &client("h")).is_some());
     }
 
     #[test]
@@ -432,11 +509,11 @@ mod tests {
         let mut endpoint = Endpoint::default();
         let now = Instant::now();
         endpoint.in_flight.push(now);
-        assert_eq!(endpoint.share(8, now), 8);
-        assert_eq!(endpoint.share(8, now + SLOW), 1);
+        assert_eq!(endpoint.share(8, 32, true, now), 8);
+        assert_eq!(endpoint.share(8, 32, true, now + SLOW), 1);
         endpoint.in_flight.clear();
         endpoint.slow = true;
-        assert_eq!(endpoint.share(8, now), 1);
+        assert_eq!(endpoint.share(8, 32, true, now), 1);
     }
 
     #[test]
@@ -449,9 +526,21 @@ mod tests {
         for name in ["c", "d", "e"] {
             assert!(gate.enter("q:443", scope, &client(name)).is_none());
         }
+        // A client of another endpoint waits too (behind them): q keeps its quarter.
+        let full: Vec<Pass> = (0..6)
+            .map(|i| {
+                gate.enter(&format!("o{i}:443"), scope, &client(&format!("o{i}")))
+                    .unwrap()
+            })
+            .collect();
+        assert!(gate.enter("z:443", scope, &client("z")).is_none());
         drop(a);
+        // One place: c for q (at its quarter while z waits), and z (nothing held for either at
+        // a quick endpoint; whoever reconciles first takes the place); not d.
         assert_eq!(rx.try_recv().unwrap(), client("c"));
-        assert!(rx.try_recv().is_err(), "one place: one woken");
+        assert_eq!(rx.try_recv().unwrap(), client("z"));
+        assert!(rx.try_recv().is_err(), "one place: d stays queued");
+        drop(full);
         drop(b);
         assert_eq!(rx.try_recv().unwrap(), client("d"));
         assert_eq!(rx.try_recv().unwrap(), client("e"));
@@ -522,10 +611,12 @@ mod tests {
         assert!(rx.try_recv().is_err(), "nobody woken through the queue");
         // A place that is not given back while the request is quick: queued, as with enter,
         // once the request has been out for QUICK.
-        let c = gate.enter("quick:443", scope, &client("c")).unwrap();
+        // (Another endpoint, that has not proven quick yet: "quick:443" now has, and alone
+        // could use the whole bound.)
+        let c = gate.enter("fresh:443", scope, &client("c")).unwrap();
         let started = Instant::now();
         assert!(
-            gate.enter_patiently("quick:443", scope, &client("d"))
+            gate.enter_patiently("fresh:443", scope, &client("d"))
                 .await
                 .is_none()
         );
@@ -537,10 +628,10 @@ mod tests {
         // No place is held for d at a quick endpoint: whoever reconciles first takes it (d
         // will wait inside the gate like e), so no place sits idle for a client still far back
         // in the controller's queue.
-        let e = gate.enter_patiently("quick:443", scope, &client("e")).await;
+        let e = gate.enter_patiently("fresh:443", scope, &client("e")).await;
         assert!(e.is_some(), "no place held at a quick endpoint");
         drop(e);
-        assert!(gate.enter("quick:443", scope, &client("d")).is_some());
+        assert!(gate.enter("fresh:443", scope, &client("d")).is_some());
         // An endpoint with a request out for longer than QUICK is not waited for.
         gate.state
             .lock()
