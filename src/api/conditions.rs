@@ -23,6 +23,12 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
     conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// The `Degraded` condition while it is `True`: the latest attempt failed (its reason says why,
+/// its `lastTransitionTime` when the current run of failures began).
+pub fn failing(conditions: &[Condition]) -> Option<&Condition> {
+    find(conditions, DEGRADED).filter(|c| c.status == "True")
+}
+
 /// Sets a condition: replaces reason, message and observedGeneration, and moves
 /// `lastTransitionTime` to `now` only when the status changes (or the condition is new).
 pub fn set(

@@ -21,7 +21,7 @@ use serde_json::json;
 use super::kube_config::{CliError, Connection, EXIT_NOT_OK, KubeArgs, checked_name};
 use super::status::{Summary, list_clients};
 use super::table::{parse_time, printable, relative, span, when};
-use crate::api::conditions::{self, DEGRADED};
+use crate::api::conditions;
 use crate::api::crd::OAuthClient;
 use crate::api::keys::REFRESH_REQUESTED_ANNOTATION;
 use crate::base::time::rfc3339;
@@ -110,15 +110,20 @@ async fn get(
     })
 }
 
-/// The request already on `client` that the operator has not served yet: later than its
-/// `issuedAt` and not in the future (a future time is a scheduled refresh, not a renewal).
-fn pending_request(client: &OAuthClient, now: Timestamp) -> Option<Timestamp> {
-    let requested = parse_time(
+/// The refresh request on `client` (`refresh-requested-at`), when set and readable.
+fn requested_at(client: &OAuthClient) -> Option<Timestamp> {
+    parse_time(
         client
             .annotations()
             .get(REFRESH_REQUESTED_ANNOTATION)
             .map(String::as_str),
-    )?;
+    )
+}
+
+/// The request already on `client` that the operator has not served yet: later than its
+/// `issuedAt` and not in the future (a future time is a scheduled refresh, not a renewal).
+fn pending_request(client: &OAuthClient, now: Timestamp) -> Option<Timestamp> {
+    let requested = requested_at(client)?;
     let issued = parse_time(client.status.as_ref().and_then(|s| s.issued_at.as_deref()));
     let unserved = issued.is_none_or(|i| requested > i);
     let due = requested <= now + SignedDuration::from_secs(1);
@@ -131,21 +136,14 @@ fn pending_request(client: &OAuthClient, now: Timestamp) -> Option<Timestamp> {
 fn request_time(client: &OAuthClient, now: Timestamp) -> Timestamp {
     let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
     let issued = parse_time(client.status.as_ref().and_then(|s| s.issued_at.as_deref()));
-    let previous = parse_time(
-        client
-            .annotations()
-            .get(REFRESH_REQUESTED_ANNOTATION)
-            .map(String::as_str),
-    )
-    .filter(|p| *p <= now + SignedDuration::from_secs(1));
+    let previous = requested_at(client).filter(|p| *p <= now + SignedDuration::from_secs(1));
     // While failing, later than the streak's start too: an operator that restarted since
     // counts a request older than that as served.
     let failing_since = client
         .status
         .as_ref()
         .filter(|s| s.consecutive_failures.unwrap_or(0) > 0)
-        .and_then(|s| conditions::find(&s.conditions, DEGRADED))
-        .filter(|c| c.status == "True")
+        .and_then(|s| conditions::failing(&s.conditions))
         .map(|c| c.last_transition_time.0);
     match issued
         .into_iter()
@@ -201,8 +199,7 @@ async fn request(connection: &Connection, client: &OAuthClient) -> Result<Pendin
         }
     };
     if failures > 0 {
-        let reason = conditions::find(&status.conditions, DEGRADED)
-            .filter(|c| c.status == "True")
+        let reason = conditions::failing(&status.conditions)
             .map_or_else(|| Summary::of(client).reason, |c| c.reason.clone());
         outln!(
             "  it is failing ({}, {failures} consecutive failures): the operator tries again now, whatever its backoff (once per request, at least 5s after its last attempt)",
@@ -229,7 +226,7 @@ fn outcome(pending: &Pending, client: &OAuthClient, now: Timestamp) -> Option<Ou
             status.issued_at.unwrap_or_default()
         )));
     }
-    let degraded = conditions::find(&status.conditions, DEGRADED).filter(|c| c.status == "True")?;
+    let degraded = conditions::failing(&status.conditions)?;
     // A failure after the request: one more than when it was made, or (for a client that was
     // not failing) a Degraded condition that turned True since.
     let newer = status.consecutive_failures.unwrap_or(0) > pending.failures
@@ -409,7 +406,7 @@ async fn poll(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::conditions::{READY, TOKEN_ISSUED, set};
+    use crate::api::conditions::{DEGRADED, READY, TOKEN_ISSUED, set};
     use crate::api::crd::{CredentialsSecretRef, OAuthClientSpec, OAuthClientStatus};
 
     fn at(s: i64) -> Timestamp {

@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 
 use super::{Next, Observed, Plan, SecretState, StoredToken, Trigger, current_token, valid_token};
-use crate::api::conditions::{self, DEGRADED};
+use crate::api::conditions;
 use crate::api::reason::{Failure, Reason};
 use crate::base::time::{self, add};
 use crate::spec::RefreshSettings;
@@ -87,9 +87,8 @@ pub fn plan(observed: &Observed<'_>, now: Timestamp) -> Plan {
 /// attempt this process knows of, or (after a restart) after the last issue or the start of the
 /// failure streak as the status shows them.
 fn earliest_attempt(observed: &Observed<'_>) -> Timestamp {
-    let failing_since = conditions::find(&observed.status.conditions, DEGRADED)
-        .filter(|c| c.status == "True")
-        .map(|c| c.last_transition_time.0);
+    let failing_since =
+        conditions::failing(&observed.status.conditions).map(|c| c.last_transition_time.0);
     let last = [
         observed.last_attempt_at,
         observed.last_exchange_at,
@@ -138,8 +137,8 @@ fn pending_request(observed: &Observed<'_>) -> Option<Timestamp> {
     if observed.last_attempt_at.is_some() && observed.served_request == Some(requested) {
         return None;
     }
-    let failing_since = conditions::find(&observed.status.conditions, DEGRADED)
-        .filter(|c| c.status == "True" && observed.last_attempt_at.is_none())
+    let failing_since = conditions::failing(&observed.status.conditions)
+        .filter(|_| observed.last_attempt_at.is_none())
         .map(|c| c.last_transition_time.0);
     let served = [
         time::parse(observed.status.issued_at.as_deref()),
@@ -160,9 +159,7 @@ fn pending_request(observed: &Observed<'_>) -> Option<Timestamp> {
 /// itself follows its backoff, so a refusal after the request, such as the size limit, cannot
 /// loop).
 fn cause_gone(observed: &Observed<'_>) -> bool {
-    let reason = conditions::find(&observed.status.conditions, DEGRADED)
-        .filter(|c| c.status == "True")
-        .map(|c| c.reason.as_str());
+    let reason = conditions::failing(&observed.status.conditions).map(|c| c.reason.as_str());
     match reason {
         Some("SecretConflict") => !matches!(observed.secret, SecretState::Conflict(_)),
         Some("InvalidSpec") => !observed.failure_seen_here && observed.refresh.is_ok(),

@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 
 use super::Settling;
-use crate::api::conditions::{self, DEGRADED};
+use crate::api::conditions;
 use crate::api::reason::{Failure, Reason};
 use crate::base::time::{add, ceil_second, rfc3339};
 use crate::decide::{EventNote, FailureStreak, MIN_WAIT};
@@ -22,9 +22,8 @@ pub(super) fn settle(out: &mut Settling<'_, '_>, failure: &Failure, jitter: f64)
     out.status.consecutive_failures = Some(failures);
     out.status.next_refresh_at = Some(rfc3339(retry_at));
     let message = failure.message.as_str();
-    let repeated = conditions::find(&previous.conditions, DEGRADED).is_some_and(|c| {
-        c.status == "True" && c.reason == failure.reason.as_str() && c.message == message
-    });
+    let repeated = conditions::failing(&previous.conditions)
+        .is_some_and(|c| c.reason == failure.reason.as_str() && c.message == message);
     out.failure_conditions(Some(failure));
     if !repeated {
         out.event = Some(EventNote {
@@ -48,8 +47,7 @@ fn streak(out: &Settling<'_, '_>, failure: &Failure, failures: i64) -> FailureSt
         Some(streak) if streak.reason == reason => streak.count.saturating_add(1),
         Some(_) => 1,
         None => {
-            let previous = conditions::find(&out.observed.status.conditions, DEGRADED)
-                .filter(|c| c.status == "True")
+            let previous = conditions::failing(&out.observed.status.conditions)
                 .and_then(|c| Reason::ALL.iter().find(|r| r.as_str() == c.reason));
             if previous == Some(&reason) {
                 u32::try_from(failures).unwrap_or(u32::MAX)
