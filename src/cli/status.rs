@@ -425,13 +425,10 @@ async fn events(connection: &Connection, client: &OAuthClient) -> Result<Vec<Eve
 /// A token URL without userinfo or query (either could hold a credential).
 fn shown_url(raw: &str) -> String {
     match url::Url::parse(raw) {
-        Ok(mut url) => {
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
+        Ok(url) => {
             let had_query = url.query().is_some();
-            url.set_query(None);
-            url.set_fragment(None);
-            format!("{url}{}", if had_query { "?..." } else { "" })
+            let shown = crate::base::url::shown(&url);
+            format!("{shown}{}", if had_query { "?..." } else { "" })
         }
         Err(_) => "(unparseable)".into(),
     }

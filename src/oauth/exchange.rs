@@ -136,12 +136,7 @@ fn read_reply(
 /// host, port and path (never a query or user information), scrubbed like anything an
 /// endpoint says.
 fn shown_url(url: &url::Url, scrubber: &Scrubber<'_>) -> Option<String> {
-    let mut shown = url.clone();
-    shown.set_query(None);
-    shown.set_fragment(None);
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    response::sanitise(shown.as_str(), scrubber)
+    response::sanitise(crate::base::url::shown(url).as_str(), scrubber)
 }
 
 /// TlsClientAuth goes through the client of exactly the credentials' identity; the other
