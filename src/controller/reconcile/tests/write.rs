@@ -9,6 +9,19 @@ use crate::controller::memory::Pending;
 use crate::controller::reconcile::write::{self, Rerendered, Stored};
 use crate::oauth::credentials::Credentials;
 
+/// The write step with the token of [`pending`].
+async fn store(fixture: &Fixture, client: &OAuthClient, seen: &Snapshot) -> Stored {
+    let settings = fixture.settings(client);
+    write::store(
+        client,
+        &fixture.ctx,
+        seen,
+        &settings,
+        pending(fixture, client),
+    )
+    .await
+}
+
 fn pending(fixture: &Fixture, client: &OAuthClient) -> Box<Pending> {
     let settings = fixture.settings(client);
     let credentials = Credentials::with_secret("client-1", "secret-1");
@@ -45,14 +58,7 @@ async fn a_new_token_creates_the_secret_then_applies_it() {
             written("50"),
         )
         .on("PATCH", &path("secrets", "demo-token"), 200, written("51"));
-    let stored = write::store(
-        &client,
-        &fixture.ctx,
-        &seen,
-        &fixture.settings(&client),
-        pending(&fixture, &client),
-    )
-    .await;
+    let stored = store(&fixture, &client, &seen).await;
     let Stored::Written {
         record,
         verified,
@@ -99,14 +105,7 @@ async fn a_secret_created_by_someone_else_meanwhile_is_a_conflict_and_never_appl
             "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
             "metadata": {"name": "demo-token", "namespace": NS, "resourceVersion": "7"}}),
         );
-    let stored = write::store(
-        &client,
-        &fixture.ctx,
-        &seen,
-        &fixture.settings(&client),
-        pending(&fixture, &client),
-    )
-    .await;
+    let stored = store(&fixture, &client, &seen).await;
     let Stored::Refused { failure, kept } = stored else {
         panic!("{stored:?}");
     };
@@ -131,14 +130,7 @@ async fn a_write_the_api_server_refuses_is_a_failure_with_its_message_and_the_to
             "Secret \"demo-token\" is invalid: data: Too long: tok-1",
         ),
     );
-    let stored = write::store(
-        &client,
-        &fixture.ctx,
-        &seen,
-        &fixture.settings(&client),
-        pending(&fixture, &client),
-    )
-    .await;
+    let stored = store(&fixture, &client, &seen).await;
     let Stored::Refused { failure, kept } = stored else {
         panic!("{stored:?}");
     };
@@ -165,14 +157,7 @@ async fn a_transient_failure_is_retried_in_place_then_interrupts_with_the_token_
         503,
         status_body(503, "ServiceUnavailable", "try later"),
     );
-    let stored = write::store(
-        &client,
-        &fixture.ctx,
-        &seen,
-        &fixture.settings(&client),
-        pending(&fixture, &client),
-    )
-    .await;
+    let stored = store(&fixture, &client, &seen).await;
     let Stored::Interrupted { error, kept } = stored else {
         panic!("{stored:?}");
     };
@@ -196,14 +181,7 @@ async fn a_transient_failure_that_passes_costs_one_more_write_and_no_exchange() 
         status_body(409, "Conflict", "the object has been modified"),
     );
     fixture.api.on("PATCH", &secret, 200, written("81"));
-    let stored = write::store(
-        &client,
-        &fixture.ctx,
-        &seen,
-        &fixture.settings(&client),
-        pending(&fixture, &client),
-    )
-    .await;
+    let stored = store(&fixture, &client, &seen).await;
     assert!(matches!(stored, Stored::Written { .. }), "{stored:?}");
     assert_eq!(fixture.api.lines().len(), 2);
 }
