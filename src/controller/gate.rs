@@ -159,7 +159,8 @@ impl State {
         // Clients woken for a quick endpoint in this round: no place is held for them (their
         // reconcile waits inside the gate like any other, see `enter_patiently`), so a place is
         // never left idle for a client still far back in the controller's queue; but no more of
-        // them are woken than there is room.
+        // them are woken than there is room. (Unless another endpoint is beyond its quarter:
+        // then the place is held, or that endpoint would take it back at once.)
         let mut woken: HashMap<Box<str>, usize> = HashMap::new();
         while let Some(i) = self.waiting.iter().position(|(endpoint, _)| {
             let extra = woken.get(endpoint).copied().unwrap_or(0);
@@ -169,8 +170,14 @@ impl State {
             if let Some(trigger) = self.scopes.get(who.scope) {
                 let _ = trigger.send(who.client.clone());
             }
+            // An endpoint using more than its quarter (alone, it may use the whole bound) would
+            // take the freed place before the woken client is back: hold it for the client.
+            let contended = self
+                .endpoints
+                .iter()
+                .any(|(e, other)| *e != endpoint && other.busy() > self.share);
             let entry = self.endpoints.entry(endpoint.clone()).or_default();
-            if entry.quick(now) {
+            if entry.quick(now) && !contended {
                 *woken.entry(endpoint).or_default() += 1;
             } else {
                 entry.held.push((who, now + HOLD));
