@@ -95,15 +95,22 @@ impl Endpoint {
     }
 
     /// How many requests it may have in flight now: one while slow; the whole bound when it has
-    /// proven quick and `alone` (no client of another endpoint waits); else `share`.
-    fn share(&self, share: usize, max_total: usize, alone: bool, now: Instant) -> usize {
+    /// proven quick and `alone` says no client of another endpoint waits (asked only then: it
+    /// looks through the queue); else `share`.
+    fn share(
+        &self,
+        share: usize,
+        max_total: usize,
+        alone: impl FnOnce() -> bool,
+        now: Instant,
+    ) -> usize {
         let stuck = self
             .in_flight
             .iter()
             .any(|t| now.duration_since(*t) >= SLOW);
         if self.slow || stuck {
             1
-        } else if alone && self.proven_quick(now) {
+        } else if self.proven_quick(now) && alone() {
             max_total
         } else {
             share
@@ -136,17 +143,21 @@ impl State {
 
     /// Whether `endpoint` has room for `extra` more requests and then one.
     fn has_room_beyond(&self, endpoint: &str, extra: usize, now: Instant) -> bool {
+        // The total first: when it is used up (most of a burst), nothing else is looked at.
+        if self.busy() + extra >= self.max_total {
+            return false;
+        }
         // Work-conserving: the whole bound for a quick endpoint while nobody else waits.
-        let alone = !self.waiting.iter().any(|(e, _)| &**e != endpoint)
-            && self
-                .endpoints
-                .iter()
-                .all(|(e, entry)| &**e == endpoint || entry.held.is_empty());
-        let here = self
-            .endpoints
+        let alone = || {
+            !self.waiting.iter().any(|(e, _)| &**e != endpoint)
+                && self
+                    .endpoints
+                    .iter()
+                    .all(|(e, entry)| &**e == endpoint || entry.held.is_empty())
+        };
+        self.endpoints
             .get(endpoint)
-            .is_none_or(|e| e.busy() + extra < e.share(self.share, self.max_total, alone, now));
-        here && self.busy() + extra < self.max_total
+            .is_none_or(|e| e.busy() + extra < e.share(self.share, self.max_total, alone, now))
     }
 
     /// Drops lapsed holds, wakes the first waiters whose endpoints have room (holding a place
@@ -516,11 +527,11 @@ mod tests {
         let mut endpoint = Endpoint::default();
         let now = Instant::now();
         endpoint.in_flight.push(now);
-        assert_eq!(endpoint.share(8, 32, true, now), 8);
-        assert_eq!(endpoint.share(8, 32, true, now + SLOW), 1);
+        assert_eq!(endpoint.share(8, 32, || true, now), 8);
+        assert_eq!(endpoint.share(8, 32, || true, now + SLOW), 1);
         endpoint.in_flight.clear();
         endpoint.slow = true;
-        assert_eq!(endpoint.share(8, 32, true, now), 1);
+        assert_eq!(endpoint.share(8, 32, || true, now), 1);
     }
 
     #[test]
