@@ -2,11 +2,15 @@
 //! `tls.key`: a cert-manager Certificate's Secret mounted as it is; read again when they change,
 //! so a renewal needs no restart), or a self-signed certificate made at start. Handshakes run
 //! beside the accept loop, each at most [`HANDSHAKE_TIME`]; the accept loop never waits for
-//! them: past [`MAX_HANDSHAKES`] in progress, the oldest is dropped. Connections that send
-//! nothing cannot hold up the probes (a real client's handshake takes milliseconds; idle ones
-//! would have to arrive faster than that to crowd it out).
+//! them: past [`MAX_HANDSHAKES`] in progress, the oldest one whose client has not yet sent its
+//! whole ClientHello is dropped (the oldest of all only when every client has). Connections
+//! that send nothing, however many and however fast they reconnect, cannot crowd out a probe:
+//! its hello arrives with its connection, and from then on only other clients that said hello
+//! compete with it.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -156,15 +160,27 @@ pub struct TlsListener {
     accepted: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, std::net::SocketAddr)>,
 }
 
+/// A handshake in progress: whether the client has said its hello, and how to drop it.
+struct Handshake {
+    hello: Arc<AtomicBool>,
+    abort: tokio::task::AbortHandle,
+}
+
+/// The handshake to drop to make room: the oldest one whose client has not said its whole
+/// hello yet (a connection that sends nothing is worth less than any that does), or the oldest
+/// of all when every client has.
+/// `said_hello` lists the handshakes in progress, oldest first.
+fn to_drop(said_hello: impl IntoIterator<Item = bool>) -> usize {
+    said_hello.into_iter().position(|said| !said).unwrap_or(0)
+}
+
 impl TlsListener {
     /// Serves TLS with `config` on `listener`.
     pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, accepted) = tokio::sync::mpsc::channel(MAX_HANDSHAKES);
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
         tokio::spawn(async move {
-            let mut in_progress: std::collections::VecDeque<tokio::task::AbortHandle> =
-                std::collections::VecDeque::new();
+            let mut in_progress: VecDeque<Handshake> = VecDeque::new();
             loop {
                 let (socket, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
@@ -177,21 +193,41 @@ impl TlsListener {
                 if tx.is_closed() {
                     return;
                 }
-                in_progress.retain(|h| !h.is_finished());
-                if in_progress.len() >= MAX_HANDSHAKES
-                    && let Some(oldest) = in_progress.pop_front()
-                {
-                    oldest.abort();
+                in_progress.retain(|h| !h.abort.is_finished());
+                if in_progress.len() >= MAX_HANDSHAKES {
+                    // Let the handshakes already started read what their clients sent, so a
+                    // client that said hello is known as one before anything is dropped.
+                    tokio::task::yield_now().await;
+                    in_progress.retain(|h| !h.abort.is_finished());
                 }
-                let (acceptor, sender) = (acceptor.clone(), tx.clone());
+                if in_progress.len() >= MAX_HANDSHAKES
+                    && let Some(dropped) = in_progress.remove(to_drop(
+                        in_progress.iter().map(|h| h.hello.load(Ordering::Relaxed)),
+                    ))
+                {
+                    dropped.abort.abort();
+                }
+                let hello = Arc::new(AtomicBool::new(false));
+                let (config, sender, said) = (config.clone(), tx.clone(), hello.clone());
                 let task = tokio::spawn(async move {
-                    let handshake =
-                        tokio::time::timeout(HANDSHAKE_TIME, acceptor.accept(socket)).await;
+                    let handshake = tokio::time::timeout(HANDSHAKE_TIME, async move {
+                        let start = tokio_rustls::LazyConfigAcceptor::new(
+                            rustls::server::Acceptor::default(),
+                            socket,
+                        )
+                        .await?;
+                        said.store(true, Ordering::Relaxed);
+                        start.into_stream(config).await
+                    })
+                    .await;
                     if let Ok(Ok(stream)) = handshake {
                         let _ = sender.send((stream, peer)).await;
                     }
                 });
-                in_progress.push_back(task.abort_handle());
+                in_progress.push_back(Handshake {
+                    hello,
+                    abort: task.abort_handle(),
+                });
             }
         });
         Ok(TlsListener { local, accepted })
@@ -212,5 +248,19 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_drop;
+
+    #[test]
+    fn the_oldest_silent_handshake_is_dropped_before_any_that_said_hello() {
+        assert_eq!(to_drop([true, true, false, true, false]), 2);
+        assert_eq!(to_drop([false, true]), 0);
+        // Every client said hello: the oldest goes.
+        assert_eq!(to_drop([true, true, true]), 0);
+        assert_eq!(to_drop([]), 0);
     }
 }
