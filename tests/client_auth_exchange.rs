@@ -51,6 +51,7 @@ fn identity(key: &str, cert: Option<&str>) -> Arc<Identity> {
 
 fn keyed(client_id: &str, identity: Arc<Identity>) -> Credentials {
     Credentials {
+        subject: None,
         client_id: client_id.into(),
         proof: Proof::Key(identity),
     }
@@ -213,6 +214,7 @@ async fn a_ready_assertion_is_sent_as_it_is_and_never_shown() {
     let s = ClientSettings::resolve(&spec, &policy).unwrap().exchange;
     let jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLWJ5dGVz";
     let c = Credentials {
+        subject: None,
         client_id: "app".into(),
         proof: Proof::Assertion(jwt.to_owned().into()),
     };

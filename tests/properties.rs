@@ -112,6 +112,7 @@ proptest! {
                     expires_at: Timestamp::from_second(now.as_second() + lifetime).unwrap(),
                     token_type: "Bearer".into(),
                     scope: None,
+                    issued_token_type: None,
                 },
                 (Next::Exchange(_), Some(r)) => Attempt::Failed(Failure::new(r, "failed")),
                 _ => Attempt::None,

@@ -27,8 +27,13 @@ pub const MAX_NAME_LEN: usize = 256;
 /// Providers whose preset carries a fixed token URL; for the others `tokenUrl` is required.
 /// The CEL rule on `spec` is generated from this list (and a test checks it against the
 /// preset table).
-pub const PROVIDERS_WITH_TOKEN_URL: [&str; 4] =
-    ["microboxlabs", "microbilt", "microbilt-sandbox", "iotspot"];
+pub const PROVIDERS_WITH_TOKEN_URL: [&str; 5] = [
+    "microboxlabs",
+    "microbilt",
+    "microbilt-sandbox",
+    "iotspot",
+    "gcp-sts",
+];
 
 /// Desired state of an OAuthClient: how to obtain a client-credentials token and where to store it.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -54,12 +59,24 @@ pub const PROVIDERS_WITH_TOKEN_URL: [&str; 4] =
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "has(self.tokenUrl) || (has(self.provider) && self.provider in ['microboxlabs', 'microbilt', 'microbilt-sandbox', 'iotspot'])",
-        "message": "spec.tokenUrl is required unless provider is one of microboxlabs, microbilt, microbilt-sandbox, iotspot (whose presets have a fixed token URL)"
+        "rule": "has(self.tokenUrl) || (has(self.provider) && self.provider in ['microboxlabs', 'microbilt', 'microbilt-sandbox', 'iotspot', 'gcp-sts'])",
+        "message": "spec.tokenUrl is required unless provider is one of microboxlabs, microbilt, microbilt-sandbox, iotspot, gcp-sts (whose presets have a fixed token URL)"
     },
     {
-        "rule": "(has(self.clientAuthMethod) && self.clientAuthMethod == 'ServiceAccountToken') || has(self.credentialsSecretRef)",
-        "message": "spec.credentialsSecretRef is required unless clientAuthMethod is ServiceAccountToken"
+        "rule": "(has(self.clientAuthMethod) && self.clientAuthMethod in ['ServiceAccountToken', 'None']) || (!has(self.clientAuthMethod) && has(self.provider) && self.provider == 'gcp-sts') || has(self.credentialsSecretRef)",
+        "message": "spec.credentialsSecretRef is required unless clientAuthMethod is ServiceAccountToken or None"
+    },
+    {
+        "rule": "!(has(self.clientAuthMethod) ? self.clientAuthMethod == 'None' : (has(self.provider) && self.provider == 'gcp-sts')) || !has(self.credentialsSecretRef)",
+        "message": "spec.credentialsSecretRef must be absent with clientAuthMethod None (a public client sends no credentials)"
+    },
+    {
+        "rule": "!has(self.clientAuthMethod) || self.clientAuthMethod != 'None' || (has(self.grantType) ? self.grantType == 'TokenExchange' : (has(self.provider) && self.provider == 'gcp-sts'))",
+        "message": "clientAuthMethod None is only allowed with grantType TokenExchange"
+    },
+    {
+        "rule": "(has(self.grantType) ? self.grantType == 'TokenExchange' : (has(self.provider) && self.provider == 'gcp-sts')) == has(self.tokenExchange)",
+        "message": "spec.tokenExchange is required with grantType TokenExchange and not allowed otherwise"
     },
     {
         "rule": "!(has(self.clientAuthMethod) && self.clientAuthMethod == 'ServiceAccountToken') || !has(self.credentialsSecretRef)",
@@ -132,6 +149,17 @@ pub struct OAuthClientSpec {
     /// and lifetime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_assertion: Option<ClientAssertion>,
+
+    /// The grant: ClientCredentials (RFC 6749 section 4.4) or TokenExchange (RFC 8693: a subject
+    /// token, from spec.tokenExchange, exchanged for an access token). Defaults to the preset's
+    /// grant (gcp-sts: TokenExchange; the others: ClientCredentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_type: Option<GrantType>,
+
+    /// TokenExchange: the subject token and what to ask for. Required with grantType
+    /// TokenExchange, refused otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_exchange: Option<TokenExchange>,
 
     /// ServiceAccountToken: the ServiceAccount whose token is the client assertion, and the
     /// token's audience and lifetime.
@@ -231,6 +259,9 @@ pub enum Provider {
     /// Keycloak.
     #[serde(rename = "keycloak")]
     Keycloak,
+    /// Google Cloud Security Token Service (token exchange, workload identity federation).
+    #[serde(rename = "gcp-sts")]
+    GcpSts,
 }
 
 impl Provider {
@@ -247,6 +278,7 @@ impl Provider {
             Provider::Okta => "okta",
             Provider::EntraId => "entra-id",
             Provider::Keycloak => "keycloak",
+            Provider::GcpSts => "gcp-sts",
         }
     }
 }
@@ -266,6 +298,9 @@ pub enum ClientAuthMethod {
     TlsClientAuth,
     /// A fresh ServiceAccount token as the client assertion (workload identity federation).
     ServiceAccountToken,
+    /// No client authentication: a public client (RFC 6749 section 2.1), client_id in the body
+    /// when spec.clientId is set. Only with grantType TokenExchange.
+    None,
 }
 
 impl ClientAuthMethod {
@@ -278,6 +313,7 @@ impl ClientAuthMethod {
             ClientAuthMethod::PrivateKeyJwt => "PrivateKeyJwt",
             ClientAuthMethod::TlsClientAuth => "TlsClientAuth",
             ClientAuthMethod::ServiceAccountToken => "ServiceAccountToken",
+            ClientAuthMethod::None => "None",
         }
     }
 
@@ -394,6 +430,100 @@ impl Default for ClientAssertion {
             lifetime: default_assertion_lifetime(),
         }
     }
+}
+
+// The grant of the token request.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum GrantType {
+    /// client_credentials (RFC 6749 section 4.4).
+    ClientCredentials,
+    /// urn:ietf:params:oauth:grant-type:token-exchange (RFC 8693).
+    TokenExchange,
+}
+
+impl GrantType {
+    /// The name used in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantType::ClientCredentials => "ClientCredentials",
+            GrantType::TokenExchange => "TokenExchange",
+        }
+    }
+}
+
+/// Token exchange (RFC 8693 section 2.1): the subject token and what to ask for.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenExchange {
+    /// Where the subject token comes from: exactly one of serviceAccountToken, oauthClientRef,
+    /// secretRef.
+    pub subject_token: SubjectTokenSource,
+
+    /// Sent as subject_token_type. Defaults to urn:ietf:params:oauth:token-type:jwt for a
+    /// ServiceAccount token or a Secret, and urn:ietf:params:oauth:token-type:access_token for
+    /// another OAuthClient's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub subject_token_type: Option<String>,
+
+    /// Sent as requested_token_type, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub requested_token_type: Option<String>,
+
+    /// Sent as one resource parameter each (absolute URIs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 2048)))]
+    pub resources: Option<Vec<String>>,
+}
+
+/// The source of the subject token: exactly one of the three.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.serviceAccountToken) ? 1 : 0) + (has(self.oauthClientRef) ? 1 : 0) + (has(self.secretRef) ? 1 : 0) == 1",
+    "message": "spec.tokenExchange.subjectToken must set exactly one of serviceAccountToken, oauthClientRef, secretRef"
+}]))]
+pub struct SubjectTokenSource {
+    /// A fresh token of a ServiceAccount of the same namespace for each exchange, under the
+    /// opt-in rules of clientAuthMethod ServiceAccountToken (the ServiceAccount's annotations
+    /// oauth.token-operator.dev/token-audiences and oauth.token-operator.dev/token-endpoints,
+    /// --allow-service-account-tokens, refused audiences).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_token: Option<ServiceAccountTokenSource>,
+
+    /// The current access token of another OAuthClient of the same namespace (chaining). This
+    /// client is exchanged again when that token changes, and not while that client is not
+    /// Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth_client_ref: Option<OAuthClientRef>,
+
+    /// A token held in a Secret of the same namespace, written by something else; a change of
+    /// it is exchanged again within seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SubjectSecretRef>,
+}
+
+/// Another OAuthClient of the same namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuthClientRef {
+    /// Name of the OAuthClient, in the same namespace.
+    #[schemars(length(min = 1, max = 253), extend("x-kubernetes-validations" = [dns_subdomain_rule()]))]
+    pub name: String,
+}
+
+/// A key of a Secret of the same namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubjectSecretRef {
+    /// Name of the Secret, in the same namespace.
+    #[schemars(length(min = 1, max = 253), extend("x-kubernetes-validations" = [dns_subdomain_rule()]))]
+    pub name: String,
+
+    /// Key holding the token.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
 }
 
 /// Default of `serviceAccountToken.expirationSeconds`.
@@ -774,6 +904,11 @@ pub struct OAuthClientStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
 
+    /// issued_token_type of the last successful token exchange (RFC 8693), when the endpoint
+    /// said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<String>,
+
     /// When the current token was issued (RFC 3339 UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_at: Option<String>,
@@ -906,7 +1041,8 @@ mod tests {
                 "auth0",
                 "okta",
                 "entra-id",
-                "keycloak"
+                "keycloak",
+                "gcp-sts"
             ])
         );
         assert_eq!(
@@ -917,9 +1053,22 @@ mod tests {
                 "ClientSecretJwt",
                 "PrivateKeyJwt",
                 "TlsClientAuth",
-                "ServiceAccountToken"
+                "ServiceAccountToken",
+                "None"
             ])
         );
+        assert_eq!(
+            props["grantType"]["enum"],
+            serde_json::json!(["ClientCredentials", "TokenExchange"])
+        );
+        let exchange = &props["tokenExchange"]["properties"];
+        let subject = &exchange["subjectToken"]["properties"];
+        for source in ["serviceAccountToken", "oauthClientRef", "secretRef"] {
+            assert!(subject[source].is_object(), "{source}");
+        }
+        for field in ["subjectTokenType", "requestedTokenType", "resources"] {
+            assert!(exchange[field].is_object(), "{field}");
+        }
         assert_eq!(
             props["basicAuthEncoding"]["enum"],
             serde_json::json!(["UrlEncoded", "Raw"])

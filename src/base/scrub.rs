@@ -121,6 +121,18 @@ impl Scrubber<'static> {
         scrubber
     }
 
+    /// This scrubber extended with the subject token of a token exchange: as a value in every
+    /// encoding and, when it is a JWT, its signature alone too. A short one turns excerpts off.
+    pub fn with_subject_token(mut self, token: &str) -> Self {
+        if token.is_empty() {
+            return self;
+        }
+        self.excerpts &= long_enough(token);
+        self.add_jwt(Cow::Owned(token.to_owned()));
+        self.order();
+        self
+    }
+
     /// A scrubber for a JWT (a ready client assertion, a ServiceAccount token) and its
     /// signature.
     pub fn for_jwt(jwt: &str) -> Self {

@@ -100,6 +100,19 @@ pub struct ExchangeArgs {
     #[arg(long, value_name = "FILE")]
     pub assertion_file: Option<PathBuf>,
 
+    /// The subject token of a token exchange (grantType TokenExchange), standing in for the
+    /// file's spec.tokenExchange.subjectToken (a ServiceAccount token, e.g. from kubectl create
+    /// token NAME --audience AUDIENCE; another client's token; a Secret's); surrounding
+    /// whitespace is dropped. Without it, a secretRef subject is read from that Secret in the
+    /// file.
+    #[arg(long, value_name = "FILE")]
+    pub subject_token_file: Option<PathBuf>,
+
+    /// Overrides the subject_token_type sent with the subject token (a URI such as
+    /// urn:ietf:params:oauth:token-type:jwt).
+    #[arg(long, value_name = "URI")]
+    pub subject_token_type: Option<String>,
+
     /// Allow http:// token URLs (testing only: credentials travel in clear text).
     #[arg(long, env = "OAUTH_TOKEN_OPERATOR_ALLOW_INSECURE_HTTP")]
     pub allow_insecure_http: bool,

@@ -489,14 +489,30 @@ fn references(client: &OAuthClient) -> Vec<(&'static str, String)> {
                         secret.private_key_key, secret.certificate_key
                     )
                 }
-                M::ServiceAccountToken => "-".to_owned(),
+                M::ServiceAccountToken | M::None => "-".to_owned(),
             };
             found.push((
                 "Credentials",
                 format!("Secret {} ({id}; {proof})", secret.name),
             ));
         }
+        (M::None, _, _) => found.push(("Credentials", "none (public client)".to_owned())),
         _ => found.push(("Credentials", "-".to_owned())),
+    }
+    if let Some(subject) = spec.token_exchange.as_ref().map(|e| &e.subject_token) {
+        let what = if let Some(sa) = &subject.service_account_token {
+            format!(
+                "ServiceAccount {} (audience {})",
+                sa.service_account_name, sa.audience
+            )
+        } else if let Some(other) = &subject.oauth_client_ref {
+            format!("OAuthClient {}", other.name)
+        } else if let Some(secret) = &subject.secret_ref {
+            format!("Secret {} (key {})", secret.name, secret.key)
+        } else {
+            "-".to_owned()
+        };
+        found.push(("Subject token", what));
     }
     if let Some(bundle) = &spec.ca_bundle_ref {
         found.push((

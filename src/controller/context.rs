@@ -69,14 +69,68 @@ pub struct Context {
     pub service_accounts: Option<Arc<ServiceAccountIndex>>,
     /// Which OAuthClients (ServiceAccountToken) use which ServiceAccounts.
     pub service_account_refs: References,
+    /// Which OAuthClients take their subject token from which OAuthClients (token exchange,
+    /// `oauthClientRef`): a change of the referenced client reconciles them.
+    pub client_refs: References,
     /// True once the Secret and ConfigMap caches (and the ServiceAccount one, when watched)
     /// hold a complete first list.
     pub secrets_synced: tokio::sync::watch::Receiver<bool>,
     /// This scope's index at the exchange gate.
     pub scope: usize,
+    /// The managed Secret of the OAuthClient each token-exchange client takes its subject
+    /// token from (`oauthClientRef`), as learned when it was last read: linked for the watch
+    /// mapper, so that a new token of that client reaches this one.
+    pub subject_secrets: std::sync::Mutex<std::collections::HashMap<NamespacedName, Box<str>>>,
+    /// The resourceVersion of each OAuthClient that another client takes its subject token
+    /// from, as the watch last showed it (only those; the store keeps no versions).
+    pub subject_clients: std::sync::Mutex<std::collections::HashMap<NamespacedName, Box<str>>>,
 }
 
 impl Context {
+    /// Remembers that `client` takes its subject token from the managed Secret `secret`.
+    pub fn learn_subject_secret(&self, client: &NamespacedName, secret: &str) {
+        let mut learned = self.subject_secrets.lock().expect("subject secrets lock");
+        if learned.get(client).map(|s| &**s) != Some(secret) {
+            learned.insert(client.clone(), secret.into());
+        }
+        // A change of it reaches this client from now on, not only after its next observe.
+        self.references.add(client, secret);
+    }
+
+    /// Notes the resourceVersion of the OAuthClient `client` (`None`: deleted) when another
+    /// client takes its subject token from it; returns whether one does.
+    pub fn note_subject_client(&self, client: &NamespacedName, version: Option<&str>) -> bool {
+        let users = !self.client_refs.referencing(client).is_empty();
+        let mut versions = self.subject_clients.lock().expect("subject clients lock");
+        match version {
+            Some(version) if users => {
+                versions.insert(client.clone(), version.into());
+            }
+            _ => {
+                versions.remove(client);
+            }
+        }
+        users
+    }
+
+    /// The resourceVersion of the OAuthClient `client`, as noted.
+    pub fn subject_client_version(&self, client: &NamespacedName) -> Option<Box<str>> {
+        self.subject_clients
+            .lock()
+            .expect("subject clients lock")
+            .get(client)
+            .cloned()
+    }
+
+    /// The managed Secret `client` takes its subject token from, as last learned.
+    pub fn subject_secret(&self, client: &NamespacedName) -> Option<Box<str>> {
+        self.subject_secrets
+            .lock()
+            .expect("subject secrets lock")
+            .get(client)
+            .cloned()
+    }
+
     /// Forgets an OAuthClient that no longer exists (memory, references, metrics, the gate).
     pub fn forget(&self, key: &NamespacedName) {
         self.shared.metrics.forget_client(&key.namespace, &key.name);
@@ -84,6 +138,11 @@ impl Context {
         self.references.unlink(key);
         self.config_map_references.unlink(key);
         self.service_account_refs.unlink(key);
+        self.client_refs.unlink(key);
+        self.subject_secrets
+            .lock()
+            .expect("subject secrets lock")
+            .remove(key);
         self.shared.gate.forget(self.scope, &queue_ref(key));
         // Its HTTP client (if no other client shares it) went with its memory.
         let in_use = self.shared.transport.clients_in_use();

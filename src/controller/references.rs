@@ -42,6 +42,23 @@ impl References {
             .link_all(client, names);
     }
 
+    /// Records that `client` also references the object `name` of its namespace (besides what
+    /// it referenced before).
+    pub fn add(&self, client: &NamespacedName, name: &str) {
+        let mut links = self.referenced.lock().expect("references lock");
+        let mut names: Vec<Box<str>> = links
+            .by_client
+            .get(client)
+            .map(|n| n.to_vec())
+            .unwrap_or_default();
+        if names.iter().any(|n| &**n == name) {
+            return;
+        }
+        names.push(name.into());
+        let names: Vec<&str> = names.iter().map(|n| &**n).collect();
+        links.link_all(client, &names);
+    }
+
     /// Records that `client` writes the managed Secret `secret` of its namespace.
     pub fn link_target(&self, client: &NamespacedName, secret: &str) {
         self.targets
@@ -188,8 +205,13 @@ mod tests {
         assert_eq!(names(&refs, "corp-ca"), ["a"]);
         refs.link_all(&client("a"), &["creds"]);
         assert!(names(&refs, "corp-ca").is_empty());
+        refs.add(&client("a"), "subject-token");
+        refs.add(&client("a"), "subject-token");
+        assert_eq!(names(&refs, "creds"), ["a", "b"]);
+        assert_eq!(names(&refs, "subject-token"), ["a"]);
         refs.link_all(&client("a"), &[]);
         assert_eq!(names(&refs, "creds"), ["b"]);
+        assert!(names(&refs, "subject-token").is_empty());
         assert!(
             !refs
                 .referenced

@@ -72,13 +72,23 @@ pub fn scope_controller(
         config_map_references: References::default(),
         service_accounts: service_account_index,
         service_account_refs: References::default(),
+        client_refs: References::default(),
         secrets_synced: synced.secrets_ready(),
+        subject_secrets: Default::default(),
+        subject_clients: Default::default(),
+    });
+    // Clients whose subject token is another client's token are reconciled when that client
+    // changes (see `clients`).
+    let (subject_wake, subject_woken) = tokio::sync::mpsc::unbounded_channel();
+    let subject_woken = futures::stream::unfold(subject_woken, |mut rx| async move {
+        rx.recv().await.map(|client| (client, rx))
     });
     let clients_stream = clients(
         clients_api,
         writer,
         synced.on_event(Synced::CLIENTS),
         ctx.clone(),
+        subject_wake,
     );
     let (cm_ctx, cm_store) = (ctx.clone(), store.clone());
     let (run_ctx, run_store) = (ctx.clone(), store.clone());
@@ -88,6 +98,7 @@ pub fn scope_controller(
         // (see [`NoDelay`]).
         .trigger_backoff(NoDelay)
         .reconcile_on(woken)
+        .reconcile_on(subject_woken)
         .reconcile_on(clock_moves(&shared_clock, store.clone()))
         .watches_stream(w.managed_stream, users(ctx.clone(), store.clone()))
         .watches_stream(w.secrets_stream, users(ctx.clone(), store.clone()))
@@ -386,10 +397,19 @@ fn clients(
     + Send
     + 'static,
     ctx: Arc<Context>,
+    subject_wake: tokio::sync::mpsc::UnboundedSender<
+        reflector::ObjectRef<PartialObjectMeta<OAuthClient>>,
+    >,
 ) -> impl Stream<Item = Result<PartialObjectMeta<OAuthClient>, watcher::Error>> + Send + 'static {
+    let noting = ctx.clone();
     watch(api, watcher::Config::default())
         .backoff(watch_backoff())
-        .modify(|client| {
+        .modify(move |client| {
+            // The version of a client others take their subject token from, before it goes.
+            noting.note_subject_client(
+                &NamespacedName::of(&client.metadata),
+                client.metadata.resource_version.as_deref(),
+            );
             // Only the name and namespace are read from the cache (each reconcile GETs the
             // object); everything else would be copied into the store and into every
             // reference to it.
@@ -404,6 +424,15 @@ fn clients(
             synced(event);
             if let Ok(watcher::Event::Delete(client)) = event {
                 ctx.forget(&NamespacedName::of(&client.metadata));
+            }
+            if let Ok(watcher::Event::Apply(client) | watcher::Event::Delete(client)) = event {
+                let key = NamespacedName::of(&client.metadata);
+                if matches!(event, Ok(watcher::Event::Delete(_))) {
+                    ctx.note_subject_client(&key, None);
+                }
+                for user in ctx.client_refs.referencing(&key) {
+                    let _ = subject_wake.send(queue_ref(&user));
+                }
             }
         })
         .applied_objects()

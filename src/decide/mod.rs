@@ -235,6 +235,8 @@ pub enum Attempt {
         token_type: String,
         /// Granted scope, when known.
         scope: Option<String>,
+        /// `issued_token_type` of a token exchange, when the endpoint said.
+        issued_token_type: Option<String>,
     },
     /// The attempt failed.
     Failed(Failure),

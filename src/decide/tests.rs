@@ -124,6 +124,7 @@ fn issued(issued: i64, expires: i64) -> Attempt {
         expires_at: t(expires),
         token_type: "Bearer".into(),
         scope: Some("read".into()),
+        issued_token_type: None,
     }
 }
 

@@ -31,6 +31,19 @@ pub struct Credentials {
     pub client_id: String,
     /// The secret, key or assertion.
     pub proof: Proof,
+    /// The subject token of a token exchange (RFC 8693); `None` for client credentials.
+    pub subject: Option<Subject>,
+}
+
+/// The subject token of a token exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    /// The token: read from a Secret or from another client's managed Secret, given in a file,
+    /// or the ServiceAccount token requested for this exchange.
+    Token(Sensitive<String>),
+    /// A ServiceAccount that opted in to the audience and the token endpoint (before its token
+    /// is requested).
+    ServiceAccount(ServiceAccountGrant),
 }
 
 /// What authenticates the client, beside its client_id.
@@ -47,6 +60,8 @@ pub enum Proof {
     /// A ready client assertion: the ServiceAccount token requested for this exchange, or the
     /// JWT of `exchange --assertion-file`.
     Assertion(Sensitive<String>),
+    /// Nothing: a public client (`None`, token exchange only).
+    None,
 }
 
 /// A ServiceAccount that opted in to the audience and the token endpoint of a
@@ -67,6 +82,34 @@ impl Credentials {
         Credentials {
             client_id: client_id.into(),
             proof: Proof::Secret(Sensitive::new(client_secret.into())),
+            subject: None,
+        }
+    }
+
+    /// A public client (`clientAuthMethod: None`): `client_id` as `spec.clientId` gives it
+    /// (empty: none is sent).
+    pub fn public(client_id: impl Into<String>) -> Self {
+        Credentials {
+            client_id: client_id.into(),
+            proof: Proof::None,
+            subject: None,
+        }
+    }
+
+    /// These credentials with the subject token of a token exchange.
+    pub fn with_subject(self, subject: Subject) -> Self {
+        Credentials {
+            subject: Some(subject),
+            ..self
+        }
+    }
+
+    /// The subject token, once it is known (not a ServiceAccount before its token is
+    /// requested).
+    pub fn subject_token(&self) -> Option<&Sensitive<String>> {
+        match &self.subject {
+            Some(Subject::Token(token)) => Some(token),
+            _ => None,
         }
     }
 
@@ -164,6 +207,16 @@ pub trait Source {
 
 /// Reads what `method` needs from `source`.
 pub fn read(method: ClientAuthMethod, source: &dyn Source) -> Result<Credentials, Failure> {
+    if method == ClientAuthMethod::None {
+        // A public client: a client_id only when one is given, nothing else.
+        let client_id = match source.get(Item::ClientId)? {
+            Some((bytes, origin)) => value(Some(&bytes), Origin::Other(&origin), || {
+                source.missing(Item::ClientId)
+            })?,
+            None => String::new(),
+        };
+        return Ok(Credentials::public(client_id));
+    }
     let client_id = text(source, Item::ClientId)?;
     let proof = match method {
         ClientAuthMethod::ClientSecretBasic
@@ -177,8 +230,13 @@ pub fn read(method: ClientAuthMethod, source: &dyn Source) -> Result<Credentials
             let jwt = text(source, Item::Assertion)?;
             Proof::Assertion(Sensitive::new(jwt.trim().to_owned()))
         }
+        ClientAuthMethod::None => unreachable!("returned above"),
     };
-    Ok(Credentials { client_id, proof })
+    Ok(Credentials {
+        client_id,
+        proof,
+        subject: None,
+    })
 }
 
 fn text(source: &dyn Source, item: Item) -> Result<String, Failure> {
@@ -344,6 +402,23 @@ pub fn from_service_account(
     namespace: &str,
     annotations: Option<&BTreeMap<String, String>>,
 ) -> Result<Credentials, Failure> {
+    let grant = service_account_grant(name, audience, token_url, namespace, annotations)?;
+    Ok(Credentials {
+        client_id: client_id.to_owned(),
+        proof: Proof::ServiceAccount(grant),
+        subject: None,
+    })
+}
+
+/// The ServiceAccount `name`, if it opted in to `audience` and to the origin of `token_url`:
+/// the rules of [`from_service_account`], for a client assertion or a token exchange's subject.
+pub fn service_account_grant(
+    name: &str,
+    audience: &str,
+    token_url: &url::Url,
+    namespace: &str,
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Result<ServiceAccountGrant, Failure> {
     let Some(annotations) = annotations else {
         return Err(Failure::new(
             Reason::CredentialsNotFound,
@@ -400,13 +475,10 @@ pub fn from_service_account(
             "token endpoint's origin",
         ));
     }
-    Ok(Credentials {
-        client_id: client_id.to_owned(),
-        proof: Proof::ServiceAccount(ServiceAccountGrant {
-            name: name.to_owned(),
-            audiences: listed.clone(),
-            endpoints: endpoints.cloned().unwrap_or_default(),
-        }),
+    Ok(ServiceAccountGrant {
+        name: name.to_owned(),
+        audiences: listed.clone(),
+        endpoints: endpoints.cloned().unwrap_or_default(),
     })
 }
 

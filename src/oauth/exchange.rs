@@ -65,7 +65,7 @@ pub async fn exchange(
         "requesting a token"
     );
     // Everything the endpoint says goes through this before it enters a message.
-    let scrubber = Scrubber::for_credentials(credentials);
+    let scrubber = Scrubber::for_request(credentials);
     let scrubber = match &assertion {
         Some(jwt) => scrubber.with_assertion(jwt.expose()),
         None => scrubber,

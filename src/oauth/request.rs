@@ -17,11 +17,12 @@ use http::{HeaderName, HeaderValue};
 use url::Url;
 
 use crate::api::crd::{BasicAuthEncoding, ClientAuthMethod, RequestEncoding};
-use crate::api::reason::Failure;
+use crate::api::reason::{Failure, Reason};
 use crate::base::{Scrubber, Sensitive};
 use crate::oauth::assertion::JWT_BEARER;
 use crate::oauth::credentials::Proof;
 use crate::spec::ExchangeSettings;
+use crate::spec::token_exchange::TOKEN_EXCHANGE_GRANT;
 
 pub use crate::oauth::credentials::Credentials;
 
@@ -100,7 +101,17 @@ impl Scrubber<'static> {
             }
             Proof::Key(identity) => Scrubber::for_values(identity.secret_forms().expose().clone()),
             Proof::Assertion(jwt) => Scrubber::for_jwt(jwt.expose()),
-            Proof::ServiceAccount(_) => Scrubber::none(),
+            Proof::ServiceAccount(_) | Proof::None => Scrubber::none(),
+        }
+    }
+
+    /// [`Scrubber::for_credentials`], plus the subject token of a token exchange (a JWT, or any
+    /// other token, in every encoding the scrubber knows).
+    pub fn for_request(credentials: &Credentials) -> Self {
+        let own = Scrubber::for_credentials(credentials);
+        match credentials.subject_token() {
+            Some(token) => own.with_subject_token(token.expose()),
+            None => own,
         }
     }
 }
@@ -116,6 +127,8 @@ enum Auth<'a> {
     Assertion(&'a str),
     /// client_id alone in the body (TlsClientAuth).
     ClientId,
+    /// Nothing but the client_id, when there is one (None: a public client).
+    Public,
 }
 
 impl<'a> Auth<'a> {
@@ -131,7 +144,7 @@ impl<'a> Auth<'a> {
             .map(|a| a.expose().as_str())
             .or(match &credentials.proof {
                 Proof::Assertion(jwt) => Some(jwt.expose().as_str()),
-                _ => None,
+                _ => Option::None,
             });
         Ok(match (method, &credentials.proof, assertion) {
             (ClientSecretBasic, Proof::Secret(_), _) => Auth::Basic,
@@ -140,6 +153,7 @@ impl<'a> Auth<'a> {
                 Auth::Assertion(jwt)
             }
             (TlsClientAuth, Proof::Key(_), _) => Auth::ClientId,
+            (None, Proof::None, _) => Auth::Public,
             _ => {
                 return Err(Failure::invalid_credentials(format!(
                     "the credentials do not fit clientAuthMethod {}",
@@ -170,7 +184,7 @@ pub fn build_with(
     let auth = Auth::of(settings.client_auth_method, credentials, assertion)?;
     let basic = matches!(auth, Auth::Basic);
     let scope = settings.scopes.join(" ");
-    let params = params(settings, credentials, auth, &scope);
+    let params = params(settings, credentials, auth, &scope)?;
     let (content_type, body) = encode(settings.request_encoding, &params);
     let mut headers = vec![
         (CONTENT_TYPE, HeaderValue::from_static(content_type)),
@@ -197,7 +211,7 @@ pub fn build_with(
 
 /// What the credentials must be for the settings to carry them.
 fn check(settings: &ExchangeSettings, credentials: &Credentials) -> Result<(), Failure> {
-    if credentials.client_id.is_empty() {
+    if credentials.client_id.is_empty() && settings.client_auth_method != ClientAuthMethod::None {
         return Err(Failure::new(
             crate::api::reason::Reason::CredentialsNotFound,
             "client_id is empty",
@@ -214,15 +228,25 @@ fn check(settings: &ExchangeSettings, credentials: &Credentials) -> Result<(), F
 }
 
 /// The body parameters, in order: grant_type, the credentials the method puts in the body,
-/// audience, scope, the extra parameters.
+/// for a token exchange the subject token, its type and the requested type, audience, scope,
+/// the resources, the extra parameters.
 fn params<'a>(
     settings: &'a ExchangeSettings,
     credentials: &'a Credentials,
     auth: Auth<'a>,
     scope: &'a str,
-) -> Vec<(&'a str, &'a str)> {
-    let mut params: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
-    if !matches!(auth, Auth::Basic) || settings.client_id_in_body {
+) -> Result<Vec<(&'a str, &'a str)>, Failure> {
+    let grant = match settings.token_exchange {
+        Some(_) => TOKEN_EXCHANGE_GRANT,
+        None => "client_credentials",
+    };
+    let mut params: Vec<(&str, &str)> = vec![("grant_type", grant)];
+    let id_in_body = match auth {
+        Auth::Basic => settings.client_id_in_body,
+        Auth::Public => !credentials.client_id.is_empty(),
+        _ => true,
+    };
+    if id_in_body {
         params.push(("client_id", &credentials.client_id));
     }
     match auth {
@@ -231,7 +255,23 @@ fn params<'a>(
             params.push(("client_assertion_type", JWT_BEARER));
             params.push(("client_assertion", jwt));
         }
-        Auth::Basic | Auth::ClientId => {}
+        Auth::Basic | Auth::ClientId | Auth::Public => {}
+    }
+    if let Some(exchange) = &settings.token_exchange {
+        let Some(subject) = credentials.subject_token() else {
+            return Err(Failure::new(
+                Reason::CredentialsNotFound,
+                format!(
+                    "the subject token ({}) is not available",
+                    exchange.subject.describe()
+                ),
+            ));
+        };
+        params.push(("subject_token", subject.expose()));
+        params.push(("subject_token_type", &exchange.subject_token_type));
+        if let Some(requested) = &exchange.requested_token_type {
+            params.push(("requested_token_type", requested));
+        }
     }
     if let Some(audience) = &settings.audience {
         params.push(("audience", audience));
@@ -239,10 +279,13 @@ fn params<'a>(
     if !scope.is_empty() {
         params.push(("scope", scope));
     }
+    for resource in settings.token_exchange.iter().flat_map(|e| &e.resources) {
+        params.push(("resource", resource));
+    }
     for (name, value) in &settings.extra_params {
         params.push((name, value));
     }
-    params
+    Ok(params)
 }
 
 /// The body in the request encoding, and its content type.
@@ -259,10 +302,17 @@ fn encode(encoding: RequestEncoding, params: &[(&str, &str)]) -> (&'static str, 
             )
         }
         RequestEncoding::Json => {
-            let object: serde_json::Map<String, serde_json::Value> = params
-                .iter()
-                .map(|(name, value)| ((*name).to_owned(), serde_json::Value::from(*value)))
-                .collect();
+            // A parameter given more than once (`resource`) becomes an array.
+            let mut object = serde_json::Map::new();
+            for (name, value) in params {
+                match object.get_mut(*name) {
+                    None => {
+                        object.insert((*name).to_owned(), serde_json::Value::from(*value));
+                    }
+                    Some(serde_json::Value::Array(values)) => values.push((*value).into()),
+                    Some(first) => *first = serde_json::json!([first.take(), value]),
+                }
+            }
             let body = serde_json::to_vec(&object).expect("a string map always serialises");
             ("application/json", body)
         }
@@ -277,6 +327,7 @@ pub(crate) mod scrubbing_tests;
 mod tests {
     use super::*;
     use crate::api::crd::OAuthClientSpec;
+    use crate::oauth::credentials::Subject;
     use crate::spec::{ClientSettings, Policy};
 
     const AWKWARD_ID: &str = "1PpG/Q 1";
@@ -589,6 +640,7 @@ mod tests {
         };
         let s = ClientSettings::resolve(&spec, &policy).unwrap().exchange;
         let c = Credentials {
+            subject: None,
             client_id: "app".into(),
             proof: Proof::Assertion(Sensitive::new("k8s.token.sig".into())),
         };
@@ -614,6 +666,7 @@ mod tests {
         )
         .unwrap();
         let c = Credentials {
+            subject: None,
             client_id: "mtls-client".into(),
             proof: Proof::Key(std::sync::Arc::new(identity)),
         };
@@ -641,5 +694,134 @@ mod tests {
         let req = build(&s, &creds("id", "very-secret-value")).unwrap();
         let b64 = BASE64.encode("id:very-secret-value");
         assert!(!format!("{req:?}").contains(&b64));
+    }
+
+    fn exchange_settings(json: serde_json::Value) -> ExchangeSettings {
+        let spec: OAuthClientSpec = serde_json::from_value(json).unwrap();
+        ClientSettings::resolve(&spec, &Policy::default())
+            .unwrap()
+            .exchange
+    }
+
+    const SUBJECT: &str =
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW0ifQ.c2lnbmF0dXJlLW9mLXRoZS1zdWJqZWN0";
+
+    fn subject_secret() -> serde_json::Value {
+        serde_json::json!({"secretRef": {"name": "idp", "key": "token"}})
+    }
+
+    #[test]
+    fn a_public_token_exchange_sends_exactly_the_rfc_8693_parameters() {
+        let s = exchange_settings(serde_json::json!({
+            "provider": "gcp-sts",
+            "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k",
+            "tokenExchange": {
+                "subjectToken": subject_secret(),
+                "requestedTokenType": "urn:ietf:params:oauth:token-type:access_token",
+                "resources": ["https://a.example/", "https://b.example/"]
+            },
+            "extraParams": {"options": "x"}
+        }));
+        let c =
+            Credentials::public("").with_subject(Subject::Token(Sensitive::new(SUBJECT.into())));
+        let req = build(&s, &c).unwrap();
+        assert!(req.header("authorization").is_none());
+        assert_eq!(
+            form(&req),
+            [
+                ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+                ("subject_token", SUBJECT),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+                ("requested_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+                ("audience", "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k"),
+                ("scope", "https://www.googleapis.com/auth/cloud-platform"),
+                ("resource", "https://a.example/"),
+                ("resource", "https://b.example/"),
+                ("options", "x"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        // With spec.clientId, a public client names itself, and nothing else.
+        let named = Credentials::public("my-app")
+            .with_subject(Subject::Token(Sensitive::new(SUBJECT.into())));
+        let req = build(&s, &named).unwrap();
+        let params = form(&req);
+        assert!(params.contains(&("client_id".into(), "my-app".into())));
+        assert!(params.iter().all(|(k, _)| !k.starts_with("client_secret") && !k.starts_with("client_assertion")));
+    }
+
+    #[test]
+    fn a_confidential_token_exchange_authenticates_once_and_sends_the_subject_once() {
+        let base = serde_json::json!({
+            "tokenUrl": "https://sts.example/token",
+            "credentialsSecretRef": {"name": "c"},
+            "grantType": "TokenExchange",
+            "tokenExchange": {"subjectToken": subject_secret(), "resources": ["https://a.example/", "https://b.example/"]}
+        });
+        let c = creds("client", "client-secret-value")
+            .with_subject(Subject::Token(Sensitive::new(SUBJECT.into())));
+        // Basic: the secret in the header only, the subject in the body only.
+        let req = build(&exchange_settings(base.clone()), &c).unwrap();
+        assert!(req.header("authorization").is_some());
+        let body = body_text(&req);
+        assert!(!body.contains("client-secret-value"));
+        assert_eq!(body.matches("subject_token=").count(), 1);
+        // Post, JSON: one object, resources as an array, the secret once.
+        let mut post = base;
+        post["clientAuthMethod"] = "ClientSecretPost".into();
+        post["requestEncoding"] = "JSON".into();
+        let req = build(&exchange_settings(post), &c).unwrap();
+        assert!(req.header("authorization").is_none());
+        let json: serde_json::Value = serde_json::from_slice(req.body.expose()).unwrap();
+        assert_eq!(
+            json["grant_type"],
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        );
+        assert_eq!(json["client_secret"], "client-secret-value");
+        assert_eq!(json["subject_token"], SUBJECT);
+        assert_eq!(
+            json["resource"],
+            serde_json::json!(["https://a.example/", "https://b.example/"])
+        );
+        // The subject never stands in for the client's credential, nor the other way round.
+        assert_ne!(json["client_secret"], json["subject_token"]);
+    }
+
+    #[test]
+    fn a_token_exchange_without_its_subject_sends_nothing() {
+        let s = exchange_settings(serde_json::json!({
+            "tokenUrl": "https://sts.example/token",
+            "grantType": "TokenExchange",
+            "clientAuthMethod": "None",
+            "tokenExchange": {"subjectToken": subject_secret()}
+        }));
+        let failure = build(&s, &Credentials::public("")).unwrap_err();
+        assert_eq!(
+            failure.reason,
+            crate::api::reason::Reason::CredentialsNotFound
+        );
+        assert!(
+            failure.message.contains("key token of Secret idp"),
+            "{}",
+            failure.message
+        );
+    }
+
+    #[test]
+    fn the_subject_token_is_scrubbed_in_every_encoding() {
+        let c =
+            Credentials::public("").with_subject(Subject::Token(Sensitive::new(SUBJECT.into())));
+        let scrubber = Scrubber::for_request(&c);
+        let signature = SUBJECT.rsplit('.').next().unwrap();
+        let form_encoded: String = form_urlencoded::byte_serialize(SUBJECT.as_bytes()).collect();
+        for echoed in [
+            format!("bad subject_token {SUBJECT}"),
+            format!("{{\"echo\":\"{SUBJECT}\"}}"),
+            format!("subject_token={form_encoded}&x=1"),
+            format!("signature {signature} rejected"),
+        ] {
+            let scrubbed = scrubber.scrub(&echoed).unwrap_or_default();
+            assert!(!scrubbed.contains(signature), "{scrubbed}");
+        }
     }
 }

@@ -135,6 +135,8 @@ pub struct Token {
     pub token_type: String,
     /// Granted scope, when the endpoint said.
     pub scope: Option<String>,
+    /// `issued_token_type` of a token exchange answer (RFC 8693 section 2.2.1), when sent.
+    pub issued_token_type: Option<String>,
     /// When the request was sent, by the operator's clock.
     pub issued_at: Timestamp,
     /// When the token expires, by the operator's clock.
@@ -221,6 +223,7 @@ fn read_success(response: &Response<'_>, ctx: &ReadContext<'_>) -> Result<Token,
         Some(value) => read_scope(&status, value, &FieldName::new("scope", &fields.scope))?,
         None => None,
     };
+    let issued_token_type = read_issued_token_type(&status, &body)?;
     let vendor_issued_at = body
         .get("issued_at")
         .and_then(Field::small_value)
@@ -230,11 +233,27 @@ fn read_success(response: &Response<'_>, ctx: &ReadContext<'_>) -> Result<Token,
         access_token: Sensitive::new(access_token.to_owned()),
         token_type,
         scope,
+        issued_token_type,
         issued_at: ctx.now,
         expires_at,
         lifetime_source,
         vendor_issued_at,
     })
+}
+
+/// `issued_token_type` (RFC 8693 section 2.2.1), when it is a non-empty string: at most
+/// [`MAX_TOKEN_TYPE`] bytes of visible ASCII, as `token_type`.
+fn read_issued_token_type(status: &str, body: &Body<'_>) -> Result<Option<String>, Failure> {
+    let Some(raw) = body.get("issued_token_type").and_then(Field::str) else {
+        return Ok(None);
+    };
+    let name = FieldName::new("issued_token_type", "issued_token_type");
+    check_length(status, &name, raw.len(), MAX_TOKEN_TYPE)?;
+    let trimmed = raw.trim();
+    if let Some((at, what)) = first_invalid(trimmed, is_visible) {
+        return Err(invalid_characters(status, &name, at, what, VISIBLE_RULE));
+    }
+    Ok((!trimmed.is_empty()).then(|| trimmed.to_owned()))
 }
 
 /// A 2xx body with an `error` member is a failure, whatever else it holds.
@@ -297,7 +316,7 @@ fn lifetime(
 /// The top-level names reading a 2xx body may look at.
 fn wanted_fields(fields: &ResponseFields) -> Vec<&str> {
     let mut wanted: Vec<&str> = ERROR_FIELDS.to_vec();
-    wanted.extend(["expires_on", "issued_at"]);
+    wanted.extend(["expires_on", "issued_at", "issued_token_type"]);
     for path in [
         &fields.access_token,
         &fields.expires_in,

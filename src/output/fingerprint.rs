@@ -19,9 +19,9 @@ use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::oauth::credentials::Proof;
+use crate::oauth::credentials::{Proof, Subject};
 use crate::oauth::request::Credentials;
-use crate::spec::ExchangeSettings;
+use crate::spec::{ExchangeSettings, SubjectSettings};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -72,8 +72,27 @@ pub fn credentials_digest(key: &[u8], credentials: &Credentials) -> [u8; 32] {
             ])
         }
         Proof::Assertion(jwt) => serde_json::json!([id, "assertion", jwt.expose()]),
+        Proof::None => serde_json::json!([id, "none"]),
+    };
+    let canonical = match &credentials.subject {
+        None => canonical,
+        Some(subject) => serde_json::json!([canonical, "subject", subject_canonical(subject)]),
     };
     keyed_digest(key, canonical.to_string().as_bytes())
+}
+
+/// What identifies a subject token: the token itself, or the ServiceAccount and its opt-in
+/// (whose token is requested anew for every exchange).
+fn subject_canonical(subject: &Subject) -> serde_json::Value {
+    match subject {
+        Subject::Token(token) => serde_json::json!(["token", token.expose()]),
+        Subject::ServiceAccount(grant) => serde_json::json!([
+            "serviceAccount",
+            grant.name,
+            grant.audiences,
+            grant.endpoints
+        ]),
+    }
 }
 
 /// HMAC-SHA256 of `bytes` under `key`.
@@ -114,6 +133,25 @@ fn mac(salt: &[u8], settings: &ExchangeSettings, credentials: &Credentials) -> H
             "lifetimeMs": a.lifetime.as_millis() as u64,
         });
     }
+    if let Some(exchange) = &settings.token_exchange {
+        let subject = match &exchange.subject {
+            SubjectSettings::ServiceAccount(sa) => serde_json::json!({
+                "serviceAccountName": sa.name,
+                "audience": sa.audience,
+                "expirationSeconds": sa.expiration_seconds,
+            }),
+            SubjectSettings::Client(name) => serde_json::json!({"oauthClient": name}),
+            SubjectSettings::Secret { name, key } => {
+                serde_json::json!({"secret": name, "key": key})
+            }
+        };
+        canonical["tokenExchange"] = serde_json::json!({
+            "subject": subject,
+            "subjectTokenType": exchange.subject_token_type,
+            "requestedTokenType": exchange.requested_token_type,
+            "resources": exchange.resources,
+        });
+    }
     if let Some(sa) = &settings.service_account {
         canonical["serviceAccountToken"] = serde_json::json!({
             "serviceAccountName": sa.name,
@@ -137,6 +175,22 @@ fn mac(salt: &[u8], settings: &ExchangeSettings, credentials: &Credentials) -> H
         }
         // Nothing stored: see the module documentation.
         Proof::ServiceAccount(_) | Proof::Assertion(_) => mac.update(b"serviceAccountToken"),
+        Proof::None => mac.update(b"none"),
+    }
+    // A token exchange: the subject token read from a Secret or another client is covered (a
+    // new one makes the stored token stale); a ServiceAccount's is requested anew each time,
+    // and its identity is in the settings.
+    match &credentials.subject {
+        None => {}
+        Some(Subject::Token(token)) => {
+            mac.update(b"\0subject:");
+            mac.update(
+                serde_json::Value::from(token.expose().as_str())
+                    .to_string()
+                    .as_bytes(),
+            );
+        }
+        Some(Subject::ServiceAccount(_)) => mac.update(b"\0subject:serviceAccount"),
     }
     mac
 }
@@ -145,6 +199,7 @@ fn mac(salt: &[u8], settings: &ExchangeSettings, credentials: &Credentials) -> H
 mod tests {
     use super::*;
     use crate::api::crd::OAuthClientSpec;
+    use crate::oauth::credentials::Subject;
     use crate::spec::{ClientSettings, Policy};
 
     fn settings(audience: &str) -> ExchangeSettings {
@@ -219,6 +274,7 @@ mod tests {
         )
         .unwrap();
         Credentials {
+            subject: None,
             client_id: id.into(),
             proof: Proof::Key(std::sync::Arc::new(identity)),
         }
@@ -255,5 +311,42 @@ mod tests {
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn covers_the_subject_token_and_where_it_comes_from() {
+        let exchange = |subject: serde_json::Value| {
+            let spec: OAuthClientSpec = serde_json::from_value(serde_json::json!({
+                "tokenUrl": "https://sts/t", "grantType": "TokenExchange", "clientAuthMethod": "None",
+                "tokenExchange": {"subjectToken": subject}
+            }))
+            .unwrap();
+            ClientSettings::resolve(&spec, &Policy::default())
+                .unwrap()
+                .exchange
+        };
+        let from_secret =
+            exchange(serde_json::json!({"secretRef": {"name": "idp", "key": "token"}}));
+        let from_other_key =
+            exchange(serde_json::json!({"secretRef": {"name": "idp", "key": "jwt"}}));
+        let from_client = exchange(serde_json::json!({"oauthClientRef": {"name": "idp"}}));
+        let with = |token: &str| {
+            Credentials::public("").with_subject(Subject::Token(crate::base::Sensitive::new(
+                token.to_owned(),
+            )))
+        };
+        let fp = compute(&[7; SALT_LEN], &from_secret, &with("subject-one"));
+        assert!(matches(&fp, &from_secret, &with("subject-one")));
+        // A new subject token, or the same token from elsewhere, is another token's fingerprint.
+        assert!(!matches(&fp, &from_secret, &with("subject-two")));
+        assert!(!matches(&fp, &from_other_key, &with("subject-one")));
+        assert!(!matches(&fp, &from_client, &with("subject-one")));
+        assert!(!matches(&fp, &from_secret, &Credentials::public("")));
+        assert!(!fp.contains("subject-one"));
+        let key = [1; 32];
+        assert_ne!(
+            credentials_digest(&key, &with("subject-one")),
+            credentials_digest(&key, &with("subject-two"))
+        );
     }
 }

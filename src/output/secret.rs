@@ -86,7 +86,11 @@ pub fn check_size(
         + values.token_type.len()
         + "expires_at".len()
         + expires_at.len()
-        + token.scope.as_ref().map_or(0, |s| "scope".len() + s.len());
+        + token.scope.as_ref().map_or(0, |s| "scope".len() + s.len())
+        + token
+            .issued_token_type
+            .as_ref()
+            .map_or(0, |t| "issued_token_type".len() + t.len());
     let mut total = standard;
     let mut largest: Vec<(usize, &str)> = Vec::new();
     for (key, template) in templates {
@@ -218,7 +222,7 @@ pub fn managed_secret(
 const ALWAYS_KEYS: [&str; 3] = ["access_token", "token_type", "expires_at"];
 
 /// Data keys only some tokens have (written when the endpoint said).
-const SOMETIMES_KEYS: [&str; 1] = ["scope"];
+const SOMETIMES_KEYS: [&str; 2] = ["scope", "issued_token_type"];
 
 /// The items the operator writes into `client`'s managed Secret, which its seal must cover:
 /// every data key (the standard ones, and each `target.template` key of the spec) and the
@@ -331,6 +335,7 @@ pub fn stored_token(secret: &Secret) -> Option<Token> {
         access_token: Sensitive::new(text("access_token")?),
         token_type: text("token_type").unwrap_or_else(|| "Bearer".into()),
         scope: text("scope"),
+        issued_token_type: text("issued_token_type"),
         issued_at: time(ISSUED_AT_ANNOTATION)?,
         expires_at: time(EXPIRES_AT_ANNOTATION)?,
         lifetime_source: crate::oauth::response::LifetimeSource::ExpiresIn,
@@ -371,6 +376,9 @@ pub fn token_entries(token: &Token, templates: &BTreeMap<String, Template>) -> V
     if token.scope.is_some() {
         entries.push(plain("scope", &scope));
     }
+    if let Some(issued) = &token.issued_token_type {
+        entries.push(plain("issued_token_type", issued));
+    }
     let values = Values {
         access_token: token.access_token.expose(),
         token_type: &token.token_type,
@@ -402,6 +410,7 @@ mod tests {
             expires_at: Timestamp::from_second(1_700_003_600).unwrap(),
             lifetime_source: LifetimeSource::ExpiresIn,
             vendor_issued_at: None,
+            issued_token_type: None,
         }
     }
 

@@ -80,8 +80,15 @@ pub fn settings(
         .then(|| assertion(spec.client_assertion.as_ref(), method, token_url))
         .transpose()?;
     let service_account = match (method, &spec.service_account_token) {
+        (ClientAuthMethod::ServiceAccountToken, Some(_))
+            if !policy.allow_service_account_tokens =>
+        {
+            return Err(Failure::invalid_spec(
+                "clientAuthMethod ServiceAccountToken is not enabled in this operator: it runs without --allow-service-account-tokens (chart value serviceAccountTokens.enabled), so it requests no ServiceAccount tokens",
+            ));
+        }
         (ClientAuthMethod::ServiceAccountToken, Some(source)) => {
-            Some(service_account(source, policy)?)
+            Some(service_account(source, "spec.serviceAccountToken")?)
         }
         _ => None,
     };
@@ -91,14 +98,27 @@ pub fn settings(
     })
 }
 
-/// `credentialsSecretRef` with every method but ServiceAccountToken; `serviceAccountToken` and
-/// `clientId` with it.
+/// `credentialsSecretRef` with every method but ServiceAccountToken and None; `serviceAccountToken` and
+/// `clientId` with ServiceAccountToken.
 fn check_references(spec: &OAuthClientSpec, method: ClientAuthMethod) -> Result<(), Failure> {
+    if method == ClientAuthMethod::None {
+        if spec.credentials_secret_ref.is_some() {
+            return Err(Failure::invalid_spec(
+                "spec.credentialsSecretRef must be absent with clientAuthMethod None (a public client sends no credentials)",
+            ));
+        }
+        if spec.service_account_token.is_some() {
+            return Err(Failure::invalid_spec(
+                "spec.serviceAccountToken is only allowed with clientAuthMethod ServiceAccountToken",
+            ));
+        }
+        return Ok(());
+    }
     let federated = method == ClientAuthMethod::ServiceAccountToken;
     match (&spec.credentials_secret_ref, federated) {
         (None, false) => {
             return Err(Failure::invalid_spec(
-                "spec.credentialsSecretRef is required unless clientAuthMethod is ServiceAccountToken",
+                "spec.credentialsSecretRef is required unless clientAuthMethod is ServiceAccountToken or None",
             ));
         }
         (Some(_), true) => {
@@ -175,29 +195,21 @@ fn assertion(
     })
 }
 
-/// `serviceAccountToken`, allowed only with `--allow-service-account-tokens`.
-fn service_account(
+/// A ServiceAccount token source (`field`: where it is in the spec), its bounds checked (the
+/// caller checks `--allow-service-account-tokens`).
+pub(crate) fn service_account(
     source: &ServiceAccountTokenSource,
-    policy: &Policy,
+    field: &str,
 ) -> Result<ServiceAccountSettings, Failure> {
-    if !policy.allow_service_account_tokens {
-        return Err(Failure::invalid_spec(
-            "clientAuthMethod ServiceAccountToken is not enabled in this operator: it runs without --allow-service-account-tokens (chart value serviceAccountTokens.enabled), so it requests no ServiceAccount tokens",
-        ));
-    }
     check_reference_name(
-        "spec.serviceAccountToken.serviceAccountName",
+        &format!("{field}.serviceAccountName"),
         "ServiceAccount",
         &source.service_account_name,
     )?;
-    bounded(
-        "spec.serviceAccountToken.audience",
-        Some(&source.audience),
-        2048,
-    )?;
+    bounded(&format!("{field}.audience"), Some(&source.audience), 2048)?;
     if !EXPIRATION_SECONDS.contains(&source.expiration_seconds) {
         return Err(Failure::invalid_spec(format!(
-            "spec.serviceAccountToken.expirationSeconds must be between 600 and 3600 (the token is used once, at once), not {}",
+            "{field}.expirationSeconds must be between 600 and 3600 (the token is used once, at once), not {}",
             source.expiration_seconds
         )));
     }

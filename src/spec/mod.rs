@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | [`token_url`] | `tokenUrl` (scheme, host, the token URL policy) |
 //! | [`client_auth`] | `clientAuthMethod` and what it needs (`credentialsSecretRef`, `clientAssertion`, `serviceAccountToken`) |
+//! | [`token_exchange`] | `grantType` and `tokenExchange` (RFC 8693: the subject token, token types, resources) |
 //! | [`scopes`] | `scopes` |
 //! | [`params`] | `extraParams` (reserved names) |
 //! | [`headers`] | `extraHeaders` (forbidden names, header values) |
@@ -40,6 +41,7 @@ pub mod refresh;
 pub mod scopes;
 pub mod target;
 pub mod template;
+pub mod token_exchange;
 pub mod token_url;
 pub mod url_policy;
 
@@ -50,6 +52,7 @@ pub use target::{
     MAX_OBJECT_NAME, SECRET_TYPES, STANDARD_KEYS, check_object_name, check_reference_name,
     dns_subdomain, label_name, reserved_metadata_key,
 };
+pub use token_exchange::{SubjectSettings, TokenExchangeSettings};
 pub use token_url::check_token_url;
 
 #[cfg(test)]
@@ -79,6 +82,8 @@ pub struct ExchangeSettings {
     pub assertion: Option<AssertionSettings>,
     /// The ServiceAccount token (ServiceAccountToken).
     pub service_account: Option<ServiceAccountSettings>,
+    /// The token exchange (grantType TokenExchange); `None`: client credentials.
+    pub token_exchange: Option<TokenExchangeSettings>,
     /// Basic header encoding.
     pub basic_auth_encoding: BasicAuthEncoding,
     /// Body encoding.
@@ -139,6 +144,7 @@ impl ClientSettings {
             )));
         }
         let auth = client_auth::settings(spec, method, &token_url, policy)?;
+        let token_exchange = token_exchange::settings(spec, preset, method, policy)?;
         let refresh = spec.refresh.clone().unwrap_or_default();
         let target = spec.target.clone().unwrap_or_default();
         Ok(ClientSettings {
@@ -148,6 +154,7 @@ impl ClientSettings {
                 client_auth_method: method,
                 assertion: auth.assertion,
                 service_account: auth.service_account,
+                token_exchange,
                 basic_auth_encoding: spec
                     .basic_auth_encoding
                     .unwrap_or(preset.basic_auth_encoding),

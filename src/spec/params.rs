@@ -9,7 +9,7 @@ use crate::api::reason::Failure;
 /// Body parameters that only the dedicated fields may set (compared after trimming, ASCII
 /// case-folding and mapping `.`, spaces and `[` to `_`, since servers differ in how they read
 /// names: PHP, for one, turns `grant.type` into `grant_type`).
-pub const RESERVED_PARAMS: [&str; 7] = [
+pub const RESERVED_PARAMS: [&str; 12] = [
     "grant_type",
     "client_id",
     "client_secret",
@@ -17,6 +17,12 @@ pub const RESERVED_PARAMS: [&str; 7] = [
     "audience",
     "client_assertion",
     "client_assertion_type",
+    // Token exchange (RFC 8693 section 2.1): set from spec.tokenExchange, or never.
+    "subject_token",
+    "subject_token_type",
+    "requested_token_type",
+    "actor_token",
+    "actor_token_type",
 ];
 
 /// A parameter name as the most lenient server reads it.
@@ -38,7 +44,7 @@ pub fn extra_params(spec: &OAuthClientSpec) -> Result<BTreeMap<String, String>, 
     for name in extra_params.keys() {
         if RESERVED_PARAMS.contains(&canonical(name).as_str()) {
             return Err(Failure::invalid_spec(format!(
-                "spec.extraParams may not set {name:?}: the operator sets it from the dedicated field, clientAuthMethod or the credentials Secret"
+                "spec.extraParams may not set {name:?}: the operator sets it from the dedicated field, clientAuthMethod, spec.tokenExchange or the credentials Secret"
             )));
         }
         if name.is_empty() {

@@ -8,7 +8,7 @@
 //! the vendor has quirks. If the preset has a fixed token URL, add it to
 //! [`PROVIDERS_WITH_TOKEN_URL`](crate::api::crd::PROVIDERS_WITH_TOKEN_URL) as well.
 
-use crate::api::crd::{BasicAuthEncoding, ClientAuthMethod, Provider, RequestEncoding};
+use crate::api::crd::{BasicAuthEncoding, ClientAuthMethod, GrantType, Provider, RequestEncoding};
 
 /// The defaults a vendor preset supplies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +30,10 @@ pub struct Preset {
     /// The vendor refuses a request without `audience` (the API identifier it gave with the
     /// credentials): a spec without one is refused before any request.
     pub needs_audience: bool,
+    /// Default grant.
+    pub grant_type: GrantType,
+    /// Default subject token type of a token exchange (else the subject source's).
+    pub subject_token_type: Option<&'static str>,
     /// One line for the presets table of `docs/reference.md`.
     pub notes: &'static str,
 }
@@ -44,6 +48,8 @@ const fn row(provider: Provider) -> Preset {
         scopes: &[],
         client_id_in_body: false,
         needs_audience: false,
+        grant_type: GrantType::ClientCredentials,
+        subject_token_type: None,
         notes: "",
     }
 }
@@ -57,7 +63,7 @@ const MICROBILT: Preset = Preset {
 };
 
 /// Every preset, in the order of the contract.
-pub const PRESETS: [Preset; 10] = [
+pub const PRESETS: [Preset; 11] = [
     Preset {
         notes: "plain RFC 6749 section 4.4",
         ..row(Provider::Generic)
@@ -106,6 +112,17 @@ pub const PRESETS: [Preset; 10] = [
         ..row(Provider::EntraId)
     },
     row(Provider::Keycloak),
+    Preset {
+        token_url: Some("https://sts.googleapis.com/v1/token"),
+        client_auth_method: ClientAuthMethod::None,
+        scopes: &["https://www.googleapis.com/auth/cloud-platform"],
+        needs_audience: true,
+        grant_type: GrantType::TokenExchange,
+        // token_exchange::JWT_TOKEN_TYPE (a test checks it).
+        subject_token_type: Some("urn:ietf:params:oauth:token-type:jwt"),
+        notes: "token exchange (RFC 8693), no client authentication; subject token type jwt; scope cloud-platform; audience: the workload identity pool provider",
+        ..row(Provider::GcpSts)
+    },
 ];
 
 /// The preset row for a provider.
@@ -136,7 +153,8 @@ mod tests {
                 "auth0",
                 "okta",
                 "entra-id",
-                "keycloak"
+                "keycloak",
+                "gcp-sts"
             ]
         );
         // The CRD's provider enum lists exactly these names.
@@ -179,6 +197,7 @@ mod tests {
             (Provider::Okta, ClientSecretBasic, UrlEncoded, Form),
             (Provider::EntraId, ClientSecretPost, UrlEncoded, Form),
             (Provider::Keycloak, ClientSecretBasic, UrlEncoded, Form),
+            (Provider::GcpSts, ClientAuthMethod::None, UrlEncoded, Form),
         ];
         for (provider, auth, enc, body) in expect {
             let p = preset(provider);
@@ -201,6 +220,24 @@ mod tests {
         assert_eq!(
             preset(Provider::Microbilt).token_url,
             Some("https://api.microbilt.com/OAuth/GetAccessToken")
+        );
+        let sts = preset(Provider::GcpSts);
+        assert_eq!(sts.token_url, Some("https://sts.googleapis.com/v1/token"));
+        assert_eq!(sts.grant_type, GrantType::TokenExchange);
+        assert_eq!(
+            sts.subject_token_type,
+            Some(crate::spec::token_exchange::JWT_TOKEN_TYPE)
+        );
+        assert_eq!(
+            sts.scopes,
+            ["https://www.googleapis.com/auth/cloud-platform"]
+        );
+        assert!(sts.needs_audience);
+        assert!(
+            PRESETS
+                .iter()
+                .filter(|p| p.provider != Provider::GcpSts)
+                .all(|p| p.grant_type == GrantType::ClientCredentials)
         );
     }
 }

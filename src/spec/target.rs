@@ -9,7 +9,13 @@ use crate::api::reason::Failure;
 use crate::spec::template::{self, Template};
 
 /// Keys the managed Secret always has; `target.template` may not reuse them.
-pub const STANDARD_KEYS: [&str; 4] = ["access_token", "token_type", "expires_at", "scope"];
+pub const STANDARD_KEYS: [&str; 5] = [
+    "access_token",
+    "token_type",
+    "expires_at",
+    "scope",
+    "issued_token_type",
+];
 
 /// Secret types the managed Secret may have. Every other built-in type either makes the Secret
 /// something a Kubernetes component acts on (`kubernetes.io/service-account-token` is filled in

@@ -13,6 +13,7 @@
 //! * [`client_auth`]: private_key_jwt, client_secret_jwt, tls_client_auth;
 //! * [`service_accounts`]: ServiceAccountToken and where its tokens may go;
 //! * [`metrics_events`]: event notes, metrics counts, the `/metrics` endpoint;
+//! * [`token_exchange`]: RFC 8693 with each subject kind, against a strict exchange endpoint;
 //! * [`common`]: what they share.
 //!
 //! ## Where the tests came from
@@ -56,3 +57,4 @@ mod refresh;
 mod restore;
 mod service_accounts;
 mod slow_endpoints;
+mod token_exchange;

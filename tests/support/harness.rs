@@ -25,6 +25,16 @@ pub struct Options {
     pub ca_file: Option<oauth_token_operator::oauth::transport::trust::CaBundle>,
 }
 
+impl Options {
+    /// The defaults with `--allow-service-account-tokens`.
+    pub fn with_service_account_tokens() -> Options {
+        Options {
+            service_account_tokens: true,
+            ..Options::default()
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {

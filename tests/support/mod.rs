@@ -11,5 +11,6 @@ pub mod logs;
 pub mod mtls;
 pub mod process;
 pub mod proxy;
+pub mod sts;
 pub mod tls;
 pub mod vendors;

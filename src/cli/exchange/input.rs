@@ -15,10 +15,11 @@ use serde::Deserialize;
 use super::Outcome;
 use crate::api::crd::{CaBundleKind, CredentialsSecretRef, OAuthClient};
 use crate::api::reason::{Failure, Reason};
+use crate::base::Sensitive;
 use crate::cli::ExchangeArgs;
-use crate::oauth::credentials::{self, Credentials, Item, Origin, SecretData};
+use crate::oauth::credentials::{self, Credentials, Item, Origin, SecretData, Subject};
 use crate::oauth::transport::trust::{self, Trust};
-use crate::spec::ClientSettings;
+use crate::spec::{ClientSettings, SubjectSettings};
 
 pub fn read_input(args: &ExchangeArgs) -> Result<String, Outcome> {
     let path = &args.file;
@@ -244,6 +245,69 @@ pub fn credentials(
         crate::spec::client_auth_method(&client.spec),
         &source,
     )?)
+}
+
+/// The subject token of a token exchange: from `--subject-token-file`, else (a `secretRef`
+/// subject) from that Secret in the file; messages name the file or the key, never the token.
+/// `None` for client credentials (where `--subject-token-file` is refused).
+pub fn subject(
+    args: &ExchangeArgs,
+    settings: &ClientSettings,
+    secrets: &[FileSecret],
+) -> Result<Option<Subject>, Outcome> {
+    let Some(exchange) = &settings.exchange.token_exchange else {
+        if args.subject_token_file.is_some() || args.subject_token_type.is_some() {
+            return Err(Outcome::Input(
+                "--subject-token-file and --subject-token-type are for grantType TokenExchange; the file's client makes a client-credentials request".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let (bytes, origin) = match (&args.subject_token_file, &exchange.subject) {
+        (Some(path), _) => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                Outcome::Input(format!(
+                    "cannot read --subject-token-file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            (
+                Some(bytes),
+                format!("--subject-token-file {}", path.display()),
+            )
+        }
+        (None, SubjectSettings::Secret { name, key }) => {
+            let secret = secrets.iter().find(|s| s.metadata.name == *name);
+            let bytes = match secret {
+                Some(secret) => secret.bytes(key)?,
+                None => None,
+            };
+            (bytes, format!("key {key} of Secret {name}"))
+        }
+        (None, subject) => {
+            return Err(Failure::new(
+                Reason::CredentialsNotFound,
+                format!(
+                    "no subject token: the subject is {}, which this command cannot read; pass --subject-token-file",
+                    subject.describe()
+                ),
+            )
+            .into());
+        }
+    };
+    let text = credentials::value(bytes.as_deref(), Origin::Other(&origin), || {
+        Failure::new(
+            Reason::CredentialsNotFound,
+            format!(
+                "no subject token: pass --subject-token-file, or include the Secret ({origin}) in the file"
+            ),
+        )
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(Failure::new(Reason::CredentialsNotFound, format!("{origin} is empty")).into());
+    }
+    Ok(Some(Subject::Token(Sensitive::new(token.to_owned()))))
 }
 
 /// The files named on the command line, read once (a file that cannot be read is an input

@@ -90,8 +90,19 @@ fn run_inner(args: ExchangeArgs, warnings: &mut warnings::Warnings) -> Result<()
         // ServiceAccountToken here sends the JWT of --assertion-file; no token is requested.
         allow_service_account_tokens: true,
     };
-    let settings = ClientSettings::resolve(&file.client.spec, &policy)?;
+    let mut settings = ClientSettings::resolve(&file.client.spec, &policy)?;
+    if let (Some(exchange), Some(given)) = (
+        settings.exchange.token_exchange.as_mut(),
+        &args.subject_token_type,
+    ) {
+        exchange.subject_token_type =
+            crate::spec::token_exchange::uri("--subject-token-type", given)?;
+    }
     let credentials = input::credentials(&args, &file.client, &file.secrets)?;
+    let credentials = match input::subject(&args, &settings, &file.secrets)? {
+        Some(subject) => credentials.with_subject(subject),
+        None => credentials,
+    };
     for warning in warnings::placeholders(&credentials) {
         warnings.add(warning);
     }

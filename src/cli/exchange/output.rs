@@ -102,6 +102,7 @@ impl Stored {
             },
             "tokenType": token.token_type,
             "scope": token.scope,
+            "issuedTokenType": token.issued_token_type,
             "issuedAt": rfc3339(token.issued_at),
             "expiresAt": rfc3339(token.expires_at),
             "lifetimeSeconds": lifetime(token).as_secs(),

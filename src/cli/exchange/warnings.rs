@@ -109,6 +109,7 @@ mod tests {
     #[test]
     fn the_warning_names_the_credential_never_its_value() {
         let credentials = Credentials {
+            subject: None,
             client_id: "<client-id>".into(),
             proof: Proof::Secret(crate::base::Sensitive::new("YOUR_CLIENT_SECRET".into())),
         };

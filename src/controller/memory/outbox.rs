@@ -87,6 +87,7 @@ mod tests {
                 expires_at: issued_at + SignedDuration::from_secs(3600),
                 lifetime_source: LifetimeSource::ExpiresIn,
                 vendor_issued_at: None,
+                issued_token_type: None,
             },
             fingerprint: "fp".into(),
             settings: settings.clone(),

@@ -8,6 +8,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 
 use super::error::Error;
+use super::subject;
 use crate::api::crd::{ClientAuthMethod, OAuthClient};
 use crate::api::reason::Failure;
 use crate::controller::context::Context;
@@ -49,13 +50,58 @@ pub enum Source<'a> {
     Secret(&'a str),
     /// The ServiceAccount (ServiceAccountToken).
     ServiceAccount(&'a str),
+    /// No credentials: a public client (`None`, token exchange).
+    Public,
     /// Nowhere the spec names (an unusable spec).
     None,
+}
+
+/// Where the subject token of a token exchange comes from, as the watches see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubjectSource<'a> {
+    /// A key of this Secret.
+    Secret(&'a str),
+    /// A token of this ServiceAccount.
+    ServiceAccount(&'a str),
+    /// The managed Secret of this OAuthClient.
+    Client(&'a str),
+}
+
+/// Where the subject token of `client`'s token exchange comes from (`None`: it makes none).
+pub fn subject_source(client: &OAuthClient) -> Option<SubjectSource<'_>> {
+    let subject = &client.spec.token_exchange.as_ref()?.subject_token;
+    if let Some(sa) = &subject.service_account_token {
+        return Some(SubjectSource::ServiceAccount(&sa.service_account_name));
+    }
+    if let Some(other) = &subject.oauth_client_ref {
+        return Some(SubjectSource::Client(&other.name));
+    }
+    subject
+        .secret_ref
+        .as_ref()
+        .map(|s| SubjectSource::Secret(&s.name))
+}
+
+/// The resourceVersions of the credentials and of the subject token's object as one version:
+/// either changes it. Clients without a subject keep their credentials' version as it is.
+pub fn composed_version(own: Option<String>, subject: Option<Option<String>>) -> Option<String> {
+    match subject {
+        None => own,
+        Some(None) if own.is_none() => None,
+        Some(subject) => Some(format!(
+            "{}+{}",
+            own.as_deref().unwrap_or("-"),
+            subject.as_deref().unwrap_or("-")
+        )),
+    }
 }
 
 /// Where the credentials of `client` come from.
 pub fn source(client: &OAuthClient) -> Source<'_> {
     let spec = &client.spec;
+    if crate::spec::client_auth_method(spec) == ClientAuthMethod::None {
+        return Source::Public;
+    }
     if spec.client_auth_method == Some(ClientAuthMethod::ServiceAccountToken) {
         return spec
             .service_account_token
@@ -69,10 +115,47 @@ pub fn source(client: &OAuthClient) -> Source<'_> {
         .map_or(Source::None, |r| Source::Secret(&r.name))
 }
 
-/// Reads the credentials with one GET.
+/// Reads the credentials with one GET, and the subject token of a token exchange (one GET
+/// more, or a few along a chain of OAuthClients).
 pub async fn read(client: &OAuthClient, ctx: &Context) -> Result<Loaded, Error> {
+    let own = read_own(client, ctx).await?;
+    if client.spec.token_exchange.is_none() || own.credentials.is_err() {
+        return Ok(own);
+    }
+    let settings = match ClientSettings::resolve(&client.spec, &ctx.shared.policy) {
+        Ok(settings) => settings,
+        Err(failure) => return Ok(Loaded::unusable(failure)),
+    };
+    let Some(exchange) = &settings.exchange.token_exchange else {
+        return Ok(own);
+    };
+    let read = subject::read(client, ctx, &settings, &exchange.subject).await?;
+    Ok(Loaded {
+        resource_version: composed_version(own.resource_version, Some(read.resource_version)),
+        credentials: match (own.credentials, read.subject) {
+            (Ok(credentials), Ok(subject)) => Ok(credentials.with_subject(subject)),
+            (Err(failure), _) | (_, Err(failure)) => Err(failure),
+        },
+    })
+}
+
+/// Reads the client's own credentials with one GET (none for a public client).
+async fn read_own(client: &OAuthClient, ctx: &Context) -> Result<Loaded, Error> {
     let namespace = client.namespace().unwrap_or_default();
     let name = match source(client) {
+        Source::Public => {
+            return Ok(
+                match ClientSettings::resolve(&client.spec, &ctx.shared.policy) {
+                    Ok(_) => Loaded {
+                        resource_version: None,
+                        credentials: Ok(Credentials::public(
+                            client.spec.client_id.clone().unwrap_or_default(),
+                        )),
+                    },
+                    Err(failure) => Loaded::unusable(failure),
+                },
+            );
+        }
         Source::Secret(name) => name,
         Source::ServiceAccount(name) if ctx.shared.policy.allow_service_account_tokens => {
             return read_service_account(client, ctx, &namespace, name).await;

@@ -16,6 +16,9 @@ pub enum Error {
     /// Reading the ServiceAccount (ServiceAccountToken).
     #[error("reading the ServiceAccount: {0}")]
     ReadServiceAccount(#[source] kube::Error),
+    /// Reading the OAuthClient a token exchange's subject token comes from.
+    #[error("reading the OAuthClient of the subject token: {0}")]
+    ReadSubject(#[source] kube::Error),
     /// Reading the API server's issuer (ServiceAccountToken).
     #[error("reading the API server's issuer: {0}")]
     ReadIssuer(#[source] kube::Error),
@@ -41,6 +44,7 @@ impl Error {
             Error::ReadCredentials(_) => "read_credentials",
             Error::ReadCaBundle(_) => "read_ca_bundle",
             Error::ReadServiceAccount(_) => "read_service_account",
+            Error::ReadSubject(_) => "read_subject",
             Error::ReadIssuer(_) => "read_issuer",
             Error::RequestToken(_) => "request_token",
             Error::ReadSecret(_) => "read_secret",
@@ -62,6 +66,7 @@ mod tests {
             Error::ReadCredentials(e()),
             Error::ReadCaBundle(e()),
             Error::ReadServiceAccount(e()),
+            Error::ReadSubject(e()),
             Error::ReadIssuer(e()),
             Error::RequestToken(e()),
             Error::ReadSecret(e()),
@@ -78,6 +83,7 @@ mod tests {
                 "read_credentials",
                 "read_ca_bundle",
                 "read_service_account",
+                "read_subject",
                 "read_issuer",
                 "request_token",
                 "read_secret",

@@ -13,10 +13,10 @@ use super::trust::{self, LoadedTrust};
 use crate::api::crd::OAuthClient;
 use crate::api::reason::Failure;
 use crate::controller::context::Context;
-use crate::oauth::credentials::{Credentials, Proof};
+use crate::oauth::credentials::{Credentials, Proof, Subject};
 use crate::oauth::exchange;
 use crate::oauth::transport::HttpClient;
-use crate::spec::ClientSettings;
+use crate::spec::{ClientSettings, SubjectSettings};
 
 /// Everything an exchange needs, as loaded.
 #[derive(Debug)]
@@ -100,11 +100,27 @@ async fn prepare(
                 Requested::Issued(token) => Credentials {
                     client_id: credentials.client_id,
                     proof: Proof::Assertion(token),
+                    subject: credentials.subject,
                 },
                 Requested::Refused(failure) => return Ok(Ready::Refused(failure)),
             }
         }
         _ => credentials,
+    };
+    // A ServiceAccount subject: its token, requested now (after the client's own, if any).
+    let subject_account = match (&credentials.subject, &settings.exchange.token_exchange) {
+        (Some(Subject::ServiceAccount(_)), Some(exchange)) => match &exchange.subject {
+            SubjectSettings::ServiceAccount(sa) => Some(sa),
+            _ => None,
+        },
+        _ => None,
+    };
+    let credentials = match subject_account {
+        None => credentials,
+        Some(sa) => match service_account_token::request(ctx, namespace, sa).await? {
+            Requested::Issued(token) => credentials.with_subject(Subject::Token(token)),
+            Requested::Refused(failure) => return Ok(Ready::Refused(failure)),
+        },
     };
     let identity = exchange::identity(&settings.exchange, &credentials);
     let chosen = match identity {

@@ -27,6 +27,7 @@ mod record;
 mod retries;
 mod service_account_token;
 mod status;
+mod subject;
 mod trust;
 mod write;
 

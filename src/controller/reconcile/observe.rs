@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 
-use super::credentials::{self, Loaded, Source};
+use super::credentials::{self, Loaded, Source, SubjectSource};
 use super::error::Error;
 use crate::api::crd::{CaBundleKind, CaBundleRef, OAuthClient, OAuthClientStatus};
 use crate::api::keys::{MAC_ANNOTATION, REFRESH_REQUESTED_ANNOTATION};
@@ -206,28 +206,72 @@ fn link(client: &OAuthClient, ctx: &Context, key: &NamespacedName, target: &str)
     let source = credentials::source(client);
     let credentials = match source {
         Source::Secret(name) => Some(name),
-        Source::ServiceAccount(_) | Source::None => None,
+        Source::ServiceAccount(_) | Source::Public | Source::None => None,
     };
-    let secrets: Vec<&str> = credentials.into_iter().chain(secret_bundle).collect();
+    // The subject token's Secret: a Secret subject, or the managed Secret of the client whose
+    // token this one exchanges (as learned when that client was last read).
+    let subject = credentials::subject_source(client);
+    let learned = match subject {
+        Some(SubjectSource::Client(_)) => ctx.subject_secret(key),
+        _ => None,
+    };
+    let subject_client = match subject {
+        Some(SubjectSource::Client(name)) => Some(name),
+        _ => None,
+    };
+    let clients: Vec<&str> = subject_client.into_iter().collect();
+    ctx.client_refs.link_all(key, &clients);
+    let subject_secret = match subject {
+        Some(SubjectSource::Secret(name)) => Some(name),
+        Some(SubjectSource::Client(_)) => learned.as_deref(),
+        _ => None,
+    };
+    let secrets: Vec<&str> = credentials
+        .into_iter()
+        .chain(secret_bundle)
+        .chain(subject_secret)
+        .collect();
     ctx.references.link_all(key, &secrets);
     let maps: Vec<&str> = map_bundle.into_iter().collect();
     ctx.config_map_references.link_all(key, &maps);
     ctx.references.link_target(key, target);
-    match source {
-        Source::Secret(name) => {
-            ctx.service_account_refs.unlink(key);
-            ctx.secrets.resource_version(&key.namespace, name)
+    let own_account = match source {
+        Source::ServiceAccount(name) => Some(name),
+        _ => None,
+    };
+    let subject_account = match subject {
+        Some(SubjectSource::ServiceAccount(name)) => Some(name),
+        _ => None,
+    };
+    let accounts: Vec<&str> = own_account.into_iter().chain(subject_account).collect();
+    ctx.service_account_refs.link_all(key, &accounts);
+    let account_version = |name: &str| {
+        ctx.service_accounts
+            .as_ref()
+            .and_then(|index| index.resource_version(&key.namespace, name))
+    };
+    let own = match source {
+        Source::Secret(name) => ctx.secrets.resource_version(&key.namespace, name),
+        Source::ServiceAccount(name) => account_version(name),
+        Source::Public | Source::None => None,
+    };
+    let secret_version =
+        || subject_secret.and_then(|name| ctx.secrets.resource_version(&key.namespace, name));
+    let subject = subject.map(|subject| match subject {
+        SubjectSource::ServiceAccount(name) => account_version(name),
+        SubjectSource::Secret(_) => secret_version(),
+        // The referenced client's own version (it appears, becomes Ready, ...) and its
+        // managed Secret's.
+        SubjectSource::Client(name) => {
+            let client = ctx.subject_client_version(&NamespacedName::new(&key.namespace, name));
+            Some(format!(
+                "{}/{}",
+                client.as_deref().unwrap_or("-"),
+                secret_version().as_deref().unwrap_or("-")
+            ))
         }
-        Source::ServiceAccount(name) => {
-            ctx.service_account_refs.link(key, name);
-            let index = ctx.service_accounts.as_ref()?;
-            index.resource_version(&key.namespace, name)
-        }
-        Source::None => {
-            ctx.service_account_refs.unlink(key);
-            None
-        }
-    }
+    });
+    credentials::composed_version(own, subject)
 }
 
 /// The resourceVersion of the object `reference` names, as the watch caches show it.

@@ -91,7 +91,7 @@ impl Outputs {
                     verified,
                     exchanged_at,
                 });
-                Acted::Attempted(attempt)
+                Acted::Attempted(*attempt)
             }
             Stored::Refused { failure, kept } => {
                 if let Some(kept) = kept {

@@ -41,7 +41,7 @@ pub enum Stored {
     /// The managed Secret holds the token.
     Written {
         /// The attempt, as the settle step sees it.
-        attempt: Attempt,
+        attempt: Box<Attempt>,
         /// The write.
         record: WriteRecord,
         /// The stored token's fingerprint, checked by construction.
@@ -101,12 +101,13 @@ pub async fn store(
         expires_at: truncate_to_seconds(token.expires_at),
         token_type: token.token_type.clone(),
         scope: token.scope.clone(),
+        issued_token_type: token.issued_token_type.clone(),
     };
     let absent = seen.secret == SecretState::Absent;
     let failure = match create_and_apply(client, ctx, seen, &body, absent).await {
         Ok(Created::Applied(record)) => {
             return Stored::Written {
-                attempt,
+                attempt: Box::new(attempt),
                 record,
                 verified: Verified {
                     credentials_rv: pending.credentials_rv.clone(),

@@ -18,6 +18,7 @@ pub(super) fn settle(out: &mut Settling<'_, '_>, attempt: &Attempt) -> Timestamp
         expires_at,
         token_type,
         scope,
+        issued_token_type,
     } = attempt
     else {
         unreachable!("called for an issued token only");
@@ -40,6 +41,7 @@ pub(super) fn settle(out: &mut Settling<'_, '_>, attempt: &Attempt) -> Timestamp
     status.next_refresh_at = Some(rfc3339(ceil_second(next)));
     status.token_type = Some(token_type.clone());
     status.scope = scope.clone();
+    status.issued_token_type = issued_token_type.clone();
     status.consecutive_failures = Some(0);
     out.ready(*expires_at, Some(next));
     let succeeded = format!("Latest exchange succeeded at {}", rfc3339(*issued_at));

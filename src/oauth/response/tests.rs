@@ -1477,6 +1477,7 @@ fn an_echoed_key_or_assertion_is_scrubbed_from_every_kind_of_message() {
     use crate::oauth::credentials::{Credentials, Proof};
     let e = exposed();
     let with = |proof| Credentials {
+        subject: None,
         client_id: "client-id".into(),
         proof,
     };

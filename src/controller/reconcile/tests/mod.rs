@@ -228,7 +228,10 @@ impl Fixture {
             config_map_references: References::default(),
             service_accounts: None,
             service_account_refs: References::default(),
+            client_refs: References::default(),
             secrets_synced: tokio::sync::watch::channel(true).1,
+            subject_secrets: Default::default(),
+            subject_clients: Default::default(),
             scope,
         };
         Fixture {
@@ -328,6 +331,7 @@ pub(super) fn token(clock: &ManualClock, value: &str) -> crate::oauth::response:
         expires_at: now + jiff::SignedDuration::from_secs(3600),
         lifetime_source: crate::oauth::response::LifetimeSource::ExpiresIn,
         vendor_issued_at: None,
+        issued_token_type: None,
     }
 }
 

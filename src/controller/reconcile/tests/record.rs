@@ -66,6 +66,7 @@ async fn a_written_token_is_remembered_the_outbox_emptied_and_failures_forgotten
         expires_at: at,
         token_type: "Bearer".into(),
         scope: None,
+        issued_token_type: None,
     };
     let learned = learned(&KEY, &seen, outputs, Some((&attempt, &settled(None))));
     assert!(matches!(&learned.caches.trusted_rv, Change::Set(rv) if rv == "9"));

@@ -1,0 +1,262 @@
+//! The subject token of a token exchange (RFC 8693), read with the credentials: the key of a
+//! Secret, another OAuthClient's current token (its managed Secret, as the operator sealed it,
+//! while that client is Ready; a reference cycle is `InvalidSpec`), or a ServiceAccount that
+//! opted in (its token is requested only once the exchange is admitted, in the inputs step).
+//! Every message names where the token comes from, never the token.
+
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::ResourceExt;
+use kube::api::Api;
+
+use super::error::Error;
+use crate::api::conditions::READY;
+use crate::api::crd::OAuthClient;
+use crate::api::name::NamespacedName;
+use crate::api::reason::{Failure, Reason};
+use crate::base::Sensitive;
+use crate::controller::context::Context;
+use crate::decide::managed_secret;
+use crate::oauth::credentials::{self, Origin, Subject};
+use crate::output::secret;
+use crate::spec::{ClientSettings, SubjectSettings};
+
+/// Longest chain of `oauthClientRef`s followed when looking for a cycle.
+pub const MAX_CHAIN: usize = 16;
+
+/// The subject as read, and the resourceVersion of the object it was read from.
+#[derive(Debug)]
+pub struct ReadSubject {
+    /// resourceVersion of the Secret (a Secret subject, or the referenced client's managed
+    /// Secret) or the ServiceAccount; `None` when there is none.
+    pub resource_version: Option<String>,
+    /// The subject, or why there is none to send.
+    pub subject: Result<Subject, Failure>,
+}
+
+impl ReadSubject {
+    fn failed(failure: Failure) -> Self {
+        ReadSubject {
+            resource_version: None,
+            subject: Err(failure),
+        }
+    }
+}
+
+/// Reads the subject of `client`'s token exchange (`settings` resolved from its spec).
+pub async fn read(
+    client: &OAuthClient,
+    ctx: &Context,
+    settings: &ClientSettings,
+    subject: &SubjectSettings,
+) -> Result<ReadSubject, Error> {
+    let namespace = client.namespace().unwrap_or_default();
+    match subject {
+        SubjectSettings::Secret { name, key } => read_secret(ctx, &namespace, name, key).await,
+        SubjectSettings::Client(name) => read_client(client, ctx, &namespace, name).await,
+        SubjectSettings::ServiceAccount(sa) => {
+            let api: Api<ServiceAccount> = Api::namespaced(ctx.shared.kube.clone(), &namespace);
+            let meta = api
+                .get_metadata_opt(&sa.name)
+                .await
+                .map_err(Error::ReadServiceAccount)?;
+            let grant = credentials::service_account_grant(
+                &sa.name,
+                &sa.audience,
+                &settings.exchange.token_url,
+                &namespace,
+                meta.as_ref().map(|m| m.annotations()),
+            );
+            Ok(ReadSubject {
+                resource_version: meta.as_ref().and_then(|m| m.resource_version()),
+                subject: grant.map(Subject::ServiceAccount),
+            })
+        }
+    }
+}
+
+/// The key of a Secret of the namespace.
+async fn read_secret(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<ReadSubject, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.shared.kube.clone(), namespace);
+    let Some(found) = api.get_opt(name).await.map_err(Error::ReadCredentials)? else {
+        return Ok(ReadSubject::failed(Failure::new(
+            Reason::CredentialsNotFound,
+            format!(
+                "Secret {name} (spec.tokenExchange.subjectToken.secretRef) not found in namespace {namespace}"
+            ),
+        )));
+    };
+    let data = found.data.clone().unwrap_or_default();
+    let token = token_value(data.get(key).map(|v| v.0.as_slice()), name, key);
+    Ok(ReadSubject {
+        resource_version: found.resource_version(),
+        subject: token.map(Subject::Token),
+    })
+}
+
+/// A subject token as a Secret holds it: present, not empty, UTF-8, without surrounding
+/// whitespace (a file written with a trailing newline works).
+fn token_value(bytes: Option<&[u8]>, name: &str, key: &str) -> Result<Sensitive<String>, Failure> {
+    let origin = Origin::Key { secret: name, key };
+    let text = credentials::value(bytes, origin, || {
+        Failure::new(
+            Reason::CredentialsNotFound,
+            format!("Secret {name} has no key {key} (the subject token)"),
+        )
+    })?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(Failure::new(
+            Reason::CredentialsNotFound,
+            format!("{origin} is empty"),
+        ));
+    }
+    Ok(Sensitive::new(trimmed.to_owned()))
+}
+
+/// Another OAuthClient's current token: the chain of references is followed first (a cycle is
+/// `InvalidSpec`), then the client must be Ready and its managed Secret intact and unexpired.
+async fn read_client(
+    client: &OAuthClient,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<ReadSubject, Error> {
+    let api: Api<OAuthClient> = Api::namespaced(ctx.shared.kube.clone(), namespace);
+    let own = client.name_any();
+    let mut chain = vec![own.clone()];
+    let mut next = Some(name.to_owned());
+    let mut referenced: Option<OAuthClient> = None;
+    while let Some(current) = next.take() {
+        if chain.contains(&current) {
+            chain.push(current);
+            return Ok(ReadSubject::failed(Failure::invalid_spec(format!(
+                "spec.tokenExchange.subjectToken.oauthClientRef: the references form a cycle ({}), so no client in it can ever have a token",
+                chain.join(" -> ")
+            ))));
+        }
+        if chain.len() > MAX_CHAIN {
+            return Ok(ReadSubject::failed(Failure::invalid_spec(format!(
+                "spec.tokenExchange.subjectToken.oauthClientRef: the chain of references is longer than {MAX_CHAIN} clients"
+            ))));
+        }
+        let Some(found) = api.get_opt(&current).await.map_err(Error::ReadSubject)? else {
+            if referenced.is_none() {
+                return Ok(ReadSubject::failed(Failure::new(
+                    Reason::CredentialsNotFound,
+                    format!(
+                        "OAuthClient {current} (spec.tokenExchange.subjectToken.oauthClientRef) not found in namespace {namespace}"
+                    ),
+                )));
+            }
+            // Further down the chain: that client says so itself.
+            break;
+        };
+        next = found
+            .spec
+            .token_exchange
+            .as_ref()
+            .and_then(|e| e.subject_token.oauth_client_ref.as_ref())
+            .map(|r| r.name.clone());
+        chain.push(current);
+        if referenced.is_none() {
+            referenced = Some(found);
+        }
+    }
+    let referenced = referenced.expect("the first client was found");
+    let target = referenced
+        .status
+        .as_ref()
+        .and_then(|s| s.secret_name.clone())
+        .unwrap_or_else(|| secret::target_name(&referenced));
+    ctx.learn_subject_secret(&NamespacedName::of(&client.metadata), &target);
+    if let Some(failure) = not_ready(&referenced, name) {
+        return Ok(ReadSubject::failed(failure));
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.shared.kube.clone(), namespace);
+    let read = secrets.get_opt(&target).await.map_err(Error::ReadSecret)?;
+    // As the observe step composes it: the referenced client's version as the watch showed it,
+    // and its managed Secret's.
+    let noted = ctx.subject_client_version(&NamespacedName::new(namespace, name));
+    let resource_version = Some(format!(
+        "{}/{}",
+        noted.as_deref().unwrap_or("-"),
+        read.as_ref()
+            .and_then(|s| s.resource_version())
+            .as_deref()
+            .unwrap_or("-")
+    ));
+    let status = referenced.status.clone().unwrap_or_default();
+    let intact = read.as_ref().and_then(|s| {
+        managed_secret::inspect(s, &referenced, &ctx.shared.seal_keys, &status).intact_token
+    });
+    let now = ctx.shared.clock.now();
+    let subject = match intact {
+        Some(intact) if intact.token.expires_at > now => {
+            Ok(Subject::Token(intact.token.access_token))
+        }
+        Some(_) => Err(Failure::new(
+            Reason::TokenExpired,
+            format!("the token of OAuthClient {name} (the subject token) has expired"),
+        )),
+        None => Err(Failure::new(
+            Reason::TokenExpired,
+            format!(
+                "OAuthClient {name} (the subject token) has no intact token in its managed Secret {target}"
+            ),
+        )),
+    };
+    Ok(ReadSubject {
+        resource_version,
+        subject,
+    })
+}
+
+/// Why the referenced client's token cannot be used now, if it cannot: it is not Ready.
+fn not_ready(referenced: &OAuthClient, name: &str) -> Option<Failure> {
+    let ready = referenced
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
+    match ready {
+        Some(c) if c.status == "True" => None,
+        Some(c) => Some(Failure::new(
+            Reason::TokenExpired,
+            format!(
+                "OAuthClient {name} (the subject token) is not Ready ({}); no token exchange is made until it is",
+                c.reason
+            ),
+        )),
+        None => Some(Failure::new(
+            Reason::TokenExpired,
+            format!(
+                "OAuthClient {name} (the subject token) has no token yet; no token exchange is made until it is Ready"
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subject_token_in_a_secret_is_trimmed_and_never_shown() {
+        let token = token_value(Some(b"eyJ.abc.def\n"), "idp", "token").unwrap();
+        assert_eq!(token.expose(), "eyJ.abc.def");
+        let missing = token_value(None, "idp", "token").unwrap_err();
+        assert_eq!(missing.reason, Reason::CredentialsNotFound);
+        assert!(missing.message.contains("has no key token"));
+        let blank = token_value(Some(b" \n"), "idp", "token").unwrap_err();
+        assert_eq!(blank.reason, Reason::CredentialsNotFound);
+        assert_eq!(blank.message, "key token of Secret idp is empty");
+        let binary = token_value(Some(&[0xff, 0xfe, b's', b'e', b'c']), "idp", "token");
+        let binary = binary.unwrap_err();
+        assert_eq!(binary.reason, Reason::InvalidCredentials);
+        assert!(!binary.message.contains("sec"));
+    }
+}
