@@ -388,3 +388,80 @@ fn client_authentication_refusals(creds: &Value, sa: &Value) -> Vec<(Value, &'st
         ),
     ]
 }
+
+#[tokio::test]
+async fn the_schema_holds_the_token_exchange_rules() {
+    let Some(cluster) = cluster("the_schema_holds_the_token_exchange_rules").await else {
+        return;
+    };
+    let ns = cluster.namespace("schema-exchange").await;
+    let clients: Api<OAuthClient> = Api::namespaced(cluster.client().await, &ns);
+    let secret = json!({"subjectToken": {"secretRef": {"name": "ci-token", "key": "token"}}});
+    let chained = json!({"subjectToken": {"oauthClientRef": {"name": "first"}},
+        "requestedTokenType": "urn:ietf:params:oauth:token-type:access_token",
+        "resources": ["https://a.example/", "https://b.example/"]});
+    let sa = json!({"subjectToken": {"serviceAccountToken": {"serviceAccountName": "ci", "audience": "sts"}}});
+    let public = |exchange: &Value| {
+        json!({"tokenUrl": URL, "grantType": "TokenExchange", "clientAuthMethod": "None",
+            "tokenExchange": exchange})
+    };
+    let accepted = vec![
+        json!({"provider": "gcp-sts", "audience": "//iam.googleapis.com/x", "tokenExchange": secret}),
+        public(&chained),
+        public(&sa),
+        json!({"tokenUrl": URL, "grantType": "TokenExchange", "credentialsSecretRef": {"name": "creds"},
+            "tokenExchange": secret}),
+    ];
+    assert_accepted(&clients, "exchange", accepted).await;
+    let refused = vec![
+        (
+            public(&json!({"subjectToken": {}})),
+            "must set exactly one of serviceAccountToken, oauthClientRef, secretRef",
+        ),
+        (
+            public(
+                &json!({"subjectToken": {"secretRef": {"name": "a", "key": "k"},
+                "oauthClientRef": {"name": "b"}}}),
+            ),
+            "must set exactly one of",
+        ),
+        (
+            json!({"tokenUrl": URL, "credentialsSecretRef": {"name": "creds"}, "tokenExchange": secret}),
+            "spec.tokenExchange is required with grantType TokenExchange and not allowed otherwise",
+        ),
+        (
+            json!({"tokenUrl": URL, "grantType": "TokenExchange", "credentialsSecretRef": {"name": "creds"}}),
+            "spec.tokenExchange is required with grantType TokenExchange",
+        ),
+        (
+            json!({"tokenUrl": URL, "clientAuthMethod": "None"}),
+            "clientAuthMethod None is only allowed with grantType TokenExchange",
+        ),
+        (
+            json!({"tokenUrl": URL, "grantType": "TokenExchange", "clientAuthMethod": "None",
+                "credentialsSecretRef": {"name": "creds"}, "tokenExchange": secret}),
+            "must be absent with clientAuthMethod None",
+        ),
+        (
+            json!({"provider": "gcp-sts", "audience": "a", "credentialsSecretRef": {"name": "creds"},
+                "tokenExchange": secret}),
+            "must be absent with clientAuthMethod None",
+        ),
+        (
+            json!({"provider": "gcp-sts", "audience": "a"}),
+            "spec.tokenExchange is required with grantType TokenExchange",
+        ),
+        (
+            public(
+                &json!({"subjectToken": {"serviceAccountToken": {"serviceAccountName": "ci",
+                "audience": "sts", "expirationSeconds": 86400}}}),
+            ),
+            "expirationSeconds",
+        ),
+        (
+            public(&json!({"subjectToken": {"oauthClientRef": {"name": "../x"}}})),
+            "must be an object name",
+        ),
+    ];
+    assert_refused(&clients, refused).await;
+}

@@ -223,3 +223,152 @@ async fn the_api_servers_own_audiences_are_learned_at_start_and_refused() {
     drop(operator);
     assert_operator_never_refused(&cluster, &install.user());
 }
+
+/// Token exchange (RFC 8693) with a ServiceAccount subject minted by the real API server: the
+/// exchange endpoint verifies it against `/openid/v1/jwks`; a second client exchanges the
+/// first one's token (chaining); an audience the API server accepts is refused with no
+/// TokenRequest; a restarted operator sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_exchange_subjects_minted_by_the_real_api_server() {
+    use crate::support::sts::{
+        ACCESS_TOKEN_TYPE, ClientAuth, JWT_TYPE, Policy, StsServer, Subjects,
+    };
+    let test = "token_exchange_subjects_minted_by_the_real_api_server";
+    let Some(cluster) = cluster(test).await else {
+        return;
+    };
+    let Some(plane) = cluster.local_or_skip(test) else {
+        return;
+    };
+    let client = cluster.client().await;
+    let ns = cluster.namespace("token-exchange").await;
+    let pool =
+        "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/k/providers/k";
+    let sts = StsServer::start(Policy {
+        client: ClientAuth::Public,
+        subject_token_type: JWT_TYPE.into(),
+        audience: Some(pool.into()),
+        subjects: Subjects::ServiceAccount {
+            issuer: plane.issuer.clone(),
+            key: jwks_key(&plane).await,
+            audience: pool.into(),
+            subject: format!("system:serviceaccount:{ns}:ci"),
+        },
+    })
+    .await;
+    let issued = std::sync::Arc::new(sts);
+    let first = issued.clone();
+    let chained = StsServer::start(Policy {
+        client: ClientAuth::Public,
+        subject_token_type: ACCESS_TOKEN_TYPE.into(),
+        audience: None,
+        subjects: Subjects::IssuedBy(std::sync::Arc::new(move || first.issued())),
+    })
+    .await;
+    let origin = url::Url::parse(&issued.url())
+        .unwrap()
+        .origin()
+        .ascii_serialization();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "ci", "annotations": {
+            "oauth.token-operator.dev/token-audiences": format!("{pool},{}", plane.issuer),
+            "oauth.token-operator.dev/token-endpoints": origin,
+        }}}))
+        .unwrap();
+    accounts
+        .create(&Default::default(), &account)
+        .await
+        .unwrap();
+    let spawn = |name: &str| {
+        spawn_with(
+            crate::support::process::BIN,
+            &cluster.kubeconfig,
+            &[
+                "--allow-service-account-tokens",
+                &format!("--namespaces={ns}"),
+            ],
+            name,
+            &[("POD_NAMESPACE", ns.as_str())],
+        )
+    };
+    let operator = spawn("token-exchange-0");
+    let exchange = |url: &str, audience: Option<&str>, subject: Value| {
+        let mut spec = json!({"tokenUrl": url, "grantType": "TokenExchange",
+            "clientAuthMethod": "None", "tokenExchange": {"subjectToken": subject}});
+        if let Some(audience) = audience {
+            spec["audience"] = audience.into();
+        }
+        spec
+    };
+    let sa = |audience: &str| json!({"serviceAccountToken": {"serviceAccountName": "ci", "audience": audience}});
+    oauth_client(
+        &client,
+        &ns,
+        "gcp",
+        exchange(&issued.url(), Some(pool), sa(pool)),
+    )
+    .await;
+    let object = wait_ready(&client, &ns, "gcp", "True", "TokenIssued", Some(&operator)).await;
+    assert_eq!(issued.count(), 1, "one exchange, its subject verified");
+    assert_eq!(object["status"]["issuedTokenType"], ACCESS_TOKEN_TYPE);
+    oauth_client(
+        &client,
+        &ns,
+        "chained",
+        exchange(
+            &chained.url(),
+            None,
+            json!({"oauthClientRef": {"name": "gcp"}}),
+        ),
+    )
+    .await;
+    wait_ready(
+        &client,
+        &ns,
+        "chained",
+        "True",
+        "TokenIssued",
+        Some(&operator),
+    )
+    .await;
+    assert_eq!(chained.count(), 1);
+    // The API server's own audience, although the ServiceAccount lists it: refused.
+    oauth_client(
+        &client,
+        &ns,
+        "cluster-audience",
+        exchange(&issued.url(), Some(pool), sa(&plane.issuer)),
+    )
+    .await;
+    wait_ready(
+        &client,
+        &ns,
+        "cluster-audience",
+        "False",
+        "ServiceAccountTokenDenied",
+        Some(&operator),
+    )
+    .await;
+    assert_eq!(issued.count(), 1);
+    let minted = plane
+        .audit_events()
+        .into_iter()
+        .filter(|e| {
+            e.resource == "serviceaccounts" && e.subresource == "token" && e.namespace == ns
+        })
+        .count();
+    assert_eq!(minted, 1, "one TokenRequest, none for the refused audience");
+    drop(operator);
+
+    // A restart reuses both tokens.
+    let again = spawn("token-exchange-1");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        (issued.count(), chained.count()),
+        (1, 1),
+        "{}",
+        again.text()
+    );
+    drop(again);
+}

@@ -98,8 +98,9 @@ fn run_inner(args: ExchangeArgs, warnings: &mut warnings::Warnings) -> Result<()
         exchange.subject_token_type =
             crate::spec::token_exchange::uri("--subject-token-type", given)?;
     }
+    let subject = input::subject(&args, &settings, &file.secrets)?;
     let credentials = input::credentials(&args, &file.client, &file.secrets)?;
-    let credentials = match input::subject(&args, &settings, &file.secrets)? {
+    let credentials = match subject {
         Some(subject) => credentials.with_subject(subject),
         None => credentials,
     };

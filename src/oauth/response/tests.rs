@@ -1496,3 +1496,47 @@ fn an_echoed_key_or_assertion_is_scrubbed_from_every_kind_of_message() {
         &[e.signed.expose(), &s1],
     );
 }
+
+#[test]
+fn issued_token_type_is_kept_when_it_is_visible_ascii_of_at_most_1_kib() {
+    let t = ok(
+        200,
+        &token_body(
+            "abcd",
+            r#","issued_token_type":" urn:ietf:params:oauth:token-type:access_token ","token_type":"N_A""#,
+        ),
+    );
+    assert_eq!(
+        t.issued_token_type.as_deref(),
+        Some("urn:ietf:params:oauth:token-type:access_token")
+    );
+    assert_eq!(t.token_type, "N_A");
+    // Absent, empty or not a string: none.
+    for extra in [
+        "",
+        r#","issued_token_type":"""#,
+        r#","issued_token_type":7"#,
+    ] {
+        assert_eq!(ok(200, &token_body("abcd", extra)).issued_token_type, None);
+    }
+    // Hostile values are refused before anything is stored.
+    let long = "u".repeat(MAX_TOKEN_TYPE + 1);
+    let f = fail(
+        200,
+        &[],
+        &token_body("abcd", &format!(r#","issued_token_type":"{long}""#)),
+    );
+    assert_eq!(f.reason, Reason::InvalidResponse);
+    assert!(
+        f.message.contains("issued_token_type is 1025 bytes"),
+        "{}",
+        f.message
+    );
+    let f = fail(
+        200,
+        &[],
+        &token_body("abcd", r#","issued_token_type":"urn:x\nSet-Cookie: a""#),
+    );
+    assert_eq!(f.reason, Reason::InvalidResponse);
+    assert!(f.message.contains("issued_token_type"), "{}", f.message);
+}
