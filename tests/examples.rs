@@ -82,6 +82,8 @@ async fn every_example_oauthclient_passes_the_crd_and_resolves() {
     );
     with("okta-private-key-jwt.yaml", ClientAuthMethod::PrivateKeyJwt);
     with("mtls-cert-manager.yaml", ClientAuthMethod::TlsClientAuth);
+    with("gcp-workload-identity.yaml", ClientAuthMethod::None);
+    with("token-exchange-chain.yaml", ClientAuthMethod::None);
 }
 
 /// The README and every page under `docs/`, as one text.
