@@ -96,7 +96,8 @@ async fn prepare(
 ) -> Result<Ready, Error> {
     let credentials = match (&credentials.proof, &settings.exchange.service_account) {
         (Proof::ServiceAccount(_), Some(service_account)) => {
-            match service_account_token::request(ctx, namespace, service_account).await? {
+            let field = "spec.serviceAccountToken";
+            match service_account_token::request(ctx, namespace, service_account, field).await? {
                 Requested::Issued(token) => Credentials {
                     client_id: credentials.client_id,
                     proof: Proof::Assertion(token),
@@ -117,7 +118,14 @@ async fn prepare(
     };
     let credentials = match subject_account {
         None => credentials,
-        Some(sa) => match service_account_token::request(ctx, namespace, sa).await? {
+        Some(sa) => match service_account_token::request(
+            ctx,
+            namespace,
+            sa,
+            "spec.tokenExchange.subjectToken.serviceAccountToken",
+        )
+        .await?
+        {
             Requested::Issued(token) => credentials.with_subject(Subject::Token(token)),
             Requested::Refused(failure) => return Ok(Ready::Refused(failure)),
         },

@@ -26,11 +26,13 @@ pub enum Requested {
 }
 
 /// A new token of the ServiceAccount for the settings' audience and lifetime, unless the
-/// audience is the API server's own or the TokenRequest is refused.
+/// audience is the API server's own or the TokenRequest is refused (`field`: where the spec
+/// names the ServiceAccount, for messages).
 pub async fn request(
     ctx: &Context,
     namespace: &str,
     settings: &ServiceAccountSettings,
+    field: &str,
 ) -> Result<Requested, Error> {
     let answer = ctx.shared.issuer.get(&ctx.shared.kube).await;
     let issuer = match answer.map_err(Error::ReadIssuer)? {
@@ -41,7 +43,7 @@ pub async fn request(
         return Ok(Requested::Refused(Failure::new(
             Reason::ServiceAccountTokenDenied,
             format!(
-                "spec.serviceAccountToken.audience {} is accepted by the Kubernetes API server itself (its issuer, kubernetes.default.svc, its own audiences or --refused-token-audiences): a token for it would let the token endpoint act as ServiceAccount {} towards the cluster, so none is requested",
+                "{field}.audience {} is accepted by the Kubernetes API server itself (its issuer, kubernetes.default.svc, its own audiences or --refused-token-audiences): a token for it would let the token endpoint act as ServiceAccount {} towards the cluster, so none is requested",
                 settings.audience, settings.name
             ),
         )));
