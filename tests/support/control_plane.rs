@@ -372,19 +372,34 @@ fn run_tool(name: &str, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Outp
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{name}: {e}"));
+    // The pipes are read while the tool runs: one that prints more than a pipe holds (64 KiB:
+    // `kubectl get crd -o json` of the CRD) would otherwise wait for a reader for ever.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<_>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<_>));
     let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
             panic!("{name} {args:?} did not finish within two minutes");
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().unwrap();
+    };
     Output {
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        success: status.success(),
+        stdout: String::from_utf8_lossy(&stdout.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr.join().unwrap()).into_owned(),
     }
 }
 
