@@ -68,11 +68,11 @@ pub const PROVIDERS_WITH_TOKEN_URL: [&str; 5] = [
     },
     {
         "rule": "!(has(self.clientAuthMethod) ? self.clientAuthMethod == 'None' : (has(self.provider) && self.provider == 'gcp-sts')) || !has(self.credentialsSecretRef)",
-        "message": "spec.credentialsSecretRef must be absent with clientAuthMethod None (a public client sends no credentials)"
+        "message": "spec.credentialsSecretRef must be absent with clientAuthMethod None (a public client sends no credentials; None is the gcp-sts preset's default: set clientAuthMethod to authenticate)"
     },
     {
-        "rule": "!has(self.clientAuthMethod) || self.clientAuthMethod != 'None' || (has(self.grantType) ? self.grantType == 'TokenExchange' : (has(self.provider) && self.provider == 'gcp-sts'))",
-        "message": "clientAuthMethod None is only allowed with grantType TokenExchange"
+        "rule": "!(has(self.clientAuthMethod) ? self.clientAuthMethod == 'None' : (has(self.provider) && self.provider == 'gcp-sts')) || (has(self.grantType) ? self.grantType == 'TokenExchange' : (has(self.provider) && self.provider == 'gcp-sts'))",
+        "message": "clientAuthMethod None (the gcp-sts preset's default) is only allowed with grantType TokenExchange"
     },
     {
         "rule": "(has(self.grantType) ? self.grantType == 'TokenExchange' : (has(self.provider) && self.provider == 'gcp-sts')) == has(self.tokenExchange)",
@@ -110,7 +110,7 @@ pub struct OAuthClientSpec {
     pub provider: Provider,
 
     /// Token endpoint URL. Required unless the preset has a fixed URL (microboxlabs, microbilt,
-    /// microbilt-sandbox, iotspot). Must be https:// unless the operator runs with
+    /// microbilt-sandbox, iotspot, gcp-sts). Must be https:// unless the operator runs with
     /// --allow-insecure-http.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
@@ -533,8 +533,8 @@ pub const DEFAULT_EXPIRATION_SECONDS: i64 = 600;
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceAccountTokenSource {
-    /// ServiceAccount in the same namespace whose token is the client assertion. It must opt
-    /// in: its annotation oauth.token-operator.dev/token-audiences lists the audiences it
+    /// ServiceAccount in the same namespace whose token is used (the client assertion, or the
+    /// subject token of a token exchange). It must opt in: its annotation oauth.token-operator.dev/token-audiences lists the audiences it
     /// allows, and oauth.token-operator.dev/token-endpoints the origins (scheme://host[:port])
     /// of the token endpoints its tokens may be sent to (both comma-separated).
     #[schemars(length(min = 1, max = 253), extend("x-kubernetes-validations" = [dns_subdomain_rule()]))]

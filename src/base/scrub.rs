@@ -129,6 +129,9 @@ impl Scrubber<'static> {
         }
         self.excerpts &= long_enough(token);
         self.add_jwt(Cow::Owned(token.to_owned()));
+        for engine in [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD] {
+            self.push(Cow::Owned(engine.encode(token)));
+        }
         self.order();
         self
     }
@@ -171,6 +174,15 @@ impl<'a> Scrubber<'a> {
         scrubber.add_jwt(Cow::Borrowed(jwt));
         scrubber.order();
         scrubber
+    }
+
+    /// Whether `text` holds, in any form this scrubber knows, a value of at least
+    /// [`MIN_SCRUBBABLE_LEN`] characters (a value an answer may not carry outside its token: a
+    /// `token_type` or `scope` that echoes the client secret or the subject token).
+    pub fn holds_secret(&self, text: &str) -> bool {
+        self.needles
+            .iter()
+            .any(|needle| needle.chars().count() >= MIN_SCRUBBABLE_LEN && text.contains(&**needle))
     }
 
     /// Whether excerpts of an endpoint's body may enter messages at all: false when the client

@@ -105,7 +105,14 @@ fn read_reply(
             body: &reply.body,
         },
         &ctx,
-    );
+    )
+    .map(|mut token| {
+        // issued_token_type belongs to token exchange answers only.
+        if settings.token_exchange.is_none() {
+            token.issued_token_type = None;
+        }
+        token
+    });
     match &result {
         Ok(token) => tracing::debug!(
             host,

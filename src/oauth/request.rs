@@ -819,9 +819,18 @@ mod tests {
             format!("{{\"echo\":\"{SUBJECT}\"}}"),
             format!("subject_token={form_encoded}&x=1"),
             format!("signature {signature} rejected"),
+            format!("token {} seen", BASE64.encode(SUBJECT)),
+            format!(
+                "token {} seen",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SUBJECT)
+            ),
         ] {
             let scrubbed = scrubber.scrub(&echoed).unwrap_or_default();
             assert!(!scrubbed.contains(signature), "{scrubbed}");
+            assert!(
+                !scrubbed.contains(&BASE64.encode(SUBJECT)[..40]),
+                "{scrubbed}"
+            );
         }
     }
 }

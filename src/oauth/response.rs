@@ -224,6 +224,24 @@ fn read_success(response: &Response<'_>, ctx: &ReadContext<'_>) -> Result<Token,
         None => None,
     };
     let issued_token_type = read_issued_token_type(&status, &body)?;
+    // The values kept beside the token are shown (status, Secret keys, the exchange command):
+    // an answer that puts the client secret or the subject token into one is refused.
+    let kept = [
+        ("token_type", Some(&token_type)),
+        ("scope", scope.as_ref()),
+        ("issued_token_type", issued_token_type.as_ref()),
+    ];
+    if let Some((field, _)) = kept
+        .iter()
+        .find(|(_, value)| value.is_some_and(|v| ctx.scrubber.holds_secret(v)))
+    {
+        return Err(Failure::new(
+            Reason::InvalidResponse,
+            format!(
+                "{status}: {field} holds a credential or the subject token that was sent; the answer is not stored"
+            ),
+        ));
+    }
     let vendor_issued_at = body
         .get("issued_at")
         .and_then(Field::small_value)

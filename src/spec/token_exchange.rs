@@ -77,7 +77,7 @@ pub fn settings(
     let grant = grant_type(spec, preset);
     if method == ClientAuthMethod::None && grant != GrantType::TokenExchange {
         return Err(Failure::invalid_spec(
-            "clientAuthMethod None is only allowed with grantType TokenExchange",
+            "clientAuthMethod None (the gcp-sts preset's default) is only allowed with grantType TokenExchange",
         ));
     }
     let given = match (grant, &spec.token_exchange) {
@@ -95,9 +95,12 @@ pub fn settings(
         (GrantType::TokenExchange, Some(given)) => given,
     };
     let (subject, default_type) = subject(&given.subject_token, policy)?;
-    let subject_token_type = match &given.subject_token_type {
-        Some(given) => uri("spec.tokenExchange.subjectTokenType", given)?,
-        None => preset.subject_token_type.unwrap_or(default_type).to_owned(),
+    // The preset's type is for the JWT sources; another client's token is an access token
+    // whatever the preset.
+    let subject_token_type = match (&given.subject_token_type, &subject) {
+        (Some(given), _) => uri("spec.tokenExchange.subjectTokenType", given)?,
+        (None, SubjectSettings::Client(_)) => default_type.to_owned(),
+        (None, _) => preset.subject_token_type.unwrap_or(default_type).to_owned(),
     };
     let requested_token_type = given
         .requested_token_type
@@ -110,6 +113,16 @@ pub fn settings(
             "spec.tokenExchange.resources has {} entries; at most {MAX_RESOURCES} are allowed",
             resources.len()
         )));
+    }
+    let extra_resource = spec
+        .extra_params
+        .iter()
+        .flatten()
+        .any(|(name, _)| name.trim().eq_ignore_ascii_case("resource"));
+    if !resources.is_empty() && extra_resource {
+        return Err(Failure::invalid_spec(
+            "spec.extraParams may not set resource beside spec.tokenExchange.resources: list every resource there",
+        ));
     }
     for resource in &resources {
         let parsed = uri("spec.tokenExchange.resources", resource)?;
@@ -387,7 +400,7 @@ mod tests {
             true,
         );
         assert!(
-            public.contains("None is only allowed with grantType TokenExchange"),
+            public.contains("is only allowed with grantType TokenExchange"),
             "{public}"
         );
         let mut with_secret = exchange(secret_subject());
@@ -396,6 +409,22 @@ mod tests {
         assert!(
             both.contains("must be absent with clientAuthMethod None"),
             "{both}"
+        );
+        let mut doubled = exchange(secret_subject());
+        doubled["tokenExchange"]["resources"] = serde_json::json!(["https://a.example/"]);
+        doubled["extraParams"] = serde_json::json!({"Resource": "https://evil.example/"});
+        let resource = refused(doubled, true);
+        assert!(
+            resource.contains("beside spec.tokenExchange.resources"),
+            "{resource}"
+        );
+        let preset_default = refused(
+            serde_json::json!({"provider": "gcp-sts", "audience": "a", "grantType": "ClientCredentials"}),
+            true,
+        );
+        assert!(
+            preset_default.contains("gcp-sts preset's default"),
+            "{preset_default}"
         );
         let mut reserved = exchange(secret_subject());
         reserved["extraParams"] = serde_json::json!({"Subject.Token": "x"});

@@ -421,3 +421,78 @@ async fn a_token_type_of_n_a_is_kept_as_sent() {
     assert_eq!(status(&api, "n-a")["tokenType"], "N_A");
     operator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_echoes_the_subject_as_its_issued_token_type_is_not_stored() {
+    let api = ApiServer::start().await;
+    let sts = StsServer::start(public(JWT_TYPE, Subjects::Known(vec![SUBJECT_ONE.into()]))).await;
+    sts.echo_subject_as_issued_type(true);
+    let operator = Operator::start(&api, &[], 4);
+    from_a_secret(&api, &sts, "typed");
+    let (_, _, message) = wait_ready(&api, NS, "typed", "False", "InvalidResponse").await;
+    assert!(message.contains("issued_token_type holds"), "{message}");
+    assert!(api.get(SECRETS, NS, "typed-token").is_none());
+    assert!(
+        !status(&api, "typed")
+            .to_string()
+            .contains("c3ViamVjdC1zaWduYXR1cmU")
+    );
+    operator.stop().await;
+}
+
+/// Review of the token exchange change: a secretRef naming a managed Secret (the client's own,
+/// or one leading back to it through oauthClientRef) exchanged about 150 times a second; a
+/// legacy ServiceAccount token Secret went to any endpoint without the opt-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_secrets_and_cluster_credentials_are_never_subjects() {
+    let api = ApiServer::start().await;
+    let sts = StsServer::start(public(JWT_TYPE, Subjects::Known(vec![SUBJECT_ONE.into()]))).await;
+    let operator = Operator::start(&api, &[], 4);
+    from_a_secret(&api, &sts, "looped");
+    wait_ready(&api, NS, "looped", "True", "TokenIssued").await;
+    // Pointed at its own managed Secret: refused, no loop.
+    api.modify(OAUTHCLIENTS, NS, "looped", |o| {
+        o["spec"]["tokenExchange"]["subjectToken"]["secretRef"] =
+            json!({"name": "looped-token", "key": "access_token"});
+        o["metadata"]["generation"] = json!(2);
+    });
+    let (_, _, message) = wait_ready(&api, NS, "looped", "False", "InvalidSpec").await;
+    assert!(message.contains("managed Secret"), "{message}");
+    // Through another client: a -> oauthClientRef b, b -> secretRef a-token.
+    oauth_client(
+        &api,
+        NS,
+        "b",
+        exchanging(
+            &sts.url(),
+            json!({"secretRef": {"name": "looped-token", "key": "access_token"}}),
+        ),
+    );
+    wait_ready(&api, NS, "b", "False", "InvalidSpec").await;
+    // A legacy ServiceAccount token Secret, without any opt-in.
+    api.create(
+        SECRETS,
+        json!({"metadata": {"name": "legacy", "namespace": NS,
+            "annotations": {"kubernetes.io/service-account.name": "default"}},
+            "type": "kubernetes.io/service-account-token",
+            "stringData": {"token": SUBJECT_ONE}}),
+    );
+    oauth_client(
+        &api,
+        NS,
+        "legacy",
+        exchanging(
+            &sts.url(),
+            json!({"secretRef": {"name": "legacy", "key": "token"}}),
+        ),
+    );
+    let (_, _, message) =
+        wait_ready(&api, NS, "legacy", "False", "ServiceAccountTokenDenied").await;
+    assert!(
+        message.contains("kubernetes.io/service-account-token"),
+        "{message}"
+    );
+    sleep(3000).await;
+    assert_eq!(sts.count(), 1, "only the first, legitimate exchange");
+    operator.stop().await;
+}

@@ -435,7 +435,11 @@ async fn the_schema_holds_the_token_exchange_rules() {
         ),
         (
             json!({"tokenUrl": URL, "clientAuthMethod": "None"}),
-            "clientAuthMethod None is only allowed with grantType TokenExchange",
+            "is only allowed with grantType TokenExchange",
+        ),
+        (
+            json!({"provider": "gcp-sts", "audience": "a", "grantType": "ClientCredentials"}),
+            "clientAuthMethod None (the gcp-sts preset's default) is only allowed with grantType TokenExchange",
         ),
         (
             json!({"tokenUrl": URL, "grantType": "TokenExchange", "clientAuthMethod": "None",

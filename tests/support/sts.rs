@@ -73,6 +73,7 @@ struct Inner {
     issued: Mutex<Vec<String>>,
     serial: AtomicUsize,
     echo: AtomicBool,
+    echo_as_type: AtomicBool,
     not_applicable: AtomicBool,
 }
 
@@ -90,6 +91,7 @@ impl StsServer {
             issued: Mutex::default(),
             serial: AtomicUsize::new(0),
             echo: AtomicBool::new(false),
+            echo_as_type: AtomicBool::new(false),
             not_applicable: AtomicBool::new(false),
         });
         let app = axum::Router::new()
@@ -132,6 +134,11 @@ impl StsServer {
     /// Answers with an error that echoes the subject token (and the whole body).
     pub fn echo_subject(&self, on: bool) {
         self.inner.echo.store(on, Ordering::SeqCst);
+    }
+
+    /// Answers 200 with the subject token as `issued_token_type`.
+    pub fn echo_subject_as_issued_type(&self, on: bool) {
+        self.inner.echo_as_type.store(on, Ordering::SeqCst);
     }
 
     /// Answers `token_type: N_A`.
@@ -269,7 +276,11 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
     } else {
         "Bearer"
     };
-    let requested = one(&form, "requested_token_type").unwrap_or(ACCESS_TOKEN_TYPE);
+    let requested = if inner.echo_as_type.load(Ordering::SeqCst) {
+        subject
+    } else {
+        one(&form, "requested_token_type").unwrap_or(ACCESS_TOKEN_TYPE)
+    };
     (
         StatusCode::OK,
         [("content-type", "application/json")],

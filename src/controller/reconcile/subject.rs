@@ -11,6 +11,7 @@ use kube::api::Api;
 use super::error::Error;
 use crate::api::conditions::READY;
 use crate::api::crd::OAuthClient;
+use crate::api::keys::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::api::name::NamespacedName;
 use crate::api::reason::{Failure, Reason};
 use crate::base::Sensitive;
@@ -90,12 +91,54 @@ async fn read_secret(
             ),
         )));
     };
+    if let Some(refused) = refused_secret(&found, name) {
+        return Ok(ReadSubject::failed(refused));
+    }
     let data = found.data.clone().unwrap_or_default();
     let token = token_value(data.get(key).map(|v| v.0.as_slice()), name, key);
     Ok(ReadSubject {
         resource_version: found.resource_version(),
         subject: token.map(Subject::Token),
     })
+}
+
+/// Why a Secret may not be a subject, if it may not:
+///
+/// * a Secret an OAuthClient's managed Secret (the operator's label, or an OAuthClient as its
+///   controller): its token changes with every exchange, so a client whose subject leads back to
+///   itself through it would exchange without end (`oauthClientRef` is the way to take another
+///   client's token, and its cycles are refused);
+/// * a cluster credential (`kubernetes.io/service-account-token`, `bootstrap.kubernetes.io/token`):
+///   a ServiceAccount token goes to a token endpoint only through `serviceAccountToken`, with its
+///   owner's opt-in and never for an audience the API server accepts, and a legacy token's
+///   audience is the API server itself.
+fn refused_secret(secret: &Secret, name: &str) -> Option<Failure> {
+    let managed = secret
+        .labels()
+        .get(MANAGED_BY_LABEL)
+        .is_some_and(|v| v == MANAGED_BY_VALUE)
+        || secret
+            .owner_references()
+            .iter()
+            .any(|r| r.controller == Some(true) && r.kind == "OAuthClient");
+    if managed {
+        return Some(Failure::invalid_spec(format!(
+            "spec.tokenExchange.subjectToken.secretRef: Secret {name} is an OAuthClient's managed Secret, whose token changes with every exchange; to exchange that client's token, name it in oauthClientRef"
+        )));
+    }
+    let credential = secret.type_.as_deref().filter(|t| {
+        [
+            "kubernetes.io/service-account-token",
+            "bootstrap.kubernetes.io/token",
+        ]
+        .contains(t)
+    })?;
+    Some(Failure::new(
+        Reason::ServiceAccountTokenDenied,
+        format!(
+            "spec.tokenExchange.subjectToken.secretRef: Secret {name} is of type {credential}, a credential of the cluster itself; it is never sent to a token endpoint (a ServiceAccount's token is exchanged through serviceAccountToken, with its owner's opt-in)"
+        ),
+    ))
 }
 
 /// A subject token as a Secret holds it: present, not empty, UTF-8, without surrounding
@@ -222,7 +265,16 @@ fn not_ready(referenced: &OAuthClient, name: &str) -> Option<Failure> {
         .status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
+    let current = ready.is_some_and(|c| {
+        c.observed_generation.is_none() || c.observed_generation == referenced.metadata.generation
+    });
     match ready {
+        Some(c) if c.status == "True" && !current => Some(Failure::new(
+            Reason::TokenExpired,
+            format!(
+                "OAuthClient {name} (the subject token) has a new spec it has not obtained a token for yet; no token exchange is made until it is Ready again"
+            ),
+        )),
         Some(c) if c.status == "True" => None,
         Some(c) => Some(Failure::new(
             Reason::TokenExpired,
@@ -258,5 +310,31 @@ mod tests {
         let binary = binary.unwrap_err();
         assert_eq!(binary.reason, Reason::InvalidCredentials);
         assert!(!binary.message.contains("sec"));
+    }
+
+    fn client(generation: i64, ready: &str, observed: i64) -> OAuthClient {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "oauth.token-operator.dev/v1alpha1", "kind": "OAuthClient",
+            "metadata": {"name": "first", "namespace": "ns", "generation": generation},
+            "spec": {"tokenUrl": "https://idp/t", "credentialsSecretRef": {"name": "c"}},
+            "status": {"conditions": [{"type": "Ready", "status": ready, "reason": "TokenIssued",
+                "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z",
+                "observedGeneration": observed}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_referenced_client_is_ready_only_for_its_current_spec() {
+        assert!(not_ready(&client(3, "True", 3), "first").is_none());
+        let stale = not_ready(&client(4, "True", 3), "first").unwrap();
+        assert_eq!(stale.reason, Reason::TokenExpired);
+        assert!(stale.message.contains("new spec"), "{}", stale.message);
+        let failing = not_ready(&client(3, "False", 3), "first").unwrap();
+        assert!(
+            failing.message.contains("not Ready (TokenIssued)"),
+            "{}",
+            failing.message
+        );
     }
 }
