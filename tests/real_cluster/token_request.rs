@@ -226,8 +226,8 @@ async fn the_api_servers_own_audiences_are_learned_at_start_and_refused() {
 
 /// Token exchange (RFC 8693) with a ServiceAccount subject minted by the real API server: the
 /// exchange endpoint verifies it against `/openid/v1/jwks`; a second client exchanges the
-/// first one's token (chaining); an audience the API server accepts is refused with no
-/// TokenRequest; a restarted operator sends nothing.
+/// first one's token (chaining), a third a token in a Secret; an audience the API server
+/// accepts is refused with no TokenRequest; a restarted operator sends nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_exchange_subjects_minted_by_the_real_api_server() {
     use crate::support::sts::{
@@ -333,6 +333,42 @@ async fn token_exchange_subjects_minted_by_the_real_api_server() {
     )
     .await;
     assert_eq!(chained.count(), 1);
+    // A token in a Secret, written by something else.
+    let ci_token = "ci-pipeline-token-0123456789abcdef";
+    let from_secret = StsServer::start(Policy {
+        client: ClientAuth::Public,
+        subject_token_type: JWT_TYPE.into(),
+        audience: None,
+        subjects: Subjects::Known(vec![ci_token.into()]),
+    })
+    .await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(
+        json!({"metadata": {"name": "ci-token"}, "stringData": {"token": ci_token}}),
+    )
+    .unwrap();
+    secrets.create(&Default::default(), &secret).await.unwrap();
+    oauth_client(
+        &client,
+        &ns,
+        "from-secret",
+        exchange(
+            &from_secret.url(),
+            None,
+            json!({"secretRef": {"name": "ci-token", "key": "token"}}),
+        ),
+    )
+    .await;
+    wait_ready(
+        &client,
+        &ns,
+        "from-secret",
+        "True",
+        "TokenIssued",
+        Some(&operator),
+    )
+    .await;
+    assert_eq!(from_secret.count(), 1);
     // The API server's own audience, although the ServiceAccount lists it: refused.
     oauth_client(
         &client,
@@ -361,12 +397,12 @@ async fn token_exchange_subjects_minted_by_the_real_api_server() {
     assert_eq!(minted, 1, "one TokenRequest, none for the refused audience");
     drop(operator);
 
-    // A restart reuses both tokens.
+    // A restart reuses the three tokens.
     let again = spawn("token-exchange-1");
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert_eq!(
-        (issued.count(), chained.count()),
-        (1, 1),
+        (issued.count(), chained.count(), from_secret.count()),
+        (1, 1, 1),
         "{}",
         again.text()
     );
