@@ -412,3 +412,38 @@ async fn service_account_tokens_are_invalid_spec_without_the_flag_and_no_service
     assert!(touched.is_empty(), "{touched:?}");
     operator.stop().await;
 }
+
+/// Review of the token exchange change: a credentials Secret of a cluster credential type (a
+/// legacy ServiceAccount token, read through `clientSecretKey: token`) went to any token
+/// endpoint without the ServiceAccount's opt-in. It is ServiceAccountTokenDenied, and nothing
+/// is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentials_secret_that_is_a_cluster_credential_is_never_sent() {
+    let api = ApiServer::start().await;
+    let vendor = TokenServer::start(Vendor::Generic, "app", "-", Tokens::Unique).await;
+    let operator = Operator::start(&api, &[], 4);
+    api.create(
+        crate::support::apiserver::SECRETS,
+        json!({"metadata": {"name": "legacy", "namespace": NS,
+            "annotations": {"kubernetes.io/service-account.name": "default"}},
+            "type": "kubernetes.io/service-account-token",
+            "stringData": {"token": "legacy-service-account-token-value", "client_id": "app"}}),
+    );
+    create_client(
+        &api,
+        NS,
+        "legacy",
+        &Spec::to(&vendor.url())
+            .credentials("legacy")
+            .credentials_key("clientSecretKey", "token"),
+    );
+    let (_, _, message) =
+        wait_ready(&api, NS, "legacy", "False", "ServiceAccountTokenDenied").await;
+    assert!(
+        message.contains("spec.credentialsSecretRef") && message.contains("service-account-token"),
+        "{message}"
+    );
+    sleep(500).await;
+    assert_eq!(vendor.count(), 0);
+    operator.stop().await;
+}

@@ -176,6 +176,15 @@ async fn read_own(client: &OAuthClient, ctx: &Context) -> Result<Loaded, Error> 
     }
     let api: Api<Secret> = Api::namespaced(ctx.shared.kube.clone(), &namespace);
     let secret = api.get_opt(name).await.map_err(Error::ReadCredentials)?;
+    if let Some(refused) = secret
+        .as_ref()
+        .and_then(|s| subject::cluster_credential("spec.credentialsSecretRef", s, name))
+    {
+        return Ok(Loaded {
+            resource_version: secret.as_ref().and_then(|s| s.resource_version()),
+            credentials: Err(refused),
+        });
+    }
     let data = secret.as_ref().map(|s| s.data.clone().unwrap_or_default());
     Ok(Loaded {
         resource_version: secret.as_ref().and_then(|s| s.resource_version()),

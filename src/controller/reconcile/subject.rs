@@ -126,6 +126,13 @@ fn refused_secret(secret: &Secret, name: &str) -> Option<Failure> {
             "spec.tokenExchange.subjectToken.secretRef: Secret {name} is an OAuthClient's managed Secret, whose token changes with every exchange; to exchange that client's token, name it in oauthClientRef"
         )));
     }
+    cluster_credential("spec.tokenExchange.subjectToken.secretRef", secret, name)
+}
+
+/// A Secret of a type that makes it a credential of the cluster itself
+/// (`kubernetes.io/service-account-token`, `bootstrap.kubernetes.io/token`): never read for a
+/// token endpoint, as a subject or as client credentials (`field` names the reference).
+pub fn cluster_credential(field: &str, secret: &Secret, name: &str) -> Option<Failure> {
     let credential = secret.type_.as_deref().filter(|t| {
         [
             "kubernetes.io/service-account-token",
@@ -136,7 +143,7 @@ fn refused_secret(secret: &Secret, name: &str) -> Option<Failure> {
     Some(Failure::new(
         Reason::ServiceAccountTokenDenied,
         format!(
-            "spec.tokenExchange.subjectToken.secretRef: Secret {name} is of type {credential}, a credential of the cluster itself; it is never sent to a token endpoint (a ServiceAccount's token is exchanged through serviceAccountToken, with its owner's opt-in)"
+            "{field}: Secret {name} is of type {credential}, a credential of the cluster itself; it is never sent to a token endpoint (a ServiceAccount's token goes out only through serviceAccountToken, with its owner's opt-in)"
         ),
     ))
 }
