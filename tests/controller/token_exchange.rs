@@ -233,11 +233,15 @@ async fn a_chained_client_follows_its_subjects_token_and_waits_while_it_is_not_r
         json!({"tokenUrl": vendor.url(), "credentialsSecretRef": {"name": "builder"}}),
     );
     wait_ready(&api, NS, "first", "False", "CredentialsNotFound").await;
+    // Before the first client's status is written, the second may say it has no token yet;
+    // the first's status then reaches it.
     let (_, _, message) = wait_ready(&api, NS, "second", "False", "TokenExpired").await;
-    assert!(
-        message.contains("OAuthClient first") && message.contains("not Ready"),
-        "{message}"
-    );
+    assert!(message.contains("OAuthClient first"), "{message}");
+    eventually("the first client's reason", Duration::from_secs(10), || {
+        condition(&api, NS, "second", "Ready")
+            .filter(|c| c.1 == "TokenExpired" && c.2.contains("not Ready (CredentialsNotFound)"))
+    })
+    .await;
     assert_eq!(sts.count(), 0);
 
     // Once the first has a token, the second exchanges it within seconds.
