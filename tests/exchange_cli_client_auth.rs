@@ -10,41 +10,13 @@ use std::path::Path;
 use serde_json::Value;
 use support::assertions::{Expectation, VerifyingKey};
 use support::mtls::fixture;
+use support::process::{Ran, run_scanned};
 use support::vendors::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_oauth-token-operator");
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the binary off the async runtime; its output must hold none of `secrets`.
-async fn run(args: Vec<String>, secrets: Vec<String>) -> Run {
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(BIN)
-            .args(&args)
-            .env_remove("OAUTH_CLIENT_SECRET")
-            .env_remove("OAUTH_CLIENT_ID")
-            .env("RUST_LOG", "trace")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let run = Run {
-        code: output.status.code().unwrap(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
+/// Runs the binary; its output must hold none of `secrets`.
+async fn run(args: Vec<String>, secrets: Vec<String>) -> Ran {
     let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    support::logs::assert_absent(
-        &format!("{}{}", run.stdout, run.stderr),
-        &refs,
-        "exchange output",
-    );
-    run
+    run_scanned(args, &refs).await
 }
 
 /// The private key's PEM body lines and the whole PEM, as secrets to scan for.

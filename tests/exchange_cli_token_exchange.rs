@@ -9,48 +9,23 @@ mod support;
 use std::path::Path;
 
 use serde_json::Value;
+use support::process::{Ran, run_scanned};
 use support::sts::{ClientAuth, JWT_TYPE, Policy, StsServer, Subjects};
 
-const BIN: &str = env!("CARGO_BIN_EXE_oauth-token-operator");
 const SUBJECT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6Y2k6YnVpbGRlciJ9.Y2xpLXN1YmplY3Qtc2lnbmF0dXJlLWxvbmctZW5vdWdo";
 const POOL: &str =
     "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/ci/providers/k8s";
 const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs the binary; its output must hold the subject token in no form.
-async fn run(args: &[&str]) -> Run {
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(BIN)
-            .args(&args)
-            .env("RUST_LOG", "trace")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let run = Run {
-        code: output.status.code().unwrap(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
+async fn run(args: &[&str]) -> Ran {
     let signature = SUBJECT.rsplit('.').next().unwrap();
-    support::logs::assert_absent(
-        &format!("{}{}", run.stdout, run.stderr),
-        &[SUBJECT, signature],
-        "exchange output",
-    );
-    run
+    let args = args.iter().map(|s| (*s).to_owned()).collect();
+    run_scanned(args, &[SUBJECT, signature]).await
 }
 
 /// `exchange -f file --allow-insecure-http` with `more` arguments.
-async fn exchange(file: &str, more: &[&str]) -> Run {
+async fn exchange(file: &str, more: &[&str]) -> Ran {
     let mut args = vec!["exchange", "-f", file, "--allow-insecure-http"];
     args.extend(more);
     run(&args).await

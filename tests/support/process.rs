@@ -19,6 +19,41 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
 /// The operator binary of this crate.
 pub const BIN: &str = env!("CARGO_BIN_EXE_oauth-token-operator");
 
+/// What one run of the binary to its end printed, and its exit code.
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the binary with `args` to its end, off the async runtime, at `RUST_LOG=trace` and
+/// without `OAUTH_CLIENT_SECRET` / `OAUTH_CLIENT_ID` from the test's environment; nothing it
+/// printed may hold any of `secrets` in any form (`super::logs::assert_absent`).
+pub async fn run_scanned(args: Vec<String>, secrets: &[&str]) -> Ran {
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(&args)
+            .env_remove("OAUTH_CLIENT_SECRET")
+            .env_remove("OAUTH_CLIENT_ID")
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let ran = Ran {
+        code: output.status.code().unwrap(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    super::logs::assert_absent(
+        &format!("{}{}", ran.stdout, ran.stderr),
+        secrets,
+        "the binary's output",
+    );
+    ran
+}
+
 /// The operator binary running as a separate process, its output collected as it comes.
 pub struct Process {
     pub child: Child,
