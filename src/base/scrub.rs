@@ -101,11 +101,7 @@ impl Scrubber<'static> {
         for value in encoded {
             scrubber.push(Cow::Owned(value));
         }
-        if !secret.is_empty() {
-            for engine in [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD] {
-                scrubber.push(Cow::Owned(engine.encode(secret)));
-            }
-        }
+        scrubber.add_base64(secret);
         scrubber.order();
         scrubber
     }
@@ -129,9 +125,7 @@ impl Scrubber<'static> {
         }
         self.excerpts &= long_enough(token);
         self.add_jwt(Cow::Owned(token.to_owned()));
-        for engine in [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD] {
-            self.push(Cow::Owned(engine.encode(token)));
-        }
+        self.add_base64(token);
         self.order();
         self
     }
@@ -250,6 +244,16 @@ impl<'a> Scrubber<'a> {
             self.push(signature);
         }
         self.add_value(jwt);
+    }
+
+    /// Adds the base64 of a value, in the standard and URL-safe alphabets, padded and not.
+    fn add_base64(&mut self, value: &str) {
+        if value.is_empty() {
+            return;
+        }
+        for engine in [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD] {
+            self.push(Cow::Owned(engine.encode(value)));
+        }
     }
 
     /// Adds a value, its trimmed form and its normalised forms.

@@ -89,28 +89,26 @@ pub struct Context {
 impl Context {
     /// Remembers that `client` takes its subject token from the managed Secret `secret`.
     pub fn learn_subject_secret(&self, client: &NamespacedName, secret: &str) {
-        let mut learned = self.subject_secrets.lock().expect("subject secrets lock");
-        if learned.get(client).map(|s| &**s) != Some(secret) {
-            learned.insert(client.clone(), secret.into());
-        }
+        self.subject_secrets
+            .lock()
+            .expect("subject secrets lock")
+            .insert(client.clone(), secret.into());
         // A change of it reaches this client from now on, not only after its next observe.
         self.references.add(client, secret);
     }
 
     /// Notes the resourceVersion of the OAuthClient `client` (`None`: deleted) when another
-    /// client takes its subject token from it; returns whether one does.
-    pub fn note_subject_client(&self, client: &NamespacedName, version: Option<&str>) -> bool {
-        let users = !self.client_refs.referencing(client).is_empty();
+    /// client takes its subject token from it.
+    pub fn note_subject_client(&self, client: &NamespacedName, version: Option<&str>) {
         let mut versions = self.subject_clients.lock().expect("subject clients lock");
         match version {
-            Some(version) if users => {
+            Some(version) if self.client_refs.is_referenced(client) => {
                 versions.insert(client.clone(), version.into());
             }
             _ => {
                 versions.remove(client);
             }
         }
-        users
     }
 
     /// The resourceVersion of the OAuthClient `client`, as noted.

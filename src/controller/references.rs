@@ -84,6 +84,16 @@ impl References {
             .clients(object)
     }
 
+    /// Whether any OAuthClient references the object `object` (without listing them: this is
+    /// asked of every watch event).
+    pub fn is_referenced(&self, object: &NamespacedName) -> bool {
+        self.referenced
+            .lock()
+            .expect("references lock")
+            .by_object
+            .contains_key(object)
+    }
+
     /// The OAuthClients that write the managed Secret `secret`.
     pub fn targeting(&self, secret: &NamespacedName) -> Vec<NamespacedName> {
         self.targets
@@ -209,9 +219,11 @@ mod tests {
         refs.add(&client("a"), "subject-token");
         assert_eq!(names(&refs, "creds"), ["a", "b"]);
         assert_eq!(names(&refs, "subject-token"), ["a"]);
+        assert!(refs.is_referenced(&NamespacedName::new("ns", "subject-token")));
         refs.link_all(&client("a"), &[]);
         assert_eq!(names(&refs, "creds"), ["b"]);
         assert!(names(&refs, "subject-token").is_empty());
+        assert!(!refs.is_referenced(&NamespacedName::new("ns", "subject-token")));
         assert!(
             !refs
                 .referenced

@@ -55,14 +55,16 @@ pub fn scope_controller(
     let w = watched(&shared, ns, &synced);
     let (store, writer) = reflector::store::<PartialObjectMeta<OAuthClient>>();
     let (service_account_index, service_account_stream) = w.service_accounts.unzip();
-    // Clients the exchange gate wakes (see gate.rs) are reconciled through this channel.
+    // Clients the exchange gate wakes (see gate.rs), and clients whose subject token is
+    // another client's token when that client changes (see `clients`), are reconciled through
+    // this channel.
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
     let woken = futures::stream::unfold(woken, |mut rx| async move {
         rx.recv().await.map(|client| (client, rx))
     });
     let shared_clock = shared.clock.clone();
     let ctx = Arc::new(Context {
-        scope: shared.gate.add_scope(wake),
+        scope: shared.gate.add_scope(wake.clone()),
         shared,
         managed: w.managed,
         secrets: w.secrets,
@@ -77,18 +79,12 @@ pub fn scope_controller(
         subject_secrets: Default::default(),
         subject_clients: Default::default(),
     });
-    // Clients whose subject token is another client's token are reconciled when that client
-    // changes (see `clients`).
-    let (subject_wake, subject_woken) = tokio::sync::mpsc::unbounded_channel();
-    let subject_woken = futures::stream::unfold(subject_woken, |mut rx| async move {
-        rx.recv().await.map(|client| (client, rx))
-    });
     let clients_stream = clients(
         clients_api,
         writer,
         synced.on_event(Synced::CLIENTS),
         ctx.clone(),
-        subject_wake,
+        wake,
     );
     let (cm_ctx, cm_store) = (ctx.clone(), store.clone());
     let (run_ctx, run_store) = (ctx.clone(), store.clone());
@@ -98,7 +94,6 @@ pub fn scope_controller(
         // (see [`NoDelay`]).
         .trigger_backoff(NoDelay)
         .reconcile_on(woken)
-        .reconcile_on(subject_woken)
         .reconcile_on(clock_moves(&shared_clock, store.clone()))
         .watches_stream(w.managed_stream, users(ctx.clone(), store.clone()))
         .watches_stream(w.secrets_stream, users(ctx.clone(), store.clone()))
@@ -397,9 +392,7 @@ fn clients(
     + Send
     + 'static,
     ctx: Arc<Context>,
-    subject_wake: tokio::sync::mpsc::UnboundedSender<
-        reflector::ObjectRef<PartialObjectMeta<OAuthClient>>,
-    >,
+    wake: tokio::sync::mpsc::UnboundedSender<reflector::ObjectRef<PartialObjectMeta<OAuthClient>>>,
 ) -> impl Stream<Item = Result<PartialObjectMeta<OAuthClient>, watcher::Error>> + Send + 'static {
     let noting = ctx.clone();
     watch(api, watcher::Config::default())
@@ -431,7 +424,7 @@ fn clients(
                     ctx.note_subject_client(&key, None);
                 }
                 for user in ctx.client_refs.referencing(&key) {
-                    let _ = subject_wake.send(queue_ref(&user));
+                    let _ = wake.send(queue_ref(&user));
                 }
             }
         })

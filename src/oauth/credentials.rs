@@ -165,6 +165,25 @@ pub fn value(
         .map_err(|_| Failure::invalid_credentials(format!("{origin} is not valid UTF-8")))
 }
 
+/// A token given as a value (the subject token of a token exchange, from a Secret or a file):
+/// by the rules of [`value`], then without surrounding whitespace (a file written with a
+/// trailing newline works), and not empty once trimmed.
+pub fn token(
+    bytes: Option<&[u8]>,
+    origin: Origin<'_>,
+    missing: impl FnOnce() -> Failure,
+) -> Result<Sensitive<String>, Failure> {
+    let text = value(bytes, origin, missing)?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(Failure::new(
+            Reason::CredentialsNotFound,
+            format!("{origin} is empty"),
+        ));
+    }
+    Ok(Sensitive::new(trimmed.to_owned()))
+}
+
 /// One credential value that need not be text (a PEM key or certificate): present, not empty.
 pub fn present<'b>(
     bytes: Option<&'b [u8]>,

@@ -259,18 +259,14 @@ fn read_success(response: &Response<'_>, ctx: &ReadContext<'_>) -> Result<Token,
     })
 }
 
-/// `issued_token_type` (RFC 8693 section 2.2.1), when it is a non-empty string: at most
-/// [`MAX_TOKEN_TYPE`] bytes of visible ASCII, as `token_type`.
+/// `issued_token_type` (RFC 8693 section 2.2.1), when it is a non-empty string, read as
+/// `token_type` is.
 fn read_issued_token_type(status: &str, body: &Body<'_>) -> Result<Option<String>, Failure> {
     let Some(raw) = body.get("issued_token_type").and_then(Field::str) else {
         return Ok(None);
     };
     let name = FieldName::new("issued_token_type", "issued_token_type");
-    check_length(status, &name, raw.len(), MAX_TOKEN_TYPE)?;
-    let trimmed = raw.trim();
-    if let Some((at, what)) = first_invalid(trimmed, is_visible) {
-        return Err(invalid_characters(status, &name, at, what, VISIBLE_RULE));
-    }
+    let trimmed = token_type_text(status, &name, &raw)?;
     Ok((!trimmed.is_empty()).then(|| trimmed.to_owned()))
 }
 
@@ -472,12 +468,19 @@ fn read_token_type(
         return Ok(normalize_token_type(None));
     };
     let name = FieldName::new("token_type", &fields.token_type);
-    check_length(status, &name, raw.len(), MAX_TOKEN_TYPE)?;
+    let trimmed = token_type_text(status, &name, &raw)?;
+    Ok(normalize_token_type(Some(trimmed)))
+}
+
+/// A token type (`token_type`, `issued_token_type`) as sent: at most [`MAX_TOKEN_TYPE`] bytes,
+/// trimmed, visible ASCII.
+fn token_type_text<'r>(status: &str, name: &FieldName, raw: &'r str) -> Result<&'r str, Failure> {
+    check_length(status, name, raw.len(), MAX_TOKEN_TYPE)?;
     let trimmed = raw.trim();
     if let Some((at, what)) = first_invalid(trimmed, is_visible) {
-        return Err(invalid_characters(status, &name, at, what, VISIBLE_RULE));
+        return Err(invalid_characters(status, name, at, what, VISIBLE_RULE));
     }
-    Ok(normalize_token_type(Some(trimmed)))
+    Ok(trimmed)
 }
 
 /// The granted scope: a string (trimmed) or an array of tokens (joined with spaces); `None`

@@ -21,7 +21,7 @@ use sha2::Sha256;
 
 use crate::oauth::credentials::{Proof, Subject};
 use crate::oauth::request::Credentials;
-use crate::spec::{ExchangeSettings, SubjectSettings};
+use crate::spec::{ExchangeSettings, ServiceAccountSettings, SubjectSettings};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -95,6 +95,16 @@ fn subject_canonical(subject: &Subject) -> serde_json::Value {
     }
 }
 
+/// What decides a ServiceAccount's token (a client assertion's, or a subject's), as the
+/// fingerprint covers it.
+fn service_account_json(sa: &ServiceAccountSettings) -> serde_json::Value {
+    serde_json::json!({
+        "serviceAccountName": sa.name,
+        "audience": sa.audience,
+        "expirationSeconds": sa.expiration_seconds,
+    })
+}
+
 /// HMAC-SHA256 of `bytes` under `key`.
 pub fn keyed_digest(key: &[u8], bytes: &[u8]) -> [u8; 32] {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
@@ -135,11 +145,7 @@ fn mac(salt: &[u8], settings: &ExchangeSettings, credentials: &Credentials) -> H
     }
     if let Some(exchange) = &settings.token_exchange {
         let subject = match &exchange.subject {
-            SubjectSettings::ServiceAccount(sa) => serde_json::json!({
-                "serviceAccountName": sa.name,
-                "audience": sa.audience,
-                "expirationSeconds": sa.expiration_seconds,
-            }),
+            SubjectSettings::ServiceAccount(sa) => service_account_json(sa),
             SubjectSettings::Client(name) => serde_json::json!({"oauthClient": name}),
             SubjectSettings::Secret { name, key } => {
                 serde_json::json!({"secret": name, "key": key})
@@ -153,11 +159,7 @@ fn mac(salt: &[u8], settings: &ExchangeSettings, credentials: &Credentials) -> H
         });
     }
     if let Some(sa) = &settings.service_account {
-        canonical["serviceAccountToken"] = serde_json::json!({
-            "serviceAccountName": sa.name,
-            "audience": sa.audience,
-            "expirationSeconds": sa.expiration_seconds,
-        });
+        canonical["serviceAccountToken"] = service_account_json(sa);
     }
     mac.update(canonical.to_string().as_bytes());
     mac.update(b"\0");

@@ -180,13 +180,17 @@ pub fn check_reference_name(field: &str, kind: &str, name: &str) -> Result<(), F
     )))
 }
 
-fn check_secret_key(key: &str) -> Result<(), Failure> {
-    let valid = !key.is_empty()
+/// Whether `key` is a valid Secret data key: 1 to 253 letters, digits, '-', '_' and '.'.
+pub fn secret_key(key: &str) -> bool {
+    !key.is_empty()
         && key.len() <= 253
         && key
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if !valid {
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn check_secret_key(key: &str) -> Result<(), Failure> {
+    if !secret_key(key) {
         return Err(Failure::invalid_spec(format!(
             "spec.target.template: {key:?} is not a valid Secret key (letters, digits, '-', '_', '.')"
         )));

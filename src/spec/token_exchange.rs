@@ -10,6 +10,7 @@ use crate::api::crd::{ClientAuthMethod, GrantType, OAuthClientSpec, SubjectToken
 use crate::api::reason::Failure;
 use crate::spec::client_auth::{ServiceAccountSettings, service_account};
 use crate::spec::presets::Preset;
+use crate::spec::target::secret_key;
 use crate::spec::{Policy, check_reference_name};
 
 /// `grant_type` of a token exchange.
@@ -181,13 +182,7 @@ fn subject(
         "Secret",
         &secret.name,
     )?;
-    let key_ok = !secret.key.is_empty()
-        && secret.key.len() <= 253
-        && secret
-            .key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if !key_ok {
+    if !secret_key(&secret.key) {
         return Err(Failure::invalid_spec(format!(
             "spec.tokenExchange.subjectToken.secretRef.key {:?} is not a Secret key (1 to 253 letters, digits, '-', '_', '.')",
             secret.key.chars().take(80).collect::<String>()

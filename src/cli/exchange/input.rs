@@ -15,7 +15,6 @@ use serde::Deserialize;
 use super::Outcome;
 use crate::api::crd::{CaBundleKind, CredentialsSecretRef, OAuthClient};
 use crate::api::reason::{Failure, Reason};
-use crate::base::Sensitive;
 use crate::cli::ExchangeArgs;
 use crate::oauth::credentials::{self, Credentials, Item, Origin, SecretData, Subject};
 use crate::oauth::transport::trust::{self, Trust};
@@ -295,7 +294,7 @@ pub fn subject(
             .into());
         }
     };
-    let text = credentials::value(bytes.as_deref(), Origin::Other(&origin), || {
+    let token = credentials::token(bytes.as_deref(), Origin::Other(&origin), || {
         Failure::new(
             Reason::CredentialsNotFound,
             format!(
@@ -303,11 +302,7 @@ pub fn subject(
             ),
         )
     })?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(Failure::new(Reason::CredentialsNotFound, format!("{origin} is empty")).into());
-    }
-    Ok(Some(Subject::Token(Sensitive::new(token.to_owned()))))
+    Ok(Some(Subject::Token(token)))
 }
 
 /// The files named on the command line, read once (a file that cannot be read is an input

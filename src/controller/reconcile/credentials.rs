@@ -143,18 +143,14 @@ pub async fn read(client: &OAuthClient, ctx: &Context) -> Result<Loaded, Error> 
 async fn read_own(client: &OAuthClient, ctx: &Context) -> Result<Loaded, Error> {
     let namespace = client.namespace().unwrap_or_default();
     let name = match source(client) {
+        // Nothing to read; `read` resolves the spec once for the subject.
         Source::Public => {
-            return Ok(
-                match ClientSettings::resolve(&client.spec, &ctx.shared.policy) {
-                    Ok(_) => Loaded {
-                        resource_version: None,
-                        credentials: Ok(Credentials::public(
-                            client.spec.client_id.clone().unwrap_or_default(),
-                        )),
-                    },
-                    Err(failure) => Loaded::unusable(failure),
-                },
-            );
+            return Ok(Loaded {
+                resource_version: None,
+                credentials: Ok(Credentials::public(
+                    client.spec.client_id.clone().unwrap_or_default(),
+                )),
+            });
         }
         Source::Secret(name) => name,
         Source::ServiceAccount(name) if ctx.shared.policy.allow_service_account_tokens => {

@@ -10,6 +10,7 @@ use kube::api::Api;
 
 use super::credentials::{self, Loaded, Source, SubjectSource};
 use super::error::Error;
+use super::subject;
 use crate::api::crd::{CaBundleKind, CaBundleRef, OAuthClient, OAuthClientStatus};
 use crate::api::keys::{MAC_ANNOTATION, REFRESH_REQUESTED_ANNOTATION};
 use crate::api::name::NamespacedName;
@@ -211,21 +212,18 @@ fn link(client: &OAuthClient, ctx: &Context, key: &NamespacedName, target: &str)
     // The subject token's Secret: a Secret subject, or the managed Secret of the client whose
     // token this one exchanges (as learned when that client was last read).
     let subject = credentials::subject_source(client);
-    let learned = match subject {
-        Some(SubjectSource::Client(_)) => ctx.subject_secret(key),
-        _ => None,
-    };
-    let subject_client = match subject {
-        Some(SubjectSource::Client(name)) => Some(name),
-        _ => None,
+    let learned;
+    let (subject_client, subject_secret, subject_account) = match subject {
+        Some(SubjectSource::Client(name)) => {
+            learned = ctx.subject_secret(key);
+            (Some(name), learned.as_deref(), None)
+        }
+        Some(SubjectSource::Secret(name)) => (None, Some(name), None),
+        Some(SubjectSource::ServiceAccount(name)) => (None, None, Some(name)),
+        None => (None, None, None),
     };
     let clients: Vec<&str> = subject_client.into_iter().collect();
     ctx.client_refs.link_all(key, &clients);
-    let subject_secret = match subject {
-        Some(SubjectSource::Secret(name)) => Some(name),
-        Some(SubjectSource::Client(_)) => learned.as_deref(),
-        _ => None,
-    };
     let secrets: Vec<&str> = credentials
         .into_iter()
         .chain(secret_bundle)
@@ -237,10 +235,6 @@ fn link(client: &OAuthClient, ctx: &Context, key: &NamespacedName, target: &str)
     ctx.references.link_target(key, target);
     let own_account = match source {
         Source::ServiceAccount(name) => Some(name),
-        _ => None,
-    };
-    let subject_account = match subject {
-        Some(SubjectSource::ServiceAccount(name)) => Some(name),
         _ => None,
     };
     let accounts: Vec<&str> = own_account.into_iter().chain(subject_account).collect();
@@ -262,14 +256,11 @@ fn link(client: &OAuthClient, ctx: &Context, key: &NamespacedName, target: &str)
         SubjectSource::Secret(_) => secret_version(),
         // The referenced client's own version (it appears, becomes Ready, ...) and its
         // managed Secret's.
-        SubjectSource::Client(name) => {
-            let client = ctx.subject_client_version(&NamespacedName::new(&key.namespace, name));
-            Some(format!(
-                "{}/{}",
-                client.as_deref().unwrap_or("-"),
-                secret_version().as_deref().unwrap_or("-")
-            ))
-        }
+        SubjectSource::Client(name) => Some(subject::client_subject_version(
+            ctx.subject_client_version(&NamespacedName::new(&key.namespace, name))
+                .as_deref(),
+            secret_version().as_deref(),
+        )),
     });
     credentials::composed_version(own, subject)
 }

@@ -43,6 +43,13 @@ impl ReadSubject {
     }
 }
 
+/// The version of another OAuthClient's token as a subject: that client's resourceVersion (as
+/// the watch showed it) and its managed Secret's. The observe step composes it from the caches
+/// and reading the subject from what it read, the same way.
+pub fn client_subject_version(client: Option<&str>, secret: Option<&str>) -> String {
+    format!("{}/{}", client.unwrap_or("-"), secret.unwrap_or("-"))
+}
+
 /// Reads the subject of `client`'s token exchange (`settings` resolved from its spec).
 pub async fn read(
     client: &OAuthClient,
@@ -151,21 +158,12 @@ pub fn cluster_credential(field: &str, secret: &Secret, name: &str) -> Option<Fa
 /// A subject token as a Secret holds it: present, not empty, UTF-8, without surrounding
 /// whitespace (a file written with a trailing newline works).
 fn token_value(bytes: Option<&[u8]>, name: &str, key: &str) -> Result<Sensitive<String>, Failure> {
-    let origin = Origin::Key { secret: name, key };
-    let text = credentials::value(bytes, origin, || {
+    credentials::token(bytes, Origin::Key { secret: name, key }, || {
         Failure::new(
             Reason::CredentialsNotFound,
             format!("Secret {name} has no key {key} (the subject token)"),
         )
-    })?;
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(Failure::new(
-            Reason::CredentialsNotFound,
-            format!("{origin} is empty"),
-        ));
-    }
-    Ok(Sensitive::new(trimmed.to_owned()))
+    })
 }
 
 /// Another OAuthClient's current token: the chain of references is followed first (a cycle is
@@ -232,13 +230,9 @@ async fn read_client(
     // As the observe step composes it: the referenced client's version as the watch showed it,
     // and its managed Secret's.
     let noted = ctx.subject_client_version(&NamespacedName::new(namespace, name));
-    let resource_version = Some(format!(
-        "{}/{}",
-        noted.as_deref().unwrap_or("-"),
-        read.as_ref()
-            .and_then(|s| s.resource_version())
-            .as_deref()
-            .unwrap_or("-")
+    let resource_version = Some(client_subject_version(
+        noted.as_deref(),
+        read.as_ref().and_then(|s| s.resource_version()).as_deref(),
     ));
     let status = referenced.status.clone().unwrap_or_default();
     let intact = read.as_ref().and_then(|s| {
