@@ -152,6 +152,7 @@ async fn scenarios(service_account_tokens: bool) -> Vec<Call> {
             lease_namespace: None,
             metrics_reviews: false,
             own_service_account: None,
+            cluster_clients: None,
         };
         oauth_token_operator::controller::preflight(&api.client(), &needs, "double")
             .await

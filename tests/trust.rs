@@ -569,6 +569,7 @@ async fn a_missing_list_permission_on_what_is_watched_stops_the_start_with_its_n
             lease_namespace: None,
             metrics_reviews: false,
             own_service_account: None,
+            cluster_clients: None,
         };
         preflight(&client, &needs, "double").await.unwrap();
         for resource in ["configmaps", "secrets", "oauthclients"] {

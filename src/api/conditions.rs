@@ -1,4 +1,4 @@
-//! `Ready` and `Degraded` conditions (metav1.Condition), set the way cert-manager does:
+//! `Ready`, `Degraded` (and a ClusterOAuthClient's `Distributed`) conditions (metav1.Condition), set the way cert-manager does:
 //! `observedGeneration` every time, `lastTransitionTime` only when the status flips.
 
 use jiff::Timestamp;
@@ -12,6 +12,15 @@ pub const DEGRADED: &str = "Degraded";
 pub const TOKEN_ISSUED: &str = "TokenIssued";
 /// Reason of `Degraded=False`.
 pub const REFRESH_SUCCEEDED: &str = "RefreshSucceeded";
+/// The `Distributed` condition type (ClusterOAuthClient): every selected namespace holds the
+/// current token.
+pub const DISTRIBUTED: &str = "Distributed";
+/// Reason of `Distributed=True`.
+pub const ALL_TARGETS_WRITTEN: &str = "AllTargetsWritten";
+/// Reason of `Distributed=False` when only namespaces with a conflicting Secret lack the token.
+pub const SECRET_CONFLICT: &str = "SecretConflict";
+/// Reason of `Distributed=False` otherwise.
+pub const WRITE_FAILED: &str = "WriteFailed";
 
 /// Condition status as the API writes it.
 pub fn status_str(value: bool) -> &'static str {

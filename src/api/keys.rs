@@ -14,6 +14,11 @@ pub const MANAGED_SELECTOR: &str = concat!("app.kubernetes.io/managed-by=", name
 
 /// Label naming the OAuthClient (see [`crate::output::secret::client_label_value`]).
 pub const CLIENT_LABEL: &str = concat!(group!(), "/client");
+/// Label naming the ClusterOAuthClient on the Secrets it writes into the namespaces it selects,
+/// and on the OAuthClient that holds its token in the cluster resource namespace.
+pub const CLUSTER_CLIENT_LABEL: &str = concat!(group!(), "/cluster-client");
+/// The label selector of what ClusterOAuthClients write.
+pub const CLUSTER_CLIENT_SELECTOR: &str = concat!(group!(), "/cluster-client");
 /// When the token was issued (RFC 3339).
 pub const ISSUED_AT_ANNOTATION: &str = concat!(group!(), "/issued-at");
 /// When the token expires (RFC 3339).
@@ -50,6 +55,7 @@ mod tests {
         assert_eq!(PREFIX, format!("{GROUP}/"));
         for key in [
             CLIENT_LABEL,
+            CLUSTER_CLIENT_LABEL,
             ISSUED_AT_ANNOTATION,
             EXPIRES_AT_ANNOTATION,
             FINGERPRINT_ANNOTATION,

@@ -48,8 +48,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller.
     Run(RunArgs),
-    /// Print the OAuthClient CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the OAuthClient CustomResourceDefinition as YAML (with --cluster, the
+    /// ClusterOAuthClient one).
+    Crd(CrdArgs),
     /// Perform one token exchange locally, without a cluster, and print what the operator would
     /// store.
     Exchange(ExchangeArgs),
@@ -176,6 +177,23 @@ pub struct RunArgs {
     )]
     pub refused_token_audiences: Vec<String>,
 
+    /// Serve ClusterOAuthClients: one token per ClusterOAuthClient, written into every namespace
+    /// it selects. Needs a cluster-wide installation (no --namespaces) and the rights the chart
+    /// adds with clusterOAuthClients.enabled (namespaces list and watch; secrets delete; in the
+    /// cluster resource namespace, oauthclients create and patch).
+    #[arg(long, env = "OAUTH_TOKEN_OPERATOR_ENABLE_CLUSTER_CLIENTS")]
+    pub enable_cluster_clients: bool,
+
+    /// Where ClusterOAuthClients' references (credentials Secret, CA bundle, ServiceAccounts,
+    /// subject tokens) are resolved, and where the OAuthClient that obtains each one's token
+    /// lives (default: the operator's own namespace, POD_NAMESPACE).
+    #[arg(
+        long,
+        env = "OAUTH_TOKEN_OPERATOR_CLUSTER_RESOURCE_NAMESPACE",
+        value_name = "NAMESPACE"
+    )]
+    pub cluster_resource_namespace: Option<String>,
+
     /// Address of /metrics, /healthz and /readyz.
     #[arg(
         long,
@@ -234,6 +252,14 @@ pub struct RunArgs {
     /// The bounds on the HTTP clients OAuthClients can make the operator hold.
     #[command(flatten)]
     pub limits: PoolLimitArgs,
+}
+
+/// `crd`'s arguments.
+#[derive(Args, Debug, Clone)]
+pub struct CrdArgs {
+    /// Print the ClusterOAuthClient CRD (crds/clusteroauthclient.yaml) instead.
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 /// `run`'s bounds on the HTTP clients of distinct CA bundles and client certificates: each
@@ -384,8 +410,12 @@ const CLUSTER_COMMAND_LOGS: &str = "warn,kube_client::client=off";
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Crd => {
-            out!("{}", crate::api::crd::crd_yaml());
+        Command::Crd(args) => {
+            if args.cluster {
+                out!("{}", crate::api::cluster_crd::crd_yaml());
+            } else {
+                out!("{}", crate::api::crd::crd_yaml());
+            }
             ExitCode::SUCCESS
         }
         Command::Run(args) => {

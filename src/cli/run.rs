@@ -49,6 +49,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         .filter(|n| !n.is_empty())
         .collect();
     let own_namespace = crate::runtime::leader::own_namespace(&api.default_namespace);
+    let cluster_clients = cluster_resource_namespace(&args, &namespaces, &own_namespace)?;
     let own_service_account = if args.allow_service_account_tokens {
         controller::service_account::own_service_account(&api.client)
             .await
@@ -65,6 +66,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
         own_service_account: own_service_account
             .as_ref()
             .map(|(ns, name)| (ns.as_str(), name.as_str())),
+        cluster_clients: cluster_clients.as_deref(),
     };
     controller::preflight(&api.client, &needs, &api.url)
         .await
@@ -137,6 +139,7 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
             .filter(|a| !a.is_empty())
             .collect(),
         own_service_account,
+        cluster_clients,
     };
     let controller = controller::run(
         api.client.clone(),
@@ -267,4 +270,29 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// With `--enable-cluster-clients`, the cluster resource namespace (checked as a name); an
+/// error with `--namespaces`, since a ClusterOAuthClient writes into any namespace.
+fn cluster_resource_namespace(
+    args: &RunArgs,
+    namespaces: &[String],
+    own_namespace: &str,
+) -> Result<Option<String>, String> {
+    if !args.enable_cluster_clients {
+        return Ok(None);
+    }
+    if !namespaces.is_empty() {
+        return Err("--enable-cluster-clients needs a cluster-wide installation: a ClusterOAuthClient writes into the namespaces it selects, so --namespaces (chart: watchNamespaces) cannot be set with it".to_owned());
+    }
+    let namespace = args
+        .cluster_resource_namespace
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .unwrap_or(own_namespace)
+        .to_owned();
+    crate::spec::check_object_name("--cluster-resource-namespace", &namespace)
+        .map_err(|f| f.message)?;
+    Ok(Some(namespace))
 }

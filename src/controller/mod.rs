@@ -14,6 +14,7 @@
 //!   and resourceVersion, mapped back to the OAuthClients that use them
 //!   (`ServiceAccountToken`), so that a change of the opt-in annotation retries at once.
 
+pub mod cluster;
 pub mod context;
 pub mod events;
 pub mod gate;
@@ -69,6 +70,9 @@ pub struct Config {
     /// The ServiceAccount the operator runs as (namespace, name), whose TokenRequest with no
     /// audience tells the API server's own audiences; `None` when it runs as a user.
     pub own_service_account: Option<(String, String)>,
+    /// `--enable-cluster-clients`: the cluster resource namespace (`--cluster-resource-namespace`)
+    /// where ClusterOAuthClients' references resolve; `None`: ClusterOAuthClients are not served.
+    pub cluster_clients: Option<String>,
 }
 
 /// Why the controller could not start.
@@ -178,10 +182,18 @@ pub async fn run(
     let mut readiness = Vec::new();
     let mut controllers = Vec::new();
     for scope in scopes {
-        let (controller, ready) =
+        let cluster_wide = scope.is_none();
+        let (controller, ready, ctx) =
             watches::scope_controller(shared.clone(), scope, concurrency, shutdown.clone());
         readiness.push(ready);
         controllers.push(controller);
+        if let (true, Some(namespace)) = (cluster_wide, &config.cluster_clients) {
+            let (controller, ready) =
+                cluster::controller(shared.clone(), ctx, namespace.clone(), shutdown.clone());
+            readiness.push(ready);
+            controllers.push(controller);
+            tracing::info!(cluster_resource_namespace = %namespace, "serving ClusterOAuthClients");
+        }
     }
     let health_ready = health.clone();
     tokio::spawn(async move {

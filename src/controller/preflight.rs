@@ -67,6 +67,8 @@ pub struct Needs<'a> {
     /// (namespace, name), whose token it requests once at start to learn the API server's
     /// audiences.
     pub own_service_account: Option<(&'a str, &'a str)>,
+    /// With `--enable-cluster-clients`: the cluster resource namespace.
+    pub cluster_clients: Option<&'a str>,
 }
 
 /// Every right the controller uses, configured as `needs` says (the chart's RBAC grants exactly
@@ -150,6 +152,39 @@ pub fn rights(needs: &Needs<'_>) -> Vec<Right> {
             None,
             &None,
         ));
+    }
+    if let Some(namespace) = needs.cluster_clients {
+        let all = None;
+        for verb in ["get", "list", "watch"] {
+            rights.push(right(
+                verb,
+                crate::api::crd::GROUP,
+                "clusteroauthclients",
+                None,
+                &all,
+            ));
+        }
+        rights.push(right(
+            "patch",
+            crate::api::crd::GROUP,
+            "clusteroauthclients",
+            Some("status"),
+            &all,
+        ));
+        for verb in ["list", "watch"] {
+            rights.push(right(verb, "", "namespaces", None, &all));
+        }
+        rights.push(right("delete", "", "secrets", None, &all));
+        let resources = Some(namespace.to_owned());
+        for verb in ["create", "patch"] {
+            rights.push(right(
+                verb,
+                crate::api::crd::GROUP,
+                "oauthclients",
+                None,
+                &resources,
+            ));
+        }
     }
     if let Some(lease_namespace) = needs.lease_namespace {
         let lease = Some(lease_namespace.to_owned());
@@ -292,6 +327,7 @@ mod tests {
             lease_namespace: None,
             metrics_reviews: false,
             own_service_account: None,
+            cluster_clients: None,
         };
         let all = labels(&wide);
         assert!(all.contains(

@@ -84,6 +84,17 @@ impl<V: Clone, K> Index<V, K> {
         }
     }
 
+    /// The entries whose value satisfies `keep`.
+    pub fn keys_where(&self, keep: impl Fn(&V) -> bool) -> Vec<(Key, V)> {
+        self.live
+            .read()
+            .expect("index lock")
+            .iter()
+            .filter(|(_, v)| keep(v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// Number of Secrets indexed.
     pub fn len(&self) -> usize {
         self.live.read().expect("index lock").len()

@@ -38,14 +38,14 @@ use crate::base::clock::Clock;
 
 type BoxFuture = futures::future::BoxFuture<'static, ()>;
 
-/// Builds the controller of one scope: its future, and a future that resolves once its caches
-/// are synced.
+/// Builds the controller of one scope: its future, a future that resolves once its caches
+/// are synced, and its context.
 pub fn scope_controller(
     shared: Arc<Shared>,
     namespace: Option<String>,
     concurrency: u16,
     shutdown: futures::future::Shared<impl Future<Output = ()> + Send + 'static>,
-) -> (BoxFuture, BoxFuture) {
+) -> (BoxFuture, BoxFuture, Arc<Context>) {
     // Readiness from each watch's first complete list (InitDone). kube's
     // `Store::wait_until_ready` wakes only one of several concurrent waiters, and the
     // controller itself waits on the OAuthClient store, so it is not used here.
@@ -111,10 +111,10 @@ pub fn scope_controller(
     }
     let running = drive(
         controller.graceful_shutdown_on(shutdown),
-        run_ctx,
+        run_ctx.clone(),
         run_store,
     );
-    (running, all_synced(&synced))
+    (running, all_synced(&synced), run_ctx)
 }
 
 type Watch<K> = futures::stream::BoxStream<'static, Result<PartialObjectMeta<K>, watcher::Error>>;
@@ -287,7 +287,7 @@ fn live_refs(
 /// `410 Gone` (its watch cache starts at a newer resourceVersion); with kube's default, those
 /// errors added up to more than 30 s before the relist on a real API server. A few lists every
 /// 5 s while the API server is down cost it nothing.
-fn watch_backoff() -> kube::runtime::utils::ResetTimerBackoff<WatchBackoff> {
+pub(super) fn watch_backoff() -> kube::runtime::utils::ResetTimerBackoff<WatchBackoff> {
     kube::runtime::utils::ResetTimerBackoff::new(WatchBackoff::FIRST, Duration::from_secs(60))
 }
 
@@ -333,7 +333,7 @@ impl kube::runtime::utils::Backoff for NoDelay {
 }
 
 /// The delays of [`watch_backoff`].
-struct WatchBackoff {
+pub(super) struct WatchBackoff {
     next: Duration,
 }
 

@@ -274,6 +274,7 @@ pub struct Settled {
     pub issued_events: Option<IssuedEvents>,
 }
 
+pub mod distribution;
 pub mod managed_secret;
 mod plan;
 mod settle;

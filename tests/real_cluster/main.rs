@@ -11,6 +11,7 @@
 mod support;
 
 mod cli;
+mod cluster_clients;
 mod common;
 mod crd;
 mod helm;

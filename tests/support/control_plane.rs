@@ -182,18 +182,18 @@ impl Cluster {
         }
     }
 
-    /// Applies `crds/oauthclient.yaml` (server-side) and waits until it is established.
+    /// Applies `crds/oauthclient.yaml` and `crds/clusteroauthclient.yaml` (server-side) and
+    /// waits until they are established.
     pub async fn install_crds(&self) {
         let client = self.client().await;
-        apply_crd_file(
-            &client,
-            Path::new(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/crds/oauthclient.yaml"
-            )),
-        )
-        .await
-        .expect("the real API server accepts crds/oauthclient.yaml");
+        for file in ["oauthclient.yaml", "clusteroauthclient.yaml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("crds")
+                .join(file);
+            apply_crd_file(&client, &path)
+                .await
+                .unwrap_or_else(|e| panic!("the real API server refuses crds/{file}: {e}"));
+        }
     }
 
     /// Runs the control plane's `kubectl` against this cluster; returns (success, stdout,

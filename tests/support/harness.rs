@@ -130,6 +130,7 @@ impl Operator {
             limits: Default::default(),
             refused_token_audiences: Vec::new(),
             own_service_account: None,
+            cluster_clients: None,
         };
         adjust(&mut config);
         api.set_profile(if config.policy.allow_service_account_tokens {

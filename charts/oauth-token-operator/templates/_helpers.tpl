@@ -72,6 +72,32 @@ block plain YAML. */}}
   verbs: ["create"]
 {{- end }}
 
+{{/* With clusterOAuthClients.enabled, cluster-wide: ClusterOAuthClients, the namespaces they
+select, and the removal of a copy from a namespace that stops matching. Keep this block plain
+YAML: tests/rbac.rs reads it. */}}
+{{- define "oauth-token-operator.clusterClientRules" -}}
+- apiGroups: ["oauth.token-operator.dev"]
+  resources: ["clusteroauthclients"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["oauth.token-operator.dev"]
+  resources: ["clusteroauthclients/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["delete"]
+{{- end }}
+
+{{/* With clusterOAuthClients.enabled, in the cluster resource namespace: the OAuthClient that
+obtains each ClusterOAuthClient's token. Keep this block plain YAML. */}}
+{{- define "oauth-token-operator.clusterClientResourceRules" -}}
+- apiGroups: ["oauth.token-operator.dev"]
+  resources: ["oauthclients"]
+  verbs: ["create", "patch"]
+{{- end }}
+
 {{/* With serviceAccountTokens.enabled: read ServiceAccounts (their opt-in annotation) and
 request their tokens. Keep this block plain YAML: tests/rbac.rs reads it. */}}
 {{- define "oauth-token-operator.serviceAccountTokenRules" -}}

@@ -24,7 +24,7 @@ mod exchange;
 mod inputs;
 mod observe;
 mod record;
-mod retries;
+pub mod retries;
 mod service_account_token;
 mod status;
 mod subject;
