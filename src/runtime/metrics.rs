@@ -12,6 +12,7 @@
 //! | `reconcile_errors_total` | counter | `error` |
 //! | `reconcile_duration_seconds` | histogram | |
 //! | `http_clients` | gauge | | (HTTP clients for token endpoints in use: one per distinct trust configuration)
+//! | `cluster_client_targets` | gauge | `name`, `state` (`selected`, `written`, `conflicts`): each ClusterOAuthClient's namespaces |
 //!
 //! The per-OAuthClient gauges follow cert-manager's certificate gauges and are removed when the
 //! OAuthClient is deleted.
@@ -133,6 +134,18 @@ impl Collector for ClientGauges {
     }
 }
 
+/// `name`, `state`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterTargetLabels {
+    /// The ClusterOAuthClient.
+    pub name: String,
+    /// `selected`, `written` or `conflicts`.
+    pub state: String,
+}
+
+/// The states of `cluster_client_targets`.
+const TARGET_STATES: [&str; 3] = ["selected", "written", "conflicts"];
+
 /// `error`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -153,6 +166,7 @@ pub struct Metrics {
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: Histogram,
     http_clients: Gauge,
+    cluster_targets: Family<ClusterTargetLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -212,7 +226,14 @@ impl Default for Metrics {
             "HTTP clients for token endpoints in use: one per distinct trust configuration (the default trust and each distinct CA bundle)",
             http_clients.clone(),
         );
+        let cluster_targets = Family::<ClusterTargetLabels, Gauge>::default();
+        registry.register(
+            "cluster_client_targets",
+            "Namespaces of each ClusterOAuthClient: selected, holding the current token (written), and with a conflicting Secret (conflicts)",
+            cluster_targets.clone(),
+        );
         Metrics {
+            cluster_targets,
             registry,
             exchanges,
             triggers,
@@ -276,6 +297,28 @@ impl Metrics {
     /// Removes the gauges of a deleted OAuthClient.
     pub fn forget_client(&self, namespace: &str, name: &str) {
         self.clients.remove(namespace, name);
+    }
+
+    /// Records a ClusterOAuthClient's namespaces: selected, written, conflicts.
+    pub fn cluster_targets(&self, name: &str, counts: [usize; 3]) {
+        for (state, count) in TARGET_STATES.iter().zip(counts) {
+            self.cluster_targets
+                .get_or_create(&ClusterTargetLabels {
+                    name: name.to_owned(),
+                    state: (*state).to_owned(),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Removes the gauges of a deleted ClusterOAuthClient.
+    pub fn forget_cluster_client(&self, name: &str) {
+        for state in TARGET_STATES {
+            self.cluster_targets.remove(&ClusterTargetLabels {
+                name: name.to_owned(),
+                state: state.to_owned(),
+            });
+        }
     }
 
     /// Counts a reconcile, its duration and, if it failed, what failed.

@@ -225,6 +225,12 @@ fn owner(meta: &kube::api::ObjectMeta) -> Option<ObjectRef<ClusterOAuthClient>> 
 fn forget_deleted(cx: &ClusterContext, store: &Store<ClusterOAuthClient>) {
     let mut memory = cx.memory.lock().expect("cluster memory lock");
     if memory.len() > store.state().len() {
-        memory.retain(|name, _| store.get(&ObjectRef::new(name)).is_some());
+        memory.retain(|name, _| {
+            let live = store.get(&ObjectRef::new(name)).is_some();
+            if !live {
+                cx.shared.metrics.forget_cluster_client(name);
+            }
+            live
+        });
     }
 }

@@ -118,6 +118,14 @@ pub async fn reconcile(
         .lock()
         .expect("cluster memory lock")
         .insert(name, remembered);
+    let counts = [
+        outcome.selected.len(),
+        outcome.written.len(),
+        outcome.conflicts.len(),
+    ];
+    cx.shared
+        .metrics
+        .cluster_targets(&client.name_any(), counts);
     let status = status_of(&client, &child, &previous, &outcome, &target, &cx);
     write_status(&client, &cx, &previous, &status).await?;
     let again = if outcome.conflicts.is_empty() && outcome.failed.is_empty() {
@@ -232,8 +240,14 @@ async fn current_token(
         return Ok(None);
     };
     let rv = managed.resource_version.to_string();
+    // The status anchors the token: one issued after the one remembered is read even while
+    // the Secret index has not caught up with its write.
+    let issued_at = child.status.as_ref().and_then(|s| s.issued_at.as_deref());
+    let anchored = |token: &IntactToken| {
+        issued_at.is_none_or(|at| at == crate::base::time::rfc3339(token.token.issued_at))
+    };
     let fresh = match &remembered.source {
-        Some((seen, token)) if *seen == rv => Some(token.clone()),
+        Some((seen, token)) if *seen == rv && anchored(token) => Some(token.clone()),
         _ => None,
     };
     let token = match fresh {
@@ -248,8 +262,16 @@ async fn current_token(
             let keys = &cx.shared.seal_keys;
             let intact = managed_secret::inspect(&secret, child, keys, &status).intact_token;
             let read_rv = secret.resource_version().unwrap_or_default();
-            remembered.source = intact.clone().map(|t| (read_rv, t));
-            intact
+            match intact {
+                Some(token) => {
+                    remembered.source = Some((read_rv, token.clone()));
+                    Some(token)
+                }
+                // Not (yet) the token the status records, or changed by someone: the copies
+                // keep the token last found intact; the OAuthClient's next status, or its
+                // restore, brings the next one.
+                None => remembered.source.as_ref().map(|(_, t)| t.clone()),
+            }
         }
     };
     let now = cx.shared.clock.now();
