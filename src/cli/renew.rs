@@ -8,6 +8,10 @@
 //!   (renewed), the Degraded condition reports a failure newer than the request (failed: reason
 //!   and message), or `--timeout` passes (what was last seen is printed). Exit 1 when any
 //!   renewal failed or timed out.
+//! * The namespace and name of each object the API server returns (listed, or got by NAME) go
+//!   into the PATCH's path and `--wait`'s reads only when they are names: an object whose
+//!   namespace or name is not one (`../x`) is skipped with one line saying so, the others are
+//!   renewed, and the exit code is 1.
 
 use crate::cli::terminal::{errln, outln};
 use std::collections::BTreeMap;
@@ -18,9 +22,11 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use super::kube_config::{CliError, Connection, EXIT_NOT_OK, KubeArgs, checked_name};
+use super::kube_config::{
+    CliError, Connection, EXIT_NOT_OK, KubeArgs, checked_name, checked_namespace,
+};
 use super::status::{Summary, list_clients};
-use super::table::{parse_time, printable, relative, span, when};
+use super::table::{parse_time, printable, relative, span, truncate, when};
 use crate::api::conditions;
 use crate::api::crd::OAuthClient;
 use crate::api::keys::REFRESH_REQUESTED_ANNOTATION;
@@ -85,13 +91,37 @@ pub(super) async fn run(args: RenewArgs) -> Result<u8, CliError> {
         return Ok(0);
     }
     let mut pending = Vec::new();
+    let mut skipped = false;
     for client in &clients {
-        pending.push(request(&connection, client).await?);
+        match checked_key(client) {
+            Some(key) => pending.push(request(&connection, client, key).await?),
+            None => skipped = true,
+        }
     }
-    if !args.wait {
-        return Ok(0);
+    let code = if !args.wait || pending.is_empty() {
+        0
+    } else {
+        wait(&connection, pending, args.timeout).await?
+    };
+    Ok(if skipped { EXIT_NOT_OK } else { code })
+}
+
+/// The namespace and name of `client` as the API server returned it, if both are names: they
+/// go into request paths (the PATCH, `--wait`'s reads), and an API server, or a front end
+/// before it, may return anything. Otherwise one line on standard error says that it is
+/// skipped (the values quoted and cut, never raw).
+fn checked_key(client: &OAuthClient) -> Option<(String, String)> {
+    let namespace = client.namespace().unwrap_or_default();
+    let name = client.name_any();
+    if checked_namespace(&namespace).is_ok() && checked_name("OAuthClient", &name).is_ok() {
+        return Some((namespace, name));
     }
-    wait(&connection, pending, args.timeout).await
+    errln!(
+        "skipped an OAuthClient the API server returned as {:?} in namespace {:?}: not a valid name or namespace (it would reach another API path); no renewal was requested for it",
+        truncate(&name, 80),
+        truncate(&namespace, 80)
+    );
+    None
 }
 
 async fn get(
@@ -156,10 +186,13 @@ fn request_time(client: &OAuthClient, now: Timestamp) -> Timestamp {
     }
 }
 
-/// Requests a renewal of `client` unless one is pending; says which.
-async fn request(connection: &Connection, client: &OAuthClient) -> Result<Pending, CliError> {
-    let namespace = client.namespace().unwrap_or_default();
-    let name = client.name_any();
+/// Requests a renewal of `client` (at `namespace`/`name`, checked) unless one is pending;
+/// says which.
+async fn request(
+    connection: &Connection,
+    client: &OAuthClient,
+    (namespace, name): (String, String),
+) -> Result<Pending, CliError> {
     let now = Timestamp::now();
     let status = client.status.clone().unwrap_or_default();
     let failures = status.consecutive_failures.unwrap_or(0);

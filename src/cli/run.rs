@@ -6,6 +6,7 @@ use std::sync::Arc;
 use kube::config::KubeConfigOptions;
 
 use super::api_proxy::{self, LoadError, Source};
+use super::terminal::errln;
 use crate::base::clock::SystemClock;
 use crate::controller::{self, Config};
 use crate::oauth::transport::proxy::ProxyConfig;
@@ -17,7 +18,7 @@ use crate::spec::Policy;
 use super::RunArgs;
 
 /// Runs the controller until SIGTERM or SIGINT; any start-up problem is one clear message and
-/// exit code 1.
+/// exit code 1 (terminal-safe: escape sequences in what the API server said become `?`).
 pub fn run(args: RunArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -25,7 +26,7 @@ pub fn run(args: RunArgs) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -33,7 +34,8 @@ pub fn run(args: RunArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
-            eprintln!("error: {message}");
+            // Quotes what the API server said: through the terminal filter.
+            errln!("error: {message}");
             ExitCode::FAILURE
         }
     }

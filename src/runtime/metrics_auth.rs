@@ -171,3 +171,64 @@ impl MetricsAuth {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A client of an API server that accepts no token (every TokenReview: not authenticated),
+    /// counting the reviews it is asked for.
+    fn refusing(reviews: Arc<AtomicUsize>) -> kube::Client {
+        let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+            let reviews = reviews.clone();
+            async move {
+                if request.uri().path().ends_with("/tokenreviews") {
+                    reviews.fetch_add(1, Ordering::SeqCst);
+                }
+                let body = serde_json::json!({
+                    "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                    "spec": {}, "status": {"authenticated": false},
+                });
+                let response = http::Response::builder()
+                    .status(201)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(body.to_string().into_bytes()))
+                    .expect("a response");
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    /// Review of security round three: a caller sending a new bogus token with every request
+    /// had each one reviewed by the API server. Distinct tokens are reviewed at most
+    /// [`REVIEWS_PER_SECOND`] a second (a burst of twice that); the others are `Throttled`
+    /// (429) without a request, and a token already refused is answered from memory.
+    #[tokio::test]
+    async fn a_flood_of_bogus_tokens_is_reviewed_at_most_ten_a_second() {
+        let reviews = Arc::new(AtomicUsize::new(0));
+        let auth = MetricsAuth::new(refusing(reviews.clone()));
+        let started = Instant::now();
+        let mut throttled = 0;
+        for i in 0..500 {
+            match auth.decide(Some(&format!("Bearer bogus-{i}"))).await {
+                Ok(Decision::Throttled) => throttled += 1,
+                Ok(Decision::Unauthenticated) => {}
+                other => panic!("token {i}: {other:?}"),
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let reviewed = reviews.load(Ordering::SeqCst);
+        let most = (REVIEWS_PER_SECOND * (2.0 + elapsed)).ceil() as usize;
+        assert!(
+            reviewed <= most,
+            "{reviewed} reviews for 500 distinct tokens in {elapsed:.2} s (at most {most})"
+        );
+        assert_eq!(reviewed + throttled, 500);
+        let first = auth.decide(Some("Bearer bogus-0")).await.unwrap();
+        assert_eq!(first, Decision::Unauthenticated);
+        assert_eq!(reviews.load(Ordering::SeqCst), reviewed, "asked again");
+    }
+}

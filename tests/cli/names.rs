@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::common::serve;
 use crate::support::process::BIN;
-use axum::http::{StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use base64::Engine as _;
 use serde_json::json;
@@ -106,6 +106,11 @@ fn kubeconfig(dir: &std::path::Path, server: &str) -> std::path::PathBuf {
 }
 
 async fn run(kubeconfig: &std::path::Path, args: &[&str]) -> String {
+    run_with_code(kubeconfig, args).await.1
+}
+
+/// Runs the binary; returns its exit code and standard output and error together.
+async fn run_with_code(kubeconfig: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
     let kubeconfig = kubeconfig.to_owned();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
@@ -115,11 +120,12 @@ async fn run(kubeconfig: &std::path::Path, args: &[&str]) -> String {
             .env("RUST_LOG", "off")
             .output()
             .unwrap();
-        format!(
+        let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
-        )
+        );
+        (output.status.code(), text)
     })
     .await
     .unwrap()
@@ -167,6 +173,132 @@ async fn the_cli_puts_names_that_are_no_names_into_request_paths() {
     assert!(
         report.is_empty(),
         "names reached request paths unchecked:\n{}",
+        report.join("\n\n")
+    );
+}
+
+/// An OAuthClient of `namespace` named `name`, as an API server returns it.
+fn listed_client(namespace: &str, name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "oauth.token-operator.dev/v1alpha1", "kind": "OAuthClient",
+        "metadata": {"name": name, "namespace": namespace, "uid": format!("u-{name}"), "resourceVersion": "7"},
+        "spec": {"tokenUrl": "https://idp.example/token", "credentialsSecretRef": {"name": "creds"}},
+    })
+}
+
+/// Names that are no names, as a hostile API server (or a front end before it) returns them:
+/// (namespace, name).
+const HOSTILE_KEYS: [(&str, &str); 3] = [
+    ("tenant", "../../victim/oauthclients/victim"),
+    ("../victim", "demo"),
+    ("tenant", "x\u{1b}]52;c;cHduZWQ=\u{7}"),
+];
+
+/// A front end that lists, in `tenant` and in all namespaces, the OAuthClient `tenant/demo`
+/// and one of each of [`HOSTILE_KEYS`]; answers a GET of `tenant/evil` with an object named
+/// like the first of them; and records every method and raw path.
+async fn hostile_lister(calls: Arc<Mutex<Vec<String>>>) -> String {
+    let app = axum::Router::new().fallback(move |method: Method, uri: Uri| {
+        let calls = calls.clone();
+        async move {
+            calls.lock().unwrap().push(format!("{method} {uri}"));
+            let base = "/apis/oauth.token-operator.dev/v1alpha1";
+            let path = uri.path();
+            if method == Method::GET
+                && (path == format!("{base}/namespaces/tenant/oauthclients")
+                    || path == format!("{base}/oauthclients"))
+            {
+                let items: Vec<serde_json::Value> = [("tenant", "demo")]
+                    .iter()
+                    .chain(HOSTILE_KEYS.iter())
+                    .map(|(ns, name)| listed_client(ns, name))
+                    .collect();
+                let list = json!({"apiVersion": "oauth.token-operator.dev/v1alpha1", "kind": "OAuthClientList",
+                                  "metadata": {"resourceVersion": "9"}, "items": items});
+                return (StatusCode::OK, axum::Json(list)).into_response();
+            }
+            if path == format!("{base}/namespaces/tenant/oauthclients/demo") {
+                return (StatusCode::OK, axum::Json(listed_client("tenant", "demo"))).into_response();
+            }
+            if path == format!("{base}/namespaces/tenant/oauthclients/evil") {
+                let (ns, name) = HOSTILE_KEYS[0];
+                return (StatusCode::OK, axum::Json(listed_client(ns, name))).into_response();
+            }
+            let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                "message": "not found", "reason": "NotFound", "code": 404});
+            (StatusCode::NOT_FOUND, axum::Json(status)).into_response()
+        }
+    });
+    serve(app).await
+}
+
+/// Security round three, issue 20, item 2: `renew --all` (and `renew NAME`) took the namespace
+/// and name of the objects the API server returned and put them into the PATCH's path (and
+/// `--wait`'s reads) unchecked. Such an object is skipped, with a line that quotes it
+/// terminal-safe; the others are still renewed; the exit code is 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_never_puts_a_listed_name_that_is_no_name_into_a_request_path() {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let server = hostile_lister(calls.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(dir.path(), &server);
+    let commands: [(&[&str], bool); 4] = [
+        (&["renew", "--all", "-n", "tenant"], true),
+        (&["renew", "--all", "-A"], true),
+        (
+            &[
+                "renew",
+                "--all",
+                "-n",
+                "tenant",
+                "--wait",
+                "--timeout",
+                "2s",
+            ],
+            true,
+        ),
+        (&["renew", "evil", "-n", "tenant"], false),
+    ];
+    let demo = "/apis/oauth.token-operator.dev/v1alpha1/namespaces/tenant/oauthclients/demo";
+    let mut report = Vec::new();
+    for (args, renews_demo) in commands {
+        calls.lock().unwrap().clear();
+        let (code, output) = run_with_code(&config, args).await;
+        let calls = calls.lock().unwrap().clone();
+        let hostile: Vec<&String> = calls
+            .iter()
+            .filter(|c| {
+                c.contains("..")
+                    || c.contains("victim")
+                    || c.contains("x%1B")
+                    || c.contains('\u{1b}')
+            })
+            .collect();
+        let patched_demo = calls
+            .iter()
+            .any(|c| c.split('?').next() == Some(format!("PATCH {demo}").as_str()));
+        let controls: Vec<char> = output
+            .chars()
+            .filter(|c| c.is_control() && *c != '\n' && *c != '\t')
+            .collect();
+        let skipped = output.matches("skipped an OAuthClient").count();
+        let expected_skips = if renews_demo { HOSTILE_KEYS.len() } else { 1 };
+        if !hostile.is_empty()
+            || patched_demo != renews_demo
+            || !controls.is_empty()
+            || skipped != expected_skips
+            || code != Some(1)
+        {
+            report.push(format!(
+                "{args:?}: exit {code:?}; hostile requests {hostile:?}; demo renewed: {patched_demo} (expected {renews_demo}); control characters printed {controls:?}; {skipped} skipped of {expected_skips}\n--- calls ---\n{}\n--- output ---\n{}",
+                calls.join("\n"),
+                output.trim()
+            ));
+        }
+    }
+    assert!(
+        report.is_empty(),
+        "renew put names that are no names into request paths:\n{}",
         report.join("\n\n")
     );
 }

@@ -8,9 +8,10 @@
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
 
 use crate::common::serve;
-use crate::support::process::BIN;
+use crate::support::process::{BIN, spawn_with};
 use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use serde_json::json;
@@ -130,5 +131,28 @@ async fn no_escape_sequence_from_the_cluster_reaches_the_terminal() {
         let text = run(&hostile_context, args);
         assert!(!text.is_empty());
         assert_printable(&format!("{args:?} with a hostile context"), &text);
+    }
+}
+
+/// Security round three, issue 20, item 4: `run` printed its start-up error (which quotes what
+/// the API server said: here the Status of the start-up check's access reviews and lists) with
+/// `eprintln!`, past the filter. Its standard error holds no control character but newline and
+/// tab, with logging off (the error line alone) and at TRACE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_up_error_of_run_reaches_the_terminal_filtered() {
+    let code = Arc::new(AtomicU16::new(500));
+    let server = hostile_api(code.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(dir.path(), &server, "ctx");
+    for c in [500u16, 403, 401, 422] {
+        code.store(c, Ordering::SeqCst);
+        for log in ["off", "trace"] {
+            let process = spawn_with(BIN, &config, &[], "op-0", &[("RUST_LOG", log)]);
+            let (exit, text) = process.wait_exit(Duration::from_secs(20)).await;
+            let what = format!("run with {c}, RUST_LOG={log}");
+            assert_eq!(exit, 1, "{what}: {text:?}");
+            assert!(text.contains("error: "), "{what}: {text:?}");
+            assert_printable(&what, &text);
+        }
     }
 }

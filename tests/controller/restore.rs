@@ -353,6 +353,17 @@ fn seal_parts(seal: &str) -> (String, String, Vec<String>) {
     )
 }
 
+/// `seal` with no items: `v2:<id>:<group tags>:`.
+fn emptied(seal: &str) -> String {
+    let (id, list, _) = seal_parts(seal);
+    format!("v2:{id}:{list}:")
+}
+
+/// `seal` with no items, in the former format: `v1:<id>:`.
+fn emptied_former(seal: &str) -> String {
+    format!("v1:{}:", seal_parts(seal).0)
+}
+
 /// The entries of `seal` without the token's and the expiries' items.
 fn without_the_token(seal: &str) -> String {
     let (_, _, entries) = seal_parts(seal);
@@ -367,13 +378,8 @@ fn without_the_token(seal: &str) -> String {
 async fn a_seal_emptied_cut_or_padded_never_hides_a_forged_token() {
     type Forgery = fn(&str) -> String;
     let attacks: [(&str, Forgery); 5] = [
-        ("the empty list", |seal| {
-            let (id, list, _) = seal_parts(seal);
-            format!("v2:{id}:{list}:")
-        }),
-        ("the empty list, former format", |seal| {
-            format!("v1:{}:", seal_parts(seal).0)
-        }),
+        ("the empty list", emptied),
+        ("the empty list, former format", emptied_former),
         ("the token's item dropped", |seal| {
             let (id, list, _) = seal_parts(seal);
             format!("v2:{id}:{list}:{}", without_the_token(seal))
@@ -404,56 +410,99 @@ async fn a_seal_emptied_cut_or_padded_never_hides_a_forged_token() {
 }
 
 /// A Secret that does not carry this client's controller ownerReference is never adopted on
-/// the strength of a seal copied from the Secret of the same client before it was recreated.
+/// the strength of a seal copied from the Secret of the same client before it was recreated:
+/// the old Secret is put back with no ownerReference, with one to the new client that is not its
+/// controller, or with the old client's controller ownerReference, each under the old seal as
+/// it was, emptied (`v2:<id>:<group tags>:`) and emptied in the former format (`v1:<id>:`),
+/// the token swapped and the expiries moved to 2099. Each is a `SecretConflict`, left as it is
+/// (token, seal and ownerReferences), and nothing is sent for it: no token request, no write
+/// of the Secret, and (checked when the operator stops) the forged token in no log, status or
+/// event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_secret_with_a_seal_copied_from_before_a_recreation_is_never_adopted() {
+    type Forgery = fn(&str) -> String;
+    type Owners = fn(&Value, &str) -> Value;
     let setup = ready().await;
-    let old = setup.api.get(SECRETS, NS, TOKEN_SECRET).unwrap();
+    let (api, vendor) = (&setup.api, &setup.vendor);
+    let old = api.get(SECRETS, NS, TOKEN_SECRET).unwrap();
+    let old_owner = old["metadata"]["ownerReferences"][0].clone();
+    assert_eq!(old_owner["controller"], true);
     setup.operator.stop().await;
-    // The client is deleted (its Secret goes with it) and created again under the same name.
-    setup.api.delete(OAUTHCLIENTS, NS, "demo");
-    eventually("the Secret collected", Duration::from_secs(5), || {
-        setup
-            .api
-            .get(SECRETS, NS, TOKEN_SECRET)
-            .is_none()
-            .then_some(())
-    })
-    .await;
-    // The tenant puts back the old Secret, unowned, with the token swapped and the expiry in
-    // 2099, under each of the old seal's variants.
-    setup.api.create(SECRETS, unowned_forgery_of(&old));
-    create_client(&setup.api, NS, "demo", &templated(&setup.vendor));
-    let operator = Operator::start(&setup.api, &[], 4);
-    wait_ready(&setup.api, NS, "demo", "False", "SecretConflict").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let secret = setup.api.get(SECRETS, NS, TOKEN_SECRET).unwrap();
-    assert_eq!(
-        secret_value(&setup.api, NS, TOKEN_SECRET, "access_token").as_deref(),
-        Some("attacker-token"),
-        "left untouched"
-    );
-    assert!(
-        secret["metadata"]["ownerReferences"].is_null(),
-        "not adopted"
-    );
-    assert_eq!(setup.vendor.count(), 1, "nothing exchanged for it");
-    operator.stop().await;
-}
-
-/// The genuine Secret `old` without its ownerReference, its token swapped and its expiries
-/// moved to 2099, its seal and every other label and annotation kept.
-fn unowned_forgery_of(old: &Value) -> Value {
-    let mut foreign = old.clone();
-    foreign["metadata"] = json!({
-        "name": TOKEN_SECRET, "namespace": NS,
-        "labels": old["metadata"]["labels"].clone(),
-        "annotations": old["metadata"]["annotations"].clone(),
-    });
-    foreign["data"]["access_token"] = b64("attacker-token");
-    foreign["data"]["expires_at"] = b64("2099-01-01T00:00:00Z");
-    foreign["metadata"]["annotations"][EXPIRES] = json!("2099-01-01T00:00:00Z");
-    foreign
+    let seals: [(&str, Forgery); 3] = [
+        ("the old seal", |seal| seal.to_owned()),
+        ("the old seal emptied", emptied),
+        ("the old seal emptied, former format", emptied_former),
+    ];
+    let owners: [(&str, Owners); 3] = [
+        ("no ownerReference", |_, _| Value::Null),
+        (
+            "an ownerReference to the new client, not its controller",
+            |old, uid| {
+                let mut owner = old.clone();
+                owner["uid"] = json!(uid);
+                owner["controller"] = json!(false);
+                json!([owner])
+            },
+        ),
+        ("the old client's controller ownerReference", |old, _| {
+            json!([old])
+        }),
+    ];
+    for (owner, owner_refs) in owners {
+        for (variant, seal) in seals {
+            let case = format!("{owner}, {variant}");
+            // The client is deleted (its Secret goes with it) and created again under the same
+            // name; the tenant puts back the old Secret, as `owner` says, with the token
+            // swapped, the expiry in 2099 and `variant` of the old seal.
+            api.delete(OAUTHCLIENTS, NS, "demo");
+            if api.get(SECRETS, NS, TOKEN_SECRET).is_some() {
+                api.delete(SECRETS, NS, TOKEN_SECRET);
+            }
+            let client = create_client(api, NS, "demo", &templated(vendor));
+            let uid = client["metadata"]["uid"].as_str().unwrap().to_owned();
+            let mut foreign = old.clone();
+            foreign["metadata"] = json!({
+                "name": TOKEN_SECRET, "namespace": NS,
+                "labels": old["metadata"]["labels"].clone(),
+                "annotations": old["metadata"]["annotations"].clone(),
+                "ownerReferences": owner_refs(&old_owner, &uid),
+            });
+            api.create(SECRETS, foreign);
+            forge(api, seal);
+            let forged = api.get(SECRETS, NS, TOKEN_SECRET).unwrap();
+            api.reset_counts();
+            let operator = Operator::start(api, &[], 4);
+            let (_, _, message) = wait_ready(api, NS, "demo", "False", "SecretConflict").await;
+            assert!(message.contains(TOKEN_SECRET), "{case}: {message}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let secret = api.get(SECRETS, NS, TOKEN_SECRET).unwrap();
+            assert_eq!(
+                secret_value(api, NS, TOKEN_SECRET, "access_token").as_deref(),
+                Some("attacker-token"),
+                "{case}: the token was replaced"
+            );
+            assert_eq!(secret["data"], forged["data"], "{case}: data changed");
+            assert_eq!(
+                secret["metadata"]["annotations"], forged["metadata"]["annotations"],
+                "{case}: seal or annotations changed"
+            );
+            assert_eq!(
+                secret["metadata"]["ownerReferences"], forged["metadata"]["ownerReferences"],
+                "{case}: adopted"
+            );
+            let writes: Vec<String> = ["create", "update", "patch", "delete"]
+                .iter()
+                .map(|verb| format!("{verb} secrets"))
+                .filter(|call| api.count(call) > 0)
+                .collect();
+            assert!(
+                writes.is_empty(),
+                "{case}: the Secret was written: {writes:?}"
+            );
+            assert_eq!(vendor.count(), 1, "{case}: a token request was made for it");
+            operator.stop().await;
+        }
+    }
 }
 
 // === splices and replays of genuine tags (formerly tests/seal_attacks.rs) ===

@@ -3,6 +3,11 @@
 //! while that client is Ready; a reference cycle is `InvalidSpec`), or a ServiceAccount that
 //! opted in (its token is requested only once the exchange is admitted, in the inputs step).
 //! Every message names where the token comes from, never the token.
+//!
+//! Names read from other objects (the `oauthClientRef`s further down a chain, the referenced
+//! client's `status.secretName` or `spec.target.name`) are checked as the client's own spec's
+//! are before they reach a request path: one that is no object name is `InvalidSpec`, and
+//! nothing is read under it.
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::ResourceExt;
@@ -19,7 +24,7 @@ use crate::controller::context::Context;
 use crate::decide::managed_secret;
 use crate::oauth::credentials::{self, Origin, Subject};
 use crate::output::secret;
-use crate::spec::{ClientSettings, SubjectSettings};
+use crate::spec::{ClientSettings, SubjectSettings, check_reference_name};
 
 /// Longest chain of `oauthClientRef`s followed when looking for a cycle.
 pub const MAX_CHAIN: usize = 16;
@@ -192,6 +197,15 @@ async fn read_client(
                 "spec.tokenExchange.subjectToken.oauthClientRef: the chain of references is longer than {MAX_CHAIN} clients"
             ))));
         }
+        // The first name is this client's own (checked with its spec); the others come from
+        // the specs of the clients along the chain.
+        let field = format!(
+            "spec.tokenExchange.subjectToken.oauthClientRef.name of OAuthClient {}",
+            chain.last().expect("the chain starts with this client")
+        );
+        if let Err(failure) = check_reference_name(&field, "OAuthClient", &current) {
+            return Ok(ReadSubject::failed(failure));
+        }
         let Some(found) = api.get_opt(&current).await.map_err(Error::ReadSubject)? else {
             if referenced.is_none() {
                 return Ok(ReadSubject::failed(Failure::new(
@@ -216,11 +230,19 @@ async fn read_client(
         }
     }
     let referenced = referenced.expect("the first client was found");
-    let target = referenced
+    let (target, field) = match referenced
         .status
         .as_ref()
         .and_then(|s| s.secret_name.clone())
-        .unwrap_or_else(|| secret::target_name(&referenced));
+    {
+        Some(name) => (name, "status.secretName"),
+        None => (secret::target_name(&referenced), "spec.target.name"),
+    };
+    // Another object's word: checked before it reaches a path (or the watch mapping).
+    let field = format!("the managed Secret of OAuthClient {name} (its {field})");
+    if let Err(failure) = check_reference_name(&field, "Secret", &target) {
+        return Ok(ReadSubject::failed(failure));
+    }
     ctx.learn_subject_secret(&NamespacedName::of(&client.metadata), &target);
     if let Some(failure) = not_ready(&referenced, name) {
         return Ok(ReadSubject::failed(failure));

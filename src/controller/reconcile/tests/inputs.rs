@@ -110,3 +110,72 @@ async fn a_ca_bundle_that_names_no_certificate_is_refused_and_not_remembered() {
         crate::controller::memory::Change::Clear
     ));
 }
+
+/// Security round three, issue 20, item 3: the subject of a token exchange that names another
+/// OAuthClient read that client's `status.secretName` (or `spec.target.name`), and the
+/// references further down its chain, and put them into request paths unchecked: a status or
+/// spec that says `../../victim/secrets/victim-token` had the operator GET another namespace's
+/// Secret (behind a front end that normalises dot-segments) and send its token. Each is
+/// `InvalidSpec` naming where the name came from, and nothing is read under it.
+#[tokio::test]
+async fn names_read_from_a_subject_client_never_reach_a_request_path() {
+    const CLIMB: &str = "../../victim/secrets/victim-token";
+    let referenced_path =
+        "/apis/oauth.token-operator.dev/v1alpha1/namespaces/team-a/oauthclients/first";
+    let ready = json!({"conditions": [{"type": "Ready", "status": "True", "reason": "TokenIssued",
+        "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
+    let referenced = |spec: serde_json::Value, status: serde_json::Value| {
+        json!({
+            "apiVersion": "oauth.token-operator.dev/v1alpha1", "kind": "OAuthClient",
+            "metadata": {"name": "first", "namespace": NS, "uid": "uid-first", "generation": 1, "resourceVersion": "5"},
+            "spec": spec, "status": status,
+        })
+    };
+    let plain =
+        json!({"tokenUrl": "https://idp.example/token", "credentialsSecretRef": {"name": "c"}});
+    let mut its_status = ready.clone();
+    its_status["secretName"] = json!(CLIMB);
+    let mut its_target = plain.clone();
+    its_target["target"] = json!({"name": CLIMB});
+    let mut its_chain = plain.clone();
+    its_chain["grantType"] = json!("TokenExchange");
+    its_chain["tokenExchange"] =
+        json!({"subjectToken": {"oauthClientRef": {"name": "../../victim/oauthclients/x"}}});
+    let cases = [
+        ("status.secretName", referenced(plain.clone(), its_status)),
+        ("spec.target.name", referenced(its_target, ready.clone())),
+        (
+            "oauthClientRef.name of OAuthClient first",
+            referenced(its_chain, ready.clone()),
+        ),
+    ];
+    for (field, first) in cases {
+        let fixture = Fixture::new();
+        fixture.api.on("GET", referenced_path, 200, first);
+        let client = client(json!({
+            "tokenUrl": "http://127.0.0.1:9/token", "grantType": "TokenExchange",
+            "clientAuthMethod": "None", "audience": "pool",
+            "tokenExchange": {"subjectToken": {"oauthClientRef": {"name": "first"}}},
+        }));
+        let seen = fixture.snapshot(&client);
+        let settings = fixture.settings(&client);
+        let loaded = inputs::load(&client, &fixture.ctx, &seen, &settings, None).await;
+        let lines = fixture.api.lines();
+        assert!(
+            lines
+                .iter()
+                .all(|l| !l.contains("..") && !l.contains("victim")),
+            "{field}: {lines:?}"
+        );
+        let Ready::Refused(failure) = loaded.unwrap().ready else {
+            panic!("{field}: not refused");
+        };
+        assert_eq!(failure.reason, Reason::InvalidSpec, "{field}");
+        assert!(
+            failure.message.contains(field),
+            "{field}: {}",
+            failure.message
+        );
+        assert_eq!(lines, [format!("GET {referenced_path}")], "{field}");
+    }
+}
