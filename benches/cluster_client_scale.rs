@@ -18,7 +18,7 @@
 //! ```
 
 #[path = "../tests/support/mod.rs"]
-#[allow(unused_imports, dead_code)]
+#[allow(unused_imports)]
 mod support;
 
 #[path = "../tests/real_cluster/common.rs"]
@@ -122,7 +122,8 @@ async fn run(n: usize) -> Option<()> {
     let created = Instant::now();
     api.create(&PostParams::default(), &object).await.unwrap();
     let written = |status: &serde_json::Value| status["status"]["targets"]["written"].as_u64();
-    let issued_at = |status: &serde_json::Value| status["status"]["issuedAt"].as_str().map(str::to_owned);
+    let issued_at =
+        |status: &serde_json::Value| status["status"]["issuedAt"].as_str().map(str::to_owned);
     let first = loop {
         if let Some(s) = status(&client).await
             && written(&s) == Some(n as u64)

@@ -7,35 +7,48 @@
 //! also as RFC 3339 and relative. Never the token, its signature or any credential: the
 //! credentials Secret is never read, and the output is scrubbed of the token and its signature
 //! before it is printed, as a second guard.
+//!
+//! `inspect clusteroauthclient/NAME` (or `--cluster NAME`) prints the ClusterOAuthClient's
+//! status (as `status` does) and its copies: the Secrets labelled
+//! `oauth.token-operator.dev/cluster-client=NAME` in every namespace, each with its keys and
+//! their sizes (never the values), whether this ClusterOAuthClient controls it and whether it
+//! holds the current token.
 
 use crate::cli::terminal::{errln, out};
 use base64::Engine as _;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 
 use super::OutputFormat;
+use super::cluster::{self, Named};
 use super::kube_config::{CliError, Connection, KubeArgs, checked_name};
 use super::table::{
-    margin_warning, parse_time, printable, relative, short_margin, truncate, when, when_text,
+    Table, margin_warning, parse_time, printable, relative, short_margin, truncate, when, when_text,
 };
 use crate::api::crd::{OAuthClient, OAuthClientSpec};
-use crate::api::keys::ISSUED_AT_ANNOTATION;
+use crate::api::keys::{CLUSTER_CLIENT_LABEL, ISSUED_AT_ANNOTATION};
 use crate::base::time::rfc3339;
 use crate::base::{Scrubber, Sensitive};
-use crate::output::secret::target_name;
+use crate::output::secret::{client_label_value, controlled_by, target_name};
 
 /// Arguments of `inspect`.
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
-    /// The OAuthClient whose token to inspect.
+    /// The OAuthClient whose token to inspect; clusteroauthclient/NAME (also
+    /// clusteroauthclients/NAME, coac/NAME) shows a ClusterOAuthClient and its copies.
     pub name: String,
+
+    /// NAME is a ClusterOAuthClient.
+    #[arg(long = "cluster", alias = "cluster-client")]
+    pub cluster_client: bool,
 
     /// Read this managed Secret without reading the OAuthClient (for users who may only `get`
     /// that Secret).
-    #[arg(long, value_name = "SECRET")]
+    #[arg(long, value_name = "SECRET", conflicts_with = "cluster_client")]
     pub secret: Option<String>,
 
     /// Output format.
@@ -133,9 +146,22 @@ pub(super) struct View {
 
 /// Runs `inspect`.
 pub(super) async fn run(args: InspectArgs) -> Result<u8, CliError> {
+    // The name is checked before connecting: a name that is no name never reaches a request.
+    let name = match cluster::named(&args.name, args.cluster_client)? {
+        Named::Client(name) => name.to_owned(),
+        Named::Cluster(name) => {
+            if args.secret.is_some() {
+                return Err(CliError::usage(
+                    "--secret reads an OAuthClient's Secret; a ClusterOAuthClient's copies are found by their label",
+                ));
+            }
+            let connection = args.kube.connect().await?;
+            return inspect_cluster(&connection, name, args.output).await;
+        }
+    };
+    let name = &name;
     let connection = args.kube.connect().await?;
     let namespace = connection.namespace.clone();
-    let name = &args.name;
     let (client, note) = match &args.secret {
         Some(_) => (None, None),
         None => read_client(&connection, name).await?,
@@ -243,6 +269,153 @@ async fn read_secret(
         }
         error
     })
+}
+
+// === ClusterOAuthClients ===
+
+/// A copy of a ClusterOAuthClient's token as `inspect` shows it: never its values.
+struct TokenCopy {
+    namespace: String,
+    name: String,
+    /// Whether the ClusterOAuthClient is its controller (ownerReference).
+    controlled: bool,
+    /// Its `issued-at` annotation.
+    issued_at: Option<String>,
+    /// Its keys and their sizes in bytes.
+    keys: BTreeMap<String, usize>,
+}
+
+impl TokenCopy {
+    /// Whether it holds the token of the ClusterOAuthClient's `status.issuedAt`.
+    fn current(&self, issued_at: Option<&str>) -> bool {
+        let issued = parse_time(issued_at);
+        issued.is_some() && parse_time(self.issued_at.as_deref()) == issued
+    }
+}
+
+/// `inspect clusteroauthclient/NAME`: its status and its copies, scrubbed of every token the
+/// copies hold.
+async fn inspect_cluster(
+    connection: &Connection,
+    name: &str,
+    format: OutputFormat,
+) -> Result<u8, CliError> {
+    let cluster = cluster::get(connection, name).await?;
+    let view = cluster::as_client(&cluster);
+    let selector = format!("{CLUSTER_CLIENT_LABEL}={}", client_label_value(name));
+    let secrets: Api<Secret> = Api::all(connection.client.clone());
+    let listed = secrets
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| {
+            CliError::api(e, &format!("Secrets labelled {selector}"), &connection.url).message
+        });
+    let mut tokens: Vec<Sensitive> = Vec::new();
+    let copies = listed.map(|list| {
+        let mut copies: Vec<TokenCopy> = list
+            .items
+            .iter()
+            .map(|secret| {
+                let data = secret.data.clone().unwrap_or_default();
+                let token = data
+                    .get("access_token")
+                    .map(|v| Sensitive::new(String::from_utf8_lossy(&v.0).into_owned()));
+                // The copies normally hold one token: each is scrubbed for once.
+                if let Some(token) =
+                    token.filter(|t| tokens.iter().all(|k| k.expose() != t.expose()))
+                {
+                    tokens.push(token);
+                }
+                TokenCopy {
+                    namespace: secret.namespace().unwrap_or_default(),
+                    name: secret.name_any(),
+                    controlled: controlled_by(
+                        secret
+                            .metadata
+                            .owner_references
+                            .as_deref()
+                            .unwrap_or_default(),
+                        &view,
+                    ),
+                    issued_at: secret.annotations().get(ISSUED_AT_ANNOTATION).cloned(),
+                    keys: data.iter().map(|(k, v)| (k.clone(), v.0.len())).collect(),
+                }
+            })
+            .collect();
+        copies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        copies
+    });
+    let now = Timestamp::now();
+    let issued_at = view.status.as_ref().and_then(|s| s.issued_at.as_deref());
+    let output = match format {
+        OutputFormat::Text => {
+            let mut text = super::status::cluster_text(&cluster, now);
+            text.push_str(&copies_text(&selector, &copies, issued_at));
+            text
+        }
+        OutputFormat::Json => {
+            let copies = match &copies {
+                Ok(copies) => json!(copies
+                    .iter()
+                    .map(|c| json!({
+                        "namespace": c.namespace,
+                        "name": c.name,
+                        "controlledByThisClient": c.controlled,
+                        "current": c.current(issued_at),
+                        "issuedAt": c.issued_at,
+                        "keys": c.keys.iter().map(|(k, n)| json!({"key": k, "bytes": n})).collect::<Vec<_>>(),
+                    }))
+                    .collect::<Vec<_>>()),
+                Err(why) => json!({"error": why}),
+            };
+            format!(
+                "{:#}\n",
+                json!({
+                    "kind": "ClusterOAuthClient",
+                    "name": cluster.name_any(),
+                    "status": cluster.status,
+                    "copies": copies,
+                })
+            )
+        }
+    };
+    // A second guard: nothing printed may hold a copy's token or its signature.
+    let output = tokens
+        .iter()
+        .fold(output, |text, token| scrub_token(&text, token.expose()));
+    out!("{output}");
+    Ok(0)
+}
+
+/// The copies as a table: namespace, name, whether controlled and current, keys and sizes.
+fn copies_text(
+    selector: &str,
+    copies: &Result<Vec<TokenCopy>, String>,
+    issued_at: Option<&str>,
+) -> String {
+    let copies = match copies {
+        Err(why) => return format!("\nCopies: cannot be listed: {}\n", printable(why)),
+        Ok(copies) if copies.is_empty() => {
+            return format!("\nCopies: no Secret is labelled {selector}\n");
+        }
+        Ok(copies) => copies,
+    };
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
+    let mut table = Table::new(&["NAMESPACE", "NAME", "CONTROLLED", "CURRENT", "KEYS (BYTES)"]);
+    for c in copies {
+        let keys: Vec<String> = c.keys.iter().map(|(k, n)| format!("{k} ({n})")).collect();
+        table.row(vec![
+            c.namespace.clone(),
+            c.name.clone(),
+            yes_no(c.controlled),
+            yes_no(c.current(issued_at)),
+            keys.join(", "),
+        ]);
+    }
+    format!(
+        "\nCopies (Secrets labelled {selector}; values not shown):\n{}",
+        table.render("  ")
+    )
 }
 
 /// Removes the token and its signature segment from `text`, in every form the operator's

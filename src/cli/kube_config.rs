@@ -4,7 +4,7 @@
 //!
 //! * `--kubeconfig FILE` reads that file alone; otherwise `KUBECONFIG` (several paths, merged
 //!   as kubectl merges them) or `~/.kube/config`, and in a pod the in-cluster configuration.
-//! * `--context`, `--cluster` and `--user` pick from the kubeconfig (default: its current
+//! * `--context`, `--kube-cluster` and `--user` pick from the kubeconfig (default: its current
 //!   context).
 //! * The namespace is `-n`, else the context's namespace, else `default`; `-A` (where a command
 //!   has it) means all namespaces.
@@ -37,8 +37,9 @@ pub struct KubeArgs {
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
 
-    /// The kubeconfig cluster to use (default: the context's).
-    #[arg(long, value_name = "NAME")]
+    /// The kubeconfig cluster to use (default: the context's). kubectl calls it --cluster; here
+    /// --cluster names a ClusterOAuthClient, as the API contract says.
+    #[arg(long = "kube-cluster", value_name = "NAME")]
     pub cluster: Option<String>,
 
     /// The kubeconfig user to use (default: the context's).

@@ -13,6 +13,7 @@ use crate::oauth::transport::pool::PoolLimits;
 use crate::spec::url_policy::{CidrList, DEFAULT_DENY_CIDRS, HostPattern, TokenUrlPolicy};
 
 mod api_proxy;
+mod cluster;
 mod exchange;
 mod inspect;
 mod kube_config;
@@ -57,16 +58,20 @@ pub enum Command {
     /// Show which OAuthClients are not Ready and why (exit 1 if any is not Ready).
     ///
     /// Without NAME, a table, not-Ready clients first; with NAME, its conditions, status, the
-    /// managed Secret's keys and sizes (never values) and its recent events.
+    /// managed Secret's keys and sizes (never values) and its recent events. With
+    /// clusteroauthclient/NAME (or --cluster), a ClusterOAuthClient and its targets.
     Status(StatusArgs),
     /// Ask the operator for a new token now; --wait prints the new issuedAt or the failure.
     ///
     /// Sets the annotation oauth.token-operator.dev/refresh-requested-at to now, unless a
-    /// request the operator has not served yet is already there.
+    /// request the operator has not served yet is already there (on a ClusterOAuthClient with
+    /// clusteroauthclient/NAME or --cluster).
     Renew(RenewArgs),
     /// Show what the stored token holds: type, times and, for a JWT, header and claims.
     ///
-    /// Reads the managed Secret; never prints the token, its signature or any credential.
+    /// Reads the managed Secret; never prints the token, its signature or any credential. With
+    /// clusteroauthclient/NAME (or --cluster), the ClusterOAuthClient's status and its
+    /// copies' keys and sizes.
     Inspect(InspectArgs),
 }
 

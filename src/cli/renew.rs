@@ -8,6 +8,10 @@
 //!   (renewed), the Degraded condition reports a failure newer than the request (failed: reason
 //!   and message), or `--timeout` passes (what was last seen is printed). Exit 1 when any
 //!   renewal failed or timed out.
+//! * `renew clusteroauthclient/NAME` (or `--cluster NAME`; `--all --cluster` for
+//!   every one) sets the annotation on the ClusterOAuthClient, which the operator copies to the
+//!   OAuthClient that obtains its token; `--wait` reads the ClusterOAuthClient's status, which
+//!   is that OAuthClient's.
 //! * The namespace and name of each object the API server returns (listed, or got by NAME) go
 //!   into the PATCH's path and `--wait`'s reads only when they are names: an object whose
 //!   namespace or name is not one (`../x`) is skipped with one line saying so, the others are
@@ -22,11 +26,13 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
+use super::cluster::{self, Named};
 use super::kube_config::{
     CliError, Connection, EXIT_NOT_OK, KubeArgs, checked_name, checked_namespace,
 };
 use super::status::{Summary, list_clients};
 use super::table::{parse_time, printable, relative, span, truncate, when};
+use crate::api::cluster_crd::ClusterOAuthClient;
 use crate::api::conditions;
 use crate::api::crd::OAuthClient;
 use crate::api::keys::REFRESH_REQUESTED_ANNOTATION;
@@ -36,12 +42,22 @@ use crate::base::time::rfc3339;
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["name", "all"])))]
 pub struct RenewArgs {
-    /// The OAuthClient to renew.
+    /// The OAuthClient to renew; clusteroauthclient/NAME (also clusteroauthclients/NAME,
+    /// coac/NAME) renews a ClusterOAuthClient.
     pub name: Option<String>,
 
-    /// Renew every OAuthClient in the namespace (with -A, in all namespaces).
+    /// Renew every OAuthClient in the namespace (with -A, in all namespaces; with
+    /// --cluster, every ClusterOAuthClient).
     #[arg(long, conflicts_with = "name")]
     pub all: bool,
+
+    /// NAME (or, with --all, every one) is a ClusterOAuthClient.
+    #[arg(
+        long = "cluster",
+        alias = "cluster-client",
+        conflicts_with = "all_namespaces"
+    )]
+    pub cluster_client: bool,
 
     /// With --all: every namespace.
     #[arg(short = 'A', long, conflicts_with_all = ["name", "namespace"])]
@@ -65,12 +81,30 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// A renewal being waited for.
 struct Pending {
+    /// The OAuthClient's namespace; empty for a ClusterOAuthClient.
     namespace: String,
     name: String,
     /// The request (ours or the one already there).
     requested: Timestamp,
     /// `consecutiveFailures` when the request was made.
     failures: i64,
+}
+
+impl Pending {
+    /// `namespace/name`, or `clusteroauthclient/name`.
+    fn label(&self) -> String {
+        label(&self.namespace, &self.name)
+    }
+}
+
+/// How a renewal's object is named in what `renew` prints: `namespace/name` of an OAuthClient,
+/// `clusteroauthclient/name` of a ClusterOAuthClient (a view without namespace).
+fn label(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        cluster::label(name)
+    } else {
+        format!("{namespace}/{name}")
+    }
 }
 
 /// What became of a renewal.
@@ -81,13 +115,32 @@ enum Outcome {
 
 /// Runs `renew`.
 pub(super) async fn run(args: RenewArgs) -> Result<u8, CliError> {
+    // The name is checked before connecting: a name that is no name never reaches a request.
+    let named = match &args.name {
+        Some(name) => Some(cluster::named(name, args.cluster_client)?),
+        None => None,
+    };
     let connection = args.kube.connect().await?;
-    let clients = match &args.name {
-        Some(name) => vec![get(&connection, &connection.namespace, name).await?],
+    // A ClusterOAuthClient is renewed through its OAuthClient view (cluster::as_client).
+    let clients = match named {
+        Some(Named::Client(name)) => vec![get(&connection, &connection.namespace, name).await?],
+        Some(Named::Cluster(name)) => {
+            vec![cluster::as_client(&cluster::get(&connection, name).await?)]
+        }
+        None if args.cluster_client => cluster::list(&connection)
+            .await?
+            .iter()
+            .map(cluster::as_client)
+            .collect(),
         None => list_clients(&connection, args.all_namespaces).await?,
     };
     if clients.is_empty() {
-        errln!("No OAuthClients found; nothing to renew.");
+        let kind = if args.cluster_client {
+            "ClusterOAuthClients"
+        } else {
+            "OAuthClients"
+        };
+        errln!("No {kind} found; nothing to renew.");
         return Ok(0);
     }
     let mut pending = Vec::new();
@@ -106,14 +159,15 @@ pub(super) async fn run(args: RenewArgs) -> Result<u8, CliError> {
     Ok(if skipped { EXIT_NOT_OK } else { code })
 }
 
-/// The namespace and name of `client` as the API server returned it, if both are names: they
-/// go into request paths (the PATCH, `--wait`'s reads), and an API server, or a front end
-/// before it, may return anything. Otherwise one line on standard error says that it is
-/// skipped (the values quoted and cut, never raw).
+/// The namespace and name of `client` as the API server returned it, if both are names (no
+/// namespace: a ClusterOAuthClient's view): they go into request paths (the PATCH, `--wait`'s
+/// reads), and an API server, or a front end before it, may return anything. Otherwise one
+/// line on standard error says that it is skipped (the values quoted and cut, never raw).
 fn checked_key(client: &OAuthClient) -> Option<(String, String)> {
     let namespace = client.namespace().unwrap_or_default();
     let name = client.name_any();
-    if checked_namespace(&namespace).is_ok() && checked_name("OAuthClient", &name).is_ok() {
+    let namespace_ok = namespace.is_empty() || checked_namespace(&namespace).is_ok();
+    if namespace_ok && checked_name("OAuthClient", &name).is_ok() {
         return Some((namespace, name));
     }
     errln!(
@@ -193,6 +247,7 @@ async fn request(
     client: &OAuthClient,
     (namespace, name): (String, String),
 ) -> Result<Pending, CliError> {
+    let shown = label(&namespace, &name);
     let now = Timestamp::now();
     let status = client.status.clone().unwrap_or_default();
     let failures = status.consecutive_failures.unwrap_or(0);
@@ -206,28 +261,32 @@ async fn request(
     let requested = match pending {
         Some(requested) => {
             outln!(
-                "{namespace}/{name}: a renewal requested at {} is already pending; not requesting another",
+                "{shown}: a renewal requested at {} is already pending; not requesting another",
                 rfc3339(requested)
             );
             requested
         }
         None => {
             let requested = request_time(client, now);
-            let api: Api<OAuthClient> = Api::namespaced(connection.client.clone(), &namespace);
             let patch = json!({"metadata": {"annotations": {REFRESH_REQUESTED_ANNOTATION: rfc3339(requested)}}});
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(|e| {
-                    CliError::api(
-                        e,
-                        &format!("OAuthClient {namespace}/{name}"),
-                        &connection.url,
-                    )
-                })?;
-            outln!(
-                "{namespace}/{name}: renewal requested at {}",
-                rfc3339(requested)
-            );
+            let patch = Patch::Merge(&patch);
+            let params = PatchParams::default();
+            let patched = if namespace.is_empty() {
+                let api: Api<ClusterOAuthClient> = Api::all(connection.client.clone());
+                api.patch(&name, &params, &patch).await.map(drop)
+            } else {
+                let api: Api<OAuthClient> = Api::namespaced(connection.client.clone(), &namespace);
+                api.patch(&name, &params, &patch).await.map(drop)
+            };
+            patched.map_err(|e| {
+                let what = if namespace.is_empty() {
+                    format!("ClusterOAuthClient {name}")
+                } else {
+                    format!("OAuthClient {namespace}/{name}")
+                };
+                CliError::api(e, &what, &connection.url)
+            })?;
+            outln!("{shown}: renewal requested at {}", rfc3339(requested));
             requested
         }
     };
@@ -352,18 +411,18 @@ fn settle_round(
     pending.retain(|p| {
         let key = (p.namespace.clone(), p.name.clone());
         let Some(client) = current.get(&key) else {
-            outln!("{}/{}: deleted while waiting", p.namespace, p.name);
+            outln!("{}: deleted while waiting", p.label());
             failed = true;
             return false;
         };
         seen.insert(key, client.clone());
         match outcome(p, client, now) {
             Some(Outcome::Renewed(text)) => {
-                outln!("{}/{}: {text}", p.namespace, p.name);
+                outln!("{}: {text}", p.label());
                 false
             }
             Some(Outcome::Failed(text)) => {
-                outln!("{}/{}: {text}", p.namespace, p.name);
+                outln!("{}: {text}", p.label());
                 failed = true;
                 false
             }
@@ -392,20 +451,32 @@ fn report_timeouts(
             .map(|e| format!("; last error: {}", printable(e)))
             .unwrap_or_default();
         outln!(
-            "{}/{}: timed out after {waited} waiting for a new token; last seen: {seen}{error}",
-            p.namespace,
-            p.name
+            "{}: timed out after {waited} waiting for a new token; last seen: {seen}{error}",
+            p.label()
         );
     }
 }
 
 /// The current objects of the pending renewals: one GET for a single client, one LIST per
-/// namespace otherwise.
+/// namespace otherwise (ClusterOAuthClients: their OAuthClient views, under the namespace "").
 async fn poll(
     connection: &Connection,
     pending: &[Pending],
 ) -> Result<BTreeMap<(String, String), OAuthClient>, CliError> {
     let mut found = BTreeMap::new();
+    if pending.first().is_some_and(|p| p.namespace.is_empty()) {
+        let clusters = match pending {
+            [single] => cluster::get_opt(connection, &single.name)
+                .await?
+                .into_iter()
+                .collect(),
+            _ => cluster::list(connection).await?,
+        };
+        for c in &clusters {
+            found.insert((String::new(), c.name_any()), cluster::as_client(c));
+        }
+        return Ok(found);
+    }
     if let [single] = pending {
         let api: Api<OAuthClient> = Api::namespaced(connection.client.clone(), &single.namespace);
         let what = format!("OAuthClient {}/{}", single.namespace, single.name);

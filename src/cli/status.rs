@@ -3,6 +3,11 @@
 //! Without a NAME, one row per OAuthClient (not-Ready first); with a NAME, its conditions with
 //! their age, every status field, the managed Secret's keys and sizes (never values) and its
 //! recent events, deduplicated. Exit 1 when any listed client is not Ready.
+//!
+//! `status clusteroauthclient/NAME` (or `--cluster NAME`) is the same detail view of a
+//! ClusterOAuthClient (its conditions include `Distributed`) plus its targets: how many
+//! namespaces are selected and written, and the conflicting ones. `status --cluster`
+//! lists every ClusterOAuthClient.
 
 use crate::cli::terminal::{errln, out, outln};
 use std::collections::BTreeMap;
@@ -14,10 +19,12 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 
+use super::cluster::{self, Named};
 use super::kube_config::{CliError, Connection, EXIT_NOT_OK, KubeArgs, checked_name, list_error};
 use super::table::{
     Table, margin_warning, parse_time, printable, relative, short_margin, truncate, when_text,
 };
+use crate::api::cluster_crd::{ClusterOAuthClient, Targets};
 use crate::api::conditions::{self, DEGRADED, READY};
 use crate::api::crd::{OAuthClient, OAuthClientStatus};
 use crate::api::keys::REFRESH_REQUESTED_ANNOTATION;
@@ -26,8 +33,13 @@ use crate::output::secret::{controlled_by, target_name};
 /// Arguments of `status`.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// One OAuthClient: show its detail view instead of the table.
+    /// One OAuthClient: show its detail view instead of the table. clusteroauthclient/NAME
+    /// (also clusteroauthclients/NAME, coac/NAME) shows a ClusterOAuthClient.
     pub name: Option<String>,
+
+    /// NAME is a ClusterOAuthClient; without NAME, list the ClusterOAuthClients.
+    #[arg(long = "cluster", alias = "cluster-client")]
+    pub cluster_client: bool,
 
     /// List the OAuthClients of all namespaces.
     #[arg(short = 'A', long, conflicts_with_all = ["name", "namespace"])]
@@ -62,9 +74,16 @@ const MAX_EVENTS: usize = 10;
 
 /// Runs `status`.
 pub(super) async fn run(args: StatusArgs) -> Result<u8, CliError> {
+    // The name is checked before connecting: a name that is no name never reaches a request.
+    let named = match &args.name {
+        Some(name) => Some(cluster::named(name, args.cluster_client)?),
+        None => None,
+    };
     let connection = args.kube.connect().await?;
-    match &args.name {
-        Some(name) => detail(&connection, name, args.output).await,
+    match named {
+        Some(Named::Client(name)) => detail(&connection, name, args.output).await,
+        Some(Named::Cluster(name)) => cluster_detail(&connection, name, args.output).await,
+        None if args.cluster_client => cluster_list(&connection, args.output).await,
         None => list(&connection, args.all_namespaces, args.output).await,
     }
 }
@@ -321,6 +340,177 @@ async fn detail(connection: &Connection, name: &str, format: StatusFormat) -> Re
     Ok(if ready { 0 } else { EXIT_NOT_OK })
 }
 
+// === ClusterOAuthClients ===
+
+/// The READY, REASON and MESSAGE of a ClusterOAuthClient, as of an OAuthClient.
+fn cluster_summary(cluster: &ClusterOAuthClient) -> Summary {
+    Summary::of(&cluster::as_client(cluster))
+}
+
+/// `status.targets.summary` (`written/selected`), or `-`.
+fn targets_summary(cluster: &ClusterOAuthClient) -> String {
+    cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.targets.as_ref())
+        .map_or_else(|| "-".into(), |t| printable(&t.summary))
+}
+
+/// The margin warning of a ClusterOAuthClient, if it has one.
+fn cluster_warning(cluster: &ClusterOAuthClient) -> Option<String> {
+    let margin = short_margin(&cluster.status.as_ref()?.client)?;
+    Some(margin_warning(
+        "clusteroauthclient",
+        &cluster.name_any(),
+        margin,
+    ))
+}
+
+/// `status --cluster`: one row per ClusterOAuthClient, not-Ready first.
+async fn cluster_list(connection: &Connection, format: StatusFormat) -> Result<u8, CliError> {
+    let mut clients = cluster::list(connection).await?;
+    clients.sort_by_key(|c| (cluster_summary(c).is_ready(), c.name_any()));
+    let now = Timestamp::now();
+    let all_ready = clients.iter().all(|c| cluster_summary(c).is_ready());
+    let warnings: Vec<String> = clients.iter().filter_map(cluster_warning).collect();
+    match format {
+        StatusFormat::Json => {
+            let items: Vec<Value> = clients
+                .iter()
+                .map(|c| {
+                    let s = cluster_summary(c);
+                    json!({
+                        "name": s.name,
+                        "provider": s.provider,
+                        "ready": s.ready,
+                        "reason": s.reason,
+                        "message": s.message,
+                        "targets": c.status.as_ref().and_then(|s| s.targets.clone()),
+                        "expiresAt": c.status.as_ref().and_then(|s| s.client.expires_at.clone()),
+                        "warnings": cluster_warning(c).into_iter().collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            outln!("{:#}", json!({"items": items, "allReady": all_ready}));
+        }
+        StatusFormat::Table | StatusFormat::Wide => {
+            if clients.is_empty() {
+                errln!("No ClusterOAuthClients found.");
+            } else {
+                let mut table =
+                    Table::new(&["NAME", "READY", "REASON", "TARGETS", "EXPIRES", "MESSAGE"]);
+                for c in &clients {
+                    let s = cluster_summary(c);
+                    let expires = c
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.client.expires_at.as_deref());
+                    let message = printable(&s.message);
+                    table.row(vec![
+                        s.name,
+                        s.ready,
+                        or_dash(&s.reason),
+                        targets_summary(c),
+                        parse_time(expires).map_or_else(|| "-".into(), |t| relative(t, now)),
+                        if format == StatusFormat::Wide {
+                            message
+                        } else {
+                            truncate(&message, MESSAGE_WIDTH)
+                        },
+                    ]);
+                }
+                out!("{}", table.render(""));
+            }
+            for w in &warnings {
+                errln!("warning: {w}");
+            }
+        }
+    }
+    Ok(if all_ready { 0 } else { EXIT_NOT_OK })
+}
+
+/// `status clusteroauthclient/NAME`: an OAuthClient's detail view of its status (the
+/// conditions include Distributed) and its targets. The token's events are those of the
+/// OAuthClient `cluster-NAME` in the cluster resource namespace.
+async fn cluster_detail(
+    connection: &Connection,
+    name: &str,
+    format: StatusFormat,
+) -> Result<u8, CliError> {
+    let cluster = cluster::get(connection, name).await?;
+    let view = cluster::as_client(&cluster);
+    let now = Timestamp::now();
+    let ready = Summary::of(&view).is_ready();
+    let warnings: Vec<String> = cluster_warning(&cluster).into_iter().collect();
+    match format {
+        StatusFormat::Json => {
+            let s = Summary::of(&view);
+            outln!(
+                "{:#}",
+                json!({
+                    "kind": "ClusterOAuthClient",
+                    "name": s.name,
+                    "provider": s.provider,
+                    "tokenUrl": token_url(&view),
+                    "clientAuth": client_auth(&view),
+                    "ready": s.ready,
+                    "reason": s.reason,
+                    "message": s.message,
+                    "refreshRequestedAt": view.annotations().get(REFRESH_REQUESTED_ANNOTATION),
+                    "generation": view.metadata.generation,
+                    "status": cluster.status,
+                    "warnings": warnings,
+                })
+            );
+        }
+        StatusFormat::Table | StatusFormat::Wide => {
+            out!("{}", cluster_text(&cluster, now));
+            for w in &warnings {
+                errln!("warning: {w}");
+            }
+        }
+    }
+    Ok(if ready { 0 } else { EXIT_NOT_OK })
+}
+
+/// The detail view of a ClusterOAuthClient (`status` and `inspect` print it): its fields, its
+/// conditions and status as an OAuthClient's, and its targets.
+pub(super) fn cluster_text(cluster: &ClusterOAuthClient, now: Timestamp) -> String {
+    let view = cluster::as_client(cluster);
+    let mut text = header_text(&view, now);
+    match &view.status {
+        None => text.push_str(
+            "\nStatus: none yet. Is the operator running with --enable-cluster-clients?\n",
+        ),
+        Some(status) => {
+            text.push_str(&conditions_text(status, now));
+            text.push_str(&status_fields_text(status, view.metadata.generation, now));
+        }
+    }
+    text.push_str(&targets_text(
+        cluster.status.as_ref().and_then(|s| s.targets.as_ref()),
+    ));
+    text
+}
+
+/// The Targets line: selected, written and the conflicting namespaces.
+fn targets_text(targets: Option<&Targets>) -> String {
+    let Some(t) = targets else {
+        return "\nTargets:             none yet\n".into();
+    };
+    let conflicts = if t.conflicts.is_empty() {
+        "none".to_owned()
+    } else {
+        t.conflicts.join(", ")
+    };
+    format!(
+        "\nTargets:             selected {}, written {}; conflicts: {}\n",
+        t.selected,
+        t.written,
+        printable(&conflicts)
+    )
+}
+
 /// What `status NAME` shows of the managed Secret: its type, key sizes and owner, never data.
 async fn secret_view(
     connection: &Connection,
@@ -557,7 +747,15 @@ fn header_text(client: &OAuthClient, now: Timestamp) -> String {
         ));
     };
     field("Name", client.name_any());
-    field("Namespace", client.namespace().unwrap_or_default());
+    match client.namespace() {
+        Some(namespace) => field("Namespace", namespace),
+        // The view of a ClusterOAuthClient (cluster::as_client).
+        None => field(
+            "Kind",
+            "ClusterOAuthClient (cluster-scoped; references resolve in the cluster resource namespace)"
+                .into(),
+        ),
+    }
     field("Provider", client.spec.provider.as_str().into());
     field("Token URL", token_url(client));
     field("Client auth", client_auth(client));

@@ -6,6 +6,7 @@
 //! * [`status`]: the table, the detail view, kubeconfig handling, the kubectl plugin;
 //! * [`renew`]: `renew` with and without `--wait`, `--all`, usage errors;
 //! * [`inspect`]: decoding a managed Secret's token, never printing it;
+//! * [`cluster`]: `status`, `renew` and `inspect` on a ClusterOAuthClient (`clusteroauthclient/NAME`);
 //! * [`names`]: names that are no names never reach a request path;
 //! * [`terminal`]: nothing a hostile cluster says reaches the terminal raw;
 //! * [`common`]: what they share.
@@ -20,6 +21,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cluster;
 mod common;
 mod inspect;
 mod names;

@@ -1,8 +1,9 @@
 //! A Kubernetes API-server double for tests and benchmarks.
 //!
 //! It serves real HTTP on 127.0.0.1 so that the real kube-rs client (and the compiled binary,
-//! through a kubeconfig) talks to it. Kinds: Secrets, ConfigMaps, OAuthClients, Events (both
-//! groups) and Leases. What it implements:
+//! through a kubeconfig) talks to it. Kinds: Secrets, ConfigMaps, OAuthClients,
+//! ClusterOAuthClients (cluster-scoped, stored under the namespace ""), Events (both groups) and
+//! Leases. What it implements:
 //!
 //! * **Reads:** get; list with label and field selectors (`metadata.name`, `metadata.namespace`,
 //!   `type`, and on events `regarding.kind` / `.name` / `.namespace` / `.uid` and `reason`) and
@@ -14,8 +15,8 @@
 //!   (finalizers hold an object with a deletionTimestamp; owned objects are garbage-collected),
 //!   patch as server-side apply (field manager, force), JSON merge patch, strategic merge (as
 //!   merge) and JSON patch.
-//! * **Status:** the status subresource of OAuthClients is kept apart from the main resource;
-//!   the generation moves when the spec changes.
+//! * **Status:** the status subresource of OAuthClients and ClusterOAuthClients is kept apart
+//!   from the main resource; the generation moves when the spec changes.
 //! * **Schema:** OAuthClients are defaulted and validated against `crds/oauthclient.yaml`'s
 //!   OpenAPI schema (types, enums, bounds, with the real server's messages); a write holding a
 //!   field the schema would prune is refused and recorded as a violation, so tests fail on it.
@@ -123,6 +124,15 @@ pub const OAUTHCLIENTS: Kind = Kind {
     status_subresource: true,
     tracks_generation: true,
 };
+pub const CLUSTEROAUTHCLIENTS: Kind = Kind {
+    group: "oauth.token-operator.dev",
+    version: "v1alpha1",
+    plural: "clusteroauthclients",
+    kind: "ClusterOAuthClient",
+    namespaced: false,
+    status_subresource: true,
+    tracks_generation: true,
+};
 pub const EVENTS: Kind = Kind {
     group: "events.k8s.io",
     version: "v1",
@@ -161,10 +171,11 @@ pub const SERVICEACCOUNTS: Kind = Kind {
     tracks_generation: false,
 };
 
-const KINDS: [Kind; 7] = [
+const KINDS: [Kind; 8] = [
     SECRETS,
     CONFIGMAPS,
     OAUTHCLIENTS,
+    CLUSTEROAUTHCLIENTS,
     EVENTS,
     CORE_EVENTS,
     LEASES,
@@ -522,10 +533,7 @@ impl ApiServer {
 
     /// Creates an object as a user would (validated), or panics with the error.
     pub fn create(&self, kind: Kind, object: Value) -> Value {
-        let namespace = object["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("default")
-            .to_owned();
+        let namespace = namespace_of(kind, &object);
         let mut store = self.store();
         let result = store.create(&self.shared, kind, &namespace, object);
         match result {
@@ -536,10 +544,7 @@ impl ApiServer {
 
     /// Creates an object as a user would, returning the API server's refusal (code, message).
     pub fn try_create(&self, kind: Kind, object: Value) -> Result<Value, (u16, String)> {
-        let namespace = object["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("default")
-            .to_owned();
+        let namespace = namespace_of(kind, &object);
         let mut store = self.store();
         store.create(&self.shared, kind, &namespace, object)
     }
@@ -567,6 +572,24 @@ impl ApiServer {
         }
     }
 
+    /// Replaces the status of an object (its status subresource), as the operator's status
+    /// write would, or panics. `namespace` is "" for a cluster-scoped kind.
+    pub fn set_status(&self, kind: Kind, namespace: &str, name: &str, status: Value) -> Value {
+        let mut store = self.store();
+        let key = (
+            kind.group,
+            kind.plural,
+            namespace.to_owned(),
+            name.to_owned(),
+        );
+        let mut object = store.objects.get(&key).cloned().expect("object exists");
+        object["status"] = status;
+        match store.replace(&self.shared, kind, key, object, true) {
+            Ok(v) => v,
+            Err(e) => panic!("status of {}: {} {}", kind.plural, e.0, e.1),
+        }
+    }
+
     /// Deletes an object as a user would.
     pub fn delete(&self, kind: Kind, namespace: &str, name: &str) {
         let mut store = self.store();
@@ -581,3 +604,15 @@ impl ApiServer {
 }
 
 type Failure = (u16, String);
+
+/// The namespace an object of `kind` is stored under: its `metadata.namespace` (default
+/// `default`), or "" for a cluster-scoped kind.
+fn namespace_of(kind: Kind, object: &Value) -> String {
+    if !kind.namespaced {
+        return String::new();
+    }
+    object["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_owned()
+}
