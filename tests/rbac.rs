@@ -17,8 +17,9 @@ use std::time::Duration;
 use oauth_token_operator::runtime::leader::{LeaderConfig, Leadership};
 use serde_json::{Value, json};
 use support::apiserver::{
-    ApiServer, CONFIGMAPS, Call, DEFAULT_PROFILE, OAUTHCLIENTS, SECRETS,
-    SERVICE_ACCOUNT_TOKENS_PROFILE, SERVICEACCOUNTS, calls_log_path,
+    ApiServer, CLUSTER_CLIENTS_PROFILE, CLUSTEROAUTHCLIENTS, CONFIGMAPS, Call, DEFAULT_PROFILE,
+    NAMESPACES, OAUTHCLIENTS, SECRETS, SERVICE_ACCOUNT_TOKENS_PROFILE, SERVICEACCOUNTS,
+    calls_log_path,
 };
 use support::assertions::{Expectation, VerifyingKey};
 use support::harness::*;
@@ -381,5 +382,127 @@ fn the_plain_manifest_has_the_same_rules() {
     assert_eq!(
         metrics_auth.unwrap(),
         grants(&rules("oauth-token-operator.metricsAuthRules"))
+    );
+}
+
+/// What `clusterOAuthClients.enabled` adds: the ClusterRole's rules and the Role in the cluster
+/// resource namespace.
+fn cluster_client_grants() -> BTreeSet<Grant> {
+    let mut granted = grants(&rules("oauth-token-operator.clusterClientRules"));
+    granted.extend(grants(&rules(
+        "oauth-token-operator.clusterClientResourceRules",
+    )));
+    granted
+}
+
+/// Every code path of the ClusterOAuthClient controller against one double: the token's
+/// OAuthClient applied, copies created and verified, a conflict, a namespace labelled out (its
+/// copy deleted), the status; and the start-up check with `--enable-cluster-clients`.
+async fn cluster_client_scenario() -> Vec<Call> {
+    let api = ApiServer::start().await;
+    let vendor = TokenServer::start(Vendor::Generic, "id", "secret-value", Tokens::Unique).await;
+    for (name, labels) in [
+        ("platform", json!({})),
+        ("a", json!({"t": "y"})),
+        ("b", json!({"t": "y"})),
+    ] {
+        api.create(
+            NAMESPACES,
+            json!({"metadata": {"name": name, "labels": labels}}),
+        );
+    }
+    api.create(
+        SECRETS,
+        json!({"metadata": {"name": "shared-token", "namespace": "b"}, "stringData": {"a": "b"}}),
+    );
+    credentials(&api, "platform", "creds", "id", "secret-value");
+    let operator = Operator::start_configured(&api, |config| {
+        config.cluster_clients = Some("platform".to_owned());
+    });
+    api.create(
+        CLUSTEROAUTHCLIENTS,
+        json!({"apiVersion": "oauth.token-operator.dev/v1alpha1", "kind": "ClusterOAuthClient",
+               "metadata": {"name": "shared"},
+               "spec": {"tokenUrl": vendor.url(), "credentialsSecretRef": {"name": "creds"},
+                        "target": {"namespaceSelector": {"matchLabels": {"t": "y"}}}}}),
+    );
+    let written = |api: &ApiServer| {
+        api.get(CLUSTEROAUTHCLIENTS, "", "shared")
+            .map(|o| o["status"]["targets"]["summary"].clone())
+    };
+    eventually("the copy in a", Duration::from_secs(10), || {
+        (written(&api)? == "1/2").then_some(())
+    })
+    .await;
+    api.modify(NAMESPACES, "", "a", |ns| {
+        ns["metadata"]["labels"] = json!({})
+    });
+    eventually("the copy in a deleted", Duration::from_secs(10), || {
+        api.get(SECRETS, "a", "shared-token")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    operator.stop().await;
+    let needs = oauth_token_operator::controller::Needs {
+        namespaces: &[],
+        own_namespace: "oauth-token-operator-system",
+        service_account_tokens: false,
+        lease_namespace: None,
+        metrics_reviews: false,
+        own_service_account: None,
+        cluster_clients: Some("platform"),
+    };
+    oauth_token_operator::controller::preflight(&api.client(), &needs, "double")
+        .await
+        .unwrap();
+    api.calls()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_client_rules_are_exactly_what_cluster_clients_add() {
+    let base = granted(false);
+    let added = cluster_client_grants();
+    let calls = cluster_client_scenario().await;
+    let (mut used, _) = logged(CLUSTER_CLIENTS_PROFILE);
+    used.extend(
+        calls
+            .iter()
+            .filter(|c| !c.resource.starts_with('/'))
+            .map(from_call),
+    );
+    for (verb, group, resource) in DEFAULT_GRANTS {
+        used.remove(&grant_of(verb, group, resource, None));
+    }
+    // The token's OAuthClient is created by a server-side apply: the double records a patch, and
+    // a real API server asks for create as well when an apply creates the object (the
+    // real-cluster suite runs it with exactly these rights).
+    if used.contains(&grant_of(
+        "patch",
+        "oauth.token-operator.dev",
+        "oauthclients",
+        None,
+    )) {
+        used.insert(grant_of(
+            "create",
+            "oauth.token-operator.dev",
+            "oauthclients",
+            None,
+        ));
+    }
+    let all: BTreeSet<Grant> = base.union(&added).cloned().collect();
+    let missing: Vec<_> = used.difference(&all).collect();
+    assert!(
+        missing.is_empty(),
+        "calls the chart's RBAC does not grant: {missing:?}"
+    );
+    let unused: Vec<_> = added.difference(&used).collect();
+    assert!(
+        unused.is_empty(),
+        "cluster client rules no call uses: {unused:?}"
+    );
+    assert!(
+        added.is_disjoint(&base),
+        "clusterOAuthClients.enabled adds only rights the chart does not grant without it"
     );
 }

@@ -153,6 +153,13 @@ pub fn schema() -> Value {
             "message": "spec.target.namespaces or spec.target.namespaceSelector is required: a ClusterOAuthClient writes its token into the namespaces they select (both: the union)"
         }),
     );
+    push(
+        &mut spec["x-kubernetes-validations"],
+        json!({
+            "rule": "!has(self.target) || !has(self.target.namespaceSelector) || (has(self.target.namespaceSelector.matchLabels) && size(self.target.namespaceSelector.matchLabels) > 0) || (has(self.target.namespaceSelector.matchExpressions) && size(self.target.namespaceSelector.matchExpressions) > 0)",
+            "message": "spec.target.namespaceSelector may not be empty: an empty selector selects every namespace, kube-system and every future one included (name the labels, or list the namespaces)"
+        }),
+    );
     let target = &mut spec["properties"]["target"];
     target["description"] = json!(
         "The Secret written into every selected namespace (target.name, default <name>-token, is its name in each), and the namespaces selected."

@@ -317,8 +317,19 @@ async fn inspect_cluster(
             .iter()
             .map(|secret| {
                 let data = secret.data.clone().unwrap_or_default();
+                let controlled = controlled_by(
+                    secret
+                        .metadata
+                        .owner_references
+                        .as_deref()
+                        .unwrap_or_default(),
+                    &view,
+                );
+                // Only the copies the ClusterOAuthClient controls give tokens to scrub for: a
+                // labelled Secret of a tenant's could otherwise redact (or withhold) any text.
                 let token = data
                     .get("access_token")
+                    .filter(|_| controlled)
                     .map(|v| Sensitive::new(String::from_utf8_lossy(&v.0).into_owned()));
                 // The copies normally hold one token: each is scrubbed for once.
                 if let Some(token) =
@@ -329,14 +340,7 @@ async fn inspect_cluster(
                 TokenCopy {
                     namespace: secret.namespace().unwrap_or_default(),
                     name: secret.name_any(),
-                    controlled: controlled_by(
-                        secret
-                            .metadata
-                            .owner_references
-                            .as_deref()
-                            .unwrap_or_default(),
-                        &view,
-                    ),
+                    controlled,
                     issued_at: secret.annotations().get(ISSUED_AT_ANNOTATION).cloned(),
                     keys: data.iter().map(|(k, v)| (k.clone(), v.0.len())).collect(),
                 }

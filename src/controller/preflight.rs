@@ -155,7 +155,7 @@ pub fn rights(needs: &Needs<'_>) -> Vec<Right> {
     }
     if let Some(namespace) = needs.cluster_clients {
         let all = None;
-        for verb in ["get", "list", "watch"] {
+        for verb in ["list", "watch"] {
             rights.push(right(
                 verb,
                 crate::api::crd::GROUP,

@@ -161,22 +161,36 @@ impl Managed {
     }
 }
 
+/// The uids of an object's controller ownerReferences.
+fn controllers(meta: &PartialObjectMeta<Secret>) -> Box<[Box<str>]> {
+    meta.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|r| r.controller == Some(true))
+        .map(|r| Box::from(r.uid.as_str()))
+        .collect()
+}
+
 /// The managed Secrets (label-selected): (namespace, name) → [`Managed`].
 pub type ManagedIndex = Index<Managed>;
 
 impl ManagedIndex {
+    /// An index of Secrets by resourceVersion and controllers only (no annotations): the
+    /// ClusterOAuthClients' copies, thousands per ClusterOAuthClient.
+    pub fn of_controllers() -> Self {
+        Index::new(|meta| Managed {
+            resource_version: meta.resource_version().unwrap_or_default().into(),
+            controllers: controllers(meta),
+            annotations: Box::new([]),
+        })
+    }
+
     /// An index of managed Secrets.
     pub fn of_managed() -> Self {
         Index::new(|meta| Managed {
             resource_version: meta.resource_version().unwrap_or_default().into(),
-            controllers: meta
-                .metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .filter(|r| r.controller == Some(true))
-                .map(|r| Box::from(r.uid.as_str()))
-                .collect(),
+            controllers: controllers(meta),
             annotations: meta
                 .annotations()
                 .iter()

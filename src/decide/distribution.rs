@@ -50,31 +50,46 @@ pub enum Found {
         /// Its resourceVersion.
         resource_version: String,
     },
-    /// A Secret of that name that this ClusterOAuthClient does not control.
-    Foreign,
+    /// A Secret of that name that is not a copy it controls (by the indexes), at this
+    /// resourceVersion: someone else's, or a copy whose label or ownerReference was removed.
+    Other {
+        /// Its resourceVersion.
+        resource_version: String,
+    },
 }
 
 /// What one selected namespace needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Need {
-    /// Nothing: the copy is the one last written or verified, with the current seal.
+    /// Nothing: the copy is the one last written or verified, of the current token and spec.
     Nothing,
-    /// Create the copy (with its whole content: one write).
+    /// Create the copy.
     Create,
-    /// Read the copy and write it only if it is not exactly the one to write.
+    /// Read the Secret, and write the copy only if it is this ClusterOAuthClient's (controlled,
+    /// or sealed by the operator for it there) and not exactly the one to write.
     Verify,
-    /// Left untouched: someone else's Secret.
+    /// Left untouched: someone else's Secret, as read at this version before.
     Conflict,
 }
 
-/// What a selected namespace needs, given what was found, the (resourceVersion, seal) this
-/// process last wrote or verified there, and the seal of the copy to write now.
-pub fn need(found: &Found, remembered: Option<(&str, &str)>, seal: &str) -> Need {
+/// What a selected namespace needs, given what was found, what this process last wrote or
+/// verified there (the copy's resourceVersion and the source of its content) and the source of
+/// the content to write now, and the resourceVersion at which the Secret there was last read
+/// and found to be someone else's.
+pub fn need(
+    found: &Found,
+    written: Option<(&str, &str)>,
+    source: &str,
+    conflict: Option<&str>,
+) -> Need {
     match found {
         Found::Absent => Need::Create,
-        Found::Foreign => Need::Conflict,
-        Found::Ours { resource_version } => match remembered {
-            Some((rv, sealed)) if rv == resource_version && sealed == seal => Need::Nothing,
+        Found::Other { resource_version } if conflict == Some(resource_version.as_str()) => {
+            Need::Conflict
+        }
+        Found::Other { .. } => Need::Verify,
+        Found::Ours { resource_version } => match written {
+            Some((rv, from)) if rv == resource_version && from == source => Need::Nothing,
             _ => Need::Verify,
         },
     }
@@ -271,19 +286,22 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_is_read_again_unless_it_is_the_one_last_written_with_the_current_seal() {
+    fn a_copy_is_read_again_unless_it_is_the_one_last_written_from_the_current_source() {
         let ours = Found::Ours {
             resource_version: "7".into(),
         };
-        assert_eq!(need(&ours, Some(("7", "s1")), "s1"), Need::Nothing);
-        assert_eq!(need(&ours, Some(("7", "s1")), "s2"), Need::Verify);
-        assert_eq!(need(&ours, Some(("6", "s1")), "s1"), Need::Verify);
-        assert_eq!(need(&ours, None, "s1"), Need::Verify);
-        assert_eq!(need(&Found::Absent, None, "s1"), Need::Create);
-        assert_eq!(
-            need(&Found::Foreign, Some(("7", "s1")), "s1"),
-            Need::Conflict
-        );
+        assert_eq!(need(&ours, Some(("7", "s1")), "s1", None), Need::Nothing);
+        assert_eq!(need(&ours, Some(("7", "s1")), "s2", None), Need::Verify);
+        assert_eq!(need(&ours, Some(("6", "s1")), "s1", None), Need::Verify);
+        assert_eq!(need(&ours, None, "s1", None), Need::Verify);
+        assert_eq!(need(&Found::Absent, None, "s1", None), Need::Create);
+        let other = Found::Other {
+            resource_version: "9".into(),
+        };
+        // Someone else's Secret is read once per version, then left alone.
+        assert_eq!(need(&other, None, "s1", None), Need::Verify);
+        assert_eq!(need(&other, None, "s1", Some("9")), Need::Conflict);
+        assert_eq!(need(&other, None, "s1", Some("8")), Need::Verify);
     }
 
     #[test]

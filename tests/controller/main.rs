@@ -14,6 +14,7 @@
 //! * [`service_accounts`]: ServiceAccountToken and where its tokens may go;
 //! * [`metrics_events`]: event notes, metrics counts, the `/metrics` endpoint;
 //! * [`token_exchange`]: RFC 8693 with each subject kind, against a strict exchange endpoint;
+//! * [`cluster_clients`]: ClusterOAuthClient: one token, a copy in every selected namespace;
 //! * [`common`]: what they share.
 //!
 //! ## Where the tests came from
@@ -49,6 +50,7 @@ mod support;
 
 mod backoff;
 mod client_auth;
+mod cluster_clients;
 mod common;
 mod issue;
 mod metrics_events;

@@ -266,6 +266,52 @@ async fn one_token_request_serves_every_selected_namespace_through_a_whole_life(
     assert_eq!(vendor.issued().last(), Some(&rotated));
     wait_targets(&client, "3/3", "AllTargetsWritten", &operator).await;
 
+    // A template key renamed: every copy gets the new key and loses the old one (no copy keeps
+    // a key the spec no longer writes), with no new request.
+    api.patch(
+        "vendor",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"target": {"template": {
+            "Authorization": null, "X-Token": "{{ access_token }}"}}}})),
+    )
+    .await
+    .unwrap();
+    eventually(
+        "every copy re-rendered",
+        Duration::from_secs(30),
+        Some(&operator),
+        || async {
+            for n in all {
+                let secret = get_secret(&client, n, TARGET).await?;
+                let renamed = secret_text(&secret, "X-Token")? == rotated
+                    && secret_text(&secret, "Authorization").is_none();
+                if !renamed {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    assert_eq!(vendor.count(), 2, "a template edit needs no request");
+    wait_targets(&client, "3/3", "AllTargetsWritten", &operator).await;
+
+    // An empty selector (every namespace, kube-system included) is refused by the schema.
+    let everything: ClusterOAuthClient = serde_json::from_value(json!({
+        "apiVersion": "oauth.token-operator.dev/v1alpha1", "kind": "ClusterOAuthClient",
+        "metadata": {"name": "everything"},
+        "spec": {"tokenUrl": vendor.url(), "credentialsSecretRef": {"name": "vendor-creds"},
+                 "target": {"namespaceSelector": {}}}
+    }))
+    .unwrap();
+    match api.create(&PostParams::default(), &everything).await {
+        Err(kube::Error::Api(e)) => assert!(
+            e.code == 422 && e.message.contains("may not be empty"),
+            "{e:?}"
+        ),
+        other => panic!("an empty selector was accepted: {other:?}"),
+    }
+
     // A restart: no request, no write.
     let before = versions(&client, &all).await;
     let status_before =

@@ -11,7 +11,8 @@ use oauth_token_operator::spec::Policy;
 use serde_json::{Value, json};
 
 use super::apiserver::{
-    ApiServer, DEFAULT_PROFILE, EVENTS, OAUTHCLIENTS, SECRETS, SERVICE_ACCOUNT_TOKENS_PROFILE,
+    ApiServer, CLUSTER_CLIENTS_PROFILE, CLUSTEROAUTHCLIENTS, DEFAULT_PROFILE, EVENTS, OAUTHCLIENTS,
+    SECRETS, SERVICE_ACCOUNT_TOKENS_PROFILE,
 };
 
 /// How a test configures the controller.
@@ -135,6 +136,8 @@ impl Operator {
         adjust(&mut config);
         api.set_profile(if config.policy.allow_service_account_tokens {
             SERVICE_ACCOUNT_TOKENS_PROFILE
+        } else if config.cluster_clients.is_some() {
+            CLUSTER_CLIENTS_PROFILE
         } else {
             DEFAULT_PROFILE
         });
@@ -191,7 +194,7 @@ impl Operator {
             assert!(text.contains("TRACE"), "TRACE logs are captured");
             super::logs::assert_absent(&text, &refs, "controller TRACE logs");
         }
-        let written: String = [OAUTHCLIENTS, EVENTS]
+        let written: String = [OAUTHCLIENTS, CLUSTEROAUTHCLIENTS, EVENTS]
             .into_iter()
             .flat_map(|kind| self.api.list(kind, None))
             .map(|o| format!("{}{}", o["status"], o["note"]))

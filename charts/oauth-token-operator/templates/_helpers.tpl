@@ -78,7 +78,7 @@ YAML: tests/rbac.rs reads it. */}}
 {{- define "oauth-token-operator.clusterClientRules" -}}
 - apiGroups: ["oauth.token-operator.dev"]
   resources: ["clusteroauthclients"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["oauth.token-operator.dev"]
   resources: ["clusteroauthclients/status"]
   verbs: ["patch"]

@@ -22,7 +22,7 @@
 mod copies;
 mod reconcile;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -71,8 +71,15 @@ pub struct Remembered {
     /// The token's OAuthClient's managed Secret as last read and found intact: its
     /// resourceVersion and token.
     pub source: Option<(String, IntactToken)>,
-    /// Per namespace: the copy's resourceVersion and seal as last written or verified.
+    /// Per namespace: the copy's resourceVersion as last written or verified, and the source
+    /// of its content ([`copies::source`]).
     pub written: HashMap<String, (String, String)>,
+    /// Per namespace: the resourceVersion of someone else's Secret of the target name, as last
+    /// read (read again only when it changes).
+    pub conflicts: HashMap<String, String>,
+    /// The namespaces selected at the last reconcile: a namespace event reconciles only the
+    /// ClusterOAuthClients whose selection it changes.
+    pub selected: BTreeSet<String>,
 }
 
 /// Builds the ClusterOAuthClient controller: its future, and one that resolves once its watches
@@ -96,7 +103,7 @@ pub fn controller(
     .inspect(move |e| ns_mark(e))
     .reflect(ns_writer)
     .touched_objects();
-    let copies = Arc::new(ManagedIndex::of_managed());
+    let copies = Arc::new(ManagedIndex::of_controllers());
     let index = copies.clone();
     let copies_mark = mark(&synced_tx, 2);
     let copies_stream = watcher::watcher(
@@ -140,19 +147,16 @@ pub fn controller(
     let controller = Controller::new(api, watcher::Config::default())
         .with_config(ControllerConfig::default().concurrency(8));
     let store = controller.store();
-    let all = store.clone();
+    let (all, by_copy, by_child, ns_cx) = (store.clone(), store.clone(), store.clone(), cx.clone());
     let running = controller
-        .watches_stream(namespaces, move |_ns: PartialObjectMeta<Namespace>| {
-            all.state()
-                .iter()
-                .map(|c| ObjectRef::from_obj(c.as_ref()))
-                .collect::<Vec<_>>()
+        .watches_stream(namespaces, move |ns: PartialObjectMeta<Namespace>| {
+            changed_selection(&ns_cx, &all, &ns)
         })
-        .watches_stream(copies_stream, |secret: PartialObjectMeta<Secret>| {
-            owner(&secret.metadata)
+        .watches_stream(copies_stream, move |secret: PartialObjectMeta<Secret>| {
+            owner(&by_copy, &secret.metadata)
         })
-        .watches_stream(children, |child: PartialObjectMeta<OAuthClient>| {
-            owner(&child.metadata)
+        .watches_stream(children, move |child: PartialObjectMeta<OAuthClient>| {
+            owner(&by_child, &child.metadata)
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, cx.clone())
@@ -212,13 +216,64 @@ fn mark<K>(
     }
 }
 
-/// The ClusterOAuthClient that controls an object (by its controller ownerReference).
-fn owner(meta: &kube::api::ObjectMeta) -> Option<ObjectRef<ClusterOAuthClient>> {
-    meta.owner_references
+/// The ClusterOAuthClient that controls an object (by its controller ownerReference, name and
+/// uid: a copied ownerReference of a deleted one, or a made-up one, reconciles nothing).
+fn owner(
+    store: &Store<ClusterOAuthClient>,
+    meta: &kube::api::ObjectMeta,
+) -> Option<ObjectRef<ClusterOAuthClient>> {
+    let r = meta
+        .owner_references
         .iter()
         .flatten()
-        .find(|r| r.controller == Some(true) && r.kind == "ClusterOAuthClient")
-        .map(|r| ObjectRef::new(&r.name))
+        .find(|r| r.controller == Some(true) && r.kind == "ClusterOAuthClient")?;
+    let reference = ObjectRef::new(&r.name);
+    let live = store.get(&reference)?;
+    (live.uid().as_deref() == Some(r.uid.as_str())).then_some(reference)
+}
+
+/// The ClusterOAuthClients whose selection a namespace's event changes (it starts or stops
+/// matching), and those not reconciled yet: every namespace event reconciling every
+/// ClusterOAuthClient would cost a pass over all their namespaces each.
+fn changed_selection(
+    cx: &ClusterContext,
+    store: &Store<ClusterOAuthClient>,
+    ns: &PartialObjectMeta<Namespace>,
+) -> Vec<ObjectRef<ClusterOAuthClient>> {
+    let name = ns.name_any();
+    let seen = crate::decide::distribution::NamespaceSeen {
+        name: name.clone(),
+        labels: ns.labels().clone(),
+        terminating: ns.metadata.deletion_timestamp.is_some(),
+    };
+    let memory = cx.memory.lock().expect("cluster memory lock");
+    store
+        .state()
+        .iter()
+        .filter(|client| {
+            // An empty selector is refused (it would select every namespace): none here.
+            let selector = client
+                .spec
+                .namespace_selector
+                .clone()
+                .filter(|s| {
+                    s.match_labels.as_ref().is_some_and(|m| !m.is_empty())
+                        || s.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
+                })
+                .and_then(|s| kube::core::Selector::try_from(s).ok());
+            let now = crate::decide::distribution::selected(
+                std::slice::from_ref(&seen),
+                &client.spec.namespaces,
+                selector.as_ref(),
+            )
+            .contains(&name);
+            match memory.get(&client.name_any()) {
+                Some(remembered) => remembered.selected.contains(&name) != now,
+                None => true,
+            }
+        })
+        .map(|client| ObjectRef::from_obj(client.as_ref()))
+        .collect()
 }
 
 /// Drops the memory of ClusterOAuthClients that no longer exist.

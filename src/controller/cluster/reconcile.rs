@@ -113,7 +113,8 @@ pub async fn reconcile(
         }
         _ => outcome.no_token = true,
     }
-    copies::prune(&client, &cx, &target, &outcome.selected, &mut remembered).await;
+    copies::prune(&client, &cx, &target, &outcome.selected).await;
+    remembered.selected = outcome.selected.clone();
     cx.memory
         .lock()
         .expect("cluster memory lock")
@@ -128,7 +129,14 @@ pub async fn reconcile(
         .cluster_targets(&client.name_any(), counts);
     let status = status_of(&client, &child, &previous, &outcome, &target, &cx);
     write_status(&client, &cx, &previous, &status).await?;
-    let again = if outcome.conflicts.is_empty() && outcome.failed.is_empty() {
+    // Conflicts and failed writes are looked at again within seconds (a Secret of someone else
+    // that goes away sends no event here), and so is a token the OAuthClient's status records
+    // but that could not be read yet.
+    let expected = child.status.as_ref().is_some_and(|s| s.issued_at.is_some());
+    let again = if outcome.conflicts.is_empty()
+        && outcome.failed.is_empty()
+        && !(outcome.no_token && expected)
+    {
         Duration::from_secs(300)
     } else {
         Duration::from_secs(5)
@@ -228,49 +236,58 @@ fn settings(child: &OAuthClient, cx: &ClusterContext) -> Option<ClientSettings> 
 }
 
 /// The token the OAuthClient's managed Secret holds, read when its version changed and taken
-/// only if intact (sealed, owned, the one its status records) and unexpired.
+/// only if intact (sealed, owned) and the one the OAuthClient's status records (so that the
+/// copies and this object's status always speak of the same token), and unexpired. `None`
+/// while the status records none.
 async fn current_token(
     child: &OAuthClient,
     cx: &ClusterContext,
     remembered: &mut Remembered,
 ) -> Result<Option<IntactToken>, Error> {
     let name = child.name_any();
-    let Some(managed) = cx.scope.managed.get(&cx.namespace, &name) else {
-        remembered.source = None;
+    let Some(issued_at) = child.status.as_ref().and_then(|s| s.issued_at.clone()) else {
         return Ok(None);
     };
-    let rv = managed.resource_version.to_string();
-    // The status anchors the token: one issued after the one remembered is read even while
-    // the Secret index has not caught up with its write.
-    let issued_at = child.status.as_ref().and_then(|s| s.issued_at.as_deref());
-    let anchored = |token: &IntactToken| {
-        issued_at.is_none_or(|at| at == crate::base::time::rfc3339(token.token.issued_at))
-    };
+    let anchored =
+        |token: &IntactToken| issued_at == crate::base::time::rfc3339(token.token.issued_at);
+    // The index only saves the read: a Secret it does not show yet (its watch event may come
+    // after the OAuthClient's status) is read all the same.
+    let rv = cx
+        .scope
+        .managed
+        .get(&cx.namespace, &name)
+        .map(|m| m.resource_version.to_string());
     let fresh = match &remembered.source {
-        Some((seen, token)) if *seen == rv && anchored(token) => Some(token.clone()),
+        // The status anchors the token: one issued after the one remembered is read even while
+        // the Secret index has not caught up with its write.
+        Some((seen, token)) if Some(seen) == rv.as_ref() && anchored(token) => Some(token.clone()),
         _ => None,
     };
     let token = match fresh {
         Some(token) => Some(token),
         None => {
             let api: Api<Secret> = Api::namespaced(cx.shared.kube.clone(), &cx.namespace);
-            let Some(secret) = api.get_opt(&name).await.map_err(Error::ReadSource)? else {
-                remembered.source = None;
-                return Ok(None);
-            };
+            let read = api.get_opt(&name).await.map_err(Error::ReadSource)?;
             let status = child.status.clone().unwrap_or_default();
             let keys = &cx.shared.seal_keys;
-            let intact = managed_secret::inspect(&secret, child, keys, &status).intact_token;
-            let read_rv = secret.resource_version().unwrap_or_default();
-            match intact {
-                Some(token) => {
-                    remembered.source = Some((read_rv, token.clone()));
+            let intact = read.as_ref().and_then(|secret| {
+                let token = managed_secret::inspect(secret, child, keys, &status).intact_token?;
+                let rv = secret.resource_version().unwrap_or_default();
+                Some((rv, token))
+            });
+            match intact.filter(|(_, token)| anchored(token)) {
+                Some((rv, token)) => {
+                    remembered.source = Some((rv, token.clone()));
                     Some(token)
                 }
-                // Not (yet) the token the status records, or changed by someone: the copies
-                // keep the token last found intact; the OAuthClient's next status, or its
-                // restore, brings the next one.
-                None => remembered.source.as_ref().map(|(_, t)| t.clone()),
+                // Deleted, changed by someone, or not yet the token the status records: the
+                // copies keep the token last found intact while the status still records it;
+                // the OAuthClient's restore or its next status brings the next one.
+                None => remembered
+                    .source
+                    .as_ref()
+                    .map(|(_, t)| t.clone())
+                    .filter(|t| anchored(t)),
             }
         }
     };
@@ -285,6 +302,12 @@ fn selection(
 ) -> Result<std::collections::BTreeSet<String>, String> {
     let selector = match &client.spec.namespace_selector {
         None => None,
+        Some(s)
+            if s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+                && s.match_expressions.as_ref().is_none_or(|e| e.is_empty()) =>
+        {
+            return Err("spec.target.namespaceSelector may not be empty: an empty selector selects every namespace, kube-system and every future one included (name the labels, or list the namespaces)".to_owned());
+        }
         Some(s) => Some(Selector::try_from(s.clone()).map_err(|e| {
             format!("spec.target.namespaceSelector is not a valid label selector: {e}")
         })?),

@@ -171,7 +171,18 @@ pub const SERVICEACCOUNTS: Kind = Kind {
     tracks_generation: false,
 };
 
-const KINDS: [Kind; 8] = [
+pub const NAMESPACES: Kind = Kind {
+    group: "",
+    version: "v1",
+    plural: "namespaces",
+    kind: "Namespace",
+    namespaced: false,
+    status_subresource: false,
+    tracks_generation: false,
+};
+
+const KINDS: [Kind; 9] = [
+    NAMESPACES,
     SECRETS,
     CONFIGMAPS,
     OAUTHCLIENTS,
@@ -208,6 +219,8 @@ struct Shared {
 pub const DEFAULT_PROFILE: &str = "default";
 /// The profile of an operator run with `--allow-service-account-tokens`.
 pub const SERVICE_ACCOUNT_TOKENS_PROFILE: &str = "service-account-tokens";
+/// The profile of an operator run with `--enable-cluster-clients`.
+pub const CLUSTER_CLIENTS_PROFILE: &str = "cluster-clients";
 
 impl Shared {
     /// The profile to log calls under, when calls are logged.
