@@ -1,4 +1,5 @@
-//! Publishes `events.k8s.io/v1` Events about OAuthClients.
+//! Publishes `events.k8s.io/v1` Events about OAuthClients (and, for the OAuthClient that
+//! obtains a ClusterOAuthClient's token, about the ClusterOAuthClient).
 //!
 //! kube's `Recorder` keeps every event it sent for six minutes to build event series; with
 //! thousands of OAuthClients that cache costs more memory than everything else the controller
@@ -42,22 +43,50 @@ impl EventPublisher {
         EventPublisher { client, instance }
     }
 
-    /// Creates one event about `object`, at `now` (the clock's). Failures are logged, never
-    /// fatal.
+    /// Creates one event about `object`, at `now` (the clock's); for the OAuthClient that
+    /// obtains a ClusterOAuthClient's token, the same event about the ClusterOAuthClient too (in
+    /// the `default` namespace, where Kubernetes keeps the events of cluster-scoped objects).
+    /// Failures are logged, never fatal.
     pub async fn publish(&self, object: &OAuthClient, note: &EventNote, now: jiff::Timestamp) {
         let namespace = object.namespace().unwrap_or_default();
-        let regarding: ObjectReference = object.object_ref(&());
+        self.create(object.object_ref(&()), &namespace, note, now)
+            .await;
+        let cluster_client = object
+            .owner_references()
+            .iter()
+            .find(|r| r.controller == Some(true) && r.kind == "ClusterOAuthClient");
+        if let Some(owner) = cluster_client {
+            let regarding = ObjectReference {
+                api_version: Some(owner.api_version.clone()),
+                kind: Some(owner.kind.clone()),
+                name: Some(owner.name.clone()),
+                uid: Some(owner.uid.clone()),
+                ..ObjectReference::default()
+            };
+            self.create(regarding, "default", note, now).await;
+        }
+    }
+
+    /// Creates one event about `regarding` in `namespace`.
+    async fn create(
+        &self,
+        regarding: ObjectReference,
+        namespace: &str,
+        note: &EventNote,
+        now: jiff::Timestamp,
+    ) {
+        let name = regarding.name.clone().unwrap_or_default();
         let event = Event {
             metadata: ObjectMeta {
-                // The suffix takes at most 21 characters; long client names are shortened (with
-                // a hash) so that the name stays within the 253 Kubernetes allows.
+                // The suffix takes at most 21 characters; long names are shortened (with a
+                // hash) so that the name stays within the 253 Kubernetes allows.
                 name: Some(format!(
                     "{}.{:x}{:04x}",
-                    crate::output::secret::shorten(&object.name_any(), MAX_NAME - 21),
+                    crate::output::secret::shorten(&name, MAX_NAME - 21),
                     now.as_nanosecond(),
                     rand::random::<u16>()
                 )),
-                namespace: Some(namespace.clone()),
+                namespace: Some(namespace.to_owned()),
                 ..ObjectMeta::default()
             },
             event_time: Some(MicroTime(now)),
@@ -70,7 +99,7 @@ impl EventPublisher {
             reporting_instance: Some(self.instance.clone()),
             ..Event::default()
         };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
         if let Err(error) = api.create(&PostParams::default(), &event).await {
             tracing::warn!(%error, reason = note.reason, "could not publish an event");
         }

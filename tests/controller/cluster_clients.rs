@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 use crate::support::apiserver::{
-    ApiServer, CLUSTEROAUTHCLIENTS, NAMESPACES, OAUTHCLIENTS, SECRETS,
+    ApiServer, CLUSTEROAUTHCLIENTS, EVENTS, NAMESPACES, OAUTHCLIENTS, SECRETS,
 };
 use crate::support::harness::*;
 use crate::support::vendors::*;
@@ -187,6 +187,22 @@ async fn one_request_serves_a_list_and_a_selector_and_a_conflict_blocks_no_other
         (&json!("ClusterOAuthClient"), &uid, &json!(true))
     );
     assert!(secret["metadata"]["annotations"]["oauth.token-operator.dev/mac"].is_string());
+    // The token's events are told about the ClusterOAuthClient too (in `default`, where the
+    // events of cluster-scoped objects go), never with the token.
+    let events = api.list(EVENTS, Some("default"));
+    let about: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["regarding"]["kind"] == "ClusterOAuthClient" && e["regarding"]["uid"] == uid)
+        .collect();
+    assert!(
+        about.iter().any(|e| e["reason"] == "TokenIssued"),
+        "{events:#?}"
+    );
+    assert!(
+        about
+            .iter()
+            .all(|e| !e["note"].as_str().unwrap_or_default().contains(&token))
+    );
     // The token's OAuthClient in the cluster resource namespace, owned the same way.
     let child = api.get(OAUTHCLIENTS, RESOURCES, "cluster-vendor").unwrap();
     assert_eq!(child["metadata"]["ownerReferences"][0]["uid"], uid);

@@ -175,6 +175,25 @@ async fn one_token_request_serves_every_selected_namespace_through_a_whole_life(
         secret_text(&theirs, "access_token").as_deref(),
         Some("theirs")
     );
+    // The token's events are told about the ClusterOAuthClient too, in `default`.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), "default");
+    let issued = eventually(
+        "a TokenIssued event about the ClusterOAuthClient",
+        Duration::from_secs(15),
+        Some(&operator),
+        || async {
+            let list = events.list(&Default::default()).await.ok()?;
+            list.items.into_iter().find(|e| {
+                let about = e.regarding.as_ref();
+                about.and_then(|r| r.kind.as_deref()) == Some("ClusterOAuthClient")
+                    && about.and_then(|r| r.name.as_deref()) == Some("vendor")
+                    && e.reason.as_deref() == Some("TokenIssued")
+            })
+        },
+    )
+    .await;
+    assert!(!issued.note.unwrap_or_default().contains(&token));
     let table = cluster.kubectl(&["get", "coac"]).ok("kubectl get coac");
     assert!(
         table.contains("TARGETS") && table.contains("2/3"),
