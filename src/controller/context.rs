@@ -30,6 +30,8 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     /// Bounds token requests in flight, in all and per endpoint (`--max-concurrent-exchanges`).
     pub gate: ExchangeGate,
+    /// Reconcile slots: a reconcile whose token request stalled gives its slot back.
+    pub slots: super::slots::Slots,
     /// Token request timeout: a client waiting at the gate looks again after twice this.
     pub request_timeout: Duration,
     /// Key of the credential digests remembered after a failure and with a pending token

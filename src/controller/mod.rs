@@ -26,6 +26,7 @@ pub mod references;
 pub mod seal_key;
 pub mod secret_index;
 pub mod service_account;
+pub mod slots;
 mod watches;
 
 use std::future::Future;
@@ -157,12 +158,15 @@ pub async fn run(
         refused_audiences
             .extend(api_audiences(&client, config.own_service_account.as_ref()).await?);
     }
+    // At most a budget of answers in memory, however many requests are out (stalled ones too).
+    crate::oauth::transport::limit_bodies(config.max_concurrent_exchanges);
     let shared = Arc::new(Shared {
         kube: client.clone(),
         transport,
         policy: config.policy,
         clock,
         gate: gate::ExchangeGate::new(config.max_concurrent_exchanges),
+        slots: slots::Slots::new(config.max_concurrent_exchanges),
         request_timeout: config.request_timeout,
         credentials_key: rand::random(),
         seal_keys,
@@ -177,8 +181,7 @@ pub async fn run(
         config.namespaces.iter().cloned().map(Some).collect()
     };
     let shutdown = shutdown.shared();
-    let concurrency = u16::try_from(config.max_concurrent_exchanges.saturating_mul(2).max(16))
-        .unwrap_or(u16::MAX);
+    let concurrency = shared.slots.controller_concurrency();
     let mut readiness = Vec::new();
     let mut controllers = Vec::new();
     for scope in scopes {

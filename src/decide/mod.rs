@@ -277,6 +277,7 @@ pub struct Settled {
 pub mod distribution;
 pub mod managed_secret;
 mod plan;
+pub mod scheduling;
 mod settle;
 
 pub use plan::{plan, refresh_time};

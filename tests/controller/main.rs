@@ -9,6 +9,7 @@
 //! * [`backoff`]: failures, their reasons and backoff, recovery, API faults;
 //! * [`ownership`]: whose Secret the managed Secret is, refused writes, deletion;
 //! * [`restore`]: drift restored, and the seal that tells drift from the operator's writes;
+//! * [`scheduling`]: the exchange scheduler: the whole budget at one endpoint, fairness;
 //! * [`slow_endpoints`]: tarpits and hanging endpoints;
 //! * [`client_auth`]: private_key_jwt, client_secret_jwt, tls_client_auth;
 //! * [`service_accounts`]: ServiceAccountToken and where its tokens may go;
@@ -57,6 +58,7 @@ mod metrics_events;
 mod ownership;
 mod refresh;
 mod restore;
+mod scheduling;
 mod service_accounts;
 mod slow_endpoints;
 mod token_exchange;

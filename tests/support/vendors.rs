@@ -143,6 +143,8 @@ struct Inner {
     issued: Mutex<Vec<String>>,
     serial: AtomicUsize,
     delay_ms: std::sync::atomic::AtomicU64,
+    /// Requests being answered now.
+    in_flight: AtomicUsize,
     keep_records: std::sync::atomic::AtomicBool,
     chaos: Mutex<Option<Chaos>>,
     chaos_faults: AtomicUsize,
@@ -187,6 +189,7 @@ impl TokenServer {
             issued: Mutex::new(Vec::new()),
             serial: AtomicUsize::new(0),
             delay_ms: std::sync::atomic::AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
             keep_records: std::sync::atomic::AtomicBool::new(true),
             chaos: Mutex::new(None),
             chaos_faults: AtomicUsize::new(0),
@@ -252,6 +255,11 @@ impl TokenServer {
         list.push(expectation);
     }
 
+    /// Requests being answered now (received, answer not sent yet).
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::SeqCst)
+    }
+
     /// Answers every request after `delay` (a realistic endpoint takes a few milliseconds).
     pub fn set_delay(&self, delay: Duration) {
         self.inner
@@ -300,6 +308,7 @@ async fn handle(
         body: if keep { body.to_vec() } else { Vec::new() },
         at: std::time::Instant::now(),
     });
+    let _answering = Answering::new(&inner.in_flight);
     let delay = inner.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -738,4 +747,20 @@ fn generic(inner: &Inner, req: &Req<'_>) -> Answer {
         body["scope"] = json!(scope);
     }
     Ok(body.to_string())
+}
+
+/// Counts a request as being answered until dropped (the answer is sent, or the client hung up).
+struct Answering<'a>(&'a AtomicUsize);
+
+impl<'a> Answering<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Answering(count)
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }

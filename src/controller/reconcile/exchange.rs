@@ -71,13 +71,12 @@ pub fn endpoint(settings: &ClientSettings) -> String {
 
 /// A place at the gate for a request of `settings`, or `None` when there is no room (the gate
 /// wakes the client when there is).
-pub async fn admit(ctx: &Context, seen: &Snapshot, settings: &ClientSettings) -> Option<Pass> {
+pub fn admit(ctx: &Context, seen: &Snapshot, settings: &ClientSettings) -> Option<Pass> {
     let endpoint = endpoint(settings);
     let pass = ctx
         .shared
         .gate
-        .enter_patiently(&endpoint, ctx.scope, &queue_ref(&seen.key))
-        .await;
+        .enter(&endpoint, ctx.scope, &queue_ref(&seen.key));
     if pass.is_none() {
         tracing::debug!(endpoint, "waiting for room at the exchange gate");
     }

@@ -49,6 +49,7 @@ use self::observe::Snapshot;
 use self::record::{Acted, Outputs};
 use super::context::Context;
 use super::memory::Change;
+use super::slots::Slot;
 use crate::api::crd::OAuthClient;
 use crate::api::name::NamespacedName;
 use crate::api::reason::Reason;
@@ -61,11 +62,12 @@ pub async fn reconcile(
     meta: Arc<PartialObjectMeta<OAuthClient>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    let mut slot = ctx.shared.slots.take().await;
     let started = Instant::now();
     let namespace = meta.namespace().unwrap_or_default();
     let api: Api<OAuthClient> = Api::namespaced(ctx.shared.kube.clone(), &namespace);
     let result = match api.get_opt(&meta.name_any()).await {
-        Ok(Some(client)) => run(&client, &ctx).await,
+        Ok(Some(client)) => run(&client, &ctx, &mut slot).await,
         // Deleted meanwhile: the watch will tell.
         Ok(None) => Ok(Action::await_change()),
         Err(e) => Err(Error::ReadClient(e)),
@@ -80,7 +82,7 @@ pub async fn reconcile(
 /// The pipeline: observe → plan → exchange / re-render / fail / idle (→ write) → settle →
 /// status → record → events → requeue.
 #[tracing::instrument(skip_all, fields(namespace = client.namespace().unwrap_or_default(), name = client.name_any()))]
-async fn run(client: &OAuthClient, ctx: &Context) -> Result<Action, Error> {
+async fn run(client: &OAuthClient, ctx: &Context, slot: &mut Slot) -> Result<Action, Error> {
     let seen = observe::observe(client, ctx).await?;
     let plan = decide::plan(&seen.view(), seen.now);
     tracing::debug!(next = ?plan.next, due_at = %plan.due_at, "planned");
@@ -88,7 +90,7 @@ async fn run(client: &OAuthClient, ctx: &Context) -> Result<Action, Error> {
     let acted = match &plan.next {
         Next::Idle => Acted::Attempted(Attempt::None),
         Next::Fail(trigger, failure) => outputs.refused(*trigger, failure),
-        Next::Exchange(trigger) => exchange(client, ctx, &seen, *trigger, &mut outputs).await,
+        Next::Exchange(trigger) => exchange(client, ctx, &seen, *trigger, &mut outputs, slot).await,
         Next::Rerender => {
             let settings = seen.usable_settings();
             outputs.rerendered(write::rerender(client, ctx, &seen, settings).await)
@@ -121,6 +123,7 @@ async fn exchange(
     seen: &Snapshot,
     trigger: Trigger,
     outputs: &mut Outputs,
+    slot: &mut Slot,
 ) -> Acted {
     tracing::debug!(%trigger, "exchange due");
     let settings = seen.usable_settings();
@@ -142,7 +145,7 @@ async fn exchange(
             }
         }
     }
-    let Some(pass) = exchange::admit(ctx, seen, settings).await else {
+    let Some(pass) = exchange::admit(ctx, seen, settings) else {
         return Acted::Deferred;
     };
     let known = outputs.credentials.take();
@@ -161,7 +164,7 @@ async fn exchange(
             client: http,
         } => {
             let sent = exchange::send(ctx, &pass, trigger, settings, &as_read, credentials, http);
-            outputs.sent(sent.await)
+            outputs.sent(slot.release_while_stalled(sent).await)
         }
     };
     drop(pass);

@@ -26,6 +26,27 @@ use crate::spec::url_policy::DeniedAddress;
 /// Largest response body read (1 MiB).
 pub const MAX_BODY: usize = 1024 * 1024;
 
+/// How many response bodies may be read or held at once by default (the default
+/// `--max-concurrent-exchanges`).
+const DEFAULT_BODIES: usize = 32;
+
+/// The bodies being read or held, process-wide: requests in flight may outnumber the exchange
+/// budget (stalled requests go on outside it), but at most this many of their answers, each up
+/// to [`MAX_BODY`], are in memory at once.
+static BODIES: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+
+/// Sets how many response bodies may be read or held at once (the controller: its exchange
+/// budget). The first call wins.
+pub fn limit_bodies(count: usize) {
+    let _ = BODIES.set(Arc::new(tokio::sync::Semaphore::new(count.max(1))));
+}
+
+fn bodies() -> Arc<tokio::sync::Semaphore> {
+    BODIES
+        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(DEFAULT_BODIES)))
+        .clone()
+}
+
 /// A received response, body capped. Its `Debug` shows the status, the header names and the
 /// body's length, never the body (it holds the access token).
 pub struct Reply {
@@ -35,6 +56,8 @@ pub struct Reply {
     pub headers: HeaderMap,
     /// Body (at most [`MAX_BODY`] bytes).
     pub body: Vec<u8>,
+    /// Its place among the bodies in memory ([`limit_bodies`]), given back with the reply.
+    pub held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl fmt::Debug for Reply {
@@ -162,6 +185,7 @@ impl HttpClient {
             ));
         }
         let headers = response.headers().clone();
+        let held = bodies().acquire_owned().await.ok();
         let body = match read_body(response, status).await {
             Ok(body) => body,
             Err(Read::TooLarge(failure)) => return Err(failure),
@@ -173,6 +197,7 @@ impl HttpClient {
             status,
             headers,
             body,
+            held,
         })
     }
 
@@ -535,6 +560,7 @@ mod tests {
             status: 200,
             headers,
             body,
+            held: None,
         };
         let shown = format!("{reply:?}");
         assert!(shown.contains("200"), "{shown}");

@@ -40,7 +40,7 @@ pub mod trust;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use client::{HttpClient, MAX_BODY, Reply};
+pub use client::{HttpClient, MAX_BODY, Reply, limit_bodies};
 pub use pool::{BuildError, PoolLimits};
 
 use self::pool::{ClientPool, ClientTemplate, PoolError};

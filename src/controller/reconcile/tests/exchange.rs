@@ -58,9 +58,7 @@ async fn a_token_comes_back_fingerprinted_with_the_credentials_as_read_and_count
     let client = client(spec(&url));
     let seen = fixture.snapshot(&client);
     let settings = fixture.settings(&client);
-    let pass = exchange::admit(&fixture.ctx, &seen, &settings)
-        .await
-        .unwrap();
+    let pass = exchange::admit(&fixture.ctx, &seen, &settings).unwrap();
     let http = fixture
         .ctx
         .shared
@@ -107,9 +105,7 @@ async fn a_refusal_at_the_endpoint_is_a_failure_counted_with_its_reason() {
     let client = client(spec(&url));
     let seen = fixture.snapshot(&client);
     let settings = fixture.settings(&client);
-    let pass = exchange::admit(&fixture.ctx, &seen, &settings)
-        .await
-        .unwrap();
+    let pass = exchange::admit(&fixture.ctx, &seen, &settings).unwrap();
     let http = fixture
         .ctx
         .shared
@@ -141,15 +137,17 @@ async fn a_full_gate_defers_without_a_request() {
     let client = client(spec("http://127.0.0.1:9/token"));
     let seen = fixture.snapshot(&client);
     let settings = fixture.settings(&client);
-    // The endpoint's share of the gate (a quarter of 4): one place, held.
-    let held = exchange::admit(&fixture.ctx, &seen, &settings)
-        .await
-        .unwrap();
-    let other = fixture.snapshot(&super::client(spec("http://127.0.0.1:9/token")));
-    assert!(
-        exchange::admit(&fixture.ctx, &other, &settings)
-            .await
-            .is_none()
-    );
+    // The whole budget (4) in flight, held by other clients of the namespace.
+    let gate = &fixture.ctx.shared.gate;
+    let held: Vec<_> = (0..gate.budget())
+        .map(|i| {
+            let other = crate::controller::gate::QueueRef::new(&format!("other-{i}"))
+                .within(&seen.key.namespace);
+            gate.enter("127.0.0.1:9", fixture.ctx.scope, &other)
+                .unwrap()
+        })
+        .collect();
+    assert!(exchange::admit(&fixture.ctx, &seen, &settings).is_none());
+    assert_eq!(gate.load().waiting, 1, "queued, not sent");
     drop(held);
 }

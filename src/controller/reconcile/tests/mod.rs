@@ -210,6 +210,7 @@ impl Fixture {
             policy,
             clock: clock.clone(),
             gate,
+            slots: crate::controller::slots::Slots::new(4),
             request_timeout: Duration::from_secs(2),
             credentials_key: [7; 32],
             seal_keys: SealKeys::random(),
