@@ -279,6 +279,7 @@ pub mod managed_secret;
 mod plan;
 pub mod scheduling;
 mod settle;
+pub mod stale_fields;
 
 pub use plan::{plan, refresh_time};
 pub use settle::settle;

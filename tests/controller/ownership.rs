@@ -130,6 +130,12 @@ async fn a_refused_secret_write_is_visible_with_backoff_and_the_token_is_kept() 
     } = setup(Vendor::Generic).await;
     credentials(&api, NS, "creds", ID, SECRET);
     // The API server refuses the Secret (422) on every write for now.
+    // Every write of the Secret: the create of a new one, the apply of an existing one.
+    api.fail_next(
+        Matcher::new("create", "secrets").in_namespace(NS),
+        1000,
+        422,
+    );
     api.fail_next(Matcher::new("patch", "secrets"), 1000, 422);
     create_client(&api, NS, "demo", &generic_spec(&vendor));
     let (_, _, message) = wait_ready(&api, NS, "demo", "False", "InvalidSpec").await;
@@ -189,6 +195,12 @@ async fn a_secret_write_denied_with_403_is_visible_in_the_status() {
         operator,
     } = setup(Vendor::Generic).await;
     credentials(&api, NS, "creds", ID, SECRET);
+    // Every write of the Secret: the create of a new one, the apply of an existing one.
+    api.fail_next(
+        Matcher::new("create", "secrets").in_namespace(NS),
+        1000,
+        403,
+    );
     api.fail_next(Matcher::new("patch", "secrets"), 1000, 403);
     create_client(&api, NS, "demo", &generic_spec(&vendor));
     let ready = eventually("any Ready condition", Duration::from_secs(10), || {
@@ -253,6 +265,12 @@ async fn a_pending_token_is_never_written_after_the_credentials_keys_change() {
         // Another application's secret in the same Secret: the vendor refuses it.
         .entry("other_secret", "another-apps-secret")
         .create(&api, NS);
+    // Every write of the Secret: the create of a new one, the apply of an existing one.
+    api.fail_next(
+        Matcher::new("create", "secrets").in_namespace(NS),
+        1000,
+        422,
+    );
     api.fail_next(Matcher::new("patch", "secrets"), 1000, 422);
     create_client(&api, NS, "demo", &generic_spec(&vendor));
     wait_ready(&api, NS, "demo", "False", "InvalidSpec").await;
@@ -291,5 +309,47 @@ async fn deleting_the_client_deletes_its_secret() {
     assert!(api.get(SECRETS, "team-a", "demo-token").is_some());
     api.delete(OAUTHCLIENTS, "team-a", "demo");
     assert!(api.get(SECRETS, "team-a", "demo-token").is_none());
+    operator.stop().await;
+}
+
+/// Issue 23: the managed Secret's first write is a create carrying the whole Secret, which makes
+/// the operator its owner as an updater; a key that a later rendering drops is still removed
+/// (an apply alone would leave it), and from then on the operator owns it as the applier alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_key_dropped_after_the_create_is_removed() {
+    let api = ApiServer::start().await;
+    let vendor = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let operator = Operator::start(&api, &[], 4);
+    credentials(&api, NS, "creds", ID, SECRET);
+    let spec = generic_spec(&vendor)
+        .template("Authorization", "Bearer {{ access_token }}")
+        .template("extra", "x");
+    create_client(&api, NS, "demo", &spec);
+    wait_ready(&api, NS, "demo", "True", "TokenIssued").await;
+    assert_eq!(api.count("patch secrets"), 0, "one write: the create");
+    assert_eq!(
+        secret_value(&api, NS, "demo-token", "extra").as_deref(),
+        Some("x")
+    );
+    api.modify(OAUTHCLIENTS, NS, "demo", |o| {
+        o["spec"]["target"]["template"]
+            .as_object_mut()
+            .unwrap()
+            .remove("extra");
+    });
+    eventually("the dropped key removed", Duration::from_secs(10), || {
+        secret_value(&api, NS, "demo-token", "extra")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let secret = api.get(SECRETS, NS, "demo-token").unwrap();
+    assert!(secret_value(&api, NS, "demo-token", "Authorization").is_some());
+    assert!(
+        secret["metadata"]["managedFields"].is_null(),
+        "the create's update entry is gone: {:#}",
+        secret["metadata"]
+    );
+    assert_eq!(vendor.count(), 1, "a re-render, no new token");
     operator.stop().await;
 }

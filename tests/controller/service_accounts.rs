@@ -335,6 +335,7 @@ async fn service_account_token_refusals_send_nothing_to_the_token_endpoint() {
         verb: Some("create"),
         resource: Some("serviceaccounts"),
         subresource: Some("token"),
+        namespace: None,
     };
     api.fail_next(token, 1, 403);
     service_account(&api, "refused", Some(AUDIENCE), &url);

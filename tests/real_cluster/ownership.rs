@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use oauth_token_operator::api::crd::OAuthClient;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::*;
 use crate::support::control_plane::cluster;
@@ -151,6 +151,91 @@ async fn another_field_managers_edit_is_restored_and_its_own_keys_survive() {
     );
     // A forged token cannot be trusted: a new exchange, once.
     assert_eq!(vendor.count(), issued.len() + 1);
+    drop(operator);
+    assert_operator_never_refused(&cluster, &install.user());
+}
+
+/// Issue 23: a new client's managed Secret is written once, whole, by a create (which a Secret
+/// created meanwhile refuses); the operator then owns its fields as an updater, so a key that a
+/// later rendering drops is removed by a follow-up patch that also hands the fields over to the
+/// applier (a plain apply would leave it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_clients_secret_is_created_whole_in_one_write_and_a_dropped_key_goes() {
+    let Some(cluster) =
+        cluster("a_new_clients_secret_is_created_whole_in_one_write_and_a_dropped_key_goes").await
+    else {
+        return;
+    };
+    let client = cluster.client().await;
+    let ns = cluster.namespace("once").await;
+    // The operator: one write of the new client's Secret.
+    let (install, operator) = Install::watching(&cluster, "once", &[&ns], json!({})).await;
+    let vendor = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    credentials(&client, &ns, "creds", ID, SECRET).await;
+    let spec = |template: Value| {
+        json!({"tokenUrl": vendor.url(), "credentialsSecretRef": {"name": "creds"},
+               "target": {"template": template}})
+    };
+    oauth_client(
+        &client,
+        &ns,
+        "one",
+        spec(json!({"Authorization": "Bearer {{ access_token }}", "extra": "x"})),
+    )
+    .await;
+    wait_ready(&client, &ns, "one", "True", "TokenIssued", Some(&operator)).await;
+    let audit = cluster.local.as_ref().map(|p| p.audit_events());
+    let writes: Vec<_> = audit
+        .iter()
+        .flatten()
+        .filter(|e| {
+            e.user == install.user()
+                && e.resource == "secrets"
+                && e.namespace == ns
+                // A create's URI has no name: the operator creates no other Secret here.
+                && (e.verb == "create"
+                    || (e.uri.contains("/secrets/one-token")
+                        && matches!(e.verb.as_str(), "patch" | "update")))
+        })
+        .map(|e| (e.verb.clone(), e.code))
+        .collect();
+    if audit.is_some() {
+        assert_eq!(writes.len(), 1, "one write: {writes:?}");
+    }
+    let secret = get_secret(&client, &ns, "one-token").await.unwrap();
+    assert_eq!(secret_text(&secret, "extra").as_deref(), Some("x"));
+    // A key dropped from the templates goes, and with it the create's update entry.
+    let clients: Api<OAuthClient> = Api::namespaced(client.clone(), &ns);
+    clients
+        .patch(
+            "one",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"target": {"template": {"extra": null}}}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the dropped key removed",
+        Duration::from_secs(20),
+        Some(&operator),
+        || async {
+            let secret = get_secret(&client, &ns, "one-token").await?;
+            let managers: Vec<(String, String)> = secret
+                .metadata
+                .managed_fields
+                .iter()
+                .flatten()
+                .filter_map(|e| Some((e.manager.clone()?, e.operation.clone()?)))
+                .collect();
+            (secret_text(&secret, "extra").is_none()
+                && secret_text(&secret, "Authorization").is_some()
+                && !managers
+                    .iter()
+                    .any(|(m, o)| m == "oauth-token-operator" && o == "Update"))
+            .then_some(())
+        },
+    )
+    .await;
     drop(operator);
     assert_operator_never_refused(&cluster, &install.user());
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{ResourceExt, api::ObjectMeta};
 
 use jiff::Timestamp;
 
@@ -14,13 +14,14 @@ use super::error::Error;
 use super::observe::Snapshot;
 use super::retries::with_retries;
 use crate::api::crd::OAuthClient;
-use crate::api::keys::{CLIENT_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::api::keys::FIELD_MANAGER;
 use crate::api::reason::{Failure, Reason};
 use crate::base::Scrubber;
 use crate::base::time::truncate_to_seconds;
 use crate::controller::context::Context;
 use crate::controller::memory::{Pending, Verified, Written};
 use crate::decide::managed_secret::{self, IntactToken};
+use crate::decide::stale_fields as stale;
 use crate::decide::{Attempt, SecretState};
 use crate::oauth::response::{Token, sanitise};
 use crate::output::secret;
@@ -141,7 +142,8 @@ enum Created {
     Conflict(Failure),
 }
 
-/// Creates the Secret when the caches show none, then applies it.
+/// Writes the Secret: when the caches show none, in one apply that can only create it (see
+/// [`create`]); else (or when the Secret turns out to be this OAuthClient's after all) an apply.
 async fn create_and_apply(
     client: &OAuthClient,
     ctx: &Context,
@@ -150,10 +152,9 @@ async fn create_and_apply(
     absent: bool,
 ) -> Result<Created, WriteError> {
     let name = &seen.secret_name;
-    let mut created = None;
     if absent {
-        match create_if_absent(client, ctx, &seen.key.namespace, name).await? {
-            Creation::Created(version) => created = version,
+        match create(client, ctx, seen, body).await? {
+            Creation::Created(record) => return Ok(Created::Applied(record)),
             Creation::Existed => {}
             Creation::Foreign => {
                 return Ok(Created::Conflict(Failure::new(
@@ -165,54 +166,48 @@ async fn create_and_apply(
             }
         }
     }
-    Ok(Created::Applied(apply(ctx, seen, body, created).await?))
+    Ok(Created::Applied(apply(ctx, seen, body).await?))
 }
 
 /// What creating the Secret came to.
 enum Creation {
-    /// Created, at this resourceVersion.
-    Created(Option<String>),
+    /// Created, with its whole body.
+    Created(WriteRecord),
     /// It existed already, controlled by this OAuthClient.
     Existed,
     /// It exists and is not controlled by this OAuthClient.
     Foreign,
 }
 
-/// Creates the managed Secret when the caches show none, so that a Secret someone created
-/// meanwhile is never taken over (a server-side apply would merge into it). Only what identifies
-/// it is created (name, type, the operator's labels, the ownerReference): the apply that follows
-/// writes everything else and owns it alone.
-async fn create_if_absent(
+/// Creates the managed Secret, whole, in one write (a create, so that a Secret someone created
+/// meanwhile is never taken over: the API server refuses it with 409 and nothing is written).
+/// Whether the Secret found is this OAuthClient's (its own earlier write, not in the caches
+/// yet) is then read from its ownerReferences.
+///
+/// A create makes the operator the owner of every field as an updater, not as the applier, and a
+/// later apply removes only what the applier owns: [`drop_stale`] removes what the create wrote
+/// and a later rendering no longer has.
+async fn create(
     client: &OAuthClient,
     ctx: &Context,
-    namespace: &str,
-    name: &str,
+    seen: &Snapshot,
+    body: &serde_json::Value,
 ) -> Result<Creation, WriteError> {
+    let (namespace, name) = (&seen.key.namespace, seen.secret_name.as_str());
     let api: Api<Secret> = Api::namespaced(ctx.shared.kube.clone(), namespace);
-    let labels = BTreeMap::from([
-        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned()),
-        (
-            CLIENT_LABEL.to_owned(),
-            secret::client_label_value(&client.name_any()),
-        ),
-    ]);
-    let object = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(namespace.to_owned()),
-            labels: Some(labels),
-            owner_references: Some(vec![secret::owner_reference(client)]),
-            ..Default::default()
-        },
-        type_: client.spec.target.as_ref().map(|t| t.type_.clone()),
-        ..Default::default()
-    };
+    let object: Secret = serde_json::from_value(body.clone())
+        .map_err(|e| WriteError::Refused(format!("the managed Secret is not a Secret: {e}")))?;
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..Default::default()
     };
     match with_retries(|| api.create(&params, &object)).await {
-        Ok(secret) => Ok(Creation::Created(secret.resource_version())),
+        Ok(written) => Ok(Creation::Created(record(
+            ctx,
+            seen,
+            written.resource_version(),
+            written.annotations(),
+        ))),
         Err(kube::Error::Api(e)) if e.code == 409 => {
             let existing = api
                 .get_metadata_opt(name)
@@ -272,7 +267,7 @@ pub async fn rerender(
     }
     let keys = &ctx.shared.seal_keys;
     let body = secret::managed_secret(client, &token, &settings.templates, &fingerprint, keys);
-    match apply(ctx, seen, &body, None).await {
+    match apply(ctx, seen, &body).await {
         Ok(record) => Rerendered::Written(record),
         Err(WriteError::Failed(error)) => Rerendered::Interrupted(error),
         Err(WriteError::Refused(message)) => {
@@ -304,31 +299,67 @@ async fn apply(
     ctx: &Context,
     seen: &Snapshot,
     body: &serde_json::Value,
-    created: Option<String>,
 ) -> Result<WriteRecord, WriteError> {
     let (namespace, name) = (&seen.key.namespace, seen.secret_name.as_str());
     let api: Api<Secret> = Api::namespaced(ctx.shared.kube.clone(), namespace);
-    let mut before = vec![
-        ctx.managed
-            .get(namespace, name)
-            .map(|m| m.resource_version.to_string()),
-    ];
-    if created.is_some() {
-        before.push(created);
-    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let patch = Patch::Apply(body);
     let written = with_retries(|| api.patch_metadata(name, &params, &patch))
         .await
         .map_err(WriteError::classify)?;
-    Ok(WriteRecord {
-        trusted_rv: written.resource_version(),
+    let managed_fields = written
+        .metadata
+        .managed_fields
+        .as_deref()
+        .unwrap_or_default();
+    if let Some(stale) = stale::after_apply(managed_fields, FIELD_MANAGER, body) {
+        // Rare: the first rendering since the create that drops a key, label or annotation.
+        let precondition = written.resource_version().unwrap_or_default();
+        let patch = Patch::Merge(stale.removal(&precondition));
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..Default::default()
+        };
+        let pruned = with_retries(|| api.patch_metadata(name, &params, &patch))
+            .await
+            .map_err(WriteError::classify)?;
+        return Ok(record(
+            ctx,
+            seen,
+            pruned.resource_version(),
+            pruned.annotations(),
+        ));
+    }
+    Ok(record(
+        ctx,
+        seen,
+        written.resource_version(),
+        written.annotations(),
+    ))
+}
+
+/// What a write leaves for the memory: the version written, and the one the caches showed
+/// before (a cache still showing it is behind).
+fn record(
+    ctx: &Context,
+    seen: &Snapshot,
+    written_rv: Option<String>,
+    annotations: &BTreeMap<String, String>,
+) -> WriteRecord {
+    let (namespace, name) = (&seen.key.namespace, seen.secret_name.as_str());
+    let before = vec![
+        ctx.managed
+            .get(namespace, name)
+            .map(|m| m.resource_version.to_string()),
+    ];
+    WriteRecord {
+        trusted_rv: written_rv,
         written: Written {
             before,
             at: Instant::now(),
-            annotations: written.annotations().clone(),
+            annotations: annotations.clone(),
         },
-    })
+    }
 }
 
 /// Why a write of the managed Secret did not happen.

@@ -48,6 +48,7 @@ pub struct Matcher {
     pub verb: Option<&'static str>,
     pub resource: Option<&'static str>,
     pub subresource: Option<&'static str>,
+    pub namespace: Option<&'static str>,
 }
 
 impl Matcher {
@@ -56,6 +57,14 @@ impl Matcher {
             verb: Some(verb),
             resource: Some(resource),
             subresource: None,
+            namespace: None,
+        }
+    }
+    /// Only requests in `namespace`.
+    pub fn in_namespace(self, namespace: &'static str) -> Self {
+        Matcher {
+            namespace: Some(namespace),
+            ..self
         }
     }
     pub fn status(verb: &'static str, resource: &'static str) -> Self {
@@ -70,6 +79,9 @@ impl Matcher {
             && self
                 .subresource
                 .is_none_or(|s| call.subresource.as_deref() == Some(s))
+            && self
+                .namespace
+                .is_none_or(|n| call.namespace.as_deref() == Some(n))
     }
 }
 

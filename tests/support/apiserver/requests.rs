@@ -314,9 +314,12 @@ fn write(
         }
         "create" => {
             let object = parse(body)?;
-            store
-                .create(shared, kind, &namespace, object)
-                .map(|v| (201, v))
+            let created = store.create(shared, kind, &namespace, object)?;
+            // A create with a field manager: it owns every field as an updater.
+            Ok(match query.get("fieldManager") {
+                Some(manager) => (201, store.own_as_updater(kind, &created, manager)),
+                None => (201, created),
+            })
         }
         "update" => {
             let object = parse(body)?;

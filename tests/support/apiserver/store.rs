@@ -143,6 +143,45 @@ impl Store {
         Ok(object)
     }
 
+    /// Records `manager` as the updater owning every data key, label and annotation of
+    /// `object` (just created), in its `managedFields`; returns the object as stored.
+    pub(super) fn own_as_updater(&mut self, kind: Kind, object: &Value, manager: &str) -> Value {
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let name = object["metadata"]["name"].as_str().unwrap_or("").to_owned();
+        let key = (kind.group, kind.plural, namespace, name);
+        let fields = |map: &Value| -> Value {
+            let mut set = serde_json::Map::new();
+            set.insert(".".into(), json!({}));
+            for k in map.as_object().into_iter().flat_map(|m| m.keys()) {
+                set.insert(format!("f:{k}"), json!({}));
+            }
+            Value::Object(set)
+        };
+        let entry = json!({
+            "manager": manager,
+            "operation": "Update",
+            "apiVersion": kind.api_version(),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {
+                "f:data": fields(&object["data"]),
+                "f:metadata": {
+                    "f:labels": fields(&object["metadata"]["labels"]),
+                    "f:annotations": fields(&object["metadata"]["annotations"]),
+                },
+            },
+        });
+        match self.objects.get_mut(&key) {
+            Some(stored) => {
+                stored["metadata"]["managedFields"] = json!([entry]);
+                stored.clone()
+            }
+            None => object.clone(),
+        }
+    }
+
     /// Replaces an object (update, patch, apply): checks the resourceVersion when asked,
     /// keeps status or spec apart, bumps generation, handles finalizers.
     pub(super) fn replace(
@@ -168,6 +207,18 @@ impl Store {
                     ),
                 ));
             }
+        }
+        // The uid is immutable (an apply that carries another one is refused).
+        if let Some(uid) = object["metadata"]["uid"].as_str()
+            && Some(uid) != old["metadata"]["uid"].as_str()
+        {
+            return Err((
+                422,
+                format!(
+                    "{} \"{}\" is invalid: metadata.uid: Invalid value: \"{uid}\": field is immutable",
+                    kind.kind, key.3
+                ),
+            ));
         }
         normalise(kind, &mut object);
         if kind.status_subresource {
@@ -210,8 +261,17 @@ impl Store {
         }
         object["apiVersion"] = json!(kind.api_version());
         object["kind"] = json!(kind.kind);
+        // managedFields: kept when the request has none, replaced when it has a list, cleared
+        // by a list of one empty entry (as the real server does).
+        let reset = object["metadata"]["managedFields"] == json!([{}]);
         if let Some(m) = object["metadata"].as_object_mut() {
-            m.remove("managedFields");
+            if reset {
+                m.remove("managedFields");
+            } else if !m.contains_key("managedFields")
+                && let Some(old_fields) = old["metadata"].get("managedFields")
+            {
+                m.insert("managedFields".into(), old_fields.clone());
+            }
         }
         validate_metadata(kind, &key.3, &object, Some(&old))?;
         if kind.tracks_generation {

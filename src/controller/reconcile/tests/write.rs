@@ -45,19 +45,16 @@ fn written(rv: &str) -> Value {
 }
 
 #[tokio::test]
-async fn a_new_token_creates_the_secret_then_applies_it() {
+async fn a_new_token_creates_the_whole_secret_in_one_write() {
     let fixture = Fixture::new();
     let client = client(spec("http://127.0.0.1:9/token"));
     let seen = fixture.snapshot(&client);
-    fixture
-        .api
-        .on(
-            "POST",
-            &format!("/api/v1/namespaces/{NS}/secrets"),
-            201,
-            written("50"),
-        )
-        .on("PATCH", &path("secrets", "demo-token"), 200, written("51"));
+    fixture.api.on(
+        "POST",
+        &format!("/api/v1/namespaces/{NS}/secrets"),
+        201,
+        written("50"),
+    );
     let stored = store(&fixture, &client, &seen).await;
     let Stored::Written {
         record,
@@ -68,20 +65,21 @@ async fn a_new_token_creates_the_secret_then_applies_it() {
     else {
         panic!("{stored:?}");
     };
-    assert_eq!(record.trusted_rv.as_deref(), Some("51"));
-    assert_eq!(record.written.before, [None, Some("50".to_owned())]);
+    assert_eq!(record.trusted_rv.as_deref(), Some("50"));
+    assert_eq!(record.written.before, [None]);
     assert!(verified.matched);
     assert_eq!(exchanged_at, fixture.clock.now());
     let sent = fixture.api.seen();
-    assert_eq!(sent.len(), 2);
-    // The create carries only what identifies the Secret; the apply writes the token.
-    assert!(sent[0].body.get("data").is_none(), "{}", sent[0].body);
+    // One write (issue 23: it was a create of what identifies the Secret, then an apply): the
+    // create carries the token, the seal and the ownerReference.
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].body["data"]["access_token"].is_string());
+    assert!(sent[0].body["metadata"]["annotations"]["oauth.token-operator.dev/mac"].is_string());
     assert_eq!(
         sent[0].body["metadata"]["ownerReferences"][0]["uid"],
         "uid-demo"
     );
-    assert!(sent[1].body["data"]["access_token"].is_string());
-    assert!(sent[1].uri.contains("force=true"));
+    assert!(sent[0].uri.contains("fieldManager=oauth-token-operator"));
 }
 
 #[tokio::test]
