@@ -4,7 +4,11 @@
 //! ```sh
 //! cargo bench --bench scale                       # N = 100, 1000, 10000
 //! cargo bench --bench scale -- 100 --quick        # the CI smoke run
+//! cargo bench --bench scale -- 10000 --baseline /path/to/previous/oauth-token-operator
 //! ```
+//!
+//! With `--baseline BINARY`, each N runs first with that binary (for example the build of the
+//! previous main), then with this build, and both figures are printed with their ratio.
 //!
 //! For each N it: fills the double with 10,000 unrelated Secrets (a few of 1 MiB), starts the
 //! operator, creates N credentials Secrets and N OAuthClients at once against a loopback token
@@ -33,12 +37,28 @@ const TOKEN_DELAY: Duration = Duration::from_millis(5);
 struct Options {
     sizes: Vec<usize>,
     quick: bool,
+    /// Another operator binary to run beside this build.
+    baseline: Option<String>,
 }
 
 fn options() -> Options {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let baseline = args
+        .iter()
+        .position(|a| a == "--baseline")
+        .map(|i| args.get(i + 1).expect("--baseline BINARY").clone());
+    if let Some(binary) = &baseline {
+        assert!(
+            std::path::Path::new(binary).is_file(),
+            "--baseline {binary}: no such file"
+        );
+    }
+    let sizes: Vec<usize> = args
+        .iter()
+        .filter(|a| Some(*a) != baseline.as_ref())
+        .filter_map(|a| a.parse().ok())
+        .collect();
     Options {
         sizes: if sizes.is_empty() {
             vec![100, 1_000, 10_000]
@@ -46,6 +66,7 @@ fn options() -> Options {
             sizes
         },
         quick,
+        baseline,
     }
 }
 
@@ -123,15 +144,21 @@ async fn wait_ready(process: &Process, port: u16) -> Duration {
     }
 }
 
-async fn start_operator(api: &ApiServer, dir: &std::path::Path) -> (Process, u16, Duration) {
+/// This build's binary, or SCALE_OPERATOR_BIN: another binary or a wrapper (e.g. a script that
+/// execs heaptrack on the operator) in its place.
+fn this_build() -> String {
+    std::env::var("SCALE_OPERATOR_BIN").unwrap_or_else(|_| support::process::BIN.to_owned())
+}
+
+async fn start_operator(
+    api: &ApiServer,
+    dir: &std::path::Path,
+    binary: &str,
+) -> (Process, u16, Duration) {
     let kubeconfig = api.write_kubeconfig(dir);
     let started = Instant::now();
-    // SCALE_OPERATOR_BIN runs another binary or a wrapper (e.g. a script that execs heaptrack
-    // on the operator) in its place.
-    let binary =
-        std::env::var("SCALE_OPERATOR_BIN").unwrap_or_else(|_| support::process::BIN.to_owned());
     let process = spawn_with(
-        &binary,
+        binary,
         &kubeconfig,
         &["--max-concurrent-exchanges", "32"],
         "bench",
@@ -233,7 +260,7 @@ async fn force_refresh_all<'k>(
     }
 }
 
-async fn run(n: usize, quick: bool) -> Report {
+async fn run(n: usize, quick: bool, binary: &str) -> Report {
     let dir = tempfile::tempdir().unwrap();
     let api = ApiServer::start().await;
     api.set_history_limit(50_000);
@@ -242,7 +269,7 @@ async fn run(n: usize, quick: bool) -> Report {
     vendor.set_delay(TOKEN_DELAY);
     vendor.count_only();
     fill_unrelated_secrets(&api);
-    let (operator, _, _) = start_operator(&api, dir.path()).await;
+    let (operator, _, _) = start_operator(&api, dir.path(), binary).await;
     let pid = operator.child.id();
 
     // --- N OAuthClients created at once ---
@@ -319,7 +346,7 @@ async fn run(n: usize, quick: bool) -> Report {
     assert_eq!(code, 0, "{output}");
     let requests_before = vendor.count();
     api.reset_counts();
-    let (operator, _, restart_ready) = start_operator(&api, dir.path()).await;
+    let (operator, _, restart_ready) = start_operator(&api, dir.path(), binary).await;
     tokio::time::sleep(Duration::from_secs(if quick { 3 } else { 10 })).await;
     let restart_requests = vendor.count() - requests_before;
     let (a, b, c) = writes(&api);
@@ -349,6 +376,35 @@ async fn run(n: usize, quick: bool) -> Report {
     }
 }
 
+/// One run's figures on one line.
+fn print_line(what: &str, report: &Report) {
+    println!(
+        "{what}: N={:>6}: all Ready {:.1}s; apply→Ready p50 {:.3}s p99 {:.3}s; token requests/client {:.2}; \
+         writes/client: Secret {:.2}, status {:.2}, events {:.2}; writes between refreshes {}; \
+         RSS peak {:.1} MiB steady {:.1} MiB; CPU {:.1}s; 60 s tokens: lateness p50 {:.3}s p99 {:.3}s ({} refreshes), \
+         requests per token {:.2}; restart: {} token requests, {} writes, /readyz in {:.2}s",
+        report.n,
+        report.all_ready.as_secs_f64(),
+        report.latency_p50,
+        report.latency_p99,
+        report.requests_per_client,
+        report.secret_writes,
+        report.status_writes,
+        report.event_writes,
+        report.writes_between_refreshes,
+        report.peak_rss_mib,
+        report.steady_rss_mib,
+        report.cpu_seconds,
+        report.lateness_p50,
+        report.lateness_p99,
+        report.lateness_samples,
+        report.requests_per_token,
+        report.restart_requests,
+        report.restart_writes,
+        report.restart_ready.as_secs_f64(),
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -362,33 +418,17 @@ async fn main() {
         if options.quick { ", quick" } else { "" }
     );
     let mut reports = Vec::new();
+    let mut baselines = Vec::new();
+    let this = this_build();
     for &n in &options.sizes {
-        let report = run(n, options.quick).await;
-        println!(
-            "N={:>6}: all Ready {:.1}s; apply→Ready p50 {:.3}s p99 {:.3}s; token requests/client {:.2}; \
-             writes/client: Secret {:.2}, status {:.2}, events {:.2}; writes between refreshes {}; \
-             RSS peak {:.1} MiB steady {:.1} MiB; CPU {:.1}s; 60 s tokens: lateness p50 {:.3}s p99 {:.3}s ({} refreshes), \
-             requests per token {:.2}; restart: {} token requests, {} writes, /readyz in {:.2}s",
-            report.n,
-            report.all_ready.as_secs_f64(),
-            report.latency_p50,
-            report.latency_p99,
-            report.requests_per_client,
-            report.secret_writes,
-            report.status_writes,
-            report.event_writes,
-            report.writes_between_refreshes,
-            report.peak_rss_mib,
-            report.steady_rss_mib,
-            report.cpu_seconds,
-            report.lateness_p50,
-            report.lateness_p99,
-            report.lateness_samples,
-            report.requests_per_token,
-            report.restart_requests,
-            report.restart_writes,
-            report.restart_ready.as_secs_f64(),
-        );
+        if let Some(binary) = &options.baseline {
+            println!("N={n:>6}: baseline {binary}");
+            let report = run(n, options.quick, binary).await;
+            print_line("baseline", &report);
+            baselines.push(report);
+        }
+        let report = run(n, options.quick, &this).await;
+        print_line("this build", &report);
         reports.push(report);
     }
     println!();
@@ -418,5 +458,57 @@ async fn main() {
             r.restart_writes,
             r.restart_ready.as_secs_f64()
         );
+    }
+    if !baselines.is_empty() {
+        println!();
+        println!("| N | figure | baseline | this build | this / baseline |");
+        println!("| --- | --- | --- | --- | --- |");
+        for (b, r) in baselines.iter().zip(&reports) {
+            for (figure, before, after) in [
+                (
+                    "all Ready (s)",
+                    b.all_ready.as_secs_f64(),
+                    r.all_ready.as_secs_f64(),
+                ),
+                ("apply→Ready p50 (s)", b.latency_p50, r.latency_p50),
+                ("apply→Ready p99 (s)", b.latency_p99, r.latency_p99),
+                (
+                    "token requests / client",
+                    b.requests_per_client,
+                    r.requests_per_client,
+                ),
+                ("Secret writes / client", b.secret_writes, r.secret_writes),
+                ("status writes / client", b.status_writes, r.status_writes),
+                (
+                    "writes between refreshes",
+                    b.writes_between_refreshes as f64,
+                    r.writes_between_refreshes as f64,
+                ),
+                ("peak RSS (MiB)", b.peak_rss_mib, r.peak_rss_mib),
+                ("steady RSS (MiB)", b.steady_rss_mib, r.steady_rss_mib),
+                ("CPU (s)", b.cpu_seconds, r.cpu_seconds),
+                ("refresh lateness p99 (s)", b.lateness_p99, r.lateness_p99),
+                (
+                    "restart token requests",
+                    b.restart_requests as f64,
+                    r.restart_requests as f64,
+                ),
+                (
+                    "restart writes",
+                    b.restart_writes as f64,
+                    r.restart_writes as f64,
+                ),
+            ] {
+                let ratio = if before == 0.0 {
+                    "–".to_owned()
+                } else {
+                    format!("{:.2}", after / before)
+                };
+                println!(
+                    "| {} | {figure} | {before:.3} | {after:.3} | {ratio} |",
+                    r.n
+                );
+            }
+        }
     }
 }
