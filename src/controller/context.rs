@@ -30,8 +30,6 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     /// Bounds token requests in flight, in all and per endpoint (`--max-concurrent-exchanges`).
     pub gate: ExchangeGate,
-    /// Reconcile slots: a reconcile whose token request stalled gives its slot back.
-    pub slots: super::slots::Slots,
     /// Token request timeout: a client waiting at the gate looks again after twice this.
     pub request_timeout: Duration,
     /// Key of the credential digests remembered after a failure and with a pending token
@@ -79,6 +77,8 @@ pub struct Context {
     pub secrets_synced: tokio::sync::watch::Receiver<bool>,
     /// This scope's index at the exchange gate.
     pub scope: usize,
+    /// Token requests that went on by themselves once stalled, and their outcomes.
+    pub detached: super::reconcile::DetachedRequests,
     /// The managed Secret of the OAuthClient each token-exchange client takes its subject
     /// token from (`oauthClientRef`), as learned when it was last read: linked for the watch
     /// mapper, so that a new token of that client reaches this one.
@@ -147,5 +147,6 @@ impl Context {
         // Its HTTP client (if no other client shares it) went with its memory.
         let in_use = self.shared.transport.clients_in_use();
         self.shared.metrics.http_clients(in_use);
+        self.detached.lock().expect("detached lock").remove(key);
     }
 }

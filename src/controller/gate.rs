@@ -110,6 +110,13 @@ impl ExchangeGate {
         })
     }
 
+    /// Triggers the reconcile of `client` of `scope` (a detached request is over).
+    pub fn wake(&self, scope: usize, client: &QueueRef) {
+        if let Some(trigger) = self.lock().scopes.get(scope) {
+            let _ = trigger.send(client.clone());
+        }
+    }
+
     /// Forgets a client that no longer exists: its place in the queue and any place reserved
     /// for it.
     pub fn forget(&self, scope: usize, client: &QueueRef) {

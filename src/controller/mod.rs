@@ -26,7 +26,6 @@ pub mod references;
 pub mod seal_key;
 pub mod secret_index;
 pub mod service_account;
-pub mod slots;
 mod watches;
 
 use std::future::Future;
@@ -166,7 +165,6 @@ pub async fn run(
         policy: config.policy,
         clock,
         gate: gate::ExchangeGate::new(config.max_concurrent_exchanges),
-        slots: slots::Slots::new(config.max_concurrent_exchanges),
         request_timeout: config.request_timeout,
         credentials_key: rand::random(),
         seal_keys,
@@ -181,7 +179,8 @@ pub async fn run(
         config.namespaces.iter().cloned().map(Some).collect()
     };
     let shutdown = shutdown.shared();
-    let concurrency = shared.slots.controller_concurrency();
+    let concurrency = u16::try_from(config.max_concurrent_exchanges.saturating_mul(2).max(16))
+        .unwrap_or(u16::MAX);
     let mut readiness = Vec::new();
     let mut controllers = Vec::new();
     for scope in scopes {

@@ -65,6 +65,7 @@ pub fn scope_controller(
     let shared_clock = shared.clock.clone();
     let ctx = Arc::new(Context {
         scope: shared.gate.add_scope(wake.clone()),
+        detached: Default::default(),
         shared,
         managed: w.managed,
         secrets: w.secrets,

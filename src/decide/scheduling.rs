@@ -46,7 +46,7 @@ pub const QUICK: Duration = Duration::from_secs(1);
 pub const PROVEN_FOR: Duration = Duration::from_secs(60);
 
 /// How long a place is reserved for a woken client.
-pub const HOLD: Duration = Duration::from_secs(5);
+pub const HOLD: Duration = Duration::from_secs(2);
 
 /// How long an idle endpoint's lowered limit is remembered.
 pub const REMEMBER: Duration = Duration::from_secs(600);
@@ -91,9 +91,12 @@ impl Endpoint {
         }
     }
 
+    /// Answered within [`QUICK`] lately, and none of its requests out for that long now (an
+    /// endpoint that proves quick and then hangs loses the proof within a second).
     fn proven(&self, now: Instant) -> bool {
         self.quick_at
             .is_some_and(|at| now.duration_since(at) < PROVEN_FOR)
+            && self.started.iter().all(|t| now.duration_since(*t) < QUICK)
     }
 
     /// Requests it may have in flight now.
@@ -278,7 +281,12 @@ impl<W: Clone + Eq + Hash> Scheduler<W> {
         self.tick(now);
         let queued = self.waiting.get(who).map(|p| p.reserved_until.is_some());
         let admitted = match queued {
-            // Its reserved place.
+            // Its reserved place, unless its endpoint closed meanwhile (a request out for SLOW):
+            // then it waits again, at the head of its queue.
+            Some(true) if self.closed(endpoint, now) => {
+                self.unreserve(who);
+                false
+            }
             Some(true) => true,
             _ if self.free() > 0 => self.eligible(namespace, endpoint, now, 0),
             // The place reserved for another woken client of this namespace and endpoint.
@@ -367,6 +375,16 @@ impl<W: Clone + Eq + Hash> Scheduler<W> {
                 self.remove_waiter(&who);
             }
         }
+        // After a burst: the queue's memory back (a burst of 10,000 clients leaves maps sized
+        // for thousands of waiters otherwise).
+        if self.waiting.is_empty() {
+            self.lapses.clear();
+            if self.waiting.capacity() > 64 {
+                self.waiting.shrink_to_fit();
+                self.lapses.shrink_to_fit();
+                self.turn.shrink_to_fit();
+            }
+        }
         // Idle endpoints, now and then: their lowered limit is kept for a while.
         if self
             .forgotten_at
@@ -431,24 +449,61 @@ impl<W: Clone + Eq + Hash> Scheduler<W> {
             Some(e) => (e.started.len(), e.limit_now(now), e.proven(now)),
             None => (0, self.budget, false),
         };
-        let ns = self.namespaces.get(namespace);
-        let reserved = ns
-            .and_then(|ns| ns.queues.get(endpoint))
-            .map_or(0, |q| q.reserved);
+        // Places reserved at the endpoint, by every namespace.
+        let reserved: usize = self
+            .namespaces
+            .values()
+            .filter_map(|ns| ns.queues.get(endpoint))
+            .map(|q| q.reserved)
+            .sum();
         if in_flight + reserved.saturating_sub(taken) >= limit {
             return false;
         }
         if proven {
             return true;
         }
-        let in_namespace = ns.map_or(0, |ns| ns.counts.may_stall());
-        in_namespace < self.budget * STALLED_PER_NAMESPACE
-            && self.counts.may_stall() < self.budget * STALLED_TOTAL
+        // Requests that may stall, the places reserved for more included.
+        let in_namespace = self.namespaces.get(namespace).map_or(0, |ns| {
+            ns.counts.may_stall() + ns.queues.values().map(|q| q.reserved).sum::<usize>()
+        });
+        in_namespace.saturating_sub(taken) < self.budget * STALLED_PER_NAMESPACE
+            && self.counts.may_stall() + self.reserved.saturating_sub(taken)
+                < self.budget * STALLED_TOTAL
+    }
+
+    /// Whether `endpoint` takes no request now (one of its requests is out for [`SLOW`]).
+    fn closed(&self, endpoint: &str, now: Instant) -> bool {
+        self.endpoints
+            .get(endpoint)
+            .is_some_and(|e| e.limit_now(now) == 0)
+    }
+
+    /// Lets the place reserved for `who` go; it stays queued, at the head of its queue.
+    fn unreserve(&mut self, who: &W) {
+        let Some(place) = self.waiting.get_mut(who) else {
+            return;
+        };
+        if place.reserved_until.take().is_none() {
+            return;
+        }
+        self.reserved -= 1;
+        let (namespace, endpoint) = (place.namespace.clone(), place.endpoint.clone());
+        if let Some(queue) = self
+            .namespaces
+            .get_mut(&namespace)
+            .and_then(|ns| ns.queues.get_mut(&endpoint))
+        {
+            queue.reserved -= 1;
+            if let Some(i) = queue.waiters.iter().position(|w| w == who) {
+                let w = queue.waiters.remove(i).expect("index from position");
+                queue.waiters.push_front(w);
+            }
+        }
     }
 
     /// Takes the place reserved for another woken client of `namespace` at `endpoint` (the
-    /// last woken, so that the earliest keep theirs); that client goes back to the head of the
-    /// queue, and is woken again with the next place.
+    /// first found from the head, where the woken ones are); that client goes back to the head
+    /// of the queue, and is woken again with the next place.
     fn steal(&mut self, namespace: &str, endpoint: &str, who: &W) -> bool {
         let Some(queue) = self
             .namespaces

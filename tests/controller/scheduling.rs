@@ -184,3 +184,68 @@ async fn two_namespaces_with_ten_to_one_demand_both_progress() {
     );
     operator.stop().await;
 }
+
+/// From the adversarial review: queued clients that stop asking. A tenant queues many clients
+/// (its vendor is slow enough that they wait), then makes their specs unusable: each queued
+/// client's next reconcile plans `Fail` and never asks the gate again. They used to stay queued
+/// and have places reserved for them, idle for 5 s each (healthy clients of another namespace
+/// took 14 s at the median); a reconcile that does not ask now leaves the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_clients_that_stop_asking_leave_the_queue() {
+    use crate::support::apiserver::OAUTHCLIENTS;
+    let budget = 4;
+    let api = ApiServer::start().await;
+    let slow = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    slow.set_delay(Duration::from_millis(200));
+    let quick = TokenServer::start(Vendor::Generic, ID, SECRET, Tokens::Unique).await;
+    let operator = Operator::start_with_timeout(&api, &[], budget, Duration::from_secs(10));
+    operator.ready().await;
+    credentials(&api, "evil", "creds", ID, SECRET);
+    credentials(&api, "good", "creds", ID, SECRET);
+    for i in 0..300 {
+        create_client(&api, "evil", &format!("q{i}"), &generic_spec(&slow));
+    }
+    sleep(1500).await;
+    // The queued ones (not Ready yet) get an unusable spec: their plan is Fail from now on.
+    let mut made_invalid = 0;
+    for i in 0..300 {
+        let name = format!("q{i}");
+        if !is_ready(&api, "evil", &name) {
+            api.modify(OAUTHCLIENTS, "evil", &name, |o| {
+                o["spec"]["tokenUrl"] = serde_json::json!("ftp://invalid.example/token");
+            });
+            made_invalid += 1;
+        }
+    }
+    eprintln!("made invalid: {made_invalid}");
+    sleep(1000).await;
+    let served_evil = slow.count();
+    let created = Instant::now();
+    for i in 0..20 {
+        create_client(&api, "good", &format!("h{i}"), &generic_spec(&quick));
+    }
+    let mut ready = vec![None; 20];
+    while ready.iter().any(Option::is_none) && created.elapsed() < Duration::from_secs(60) {
+        for (i, at) in ready.iter_mut().enumerate() {
+            if at.is_none() && is_ready(&api, "good", &format!("h{i}")) {
+                *at = Some(created.elapsed());
+            }
+        }
+        sleep(50).await;
+    }
+    let mut times: Vec<Duration> = ready
+        .iter()
+        .map(|t| t.unwrap_or(Duration::from_secs(3600)))
+        .collect();
+    times.sort();
+    eprintln!(
+        "evil served before: {served_evil}; good's 20 clients Ready: first {:?}, median {:?}, last {:?}",
+        times[0], times[10], times[19]
+    );
+    operator.stop().await;
+    assert!(
+        times[19] < Duration::from_secs(5),
+        "good's last client Ready after {:?}",
+        times[19]
+    );
+}

@@ -43,13 +43,13 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 
 pub use self::error::Error;
+pub use self::exchange::DetachedRequests;
 use self::exchange::{Counted, Exchanged};
 use self::inputs::Ready;
 use self::observe::Snapshot;
 use self::record::{Acted, Outputs};
 use super::context::Context;
 use super::memory::Change;
-use super::slots::Slot;
 use crate::api::crd::OAuthClient;
 use crate::api::name::NamespacedName;
 use crate::api::reason::Reason;
@@ -62,12 +62,11 @@ pub async fn reconcile(
     meta: Arc<PartialObjectMeta<OAuthClient>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let mut slot = ctx.shared.slots.take().await;
     let started = Instant::now();
     let namespace = meta.namespace().unwrap_or_default();
     let api: Api<OAuthClient> = Api::namespaced(ctx.shared.kube.clone(), &namespace);
     let result = match api.get_opt(&meta.name_any()).await {
-        Ok(Some(client)) => run(&client, &ctx, &mut slot).await,
+        Ok(Some(client)) => run(&client, &ctx).await,
         // Deleted meanwhile: the watch will tell.
         Ok(None) => Ok(Action::await_change()),
         Err(e) => Err(Error::ReadClient(e)),
@@ -82,15 +81,19 @@ pub async fn reconcile(
 /// The pipeline: observe → plan → exchange / re-render / fail / idle (→ write) → settle →
 /// status → record → events → requeue.
 #[tracing::instrument(skip_all, fields(namespace = client.namespace().unwrap_or_default(), name = client.name_any()))]
-async fn run(client: &OAuthClient, ctx: &Context, slot: &mut Slot) -> Result<Action, Error> {
+async fn run(client: &OAuthClient, ctx: &Context) -> Result<Action, Error> {
     let seen = observe::observe(client, ctx).await?;
     let plan = decide::plan(&seen.view(), seen.now);
     tracing::debug!(next = ?plan.next, due_at = %plan.due_at, "planned");
     let mut outputs = Outputs::default();
+    if !matches!(plan.next, Next::Exchange(_)) {
+        // Queued at the gate by an earlier reconcile, it no longer wants a place.
+        exchange::leave_the_queue(ctx, &seen);
+    }
     let acted = match &plan.next {
         Next::Idle => Acted::Attempted(Attempt::None),
         Next::Fail(trigger, failure) => outputs.refused(*trigger, failure),
-        Next::Exchange(trigger) => exchange(client, ctx, &seen, *trigger, &mut outputs, slot).await,
+        Next::Exchange(trigger) => exchange(client, ctx, &seen, *trigger, &mut outputs).await,
         Next::Rerender => {
             let settings = seen.usable_settings();
             outputs.rerendered(write::rerender(client, ctx, &seen, settings).await)
@@ -115,18 +118,28 @@ async fn run(client: &OAuthClient, ctx: &Context, slot: &mut Slot) -> Result<Act
     Ok(Action::requeue(requeue_after(ctx, &settled)))
 }
 
-/// The exchange branch: the outbox's token when it may still be written, else a place at the
-/// gate, the inputs and the request; then the write of the token obtained.
+/// The exchange branch: the outcome of a request that went on by itself, or the outbox's token
+/// when it may still be written, else a place at the gate, the inputs and the request; then the
+/// write of the token obtained.
 async fn exchange(
     client: &OAuthClient,
     ctx: &Context,
     seen: &Snapshot,
     trigger: Trigger,
     outputs: &mut Outputs,
-    slot: &mut Slot,
 ) -> Acted {
     tracing::debug!(%trigger, "exchange due");
     let settings = seen.usable_settings();
+    match exchange::take_detached(ctx, &seen.key) {
+        // Its request is still out: the gate wakes this client when it is over.
+        Some(None) => return Acted::Deferred,
+        Some(Some(outcome)) if outcome.still_fresh(settings, seen) => {
+            exchange::leave_the_queue(ctx, seen);
+            return recorded(client, ctx, seen, settings, outputs, *outcome).await;
+        }
+        // For settings or credentials that changed meanwhile: a new request.
+        Some(Some(_)) | None => {}
+    }
     if let Some(pending) = &seen.memory.outbox.pending {
         outputs.outbox = Change::Clear;
         let settings_now = &settings.exchange;
@@ -140,6 +153,7 @@ async fn exchange(
             let same = loaded.credentials.is_ok() && pending.issued_with(Some(loaded.digest(key)));
             outputs.credentials = Some(loaded);
             if same {
+                exchange::leave_the_queue(ctx, seen);
                 let stored = write::store(client, ctx, seen, settings, pending.clone()).await;
                 return outputs.stored(stored);
             }
@@ -154,23 +168,50 @@ async fn exchange(
         Err(error) => return Acted::Interrupted(error),
     };
     let (as_read, trust) = (inputs.credentials, inputs.trust);
-    let exchanged = match &inputs.ready {
+    let outcome = match inputs.ready {
         Ready::Refused(failure) => {
-            outputs.counted = Some(Counted::refused(trigger, failure));
-            Exchanged::Failed(failure.clone())
+            drop(pass);
+            outputs.counted = Some(Counted::refused(trigger, &failure));
+            outputs.credentials = Some(as_read);
+            outputs.trust = Some(trust);
+            return Acted::Attempted(Attempt::Failed(failure));
         }
         Ready::Send {
             credentials,
             client: http,
         } => {
-            let sent = exchange::send(ctx, &pass, trigger, settings, &as_read, credentials, http);
-            outputs.sent(slot.release_while_stalled(sent).await)
+            let request = tokio::spawn(exchange::send(
+                ctx.shared.clone(),
+                pass,
+                trigger,
+                settings.clone(),
+                as_read.clone(),
+                credentials,
+                http,
+            ));
+            let answered =
+                exchange::answer_or_detach(ctx, &seen.key, trigger, request, as_read, trust);
+            match answered.await {
+                Some(outcome) => outcome,
+                None => return Acted::Deferred,
+            }
         }
     };
-    drop(pass);
-    outputs.credentials = Some(as_read);
-    outputs.trust = Some(trust);
-    match exchanged {
+    recorded(client, ctx, seen, settings, outputs, outcome).await
+}
+
+/// What a request came to, for the settle step; a token is written.
+async fn recorded(
+    client: &OAuthClient,
+    ctx: &Context,
+    seen: &Snapshot,
+    settings: &crate::spec::ClientSettings,
+    outputs: &mut Outputs,
+    outcome: exchange::Outcome,
+) -> Acted {
+    outputs.credentials = Some(outcome.credentials);
+    outputs.trust = Some(outcome.trust);
+    match outputs.sent(outcome.sent) {
         Exchanged::Failed(failure) => Acted::Attempted(Attempt::Failed(failure)),
         Exchanged::Issued(token) => {
             outputs.stored(write::store(client, ctx, seen, settings, token).await)

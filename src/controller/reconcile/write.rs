@@ -312,23 +312,31 @@ async fn apply(
         .managed_fields
         .as_deref()
         .unwrap_or_default();
-    if let Some(stale) = stale::after_apply(managed_fields, FIELD_MANAGER, body) {
-        // Rare: the first rendering since the create that drops a key, label or annotation.
-        let precondition = written.resource_version().unwrap_or_default();
+    if let (Some(stale), Some(precondition)) = (
+        stale::after_apply(managed_fields, FIELD_MANAGER, body),
+        written.resource_version(),
+    ) {
+        // Rare: the first rendering since the create that drops a key, label or annotation. Once:
+        // the token is written either way; a failure (the Secret changed meanwhile) is left to
+        // the next apply, which finds the same fields.
         let patch = Patch::Merge(stale.removal(&precondition));
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..Default::default()
         };
-        let pruned = with_retries(|| api.patch_metadata(name, &params, &patch))
-            .await
-            .map_err(WriteError::classify)?;
-        return Ok(record(
-            ctx,
-            seen,
-            pruned.resource_version(),
-            pruned.annotations(),
-        ));
+        match api.patch_metadata(name, &params, &patch).await {
+            Ok(pruned) => {
+                return Ok(record(
+                    ctx,
+                    seen,
+                    pruned.resource_version(),
+                    pruned.annotations(),
+                ));
+            }
+            Err(error) => {
+                tracing::debug!(%error, "removing what the create wrote and the apply dropped failed; the next apply tries again");
+            }
+        }
     }
     Ok(record(
         ctx,

@@ -26,24 +26,28 @@ use crate::spec::url_policy::DeniedAddress;
 /// Largest response body read (1 MiB).
 pub const MAX_BODY: usize = 1024 * 1024;
 
-/// How many response bodies may be read or held at once by default (the default
-/// `--max-concurrent-exchanges`).
-const DEFAULT_BODIES: usize = 32;
+/// Bytes of a response body read without asking the byte budget (token responses are smaller).
+const FREE_BYTES: usize = 64 * 1024;
 
-/// The bodies being read or held, process-wide: requests in flight may outnumber the exchange
-/// budget (stalled requests go on outside it), but at most this many of their answers, each up
-/// to [`MAX_BODY`], are in memory at once.
-static BODIES: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+/// The byte budget of response bodies beyond their first [`FREE_BYTES`], in answers of
+/// [`MAX_BODY`]: by default as many as the default `--max-concurrent-exchanges`.
+const DEFAULT_LARGE_BODIES: usize = 32;
 
-/// Sets how many response bodies may be read or held at once (the controller: its exchange
-/// budget). The first call wins.
+/// Bytes of response bodies beyond their first [`FREE_BYTES`] read or held at once, process-wide:
+/// requests in flight may outnumber the exchange budget (stalled requests go on outside it), so
+/// a large body waits for room, while a body that hangs holds only what it received.
+static BODY_BYTES: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+
+/// Sets the byte budget of response bodies to `count` answers of [`MAX_BODY`] (the controller:
+/// its exchange budget). The first call wins.
 pub fn limit_bodies(count: usize) {
-    let _ = BODIES.set(Arc::new(tokio::sync::Semaphore::new(count.max(1))));
+    let bytes = count.max(1).saturating_mul(MAX_BODY);
+    let _ = BODY_BYTES.set(Arc::new(tokio::sync::Semaphore::new(bytes)));
 }
 
-fn bodies() -> Arc<tokio::sync::Semaphore> {
-    BODIES
-        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(DEFAULT_BODIES)))
+fn body_bytes() -> Arc<tokio::sync::Semaphore> {
+    BODY_BYTES
+        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(DEFAULT_LARGE_BODIES * MAX_BODY)))
         .clone()
 }
 
@@ -56,7 +60,8 @@ pub struct Reply {
     pub headers: HeaderMap,
     /// Body (at most [`MAX_BODY`] bytes).
     pub body: Vec<u8>,
-    /// Its place among the bodies in memory ([`limit_bodies`]), given back with the reply.
+    /// Its bytes beyond the first 64 KiB in the byte budget ([`limit_bodies`]), given back with
+    /// the reply.
     pub held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
@@ -185,9 +190,8 @@ impl HttpClient {
             ));
         }
         let headers = response.headers().clone();
-        let held = bodies().acquire_owned().await.ok();
-        let body = match read_body(response, status).await {
-            Ok(body) => body,
+        let (body, held) = match read_body(response, status).await {
+            Ok(read) => read,
             Err(Read::TooLarge(failure)) => return Err(failure),
             Err(Read::Broken(e)) => {
                 return Err(self.transport_failure(url, route, &e, scrubber).await);
@@ -490,23 +494,41 @@ enum Read {
     Broken(reqwest::Error),
 }
 
-/// Reads the body, stopping as soon as it exceeds [`MAX_BODY`] (the buffer is sized from the
-/// Content-Length when there is one, so it does not grow by doubling).
-async fn read_body(mut response: reqwest::Response, status: u16) -> Result<Vec<u8>, Read> {
+/// A body as read, and its bytes in the byte budget.
+type ReadBody = (Vec<u8>, Option<tokio::sync::OwnedSemaphorePermit>);
+
+/// Reads the body, stopping as soon as it exceeds [`MAX_BODY`]; bytes beyond the first
+/// [`FREE_BYTES`] are taken from the byte budget as they arrive (so a body that hangs holds only
+/// what it received). The buffer is sized from the Content-Length (within what is taken) when
+/// there is one, so that it does not grow by doubling.
+async fn read_body(mut response: reqwest::Response, status: u16) -> Result<ReadBody, Read> {
     let declared = response.content_length();
     if declared.is_some_and(|len| len > MAX_BODY as u64) {
         return Err(Read::TooLarge(too_large(status)));
     }
-    let mut body = Vec::with_capacity(declared.map_or(0, |len| len as usize));
+    let budget = body_bytes();
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let mut body = Vec::with_capacity(declared.map_or(0, |len| (len as usize).min(FREE_BYTES)));
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY {
+                let total = body.len() + chunk.len();
+                if total > MAX_BODY {
                     return Err(Read::TooLarge(too_large(status)));
+                }
+                let beyond = total.saturating_sub(FREE_BYTES.max(body.len()));
+                if beyond > 0 {
+                    let more = u32::try_from(beyond).unwrap_or(u32::MAX);
+                    if let Ok(permit) = budget.clone().acquire_many_owned(more).await {
+                        match &mut held {
+                            Some(held) => held.merge(permit),
+                            None => held = Some(permit),
+                        }
+                    }
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(None) => return Ok(body),
+            Ok(None) => return Ok((body, held)),
             Err(e) => return Err(Read::Broken(e)),
         }
     }

@@ -128,6 +128,11 @@ impl ClientTemplate {
             .connect_timeout(self.timeout)
             .user_agent(crate::user_agent())
             .pool_idle_timeout(Duration::from_secs(60))
+            // HTTP/2 flow control: an endpoint can send no more than 64 KiB of a body (1 MiB on
+            // a connection) before it is read, so unread answers of stalled requests stay small
+            // (hyper's defaults are 2 and 5 MiB).
+            .http2_initial_stream_window_size(64 * 1024)
+            .http2_initial_connection_window_size(1024 * 1024)
             .dns_resolver(Arc::new(resolver))
             .no_proxy();
         for proxy in self.proxy.reqwest_proxies() {

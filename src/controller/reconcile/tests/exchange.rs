@@ -68,15 +68,20 @@ async fn a_token_comes_back_fingerprinted_with_the_credentials_as_read_and_count
     let credentials = Credentials::with_secret("client-1", "secret-1");
     let read = as_read();
     let sent = exchange::send(
-        &fixture.ctx,
-        &pass,
+        fixture.ctx.shared.clone(),
+        pass,
         Trigger::NoToken,
-        &settings,
-        &read,
-        &credentials,
-        &http,
+        settings.clone(),
+        read.clone(),
+        credentials.clone(),
+        http,
     )
     .await;
+    assert_eq!(
+        fixture.ctx.shared.gate.load().active,
+        0,
+        "the pass is given back"
+    );
     assert_eq!(sent.counted.result, "success");
     assert_eq!(sent.counted.trigger, Trigger::NoToken);
     assert!(sent.counted.seconds.is_some());
@@ -114,13 +119,13 @@ async fn a_refusal_at_the_endpoint_is_a_failure_counted_with_its_reason() {
         .unwrap();
     let credentials = Credentials::with_secret("client-1", "secret-1");
     let sent = exchange::send(
-        &fixture.ctx,
-        &pass,
+        fixture.ctx.shared.clone(),
+        pass,
         Trigger::RefreshDue,
-        &settings,
-        &as_read(),
-        &credentials,
-        &http,
+        settings.clone(),
+        as_read(),
+        credentials,
+        http,
     )
     .await;
     let Exchanged::Failed(failure) = sent.exchanged else {

@@ -210,7 +210,6 @@ impl Fixture {
             policy,
             clock: clock.clone(),
             gate,
-            slots: crate::controller::slots::Slots::new(4),
             request_timeout: Duration::from_secs(2),
             credentials_key: [7; 32],
             seal_keys: SealKeys::random(),
@@ -234,6 +233,7 @@ impl Fixture {
             subject_secrets: Default::default(),
             subject_clients: Default::default(),
             scope,
+            detached: Default::default(),
         };
         Fixture {
             api,
