@@ -76,6 +76,8 @@ struct Endpoint {
     /// Start times of its requests in flight.
     started: Vec<Instant>,
     limit: usize,
+    /// Places reserved at it, by every namespace.
+    reserved: usize,
     /// When an answer last came within [`QUICK`].
     quick_at: Option<Instant>,
     last_used: Instant,
@@ -86,6 +88,7 @@ impl Endpoint {
         Endpoint {
             started: Vec::new(),
             limit: budget,
+            reserved: 0,
             quick_at: None,
             last_used: now,
         }
@@ -156,6 +159,8 @@ struct Queue<W> {
 #[derive(Debug)]
 struct Namespace<W> {
     counts: Counts,
+    /// Places reserved for its clients.
+    reserved: usize,
     /// Endpoints with waiters, in round-robin order.
     turn: VecDeque<Box<str>>,
     queues: HashMap<Box<str>, Queue<W>>,
@@ -165,6 +170,7 @@ impl<W> Default for Namespace<W> {
     fn default() -> Self {
         Namespace {
             counts: Counts::default(),
+            reserved: 0,
             turn: VecDeque::new(),
             queues: HashMap::new(),
         }
@@ -339,8 +345,10 @@ impl<W: Clone + Eq + Hash> Scheduler<W> {
 
     /// Forgets `who`: its place in the queue and any place reserved for it.
     pub fn forget(&mut self, who: &W, now: Instant) {
-        self.remove_waiter(who);
-        self.reserve(now);
+        if self.waiting.contains_key(who) {
+            self.remove_waiter(who);
+            self.reserve(now);
+        }
     }
 
     /// Moves requests out for [`STALL`] out of the budget (while the allowance lasts), drops
@@ -449,13 +457,7 @@ impl<W: Clone + Eq + Hash> Scheduler<W> {
             Some(e) => (e.started.len(), e.limit_now(now), e.proven(now)),
             None => (0, self.budget, false),
         };
-        // Places reserved at the endpoint, by every namespace.
-        let reserved: usize = self
-            .namespaces
-            .values()
-            .filter_map(|ns| ns.queues.get(endpoint))
-            .map(|q| q.reserved)
-            .sum();
+        let reserved = self.endpoints.get(endpoint).map_or(0, |e| e.reserved);
         if in_flight + reserved.saturating_sub(taken) >= limit {
             return false;
         }
@@ -463,9 +465,10 @@ impl<W: Clone + Eq + Hash> Scheduler<W> {
             return true;
         }
         // Requests that may stall, the places reserved for more included.
-        let in_namespace = self.namespaces.get(namespace).map_or(0, |ns| {
-            ns.counts.may_stall() + ns.queues.values().map(|q| q.reserved).sum::<usize>()
-        });
+        let in_namespace = self
+            .namespaces
+            .get(namespace)
+            .map_or(0, |ns| ns.counts.may_stall() + ns.reserved);
         in_namespace.saturating_sub(taken) < self.budget * STALLED_PER_NAMESPACE
             && self.counts.may_stall() + self.reserved.saturating_sub(taken)
                 < self.budget * STALLED_TOTAL
@@ -486,8 +489,8 @@ impl<W: Clone + Eq + Hash> Scheduler<W> {
         if place.reserved_until.take().is_none() {
             return;
         }
-        self.reserved -= 1;
         let (namespace, endpoint) = (place.namespace.clone(), place.endpoint.clone());
+        self.count_reservation(&namespace, &endpoint, false);
         if let Some(queue) = self
             .namespaces
             .get_mut(&namespace)
@@ -519,17 +522,17 @@ impl<W: Clone + Eq + Hash> Scheduler<W> {
         let Some(i) = queue
             .waiters
             .iter()
-            .rposition(|w| w != who && waiting.get(w).is_some_and(|p| p.reserved_until.is_some()))
+            .position(|w| w != who && waiting.get(w).is_some_and(|p| p.reserved_until.is_some()))
         else {
             return false;
         };
-        let robbed = queue.waiters.remove(i).expect("index from rposition");
+        let robbed = queue.waiters.remove(i).expect("index from position");
         if let Some(place) = waiting.get_mut(&robbed) {
             place.reserved_until = None;
         }
         queue.waiters.push_front(robbed);
         queue.reserved -= 1;
-        self.reserved -= 1;
+        self.count_reservation(namespace, endpoint, false);
         true
     }
 
@@ -577,7 +580,11 @@ impl<W: Clone + Eq + Hash> Scheduler<W> {
             let e = ns.turn.remove(i).expect("index from position");
             ns.turn.push_back(e);
         }
-        self.reserved += 1;
+        let budget = self.budget;
+        self.endpoints
+            .entry(endpoint.clone())
+            .or_insert_with(|| Endpoint::new(budget, now));
+        self.count_reservation(namespace, &endpoint, true);
         self.lapses.push_back((until, who.clone()));
         self.woken.push(who);
         true
@@ -640,7 +647,7 @@ impl<W: Clone + Eq + Hash> Scheduler<W> {
         let namespace = &*place.namespace;
         let endpoint = &*place.endpoint;
         if place.reserved_until.is_some() {
-            self.reserved -= 1;
+            self.count_reservation(namespace, endpoint, false);
         }
         let Some(ns) = self.namespaces.get_mut(namespace) else {
             return;
@@ -662,6 +669,25 @@ impl<W: Clone + Eq + Hash> Scheduler<W> {
             }
         }
         self.drop_idle_namespace(namespace);
+    }
+
+    /// Counts a place reserved (`made`) or let go at `namespace` / `endpoint`: in all, for the
+    /// namespace and for the endpoint.
+    fn count_reservation(&mut self, namespace: &str, endpoint: &str, made: bool) {
+        let adjust = |n: &mut usize| {
+            if made {
+                *n += 1;
+            } else {
+                *n = n.saturating_sub(1);
+            }
+        };
+        adjust(&mut self.reserved);
+        if let Some(ns) = self.namespaces.get_mut(namespace) {
+            adjust(&mut ns.reserved);
+        }
+        if let Some(e) = self.endpoints.get_mut(endpoint) {
+            adjust(&mut e.reserved);
+        }
     }
 
     fn drop_idle_namespace(&mut self, namespace: &str) {

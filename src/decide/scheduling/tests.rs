@@ -445,6 +445,27 @@ fn check_invariants(s: &Scheduler<u32>, now: Instant) -> Result<(), String> {
             s.reserved
         ));
     }
+    // The per-namespace and per-endpoint counts of reserved places.
+    for (ns_name, n) in &s.namespaces {
+        let queues: usize = n.queues.values().map(|q| q.reserved).sum();
+        if n.reserved != queues {
+            return Err(format!(
+                "namespace {ns_name} reserved {} vs {queues}",
+                n.reserved
+            ));
+        }
+    }
+    for (ep, e) in &s.endpoints {
+        let queues: usize = s
+            .namespaces
+            .values()
+            .filter_map(|n| n.queues.get(ep))
+            .map(|q| q.reserved)
+            .sum();
+        if e.reserved != queues {
+            return Err(format!("endpoint {ep} reserved {} vs {queues}", e.reserved));
+        }
+    }
     // Every waiter once in its queue, every queued client waiting.
     let mut queued = 0;
     for (ns_name, n) in &s.namespaces {
