@@ -730,10 +730,50 @@ struct Tenant {
     latency: Option<Duration>,
 }
 
+/// The state of a steady-state attack (see [`steady_attack`]).
+struct Attack {
+    s: Scheduler<u32>,
+    tenants: Vec<Tenant>,
+    /// Requests in flight: (id, client, when it ends).
+    flying: Vec<(RequestId, u32, Instant)>,
+    /// Clients not admitted yet, since when they ask.
+    asking: HashMap<u32, Instant>,
+    /// The victim's admission delays.
+    delays: Vec<Duration>,
+    /// Clients below this are the attacker's.
+    attackers_n: u32,
+}
+
+impl Attack {
+    /// Client `c` asks for a place at `now`.
+    fn ask(&mut self, c: u32, now: Instant) {
+        let t = &self.tenants[c as usize];
+        if c >= self.attackers_n {
+            self.asking.entry(c).or_insert(now);
+        }
+        match self.s.enter(&t.ns, &t.ep, &c, now) {
+            Some(id) => {
+                // Timeouts jittered a little (real requests are not sent in lockstep).
+                let jitter = Duration::from_millis(u64::from(c) * 37 % 500);
+                let took = t.latency.unwrap_or(TIMEOUT + jitter);
+                self.flying.push((id, c, now + took));
+                if let Some(asked) = self.asking.remove(&c)
+                    && c >= self.attackers_n
+                {
+                    self.delays.push(now.duration_since(asked));
+                }
+            }
+            None => {
+                self.asking.entry(c).or_insert(now);
+            }
+        }
+    }
+}
+
 /// Steady-state attack: attacker namespaces keep many clients at hanging endpoints (each
-/// re-asks as soon as its request times out); the victim asks once every 100 ms at `victim_ep`.
-/// Returns the victim's admission delays (sorted) and the mean number of hanging requests in
-/// the budget (active for more than STALL).
+/// re-asks as soon as its request times out); the victim asks once every `victim_every` at
+/// `victim_ep`. Returns the victim's admission delays (sorted) and the mean number of hanging
+/// requests in the budget (active for more than STALL).
 fn steady_attack(
     budget: usize,
     attackers: &[(&str, usize)],
@@ -743,13 +783,9 @@ fn steady_attack(
     prove_victim: bool,
     secs: u64,
 ) -> (Vec<Duration>, f64) {
-    let mut s: Scheduler<u32> = Scheduler::new(budget);
     let start = Instant::now();
     let mut now = start;
     let mut tenants: Vec<Tenant> = Vec::new();
-    let mut flying: Vec<(RequestId, u32, Instant)> = Vec::new();
-    let mut asking: HashMap<u32, Instant> = HashMap::new();
-    let mut delays = Vec::new();
     for (ns, n) in attackers {
         for i in 0..*n {
             tenants.push(Tenant {
@@ -760,48 +796,20 @@ fn steady_attack(
         }
     }
     let attackers_n = tenants.len() as u32;
-    let ask = |s: &mut Scheduler<u32>,
-               tenants: &Vec<Tenant>,
-               flying: &mut Vec<(RequestId, u32, Instant)>,
-               asking: &mut HashMap<u32, Instant>,
-               delays: &mut Vec<Duration>,
-               c: u32,
-               now: Instant| {
-        let t = &tenants[c as usize];
-        if c >= attackers_n {
-            asking.entry(c).or_insert(now);
-        }
-        match s.enter(&t.ns, &t.ep, &c, now) {
-            Some(id) => {
-                // Timeouts jittered a little (real requests are not sent in lockstep).
-                let jitter = Duration::from_millis(u64::from(c) * 37 % 500);
-                let took = t.latency.unwrap_or(TIMEOUT + jitter);
-                flying.push((id, c, now + took));
-                if let Some(asked) = asking.remove(&c)
-                    && c >= attackers_n
-                {
-                    delays.push(now.duration_since(asked));
-                }
-            }
-            None => {
-                asking.entry(c).or_insert(now);
-            }
-        }
+    let mut a = Attack {
+        s: Scheduler::new(budget),
+        tenants,
+        flying: Vec::new(),
+        asking: HashMap::new(),
+        delays: Vec::new(),
+        attackers_n,
     };
     if prove_victim {
-        let id = s.enter("good", victim_ep, &u32::MAX, now).unwrap();
-        s.finish(id, now + Duration::from_millis(1));
+        let id = a.s.enter("good", victim_ep, &u32::MAX, now).unwrap();
+        a.s.finish(id, now + Duration::from_millis(1));
     }
     for c in 0..attackers_n {
-        ask(
-            &mut s,
-            &tenants,
-            &mut flying,
-            &mut asking,
-            &mut delays,
-            c,
-            now,
-        );
+        a.ask(c, now);
     }
     let step = Duration::from_millis(10);
     let mut next_victim = start + Duration::from_secs(3);
@@ -809,74 +817,51 @@ fn steady_attack(
     let mut samples = 0usize;
     while now < start + Duration::from_secs(secs) {
         now += step;
-        let (done, left): (Vec<_>, Vec<_>) = flying.drain(..).partition(|f| f.2 <= now);
-        flying = left;
+        let (done, left): (Vec<_>, Vec<_>) = a.flying.drain(..).partition(|f| f.2 <= now);
+        a.flying = left;
         for (id, c, _) in done {
-            s.finish(id, now);
+            a.s.finish(id, now);
             if c < attackers_n {
                 // The attacker's client asks again at once.
-                ask(
-                    &mut s,
-                    &tenants,
-                    &mut flying,
-                    &mut asking,
-                    &mut delays,
-                    c,
-                    now,
-                );
+                a.ask(c, now);
             }
         }
-        s.tick(now);
+        a.s.tick(now);
         if now >= next_victim && now < start + Duration::from_secs(secs - 12) {
             next_victim += victim_every;
-            let c = tenants.len() as u32;
-            tenants.push(Tenant {
+            let c = a.tenants.len() as u32;
+            a.tenants.push(Tenant {
                 ns: "good".into(),
                 ep: victim_ep.replace("{}", &c.to_string()),
                 latency: Some(victim_latency),
             });
-            ask(
-                &mut s,
-                &tenants,
-                &mut flying,
-                &mut asking,
-                &mut delays,
-                c,
-                now,
-            );
+            a.ask(c, now);
         }
         loop {
-            let woken = s.take_woken();
+            let woken = a.s.take_woken();
             if woken.is_empty() {
                 break;
             }
             for c in woken {
-                if asking.contains_key(&c) {
-                    ask(
-                        &mut s,
-                        &tenants,
-                        &mut flying,
-                        &mut asking,
-                        &mut delays,
-                        c,
-                        now,
-                    );
+                if a.asking.contains_key(&c) {
+                    a.ask(c, now);
                 }
             }
         }
         // A client dropped from the queue (lapse) looks again after 2 x timeout: not modelled
         // (woken clients come back at once here).
-        let pinned = s
-            .requests
-            .values()
-            .filter(|r| !r.stalled && now.duration_since(r.started) >= STALL)
-            .count();
+        let pinned =
+            a.s.requests
+                .values()
+                .filter(|r| !r.stalled && now.duration_since(r.started) >= STALL)
+                .count();
         if now >= start + Duration::from_secs(3) {
             pinned_sum += pinned;
             samples += 1;
         }
     }
-    let never = asking.keys().filter(|c| **c >= attackers_n).count();
+    let never = a.asking.keys().filter(|c| **c >= attackers_n).count();
+    let mut delays = a.delays;
     for _ in 0..never {
         delays.push(Duration::from_secs(999));
     }
