@@ -10,6 +10,11 @@
 //! With `--baseline BINARY`, each N runs first with that binary (for example the build of the
 //! previous main), then with this build, and both figures are printed with their ratio.
 //!
+//! Each run (one binary, one N) is a child process of the bench (`--one N BINARY`), with its own
+//! double, token endpoint and runtime: a later run inherits nothing of an earlier one. (Run in one
+//! process, the second of two runs of the same binary took 14% longer to all Ready: the first
+//! run's double, 20,000 objects and their history, was still in memory and served.)
+//!
 //! For each N it: fills the double with 10,000 unrelated Secrets (a few of 1 MiB), starts the
 //! operator, creates N credentials Secrets and N OAuthClients at once against a loopback token
 //! endpoint answering in about 5 ms, and measures the time until all are Ready, apply→Ready
@@ -39,11 +44,26 @@ struct Options {
     quick: bool,
     /// Another operator binary to run beside this build.
     baseline: Option<String>,
+    /// A child's one run: N and the binary.
+    one: Option<(usize, String)>,
 }
 
 fn options() -> Options {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
+    if let Some(i) = args.iter().position(|a| a == "--one") {
+        let n = args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--one N BINARY");
+        let binary = args.get(i + 2).expect("--one N BINARY").clone();
+        return Options {
+            sizes: vec![n],
+            quick,
+            baseline: None,
+            one: Some((n, binary)),
+        };
+    }
     let baseline = args
         .iter()
         .position(|a| a == "--baseline")
@@ -67,6 +87,7 @@ fn options() -> Options {
         },
         quick,
         baseline,
+        one: None,
     }
 }
 
@@ -115,7 +136,7 @@ fn percentile(samples: &mut [f64], p: f64) -> f64 {
 fn writes(api: &ApiServer) -> (u64, u64, u64) {
     let c = |l: &str| api.count(l);
     (
-        // An exchange's Secret is created once (a create call, then an apply) and applied after.
+        // A new client's Secret is created whole (one create); later tokens are applied.
         c("patch secrets") + c("create secrets"),
         c("patch oauthclients/status"),
         c("create events") + c("patch events"),
@@ -203,6 +224,7 @@ fn fill_unrelated_secrets(api: &ApiServer) {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Report {
     n: usize,
     all_ready: Duration,
@@ -223,6 +245,8 @@ struct Report {
     restart_requests: usize,
     restart_writes: u64,
     restart_ready: Duration,
+    /// Reconciles per client from creation until 3 s after all were Ready.
+    reconciles_per_client: f64,
 }
 
 /// Forces one refresh of every created client (the refresh-requested-at annotation) and waits,
@@ -269,8 +293,9 @@ async fn run(n: usize, quick: bool, binary: &str) -> Report {
     vendor.set_delay(TOKEN_DELAY);
     vendor.count_only();
     fill_unrelated_secrets(&api);
-    let (operator, _, _) = start_operator(&api, dir.path(), binary).await;
+    let (operator, metrics_port, _) = start_operator(&api, dir.path(), binary).await;
     let pid = operator.child.id();
+    let reconciles_at_start = reconciles(metrics_port).await;
 
     // --- N OAuthClients created at once ---
     api.reset_counts();
@@ -309,6 +334,7 @@ async fn run(n: usize, quick: bool, binary: &str) -> Report {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (secret_writes, status_writes, event_writes) = writes(&api);
     let requests = vendor.count();
+    let reconciles_per_client = (reconciles(metrics_port).await - reconciles_at_start) / n as f64;
     let busy = proc_stats(pid);
 
     // --- steady state: nothing to do, nothing written ---
@@ -373,7 +399,53 @@ async fn run(n: usize, quick: bool, binary: &str) -> Report {
         restart_requests,
         restart_writes: a + b + c,
         restart_ready,
+        reconciles_per_client,
     }
+}
+
+/// The operator's reconciles so far (its metric `oauth_token_operator_reconcile_total`).
+async fn reconciles(metrics_port: u16) -> f64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("oauth_token_operator_reconcile_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// The line a child prints its report on.
+const REPORT_PREFIX: &str = "scale-report: ";
+
+/// One run in a child process of this bench (see the module documentation).
+fn run_in_child(n: usize, quick: bool, binary: &str) -> Report {
+    use std::io::BufRead as _;
+    let mut command = std::process::Command::new(std::env::current_exe().expect("bench path"));
+    command.args(["--one", &n.to_string(), binary]);
+    if quick {
+        command.arg("--quick");
+    }
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the bench's child");
+    let mut report = None;
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.expect("child output");
+        match line.strip_prefix(REPORT_PREFIX) {
+            Some(json) => report = Some(serde_json::from_str(json).expect("child report")),
+            None => println!("{line}"),
+        }
+    }
+    let status = child.wait().expect("child");
+    assert!(
+        status.success(),
+        "the run of {binary} at N={n} failed: {status}"
+    );
+    report.expect("the child printed no report")
 }
 
 /// One run's figures on one line.
@@ -382,7 +454,8 @@ fn print_line(what: &str, report: &Report) {
         "{what}: N={:>6}: all Ready {:.1}s; apply→Ready p50 {:.3}s p99 {:.3}s; token requests/client {:.2}; \
          writes/client: Secret {:.2}, status {:.2}, events {:.2}; writes between refreshes {}; \
          RSS peak {:.1} MiB steady {:.1} MiB; CPU {:.1}s; 60 s tokens: lateness p50 {:.3}s p99 {:.3}s ({} refreshes), \
-         requests per token {:.2}; restart: {} token requests, {} writes, /readyz in {:.2}s",
+         requests per token {:.2}; restart: {} token requests, {} writes, /readyz in {:.2}s; \
+         reconciles/client {:.2}",
         report.n,
         report.all_ready.as_secs_f64(),
         report.latency_p50,
@@ -402,6 +475,7 @@ fn print_line(what: &str, report: &Report) {
         report.restart_requests,
         report.restart_writes,
         report.restart_ready.as_secs_f64(),
+        report.reconciles_per_client,
     );
 }
 
@@ -409,6 +483,11 @@ fn print_line(what: &str, report: &Report) {
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let options = options();
+    if let Some((n, binary)) = &options.one {
+        let report = run(*n, options.quick, binary).await;
+        println!("{REPORT_PREFIX}{}", serde_json::to_string(&report).unwrap());
+        return;
+    }
     println!(
         "scale benchmark: N = {:?}, {} unrelated Secrets ({} of 1 MiB), token endpoint delay {:?}{}",
         options.sizes,
@@ -423,11 +502,11 @@ async fn main() {
     for &n in &options.sizes {
         if let Some(binary) = &options.baseline {
             println!("N={n:>6}: baseline {binary}");
-            let report = run(n, options.quick, binary).await;
+            let report = run_in_child(n, options.quick, binary);
             print_line("baseline", &report);
             baselines.push(report);
         }
-        let report = run(n, options.quick, &this).await;
+        let report = run_in_child(n, options.quick, &this);
         print_line("this build", &report);
         reports.push(report);
     }
@@ -487,6 +566,11 @@ async fn main() {
                 ("peak RSS (MiB)", b.peak_rss_mib, r.peak_rss_mib),
                 ("steady RSS (MiB)", b.steady_rss_mib, r.steady_rss_mib),
                 ("CPU (s)", b.cpu_seconds, r.cpu_seconds),
+                (
+                    "reconciles / client",
+                    b.reconciles_per_client,
+                    r.reconciles_per_client,
+                ),
                 ("refresh lateness p99 (s)", b.lateness_p99, r.lateness_p99),
                 (
                     "restart token requests",
