@@ -17,6 +17,8 @@ WORKDIR /src
 # The manifest declares the benchmarks as targets: cargo reads their paths even to build the
 # binary alone, so benches/ is part of the build context (tests/packaging.rs builds this context).
 COPY Cargo.toml Cargo.lock ./
+# The allocator's build-time options (see Cargo.toml).
+COPY .cargo ./.cargo
 COPY src ./src
 COPY benches ./benches
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin oauth-token-operator \

@@ -4,6 +4,10 @@
 
 use oauth_token_operator::cli::{Cli, run};
 
+/// jemalloc, configured at build time by `.cargo/config.toml` (see Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     run(Cli::parse_invocation(std::env::args_os()))
 }

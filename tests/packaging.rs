@@ -456,3 +456,42 @@ fn the_values_table_names_every_value() {
         "values.yaml holds values the table of docs/reference.md does not name: {missing:?}"
     );
 }
+
+/// The binary's allocator is jemalloc with the options of `.cargo/config.toml` built in (the
+/// build reads them from the environment: a build that missed them would run on jemalloc's
+/// defaults, which hold freed pages ten times as long). jemalloc prints its configuration at
+/// exit when `stats_print` is set at run time.
+#[test]
+fn the_binary_runs_on_jemalloc_with_the_configured_options() {
+    let config = read(".cargo/config.toml");
+    let wanted = config
+        .lines()
+        .find_map(|l| l.strip_prefix("JEMALLOC_SYS_WITH_MALLOC_CONF = "))
+        .expect("JEMALLOC_SYS_WITH_MALLOC_CONF in .cargo/config.toml")
+        .trim_matches('"');
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_oauth-token-operator"))
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stats = String::from_utf8_lossy(&output.stderr);
+    let built_in = stats
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("config.malloc_conf: "))
+        .unwrap_or_else(|| panic!("no jemalloc statistics at exit:\n{stats}"));
+    assert_eq!(
+        built_in,
+        format!("\"background_thread:true,{wanted}\""),
+        "the options jemalloc was built with"
+    );
+    for option in wanted.split(',') {
+        let (name, value) = option.split_once(':').unwrap();
+        assert!(
+            stats
+                .lines()
+                .any(|l| l.trim().starts_with(&format!("opt.{name}: {value}"))),
+            "jemalloc does not run with {option}:\n{stats}"
+        );
+    }
+}
