@@ -10,6 +10,7 @@ use super::events::EventPublisher;
 use super::gate::ExchangeGate;
 use super::issuer::Issuer;
 use super::memory::{Memories, queue_ref};
+use super::own_writes::{OwnWrites, WriteOf};
 use super::references::References;
 use super::secret_index::{ConfigMapIndex, ManagedIndex, SecretIndex, ServiceAccountIndex};
 use crate::api::name::NamespacedName;
@@ -77,6 +78,9 @@ pub struct Context {
     pub secrets_synced: tokio::sync::watch::Receiver<bool>,
     /// This scope's index at the exchange gate.
     pub scope: usize,
+    /// The writes of the managed Secrets and statuses in progress or just made, whose watch
+    /// events reconcile nobody.
+    pub own_writes: OwnWrites,
     /// Token requests that went on by themselves once stalled, and their outcomes.
     pub detached: super::reconcile::DetachedRequests,
     /// The managed Secret of the OAuthClient each token-exchange client takes its subject
@@ -89,6 +93,23 @@ pub struct Context {
 }
 
 impl Context {
+    /// `writer` starts a write of `object` (its status, or the managed Secret `object_key`):
+    /// the watch events of the write reconcile nobody. End it with [`OwnWrite::end`].
+    pub fn begin_write<'a>(
+        &'a self,
+        object: WriteOf,
+        object_key: &NamespacedName,
+        writer: &NamespacedName,
+    ) -> OwnWrite<'a> {
+        self.own_writes.begin(object, object_key, writer);
+        OwnWrite {
+            ctx: self,
+            object,
+            object_key: object_key.clone(),
+            ended: false,
+        }
+    }
+
     /// Remembers that `client` takes its subject token from the managed Secret `secret`.
     pub fn learn_subject_secret(&self, client: &NamespacedName, secret: &str) {
         self.subject_secrets
@@ -148,5 +169,40 @@ impl Context {
         let in_use = self.shared.transport.clients_in_use();
         self.shared.metrics.http_clients(in_use);
         self.detached.lock().expect("detached lock").remove(key);
+        self.own_writes.forget(key);
+    }
+}
+
+/// A write of a managed Secret or a status in progress (see [`crate::controller::own_writes`]).
+/// Dropped without [`OwnWrite::end`], it ends as a failed write.
+#[must_use]
+pub struct OwnWrite<'a> {
+    ctx: &'a Context,
+    object: WriteOf,
+    object_key: NamespacedName,
+    ended: bool,
+}
+
+impl OwnWrite<'_> {
+    /// The write made `version` (`None`: it failed). Reconciles the writer when a watch showed
+    /// someone else's change while the write was out.
+    pub fn end(mut self, version: Option<&str>) {
+        self.finish(version);
+    }
+
+    fn finish(&mut self, version: Option<&str>) {
+        self.ended = true;
+        let ctx = self.ctx;
+        if let Some(writer) = ctx.own_writes.end(self.object, &self.object_key, version) {
+            ctx.shared.gate.wake(ctx.scope, &queue_ref(&writer));
+        }
+    }
+}
+
+impl Drop for OwnWrite<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.finish(None);
+        }
     }
 }

@@ -20,6 +20,7 @@ pub mod events;
 pub mod gate;
 pub mod issuer;
 pub mod memory;
+pub mod own_writes;
 pub mod preflight;
 pub mod reconcile;
 pub mod references;

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -28,6 +28,7 @@ use kube::runtime::{WatchStreamExt, watcher as watch};
 
 use super::context::{Context, Shared};
 use super::memory::{Memories, queue_ref};
+use super::own_writes::WriteOf;
 use super::reconcile;
 use super::references::References;
 use super::secret_index::{ConfigMapIndex, Index, ManagedIndex, SecretIndex, ServiceAccountIndex};
@@ -66,6 +67,7 @@ pub fn scope_controller(
     let ctx = Arc::new(Context {
         scope: shared.gate.add_scope(wake.clone()),
         detached: Default::default(),
+        own_writes: Default::default(),
         shared,
         managed: w.managed,
         secrets: w.secrets,
@@ -252,9 +254,17 @@ fn users(
             .flatten()
             .filter(|r| r.controller == Some(true) && r.kind == "OAuthClient")
             .map(|r| NamespacedName::new(&key.namespace, &r.name));
+        // The client that wrote this version itself needs no reconcile for it (own_writes.rs);
+        // the clients that use the Secret do.
+        let writer = ctx.own_writes.spare(
+            WriteOf::Secret,
+            &key,
+            secret.metadata.resource_version.as_deref(),
+        );
         let mut clients: Vec<NamespacedName> = owner
-            .chain(ctx.references.referencing(&key))
             .chain(ctx.references.targeting(&key))
+            .filter(|client| Some(client) != writer.as_ref())
+            .chain(ctx.references.referencing(&key))
             .collect();
         clients.sort();
         clients.dedup();
@@ -396,14 +406,19 @@ fn clients(
     wake: tokio::sync::mpsc::UnboundedSender<reflector::ObjectRef<PartialObjectMeta<OAuthClient>>>,
 ) -> impl Stream<Item = Result<PartialObjectMeta<OAuthClient>, watcher::Error>> + Send + 'static {
     let noting = ctx.clone();
+    // Whether the event `modify` just saw is the client's own status write (read by the filter
+    // below, for the same event: the stream takes one event at a time through every step).
+    let own_write = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (marking, sparing) = (own_write.clone(), own_write);
     watch(api, watcher::Config::default())
         .backoff(watch_backoff())
         .modify(move |client| {
+            let key = NamespacedName::of(&client.metadata);
+            let version = client.metadata.resource_version.as_deref();
             // The version of a client others take their subject token from, before it goes.
-            noting.note_subject_client(
-                &NamespacedName::of(&client.metadata),
-                client.metadata.resource_version.as_deref(),
-            );
+            noting.note_subject_client(&key, version);
+            let own = noting.own_writes.spare(WriteOf::Status, &key, version);
+            marking.store(own.is_some(), std::sync::atomic::Ordering::Relaxed);
             // Only the name and namespace are read from the cache (each reconcile GETs the
             // object); everything else would be copied into the store and into every
             // reference to it.
@@ -428,6 +443,15 @@ fn clients(
                     let _ = wake.send(queue_ref(&user));
                 }
             }
+        })
+        // The store and the clients that use this one saw the event; the client's own status
+        // write asks for no reconcile of it (see own_writes.rs).
+        .try_filter(move |event| {
+            let own = matches!(
+                event,
+                watcher::Event::Apply(_) | watcher::Event::InitApply(_)
+            ) && sparing.swap(false, std::sync::atomic::Ordering::Relaxed);
+            futures::future::ready(!own)
         })
         .applied_objects()
 }

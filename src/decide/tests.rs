@@ -736,3 +736,23 @@ fn a_ca_bundle_change_retries_at_once_after_a_failure_and_only_then() {
     assert_eq!(healthy.plan(t(10)).next, Next::Idle);
     assert_eq!(Trigger::TrustChanged.as_str(), "trust_changed");
 }
+
+/// A token that expires before the next exchange may be sent (it lives 1 s; exchanges are at
+/// least 5 s apart): the reconcile that stored it looks again when it expires, so that Ready
+/// turns False then (no later reconcile is caused by the operator's own writes).
+#[test]
+fn a_token_expiring_before_the_next_exchange_brings_the_next_look_forward_to_its_expiry() {
+    let mut case = Case::new(SecretState::Absent);
+    let settled = case.step(t(0), issued(0, 1));
+    assert!(
+        next_at(&settled) > t(1),
+        "the next exchange waits for the least interval"
+    );
+    assert_eq!(settled.requeue_at, t(1));
+    let long = Case::new(SecretState::Absent).step(t(0), issued(0, 3600));
+    assert!(
+        long.requeue_at > t(1800) && long.requeue_at <= next_at(&long),
+        "a longer-lived token: the refresh time, {}",
+        long.requeue_at
+    );
+}

@@ -17,6 +17,7 @@ use crate::api::name::NamespacedName;
 use crate::api::reason::Failure;
 use crate::controller::context::Context;
 use crate::controller::memory::{CacheUpdate, Change, FailedWith, Memory, Verified};
+use crate::controller::own_writes::WriteOf;
 use crate::decide::managed_secret::{self, Described, IntactToken};
 use crate::decide::{Observed, SecretState};
 use crate::output::{fingerprint, secret};
@@ -445,9 +446,16 @@ async fn managed_secret(
     let namespace = &key.namespace;
     let cached = ctx.managed.get(namespace, name);
     let cached_rv = cached.as_ref().map(|m| m.resource_version.to_string());
-    // Our own last write wins while the cache still shows the Secret as it was before it.
+    // Our own last write wins while the cache still shows the Secret as it was before it, and
+    // only until the watches have shown the write: then the cache is as current as the write
+    // (a Secret missing from it since then was deleted or lost the operator's label).
     let written = memory.caches.written.as_ref();
-    let recent = written.and_then(|w| w.if_cache_is_behind(cached_rv.as_ref()));
+    let awaited = ctx
+        .own_writes
+        .awaits(WriteOf::Secret, &NamespacedName::new(namespace, name));
+    let recent = written
+        .filter(|_| awaited)
+        .and_then(|w| w.if_cache_is_behind(cached_rv.as_ref()));
     let mut caches = CacheUpdate::default();
     if recent.is_none() && written.is_some() {
         caches.written = Change::Clear;

@@ -8,7 +8,9 @@ use super::error::Error;
 use super::retries::with_retries;
 use crate::api::crd::{OAuthClient, OAuthClientStatus};
 use crate::api::keys::FIELD_MANAGER;
+use crate::api::name::NamespacedName;
 use crate::controller::context::Context;
+use crate::controller::own_writes::WriteOf;
 
 /// Applies `desired` when it differs from `current`. An OAuthClient deleted meanwhile has
 /// nothing to report on.
@@ -31,7 +33,16 @@ pub async fn write(
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let patch = Patch::Apply(&body);
     let name = client.name_any();
-    match with_retries(|| api.patch_status(&name, &params, &patch)).await {
+    let key = NamespacedName::new(&namespace, &name);
+    let write = ctx.begin_write(WriteOf::Status, &key, &key);
+    let result = with_retries(|| api.patch_status(&name, &params, &patch)).await;
+    write.end(
+        result
+            .as_ref()
+            .ok()
+            .and_then(|c| c.metadata.resource_version.as_deref()),
+    );
+    match result {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(Error::WriteStatus(e)),

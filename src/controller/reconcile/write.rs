@@ -15,11 +15,13 @@ use super::observe::Snapshot;
 use super::retries::with_retries;
 use crate::api::crd::OAuthClient;
 use crate::api::keys::FIELD_MANAGER;
+use crate::api::name::NamespacedName;
 use crate::api::reason::{Failure, Reason};
 use crate::base::Scrubber;
 use crate::base::time::truncate_to_seconds;
 use crate::controller::context::Context;
 use crate::controller::memory::{Pending, Verified, Written};
+use crate::controller::own_writes::WriteOf;
 use crate::decide::managed_secret::{self, IntactToken};
 use crate::decide::stale_fields as stale;
 use crate::decide::{Attempt, SecretState};
@@ -201,7 +203,15 @@ async fn create(
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..Default::default()
     };
-    match with_retries(|| api.create(&params, &object)).await {
+    let write = ctx.begin_write(WriteOf::Secret, &secret_key(seen), &seen.key);
+    let created = with_retries(|| api.create(&params, &object)).await;
+    write.end(
+        created
+            .as_ref()
+            .ok()
+            .and_then(|s| s.metadata.resource_version.as_deref()),
+    );
+    match created {
         Ok(written) => Ok(Creation::Created(record(
             ctx,
             seen,
@@ -304,9 +314,16 @@ async fn apply(
     let api: Api<Secret> = Api::namespaced(ctx.shared.kube.clone(), namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let patch = Patch::Apply(body);
-    let written = with_retries(|| api.patch_metadata(name, &params, &patch))
-        .await
-        .map_err(WriteError::classify)?;
+    // One write for the watches, the removal of stale fields included: its events are this
+    // write's, and any other version seen meanwhile reconciles the client again.
+    let write = ctx.begin_write(WriteOf::Secret, &secret_key(seen), &seen.key);
+    let written = match with_retries(|| api.patch_metadata(name, &params, &patch)).await {
+        Ok(written) => written,
+        Err(error) => {
+            write.end(None);
+            return Err(WriteError::classify(error));
+        }
+    };
     let managed_fields = written
         .metadata
         .managed_fields
@@ -326,6 +343,7 @@ async fn apply(
         };
         match api.patch_metadata(name, &params, &patch).await {
             Ok(pruned) => {
+                write.end(pruned.resource_version().as_deref());
                 return Ok(record(
                     ctx,
                     seen,
@@ -338,12 +356,18 @@ async fn apply(
             }
         }
     }
+    write.end(written.resource_version().as_deref());
     Ok(record(
         ctx,
         seen,
         written.resource_version(),
         written.annotations(),
     ))
+}
+
+/// The key of the managed Secret of the client `seen`.
+fn secret_key(seen: &Snapshot) -> NamespacedName {
+    NamespacedName::new(&seen.key.namespace, &seen.secret_name)
 }
 
 /// What a write leaves for the memory: the version written, and the one the caches showed

@@ -10,7 +10,9 @@ use crate::decide::{
 };
 
 /// Ready and not Degraded, the new token's times, the refresh time; a `TokenIssued` event at
-/// most once a minute. Returns when to look again: the refresh time.
+/// most once a minute. Returns when to look again: the refresh time, or the token's expiry when
+/// that comes first (a token shorter-lived than the least time between two exchanges: Ready
+/// turns False when it expires).
 pub(super) fn settle(out: &mut Settling<'_, '_>, attempt: &Attempt) -> Timestamp {
     let Attempt::Issued {
         exchanged_at,
@@ -53,7 +55,7 @@ pub(super) fn settle(out: &mut Settling<'_, '_>, attempt: &Attempt) -> Timestamp
         observed.secret_name
     );
     (out.event, out.issued_events) = issued_event(observed.issued_events, note, out.now);
-    next
+    next.min(*expires_at)
 }
 
 /// The `TokenIssued` event for a new token, unless one was emitted less than

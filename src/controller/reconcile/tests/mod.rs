@@ -234,6 +234,7 @@ impl Fixture {
             subject_clients: Default::default(),
             scope,
             detached: Default::default(),
+            own_writes: Default::default(),
         };
         Fixture {
             api,

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::*;
 use crate::controller::memory::{Change, Written};
+use crate::controller::own_writes::WriteOf;
 use crate::controller::reconcile::observe::observe;
 
 #[tokio::test]
@@ -113,6 +114,17 @@ async fn the_operators_own_write_is_believed_over_a_cache_that_has_not_caught_up
         credentials_secret("11"),
     );
     let annotations = serde_json::from_value(written["metadata"]["annotations"].clone()).unwrap();
+    // The write made version 41, which the watches have not shown yet.
+    let (secret_key, writer) = (
+        NamespacedName::new(NS, "demo-token"),
+        NamespacedName::new(NS, "demo"),
+    );
+    let own_writes = &fixture.ctx.own_writes;
+    own_writes.begin(WriteOf::Secret, &secret_key, &writer);
+    assert_eq!(
+        own_writes.end(WriteOf::Secret, &secret_key, Some("41")),
+        None
+    );
     fixture.ctx.memories.record(
         &NamespacedName::new(NS, "demo"),
         crate::controller::memory::Learned {
