@@ -106,6 +106,7 @@ impl Context {
             ctx: self,
             object,
             object_key: object_key.clone(),
+            writer: writer.clone(),
             ended: false,
         }
     }
@@ -180,6 +181,7 @@ pub struct OwnWrite<'a> {
     ctx: &'a Context,
     object: WriteOf,
     object_key: NamespacedName,
+    writer: NamespacedName,
     ended: bool,
 }
 
@@ -193,7 +195,10 @@ impl OwnWrite<'_> {
     fn finish(&mut self, version: Option<&str>) {
         self.ended = true;
         let ctx = self.ctx;
-        if let Some(writer) = ctx.own_writes.end(self.object, &self.object_key, version) {
+        let ended = ctx
+            .own_writes
+            .end(self.object, &self.object_key, &self.writer, version);
+        if let Some(writer) = ended {
             ctx.shared.gate.wake(ctx.scope, &queue_ref(&writer));
         }
     }

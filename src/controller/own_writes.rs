@@ -11,10 +11,16 @@
 //!   if any event held was not that version, or if the write failed.
 //!
 //! Only the writing client's own reconcile is spared: clients that use the written Secret (token
-//! exchange, credentials) are reconciled as before.
+//! exchange, credentials) are reconciled as before. Nothing is spared while two clients write
+//! the same Secret at once (both are reconciled after), nor after [`MADE_TTL`]: an entry whose
+//! events never came (a write that changed nothing, a watch that relisted past it) lapses.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long the version a write made is looked for in the watches.
+pub const MADE_TTL: Duration = Duration::from_secs(30);
 
 use crate::api::name::NamespacedName;
 
@@ -44,12 +50,22 @@ enum Entry {
         writer: NamespacedName,
         seen: Vec<Box<str>>,
     },
-    /// The last write made `version`; `left` deliveries of it are still to come.
+    /// The last write made `version` at `at`; `left` deliveries of it are still to come.
     Made {
         writer: NamespacedName,
         version: Box<str>,
         left: usize,
+        at: Instant,
     },
+    /// Several clients write the object at once (the same target Secret): nothing is spared,
+    /// and each is reconciled when its write is over.
+    Contended { writers: Vec<NamespacedName> },
+}
+
+impl Entry {
+    fn lapsed(&self, now: Instant) -> bool {
+        matches!(self, Entry::Made { at, .. } if now.duration_since(*at) >= MADE_TTL)
+    }
 }
 
 /// The writes of one scope (see the module documentation), by object and the object's key.
@@ -61,13 +77,22 @@ pub struct OwnWrites {
 impl OwnWrites {
     /// `writer` starts a write of `object` (its status, or the Secret `object_key`).
     pub fn begin(&self, object: WriteOf, object_key: &NamespacedName, writer: &NamespacedName) {
-        self.lock().insert(
-            (object, object_key.clone()),
-            Entry::Writing {
+        let mut table = self.lock();
+        let key = (object, object_key.clone());
+        let entry = match table.remove(&key) {
+            Some(Entry::Writing { writer: first, .. }) if first != *writer => Entry::Contended {
+                writers: vec![first, writer.clone()],
+            },
+            Some(Entry::Contended { mut writers }) => {
+                writers.push(writer.clone());
+                Entry::Contended { writers }
+            }
+            _ => Entry::Writing {
                 writer: writer.clone(),
                 seen: Vec::new(),
             },
-        );
+        };
+        table.insert(key, entry);
     }
 
     /// The write of `object` is over: it made `version` (`None`: it failed, or wrote nothing).
@@ -77,12 +102,29 @@ impl OwnWrites {
         &self,
         object: WriteOf,
         object_key: &NamespacedName,
+        writer: &NamespacedName,
         version: Option<&str>,
     ) -> Option<NamespacedName> {
         let mut table = self.lock();
         let key = (object, object_key.clone());
-        let Some(Entry::Writing { writer, seen }) = table.remove(&key) else {
-            return None;
+        let (writer, seen) = match table.remove(&key) {
+            Some(Entry::Writing { writer: w, seen }) if w == *writer => (w, seen),
+            Some(Entry::Contended { mut writers }) => {
+                // Whatever the watches showed meanwhile, each writer looks again.
+                let at = writers.iter().position(|w| w == writer);
+                let ended = at.map(|at| writers.remove(at));
+                if !writers.is_empty() {
+                    table.insert(key, Entry::Contended { writers });
+                }
+                return ended;
+            }
+            // Not this writer's entry (it lapsed, or was forgotten): left as it is.
+            other => {
+                if let Some(other) = other {
+                    table.insert(key, other);
+                }
+                return None;
+            }
         };
         let mine = seen.iter().filter(|v| Some(&***v) == version).count();
         let others = seen.len() > mine;
@@ -95,6 +137,7 @@ impl OwnWrites {
                         writer: writer.clone(),
                         version: version.into(),
                         left,
+                        at: Instant::now(),
                     },
                 );
             }
@@ -113,15 +156,21 @@ impl OwnWrites {
         let version = version?;
         let mut table = self.lock();
         let key = (object, object_key.clone());
+        if table.get(&key)?.lapsed(Instant::now()) {
+            table.remove(&key);
+            return None;
+        }
         match table.get_mut(&key)? {
             Entry::Writing { writer, seen } => {
                 seen.push(version.into());
                 Some(writer.clone())
             }
+            Entry::Contended { .. } => None,
             Entry::Made {
                 writer,
                 version: made,
                 left,
+                ..
             } => {
                 if **made != *version {
                     return None;
@@ -139,13 +188,24 @@ impl OwnWrites {
     /// Whether a watch is still to show a write of `object`: one is out, or not every watch has
     /// shown the version it made. Until then a cache may show the object as it was before.
     pub fn awaits(&self, object: WriteOf, object_key: &NamespacedName) -> bool {
-        self.lock().contains_key(&(object, object_key.clone()))
+        let now = Instant::now();
+        self.lock()
+            .get(&(object, object_key.clone()))
+            .is_some_and(|entry| !entry.lapsed(now))
     }
 
     /// Forgets what `client` wrote (it no longer exists).
     pub fn forget(&self, client: &NamespacedName) {
-        self.lock().retain(|_, entry| match entry {
-            Entry::Writing { writer, .. } | Entry::Made { writer, .. } => writer != client,
+        let now = Instant::now();
+        self.lock().retain(|_, entry| {
+            let mine = match entry {
+                Entry::Writing { writer, .. } | Entry::Made { writer, .. } => writer == client,
+                Entry::Contended { writers } => {
+                    writers.retain(|w| w != client);
+                    writers.is_empty()
+                }
+            };
+            !mine && !entry.lapsed(now)
         });
     }
 
@@ -177,7 +237,10 @@ mod tests {
         let writes = OwnWrites::default();
         let (secret, client) = (key("a-token"), key("a"));
         writes.begin(WriteOf::Secret, &secret, &client);
-        assert_eq!(writes.end(WriteOf::Secret, &secret, Some("7")), None);
+        assert_eq!(
+            writes.end(WriteOf::Secret, &secret, &client, Some("7")),
+            None
+        );
         for _ in 0..2 {
             assert_eq!(
                 writes.spare(WriteOf::Secret, &secret, Some("7")),
@@ -203,14 +266,17 @@ mod tests {
             writes.spare(WriteOf::Status, &status, Some("5")),
             Some(client.clone())
         );
-        assert_eq!(writes.end(WriteOf::Status, &status, Some("5")), None);
+        assert_eq!(
+            writes.end(WriteOf::Status, &status, &client, Some("5")),
+            None
+        );
         assert!(writes.is_empty());
         // Someone else's change (another version) while the write is out: the writer is
         // reconciled once the write is over.
         writes.begin(WriteOf::Status, &status, &client);
         assert!(writes.spare(WriteOf::Status, &status, Some("8")).is_some());
         assert_eq!(
-            writes.end(WriteOf::Status, &status, Some("9")),
+            writes.end(WriteOf::Status, &status, &client, Some("9")),
             Some(client.clone())
         );
         // Its own event still to come is spared; someone else's later change is not.
@@ -222,7 +288,10 @@ mod tests {
         // A failed write: whatever was seen meanwhile reconciles the writer.
         writes.begin(WriteOf::Status, &status, &client);
         writes.spare(WriteOf::Status, &status, Some("11"));
-        assert_eq!(writes.end(WriteOf::Status, &status, None), Some(client));
+        assert_eq!(
+            writes.end(WriteOf::Status, &status, &client, None),
+            Some(client)
+        );
         assert!(writes.is_empty());
     }
 
@@ -232,7 +301,10 @@ mod tests {
         let (secret, client) = (key("a-token"), key("a"));
         writes.begin(WriteOf::Secret, &secret, &client);
         writes.spare(WriteOf::Secret, &secret, Some("3"));
-        assert_eq!(writes.end(WriteOf::Secret, &secret, Some("3")), None);
+        assert_eq!(
+            writes.end(WriteOf::Secret, &secret, &client, Some("3")),
+            None
+        );
         assert_eq!(writes.len(), 1);
         assert!(
             writes.awaits(WriteOf::Secret, &secret),
@@ -257,6 +329,53 @@ mod tests {
         assert_eq!(
             writes.spare(WriteOf::Secret, &key("a-token"), Some("2")),
             None
+        );
+    }
+
+    #[test]
+    fn two_clients_writing_one_secret_at_once_are_both_reconciled_and_spare_nothing() {
+        let writes = OwnWrites::default();
+        let (secret, a, b) = (key("shared-token"), key("a"), key("b"));
+        writes.begin(WriteOf::Secret, &secret, &a);
+        // a's write is seen, then someone else's change: both held for a.
+        assert_eq!(
+            writes.spare(WriteOf::Secret, &secret, Some("4")),
+            Some(a.clone())
+        );
+        assert_eq!(
+            writes.spare(WriteOf::Secret, &secret, Some("5")),
+            Some(a.clone())
+        );
+        // b starts a write of the same Secret before a's answer.
+        writes.begin(WriteOf::Secret, &secret, &b);
+        assert_eq!(writes.spare(WriteOf::Secret, &secret, Some("6")), None);
+        assert_eq!(writes.end(WriteOf::Secret, &secret, &b, None), Some(b));
+        assert_eq!(
+            writes.end(WriteOf::Secret, &secret, &a, Some("4")),
+            Some(a),
+            "the change held for a is not lost"
+        );
+        assert!(writes.is_empty());
+    }
+
+    #[test]
+    fn a_made_version_lapses() {
+        let at = Instant::now();
+        let made = Entry::Made {
+            writer: key("a"),
+            version: "1".into(),
+            left: 2,
+            at,
+        };
+        assert!(!made.lapsed(at + MADE_TTL / 2));
+        assert!(made.lapsed(at + MADE_TTL));
+        let writing = Entry::Writing {
+            writer: key("a"),
+            seen: Vec::new(),
+        };
+        assert!(
+            !writing.lapsed(at + MADE_TTL * 10),
+            "a write out never lapses"
         );
     }
 }

@@ -261,6 +261,12 @@ fn users(
             &key,
             secret.metadata.resource_version.as_deref(),
         );
+        if let Some(writer) = &writer
+            && !ctx.own_writes.awaits(WriteOf::Secret, &key)
+        {
+            // Every watch has shown the write: the memory of it is no longer needed.
+            ctx.memories.forget_write(writer);
+        }
         let mut clients: Vec<NamespacedName> = owner
             .chain(ctx.references.targeting(&key))
             .filter(|client| Some(client) != writer.as_ref())
@@ -446,11 +452,11 @@ fn clients(
         })
         // The store and the clients that use this one saw the event; the client's own status
         // write asks for no reconcile of it (see own_writes.rs).
+        // Only a live event is spared: a relist shows the client at its latest version, which
+        // may hold others' changes whose own events were never delivered.
         .try_filter(move |event| {
-            let own = matches!(
-                event,
-                watcher::Event::Apply(_) | watcher::Event::InitApply(_)
-            ) && sparing.swap(false, std::sync::atomic::Ordering::Relaxed);
+            let marked = sparing.swap(false, std::sync::atomic::Ordering::Relaxed);
+            let own = matches!(event, watcher::Event::Apply(_)) && marked;
             futures::future::ready(!own)
         })
         .applied_objects()

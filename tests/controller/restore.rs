@@ -843,3 +843,47 @@ async fn a_forgery_written_after_a_metadata_drift_is_sealed_by_the_operator() {
         status["nextRefreshAt"]
     );
 }
+
+/// From the review of the operator's own writes (own_writes.rs): the OAuthClient watch breaks and
+/// cannot relist while a spec change is made and the operator's status write (made during a
+/// restore) folds it in; the relist then shows the client only at the operator's own status
+/// version. That version must still reconcile the client (only live events of its own writes are
+/// spared), so the new template is rendered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_change_folded_by_a_relist_into_the_operators_status_write_is_reconciled() {
+    use crate::support::apiserver::Matcher;
+    let setup = ready().await;
+    let (api, vendor) = (&setup.api, &setup.vendor);
+    // The OAuthClient watch broken, its relist refused; the Secret watches relist at once.
+    api.fail_next(Matcher::new("list", "oauthclients"), 100_000, 500);
+    api.compact();
+    api.drop_watches();
+    sleep(2000).await;
+    // Below STALL (250 ms): the reconcile waits for the answer.
+    vendor.set_delay(Duration::from_millis(150));
+    api.modify(SECRETS, NS, TOKEN_SECRET, |s| {
+        s["data"]["access_token"] = b64("forged");
+    });
+    eventually("the exchange out", Duration::from_secs(5), || {
+        (vendor.in_flight() > 0).then_some(())
+    })
+    .await;
+    api.modify(OAUTHCLIENTS, NS, "demo", |c| {
+        c["spec"]["target"]["template"]["Authorization"] = json!("Token {{ access_token }}");
+    });
+    restored(&setup, "the forged token replaced", |_| true).await;
+    sleep(1000).await;
+    // The relist: demo appears at the operator's status version.
+    api.reset_faults();
+    eventually(
+        "the new template rendered after the relist",
+        Duration::from_secs(15),
+        || {
+            let latest = vendor.issued().last().cloned()?;
+            let auth = secret_value(api, NS, TOKEN_SECRET, "Authorization")?;
+            (auth == format!("Token {latest}")).then_some(())
+        },
+    )
+    .await;
+    setup.operator.stop().await;
+}

@@ -99,6 +99,15 @@ impl Memories {
         memory.handles.apply(learned.handles);
     }
 
+    /// Forgets this process's last write of the managed Secret of `key`: the watches have shown
+    /// it, so the caches are as current as the write.
+    pub fn forget_write(&self, key: &NamespacedName) {
+        let mut table = self.table.lock().expect("memory lock");
+        if let Some(memory) = table.get_mut(key) {
+            memory.caches.written = None;
+        }
+    }
+
     /// Counts one more reconcile error of `key`; returns the streak.
     pub fn count_error(&self, key: &NamespacedName) -> u32 {
         let mut table = self.table.lock().expect("memory lock");

@@ -11,12 +11,14 @@ use super::trust::LoadedTrust;
 use super::write::{Rerendered, Stored, WriteRecord};
 use crate::api::conditions::{self, READY};
 use crate::api::crd::{OAuthClient, OAuthClientStatus};
+use crate::api::name::NamespacedName;
 use crate::base::time;
 use crate::controller::context::Context;
 use crate::controller::memory::{
     CacheUpdate, Change, EventLedger, FailedWith, HandlesUpdate, Learned, Pending, RetryUpdate,
     Verified,
 };
+use crate::controller::own_writes::WriteOf;
 use crate::decide::{Attempt, Settled, Trigger};
 use crate::oauth::transport::HttpClient;
 
@@ -132,8 +134,21 @@ impl Outputs {
 pub fn unsettled(ctx: &Context, client: &OAuthClient, seen: &Snapshot, outputs: Outputs) {
     count(ctx, client, &outputs);
     let key = &ctx.shared.credentials_key;
-    ctx.memories
-        .record(&seen.key, learned(key, seen, outputs, None));
+    let learned = learned(key, seen, outputs, None);
+    record(ctx, seen, learned);
+}
+
+/// Records what the memory learned; the write of the managed Secret only while the watches are
+/// still to show it (it stands in for a cache that has not caught up, and nothing else: kept
+/// after that, it would cost every client the copy of its annotations until its next reconcile).
+fn record(ctx: &Context, seen: &Snapshot, mut learned: Learned) {
+    if matches!(learned.caches.written, Change::Set(_)) {
+        let secret = NamespacedName::new(&seen.key.namespace, &seen.secret_name);
+        if !ctx.own_writes.awaits(WriteOf::Secret, &secret) {
+            learned.caches.written = Change::Clear;
+        }
+    }
+    ctx.memories.record(&seen.key, learned);
 }
 
 /// Records a reconcile that settled.
@@ -158,7 +173,7 @@ pub fn settled(
     }
     let key = &ctx.shared.credentials_key;
     let learned = learned(key, seen, outputs, Some((attempt, settled)));
-    ctx.memories.record(&seen.key, learned);
+    record(ctx, seen, learned);
 }
 
 /// What the memory learns from the snapshot, the steps' outputs and (when it settled) the

@@ -203,6 +203,7 @@ async fn create(
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..Default::default()
     };
+    let before = cached_before(ctx, seen);
     let write = ctx.begin_write(WriteOf::Secret, &secret_key(seen), &seen.key);
     let created = with_retries(|| api.create(&params, &object)).await;
     write.end(
@@ -213,8 +214,7 @@ async fn create(
     );
     match created {
         Ok(written) => Ok(Creation::Created(record(
-            ctx,
-            seen,
+            before,
             written.resource_version(),
             written.annotations(),
         ))),
@@ -316,6 +316,7 @@ async fn apply(
     let patch = Patch::Apply(body);
     // One write for the watches, the removal of stale fields included: its events are this
     // write's, and any other version seen meanwhile reconciles the client again.
+    let before = cached_before(ctx, seen);
     let write = ctx.begin_write(WriteOf::Secret, &secret_key(seen), &seen.key);
     let written = match with_retries(|| api.patch_metadata(name, &params, &patch)).await {
         Ok(written) => written,
@@ -345,8 +346,7 @@ async fn apply(
             Ok(pruned) => {
                 write.end(pruned.resource_version().as_deref());
                 return Ok(record(
-                    ctx,
-                    seen,
+                    before,
                     pruned.resource_version(),
                     pruned.annotations(),
                 ));
@@ -358,11 +358,21 @@ async fn apply(
     }
     write.end(written.resource_version().as_deref());
     Ok(record(
-        ctx,
-        seen,
+        before,
         written.resource_version(),
         written.annotations(),
     ))
+}
+
+/// The managed Secret's version in the cache now, read before a write ([`record`]): read after
+/// the answer, it could already be someone else's later version.
+fn cached_before(ctx: &Context, seen: &Snapshot) -> Vec<Option<String>> {
+    let (namespace, name) = (&seen.key.namespace, seen.secret_name.as_str());
+    vec![
+        ctx.managed
+            .get(namespace, name)
+            .map(|m| m.resource_version.to_string()),
+    ]
 }
 
 /// The key of the managed Secret of the client `seen`.
@@ -370,20 +380,13 @@ fn secret_key(seen: &Snapshot) -> NamespacedName {
     NamespacedName::new(&seen.key.namespace, &seen.secret_name)
 }
 
-/// What a write leaves for the memory: the version written, and the one the caches showed
-/// before (a cache still showing it is behind).
+/// What a write leaves for the memory: the version written, and `before`, the one the cache
+/// showed before the write was sent (a cache still showing it is behind).
 fn record(
-    ctx: &Context,
-    seen: &Snapshot,
+    before: Vec<Option<String>>,
     written_rv: Option<String>,
     annotations: &BTreeMap<String, String>,
 ) -> WriteRecord {
-    let (namespace, name) = (&seen.key.namespace, seen.secret_name.as_str());
-    let before = vec![
-        ctx.managed
-            .get(namespace, name)
-            .map(|m| m.resource_version.to_string()),
-    ];
     WriteRecord {
         trusted_rv: written_rv,
         written: Written {

@@ -122,7 +122,7 @@ async fn the_operators_own_write_is_believed_over_a_cache_that_has_not_caught_up
     let own_writes = &fixture.ctx.own_writes;
     own_writes.begin(WriteOf::Secret, &secret_key, &writer);
     assert_eq!(
-        own_writes.end(WriteOf::Secret, &secret_key, Some("41")),
+        own_writes.end(WriteOf::Secret, &secret_key, &writer, Some("41")),
         None
     );
     fixture.ctx.memories.record(
