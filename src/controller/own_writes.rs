@@ -19,10 +19,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How long the version a write made is looked for in the watches.
-pub const MADE_TTL: Duration = Duration::from_secs(30);
-
 use crate::api::name::NamespacedName;
+use crate::controller::memory::WRITE_CACHE_TTL;
+
+/// How long the version a write made is looked for in the watches: as long as the memory of the
+/// write may stand in for a cache that has not shown it.
+pub const MADE_TTL: Duration = WRITE_CACHE_TTL;
 
 /// The object written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -79,6 +79,11 @@ pub struct Found {
 }
 
 impl Snapshot {
+    /// The key of the managed Secret.
+    pub fn secret_key(&self) -> NamespacedName {
+        NamespacedName::new(&self.key.namespace, &self.secret_name)
+    }
+
     /// What the pure planner looks at.
     pub fn view(&self) -> Observed<'_> {
         Observed {

@@ -11,7 +11,6 @@ use super::trust::LoadedTrust;
 use super::write::{Rerendered, Stored, WriteRecord};
 use crate::api::conditions::{self, READY};
 use crate::api::crd::{OAuthClient, OAuthClientStatus};
-use crate::api::name::NamespacedName;
 use crate::base::time;
 use crate::controller::context::Context;
 use crate::controller::memory::{
@@ -142,11 +141,10 @@ pub fn unsettled(ctx: &Context, client: &OAuthClient, seen: &Snapshot, outputs: 
 /// still to show it (it stands in for a cache that has not caught up, and nothing else: kept
 /// after that, it would cost every client the copy of its annotations until its next reconcile).
 fn record(ctx: &Context, seen: &Snapshot, mut learned: Learned) {
-    if matches!(learned.caches.written, Change::Set(_)) {
-        let secret = NamespacedName::new(&seen.key.namespace, &seen.secret_name);
-        if !ctx.own_writes.awaits(WriteOf::Secret, &secret) {
-            learned.caches.written = Change::Clear;
-        }
+    if matches!(learned.caches.written, Change::Set(_))
+        && !ctx.own_writes.awaits(WriteOf::Secret, &seen.secret_key())
+    {
+        learned.caches.written = Change::Clear;
     }
     ctx.memories.record(&seen.key, learned);
 }

@@ -15,7 +15,6 @@ use super::observe::Snapshot;
 use super::retries::with_retries;
 use crate::api::crd::OAuthClient;
 use crate::api::keys::FIELD_MANAGER;
-use crate::api::name::NamespacedName;
 use crate::api::reason::{Failure, Reason};
 use crate::base::Scrubber;
 use crate::base::time::truncate_to_seconds;
@@ -204,7 +203,7 @@ async fn create(
         ..Default::default()
     };
     let before = cached_before(ctx, seen);
-    let write = ctx.begin_write(WriteOf::Secret, &secret_key(seen), &seen.key);
+    let write = ctx.begin_write(WriteOf::Secret, &seen.secret_key(), &seen.key);
     let created = with_retries(|| api.create(&params, &object)).await;
     write.end(
         created
@@ -317,7 +316,7 @@ async fn apply(
     // One write for the watches, the removal of stale fields included: its events are this
     // write's, and any other version seen meanwhile reconciles the client again.
     let before = cached_before(ctx, seen);
-    let write = ctx.begin_write(WriteOf::Secret, &secret_key(seen), &seen.key);
+    let write = ctx.begin_write(WriteOf::Secret, &seen.secret_key(), &seen.key);
     let written = match with_retries(|| api.patch_metadata(name, &params, &patch)).await {
         Ok(written) => written,
         Err(error) => {
@@ -373,11 +372,6 @@ fn cached_before(ctx: &Context, seen: &Snapshot) -> Vec<Option<String>> {
             .get(namespace, name)
             .map(|m| m.resource_version.to_string()),
     ]
-}
-
-/// The key of the managed Secret of the client `seen`.
-fn secret_key(seen: &Snapshot) -> NamespacedName {
-    NamespacedName::new(&seen.key.namespace, &seen.secret_name)
 }
 
 /// What a write leaves for the memory: the version written, and `before`, the one the cache
