@@ -51,13 +51,27 @@ async fn readyz(State(health): State<Arc<Health>>) -> (StatusCode, &'static str)
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-async fn metrics(
-    State(metrics): State<Arc<Metrics>>,
-) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+/// The exposition as a body streamed chunk by chunk (see [`Metrics::exposition`]).
+fn exposition(
+    metrics: &Metrics,
+) -> (
+    [(axum::http::HeaderName, &'static str); 1],
+    axum::body::Body,
+) {
+    let chunks = metrics.exposition().map(Ok::<_, std::convert::Infallible>);
     (
         [(axum::http::header::CONTENT_TYPE, OPENMETRICS)],
-        metrics.encode(),
+        axum::body::Body::from_stream(futures::stream::iter(chunks)),
     )
+}
+
+async fn metrics(
+    State(metrics): State<Arc<Metrics>>,
+) -> (
+    [(axum::http::HeaderName, &'static str); 1],
+    axum::body::Body,
+) {
+    exposition(&metrics)
 }
 
 /// `/metrics` for an authenticated caller allowed to get it.
@@ -70,11 +84,7 @@ async fn guarded_metrics(
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     match auth.decide(authorization).await {
-        Ok(Decision::Allowed) => (
-            [(axum::http::header::CONTENT_TYPE, OPENMETRICS)],
-            metrics.encode(),
-        )
-            .into_response(),
+        Ok(Decision::Allowed) => exposition(&metrics).into_response(),
         Ok(Decision::Unauthenticated) => (
             StatusCode::UNAUTHORIZED,
             [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],

@@ -17,17 +17,19 @@
 //! The per-OAuthClient gauges follow cert-manager's certificate gauges and are removed when the
 //! OAuthClient is deleted.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::MetricType;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::runtime::client_gauges::{CONDITION_VALUES, ClientGauges, ClientState};
+
+/// The prefix of every metric's name.
+const PREFIX: &str = "oauth_token_operator";
 
 /// `provider`, `result`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,88 +54,6 @@ pub struct ProviderLabels {
     pub provider: String,
 }
 
-/// What the per-OAuthClient gauges show, kept compactly (one map entry per OAuthClient instead
-/// of five label sets of owned strings) and turned into series on each scrape.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct ClientState {
-    /// Issue and expiry times (Unix seconds) of the token in the managed Secret.
-    token: Option<(f64, f64)>,
-    /// Index of the Ready value in [`CONDITION_VALUES`].
-    ready: u8,
-}
-
-use crate::api::name::NamespacedName as ClientKey;
-
-/// The per-OAuthClient gauges: `token_issued_timestamp_seconds`,
-/// `token_expiration_timestamp_seconds` and `client_ready_status`.
-#[derive(Debug, Default)]
-struct ClientGauges {
-    clients: std::sync::Mutex<HashMap<ClientKey, ClientState>>,
-}
-
-impl ClientGauges {
-    fn set(&self, namespace: &str, name: &str, state: ClientState) {
-        let mut clients = self.clients.lock().expect("metrics lock");
-        clients.insert(ClientKey::new(namespace, name), state);
-    }
-
-    fn remove(&self, namespace: &str, name: &str) {
-        let mut clients = self.clients.lock().expect("metrics lock");
-        clients.remove(&ClientKey::new(namespace, name));
-    }
-}
-
-/// A per-OAuthClient time gauge: name, help, and which of (issued, expires) it shows.
-type TimeGauge = (&'static str, &'static str, fn((f64, f64)) -> f64);
-
-const TIME_GAUGES: [TimeGauge; 2] = [
-    (
-        "token_expiration_timestamp_seconds",
-        "Expiry of the token in the managed Secret, as a Unix timestamp",
-        |(_, expires)| expires,
-    ),
-    (
-        "token_issued_timestamp_seconds",
-        "Issue time of the token in the managed Secret, as a Unix timestamp",
-        |(issued, _)| issued,
-    ),
-];
-
-impl Collector for ClientGauges {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let clients = self.clients.lock().expect("metrics lock");
-        let mut sorted: Vec<_> = clients.iter().collect();
-        sorted.sort_by(|a, b| a.0.cmp(b.0));
-        for (name, help, pick) in TIME_GAUGES {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (key, state) in &sorted {
-                if let Some(token) = state.token {
-                    let labels = [("namespace", &*key.namespace), ("name", &*key.name)];
-                    ConstGauge::new(pick(token)).encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
-        let mut family = encoder.encode_descriptor(
-            "client_ready_status",
-            "The Ready condition of each OAuthClient (1 for the current condition value)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (key, state) in &sorted {
-            for (i, value) in CONDITION_VALUES.iter().enumerate() {
-                let labels = [
-                    ("namespace", &*key.namespace),
-                    ("name", &*key.name),
-                    ("condition", value),
-                ];
-                ConstGauge::new(i64::from(usize::from(state.ready) == i))
-                    .encode(family.encode_family(&labels)?)?;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// `name`, `state`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClusterTargetLabels {
@@ -152,8 +72,6 @@ pub struct ErrorLabels {
     /// What failed.
     pub error: String,
 }
-
-const CONDITION_VALUES: [&str; 3] = ["True", "False", "Unknown"];
 
 /// The operator's metrics.
 pub struct Metrics {
@@ -182,7 +100,7 @@ fn exchange_histogram() -> Histogram {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("oauth_token_operator");
+        let mut registry = Registry::with_prefix(PREFIX);
         let exchanges = Family::<ExchangeLabels, Counter>::default();
         registry.register(
             "exchanges",
@@ -204,8 +122,8 @@ impl Default for Metrics {
             "Duration of token requests, by provider",
             exchange_duration.clone(),
         );
+        // Encoded apart, streamed (see `exposition`).
         let clients = Arc::new(ClientGauges::default());
-        registry.register_collector(Box::new(clients.clone()));
         let reconciles = Counter::default();
         registry.register("reconcile", "Reconciles run", reconciles.clone());
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
@@ -340,12 +258,25 @@ impl Metrics {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
-    /// The OpenMetrics text exposition.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+    /// The OpenMetrics text exposition, in chunks produced as they are read: the registry's
+    /// metrics, then the per-OAuthClient gauges a few hundred clients at a time (at 10,000
+    /// clients they are about 7 MB of text, which one string would hold at every scrape), then
+    /// `# EOF`.
+    pub fn exposition(&self) -> impl Iterator<Item = String> + Send + 'static {
+        let mut registry = String::new();
+        prometheus_client::encoding::text::encode_registry(&mut registry, &self.registry)
             .expect("writing to a String cannot fail");
-        out
+        let mut eof = String::new();
+        prometheus_client::encoding::text::encode_eof(&mut eof)
+            .expect("writing to a String cannot fail");
+        std::iter::once(registry)
+            .chain(self.clients.exposition(PREFIX))
+            .chain(std::iter::once(eof))
+    }
+
+    /// The whole exposition as one string (the tests' and small scrapers' view).
+    pub fn encode(&self) -> String {
+        self.exposition().collect()
     }
 }
 
