@@ -18,6 +18,7 @@ use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 
+use crate::api::keys;
 use crate::api::name::NamespacedName as Key;
 
 fn key<K>(meta: &PartialObjectMeta<K>) -> Key {
@@ -143,7 +144,60 @@ pub struct Managed {
     /// uids of its controller ownerReferences.
     pub controllers: Box<[Box<str>]>,
     /// This operator's annotations (`oauth.token-operator.dev/...`).
-    pub annotations: Box<[(Box<str>, Box<str>)]>,
+    pub annotations: OurAnnotations,
+}
+
+/// The annotations this operator writes, by index: every managed Secret carries the same
+/// five or six keys (about 40 bytes each), so they are kept once, here, not per Secret.
+const KNOWN_ANNOTATIONS: [&str; 8] = [
+    keys::ISSUED_AT_ANNOTATION,
+    keys::EXPIRES_AT_ANNOTATION,
+    keys::FINGERPRINT_ANNOTATION,
+    keys::TARGET_HASH_ANNOTATION,
+    keys::MAC_ANNOTATION,
+    keys::TOKEN_AUDIENCES_ANNOTATION,
+    keys::TOKEN_ENDPOINTS_ANNOTATION,
+    keys::REFRESH_REQUESTED_ANNOTATION,
+];
+
+/// The `oauth.token-operator.dev/` annotations of a managed Secret: those of
+/// [`KNOWN_ANNOTATIONS`] by index, any other key under the prefix (someone else's, or a later
+/// version's) in full.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OurAnnotations {
+    known: Box<[(u8, Box<str>)]>,
+    other: Box<[(Box<str>, Box<str>)]>,
+}
+
+impl OurAnnotations {
+    /// The annotations of `all` under the operator's prefix.
+    pub fn of<'a>(all: impl IntoIterator<Item = (&'a String, &'a String)>) -> Self {
+        let mut known = Vec::new();
+        let mut other = Vec::new();
+        for (key, value) in all {
+            if !key.starts_with(keys::PREFIX) {
+                continue;
+            }
+            match KNOWN_ANNOTATIONS.iter().position(|k| k == key) {
+                Some(i) => known.push((i as u8, Box::from(value.as_str()))),
+                None => other.push((Box::from(key.as_str()), Box::from(value.as_str()))),
+            }
+        }
+        OurAnnotations {
+            known: known.into_boxed_slice(),
+            other: other.into_boxed_slice(),
+        }
+    }
+
+    /// Number of annotations.
+    pub fn len(&self) -> usize {
+        self.known.len() + self.other.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Managed {
@@ -154,10 +208,12 @@ impl Managed {
 
     /// The annotations as a map.
     pub fn annotation_map(&self) -> BTreeMap<String, String> {
-        self.annotations
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        let known = self.annotations.known.iter().map(|(i, v)| {
+            let key = KNOWN_ANNOTATIONS[usize::from(*i)];
+            (key.to_owned(), v.to_string())
+        });
+        let other = (self.annotations.other.iter()).map(|(k, v)| (k.to_string(), v.to_string()));
+        known.chain(other).collect()
     }
 }
 
@@ -182,7 +238,7 @@ impl ManagedIndex {
         Index::new(|meta| Managed {
             resource_version: meta.resource_version().unwrap_or_default().into(),
             controllers: controllers(meta),
-            annotations: Box::new([]),
+            annotations: OurAnnotations::default(),
         })
     }
 
@@ -191,12 +247,7 @@ impl ManagedIndex {
         Index::new(|meta| Managed {
             resource_version: meta.resource_version().unwrap_or_default().into(),
             controllers: controllers(meta),
-            annotations: meta
-                .annotations()
-                .iter()
-                .filter(|(k, _)| k.starts_with(crate::api::keys::PREFIX))
-                .map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str())))
-                .collect(),
+            annotations: OurAnnotations::of(meta.annotations()),
         })
     }
 }
@@ -253,6 +304,12 @@ mod tests {
                     "kubectl.kubernetes.io/last-applied-configuration".to_owned(),
                     "big".to_owned(),
                 ),
+                // Under the prefix but not one this version writes: kept in full.
+                (
+                    "oauth.token-operator.dev/later-version".to_owned(),
+                    "y".to_owned(),
+                ),
+                (keys::MAC_ANNOTATION.to_owned(), "m".to_owned()),
             ]
             .into(),
         );
@@ -273,6 +330,17 @@ mod tests {
         assert_eq!(&*entry.resource_version, "7");
         assert!(entry.controlled_by("u1"));
         assert!(!entry.controlled_by("u2"), "not a controller reference");
-        assert_eq!(entry.annotation_map().len(), 1);
+        assert_eq!(
+            entry.annotation_map(),
+            BTreeMap::from(
+                [
+                    ("oauth.token-operator.dev/expires-at", "x"),
+                    ("oauth.token-operator.dev/later-version", "y"),
+                    ("oauth.token-operator.dev/mac", "m"),
+                ]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            )
+        );
+        assert_eq!(entry.annotations.len(), 3);
     }
 }

@@ -57,7 +57,7 @@ pub struct Caches {
     /// The last fingerprint check.
     pub verified: Option<Verified>,
     /// The managed Secret as this process last wrote it.
-    pub written: Option<Written>,
+    pub written: Option<Box<Written>>,
     /// The resourceVersion of the managed Secret that this process wrote or read and verified:
     /// a cache showing another one means someone else changed it.
     pub trusted_rv: Option<String>,
@@ -88,7 +88,7 @@ impl CacheUpdate {
 impl Caches {
     pub(super) fn apply(&mut self, update: CacheUpdate) {
         update.verified.apply(&mut self.verified);
-        update.written.apply(&mut self.written);
+        update.written.apply_boxed(&mut self.written);
         update.trusted_rv.apply(&mut self.trusted_rv);
     }
 }
@@ -109,11 +109,11 @@ mod tests {
             ..CacheUpdate::default()
         };
         let mut caches = Caches {
-            written: Some(Written {
+            written: Some(Box::new(Written {
                 before: vec![None],
                 at: Instant::now(),
                 annotations: BTreeMap::new(),
-            }),
+            })),
             ..Caches::default()
         };
         caches.apply(early.then(late));

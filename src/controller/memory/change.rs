@@ -21,6 +21,16 @@ impl<T> Change<T> {
         }
     }
 
+    /// [`Change::apply`] to a value kept boxed (a part most clients do not have, so that an
+    /// empty one costs a pointer in every client's memory).
+    pub(super) fn apply_boxed(self, field: &mut Option<Box<T>>) {
+        match self {
+            Change::Keep => {}
+            Change::Clear => *field = None,
+            Change::Set(value) => *field = Some(Box::new(value)),
+        }
+    }
+
     /// `self`, unless it keeps: then `other`.
     pub fn or(self, other: Change<T>) -> Change<T> {
         match self {

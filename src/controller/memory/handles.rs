@@ -22,7 +22,7 @@ pub struct TrustHandle {
 #[derive(Clone, Debug, Default)]
 pub struct Handles {
     /// The client of the CA bundle, while it is current.
-    pub trust: Option<TrustHandle>,
+    pub trust: Option<Box<TrustHandle>>,
     /// The client of the identity it last exchanged with (TlsClientAuth): kept while the client
     /// uses that identity, dropped with it.
     pub identity: Option<HttpClient>,
@@ -39,7 +39,7 @@ pub struct HandlesUpdate {
 
 impl Handles {
     pub(super) fn apply(&mut self, update: HandlesUpdate) {
-        update.trust.apply(&mut self.trust);
+        update.trust.apply_boxed(&mut self.trust);
         update.identity.apply(&mut self.identity);
     }
 }

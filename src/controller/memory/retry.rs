@@ -25,7 +25,7 @@ pub struct FailedWith {
 #[derive(Clone, Debug, Default)]
 pub struct RetryState {
     /// The credentials of the last failure.
-    pub failed_with: Option<FailedWith>,
+    pub failed_with: Option<Box<FailedWith>>,
     /// Consecutive exchange failures of one reason, for the backoff step (as this process saw
     /// them; after a restart the settle step derives the streak from the status).
     pub failure_streak: Option<FailureStreak>,
@@ -59,7 +59,7 @@ pub struct RetryUpdate {
 
 impl RetryState {
     pub(super) fn apply(&mut self, update: RetryUpdate) {
-        update.failed_with.apply(&mut self.failed_with);
+        update.failed_with.apply_boxed(&mut self.failed_with);
         if let Some(streak) = update.settled {
             self.failure_streak = streak;
             self.errors = 0;

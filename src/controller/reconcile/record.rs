@@ -287,7 +287,7 @@ fn failed_with(credentials_key: &[u8; 32], seen: &Snapshot, outputs: &Outputs) -
                 .found
                 .failed_with
                 .clone()
-                .or_else(|| seen.memory.retry.failed_with.clone())
+                .or_else(|| seen.memory.retry.failed_with.as_deref().cloned())
                 .unwrap_or(FailedWith {
                     resource_version: seen.credentials_rv.clone(),
                     digest: None,
