@@ -78,6 +78,8 @@ pub struct Context {
     pub secrets_synced: tokio::sync::watch::Receiver<bool>,
     /// This scope's index at the exchange gate.
     pub scope: usize,
+    /// Which OAuthClients are to be reconciled, and when (see queue.rs).
+    pub queue: Arc<super::queue::Queue>,
     /// The writes of the managed Secrets and statuses in progress or just made, whose watch
     /// events reconcile nobody.
     pub own_writes: OwnWrites,
@@ -157,6 +159,7 @@ impl Context {
     pub fn forget(&self, key: &NamespacedName) {
         self.shared.metrics.forget_client(&key.namespace, &key.name);
         self.memories.forget(key);
+        self.queue.forget(key);
         self.references.unlink(key);
         self.config_map_references.unlink(key);
         self.service_account_refs.unlink(key);

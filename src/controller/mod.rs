@@ -22,6 +22,7 @@ pub mod issuer;
 pub mod memory;
 pub mod own_writes;
 pub mod preflight;
+pub mod queue;
 pub mod reconcile;
 pub mod references;
 pub mod seal_key;

@@ -21,14 +21,17 @@ use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::applier;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Error as ControllerError};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, watcher as watch};
+use tracing::Instrument as _;
 
 use super::context::{Context, Shared};
 use super::memory::{Memories, queue_ref};
 use super::own_writes::WriteOf;
+use super::queue::Queue;
 use super::reconcile;
 use super::references::References;
 use super::secret_index::{ConfigMapIndex, Index, ManagedIndex, SecretIndex, ServiceAccountIndex};
@@ -64,8 +67,10 @@ pub fn scope_controller(
         rx.recv().await.map(|client| (client, rx))
     });
     let shared_clock = shared.clock.clone();
+    let limit = usize::from(concurrency);
     let ctx = Arc::new(Context {
         scope: shared.gate.add_scope(wake.clone()),
+        queue: Arc::new(Queue::new(limit)),
         detached: Default::default(),
         own_writes: Default::default(),
         shared,
@@ -90,34 +95,75 @@ pub fn scope_controller(
         wake,
     );
     let (cm_ctx, cm_store) = (ctx.clone(), store.clone());
-    let (run_ctx, run_store) = (ctx.clone(), store.clone());
-    let mut controller = Controller::for_stream(clients_stream, store.clone())
-        .with_config(ControllerConfig::default().concurrency(concurrency))
-        // Each watch backs off on its own errors; the merged stream must not back off again
-        // (see [`NoDelay`]).
-        .trigger_backoff(NoDelay)
-        .reconcile_on(woken)
-        .reconcile_on(clock_moves(&shared_clock, store.clone()))
-        .watches_stream(w.managed_stream, users(ctx.clone(), store.clone()))
-        .watches_stream(w.secrets_stream, users(ctx.clone(), store.clone()))
-        .watches_stream(
+    // What makes a client due at once: its own events, the objects it uses (each mapped back
+    // to its users), the exchange gate's wake-ups and moves of an injected clock. A watch's
+    // error is logged and the watch goes on (each watch has already waited its own backoff).
+    let mut triggers: Vec<futures::stream::BoxStream<'static, Vec<ClientRef>>> = vec![
+        clients_stream
+            .map(|client| Ok(vec![queue_ref(&NamespacedName::of(&client?.metadata))]))
+            .map(watch_triggers)
+            .boxed(),
+        mapped(w.managed_stream, users(ctx.clone(), store.clone())),
+        mapped(w.secrets_stream, users(ctx.clone(), store.clone())),
+        mapped(
             w.config_maps_stream,
             move |map: PartialObjectMeta<ConfigMap>| {
                 referencing(&cm_ctx.config_map_references, &cm_store, &map.metadata)
             },
-        );
+        ),
+        woken.map(|client| vec![client]).boxed(),
+        clock_moves(&shared_clock, store.clone())
+            .map(|client| vec![client])
+            .boxed(),
+    ];
     if let Some(stream) = service_account_stream {
-        controller =
-            controller.watches_stream(stream, move |sa: PartialObjectMeta<ServiceAccount>| {
-                referencing(&ctx.service_account_refs, &store, &sa.metadata)
-            });
+        let (sa_ctx, sa_store) = (ctx.clone(), store.clone());
+        triggers.push(mapped(
+            stream,
+            move |sa: PartialObjectMeta<ServiceAccount>| {
+                referencing(&sa_ctx.service_account_refs, &sa_store, &sa.metadata)
+            },
+        ));
     }
+    let triggers = futures::stream::select_all(triggers)
+        .flat_map(futures::stream::iter)
+        .map(|client: ClientRef| {
+            NamespacedName::new(
+                client.namespace.as_deref().unwrap_or_default(),
+                &client.name,
+            )
+        })
+        .take_until(shutdown);
     let running = drive(
-        controller.graceful_shutdown_on(shutdown),
-        run_ctx.clone(),
-        run_store,
+        ctx.queue.stream(Box::pin(triggers)),
+        ctx.clone(),
+        store,
+        limit,
     );
-    (running, all_synced(&synced), run_ctx)
+    (running, all_synced(&synced), ctx)
+}
+
+/// A reference to an OAuthClient, as the watch mappers and the gate give them.
+type ClientRef = ObjectRef<PartialObjectMeta<OAuthClient>>;
+
+/// The clients to reconcile for one event of a watch (none for an error: logged, and the watch
+/// goes on).
+fn watch_triggers(event: Result<Vec<ClientRef>, watcher::Error>) -> Vec<ClientRef> {
+    event.unwrap_or_else(|error| {
+        tracing::debug!(%error, "watch error");
+        Vec::new()
+    })
+}
+
+/// A watch's objects mapped to the clients they concern.
+fn mapped<K: Send + 'static>(
+    stream: Watch<K>,
+    mapper: impl Fn(PartialObjectMeta<K>) -> Vec<ClientRef> + Send + 'static,
+) -> futures::stream::BoxStream<'static, Vec<ClientRef>> {
+    stream
+        .map(move |object| object.map(&mapper))
+        .map(watch_triggers)
+        .boxed()
 }
 
 type Watch<K> = futures::stream::BoxStream<'static, Result<PartialObjectMeta<K>, watcher::Error>>;
@@ -177,22 +223,101 @@ fn watched(shared: &Shared, ns: Option<&str>, synced: &Synced) -> Watched {
     }
 }
 
-/// Runs the controller's reconciles, forgetting deleted clients as it goes.
+/// Runs the reconciles of the clients `due` hands out (kube's applier, at most `concurrency` at
+/// once, each in its own task), requeues each in the queue as it asks, and forgets deleted
+/// clients as it goes.
 fn drive(
-    controller: Controller<PartialObjectMeta<OAuthClient>>,
+    due: impl Stream<Item = NamespacedName> + Send + 'static,
     ctx: Arc<Context>,
     store: Store<PartialObjectMeta<OAuthClient>>,
+    concurrency: usize,
 ) -> BoxFuture {
-    controller
-        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
-        .for_each(move |result| {
-            if let Err(error) = result {
-                tracing::debug!(%error, "controller event");
+    let (requeues, retries) = (ctx.queue.clone(), ctx.queue.clone());
+    let reconciler = move |client: Arc<PartialObjectMeta<OAuthClient>>, ctx: Arc<Context>| {
+        let queue = requeues.clone();
+        let reconciling = async move {
+            let key = NamespacedName::of(&client.metadata);
+            let result = reconcile::reconcile(client, ctx).await;
+            if let Ok(Some(delay)) = result {
+                queue.requeue(&key, delay);
             }
-            forget_deleted(&ctx, &store);
-            futures::future::ready(())
-        })
-        .boxed()
+            result.map(|_| Action::await_change())
+        };
+        // In the span kube opened for this reconcile (the object's reference).
+        ReconcileTask(tokio::spawn(reconciling.in_current_span()))
+    };
+    let error_policy = move |client: Arc<PartialObjectMeta<OAuthClient>>,
+                             error: &reconcile::Error,
+                             ctx: Arc<Context>| {
+        let key = NamespacedName::of(&client.metadata);
+        retries.requeue(&key, reconcile::error_policy(client, error, ctx));
+        Action::await_change()
+    };
+    let requests = due.map(|key| Ok::<_, std::convert::Infallible>(queue_ref(&key)));
+    let config =
+        ControllerConfig::default().concurrency(u16::try_from(concurrency).unwrap_or(u16::MAX));
+    applier(
+        reconciler,
+        error_policy,
+        ctx.clone(),
+        store.clone(),
+        requests,
+        config,
+    )
+    .for_each(move |result| {
+        let over = match &result {
+            Ok((client, _)) => Some(NamespacedName::new(
+                client.namespace.as_deref().unwrap_or_default(),
+                &client.name,
+            )),
+            Err(ControllerError::ObjectNotFound(client))
+            | Err(ControllerError::ReconcilerFailed(_, client)) => Some(NamespacedName::new(
+                client.namespace.as_deref().unwrap_or_default(),
+                &client.name,
+            )),
+            Err(_) => None,
+        };
+        if let Err(error) = &result {
+            tracing::debug!(%error, "controller event");
+        }
+        if let Some(client) = over {
+            ctx.queue.finished(&client);
+        }
+        forget_deleted(&ctx, &store);
+        futures::future::ready(())
+    })
+    .boxed()
+}
+
+/// A reconcile running in a task of its own (so that reconciles run on every worker thread),
+/// aborted when dropped: dropping the controller (a lost lease, the end of the shutdown's
+/// grace) stops its reconciles where they are, as kube's own `Controller` does, instead of
+/// leaving them writing beside the next leader.
+struct ReconcileTask(tokio::task::JoinHandle<Result<Action, reconcile::Error>>);
+
+impl Drop for ReconcileTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Future for ReconcileTask {
+    type Output = Result<Action, reconcile::Error>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|joined| match joined {
+                Ok(result) => result,
+                // A panic in a reconcile goes on in the controller's task, as in kube's own.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Cancelled: only when the runtime shuts down; nothing is left to report.
+                Err(_) => Ok(Action::await_change()),
+            })
+    }
 }
 
 /// Resolves once every watch of the scope has listed completely.
@@ -330,25 +455,6 @@ fn clock_moves(
         })
 }
 
-/// The merged stream of every watch's events goes on at once after an error: each watch has
-/// already waited its own backoff. A merged backoff would add up the errors of all watches one
-/// after the other (kube's default, and any growing one: after a kube-apiserver restart, four
-/// watches' errors delayed the relists by 13 to 18 s on a real API server, so that an
-/// OAuthClient created then waited about 20 s).
-struct NoDelay;
-
-impl Iterator for NoDelay {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        Some(Duration::ZERO)
-    }
-}
-
-impl kube::runtime::utils::Backoff for NoDelay {
-    fn reset(&mut self) {}
-}
-
 /// The delays of [`watch_backoff`].
 pub(super) struct WatchBackoff {
     next: Duration,
@@ -426,8 +532,9 @@ fn clients(
             let own = noting.own_writes.spare(WriteOf::Status, &key, version);
             marking.store(own.is_some(), std::sync::atomic::Ordering::Relaxed);
             // Only the name and namespace are read from the cache (each reconcile GETs the
-            // object); everything else would be copied into the store and into every
-            // reference to it.
+            // object); everything else, the apiVersion and kind included, would be copied into
+            // the store and into every reference to it.
+            client.types = None;
             client.metadata = kube::api::ObjectMeta {
                 name: client.metadata.name.take(),
                 namespace: client.metadata.namespace.take(),
@@ -544,5 +651,37 @@ fn forget_deleted(ctx: &Context, store: &Store<PartialObjectMeta<OAuthClient>>) 
         .collect();
     for key in ctx.memories.stale(|k| live.contains(k)) {
         ctx.forget(&key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dropped_reconcile_task_stops_where_it_is() {
+        let wrote = Arc::new(AtomicBool::new(false));
+        let writing = wrote.clone();
+        let task = ReconcileTask(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            writing.store(true, Ordering::SeqCst);
+            Ok(Action::await_change())
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The controller future dropped (a lost lease): its reconciles with it.
+        drop(task);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            !wrote.load(Ordering::SeqCst),
+            "the reconcile went on writing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reconcile_task_gives_its_result() {
+        let task = ReconcileTask(tokio::spawn(async { Ok(Action::await_change()) }));
+        assert_eq!(task.await.unwrap(), Action::await_change());
     }
 }

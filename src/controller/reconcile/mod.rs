@@ -40,7 +40,6 @@ use std::time::{Duration, Instant};
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::Action;
 
 pub use self::error::Error;
 pub use self::exchange::DetachedRequests;
@@ -56,19 +55,23 @@ use crate::api::reason::Reason;
 use crate::decide::{self, Attempt, Next, Settled, Trigger};
 use crate::timing::backoff;
 
+/// When to reconcile a client again without a change: after this long, or (`None`) only when
+/// something changes.
+pub type Requeue = Option<Duration>;
+
 /// Runs one reconcile of the OAuthClient the watch cache shows (metadata only), counted in the
 /// metrics. The object itself is read first: one GET, so spec and status are never stale.
 pub async fn reconcile(
     meta: Arc<PartialObjectMeta<OAuthClient>>,
     ctx: Arc<Context>,
-) -> Result<Action, Error> {
+) -> Result<Requeue, Error> {
     let started = Instant::now();
     let namespace = meta.namespace().unwrap_or_default();
     let api: Api<OAuthClient> = Api::namespaced(ctx.shared.kube.clone(), &namespace);
     let result = match api.get_opt(&meta.name_any()).await {
         Ok(Some(client)) => run(&client, &ctx).await,
         // Deleted meanwhile: the watch will tell.
-        Ok(None) => Ok(Action::await_change()),
+        Ok(None) => Ok(None),
         Err(e) => Err(Error::ReadClient(e)),
     };
     let error = result.as_ref().err().map(Error::metric_label);
@@ -81,7 +84,7 @@ pub async fn reconcile(
 /// The pipeline: observe → plan → exchange / re-render / fail / idle (→ write) → settle →
 /// status → record → events → requeue.
 #[tracing::instrument(skip_all, fields(namespace = client.namespace().unwrap_or_default(), name = client.name_any()))]
-async fn run(client: &OAuthClient, ctx: &Context) -> Result<Action, Error> {
+async fn run(client: &OAuthClient, ctx: &Context) -> Result<Requeue, Error> {
     let seen = observe::observe(client, ctx).await?;
     let plan = decide::plan(&seen.view(), seen.now);
     tracing::debug!(next = ?plan.next, due_at = %plan.due_at, "planned");
@@ -103,7 +106,7 @@ async fn run(client: &OAuthClient, ctx: &Context) -> Result<Action, Error> {
         Acted::Attempted(attempt) => attempt,
         Acted::Deferred => {
             record::unsettled(ctx, client, &seen, outputs);
-            return Ok(Action::requeue(exchange::deferred_wait(ctx)));
+            return Ok(Some(exchange::deferred_wait(ctx)));
         }
         Acted::Interrupted(error) => {
             record::unsettled(ctx, client, &seen, outputs);
@@ -115,7 +118,7 @@ async fn run(client: &OAuthClient, ctx: &Context) -> Result<Action, Error> {
     record::settled(ctx, client, &seen, outputs, &attempt, &settled);
     status::write(client, ctx, &seen.status, &settled.status).await?;
     publish_events(ctx, client, &settled).await;
-    Ok(Action::requeue(requeue_after(ctx, &settled)))
+    Ok(Some(requeue_after(ctx, &settled)))
 }
 
 /// The exchange branch: the outcome of a request that went on by itself, or the outbox's token
@@ -235,12 +238,12 @@ fn requeue_after(ctx: &Context, settled: &Settled) -> Duration {
         .max(decide::MIN_WAIT)
 }
 
-/// After an API error: retry with exponential backoff from 5 s up to 5 min.
+/// After an API error: when to retry, with exponential backoff from 5 s up to 5 min.
 pub fn error_policy(
     meta: Arc<PartialObjectMeta<OAuthClient>>,
     error: &Error,
     ctx: Arc<Context>,
-) -> Action {
+) -> Duration {
     let errors = ctx
         .memories
         .count_error(&NamespacedName::of(&meta.metadata));
@@ -257,5 +260,5 @@ pub fn error_policy(
         retry_in_s = delay.as_secs(),
         "reconcile failed"
     );
-    Action::requeue(delay)
+    delay
 }

@@ -233,6 +233,7 @@ impl Fixture {
             subject_secrets: Default::default(),
             subject_clients: Default::default(),
             scope,
+            queue: Arc::new(crate::controller::queue::Queue::new(16)),
             detached: Default::default(),
             own_writes: Default::default(),
         };
