@@ -21,6 +21,7 @@ use crate::base::time::truncate_to_seconds;
 use crate::controller::context::Context;
 use crate::controller::memory::{Pending, Verified, Written};
 use crate::controller::own_writes::WriteOf;
+use crate::controller::secret_index::OurAnnotations;
 use crate::decide::managed_secret::{self, IntactToken};
 use crate::decide::stale_fields as stale;
 use crate::decide::{Attempt, SecretState};
@@ -386,7 +387,7 @@ fn record(
         written: Written {
             before,
             at: Instant::now(),
-            annotations: annotations.clone(),
+            annotations: OurAnnotations::of(annotations),
         },
     }
 }

@@ -113,7 +113,8 @@ async fn the_operators_own_write_is_believed_over_a_cache_that_has_not_caught_up
         200,
         credentials_secret("11"),
     );
-    let annotations = serde_json::from_value(written["metadata"]["annotations"].clone()).unwrap();
+    let annotations: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(written["metadata"]["annotations"].clone()).unwrap();
     // The write made version 41, which the watches have not shown yet.
     let (secret_key, writer) = (
         NamespacedName::new(NS, "demo-token"),
@@ -132,7 +133,7 @@ async fn the_operators_own_write_is_believed_over_a_cache_that_has_not_caught_up
                 written: Change::Set(Written {
                     before: vec![Some("40".into())],
                     at: Instant::now(),
-                    annotations,
+                    annotations: crate::controller::secret_index::OurAnnotations::of(&annotations),
                 }),
                 ..Default::default()
             },
