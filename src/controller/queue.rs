@@ -13,8 +13,10 @@
 //! * A client being reconciled is not handed out again until its reconcile is over (what
 //!   kube's scheduler does with `hold_unless`); a trigger meanwhile makes it due again, so
 //!   nothing that happened during a reconcile is lost.
-//! * Clients go out in the order of their due times (first come, first served for triggers;
-//!   the same instant is ordered by name).
+//! * Clients the exchange gate wakes (it has a place for them) go first, in the order woken;
+//!   then clients in the order of their due times (first come, first served for triggers; the
+//!   same instant is ordered by name). Kube's scheduler knew no such lane: a woken client
+//!   waited behind a burst's triggers while its place stayed empty.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::pin::Pin;
@@ -32,13 +34,26 @@ use crate::api::name::NamespacedName;
 /// a token valid for years is still checked twice a year.
 pub const MAX_DELAY: Duration = Duration::from_secs(180 * 24 * 3600);
 
+/// Why a client waits: woken by the exchange gate (a place is free for it: it goes before every
+/// client that is only due), or due at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Lane {
+    /// The gate woke it (in the order it was woken).
+    Woken,
+    /// A trigger or a requeue made it due.
+    Due,
+}
+
+/// When a client goes out: its lane first, then its time.
+type When = (Lane, Instant);
+
 /// The clients waiting and those handed out (the pure part: every time is given).
 #[derive(Debug, Default)]
 pub struct Pending {
-    /// Clients by due time.
-    due: BTreeSet<(Instant, Arc<NamespacedName>)>,
-    /// Each waiting client's due time.
-    at: HashMap<Arc<NamespacedName>, Instant>,
+    /// Clients by lane and due time.
+    due: BTreeSet<(When, Arc<NamespacedName>)>,
+    /// Each waiting client's lane and due time.
+    at: HashMap<Arc<NamespacedName>, When>,
     /// Clients handed out whose reconcile is not over.
     out: HashSet<Arc<NamespacedName>>,
     /// How many may be out at once.
@@ -56,19 +71,29 @@ impl Pending {
 
     /// `key` is due at `at`, or earlier if it already was.
     pub fn schedule(&mut self, key: &NamespacedName, at: Instant) {
+        self.enter(key, (Lane::Due, at));
+    }
+
+    /// The exchange gate woke `key` at `now` (a place is free for it).
+    pub fn wake(&mut self, key: &NamespacedName, now: Instant) {
+        self.enter(key, (Lane::Woken, now));
+    }
+
+    /// `key` waits for `when`, or for what it already waited for if that comes first.
+    fn enter(&mut self, key: &NamespacedName, when: When) {
         if let Some((shared, was)) = self.at.get_key_value(key) {
-            if *was <= at {
+            if *was <= when {
                 return;
             }
             let shared = shared.clone();
             self.due.remove(&(*was, shared.clone()));
-            self.due.insert((at, shared.clone()));
-            self.at.insert(shared, at);
+            self.due.insert((when, shared.clone()));
+            self.at.insert(shared, when);
             return;
         }
         let shared = Arc::new(key.clone());
-        self.due.insert((at, shared.clone()));
-        self.at.insert(shared, at);
+        self.due.insert((when, shared.clone()));
+        self.at.insert(shared, when);
     }
 
     /// `key` no longer waits (its client is gone).
@@ -85,13 +110,13 @@ impl Pending {
         if self.out.len() >= self.limit {
             return None;
         }
-        let (at, key) = self
+        let (when, key) = self
             .due
             .iter()
-            .take_while(|(at, _)| *at <= now)
+            .take_while(|((lane, at), _)| *lane == Lane::Woken || *at <= now)
             .find(|(_, key)| !self.out.contains(key))
             .cloned()?;
-        self.due.remove(&(at, key.clone()));
+        self.due.remove(&(when, key.clone()));
         self.at.remove(&key);
         let handed = NamespacedName::clone(&key);
         self.out.insert(key);
@@ -107,7 +132,7 @@ impl Pending {
     /// When a client not yet due becomes due (clients due already but held, because they are
     /// out or the limit is reached, wait for a reconcile to finish instead).
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        self.due.iter().map(|(at, _)| *at).find(|at| *at > now)
+        self.due.iter().map(|((_, at), _)| *at).find(|at| *at > now)
     }
 
     /// Clients waiting.
@@ -177,10 +202,10 @@ impl Queue {
     }
 
     /// The clients to reconcile, as they become due: `triggers` (read as fast as they come, so
-    /// that the watches behind them never wait) make them due at once.
+    /// that the watches behind them never wait) make them due at once, in their lane.
     pub fn stream<T>(self: &Arc<Self>, triggers: T) -> QueueStream<T>
     where
-        T: Stream<Item = NamespacedName> + Unpin,
+        T: Stream<Item = (NamespacedName, Lane)> + Unpin,
     {
         QueueStream {
             queue: self.clone(),
@@ -201,7 +226,7 @@ pub struct QueueStream<T> {
     sleep: Pin<Box<Sleep>>,
 }
 
-impl<T: Stream<Item = NamespacedName> + Unpin> Stream for QueueStream<T> {
+impl<T: Stream<Item = (NamespacedName, Lane)> + Unpin> Stream for QueueStream<T> {
     type Item = NamespacedName;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
@@ -214,7 +239,7 @@ impl<T: Stream<Item = NamespacedName> + Unpin> Stream for QueueStream<T> {
             let now = Instant::now();
             loop {
                 match Pin::new(&mut *triggers).poll_next(cx) {
-                    Poll::Ready(Some(key)) => this.queue.lock().schedule(&key, now),
+                    Poll::Ready(Some((key, lane))) => this.queue.lock().enter(&key, (lane, now)),
                     Poll::Ready(None) => {
                         this.triggers = None;
                         return Poll::Ready(None);
@@ -332,6 +357,29 @@ mod tests {
     }
 
     #[test]
+    fn a_client_the_gate_woke_goes_before_every_client_only_due() {
+        let t0 = Instant::now();
+        let mut p = Pending::new(10);
+        for name in ["a", "b", "c"] {
+            p.schedule(&key(name), t0);
+        }
+        let later = t0 + Duration::from_secs(1);
+        p.wake(&key("y"), later);
+        p.wake(&key("x"), later + Duration::from_millis(1));
+        // A woken client already due as a trigger moves to the woken lane.
+        p.wake(&key("c"), later + Duration::from_millis(2));
+        assert_eq!(
+            names(&mut p, later + Duration::from_secs(1)),
+            ["y", "x", "c", "a", "b"],
+            "woken first, in the order woken; then by due time"
+        );
+        // Woken while due earlier as a trigger: still once.
+        p.schedule(&key("z"), t0);
+        p.wake(&key("z"), later);
+        assert_eq!(p.len(), 1);
+    }
+
+    #[test]
     fn a_requeue_years_away_is_looked_at_within_six_months() {
         let queue = Queue::new(1);
         let asked = Instant::now();
@@ -348,7 +396,7 @@ mod tests {
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let mut stream = queue.stream(rx);
         for name in ["a", "b", "c"] {
-            tx.unbounded_send(key(name)).unwrap();
+            tx.unbounded_send((key(name), Lane::Due)).unwrap();
         }
         assert_eq!(stream.next().await.unwrap().name.as_ref(), "a");
         // Limit 1: nothing more until a is over, yet every trigger was read.

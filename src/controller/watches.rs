@@ -31,7 +31,7 @@ use tracing::Instrument as _;
 use super::context::{Context, Shared};
 use super::memory::{Memories, queue_ref};
 use super::own_writes::WriteOf;
-use super::queue::Queue;
+use super::queue::{Lane, Queue};
 use super::reconcile;
 use super::references::References;
 use super::secret_index::{ConfigMapIndex, Index, ManagedIndex, SecretIndex, ServiceAccountIndex};
@@ -96,8 +96,9 @@ pub fn scope_controller(
     );
     let (cm_ctx, cm_store) = (ctx.clone(), store.clone());
     // What makes a client due at once: its own events, the objects it uses (each mapped back
-    // to its users), the exchange gate's wake-ups and moves of an injected clock. A watch's
-    // error is logged and the watch goes on (each watch has already waited its own backoff).
+    // to its users) and moves of an injected clock; and, in a lane of their own, the exchange
+    // gate's wake-ups. A watch's error is logged and the watch goes on (each watch has already
+    // waited its own backoff).
     let mut triggers: Vec<futures::stream::BoxStream<'static, Vec<ClientRef>>> = vec![
         clients_stream
             .map(|client| Ok(vec![queue_ref(&NamespacedName::of(&client?.metadata))]))
@@ -111,7 +112,6 @@ pub fn scope_controller(
                 referencing(&cm_ctx.config_map_references, &cm_store, &map.metadata)
             },
         ),
-        woken.map(|client| vec![client]).boxed(),
         clock_moves(&shared_clock, store.clone())
             .map(|client| vec![client])
             .boxed(),
@@ -125,15 +125,18 @@ pub fn scope_controller(
             },
         ));
     }
-    let triggers = futures::stream::select_all(triggers)
+    let key = |client: ClientRef| {
+        NamespacedName::new(
+            client.namespace.as_deref().unwrap_or_default(),
+            &client.name,
+        )
+    };
+    let due = futures::stream::select_all(triggers)
         .flat_map(futures::stream::iter)
-        .map(|client: ClientRef| {
-            NamespacedName::new(
-                client.namespace.as_deref().unwrap_or_default(),
-                &client.name,
-            )
-        })
-        .take_until(shutdown);
+        .map(move |client| (key(client), Lane::Due));
+    // The clients the exchange gate wakes have a place waiting: they go first.
+    let woken = woken.map(move |client| (key(client), Lane::Woken));
+    let triggers = futures::stream::select(due, woken).take_until(shutdown);
     let running = drive(
         ctx.queue.stream(Box::pin(triggers)),
         ctx.clone(),
