@@ -29,7 +29,7 @@ use kube::runtime::{WatchStreamExt, watcher as watch};
 use tracing::Instrument as _;
 
 use super::context::{Context, Shared};
-use super::memory::{Memories, queue_ref};
+use super::memory::{Memories, queue_key, queue_ref};
 use super::own_writes::WriteOf;
 use super::queue::{Lane, Queue};
 use super::reconcile;
@@ -125,17 +125,11 @@ pub fn scope_controller(
             },
         ));
     }
-    let key = |client: ClientRef| {
-        NamespacedName::new(
-            client.namespace.as_deref().unwrap_or_default(),
-            &client.name,
-        )
-    };
     let due = futures::stream::select_all(triggers)
         .flat_map(futures::stream::iter)
-        .map(move |client| (key(client), Lane::Due));
+        .map(|client| (queue_key(&client), Lane::Due));
     // The clients the exchange gate wakes have a place waiting: they go first.
-    let woken = woken.map(move |client| (key(client), Lane::Woken));
+    let woken = woken.map(|client| (queue_key(&client), Lane::Woken));
     let triggers = futures::stream::select(due, woken).take_until(shutdown);
     let running = drive(
         ctx.queue.stream(Box::pin(triggers)),
@@ -269,15 +263,9 @@ fn drive(
     )
     .for_each(move |result| {
         let over = match &result {
-            Ok((client, _)) => Some(NamespacedName::new(
-                client.namespace.as_deref().unwrap_or_default(),
-                &client.name,
-            )),
+            Ok((client, _)) => Some(queue_key(client)),
             Err(ControllerError::ObjectNotFound(client))
-            | Err(ControllerError::ReconcilerFailed(_, client)) => Some(NamespacedName::new(
-                client.namespace.as_deref().unwrap_or_default(),
-                &client.name,
-            )),
+            | Err(ControllerError::ReconcilerFailed(_, client)) => Some(queue_key(&**client)),
             Err(_) => None,
         };
         if let Err(error) = &result {

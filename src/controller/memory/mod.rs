@@ -42,6 +42,14 @@ pub fn queue_ref(key: &NamespacedName) -> ObjectRef<PartialObjectMeta<OAuthClien
     ObjectRef::new(&key.name).within(&key.namespace)
 }
 
+/// The key of a controller queue entry: the inverse of [`queue_ref`].
+pub fn queue_key<K: kube::runtime::reflector::Lookup>(client: &ObjectRef<K>) -> NamespacedName {
+    NamespacedName::new(
+        client.namespace.as_deref().unwrap_or_default(),
+        &client.name,
+    )
+}
+
 /// What the controller remembers about one OAuthClient between reconciles.
 #[derive(Clone, Debug, Default)]
 pub struct Memory {
