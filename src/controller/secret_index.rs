@@ -160,54 +160,109 @@ const KNOWN_ANNOTATIONS: [&str; 8] = [
     keys::REFRESH_REQUESTED_ANNOTATION,
 ];
 
-/// The `oauth.token-operator.dev/` annotations of a managed Secret: those of
-/// [`KNOWN_ANNOTATIONS`] by index, any other key under the prefix (someone else's, or a later
-/// version's) in full.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The `oauth.token-operator.dev/` annotations of a managed Secret, packed into one buffer:
+/// each entry is a tag byte (the index of a [`KNOWN_ANNOTATIONS`] key, or [`OTHER_KEY`] followed
+/// by the key itself for any other key under the prefix: someone else's, or a later version's)
+/// and then the value, each string length-prefixed. One allocation per Secret instead of one
+/// per value plus a slice of pairs: at 10,000 managed Secrets that was about 2.5 MiB.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct OurAnnotations {
-    known: Box<[(u8, Box<str>)]>,
-    other: Box<[(Box<str>, Box<str>)]>,
+    packed: Box<[u8]>,
 }
+
+/// The tag of an entry whose key is written out.
+const OTHER_KEY: u8 = u8::MAX;
 
 impl OurAnnotations {
     /// The annotations of `all` under the operator's prefix.
     pub fn of<'a>(all: impl IntoIterator<Item = (&'a String, &'a String)>) -> Self {
-        let mut known = Vec::new();
-        let mut other = Vec::new();
+        let mut packed = Vec::new();
         for (key, value) in all {
             if !key.starts_with(keys::PREFIX) {
                 continue;
             }
             match KNOWN_ANNOTATIONS.iter().position(|k| k == key) {
-                Some(i) => known.push((i as u8, Box::from(value.as_str()))),
-                None => other.push((Box::from(key.as_str()), Box::from(value.as_str()))),
+                Some(i) => packed.push(i as u8),
+                None => {
+                    packed.push(OTHER_KEY);
+                    push_str(&mut packed, key);
+                }
             }
+            push_str(&mut packed, value);
         }
         OurAnnotations {
-            known: known.into_boxed_slice(),
-            other: other.into_boxed_slice(),
+            packed: packed.into_boxed_slice(),
         }
+    }
+
+    /// The annotations, in the order they were given.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut rest = &self.packed[..];
+        std::iter::from_fn(move || {
+            let (&tag, after) = rest.split_first()?;
+            rest = after;
+            let key = match tag {
+                OTHER_KEY => take_str(&mut rest),
+                i => KNOWN_ANNOTATIONS[usize::from(i)],
+            };
+            Some((key, take_str(&mut rest)))
+        })
     }
 
     /// The annotations as a map.
     pub fn to_map(&self) -> BTreeMap<String, String> {
-        let known = self.known.iter().map(|(i, v)| {
-            let key = KNOWN_ANNOTATIONS[usize::from(*i)];
-            (key.to_owned(), v.to_string())
-        });
-        let other = (self.other.iter()).map(|(k, v)| (k.to_string(), v.to_string()));
-        known.chain(other).collect()
+        (self.iter())
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
     }
 
     /// Number of annotations.
     pub fn len(&self) -> usize {
-        self.known.len() + self.other.len()
+        self.iter().count()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.packed.is_empty()
     }
+}
+
+impl std::fmt::Debug for OurAnnotations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// Appends `s` with its length in front (LEB128: one byte below 128).
+fn push_str(packed: &mut Vec<u8>, s: &str) {
+    let mut len = s.len();
+    loop {
+        let low = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            packed.push(low);
+            break;
+        }
+        packed.push(low | 0x80);
+    }
+    packed.extend_from_slice(s.as_bytes());
+}
+
+/// Takes a string that [`push_str`] appended off the front of `rest`.
+fn take_str<'a>(rest: &mut &'a [u8]) -> &'a str {
+    let mut len = 0usize;
+    let mut shift = 0;
+    while let Some((&byte, after)) = rest.split_first() {
+        *rest = after;
+        len |= usize::from(byte & 0x7f) << shift;
+        shift += 7;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    let (bytes, after) = rest.split_at(len);
+    *rest = after;
+    std::str::from_utf8(bytes).expect("packed from a str at a char boundary")
 }
 
 impl Managed {
@@ -347,5 +402,30 @@ mod tests {
             )
         );
         assert_eq!(entry.annotations.len(), 3);
+    }
+
+    #[test]
+    fn packed_annotations_give_back_every_key_and_value_exactly() {
+        let long = "x".repeat(20_000);
+        let given = BTreeMap::from(
+            [
+                (keys::FINGERPRINT_ANNOTATION, "v1:c2FsdA:bWFj"),
+                (keys::TOKEN_AUDIENCES_ANNOTATION, long.as_str()),
+                (keys::MAC_ANNOTATION, ""),
+                ("oauth.token-operator.dev/später", "naïve ✓"),
+                ("oauth.token-operator.dev/x", &long[..128]),
+                ("other.example/ignored", "z"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        let packed = OurAnnotations::of(&given);
+        let mut expected = given.clone();
+        expected.remove("other.example/ignored");
+        assert_eq!(packed.to_map(), expected);
+        assert_eq!(packed.len(), 5);
+        assert!(!packed.is_empty());
+        assert!(OurAnnotations::of(&BTreeMap::new()).is_empty());
+        assert_eq!(OurAnnotations::default().to_map(), BTreeMap::new());
+        assert!(format!("{packed:?}").contains("naïve ✓"));
     }
 }
