@@ -115,3 +115,11 @@ pub async fn tarpit() -> String {
     });
     format!("http://{addr}/token")
 }
+
+/// The value of one series in the Prometheus text, 0 when absent.
+pub fn series(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}

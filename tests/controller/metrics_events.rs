@@ -58,14 +58,6 @@ async fn event_notes_fit_the_api_servers_byte_limit() {
 
 // === every attempt counted exactly once ===
 
-/// The value of one series in the Prometheus text, 0 when absent.
-fn series(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// The sum of every series of `metric`.
 fn total(metrics: &str, metric: &str) -> f64 {
     metrics
