@@ -269,6 +269,17 @@ async fn long_names_are_hashed_where_kubernetes_limits_them() {
     create_client(&api, NS, &long, &generic_spec(&vendor));
     let (_, _, message) = wait_ready(&api, NS, &long, "False", "InvalidSpec").await;
     assert!(message.contains("spec.target.name"), "{message}");
+    // The event follows the status write: waited for, not read at once.
+    eventually(
+        "the failure of the long-named client has an event",
+        Duration::from_secs(5),
+        || {
+            (events(&api, "ExchangeFailed").iter())
+                .any(|e| e["regarding"]["name"] == long.as_str())
+                .then_some(())
+        },
+    )
+    .await;
     let event_names: Vec<String> = api
         .list(EVENTS, Some(NS))
         .iter()
@@ -277,12 +288,6 @@ async fn long_names_are_hashed_where_kubernetes_limits_them() {
     assert!(
         event_names.iter().all(|n| n.len() <= 253),
         "{event_names:?}"
-    );
-    assert!(
-        events(&api, "ExchangeFailed")
-            .iter()
-            .any(|e| e["regarding"]["name"] == long.as_str()),
-        "the failure of the long-named client has an event"
     );
     assert_eq!(vendor.count(), 1, "no request for the unusable spec");
     api.modify(OAUTHCLIENTS, NS, &long, |o| {
