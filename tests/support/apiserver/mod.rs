@@ -510,7 +510,7 @@ impl ApiServer {
                 namespace.to_owned(),
                 name.to_owned(),
             ))
-            .cloned()
+            .map(|v| (**v).clone())
     }
 
     /// Creates `object` (of `kind`) just before the next request matching `matcher` is served,
@@ -531,7 +531,7 @@ impl ApiServer {
             .filter(|((g, p, ns, _), _)| {
                 *g == kind.group && *p == kind.plural && namespace.is_none_or(|n| n == ns)
             })
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| (**v).clone())
             .collect()
     }
 
@@ -550,7 +550,7 @@ impl ApiServer {
         let mut store = self.store();
         let result = store.create(&self.shared, kind, &namespace, object);
         match result {
-            Ok(v) => v,
+            Ok(v) => Arc::unwrap_or_clone(v),
             Err(e) => panic!("create {}: {} {}", kind.plural, e.0, e.1),
         }
     }
@@ -559,7 +559,9 @@ impl ApiServer {
     pub fn try_create(&self, kind: Kind, object: Value) -> Result<Value, (u16, String)> {
         let namespace = namespace_of(kind, &object);
         let mut store = self.store();
-        store.create(&self.shared, kind, &namespace, object)
+        store
+            .create(&self.shared, kind, &namespace, object)
+            .map(Arc::unwrap_or_clone)
     }
 
     /// Changes an object with `f`, as a user's update would (validated), or panics.
@@ -577,10 +579,10 @@ impl ApiServer {
             namespace.to_owned(),
             name.to_owned(),
         );
-        let mut object = store.objects.get(&key).cloned().expect("object exists");
+        let mut object = (**store.objects.get(&key).expect("object exists")).clone();
         f(&mut object);
         match store.replace(&self.shared, kind, key, object, false) {
-            Ok(v) => v,
+            Ok(v) => Arc::unwrap_or_clone(v),
             Err(e) => panic!("modify {}: {} {}", kind.plural, e.0, e.1),
         }
     }
@@ -595,10 +597,10 @@ impl ApiServer {
             namespace.to_owned(),
             name.to_owned(),
         );
-        let mut object = store.objects.get(&key).cloned().expect("object exists");
+        let mut object = (**store.objects.get(&key).expect("object exists")).clone();
         object["status"] = status;
         match store.replace(&self.shared, kind, key, object, true) {
-            Ok(v) => v,
+            Ok(v) => Arc::unwrap_or_clone(v),
             Err(e) => panic!("status of {}: {} {}", kind.plural, e.0, e.1),
         }
     }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::faults::{self_subject_access_review, self_subject_review};
 use super::store::{Store, check_apply_conflicts, merge_applied, remove_unapplied};
-use super::watch::{list, metadata_only, watch_stream};
+use super::watch::{MetadataOnly, list, watch_stream};
 use super::{Call, Failure, KINDS, Kind, OAUTHCLIENTS, SERVICEACCOUNTS, Shared, tokens};
 
 // === request handling ===
@@ -249,15 +249,14 @@ pub(super) async fn handle(
                 &content_type,
                 &body,
             );
+            // The answer is written after the store is unlocked (it shares the stored object).
+            drop(store);
+            let code = StatusCode::from_u16(result.as_ref().map_or(200, |r| r.0)).unwrap();
             match result {
-                Ok((code, object)) => {
-                    let object = if metadata {
-                        metadata_only(&object)
-                    } else {
-                        object
-                    };
-                    (StatusCode::from_u16(code).unwrap(), axum::Json(object)).into_response()
+                Ok((_, object)) if metadata => {
+                    (code, axum::Json(MetadataOnly::of(&object))).into_response()
                 }
+                Ok((_, object)) => (code, axum::Json(&*object)).into_response(),
                 Err((code, message)) => status_body(code, &message),
             }
         }
@@ -272,7 +271,7 @@ fn write(
     query: &HashMap<String, String>,
     content_type: &str,
     body: &[u8],
-) -> Result<(u16, Value), Failure> {
+) -> Result<(u16, Arc<Value>), Failure> {
     let kind = target.kind;
     let namespace = target.namespace.clone().unwrap_or_default();
     let status_only = target.subresource.as_deref() == Some("status");
@@ -287,7 +286,7 @@ fn write(
         return shared
             .issuer
             .token_request(&namespace, sa, &request)
-            .map(|v| (201, v));
+            .map(|v| (201, Arc::new(v)));
     }
     if target.subresource.is_some() && !(status_only && kind.status_subresource) {
         return Err((404, "no such subresource".into()));
@@ -346,7 +345,7 @@ fn write(
             let name = target.name.clone().unwrap();
             let key = (kind.group, kind.plural, namespace.clone(), name.clone());
             let patch = parse(body)?;
-            let existing = store.objects.get(&key).cloned();
+            let existing = store.objects.get(&key).map(|o| (**o).clone());
             if content_type.starts_with("application/apply-patch") {
                 let manager = query
                     .get("fieldManager")

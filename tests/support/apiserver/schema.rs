@@ -29,16 +29,17 @@ impl Store {
         if kind != OAUTHCLIENTS {
             return Ok(());
         }
-        let schema = self.schema["properties"][part].clone();
+        // Borrowed, not copied: the CRD's schema is large and this runs on every write.
+        let schema = &self.schema["properties"][part];
         if object.get(part).is_none_or(Value::is_null) {
             if part == "spec" {
                 return Err((422, "spec: Required value".into()));
             }
             return Ok(());
         }
-        apply_defaults(&schema, &mut object[part]);
+        apply_defaults(schema, &mut object[part]);
         let mut errors = Vec::new();
-        validate(&schema, &object[part], part, &mut errors);
+        validate(schema, &object[part], part, &mut errors);
         if errors.is_empty() {
             Ok(())
         } else {

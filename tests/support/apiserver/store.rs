@@ -25,7 +25,8 @@ pub(super) struct LogEntry {
 
 pub(super) struct Store {
     pub(super) rv: u64,
-    pub(super) objects: BTreeMap<Key, Value>,
+    /// Shared with the watch history and the answers: a write copies nothing it does not change.
+    pub(super) objects: BTreeMap<Key, Arc<Value>>,
     pub(super) history: VecDeque<Arc<LogEntry>>,
     pub(super) history_limit: usize,
     /// Watches from a resourceVersion below this one get 410 Gone.
@@ -73,16 +74,16 @@ impl Store {
         shared: &Shared,
         kind: Kind,
         event: &'static str,
-        object: &Value,
-        previous: Option<&Value>,
+        object: Arc<Value>,
+        previous: Option<Arc<Value>>,
     ) {
         let entry = Arc::new(LogEntry {
             rv: self.rv,
             group: kind.group,
             plural: kind.plural,
             event,
-            object: Arc::new(object.clone()),
-            previous: previous.map(|p| Arc::new(p.clone())),
+            object,
+            previous,
         });
         self.history.push_back(entry.clone());
         while self.history.len() > self.history_limit {
@@ -99,7 +100,7 @@ impl Store {
         kind: Kind,
         namespace: &str,
         mut object: Value,
-    ) -> Result<Value, Failure> {
+    ) -> Result<Arc<Value>, Failure> {
         let name = object["metadata"]["name"].as_str().map(str::to_owned);
         let name = match name {
             Some(n) if !n.is_empty() => n,
@@ -138,14 +139,20 @@ impl Store {
         }
         object["apiVersion"] = json!(kind.api_version());
         object["kind"] = json!(kind.kind);
+        let object = Arc::new(object);
         self.objects.insert(key, object.clone());
-        self.publish(shared, kind, "ADDED", &object, None);
+        self.publish(shared, kind, "ADDED", object.clone(), None);
         Ok(object)
     }
 
     /// Records `manager` as the updater owning every data key, label and annotation of
     /// `object` (just created), in its `managedFields`; returns the object as stored.
-    pub(super) fn own_as_updater(&mut self, kind: Kind, object: &Value, manager: &str) -> Value {
+    pub(super) fn own_as_updater(
+        &mut self,
+        kind: Kind,
+        object: &Arc<Value>,
+        manager: &str,
+    ) -> Arc<Value> {
         let namespace = object["metadata"]["namespace"]
             .as_str()
             .unwrap_or("")
@@ -175,7 +182,7 @@ impl Store {
         });
         match self.objects.get_mut(&key) {
             Some(stored) => {
-                stored["metadata"]["managedFields"] = json!([entry]);
+                Arc::make_mut(stored)["metadata"]["managedFields"] = json!([entry]);
                 stored.clone()
             }
             None => object.clone(),
@@ -191,7 +198,7 @@ impl Store {
         key: Key,
         mut object: Value,
         status_only: bool,
-    ) -> Result<Value, Failure> {
+    ) -> Result<Arc<Value>, Failure> {
         let old = self
             .objects
             .get(&key)
@@ -223,8 +230,8 @@ impl Store {
         normalise(kind, &mut object);
         if kind.status_subresource {
             if status_only {
-                let status = object.get("status").cloned();
-                object = old.clone();
+                let status = object.as_object_mut().and_then(|o| o.remove("status"));
+                object = (*old).clone();
                 match status {
                     Some(s) => object["status"] = s,
                     None => {
@@ -284,9 +291,8 @@ impl Store {
             object["metadata"]["generation"] = json!(bumped);
         }
         // Nothing changed: no new resourceVersion, no event (as the real server does).
-        let mut comparable = object.clone();
-        comparable["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-        if comparable == old {
+        object["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+        if object == *old {
             return Ok(old);
         }
         let rv = self.next_rv();
@@ -294,9 +300,10 @@ impl Store {
         let finalizers_empty = object["metadata"]["finalizers"]
             .as_array()
             .is_none_or(Vec::is_empty);
+        let object = Arc::new(object);
         if old["metadata"].get("deletionTimestamp").is_some() && finalizers_empty {
             self.objects.remove(&key);
-            self.publish(shared, kind, "DELETED", &object, Some(&old));
+            self.publish(shared, kind, "DELETED", object.clone(), Some(old));
             self.collect_garbage(shared, &object);
             return Ok(object);
         }
@@ -304,7 +311,7 @@ impl Store {
             self.observe_status(&key, &old, &object);
         }
         self.objects.insert(key, object.clone());
-        self.publish(shared, kind, "MODIFIED", &object, Some(&old));
+        self.publish(shared, kind, "MODIFIED", object.clone(), Some(old));
         Ok(object)
     }
 
@@ -343,7 +350,7 @@ impl Store {
         }
     }
 
-    pub(super) fn delete(&mut self, shared: &Shared, key: Key) -> Result<Value, Failure> {
+    pub(super) fn delete(&mut self, shared: &Shared, key: Key) -> Result<Arc<Value>, Failure> {
         let kind = KINDS
             .iter()
             .copied()
@@ -361,19 +368,21 @@ impl Store {
             if old["metadata"].get("deletionTimestamp").is_some() {
                 return Ok(old);
             }
-            let mut object = old.clone();
+            let mut object = (*old).clone();
             let rv = self.next_rv();
             object["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
             object["metadata"]["resourceVersion"] = json!(rv.to_string());
+            let object = Arc::new(object);
             self.objects.insert(key, object.clone());
-            self.publish(shared, kind, "MODIFIED", &object, Some(&old));
+            self.publish(shared, kind, "MODIFIED", object.clone(), Some(old));
             return Ok(object);
         }
         self.objects.remove(&key);
         let rv = self.next_rv();
-        let mut object = old.clone();
+        let mut object = (*old).clone();
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        self.publish(shared, kind, "DELETED", &object, Some(&old));
+        let object = Arc::new(object);
+        self.publish(shared, kind, "DELETED", object.clone(), Some(old));
         self.collect_garbage(shared, &object);
         Ok(object)
     }

@@ -21,12 +21,41 @@ use super::store::LogEntry;
 
 // === list and watch ===
 
-pub(super) fn metadata_only(object: &Value) -> Value {
-    json!({
-        "kind": "PartialObjectMetadata",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": object["metadata"].clone(),
-    })
+/// An object as `PartialObjectMetadata` (its metadata only), written without copying it.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct MetadataOnly<'a> {
+    kind: &'static str,
+    api_version: &'static str,
+    metadata: &'a Value,
+}
+
+impl<'a> MetadataOnly<'a> {
+    pub(super) fn of(object: &'a Value) -> Self {
+        Self {
+            kind: "PartialObjectMetadata",
+            api_version: "meta.k8s.io/v1",
+            metadata: &object["metadata"],
+        }
+    }
+}
+
+/// An item of a list or the object of a watch event: whole, or its metadata only.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Item<'a> {
+    Whole(&'a Value),
+    Metadata(MetadataOnly<'a>),
+}
+
+impl<'a> Item<'a> {
+    fn of(object: &'a Value, metadata: bool) -> Self {
+        if metadata {
+            Item::Metadata(MetadataOnly::of(object))
+        } else {
+            Item::Whole(object)
+        }
+    }
 }
 
 pub(super) fn list(
@@ -70,11 +99,7 @@ pub(super) fn list(
             more = true;
             break;
         }
-        items.push(if metadata {
-            metadata_only(object)
-        } else {
-            object.clone()
-        });
+        items.push(Item::of(object, metadata));
         last_key = Some(flat);
     }
     let continue_token = match (more, last_key) {
@@ -94,18 +119,36 @@ pub(super) fn list(
             format!("{}List", target.kind.kind),
         )
     };
-    let body = json!({
-        "apiVersion": api_version,
-        "kind": kind,
-        "metadata": {"resourceVersion": list_rv.to_string(), "continue": continue_token},
-        "items": items,
-    });
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct List<'a> {
+        api_version: String,
+        kind: String,
+        metadata: Value,
+        items: Vec<Item<'a>>,
+    }
+    let response = (
+        StatusCode::OK,
+        axum::Json(List {
+            api_version,
+            kind,
+            metadata: json!({"resourceVersion": list_rv.to_string(), "continue": continue_token}),
+            items,
+        }),
+    )
+        .into_response();
     drop(store);
-    (StatusCode::OK, axum::Json(body)).into_response()
+    response
 }
 
-fn watch_event_line(event: &str, object: &Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": event, "object": object})).unwrap();
+fn watch_event_line(event: &str, object: Item<'_>) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        #[serde(rename = "type")]
+        event: &'a str,
+        object: Item<'a>,
+    }
+    let mut line = serde_json::to_vec(&Line { event, object }).unwrap();
     line.push(b'\n');
     Bytes::from(line)
 }
@@ -158,16 +201,11 @@ pub(super) fn watch_stream(
         if expired {
             let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                 "message": "too old resource version", "reason": "Expired", "code": 410});
-            let _ = tx.send(Ok(watch_event_line("ERROR", &status))).await;
+            let _ = tx
+                .send(Ok(watch_event_line("ERROR", Item::Whole(&status))))
+                .await;
             return;
         }
-        let render = |object: &Value| {
-            if metadata {
-                metadata_only(object)
-            } else {
-                object.clone()
-            }
-        };
         let mut last_rv = start_rv;
         let emit = |entry: &LogEntry, last_rv: &mut u64| -> Option<Bytes> {
             if entry.rv <= *last_rv {
@@ -187,7 +225,7 @@ pub(super) fn watch_stream(
                 (_, true, false) => "DELETED",
                 (_, false, false) => return None,
             };
-            Some(watch_event_line(event, &render(&entry.object)))
+            Some(watch_event_line(event, Item::of(&entry.object, metadata)))
         };
         for entry in &backlog {
             if let Some(line) = emit(entry, &mut last_rv) {
@@ -216,7 +254,7 @@ pub(super) fn watch_stream(
                 _ = ticker.tick(), if bookmarks => {
                     let bookmark = json!({"kind": kind.kind, "apiVersion": kind.api_version(),
                         "metadata": {"resourceVersion": last_rv.to_string()}});
-                    if tx.send(Ok(watch_event_line("BOOKMARK", &bookmark))).await.is_err() {
+                    if tx.send(Ok(watch_event_line("BOOKMARK", Item::Whole(&bookmark)))).await.is_err() {
                         return;
                     }
                 }
