@@ -35,6 +35,12 @@ use support::apiserver::{ApiServer, OAUTHCLIENTS, SECRETS};
 use support::process::{Process, spawn_with};
 use support::vendors::{TokenServer, Tokens, Vendor};
 
+/// The bench's own process (the API-server double and the token endpoint) runs on jemalloc, as
+/// the operator does: on glibc's malloc about 40% of the double's CPU went to malloc and free
+/// (perf; docs/performance.md), and on two cores that CPU is taken from the operator measured.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const UNRELATED_SECRETS: usize = 10_000;
 const LARGE_SECRETS: usize = 5;
 const TOKEN_DELAY: Duration = Duration::from_millis(5);
@@ -230,6 +236,8 @@ fn fill_unrelated_secrets(api: &ApiServer) {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Report {
     n: usize,
+    /// How long the bench took to create the N credentials Secrets and N OAuthClients.
+    creation: Duration,
     all_ready: Duration,
     latency_p50: f64,
     latency_p99: f64,
@@ -322,7 +330,20 @@ async fn run(n: usize, quick: bool, binary: &str) -> Report {
         );
         created.insert((ns, name), Instant::now());
     }
+    let creation = t0.elapsed();
+    // SCALE_TRACE=1: the count of Ready clients every half second, to see the pace of the burst.
+    let trace = std::env::var_os("SCALE_TRACE").is_some();
+    let mut traced = Instant::now();
     while api.ready_count() < n {
+        if trace && traced.elapsed() >= Duration::from_millis(500) {
+            traced = Instant::now();
+            println!(
+                "  {:>5.1} s: {} Ready, operator CPU {:.1} s",
+                t0.elapsed().as_secs_f64(),
+                api.ready_count(),
+                proc_stats(pid).cpu_seconds
+            );
+        }
         assert!(
             t0.elapsed() < Duration::from_secs(600),
             "only {} of {n} Ready after 10 min",
@@ -331,6 +352,9 @@ async fn run(n: usize, quick: bool, binary: &str) -> Report {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let all_ready = t0.elapsed();
+    if trace {
+        println!("  requests to the API server by then: {:?}", api.counts());
+    }
     let ready_at = api.first_ready();
     let mut latencies: Vec<f64> = created
         .iter()
@@ -386,6 +410,7 @@ async fn run(n: usize, quick: bool, binary: &str) -> Report {
 
     Report {
         n,
+        creation,
         all_ready,
         latency_p50: percentile(&mut latencies, 50.0),
         latency_p99: percentile(&mut latencies, 99.0),
@@ -457,12 +482,13 @@ fn run_in_child(n: usize, quick: bool, binary: &str) -> Report {
 /// One run's figures on one line.
 fn print_line(what: &str, report: &Report) {
     println!(
-        "{what}: N={:>6}: all Ready {:.1}s; apply→Ready p50 {:.3}s p99 {:.3}s; token requests/client {:.2}; \
+        "{what}: N={:>6}: created in {:.1}s; all Ready {:.1}s; apply→Ready p50 {:.3}s p99 {:.3}s; token requests/client {:.2}; \
          writes/client: Secret {:.2}, status {:.2}, events {:.2}; writes between refreshes {}; \
          RSS peak {:.1} MiB steady {:.1} MiB (files {:.1} MiB); CPU {:.1}s; 60 s tokens: lateness p50 {:.3}s p99 {:.3}s ({} refreshes), \
          requests per token {:.2}; restart: {} token requests, {} writes, /readyz in {:.2}s; \
          reconciles/client {:.2}",
         report.n,
+        report.creation.as_secs_f64(),
         report.all_ready.as_secs_f64(),
         report.latency_p50,
         report.latency_p99,
