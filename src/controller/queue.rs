@@ -195,8 +195,9 @@ impl Queue {
         self.lock().forget(key);
     }
 
-    /// Clients waiting, and clients out.
-    pub fn sizes(&self) -> (usize, usize) {
+    /// Clients waiting, and clients out (read by the tests).
+    #[cfg(test)]
+    fn sizes(&self) -> (usize, usize) {
         let pending = self.lock();
         (pending.len(), pending.out())
     }
