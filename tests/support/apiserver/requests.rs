@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::faults::{self_subject_access_review, self_subject_review};
 use super::store::{Store, check_apply_conflicts, merge_applied, remove_unapplied};
-use super::watch::{MetadataOnly, list, watch_stream};
+use super::watch::{Item, list, watch_stream};
 use super::{Call, Failure, KINDS, Kind, OAUTHCLIENTS, SERVICEACCOUNTS, Shared, tokens};
 
 // === request handling ===
@@ -251,12 +251,12 @@ pub(super) async fn handle(
             );
             // The answer is written after the store is unlocked (it shares the stored object).
             drop(store);
-            let code = StatusCode::from_u16(result.as_ref().map_or(200, |r| r.0)).unwrap();
             match result {
-                Ok((_, object)) if metadata => {
-                    (code, axum::Json(MetadataOnly::of(&object))).into_response()
-                }
-                Ok((_, object)) => (code, axum::Json(&*object)).into_response(),
+                Ok((code, object)) => (
+                    StatusCode::from_u16(code).unwrap(),
+                    axum::Json(Item::of(&object, metadata)),
+                )
+                    .into_response(),
                 Err((code, message)) => status_body(code, &message),
             }
         }

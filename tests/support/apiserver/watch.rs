@@ -31,7 +31,7 @@ pub(super) struct MetadataOnly<'a> {
 }
 
 impl<'a> MetadataOnly<'a> {
-    pub(super) fn of(object: &'a Value) -> Self {
+    fn of(object: &'a Value) -> Self {
         Self {
             kind: "PartialObjectMetadata",
             api_version: "meta.k8s.io/v1",
@@ -40,16 +40,16 @@ impl<'a> MetadataOnly<'a> {
     }
 }
 
-/// An item of a list or the object of a watch event: whole, or its metadata only.
+/// An item of a list, the object of a watch event or of an answer: whole, or its metadata only.
 #[derive(serde::Serialize)]
 #[serde(untagged)]
-enum Item<'a> {
+pub(super) enum Item<'a> {
     Whole(&'a Value),
     Metadata(MetadataOnly<'a>),
 }
 
 impl<'a> Item<'a> {
-    fn of(object: &'a Value, metadata: bool) -> Self {
+    pub(super) fn of(object: &'a Value, metadata: bool) -> Self {
         if metadata {
             Item::Metadata(MetadataOnly::of(object))
         } else {
